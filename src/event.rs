@@ -1,0 +1,116 @@
+//! The event envelope: CloudEvents 1.0 in structured JSON mode.
+//!
+//! Owns the envelope and the list of event types. It must never import other rollcall modules
+//! (sinks, the store and the diff all depend on it) and never assign ids or offsets itself.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Every event type rollcall emits, with its CloudEvents `type` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "user.observed")]
+    UserObserved,
+    #[serde(rename = "user.created")]
+    UserCreated,
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    #[serde(rename = "user.deactivated")]
+    UserDeactivated,
+    #[serde(rename = "user.reactivated")]
+    UserReactivated,
+    #[serde(rename = "user.deleted")]
+    UserDeleted,
+    #[serde(rename = "user.role_added")]
+    UserRoleAdded,
+    #[serde(rename = "user.role_removed")]
+    UserRoleRemoved,
+    #[serde(rename = "user.group_added")]
+    UserGroupAdded,
+    #[serde(rename = "user.group_removed")]
+    UserGroupRemoved,
+    #[serde(rename = "user.login")]
+    UserLogin,
+    #[serde(rename = "user.login_failed")]
+    UserLoginFailed,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 12] = [
+        EventType::UserObserved,
+        EventType::UserCreated,
+        EventType::UserUpdated,
+        EventType::UserDeactivated,
+        EventType::UserReactivated,
+        EventType::UserDeleted,
+        EventType::UserRoleAdded,
+        EventType::UserRoleRemoved,
+        EventType::UserGroupAdded,
+        EventType::UserGroupRemoved,
+        EventType::UserLogin,
+        EventType::UserLoginFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::UserObserved => "user.observed",
+            EventType::UserCreated => "user.created",
+            EventType::UserUpdated => "user.updated",
+            EventType::UserDeactivated => "user.deactivated",
+            EventType::UserReactivated => "user.reactivated",
+            EventType::UserDeleted => "user.deleted",
+            EventType::UserRoleAdded => "user.role_added",
+            EventType::UserRoleRemoved => "user.role_removed",
+            EventType::UserGroupAdded => "user.group_added",
+            EventType::UserGroupRemoved => "user.group_removed",
+            EventType::UserLogin => "user.login",
+            EventType::UserLoginFailed => "user.login_failed",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+
+/// One event, exactly as stored in the log and as delivered to every sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub specversion: String,
+    /// UUIDv7 assigned when the event is derived; reused on every redelivery and replay, so
+    /// consumers can de-duplicate.
+    pub id: Uuid,
+    /// `superset://<source name>`.
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The Superset user id, as a string.
+    pub subject: String,
+    /// When rollcall observed the change.
+    pub time: DateTime<Utc>,
+    pub datacontenttype: String,
+    /// The log offset, zero-padded to 20 digits: the CloudEvents `sequence` extension requires
+    /// a string whose lexicographic order is the event order.
+    pub sequence: String,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// The log offset this event was stored at.
+    pub fn offset(&self) -> Option<u64> {
+        self.sequence.parse().ok()
+    }
+
+    /// The `sequence` string for a log offset.
+    pub fn sequence_for(offset: u64) -> String {
+        format!("{offset:020}")
+    }
+}

@@ -1,0 +1,18 @@
+//! rollcall: turns identity changes in Apache Superset into a reliable stream of events.
+//!
+//! The flow is `source → diff → store → sinks`, one module per step:
+//!
+//! - [`source::superset`] polls Superset's REST API and returns a fresh snapshot of its users;
+//! - [`diff`] is a pure function from (stored snapshot, fresh snapshot) to events;
+//! - [`store`] keeps the snapshot, the append-only event log and one cursor per sink in sled,
+//!   committing a snapshot change and the events it produced in one transaction;
+//! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor;
+//! - [`runner`] drives cycles; [`cli`] and [`config`] are the operator's side.
+//!
+//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
+
+pub mod config;
+pub mod diff;
+pub mod event;
+pub mod store;
+pub mod user;
