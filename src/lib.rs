@@ -11,8 +11,13 @@
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
 
+pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod diff;
 pub mod event;
+pub mod runner;
+pub mod sink;
+pub mod source;
 pub mod store;
 pub mod user;

@@ -1,0 +1,345 @@
+//! The runner: one cycle is poll → diff → commit → deliver, for every source and sink.
+//!
+//! Owns scheduling (incremental polls, periodic full reconciles), the mass-delete guard, and
+//! stamping derived events with ids and times. It holds no state of its own between cycles:
+//! everything that must survive a restart is in the store.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::config::{Config, SourceConfig};
+use crate::deliver::{self, DeliverError};
+use crate::diff::{self, DiffOptions};
+use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
+use crate::sink::{Sink, SinkError};
+use crate::source::superset::{Mode, SupersetError, SupersetSource};
+use crate::store::{Commit, DeletionGuard, SourceState, Store, StoreError};
+use crate::user::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("source '{source_name}': {error}")]
+    Source {
+        source_name: String,
+        error: SupersetError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Deliver(#[from] DeliverError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Choices an operator can make for one cycle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CycleOptions {
+    /// Read every user even if a full reconcile is not due.
+    pub full: bool,
+    /// Apply deletions the mass-delete guard would hold back.
+    pub confirm_deletes: bool,
+}
+
+/// What one source's cycle did.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    pub source: String,
+    pub full: bool,
+    pub users: usize,
+    pub events: usize,
+    pub held_deletions: usize,
+}
+
+pub struct Runner {
+    store: Store,
+    sources: Vec<SupersetSource>,
+    sinks: Vec<Sink>,
+}
+
+impl Runner {
+    pub fn new(config: &Config, store: Store) -> Result<Runner, RunnerError> {
+        let sources = config
+            .sources
+            .iter()
+            .map(|s| match s {
+                SourceConfig::Superset(c) => {
+                    SupersetSource::new(c.clone()).map_err(|error| RunnerError::Source {
+                        source_name: c.name.clone(),
+                        error,
+                    })
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let sinks = config
+            .sinks
+            .iter()
+            .map(Sink::from_config)
+            .collect::<Result<_, _>>()?;
+        Ok(Runner {
+            store,
+            sources,
+            sinks,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Poll every source once, then deliver to every sink. Every source and sink gets its turn
+    /// even when another fails; the first error is returned.
+    pub async fn cycle(&mut self, opts: CycleOptions) -> Result<Vec<SourceReport>, RunnerError> {
+        let mut reports = Vec::new();
+        let mut first_error = None;
+        for i in 0..self.sources.len() {
+            match self.poll(i, opts).await {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.deliver_all().await {
+            first_error.get_or_insert(e);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(reports),
+        }
+    }
+
+    pub async fn deliver_all(&mut self) -> Result<(), RunnerError> {
+        let mut first_error = None;
+        for sink in &mut self.sinks {
+            let name = sink.name().to_owned();
+            match deliver::drain(&self.store, sink)
+                .instrument(info_span!("deliver", sink = %name))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => info!(sink = %name, events = n, "delivered"),
+                Err(e) => {
+                    error!(sink = %name, error = %e, "delivery failed; will retry from the stored cursor");
+                    first_error.get_or_insert(e.into());
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Poll forever: each source at its own interval, delivering after each poll, until
+    /// `shutdown` resolves. Errors are logged and recorded in the store; polling goes on.
+    pub async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RunnerError> {
+        tokio::pin!(shutdown);
+        let mut due: Vec<Instant> = vec![Instant::now(); self.sources.len()];
+        loop {
+            let (i, at) = due
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by_key(|(_, t)| *t)
+                .expect("config validation requires at least one source");
+            tokio::select! {
+                _ = &mut shutdown => {
+                    info!("shutting down");
+                    return Ok(());
+                }
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            let interval = self.sources[i].config().poll_interval;
+            let _ = self.poll(i, CycleOptions::default()).await;
+            let _ = self.deliver_all().await;
+            due[i] = Instant::now() + interval;
+        }
+    }
+
+    async fn poll(&mut self, i: usize, opts: CycleOptions) -> Result<SourceReport, RunnerError> {
+        let name = self.sources[i].config().name.clone();
+        let span = info_span!("poll", source = %name);
+        let result = poll_source(&self.store, &mut self.sources[i], opts)
+            .instrument(span)
+            .await;
+        if let Err(RunnerError::Source { error, .. }) = &result {
+            error!(source = %name, error = %error, "poll failed; nothing was stored");
+            self.store.record_error(&name, error.to_string())?;
+        }
+        result
+    }
+}
+
+fn due(last: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> bool {
+    last.is_none_or(|t| {
+        now - t >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
+    })
+}
+
+async fn poll_source(
+    store: &Store,
+    source: &mut SupersetSource,
+    opts: CycleOptions,
+) -> Result<SourceReport, RunnerError> {
+    let config = source.config().clone();
+    let name = config.name.clone();
+    let started = std::time::Instant::now();
+    let now = Utc::now();
+    let prev = store.snapshot(&name)?;
+    let mut state = store.source_state(&name)?;
+    let full = !state.initialized
+        || opts.full
+        || opts.confirm_deletes
+        || due(
+            state.last_full_reconcile,
+            config.full_reconcile_interval,
+            now,
+        );
+    let mode = if full { Mode::Full } else { Mode::Incremental };
+    let observation =
+        source
+            .observe(&prev, &state, mode)
+            .await
+            .map_err(|error| RunnerError::Source {
+                source_name: name.clone(),
+                error,
+            })?;
+    let mut fresh = observation.fresh;
+    let held = guard_deletions(
+        &prev,
+        &mut fresh,
+        &mut state,
+        mode,
+        opts.confirm_deletes,
+        now,
+    );
+
+    let derived = if state.initialized {
+        diff::diff(
+            &prev,
+            &fresh,
+            &DiffOptions {
+                service_account: Some(config.username.clone()),
+            },
+        )
+    } else if config.emit_initial_snapshot {
+        diff::observe_all(&fresh)
+    } else {
+        Vec::new()
+    };
+    let events: Vec<Event> = derived
+        .into_iter()
+        .map(|d| Event {
+            specversion: SPEC_VERSION.into(),
+            id: uuid::Uuid::now_v7(),
+            source: format!("superset://{name}"),
+            event_type: d.event_type,
+            subject: d.subject.to_string(),
+            time: now,
+            datacontenttype: DATA_CONTENT_TYPE.into(),
+            sequence: String::new(),
+            data: d.data,
+        })
+        .collect();
+
+    state.initialized = true;
+    state.last_poll = Some(now);
+    state.last_error = None;
+    if full {
+        state.last_full_reconcile = Some(now);
+    }
+    state.hwm_changed_on = fresh.values().map(|u| u.changed_on).max();
+    state.hwm_last_login = fresh.values().filter_map(|u| u.last_login).max();
+    state.users_known = fresh.len();
+
+    let upserts = fresh
+        .values()
+        .filter(|u| prev.get(&u.id) != Some(*u))
+        .collect::<Vec<_>>();
+    let removals = prev
+        .keys()
+        .filter(|id| !fresh.contains_key(id))
+        .copied()
+        .collect::<Vec<_>>();
+    let report = SourceReport {
+        source: name.clone(),
+        full,
+        users: fresh.len(),
+        events: events.len(),
+        held_deletions: held,
+    };
+    let offsets = store.commit(Commit {
+        source: &name,
+        upserts,
+        removals,
+        events,
+        state: &state,
+    })?;
+    info!(
+        full,
+        users = report.users,
+        events = report.events,
+        offsets = ?offsets,
+        requests = observation.requests,
+        took_ms = started.elapsed().as_millis() as u64,
+        "poll complete"
+    );
+    Ok(report)
+}
+
+/// The mass-delete guard: when more than max(5, 10%) of the known users vanish at once, hold
+/// the deletions back (put the users back into `fresh`) until a later full reconcile sees the
+/// same users still gone, or the operator confirms. Returns how many deletions are held.
+fn guard_deletions(
+    prev: &Snapshot,
+    fresh: &mut Snapshot,
+    state: &mut SourceState,
+    mode: Mode,
+    confirmed: bool,
+    now: DateTime<Utc>,
+) -> usize {
+    let vanished: Vec<u64> = prev
+        .keys()
+        .filter(|id| !fresh.contains_key(id))
+        .copied()
+        .collect();
+    let limit = (prev.len() / 10).max(5);
+    if vanished.len() <= limit || confirmed {
+        if let Some(g) = state.deletion_guard.take() {
+            info!(held = g.user_ids.len(), "mass-delete guard released");
+        }
+        return 0;
+    }
+    let agrees = mode == Mode::Full
+        && state
+            .deletion_guard
+            .as_ref()
+            .is_some_and(|g| g.since < now && g.user_ids.iter().all(|id| vanished.contains(id)));
+    if agrees {
+        warn!(
+            deleted = vanished.len(),
+            "a second full reconcile agrees with the mass-delete guard; emitting the deletions"
+        );
+        state.deletion_guard = None;
+        return 0;
+    }
+    error!(
+        vanished = vanished.len(),
+        known = prev.len(),
+        "mass-delete guard: too many users vanished at once; no deletion emitted. A later full reconcile that agrees releases them, or run `rollcall once --confirm-deletes`"
+    );
+    for id in &vanished {
+        fresh.insert(*id, prev[id].clone());
+    }
+    let since = state.deletion_guard.as_ref().map_or(now, |g| g.since);
+    let held = vanished.len();
+    state.deletion_guard = Some(DeletionGuard {
+        since,
+        user_ids: vanished,
+        known: prev.len(),
+    });
+    held
+}

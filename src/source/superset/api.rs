@@ -1,0 +1,257 @@
+//! Superset's wire format: the JSON shapes of the endpoints rollcall reads, and the rison
+//! queries it sends. Only this file knows Superset's field names.
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::user::{Member, User};
+
+/// Superset silently clamps larger page sizes to 100 (FACTS 18).
+pub const PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub count: u64,
+    pub result: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct One<T> {
+    pub result: T,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IdRef {
+    pub id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApiMember {
+    pub id: u64,
+    pub name: String,
+}
+
+/// A user as `/api/v1/security/users/` returns it: naive datetimes in the server's local time
+/// (FACTS 15–16), login counters null until the first attempt (FACTS 11).
+#[derive(Debug, Deserialize)]
+pub struct ApiUser {
+    pub id: u64,
+    pub username: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub email: String,
+    pub active: bool,
+    #[serde(default)]
+    pub roles: Vec<ApiMember>,
+    #[serde(default)]
+    pub groups: Vec<ApiMember>,
+    pub login_count: Option<i64>,
+    pub fail_login_count: Option<i64>,
+    pub last_login: Option<NaiveDateTime>,
+    pub created_on: NaiveDateTime,
+    pub changed_on: NaiveDateTime,
+    pub created_by: Option<IdRef>,
+    pub changed_by: Option<IdRef>,
+}
+
+impl ApiUser {
+    pub fn into_user(self, tz: Tz) -> User {
+        let member = |m: ApiMember| Member {
+            id: m.id,
+            name: m.name,
+        };
+        User {
+            id: self.id,
+            username: self.username,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            email: self.email,
+            active: self.active,
+            roles: self.roles.into_iter().map(member).collect(),
+            groups: self.groups.into_iter().map(member).collect(),
+            login_count: self.login_count,
+            fail_login_count: self.fail_login_count,
+            last_login: self.last_login.map(|t| to_utc(t, tz)),
+            created_on: to_utc(self.created_on, tz),
+            changed_on: to_utc(self.changed_on, tz),
+            created_by: self.created_by.map(|r| r.id),
+            changed_by: self.changed_by.map(|r| r.id),
+        }
+        .normalise()
+    }
+}
+
+/// A role from `/api/v1/security/roles/search/`, which lists each role's members.
+#[derive(Debug, Deserialize)]
+pub struct RoleWithMembers {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub user_ids: Vec<u64>,
+}
+
+/// A group from `/api/v1/security/groups/`.
+#[derive(Debug, Deserialize)]
+pub struct GroupWithMembers {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub users: Vec<IdRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginResponse {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshResponse {
+    pub access_token: String,
+}
+
+/// The server's naive local time → UTC. In a DST gap (a local time that never happened) the
+/// offset just before the gap is used; in an overlap, the earlier instant.
+pub fn to_utc(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        // Gaps are an hour at most: step back before it and forward again.
+        LocalResult::None => tz
+            .from_local_datetime(&(naive - chrono::Duration::hours(1)))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc) + chrono::Duration::hours(1))
+            .unwrap_or_else(|| naive.and_utc()),
+    }
+}
+
+/// UTC → the server's naive local time, formatted as Superset's filters accept it (FACTS 17).
+/// Whole seconds, rounded down, so a `gt` filter never skips a row.
+pub fn to_filter_value(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .naive_local()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum FilterValue {
+    Int(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Filter {
+    pub col: &'static str,
+    pub opr: &'static str,
+    pub value: FilterValue,
+}
+
+/// A list query, serialised to rison for the `q` parameter.
+#[derive(Debug, Serialize)]
+pub struct ListQuery {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_column: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    pub page_size: u32,
+}
+
+impl ListQuery {
+    /// Keyset pagination: the page of ids greater than `after`, id-ascending. Offset paging
+    /// loses rows when users are deleted between pages (FACTS 21).
+    pub fn keyset(after: u64, mut filters: Vec<Filter>) -> ListQuery {
+        filters.push(Filter {
+            col: "id",
+            opr: "gt",
+            value: FilterValue::Int(after),
+        });
+        ListQuery {
+            filters,
+            order_column: Some("id"),
+            order_direction: Some("asc"),
+            page: None,
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    /// Plain page-index paging, for the short role and group lists.
+    pub fn page(page: u32) -> ListQuery {
+        ListQuery {
+            filters: vec![],
+            order_column: Some("id"),
+            order_direction: Some("asc"),
+            page: Some(page),
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    pub fn to_rison(&self) -> String {
+        serde_rison::to_string(self).expect("a ListQuery always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyset_query_is_the_rison_superset_expects() {
+        let q = ListQuery::keyset(
+            200,
+            vec![Filter {
+                col: "changed_on",
+                opr: "gt",
+                value: FilterValue::Text("2026-11-23T07:30:25".into()),
+            }],
+        );
+        assert_eq!(
+            q.to_rison(),
+            "(filters:!((col:changed_on,opr:gt,value:'2026-11-23T07:30:25'),(col:id,opr:gt,value:200)),order_column:id,order_direction:asc,page_size:100)"
+        );
+    }
+
+    #[test]
+    fn local_times_convert_to_utc_with_the_configured_zone() {
+        let naive =
+            NaiveDateTime::parse_from_str("2026-11-23T13:02:53.5", "%Y-%m-%dT%H:%M:%S%.f").unwrap();
+        let tz: Tz = "Asia/Kolkata".parse().unwrap();
+        assert_eq!(
+            to_utc(naive, tz).to_rfc3339(),
+            "2026-11-23T07:32:53.500+00:00"
+        );
+        assert_eq!(
+            to_filter_value(to_utc(naive, tz), tz),
+            "2026-11-23T13:02:53"
+        );
+    }
+
+    #[test]
+    fn time_in_a_dst_gap_still_converts() {
+        let naive =
+            NaiveDateTime::parse_from_str("2026-03-29T02:30:00", "%Y-%m-%dT%H:%M:%S").unwrap();
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(to_utc(naive, tz).to_rfc3339(), "2026-03-29T01:30:00+00:00");
+    }
+
+    #[test]
+    fn user_json_from_superset_parses_and_normalises() {
+        let body = r#"{"active": true, "changed_by": {"id": 1}, "changed_on": "2026-11-23T07:30:22.768923",
+            "created_by": null, "created_on": "2026-11-23T07:30:22.768916", "email": "a@x", "fail_login_count": null,
+            "first_name": "A", "groups": [], "id": 2, "last_login": null, "last_name": "E", "login_count": null,
+            "roles": [{"id": 4, "name": "Gamma"}, {"id": 3, "name": "Alpha"}], "username": "alice"}"#;
+        let u: ApiUser = serde_json::from_str(body).unwrap();
+        let u = u.into_user(chrono_tz::UTC);
+        assert_eq!(u.roles.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(u.changed_by, Some(1));
+        assert_eq!(u.created_by, None);
+    }
+}

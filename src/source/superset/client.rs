@@ -1,0 +1,443 @@
+//! The Superset HTTP client: JWT login and refresh, retries, and turning every way Superset
+//! can fail into an error that says what to do.
+//!
+//! Owns the session tokens. It must never log a password or a token, and never re-login while
+//! refreshing still works: each password login bumps the service account's own `login_count`
+//! (FACTS 30), so the refresh token (valid 30 days and reusable, FACTS 3–4) is preferred.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use base64::Engine;
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+use url::Url;
+
+use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
+use super::SupersetError;
+
+/// Renew the access token this long before its `exp`, so a request never races expiry.
+const EXPIRY_MARGIN_SECS: i64 = 30;
+/// How much of an unexpected body to quote in an error.
+const SNIPPET: usize = 200;
+
+struct Session {
+    access: SecretString,
+    /// `exp` of the access token, read from its (unverified) claims.
+    access_exp: Option<i64>,
+    refresh: Option<SecretString>,
+}
+
+/// One HTTP answer, read in full.
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Bytes,
+}
+
+impl Answer {
+    fn snippet(&self) -> String {
+        snippet(&self.body)
+    }
+
+    fn is_json(&self) -> bool {
+        self.content_type.contains("json")
+    }
+
+    /// Flask-JWT-Extended answers a bad token with 401 or 422 and a `msg` key (FACTS 5).
+    fn token_problem(&self) -> Option<String> {
+        if !matches!(self.status.as_u16(), 401 | 422) {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&self.body).ok()?;
+        v.get("msg").and_then(Value::as_str).map(str::to_owned)
+    }
+
+    fn message(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| {
+                v.get("message")
+                    .or_else(|| v.get("msg"))
+                    .map(|m| m.to_string())
+            })
+            .unwrap_or_else(|| self.snippet())
+    }
+}
+
+/// A failed attempt, before retries are exhausted.
+enum Attempt {
+    Transport(reqwest::Error),
+    Server(Answer),
+}
+
+impl Attempt {
+    fn transient(&self) -> bool {
+        match self {
+            Attempt::Transport(_) => true,
+            Attempt::Server(a) => a.status.is_server_error(),
+        }
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    username: String,
+    password: SecretString,
+    max_retries: usize,
+    session: Option<Session>,
+}
+
+impl Client {
+    pub fn new(
+        base: Url,
+        username: String,
+        password: SecretString,
+        timeout: Duration,
+        max_retries: usize,
+    ) -> Result<Client, SupersetError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        // Without it, Superset answers unknown URLs with an HTML page (FACTS 7).
+        headers.insert(
+            reqwest::header::ACCEPT,
+            "application/json".parse().expect("static header"),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("rollcall/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SupersetError::Setup(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            username,
+            password,
+            max_retries,
+            session: None,
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let prefix = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{prefix}{path}"));
+        url
+    }
+
+    /// One request with retries on connection errors, timeouts and 5xx (exponential backoff
+    /// with jitter, by `backon`).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        q: Option<&str>,
+        bearer: Option<&SecretString>,
+        body: Option<&Value>,
+    ) -> Result<Answer, SupersetError> {
+        let url = self.url(path);
+        let once = || async {
+            let mut req = self.http.request(method.clone(), url.clone());
+            if let Some(q) = q {
+                req = req.query(&[("q", q)]);
+            }
+            if let Some(token) = bearer {
+                req = req.bearer_auth(token.expose_secret());
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let resp = req.send().await.map_err(Attempt::Transport)?;
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let body = resp.bytes().await.map_err(Attempt::Transport)?;
+            let answer = Answer {
+                status,
+                content_type,
+                body,
+            };
+            if status.is_server_error() {
+                return Err(Attempt::Server(answer));
+            }
+            Ok(answer)
+        };
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.max_retries)
+            .with_jitter();
+        once.retry(policy)
+            .when(Attempt::transient)
+            .notify(|e, wait| {
+                let why = match e {
+                    Attempt::Transport(e) => e.to_string(),
+                    Attempt::Server(a) => format!("HTTP {}", a.status),
+                };
+                warn!(path, error = %why, retry_in = ?wait, "Superset request failed; retrying");
+            })
+            .await
+            .map_err(|e| {
+                let attempts = self.max_retries + 1;
+                match e {
+                    Attempt::Transport(e) => SupersetError::Unreachable {
+                        url: self.base.to_string(),
+                        attempts,
+                        detail: error_chain(&e),
+                    },
+                    Attempt::Server(a) => SupersetError::ServerError {
+                        url: url.to_string(),
+                        status: a.status.as_u16(),
+                        attempts,
+                        detail: a.message(),
+                    },
+                }
+            })
+    }
+
+    /// Password login: only when there is no session or the refresh token stopped working.
+    async fn login(&mut self) -> Result<(), SupersetError> {
+        debug!(username = %self.username, "logging in to Superset");
+        let body = json!({
+            "username": self.username,
+            "password": self.password.expose_secret(),
+            "provider": "db",
+            "refresh": true,
+        });
+        let answer = self
+            .send(
+                Method::POST,
+                "/api/v1/security/login",
+                None,
+                None,
+                Some(&body),
+            )
+            .await?;
+        match answer.status.as_u16() {
+            200 => {}
+            401 => {
+                return Err(SupersetError::LoginRejected {
+                    url: self.base.to_string(),
+                    username: self.username.clone(),
+                })
+            }
+            _ => return Err(self.unexpected("/api/v1/security/login", &answer)),
+        }
+        let tokens: LoginResponse = self.json("/api/v1/security/login", &answer)?;
+        self.session = Some(Session {
+            access_exp: jwt_exp(&tokens.access_token),
+            access: tokens.access_token.into(),
+            refresh: tokens.refresh_token.map(Into::into),
+        });
+        Ok(())
+    }
+
+    /// Get a new access token, by refresh token when possible, by password otherwise.
+    async fn renew(&mut self) -> Result<(), SupersetError> {
+        let Some(refresh) = self.session.as_ref().and_then(|s| s.refresh.clone()) else {
+            return self.login().await;
+        };
+        let path = "/api/v1/security/refresh";
+        let answer = self
+            .send(Method::POST, path, None, Some(&refresh), None)
+            .await?;
+        if answer.status == StatusCode::OK {
+            let r: RefreshResponse = self.json(path, &answer)?;
+            if let Some(s) = self.session.as_mut() {
+                s.access_exp = jwt_exp(&r.access_token);
+                s.access = r.access_token.into();
+            }
+            return Ok(());
+        }
+        debug!(status = %answer.status, "refresh token refused; logging in again");
+        self.login().await
+    }
+
+    async fn ensure_session(&mut self) -> Result<(), SupersetError> {
+        match &self.session {
+            None => self.login().await,
+            Some(s)
+                if s.access_exp
+                    .is_some_and(|exp| exp - EXPIRY_MARGIN_SECS <= now()) =>
+            {
+                self.renew().await
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// An authorised GET. A token the server rejects anyway (expired early, key rotated) is
+    /// renewed once; a second rejection is an error.
+    async fn get(&mut self, path: &str, q: Option<&str>) -> Result<Answer, SupersetError> {
+        self.ensure_session().await?;
+        let token = self.session.as_ref().map(|s| s.access.clone());
+        let answer = self
+            .send(Method::GET, path, q, token.as_ref(), None)
+            .await?;
+        let Some(first) = answer.token_problem() else {
+            return Ok(answer);
+        };
+        debug!(path, problem = %first, "access token rejected; renewing");
+        self.renew().await?;
+        let token = self.session.as_ref().map(|s| s.access.clone());
+        let answer = self
+            .send(Method::GET, path, q, token.as_ref(), None)
+            .await?;
+        match answer.token_problem() {
+            Some(msg) => Err(SupersetError::TokenRejected {
+                status: answer.status.as_u16(),
+                msg,
+            }),
+            None => Ok(answer),
+        }
+    }
+
+    /// One page of a list endpoint.
+    pub async fn list<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        query: &ListQuery,
+    ) -> Result<Page<T>, SupersetError> {
+        let q = query.to_rison();
+        let answer = self.get(path, Some(&q)).await?;
+        match answer.status.as_u16() {
+            200 => self.json(path, &answer),
+            404 => Err(SupersetError::SecurityApiDisabled {
+                url: self.base.to_string(),
+                path: path.to_owned(),
+            }),
+            _ => Err(self.checked(path, &answer)),
+        }
+    }
+
+    /// `GET /api/v1/security/users/<id>`; `None` when Superset answers 404.
+    pub async fn user<T: DeserializeOwned>(&mut self, id: u64) -> Result<Option<T>, SupersetError> {
+        let path = format!("/api/v1/security/users/{id}");
+        let answer = self.get(&path, None).await?;
+        match answer.status.as_u16() {
+            200 => Ok(Some(self.json::<One<T>>(&path, &answer)?.result)),
+            404 if answer.is_json() => Ok(None),
+            404 => Err(SupersetError::SecurityApiDisabled {
+                url: self.base.to_string(),
+                path,
+            }),
+            _ => Err(self.checked(&path, &answer)),
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self, path: &str, answer: &Answer) -> Result<T, SupersetError> {
+        if !answer.is_json() {
+            return Err(SupersetError::NotJson {
+                url: self.url(path).to_string(),
+                status: answer.status.as_u16(),
+                content_type: answer.content_type.clone(),
+                snippet: answer.snippet(),
+            });
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| SupersetError::BadJson {
+            url: self.url(path).to_string(),
+            bytes: answer.body.len(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Map a non-success status that is not a token problem.
+    fn checked(&self, path: &str, answer: &Answer) -> SupersetError {
+        match answer.status.as_u16() {
+            403 => SupersetError::Forbidden {
+                username: self.username.clone(),
+                path: path.to_owned(),
+            },
+            _ => self.unexpected(path, answer),
+        }
+    }
+
+    fn unexpected(&self, path: &str, answer: &Answer) -> SupersetError {
+        if !answer.is_json() {
+            return SupersetError::NotJson {
+                url: self.url(path).to_string(),
+                status: answer.status.as_u16(),
+                content_type: answer.content_type.clone(),
+                snippet: answer.snippet(),
+            };
+        }
+        SupersetError::Unexpected {
+            url: self.url(path).to_string(),
+            status: answer.status.as_u16(),
+            detail: answer.message(),
+        }
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// `exp` from a JWT's claims. The signature is not checked: rollcall only needs to know when
+/// to renew, and the server checks the token anyway. A JWT library would add a dependency for a
+/// base64 decode.
+fn jwt_exp(token: &str) -> Option<i64> {
+    let claims = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_i64()
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > SNIPPET {
+        format!("{}…", flat.chars().take(SNIPPET).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_read_from_the_claims() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"exp":1764000000,"sub":"1"}"#);
+        assert_eq!(jwt_exp(&format!("h.{claims}.s")), Some(1_764_000_000));
+        assert_eq!(jwt_exp("garbage"), None);
+    }
+
+    #[test]
+    fn snippet_is_flattened_and_cut() {
+        let long = "<html>\n  <body>".to_owned() + &"x".repeat(500);
+        let s = snippet(long.as_bytes());
+        assert!(s.starts_with("<html> <body>"));
+        assert!(s.chars().count() <= SNIPPET + 1);
+    }
+}

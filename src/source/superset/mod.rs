@@ -1,0 +1,369 @@
+//! The Superset source: reads `/api/v1/security/users/` (plus role and group membership) and
+//! returns a fresh, complete snapshot of the users.
+//!
+//! Owns what Superset's quirks mean for polling (see `FACTS.md`): keyset paging verified page
+//! by page, incremental polls by high-water mark, membership read separately because the roles
+//! and groups APIs change it without bumping `changed_on`, and deletions confirmed one by one
+//! with `GET /users/<id>`. It never writes to the store and never derives events.
+
+mod api;
+mod client;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, info};
+
+use crate::config::SupersetConfig;
+use crate::store::SourceState;
+use crate::user::{Member, Snapshot};
+use api::{ApiUser, Filter, FilterValue, GroupWithMembers, ListQuery, RoleWithMembers};
+pub use client::Client;
+
+const USERS: &str = "/api/v1/security/users/";
+const ROLES_SEARCH: &str = "/api/v1/security/roles/search/";
+const GROUPS: &str = "/api/v1/security/groups/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupersetError {
+    #[error("Superset at {url} refused the login of '{username}' (401 Not authorized): the password is wrong, the user does not exist, or the account is inactive. Check `username`, the password in `password_env`/`password_file`, and that the account is active in Superset")]
+    LoginRejected { url: String, username: String },
+    #[error("Superset answered 403 Forbidden to '{username}' for {path}: the service account needs the Admin role (in Superset 6.1 only Admin may read users, roles and groups)")]
+    Forbidden { username: String, path: String },
+    #[error("Superset at {url} answered 404 for {path}: its security REST API is off. Add `FAB_ADD_SECURITY_API = True` to superset_config.py and restart Superset")]
+    SecurityApiDisabled { url: String, path: String },
+    #[error("Superset rejected rollcall's access token even after renewing it (HTTP {status}: {msg}). Superset's SECRET_KEY or JWT settings may have changed, or a proxy alters the Authorization header")]
+    TokenRejected { status: u16, msg: String },
+    #[error("expected JSON from {url} but got `{content_type}` (HTTP {status}): {snippet}. Check that `url` is Superset's base URL and not a proxy or single-sign-on page")]
+    NotJson {
+        url: String,
+        status: u16,
+        content_type: String,
+        snippet: String,
+    },
+    #[error("the JSON from {url} is truncated or malformed ({bytes} bytes: {detail}). Nothing was stored; the next cycle tries again. If it persists, look for a proxy or size limit between rollcall and Superset")]
+    BadJson {
+        url: String,
+        bytes: usize,
+        detail: String,
+    },
+    #[error("could not reach Superset at {url} after {attempts} attempts: {detail}. Check `url`, that Superset is running, and the network between them")]
+    Unreachable {
+        url: String,
+        attempts: usize,
+        detail: String,
+    },
+    #[error("Superset answered HTTP {status} for {url} after {attempts} attempts: {detail}. See Superset's server log")]
+    ServerError {
+        url: String,
+        status: u16,
+        attempts: usize,
+        detail: String,
+    },
+    #[error("unexpected HTTP {status} from {url}: {detail}")]
+    Unexpected {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("Superset ignored part of a query ({detail}); rollcall refuses to trust that page. Superset drops filters it does not understand silently, so this version may not support it")]
+    FilterIgnored { detail: String },
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl SupersetError {
+    /// Errors that a later cycle may not see (the server or network recovers).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SupersetError::Unreachable { .. }
+                | SupersetError::ServerError { .. }
+                | SupersetError::BadJson { .. }
+        )
+    }
+}
+
+/// How much of Superset a cycle reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every user, by keyset pagination: the only way to see deletions.
+    Full,
+    /// Users changed, logged in or failing since the high-water marks, plus membership.
+    Incremental,
+}
+
+/// What one cycle saw.
+pub struct Observation {
+    /// The complete current view: for an incremental cycle, the stored snapshot with every
+    /// change seen applied. Users absent from it were confirmed deleted by a 404.
+    pub fresh: Snapshot,
+    /// Requests made, for logs and metrics.
+    pub requests: usize,
+}
+
+pub struct SupersetSource {
+    config: SupersetConfig,
+    client: Client,
+    requests: usize,
+}
+
+impl SupersetSource {
+    pub fn new(config: SupersetConfig) -> Result<SupersetSource, SupersetError> {
+        let password = config.password()?;
+        let client = Client::new(
+            config.url.clone(),
+            config.username.clone(),
+            password,
+            config.request_timeout,
+            config.max_retries,
+        )?;
+        Ok(SupersetSource {
+            config,
+            client,
+            requests: 0,
+        })
+    }
+
+    pub fn config(&self) -> &SupersetConfig {
+        &self.config
+    }
+
+    pub async fn observe(
+        &mut self,
+        prev: &Snapshot,
+        state: &SourceState,
+        mode: Mode,
+    ) -> Result<Observation, SupersetError> {
+        self.requests = 0;
+        let fresh = match mode {
+            Mode::Full => self.full(prev).await?,
+            Mode::Incremental => self.incremental(prev, state).await?,
+        };
+        Ok(Observation {
+            fresh,
+            requests: self.requests,
+        })
+    }
+
+    /// Every user, page by page (keyset on id), until an empty page.
+    async fn full(&mut self, prev: &Snapshot) -> Result<Snapshot, SupersetError> {
+        let mut fresh = self.users_where(vec![], |_| true).await?;
+        // A user missing from the list is deleted only if Superset confirms it by id: a list
+        // can hide users (EXCLUDE_USERS_FROM_LISTS, FACTS 45) or race with writes.
+        let vanished: Vec<u64> = prev
+            .keys()
+            .filter(|id| !fresh.contains_key(id))
+            .copied()
+            .collect();
+        for id in vanished {
+            if let Some(user) = self.user(id).await? {
+                debug!(id, "user missing from the list but present by id; kept");
+                fresh.insert(id, user);
+            }
+        }
+        Ok(fresh)
+    }
+
+    async fn incremental(
+        &mut self,
+        prev: &Snapshot,
+        state: &SourceState,
+    ) -> Result<Snapshot, SupersetError> {
+        let tz = self.config.timezone;
+        let overlap =
+            chrono::Duration::from_std(self.config.incremental_overlap).unwrap_or_default();
+        let since = |hwm: Option<DateTime<Utc>>| hwm.unwrap_or(DateTime::UNIX_EPOCH) - overlap;
+        let changed_since = since(state.hwm_changed_on);
+        let login_since = since(state.hwm_last_login);
+        let mut fresh = prev.clone();
+
+        let changed = self
+            .users_where(
+                vec![Filter {
+                    col: "changed_on",
+                    opr: "gt",
+                    value: FilterValue::Text(api::to_filter_value(changed_since, tz)),
+                }],
+                |u| u.changed_on > truncated(changed_since),
+            )
+            .await?;
+        let logged_in = self
+            .users_where(
+                vec![Filter {
+                    col: "last_login",
+                    opr: "gt",
+                    value: FilterValue::Text(api::to_filter_value(login_since, tz)),
+                }],
+                |u| u.last_login.is_some_and(|t| t > truncated(login_since)),
+            )
+            .await?;
+        let failing = self
+            .users_where(
+                vec![Filter {
+                    col: "fail_login_count",
+                    opr: "gt",
+                    value: FilterValue::Int(0),
+                }],
+                |u| u.fail_login_count.unwrap_or(0) > 0,
+            )
+            .await?;
+        fresh.extend(changed.into_iter().chain(logged_in).chain(failing));
+
+        // Membership changed through the roles and groups APIs moves no `changed_on` (FACTS 32):
+        // compare it for every user, and re-read by id each user whose membership differs. A
+        // deleted user shows up here too (it left every role), and its 404 confirms the deletion.
+        let (roles, groups) = self.membership().await?;
+        let mut suspects: BTreeSet<u64> = BTreeSet::new();
+        for (id, user) in fresh.iter_mut() {
+            let role_ids: BTreeSet<u64> = user.roles.iter().map(|m| m.id).collect();
+            let group_ids: BTreeSet<u64> = user.groups.iter().map(|m| m.id).collect();
+            if roles.members.get(id).cloned().unwrap_or_default() != role_ids
+                || groups.members.get(id).cloned().unwrap_or_default() != group_ids
+            {
+                suspects.insert(*id);
+            } else {
+                // Same membership; refresh the names (roles can be renamed, FACTS 32).
+                rename(&mut user.roles, &roles.names);
+                rename(&mut user.groups, &groups.names);
+            }
+        }
+        let unknown = roles
+            .members
+            .keys()
+            .chain(groups.members.keys())
+            .filter(|id| !fresh.contains_key(id));
+        suspects.extend(unknown.copied().collect::<Vec<_>>());
+        for id in suspects {
+            match self.user(id).await? {
+                Some(user) => {
+                    fresh.insert(id, user);
+                }
+                None => {
+                    info!(id, "user no longer exists (confirmed by 404)");
+                    fresh.remove(&id);
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// All users matching `filters`, by keyset pagination on id. Each row must be past the
+    /// previous page and satisfy `check`: Superset silently ignores an unknown operator or an
+    /// unparsable date (FACTS 17, 23) and would otherwise hand back every user.
+    async fn users_where(
+        &mut self,
+        filters: Vec<Filter>,
+        check: impl Fn(&crate::user::User) -> bool,
+    ) -> Result<Snapshot, SupersetError> {
+        let mut out = Snapshot::new();
+        let mut last = 0u64;
+        let described = filters
+            .iter()
+            .map(|f| format!("{} {}", f.col, f.opr))
+            .collect::<Vec<_>>()
+            .join(", ");
+        loop {
+            let page = self
+                .client
+                .list::<ApiUser>(USERS, &ListQuery::keyset(last, filters.clone()))
+                .await?;
+            self.requests += 1;
+            if page.result.is_empty() {
+                return Ok(out);
+            }
+            for api_user in page.result {
+                if api_user.id <= last {
+                    return Err(SupersetError::FilterIgnored {
+                        detail: format!("asked for users with id > {last}, got id {}", api_user.id),
+                    });
+                }
+                last = api_user.id;
+                let user = api_user.into_user(self.config.timezone);
+                if !check(&user) {
+                    return Err(SupersetError::FilterIgnored {
+                        detail: format!(
+                            "filter `{described}` returned user {} that does not match it",
+                            user.id
+                        ),
+                    });
+                }
+                out.insert(user.id, user);
+            }
+        }
+    }
+
+    async fn user(&mut self, id: u64) -> Result<Option<crate::user::User>, SupersetError> {
+        self.requests += 1;
+        Ok(self
+            .client
+            .user::<ApiUser>(id)
+            .await?
+            .map(|u| u.into_user(self.config.timezone)))
+    }
+
+    /// Role and group membership by user id, from the role search and group list.
+    async fn membership(&mut self) -> Result<(Membership, Membership), SupersetError> {
+        let mut roles = Membership::default();
+        for role in self.all_pages::<RoleWithMembers>(ROLES_SEARCH).await? {
+            for uid in &role.user_ids {
+                roles.members.entry(*uid).or_default().insert(role.id);
+            }
+            roles.names.insert(role.id, role.name);
+        }
+        let mut groups = Membership::default();
+        match self.all_pages::<GroupWithMembers>(GROUPS).await {
+            Ok(list) => {
+                for group in list {
+                    for u in &group.users {
+                        groups.members.entry(u.id).or_default().insert(group.id);
+                    }
+                    groups.names.insert(group.id, group.name);
+                }
+            }
+            // Groups arrived with Superset 6; on older servers there is nothing to compare.
+            Err(SupersetError::SecurityApiDisabled { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok((roles, groups))
+    }
+
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+    ) -> Result<Vec<T>, SupersetError> {
+        let mut out = Vec::new();
+        for page in 0.. {
+            let result = self.client.list::<T>(path, &ListQuery::page(page)).await?;
+            self.requests += 1;
+            let done = result.result.len() < api::PAGE_SIZE as usize
+                || out.len() as u64 + result.result.len() as u64 >= result.count;
+            out.extend(result.result);
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Default)]
+struct Membership {
+    members: BTreeMap<u64, BTreeSet<u64>>,
+    names: BTreeMap<u64, String>,
+}
+
+fn rename(list: &mut [Member], names: &BTreeMap<u64, String>) {
+    for m in list {
+        if let Some(name) = names.get(&m.id) {
+            m.name.clone_from(name);
+        }
+    }
+}
+
+/// The filter value is sent in whole seconds; rows must be strictly after that.
+fn truncated(t: DateTime<Utc>) -> DateTime<Utc> {
+    t - chrono::Duration::nanoseconds(t.timestamp_subsec_nanos().into())
+}
