@@ -196,23 +196,25 @@ impl Config {
         };
         let whole = Spanned::new(doc.span(), DeValue::Table(doc.get_ref().clone()));
         let top: Option<TopLevel> = problems.de(whole, doc.span());
-        let sources = parse_kinds(&doc, "sources", &mut problems, |kind, v, p| match kind {
-            "superset" => p.de(v.clone(), v.span()).map(SourceConfig::Superset),
-            other => {
-                p.at(
-                    kind_span(v),
-                    format!("unknown source kind `{other}`; expected `superset`"),
-                );
-                None
-            }
-        });
-        let sinks = parse_kinds(&doc, "sinks", &mut problems, |kind, v, p| match kind {
+        let sources = parse_kinds(
+            &doc,
+            "sources",
+            &mut problems,
+            |kind, at, v, p| match kind {
+                "superset" => p.de(v.clone(), v.span()).map(SourceConfig::Superset),
+                other => {
+                    p.at(
+                        at,
+                        format!("unknown source kind `{other}`; expected `superset`"),
+                    );
+                    None
+                }
+            },
+        );
+        let sinks = parse_kinds(&doc, "sinks", &mut problems, |kind, at, v, p| match kind {
             "jsonl" => p.de(v.clone(), v.span()).map(SinkConfig::Jsonl),
             other => {
-                p.at(
-                    kind_span(v),
-                    format!("unknown sink kind `{other}`; expected `jsonl`"),
-                );
+                p.at(at, format!("unknown sink kind `{other}`; expected `jsonl`"));
                 None
             }
         });
@@ -232,13 +234,14 @@ impl Config {
     }
 
     fn validate(&self, doc: &Spanned<DeTable<'_>>, p: &mut Problems<'_>) {
-        if self.sources.is_empty() {
+        // Only when the array is absent: entries that failed to parse are reported already.
+        if doc.get_ref().get("sources").is_none() {
             p.at(
                 0..0,
                 "no [[sources]]: add at least one `kind = \"superset\"` source".into(),
             );
         }
-        if self.sinks.is_empty() {
+        if doc.get_ref().get("sinks").is_none() {
             p.at(
                 0..0,
                 "no [[sinks]]: add at least one, e.g. `kind = \"jsonl\"` with `path = \"-\"` for stdout"
@@ -430,7 +433,7 @@ fn parse_kinds<T>(
     doc: &Spanned<DeTable<'_>>,
     key: &str,
     p: &mut Problems<'_>,
-    mut parse: impl FnMut(&str, &Spanned<DeValue<'_>>, &mut Problems<'_>) -> Option<T>,
+    mut parse: impl FnMut(&str, Range<usize>, &Spanned<DeValue<'_>>, &mut Problems<'_>) -> Option<T>,
 ) -> Vec<T> {
     let Some(array) = doc.get_ref().get(key) else {
         return Vec::new();
@@ -464,15 +467,11 @@ fn parse_kinds<T>(
         let mut rest = table.clone();
         rest.remove("kind");
         let value = Spanned::new(item.span(), DeValue::Table(rest));
-        if let Some(t) = parse(&kind_str, &value, p) {
+        if let Some(t) = parse(&kind_str, kind.span(), &value, p) {
             out.push(t);
         }
     }
     out
-}
-
-fn kind_span(v: &Spanned<DeValue<'_>>) -> Range<usize> {
-    v.span()
 }
 
 fn item_span(doc: &Spanned<DeTable<'_>>, key: &str, index: usize) -> Range<usize> {
@@ -491,4 +490,160 @@ fn item_key_span(doc: &Spanned<DeTable<'_>>, key: &str, index: usize, field: &st
         }
     }
     item_span(doc, key, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"[store]
+path = "./rollcall-data"
+
+[[sources]]
+kind = "superset"
+name = "prod"                      # appears in every event's `source`
+url = "http://127.0.0.1:8088"
+username = "rollcall"
+password_env = "SUPERSET_PASSWORD" # secrets come from env (or a file), never inline in logs
+poll_interval = "30s"
+full_reconcile_interval = "15m"
+
+[[sinks]]
+kind = "jsonl"
+name = "siem"
+path = "./events.jsonl"            # "-" means stdout
+"#;
+
+    fn parse(raw: &str) -> Result<Config, String> {
+        Config::parse(raw, Path::new("rollcall.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_defaults() {
+        let c = parse(EXAMPLE).unwrap();
+        let SourceConfig::Superset(s) = &c.sources[0];
+        assert_eq!(s.name, "prod");
+        assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.full_reconcile_interval, Duration::from_secs(900));
+        assert_eq!(s.timezone, chrono_tz::UTC);
+        assert!(!s.emit_initial_snapshot);
+        let SinkConfig::Jsonl(j) = &c.sinks[0];
+        assert_eq!(j.path, "./events.jsonl");
+    }
+
+    #[test]
+    fn example_file_in_the_repository_is_valid() {
+        let raw = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rollcall.example.toml"
+        ))
+        .unwrap();
+        parse(&raw).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_in_a_source_names_the_key_and_its_line() {
+        let raw = EXAMPLE.replace("poll_interval = \"30s\"", "poll_intervall = \"30s\"");
+        let err = parse(&raw).unwrap_err();
+        assert!(err.contains("rollcall.toml:10:"), "{err}");
+        assert!(err.contains("unknown field `poll_intervall`"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_line_holding_the_key() {
+        let raw = EXAMPLE.replace("\"15m\"", "\"15 parsecs\"");
+        let err = parse(&raw).unwrap_err();
+        assert!(err.contains("rollcall.toml:11:"), "{err}");
+        assert!(
+            err.contains("full_reconcile_interval = \"15 parsecs\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error() {
+        let err = parse(&format!("colour = \"blue\"\n{EXAMPLE}")).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:1:") && err.contains("unknown field `colour`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_sink_kind_lists_the_known_ones() {
+        let err =
+            parse(&EXAMPLE.replace("kind = \"jsonl\"", "kind = \"carrier-pigeon\"")).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:14:") && err.contains("unknown sink kind `carrier-pigeon`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_timezone_is_reported() {
+        let raw = EXAMPLE.replace(
+            "poll_interval",
+            "timezone = \"Mars/Olympus\"\npoll_interval",
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:10:") && err.contains("Mars/Olympus"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let raw = EXAMPLE
+            .replace("name = \"siem\"", "name = \"prod\"")
+            .replace("password_env = \"SUPERSET_PASSWORD\"", "");
+        let err = parse(&raw).unwrap_err();
+        assert!(err.contains("duplicate name `prod`"), "{err}");
+        assert!(
+            err.contains("set exactly one of `password_env` or `password_file`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_points_at_the_line() {
+        let err = parse("[store\npath = 1").unwrap_err();
+        assert!(err.contains("rollcall.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn missing_sources_and_sinks_are_explained() {
+        let err = parse("[store]\npath = \"x\"\n").unwrap_err();
+        assert!(
+            err.contains("no [[sources]]") && err.contains("no [[sinks]]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn password_comes_from_the_named_file_without_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let raw = EXAMPLE.replace(
+            "password_env = \"SUPERSET_PASSWORD\"",
+            &format!("password_file = {:?}", file.display().to_string()),
+        );
+        let c = parse(&raw).unwrap();
+        let SourceConfig::Superset(s) = &c.sources[0];
+        use secrecy::ExposeSecret;
+        assert_eq!(s.password().unwrap().expose_secret(), "s3cret");
+    }
+
+    #[test]
+    fn missing_password_variable_is_named() {
+        let raw = EXAMPLE.replace("SUPERSET_PASSWORD", "ROLLCALL_TEST_UNSET_VARIABLE");
+        let c = parse(&raw).unwrap();
+        let SourceConfig::Superset(s) = &c.sources[0];
+        let err = s.password().unwrap_err().to_string();
+        assert!(
+            err.contains("ROLLCALL_TEST_UNSET_VARIABLE") && err.contains("not set"),
+            "{err}"
+        );
+    }
 }
