@@ -478,7 +478,10 @@ mod tests {
     /// What the events promise to carry: the user record of every user that has any reportable
     /// change. Fields that change without an event (`changed_on`, role names, the service
     /// account's login counters) are projected away.
-    fn projection(s: &Snapshot) -> Vec<(u64, String, String, String, bool, Vec<u64>, Vec<u64>)> {
+    /// (id, username, first_name, email, active, role ids, group ids)
+    type Projected = (u64, String, String, String, bool, Vec<u64>, Vec<u64>);
+
+    fn projection(s: &Snapshot) -> Vec<Projected> {
         s.values()
             .map(|u| {
                 (

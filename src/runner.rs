@@ -50,6 +50,8 @@ pub struct SourceReport {
     pub full: bool,
     pub users: usize,
     pub events: usize,
+    /// User records written to the store: zero when nothing changed.
+    pub users_written: usize,
     pub held_deletions: usize,
 }
 
@@ -269,6 +271,7 @@ async fn poll_source(
         full,
         users: fresh.len(),
         events: events.len(),
+        users_written: upserts.len() + removals.len(),
         held_deletions: held,
     };
     let offsets = store.commit(Commit {
@@ -282,6 +285,7 @@ async fn poll_source(
         full,
         users = report.users,
         events = report.events,
+        users_written = report.users_written,
         offsets = ?offsets,
         requests = observation.requests,
         took_ms = started.elapsed().as_millis() as u64,

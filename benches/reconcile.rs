@@ -1,0 +1,171 @@
+//! Full-reconcile and diff benchmarks (issue: core pipeline, point 11).
+//!
+//! `cargo bench --bench reconcile` runs the full sizes: a simulator with 100,000 users, a full
+//! reconcile compared with a bare reqwest loop fetching the same pages in the same run, an
+//! unchanged cycle's store writes, and a diff of 1,000,000 users with 1% changed (time and peak
+//! memory). Under `cargo test` it runs the same code on small sizes as a smoke test.
+
+#[path = "../tests/support/sim.rs"]
+mod sim;
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use peak_alloc::PeakAlloc;
+use rollcall::config::Config;
+use rollcall::diff::{diff, DiffOptions};
+use rollcall::runner::{CycleOptions, Runner};
+use rollcall::store::Store;
+use rollcall::user::{Member, Snapshot, User};
+use sim::{Sim, SimOptions};
+
+#[global_allocator]
+static PEAK: PeakAlloc = PeakAlloc;
+
+const RUNS: usize = 3;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (users, diff_users) = if full { (100_000, 1_000_000) } else { (1_000, 10_000) };
+    println!("rollcall benchmarks ({})", if full { "full sizes" } else { "smoke sizes; run `cargo bench` for the real ones" });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(reconcile(users));
+    diff_bench(diff_users);
+}
+
+async fn reconcile(n: usize) {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(n, &[4]);
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "admin").unwrap();
+    let config_path = dir.path().join("rollcall.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[store]\npath = {:?}\n\n[[sources]]\nkind = \"superset\"\nname = \"bench\"\nurl = \"{}\"\nusername = \"admin\"\npassword_file = {:?}\n\n[[sinks]]\nkind = \"jsonl\"\nname = \"file\"\npath = {:?}\n",
+            dir.path().join("data").display().to_string(),
+            sim.url,
+            password.display().to_string(),
+            dir.path().join("events.jsonl").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let store = Store::open(&config.store.path).unwrap();
+    let mut runner = Runner::new(&config, store).unwrap();
+
+    let start = Instant::now();
+    let first = runner.cycle(CycleOptions::default()).await.unwrap().remove(0);
+    let initial = start.elapsed();
+    assert_eq!(first.users, n + 1);
+
+    let mut bare = Vec::new();
+    let mut ours = Vec::new();
+    let mut written = Vec::new();
+    for _ in 0..RUNS {
+        bare.push(bare_reqwest(&sim.url, n + 1).await);
+        let size_before = runner.store().size_on_disk().unwrap();
+        let start = Instant::now();
+        let report = runner.cycle(CycleOptions { full: true, confirm_deletes: false }).await.unwrap().remove(0);
+        ours.push(start.elapsed());
+        written.push((report.users_written, runner.store().size_on_disk().unwrap() as i64 - size_before as i64));
+    }
+    let (b, o) = (best(&bare), best(&ours));
+    println!("full reconcile of {} users (best of {RUNS}):", n + 1);
+    println!("  bare reqwest loop, same pages:   {:>8.1} ms", ms(b));
+    println!("  rollcall full reconcile:         {:>8.1} ms", ms(o));
+    println!("  ratio rollcall / bare:           {:>8.2}   (target ≤ 1.20)", o.as_secs_f64() / b.as_secs_f64());
+    println!("  first run (stores every user):   {:>8.1} ms", ms(initial));
+    for (users, bytes) in &written {
+        println!("  unchanged reconcile: {users} user records written, store size change {bytes:+} bytes");
+    }
+    assert!(written.iter().all(|(u, _)| *u == 0), "an unchanged cycle must write no user record");
+}
+
+/// The baseline: log in, then fetch the same keyset pages and parse them, nothing else.
+async fn bare_reqwest(url: &str, expect: usize) -> Duration {
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{url}/api/v1/security/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "admin", "provider": "db", "refresh": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    let mut last = 0u64;
+    let mut seen = 0;
+    loop {
+        let q = format!("(filters:!((col:id,opr:gt,value:{last})),order_column:id,order_direction:asc,page_size:100)");
+        let page: serde_json::Value = http
+            .get(format!("{url}/api/v1/security/users/"))
+            .query(&[("q", q)])
+            .bearer_auth(&token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = page["result"].as_array().unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        seen += rows.len();
+        last = rows.last().unwrap()["id"].as_u64().unwrap();
+    }
+    assert_eq!(seen, expect);
+    start.elapsed()
+}
+
+fn diff_bench(n: u64) {
+    let t = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+    let user = |id: u64| User {
+        id,
+        username: format!("user{id:07}"),
+        first_name: format!("First{id}"),
+        last_name: "Example".into(),
+        email: format!("user{id:07}@example.com"),
+        active: true,
+        roles: vec![Member { id: 4, name: "Gamma".into() }],
+        groups: vec![],
+        login_count: Some(3),
+        fail_login_count: Some(0),
+        last_login: Some(t(id as i64)),
+        created_on: t(0),
+        changed_on: t(id as i64),
+        created_by: Some(1),
+        changed_by: Some(1),
+    };
+    let old: Snapshot = (1..=n).map(|id| (id, user(id))).collect();
+    let mut new = old.clone();
+    for (id, u) in new.iter_mut() {
+        if id % 100 == 0 {
+            u.first_name.push_str("-renamed");
+        }
+    }
+    let before_diff = PEAK.current_usage();
+    PEAK.reset_peak_usage();
+    let start = Instant::now();
+    let events = diff(&old, &new, &DiffOptions::default());
+    let took = start.elapsed();
+    let peak = PEAK.peak_usage();
+    assert_eq!(events.len() as u64, n / 100);
+    println!("diff of {n} users, 1% changed:");
+    println!("  time:                            {:>8.1} ms   (target < 1000 ms)", ms(took));
+    println!("  peak memory, both snapshots held:{:>8.1} MiB  (target < 1536 MiB)", peak as f64 / 1048576.0);
+    println!("  of which the diff itself:        {:>8.1} MiB", (peak - before_diff) as f64 / 1048576.0);
+}
+
+fn best(d: &[Duration]) -> Duration {
+    *d.iter().min().unwrap()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

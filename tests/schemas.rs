@@ -1,0 +1,359 @@
+//! The JSON Schemas in `schemas/` against what rollcall actually emits: every event the diff can
+//! derive must validate, and malformed events must not.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use chrono::{TimeZone, Utc};
+use rollcall::diff::{diff, observe_all, Derived, DiffOptions};
+use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::user::{Member, Snapshot, User};
+use serde_json::{json, Value};
+use support::schema::{
+    assert_valid_event, assert_valid_jsonl, compile, event_errors, load_schema, schema_file_name,
+    COMMON_SCHEMA, SCHEMA_DIR,
+};
+
+// --- building events the way the runner does -------------------------------------------------
+
+fn t(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn member(id: u64, name: &str) -> Member {
+    Member {
+        id,
+        name: name.into(),
+    }
+}
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        username: name.into(),
+        first_name: name.into(),
+        last_name: "Example".into(),
+        email: format!("{name}@example.com"),
+        active: true,
+        roles: vec![member(4, "Gamma")],
+        groups: vec![member(1, "analysts")],
+        login_count: None,
+        fail_login_count: None,
+        last_login: None,
+        created_on: t(0),
+        changed_on: t(0),
+        created_by: Some(1),
+        changed_by: None,
+    }
+}
+
+fn snap(users: &[User]) -> Snapshot {
+    users
+        .iter()
+        .map(|u| (u.id, u.clone().normalise()))
+        .collect()
+}
+
+/// Stamps derived events like the runner: a UUIDv7, the source, the current time, an offset.
+fn stamp(derived: Vec<Derived>) -> Vec<Value> {
+    let now = Utc::now();
+    derived
+        .into_iter()
+        .enumerate()
+        .map(|(n, d)| {
+            let event = Event {
+                specversion: SPEC_VERSION.into(),
+                id: uuid::Uuid::now_v7(),
+                source: "superset://prod-eu.1".into(),
+                event_type: d.event_type,
+                subject: d.subject.to_string(),
+                time: now,
+                datacontenttype: DATA_CONTENT_TYPE.into(),
+                sequence: Event::sequence_for(n as u64 + 1),
+                data: d.data,
+            };
+            serde_json::to_value(&event).unwrap()
+        })
+        .collect()
+}
+
+/// One event of every type, derived by the library from two small snapshots.
+fn every_kind_of_event() -> Vec<Value> {
+    let mut inactive = user(2, "bob");
+    inactive.active = false;
+    let old = snap(&[user(1, "alice"), inactive, user(3, "carol")]);
+
+    let mut alice = user(1, "alice");
+    alice.first_name = "Alicia".into();
+    alice.email = "alicia@example.com".into();
+    alice.active = false;
+    alice.roles = vec![member(3, "Alpha")];
+    alice.groups = vec![member(2, "finance")];
+    alice.login_count = Some(1);
+    alice.last_login = Some(t(60));
+    alice.fail_login_count = Some(2);
+    alice.changed_on = t(60);
+    alice.changed_by = Some(1);
+    let mut dave = user(4, "dave");
+    dave.roles = vec![];
+    dave.groups = vec![];
+    dave.created_by = None;
+    dave.login_count = Some(0);
+    dave.fail_login_count = Some(0);
+    let new = snap(&[alice, user(2, "bob"), dave]);
+
+    let mut derived = observe_all(&old);
+    derived.extend(diff(&old, &new, &DiffOptions::default()));
+    stamp(derived)
+}
+
+fn types_of(events: &[Value]) -> BTreeSet<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn event_of_type(t: &str) -> Value {
+    every_kind_of_event()
+        .into_iter()
+        .find(|e| e["type"] == t)
+        .unwrap_or_else(|| panic!("no {t} in the example events"))
+}
+
+/// Asserts that `event` fails its schema with an error located at the JSON pointer `at`.
+fn assert_rejected(event: &Value, at: &str, why: &str) {
+    let errors = event_errors(event);
+    assert!(
+        !errors.is_empty(),
+        "an event with {why} passed its schema: {event:#}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!("at {at}: "))),
+        "an event with {why} was rejected, but not at {at}: {errors:#?}"
+    );
+}
+
+// --- the schema files -------------------------------------------------------------------------
+
+#[test]
+fn every_event_type_has_a_schema_that_compiles_offline() {
+    for t in EventType::ALL {
+        let file = schema_file_name(t.as_str());
+        assert!(
+            std::path::Path::new(SCHEMA_DIR).join(&file).is_file(),
+            "missing schemas/{file}"
+        );
+        compile(t.as_str()).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn every_schema_file_is_a_valid_draft_2020_12_schema() {
+    let mut files = 0;
+    for entry in std::fs::read_dir(SCHEMA_DIR).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        files += 1;
+        let schema = load_schema(&name);
+        assert_eq!(
+            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name} must declare draft 2020-12"
+        );
+        if let Err(e) = jsonschema::meta::validate(&schema) {
+            panic!("{name} is not a valid schema: {e}");
+        }
+    }
+    assert_eq!(files, EventType::ALL.len() + 1, "one per type plus common");
+}
+
+#[test]
+fn no_schema_file_without_an_event_type() {
+    let known: BTreeSet<String> = EventType::ALL
+        .iter()
+        .map(|t| schema_file_name(t.as_str()))
+        .chain([COMMON_SCHEMA.to_string()])
+        .collect();
+    for entry in std::fs::read_dir(SCHEMA_DIR).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") {
+            assert!(known.contains(&name), "schemas/{name} names no event type");
+        }
+    }
+}
+
+#[test]
+fn each_schema_pins_its_type_and_closes_the_envelope() {
+    for t in EventType::ALL {
+        let schema = load_schema(&schema_file_name(t.as_str()));
+        assert_eq!(schema["properties"]["type"]["const"], t.as_str());
+        assert_eq!(schema["additionalProperties"], false, "{t}");
+        assert_eq!(
+            schema["properties"]["data"]["additionalProperties"], false,
+            "{t}"
+        );
+    }
+}
+
+// --- what the library emits validates ---------------------------------------------------------
+
+#[test]
+fn events_derived_by_the_diff_match_their_schemas() {
+    let events = every_kind_of_event();
+    let all: BTreeSet<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(types_of(&events), all, "the example must cover every type");
+    for event in &events {
+        assert_valid_event(event);
+    }
+}
+
+#[test]
+fn events_survive_a_jsonl_round_trip_and_validate_line_by_line() {
+    let events = every_kind_of_event();
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    assert_eq!(assert_valid_jsonl(&text), events);
+}
+
+#[test]
+fn login_failed_without_a_login_validates() {
+    let mut before = user(5, "erin");
+    before.fail_login_count = Some(1);
+    let mut after = before.clone();
+    after.fail_login_count = Some(3);
+    let events = stamp(diff(
+        &snap(&[before]),
+        &snap(&[after]),
+        &DiffOptions::default(),
+    ));
+    assert_eq!(types_of(&events), BTreeSet::from(["user.login_failed"]));
+    assert_valid_event(&events[0]);
+}
+
+#[test]
+fn a_hand_written_event_validates() {
+    let event = json!({
+        "specversion": "1.0",
+        "id": "01936b2e-8f3a-7c41-9d2e-5b7a1c0f4e21",
+        "source": "superset://prod",
+        "type": "user.role_added",
+        "subject": "7",
+        "time": "2024-11-23T12:03:04.123456Z",
+        "datacontenttype": "application/json",
+        "sequence": "00000000000000000042",
+        "data": {
+            "user": {
+                "id": 7, "username": "alice", "first_name": "Alice", "last_name": "Example",
+                "email": "alice@example.com", "active": true,
+                "roles": [{"id": 3, "name": "Alpha"}, {"id": 4, "name": "Gamma"}],
+                "groups": [],
+                "login_count": 12, "fail_login_count": 0,
+                "last_login": "2024-11-22T08:00:00Z",
+                "created_on": "2024-01-02T03:04:05Z", "changed_on": "2024-11-23T12:00:00Z",
+                "created_by": null, "changed_by": 1
+            },
+            "role": {"id": 3, "name": "Alpha"}
+        }
+    });
+    assert_valid_event(&event);
+}
+
+// --- what must be rejected --------------------------------------------------------------------
+
+#[test]
+fn event_without_data_user_is_rejected() {
+    for t in EventType::ALL {
+        let mut event = event_of_type(t.as_str());
+        event["data"].as_object_mut().unwrap().remove("user");
+        assert_rejected(&event, "/data", &format!("no data.user ({t})"));
+    }
+}
+
+#[test]
+fn unknown_type_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["type"] = json!("user.renamed");
+    assert_eq!(
+        event_errors(&event),
+        ["no schema for event type `user.renamed`"]
+    );
+}
+
+#[test]
+fn type_that_does_not_match_the_data_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["type"] = json!("user.role_added");
+    assert_rejected(&event, "/data", "a role_added type but no data.role");
+    let mut event = event_of_type("user.group_added");
+    event["type"] = json!("user.role_added");
+    assert_rejected(&event, "/data", "data.group in a role event");
+}
+
+#[test]
+fn unknown_envelope_key_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["partitionkey"] = json!("1");
+    assert_rejected(&event, "/", "an extra envelope key");
+}
+
+#[test]
+fn sequence_that_is_not_zero_padded_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["sequence"] = json!("42");
+    assert_rejected(&event, "/sequence", "sequence \"42\"");
+    event["sequence"] = json!(42);
+    assert_rejected(&event, "/sequence", "a numeric sequence");
+}
+
+#[test]
+fn id_that_is_not_a_uuid_v7_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["id"] = json!("not-a-uuid");
+    assert_rejected(&event, "/id", "a non-UUID id");
+    event["id"] = json!(uuid::Uuid::nil().to_string());
+    assert_rejected(&event, "/id", "a nil (not v7) UUID");
+}
+
+#[test]
+fn time_that_is_not_rfc3339_utc_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["time"] = json!("2024-11-23 12:00:00");
+    assert_rejected(&event, "/time", "a non-RFC 3339 time");
+    event["time"] = json!("2024-13-45T25:00:00Z");
+    assert_rejected(&event, "/time", "an impossible date (format checked)");
+    event["time"] = json!("2024-11-23T12:00:00+01:00");
+    assert_rejected(&event, "/time", "a non-UTC time");
+}
+
+#[test]
+fn unknown_user_field_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["data"]["user"]["password"] = json!("secret");
+    assert_rejected(&event, "/data/user", "an extra field in the user record");
+}
+
+#[test]
+fn deactivated_event_of_an_active_user_is_rejected() {
+    let mut event = event_of_type("user.deactivated");
+    event["data"]["user"]["active"] = json!(true);
+    assert_rejected(
+        &event,
+        "/data/user/active",
+        "an active user in user.deactivated",
+    );
+}
+
+#[test]
+fn source_without_the_superset_scheme_is_rejected() {
+    let mut event = event_of_type("user.created");
+    event["source"] = json!("prod");
+    assert_rejected(&event, "/source", "a bare source name");
+}
+
+#[test]
+#[should_panic(expected = "JSONL line 2")]
+fn invalid_jsonl_line_is_reported_by_number() {
+    let good = event_of_type("user.created");
+    let mut bad = good.clone();
+    bad["sequence"] = json!("2");
+    assert_valid_jsonl(&format!("{good}\n{bad}\n"));
+}
