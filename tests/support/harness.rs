@@ -50,7 +50,12 @@ max_retries = 2
             ),
         )
         .unwrap();
-        Harness { dir, config_path, runner: None, seen: 0 }
+        Harness {
+            dir,
+            config_path,
+            runner: None,
+            seen: 0,
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -66,18 +71,30 @@ max_retries = 2
         self.runner.as_mut().unwrap()
     }
 
-    pub async fn try_cycle(&mut self, opts: CycleOptions) -> Result<Vec<SourceReport>, RunnerError> {
+    pub async fn try_cycle(
+        &mut self,
+        opts: CycleOptions,
+    ) -> Result<Vec<SourceReport>, RunnerError> {
         self.runner().cycle(opts).await
     }
 
     /// One cycle that must succeed (incremental unless a full reconcile is due).
     pub async fn cycle(&mut self) -> SourceReport {
-        self.try_cycle(CycleOptions::default()).await.unwrap().remove(0)
+        self.try_cycle(CycleOptions::default())
+            .await
+            .unwrap()
+            .remove(0)
     }
 
     /// One full reconcile that must succeed.
     pub async fn full(&mut self) -> SourceReport {
-        self.try_cycle(CycleOptions { full: true, confirm_deletes: false }).await.unwrap().remove(0)
+        self.try_cycle(CycleOptions {
+            full: true,
+            confirm_deletes: false,
+        })
+        .await
+        .unwrap()
+        .remove(0)
     }
 
     /// Let go of the store (as a stopped process would).
@@ -96,7 +113,10 @@ max_retries = 2
     /// Every event the JSONL sink wrote, each checked against its JSON Schema.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
-        let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         for e in &events {
             super::schema::assert_valid_event(e);
         }
@@ -116,7 +136,12 @@ max_retries = 2
 pub fn kinds(events: &[Value]) -> Vec<(String, String)> {
     events
         .iter()
-        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["subject"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["subject"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
