@@ -63,6 +63,7 @@ fn assert_exactly_once_in_log_at_least_once_in_file(h: &Harness, expected_users:
     let mut delivered = HashSet::new();
     for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line).expect("every line is whole JSON");
+        support::schema::assert_valid_event(&e);
         let id = e["id"].as_str().unwrap().to_owned();
         let (_, bytes) = log.get(&id).expect("delivered events come from the log");
         assert_eq!(

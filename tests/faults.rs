@@ -227,3 +227,72 @@ async fn a_second_process_on_the_same_store_is_told_it_is_in_use() {
         .to_string();
     assert!(err.contains("already in use"), "{err}");
 }
+
+#[tokio::test]
+async fn ignored_filter_fails_loudly_instead_of_trusting_the_page() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut h = Harness::new(&sim.url, "");
+    sim.add_users(5, &[4]);
+    h.cycle().await;
+    // The second page of a keyset walk comes back from id 1 again: the filter was dropped.
+    sim.inject(Fault {
+        path_contains: USERS.into(),
+        skip: 1,
+        times: 1,
+        kind: FaultKind::IgnoreFilters,
+    });
+    let err = h
+        .try_cycle(CycleOptions {
+            full: true,
+            confirm_deletes: false,
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Superset ignored part of a query") && err.contains("id > 6"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ignored_changed_on_filter_is_detected_on_incremental_polls() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut h = Harness::new(&sim.url, "");
+    sim.add_users(5, &[4]);
+    // The filter value has whole seconds: rows older than that second must not come back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sim.add_user("late", "pw", &[4]);
+    h.cycle().await;
+    let config =
+        std::fs::read_to_string(&h.config_path).unwrap() + "incremental_overlap = \"0s\"\n";
+    std::fs::write(&h.config_path, config).unwrap();
+    h.stop();
+    sim.inject(fault(USERS, 1, FaultKind::IgnoreFilters));
+    let err = h
+        .try_cycle(CycleOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("filter `changed_on gt") && err.contains("does not match it"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn token_still_rejected_after_renewal_is_a_clear_error() {
+    let (sim, mut h, _, _, head) = pending_change().await;
+    sim.inject(fault(USERS, 2, FaultKind::ExpiredToken));
+    let err = h
+        .try_cycle(CycleOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rejected rollcall's access token even after renewing it")
+            && err.contains("Token has expired"),
+        "{err}"
+    );
+    assert_eq!(h.store().head().unwrap(), head);
+}

@@ -107,6 +107,9 @@ pub enum FaultKind {
     Delay(Duration),
     /// 401 `{"msg":"Token has expired"}` regardless of the token sent.
     ExpiredToken,
+    /// Answer as if the query had no filters, as Superset does with an operator or a date it
+    /// does not understand (FACTS 17, 23): every user comes back.
+    IgnoreFilters,
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -950,6 +953,13 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             "<!doctype html><html><head><title>Superset</title></head><body>Please log in</body></html>",
         ),
         Some(Ok(FaultKind::ExpiredToken)) => Reply::jwt(401, "Token has expired"),
+        Some(Ok(FaultKind::IgnoreFilters)) => lock().process(
+            &method,
+            &path,
+            Some("(order_column:id,order_direction:asc,page_size:100)"),
+            &headers,
+            &body,
+        ),
         Some(Ok(FaultKind::Delay(d))) => {
             tokio::time::sleep(d).await;
             lock().process(&method, &path, q.as_deref(), &headers, &body)

@@ -1,0 +1,163 @@
+//! The binary as an operator meets it: help texts, exit codes, `status`, `events`,
+//! `check-config`, and a second process on a store that is in use.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::harness::Harness;
+use support::sim::{Sim, SimOptions};
+
+fn rollcall(h: Option<&Harness>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
+    if let Some(h) = h {
+        cmd.arg("--config").arg(&h.config_path);
+    }
+    cmd.args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_command_explains_itself_with_an_example() {
+    for cmd in ["run", "once", "events", "status", "check-config"] {
+        let out = rollcall(None, &[cmd, "--help"]);
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example"),
+            "`{cmd} --help` has no example:\n{help}"
+        );
+    }
+    let top = text(&rollcall(None, &["--help"]).stdout);
+    for cmd in ["run", "once", "events", "status", "check-config"] {
+        assert!(top.contains(cmd));
+    }
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    std::fs::write(&path, "[store]\npath = \"x\"\nsurprise = 1\n").unwrap();
+    let out = rollcall(None, &["--config", path.to_str().unwrap(), "check-config"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("rollcall.toml:3: unknown field `surprise`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_file_says_how_to_point_at_one() {
+    let out = rollcall(None, &["--config", "/nonexistent/rollcall.toml", "status"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--config PATH"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_then_status_and_events_show_the_log_and_lag() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    sim.add_user("alice", "pw", &[4]);
+    let out = tokio::task::spawn_blocking({
+        let config = h.config_path.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .arg("--config")
+                .arg(config)
+                .arg("once")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("poll complete"),
+        "logs go to stderr"
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&rollcall(Some(&h), &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["log_head"], 2);
+    assert_eq!(status["sources"][0]["name"], "test");
+    assert_eq!(status["sources"][0]["users_known"], 2);
+    assert_eq!(status["sinks"][0]["cursor"], 2);
+    assert_eq!(status["sinks"][0]["lag_events"], 0);
+
+    let human = text(&rollcall(Some(&h), &["status"]).stdout);
+    assert!(
+        human.contains("source test: 2 users known")
+            && human.contains("sink siem: cursor 2, lag 0 events"),
+        "{human}"
+    );
+
+    let events = text(&rollcall(Some(&h), &["events", "--from", "1", "--limit", "5"]).stdout);
+    let lines: Vec<&str> = events.lines().collect();
+    assert_eq!(lines.len(), 1);
+    support::schema::assert_valid_jsonl(&events);
+    assert!(lines[0].contains("\"sequence\":\"00000000000000000001\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_nonzero_when_superset_is_unreachable() {
+    let h = Harness::new("http://127.0.0.1:9", "request_timeout = \"1s\"");
+    let out = tokio::task::spawn_blocking({
+        let config = h.config_path.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .arg("--config")
+                .arg(config)
+                .arg("once")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("could not reach Superset"),
+        "{}",
+        text(&out.stderr)
+    );
+    let status = text(&rollcall(Some(&h), &["status"]).stdout);
+    assert!(
+        status.contains("LAST POLL FAILED") && status.contains("could not reach Superset"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_is_told_the_store_is_in_use() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = rollcall(Some(&h), &["status"]);
+        err = text(&out.stderr);
+        if !out.status.success() && err.contains("already in use") {
+            break;
+        }
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(
+        err.contains("already in use by another rollcall process"),
+        "{err}"
+    );
+}
