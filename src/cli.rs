@@ -93,6 +93,17 @@ pub enum Command {
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
+    /// Make demo changes in a TEST Superset (create, edit, deactivate, re-role, log in as, delete
+    /// two `demo…` users) with the first source's account, pausing so a running `rollcall run`
+    /// sees each step. Never point this at production.
+    #[command(
+        after_help = "Example (while `rollcall run` runs in another terminal):\n  rollcall demo --pause 6s"
+    )]
+    Demo {
+        /// Wait between steps; default: the source's poll_interval plus 2 s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        pause: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,8 @@ pub enum CliError {
     Runner(#[from] RunnerError),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[from] std::io::Error),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
 }
 
 /// Run a parsed command line.
@@ -142,6 +155,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo { pause } => demo(&Config::load(&cli.config)?, pause).await,
         Command::Status { json } => {
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.store.path)?;
@@ -196,6 +210,28 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<ExitCode, CliError> {
+    use secrecy::ExposeSecret;
+    let SourceConfig::Superset(source) = &config.sources[0];
+    let pause = pause.unwrap_or(source.poll_interval + std::time::Duration::from_secs(2));
+    let password = source.password()?;
+    let admin = crate::demo::Admin::login(
+        source.url.as_str(),
+        &source.username,
+        password.expose_secret(),
+    )
+    .await?;
+    let mut demo = crate::demo::Demo::new(admin);
+    for step in crate::demo::Step::ALL {
+        let (what, expect) = demo.run(step).await?;
+        let expect: Vec<String> = expect.iter().map(|(t, id)| format!("{t} {id}")).collect();
+        println!("{what}  →  expect {}", expect.join(", "));
+        tokio::time::sleep(pause).await;
+    }
+    println!("done: a running rollcall has shown every event type above");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

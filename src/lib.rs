@@ -10,10 +10,12 @@
 //! - [`runner`] drives cycles; [`cli`] and [`config`] are the operator's side.
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
+//! [`demo`] writes demo changes to a test Superset for `rollcall demo`; the pipeline never uses it.
 
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod runner;

@@ -23,7 +23,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn every_command_explains_itself_with_an_example() {
-    for cmd in ["run", "once", "events", "status", "check-config"] {
+    for cmd in ["run", "once", "events", "status", "check-config", "demo"] {
         let out = rollcall(None, &[cmd, "--help"]);
         assert!(out.status.success());
         let help = text(&out.stdout);

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A throwaway local Apache Superset 6.1.0 for the quickstart and the end-to-end tests.
+#
+#   scripts/superset.sh start    install (first time), configure, initialise, start, wait for /health
+#   scripts/superset.sh stop     stop the server started by `start`
+#   scripts/superset.sh status   exit 0 if it answers /health
+#
+# Everything lives in $ROLLCALL_SUPERSET_DIR (default .superset/): the config with a random
+# SECRET_KEY, the SQLite database, the server log, and the password of the `rollcall` service
+# account (Admin role) in `rollcall-password`. The Python venv is $ROLLCALL_VENV (default .venv/).
+# Re-running reuses whatever exists. Set SUPERSET_JWT_EXPIRES_SECONDS before the first start for
+# short-lived access tokens (the tests use it to prove token refresh).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${ROLLCALL_VENV:-$ROOT/.venv}
+DIR=${ROLLCALL_SUPERSET_DIR:-$ROOT/.superset}
+PORT=${SUPERSET_PORT:-8088}
+URL="http://127.0.0.1:$PORT"
+export SUPERSET_HOME="$DIR" SUPERSET_CONFIG_PATH="$DIR/superset_config.py" FLASK_APP=superset
+
+say() { printf '[superset] %s\n' "$*" >&2; }
+
+install() {
+  if [ -x "$VENV/bin/superset" ]; then return; fi
+  say "installing apache-superset 6.1.0 into $VENV (about two minutes, once)"
+  python3 -m venv "$VENV"
+  # flask-caching 2.5 breaks 6.1.0 at start-up, the CLI needs rich, and /login/ needs cachetools.
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "apache-superset==6.1.0" "flask-caching==2.3.1" rich cachetools
+}
+
+configure() {
+  mkdir -p "$DIR"
+  if [ -f "$DIR/superset_config.py" ]; then return; fi
+  local secret
+  secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
+  {
+    echo "SECRET_KEY = \"$secret\""
+    echo "SQLALCHEMY_DATABASE_URI = \"sqlite:///$DIR/superset.db\""
+    echo "FAB_ADD_SECURITY_API = True"
+    if [ -n "${SUPERSET_JWT_EXPIRES_SECONDS:-}" ]; then
+      echo "import datetime"
+      echo "JWT_ACCESS_TOKEN_EXPIRES = datetime.timedelta(seconds=$SUPERSET_JWT_EXPIRES_SECONDS)"
+    fi
+  } > "$DIR/superset_config.py"
+}
+
+initialise() {
+  if [ -f "$DIR/.initialised" ]; then return; fi
+  say "initialising the metadata database (about half a minute, once)"
+  "$VENV/bin/superset" db upgrade >> "$DIR/setup.log" 2>&1
+  "$VENV/bin/superset" fab create-admin --username admin --firstname Admin --lastname User \
+    --email admin@example.com --password admin >> "$DIR/setup.log" 2>&1
+  "$VENV/bin/superset" init >> "$DIR/setup.log" 2>&1
+  python3 -c 'import secrets; print(secrets.token_urlsafe(24))' > "$DIR/rollcall-password"
+  chmod 600 "$DIR/rollcall-password"
+  "$VENV/bin/superset" fab create-user --role Admin --username rollcall --firstname Roll \
+    --lastname Call --email rollcall@example.com --password "$(cat "$DIR/rollcall-password")" \
+    >> "$DIR/setup.log" 2>&1
+  touch "$DIR/.initialised"
+}
+
+healthy() { curl -fsS -m 2 "$URL/health" > /dev/null 2>&1; }
+
+start() {
+  install
+  configure
+  initialise
+  if healthy; then say "already running at $URL"; return; fi
+  say "starting Superset at $URL (log: $DIR/superset.log)"
+  # Its own session, so Ctrl-C in a terminal does not reach it and `stop` can end the group.
+  setsid "$VENV/bin/superset" run -h 127.0.0.1 -p "$PORT" --with-threads \
+    >> "$DIR/superset.log" 2>&1 < /dev/null &
+  echo $! > "$DIR/superset.pid"
+  for _ in $(seq 1 180); do
+    if healthy; then say "ready"; return; fi
+    if ! kill -0 "$(cat "$DIR/superset.pid")" 2> /dev/null; then
+      say "Superset exited during start-up; the end of $DIR/superset.log:"
+      tail -n 30 "$DIR/superset.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  say "Superset did not answer /health within 180 s; see $DIR/superset.log"
+  exit 1
+}
+
+stop() {
+  if [ -f "$DIR/superset.pid" ]; then
+    local pid
+    pid=$(cat "$DIR/superset.pid")
+    kill -- "-$pid" 2> /dev/null || kill "$pid" 2> /dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2> /dev/null || break; sleep 0.5; done
+    kill -9 -- "-$pid" 2> /dev/null || true
+    rm -f "$DIR/superset.pid"
+    say "stopped"
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) healthy ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,398 @@
+//! A demo workload: changes users in a (test!) Superset through its REST API so that every
+//! user event type appears within a minute. Used by `rollcall demo` and by the end-to-end test
+//! against a real Superset.
+//!
+//! It writes to Superset, so it must never be called by the pipeline, which only reads.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::event::EventType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo: {what} failed: HTTP {status}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("demo: {what} failed: {source}")]
+    Http {
+        what: String,
+        source: reqwest::Error,
+    },
+}
+
+/// An admin session used to make changes.
+pub struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    pub async fn login(base: &str, username: &str, password: &str) -> Result<Admin, DemoError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| DemoError::Http {
+                what: "client set-up".into(),
+                source,
+            })?;
+        let base = base.trim_end_matches('/').to_owned();
+        let mut admin = Admin {
+            http,
+            base,
+            token: String::new(),
+        };
+        let body =
+            json!({"username": username, "password": password, "provider": "db", "refresh": true});
+        let tokens = admin
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/security/login",
+                Some(body),
+                "login",
+            )
+            .await?;
+        admin.token = tokens["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(admin)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<Value, DemoError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Accept", "application/json");
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|source| DemoError::Http {
+            what: what.into(),
+            source,
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|source| DemoError::Http {
+            what: what.into(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(DemoError::Status {
+                what: what.into(),
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        roles: &[u64],
+    ) -> Result<u64, DemoError> {
+        let body = json!({
+            "first_name": username, "last_name": "Demo", "username": username,
+            "email": format!("{username}@example.com"), "active": true, "password": password, "roles": roles,
+        });
+        let created = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/security/users/",
+                Some(body),
+                "create user",
+            )
+            .await?;
+        Ok(created["id"].as_u64().unwrap_or_default())
+    }
+
+    pub async fn update_user(&self, id: u64, body: Value) -> Result<(), DemoError> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/security/users/{id}"),
+            Some(body),
+            "update user",
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete_user(&self, id: u64) -> Result<(), DemoError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/security/users/{id}"),
+            None,
+            "delete user",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Every role as (id, name, member ids).
+    async fn roles(&self) -> Result<Vec<(u64, String, Vec<u64>)>, DemoError> {
+        let page = self
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/security/roles/search/?q=(page_size:100)",
+                None,
+                "list roles",
+            )
+            .await?;
+        Ok(page["result"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let ids = r["user_ids"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                            .unwrap_or_default();
+                        (
+                            r["id"].as_u64().unwrap_or_default(),
+                            r["name"].as_str().unwrap_or_default().to_owned(),
+                            ids,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    pub async fn role_id(&self, name: &str) -> Result<u64, DemoError> {
+        self.roles()
+            .await?
+            .into_iter()
+            .find(|r| r.1 == name)
+            .map(|r| r.0)
+            .ok_or_else(|| DemoError::Status {
+                what: format!("find role {name}"),
+                status: 404,
+                body: "no such role".into(),
+            })
+    }
+
+    /// Add a member through the roles API, which replaces the member list and does not touch
+    /// the user's `changed_on`.
+    pub async fn add_to_role(&self, role: u64, user: u64) -> Result<(), DemoError> {
+        let mut members = self
+            .roles()
+            .await?
+            .into_iter()
+            .find(|r| r.0 == role)
+            .map(|r| r.2)
+            .unwrap_or_default();
+        members.push(user);
+        let body = json!({ "user_ids": members });
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/security/roles/{role}/users"),
+            Some(body),
+            "set role members",
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn create_group(&self, name: &str, users: &[u64]) -> Result<u64, DemoError> {
+        let body =
+            json!({ "name": name, "label": name, "description": "created by rollcall demo" });
+        let created = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/security/groups/",
+                Some(body),
+                "create group",
+            )
+            .await?;
+        let id = created["id"].as_u64().unwrap_or_default();
+        let members = json!({ "users": users });
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/security/groups/{id}"),
+            Some(members),
+            "set group members",
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// A password login as another user; `false` when Superset refuses it.
+    pub async fn try_login(&self, username: &str, password: &str) -> Result<bool, DemoError> {
+        let body =
+            json!({"username": username, "password": password, "provider": "db", "refresh": true});
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/security/login", self.base))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| DemoError::Http {
+                what: "user login".into(),
+                source,
+            })?;
+        Ok(resp.status() == StatusCode::OK)
+    }
+}
+
+/// The steps of the demo, in order; each shows one or two event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Edit,
+    Deactivate,
+    Reactivate,
+    ReRole,
+    RoleViaRolesApi,
+    Group,
+    Login,
+    FailedLogin,
+    Delete,
+}
+
+impl Step {
+    pub const ALL: [Step; 10] = [
+        Step::Create,
+        Step::Edit,
+        Step::Deactivate,
+        Step::Reactivate,
+        Step::ReRole,
+        Step::RoleViaRolesApi,
+        Step::Group,
+        Step::Login,
+        Step::FailedLogin,
+        Step::Delete,
+    ];
+}
+
+/// Two demo users: alice goes through the whole lifecycle, bob logs in and gains a role.
+pub struct Demo {
+    admin: Admin,
+    prefix: String,
+    alice: u64,
+    bob: u64,
+}
+
+impl Demo {
+    pub fn new(admin: Admin) -> Demo {
+        let prefix = format!("demo{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+        Demo {
+            admin,
+            prefix,
+            alice: 0,
+            bob: 0,
+        }
+    }
+
+    fn name(&self, who: &str) -> String {
+        format!("{}-{who}", self.prefix)
+    }
+
+    fn password(&self, who: &str) -> String {
+        format!("Pw-{}-{who}!", self.prefix)
+    }
+
+    /// Run one step; returns what it did and the events rollcall should derive from it.
+    pub async fn run(&mut self, step: Step) -> Result<(String, Vec<(EventType, u64)>), DemoError> {
+        use EventType::*;
+        let a = &self.admin;
+        Ok(match step {
+            Step::Create => {
+                let gamma = a.role_id("Gamma").await?;
+                self.alice = a
+                    .create_user(&self.name("alice"), &self.password("alice"), &[gamma])
+                    .await?;
+                self.bob = a
+                    .create_user(&self.name("bob"), &self.password("bob"), &[gamma])
+                    .await?;
+                (
+                    format!(
+                        "created {} (id {}) and {} (id {})",
+                        self.name("alice"),
+                        self.alice,
+                        self.name("bob"),
+                        self.bob
+                    ),
+                    vec![(UserCreated, self.alice), (UserCreated, self.bob)],
+                )
+            }
+            Step::Edit => {
+                a.update_user(self.alice, json!({"first_name": "Alicia", "email": format!("{}@example.org", self.name("alicia"))})).await?;
+                (
+                    "changed alice's first name and email".into(),
+                    vec![(UserUpdated, self.alice)],
+                )
+            }
+            Step::Deactivate => {
+                a.update_user(self.alice, json!({"active": false})).await?;
+                (
+                    "deactivated alice".into(),
+                    vec![(UserDeactivated, self.alice)],
+                )
+            }
+            Step::Reactivate => {
+                a.update_user(self.alice, json!({"active": true})).await?;
+                (
+                    "reactivated alice".into(),
+                    vec![(UserReactivated, self.alice)],
+                )
+            }
+            Step::ReRole => {
+                let alpha = a.role_id("Alpha").await?;
+                a.update_user(self.alice, json!({"roles": [alpha]})).await?;
+                (
+                    "moved alice from Gamma to Alpha".into(),
+                    vec![(UserRoleRemoved, self.alice), (UserRoleAdded, self.alice)],
+                )
+            }
+            Step::RoleViaRolesApi => {
+                let sql_lab = a.role_id("sql_lab").await?;
+                a.add_to_role(sql_lab, self.bob).await?;
+                (
+                    "added bob to sql_lab through the roles API (no changed_on bump)".into(),
+                    vec![(UserRoleAdded, self.bob)],
+                )
+            }
+            Step::Group => {
+                a.create_group(&self.name("analysts"), &[self.alice])
+                    .await?;
+                (
+                    "created a group with alice in it".into(),
+                    vec![(UserGroupAdded, self.alice)],
+                )
+            }
+            Step::Login => {
+                a.try_login(&self.name("bob"), &self.password("bob"))
+                    .await?;
+                ("logged in as bob".into(), vec![(UserLogin, self.bob)])
+            }
+            Step::FailedLogin => {
+                a.try_login(&self.name("bob"), "wrong password").await?;
+                a.try_login(&self.name("bob"), "wrong again").await?;
+                (
+                    "failed two logins as bob".into(),
+                    vec![(UserLoginFailed, self.bob)],
+                )
+            }
+            Step::Delete => {
+                a.delete_user(self.alice).await?;
+                ("deleted alice".into(), vec![(UserDeleted, self.alice)])
+            }
+        })
+    }
+}
