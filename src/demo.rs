@@ -30,7 +30,8 @@ pub enum DemoError {
 pub struct Admin {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: std::sync::Mutex<String>,
+    refresh: String,
 }
 
 impl Admin {
@@ -42,11 +43,11 @@ impl Admin {
                 what: "client set-up".into(),
                 source,
             })?;
-        let base = base.trim_end_matches('/').to_owned();
         let mut admin = Admin {
             http,
-            base,
-            token: String::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token: Default::default(),
+            refresh: String::new(),
         };
         let body =
             json!({"username": username, "password": password, "provider": "db", "refresh": true});
@@ -58,11 +59,19 @@ impl Admin {
                 "login",
             )
             .await?;
-        admin.token = tokens["access_token"]
+        admin.set_token(&tokens);
+        admin.refresh = tokens["refresh_token"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         Ok(admin)
+    }
+
+    fn set_token(&self, tokens: &Value) {
+        *self.token.lock().expect("never poisoned") = tokens["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
     }
 
     async fn call(
@@ -72,20 +81,27 @@ impl Admin {
         body: Option<Value>,
         what: &str,
     ) -> Result<Value, DemoError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Accept", "application/json");
-        if !self.token.is_empty() {
-            req = req.bearer_auth(&self.token);
+        let mut resp = self.send(method.clone(), path, body.as_ref(), what).await?;
+        // An expired access token is renewed with the refresh token: a new password login
+        // would bump the admin's login counters and show up as a `user.login` event.
+        if resp.status() == StatusCode::UNAUTHORIZED && !self.refresh.is_empty() {
+            let renewed = self
+                .http
+                .post(format!("{}/api/v1/security/refresh", self.base))
+                .bearer_auth(&self.refresh)
+                .send()
+                .await
+                .map_err(|source| DemoError::Http {
+                    what: "refresh".into(),
+                    source,
+                })?;
+            let tokens: Value = renewed.json().await.map_err(|source| DemoError::Http {
+                what: "refresh".into(),
+                source,
+            })?;
+            self.set_token(&tokens);
+            resp = self.send(method, path, body.as_ref(), what).await?;
         }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.map_err(|source| DemoError::Http {
-            what: what.into(),
-            source,
-        })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|source| DemoError::Http {
             what: what.into(),
@@ -99,6 +115,30 @@ impl Admin {
             });
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<reqwest::Response, DemoError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Accept", "application/json");
+        let token = self.token.lock().expect("never poisoned").clone();
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.map_err(|source| DemoError::Http {
+            what: what.into(),
+            source,
+        })
     }
 
     pub async fn create_user(

@@ -1,7 +1,7 @@
 //! Runs rollcall in-process against a simulator: writes a config into a temp dir, drives
 //! cycles through the library, and reads back what the JSONL sink wrote.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rollcall::config::Config;
 use rollcall::runner::{CycleOptions, Runner, RunnerError, SourceReport};
@@ -23,6 +23,21 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let password = dir.path().join("password");
         std::fs::write(&password, "admin\n").unwrap();
+        Harness::in_dir(dir, url, "admin", &password, extra)
+    }
+
+    /// The same, polling as `username` with the password in `password_file`.
+    pub fn with_account(url: &str, username: &str, password_file: &Path, extra: &str) -> Harness {
+        Harness::in_dir(
+            tempfile::tempdir().unwrap(),
+            url,
+            username,
+            password_file,
+            extra,
+        )
+    }
+
+    fn in_dir(dir: TempDir, url: &str, username: &str, password: &Path, extra: &str) -> Harness {
         let config_path = dir.path().join("rollcall.toml");
         std::fs::write(
             &config_path,
@@ -39,7 +54,7 @@ path = {events:?}
 kind = "superset"
 name = "test"
 url = "{url}"
-username = "admin"
+username = "{username}"
 password_file = {password:?}
 max_retries = 2
 {extra}

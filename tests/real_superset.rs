@@ -1,0 +1,182 @@
+//! End to end against a REAL Apache Superset 6.1.0, started by `scripts/superset.sh`.
+//!
+//! Ignored by a plain `cargo test`; `scripts/test.sh` starts Superset (with short-lived access
+//! tokens) and runs these one at a time with `--ignored`. Each test takes its own baseline, so
+//! what earlier tests or runs left in Superset does not matter. Changes are made as `admin`;
+//! rollcall polls as the `rollcall` service account.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use rollcall::demo::{Admin, Demo, Step};
+use support::harness::{kind, kinds, Harness};
+
+fn url() -> String {
+    std::env::var("ROLLCALL_SUPERSET_URL").unwrap_or_else(|_| "http://127.0.0.1:8088".into())
+}
+
+fn harness(extra: &str) -> Harness {
+    let dir = std::env::var("ROLLCALL_SUPERSET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.superset")));
+    Harness::with_account(&url(), "rollcall", &dir.join("rollcall-password"), extra)
+}
+
+async fn admin() -> Admin {
+    Admin::login(&url(), "admin", "admin")
+        .await
+        .expect("Superset is running: scripts/superset.sh start")
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn every_demo_step_yields_exactly_its_events_and_nothing_else() {
+    // Log the admin in before the baseline: its login is a `user.login` like anyone's.
+    let mut demo = Demo::new(admin().await);
+    let mut h = harness("");
+    h.cycle().await;
+    h.new_events();
+    for step in Step::ALL {
+        let (what, expect) = demo.run(step).await.unwrap();
+        h.cycle().await;
+        let events = h.new_events();
+        let expect: Vec<_> = expect.iter().map(|(t, id)| kind(t.as_str(), *id)).collect();
+        assert_eq!(kinds(&events), expect, "after: {what}");
+        match step {
+            Step::Edit => {
+                let fields: Vec<&str> = events[0]["data"]["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["field"].as_str().unwrap())
+                    .collect();
+                assert_eq!(fields, ["first_name", "email"]);
+                assert_eq!(events[0]["data"]["user"]["first_name"], "Alicia");
+            }
+            Step::ReRole => {
+                assert_eq!(events[0]["data"]["role"]["name"], "Gamma");
+                assert_eq!(events[1]["data"]["role"]["name"], "Alpha");
+            }
+            Step::RoleViaRolesApi => assert_eq!(events[0]["data"]["role"]["name"], "sql_lab"),
+            Step::FailedLogin => assert_eq!(events[0]["data"]["fail_login_count"], 2),
+            _ => {}
+        }
+    }
+    // A full reconcile agrees with what the incremental polls derived.
+    h.full().await;
+    assert!(
+        h.new_events().is_empty(),
+        "a full reconcile after the demo derives nothing more"
+    );
+    // And polling again and again, as nobody acts, derives nothing: no noise from our own reads.
+    for _ in 0..3 {
+        h.cycle().await;
+    }
+    assert!(h.new_events().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn more_than_250_users_page_correctly_and_one_deletion_is_one_event() {
+    let admin = admin().await;
+    let gamma = admin.role_id("Gamma").await.unwrap();
+    let mut h = harness("");
+    h.cycle().await;
+    h.new_events();
+    let prefix = format!("page{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let mut ids = Vec::new();
+    for i in 0..260 {
+        ids.push(
+            admin
+                .create_user(&format!("{prefix}-{i:03}"), "Passw0rd!", &[gamma])
+                .await
+                .unwrap(),
+        );
+    }
+    let report = h.full().await;
+    assert!(report.users >= 262, "{} users seen", report.users);
+    let events = h.new_events();
+    let mut created: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "user.created")
+        .map(|e| e["subject"].as_str().unwrap().parse().unwrap())
+        .collect();
+    created.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(
+        created, ids,
+        "every new user exactly once, across three pages"
+    );
+    assert_eq!(events.len(), 260);
+
+    admin.delete_user(ids[100]).await.unwrap();
+    h.full().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.deleted", ids[100])]);
+    h.full().await;
+    assert!(h.new_events().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn an_expired_access_token_is_refreshed_without_a_new_password_login() {
+    let lifetime = access_token_lifetime().await;
+    assert!(
+        lifetime <= 60,
+        "this test needs short tokens: start Superset with SUPERSET_JWT_EXPIRES_SECONDS=20 (got {lifetime} s)"
+    );
+    let mut h = harness("");
+    h.cycle().await;
+    let logins_before = service_account_logins(&mut h);
+    tokio::time::sleep(Duration::from_secs(lifetime + 3)).await;
+    h.cycle().await;
+    h.full().await;
+    assert_eq!(
+        service_account_logins(&mut h),
+        logins_before,
+        "renewed by refresh token, not by logging in"
+    );
+    assert!(h
+        .new_events()
+        .iter()
+        .all(|e| e["data"]["user"]["username"] != "rollcall"));
+}
+
+/// The service account's `login_count` as rollcall's own snapshot saw it.
+fn service_account_logins(h: &mut Harness) -> Option<i64> {
+    let snapshot = h.store().snapshot("test").unwrap();
+    snapshot
+        .values()
+        .find(|u| u.username == "rollcall")
+        .and_then(|u| u.login_count)
+}
+
+/// exp − iat of a fresh access token.
+async fn access_token_lifetime() -> u64 {
+    let body = serde_json::json!({"username": "admin", "password": "admin", "provider": "db", "refresh": true});
+    let tokens: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/security/login", url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = tokens["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    (claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap()) as u64
+}
