@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, SourceConfig};
 use crate::deliver::{self, DeliverError};
@@ -281,16 +281,26 @@ async fn poll_source(
         events,
         state: &state,
     })?;
-    info!(
-        full,
-        users = report.users,
-        events = report.events,
-        users_written = report.users_written,
-        offsets = ?offsets,
-        requests = observation.requests,
-        took_ms = started.elapsed().as_millis() as u64,
-        "poll complete"
-    );
+    // A quiet incremental poll every few seconds would drown the events in the log.
+    macro_rules! poll_complete {
+        ($level:ident) => {
+            $level!(
+                full,
+                users = report.users,
+                events = report.events,
+                users_written = report.users_written,
+                offsets = ?offsets,
+                requests = observation.requests,
+                took_ms = started.elapsed().as_millis() as u64,
+                "poll complete"
+            )
+        };
+    }
+    if report.events > 0 || full {
+        poll_complete!(info);
+    } else {
+        poll_complete!(debug);
+    }
     Ok(report)
 }
 

@@ -1,0 +1,26 @@
+# rollcall: multi-stage build, runs as a non-root user, keeps its sled store on a volume.
+#   docker build -t rollcall .
+#   docker run -v rollcall-data:/var/lib/rollcall -v $PWD/rollcall.toml:/etc/rollcall/rollcall.toml:ro \
+#              -e SUPERSET_PASSWORD=… rollcall
+FROM rust:1.85-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# The manifest names the benchmark target, so its file must exist for cargo to read it.
+COPY benches ./benches
+RUN cargo build --release --locked --bin rollcall
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/rollcall --shell /usr/sbin/nologin rollcall \
+ && mkdir -p /var/lib/rollcall /etc/rollcall \
+ && chown rollcall:rollcall /var/lib/rollcall
+COPY --from=build /src/target/release/rollcall /usr/local/bin/rollcall
+USER rollcall
+WORKDIR /var/lib/rollcall
+VOLUME ["/var/lib/rollcall"]
+ENV ROLLCALL_CONFIG=/etc/rollcall/rollcall.toml
+ENTRYPOINT ["rollcall"]
+CMD ["run"]
