@@ -28,7 +28,7 @@ const GROUPS: &str = "/api/v1/security/groups/";
 pub enum SupersetError {
     #[error("Superset at {url} refused the login of '{username}' (401 Not authorized): the password is wrong, the user does not exist, or the account is inactive. Check `username`, the password in `password_env`/`password_file`, and that the account is active in Superset")]
     LoginRejected { url: String, username: String },
-    #[error("Superset answered 403 Forbidden to '{username}' for {path}: the service account needs the Admin role (in Superset 6.1 only Admin may read users, roles and groups)")]
+    #[error("Superset answered 403 Forbidden to '{username}' for {path}: the service account needs the Admin role, or a role holding `can_get` on User, `can_get` on Group and `can_list_roles` on RoleRestAPI (see README, section The Superset account)")]
     Forbidden { username: String, path: String },
     #[error("Superset at {url} answered 404 for {path}: its security REST API is off. Add `FAB_ADD_SECURITY_API = True` to superset_config.py and restart Superset")]
     SecurityApiDisabled { url: String, path: String },
