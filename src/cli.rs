@@ -126,7 +126,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         Command::CheckConfig => check_config(&cli.config),
         Command::Run => {
             let config = Config::load(&cli.config)?;
-            let mut runner = Runner::new(&config, Store::open(&config.store.path)?)?;
+            let runner = Runner::new(&config, Store::open(&config.store.path)?)?;
             runner.run(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

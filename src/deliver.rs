@@ -2,8 +2,14 @@
 //!
 //! Owns the at-least-once rule: the cursor moves only after the sink confirmed a batch, so a
 //! crash between the two re-sends that batch (with the same event ids) and never skips one.
+//! Under `run` every sink is served by its own task, so a slow or dead sink never delays
+//! another one, nor the polling.
 
-use tracing::debug;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::watch;
+use tracing::{debug, error, info};
 
 use crate::sink::{Sink, SinkError};
 use crate::store::{Store, StoreError};
@@ -30,5 +36,50 @@ pub async fn drain(store: &Store, sink: &mut Sink) -> Result<u64, DeliverError> 
         store.set_cursor(sink.name(), next)?;
         delivered += batch.len() as u64;
         debug!(sink = sink.name(), cursor = next, "batch delivered");
+    }
+}
+
+/// Deliver until `shutdown` turns true: drain to the head, then wait for the head to move.
+/// A failed delivery is logged and retried from the stored cursor with growing pauses; a batch
+/// in progress when shutdown comes is finished (or abandoned by the caller: it will be re-sent).
+pub async fn serve(
+    store: Store,
+    mut sink: Sink,
+    mut head: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut pauses = backoff();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match drain(&store, &mut sink).await {
+            Ok(n) => {
+                pauses = backoff();
+                if n > 0 {
+                    info!(sink = sink.name(), events = n, "delivered");
+                }
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                let wait = pauses.next().unwrap_or(Duration::from_secs(60));
+                error!(sink = sink.name(), error = %e, retry_in = ?wait, "delivery failed; retrying from the stored cursor");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -54,6 +56,9 @@ pub struct SourceReport {
     pub users_written: usize,
     pub held_deletions: usize,
 }
+
+/// How long sinks may take to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 pub struct Runner {
     store: Store,
@@ -113,14 +118,20 @@ impl Runner {
         }
     }
 
+    /// Deliver to every sink concurrently, each up to the log head.
     pub async fn deliver_all(&mut self) -> Result<(), RunnerError> {
-        let mut first_error = None;
-        for sink in &mut self.sinks {
+        let store = &self.store;
+        let results = futures::future::join_all(self.sinks.iter_mut().map(|sink| async move {
             let name = sink.name().to_owned();
-            match deliver::drain(&self.store, sink)
+            let result = deliver::drain(store, sink)
                 .instrument(info_span!("deliver", sink = %name))
-                .await
-            {
+                .await;
+            (name, result)
+        }))
+        .await;
+        let mut first_error = None;
+        for (name, result) in results {
+            match result {
                 Ok(0) => {}
                 Ok(n) => info!(sink = %name, events = n, "delivered"),
                 Err(e) => {
@@ -132,13 +143,26 @@ impl Runner {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Poll forever: each source at its own interval, delivering after each poll, until
-    /// `shutdown` resolves. Errors are logged and recorded in the store; polling goes on.
+    /// Poll forever, each source at its own interval, until `shutdown` resolves. Each sink
+    /// delivers in its own task, woken when a commit moves the log head. Errors are logged and
+    /// recorded in the store; polling goes on. On shutdown, sinks get [`SHUTDOWN_GRACE`] to
+    /// finish the batch in hand; what is abandoned is re-sent on the next start.
     pub async fn run(
-        &mut self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), RunnerError> {
         tokio::pin!(shutdown);
+        let (head_tx, head_rx) = watch::channel(self.store.head()?);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut sinks = JoinSet::new();
+        for sink in std::mem::take(&mut self.sinks) {
+            sinks.spawn(deliver::serve(
+                self.store.clone(),
+                sink,
+                head_rx.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let mut due: Vec<Instant> = vec![Instant::now(); self.sources.len()];
         loop {
             let (i, at) = due
@@ -148,17 +172,28 @@ impl Runner {
                 .min_by_key(|(_, t)| *t)
                 .expect("config validation requires at least one source");
             tokio::select! {
-                _ = &mut shutdown => {
-                    info!("shutting down");
-                    return Ok(());
-                }
+                _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(at) => {}
             }
             let interval = self.sources[i].config().poll_interval;
-            let _ = self.poll(i, CycleOptions::default()).await;
-            let _ = self.deliver_all().await;
+            if self.poll(i, CycleOptions::default()).await.is_ok() {
+                head_tx.send_replace(self.store.head()?);
+            }
             due[i] = Instant::now() + interval;
         }
+        info!("shutting down: polling stopped, letting sinks finish");
+        stop_tx.send_replace(true);
+        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while sinks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            warn!("sinks did not finish within {SHUTDOWN_GRACE:?}; abandoning (undelivered events are re-sent on start)");
+            sinks.abort_all();
+        }
+        self.store.flush()?;
+        info!("stopped");
+        Ok(())
     }
 
     async fn poll(&mut self, i: usize, opts: CycleOptions) -> Result<SourceReport, RunnerError> {

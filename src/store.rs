@@ -95,6 +95,7 @@ pub struct Commit<'a> {
     pub state: &'a SourceState,
 }
 
+#[derive(Clone)]
 pub struct Store {
     path: PathBuf,
     db: sled::Db,
@@ -270,6 +271,12 @@ impl Store {
     /// Durably move a sink's cursor.
     pub fn set_cursor(&self, sink: &str, next: u64) -> Result<(), StoreError> {
         self.cursors.insert(sink, &next.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Make everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }

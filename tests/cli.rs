@@ -161,3 +161,51 @@ async fn a_second_process_is_told_the_store_is_in_use() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_run_cleanly_within_ten_seconds() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(
+        &sim.url,
+        "emit_initial_snapshot = true\npoll_interval = \"1s\"",
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .arg("run")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::fs::read_to_string(h.events_path())
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = run.id().to_string();
+    let started = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || run.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+    // The store was left consistent: the next process starts where this one stopped.
+    let status: serde_json::Value =
+        serde_json::from_slice(&rollcall(Some(&h), &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["sinks"][0]["lag_events"], 0);
+}
