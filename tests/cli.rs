@@ -169,7 +169,7 @@ async fn sigterm_stops_run_cleanly_within_ten_seconds() {
         &sim.url,
         "emit_initial_snapshot = true\npoll_interval = \"1s\"",
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+    let run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .arg("--config")
         .arg(&h.config_path)
         .arg("run")
