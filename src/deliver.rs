@@ -32,7 +32,12 @@ pub async fn drain(store: &Store, sink: &mut Sink) -> Result<u64, DeliverError> 
             return Ok(delivered);
         };
         let next = last.offset + 1;
-        sink.send(&batch).await?;
+        if let Err(failed) = sink.send(&batch).await {
+            if let Some(done) = failed.delivered.checked_sub(1).and_then(|i| batch.get(i)) {
+                store.set_cursor(sink.name(), done.offset + 1)?;
+            }
+            return Err(failed.error.into());
+        }
         store.set_cursor(sink.name(), next)?;
         delivered += batch.len() as u64;
         debug!(sink = sink.name(), cursor = next, "batch delivered");

@@ -16,6 +16,25 @@ pub enum SinkError {
     },
 }
 
+/// A batch that failed part-way: its first `delivered` events are durably delivered (the cursor
+/// moves past them), the rest will be sent again.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failed {
+    pub delivered: usize,
+    #[source]
+    pub error: SinkError,
+}
+
+impl From<SinkError> for Failed {
+    fn from(error: SinkError) -> Failed {
+        Failed {
+            delivered: 0,
+            error,
+        }
+    }
+}
+
 /// Every kind of sink, dispatched by enum: the set is closed and known at compile time.
 pub enum Sink {
     Jsonl(jsonl::JsonlSink),
@@ -40,10 +59,10 @@ impl Sink {
         }
     }
 
-    /// Deliver a batch; `Ok` means every event in it is durably delivered.
-    pub async fn send(&mut self, batch: &[StoredEvent]) -> Result<(), SinkError> {
+    /// Deliver a batch, in order; `Ok` means every event in it is durably delivered.
+    pub async fn send(&mut self, batch: &[StoredEvent]) -> Result<(), Failed> {
         match self {
-            Sink::Jsonl(s) => s.send(batch),
+            Sink::Jsonl(s) => Ok(s.send(batch)?),
         }
     }
 }
