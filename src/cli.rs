@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError, SinkConfig, SourceConfig};
 use crate::runner::{CycleOptions, Runner, RunnerError};
-use crate::store::{SourceState, Store, StoreError};
+use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -274,6 +274,9 @@ struct SinkStatus {
     lag_events: u64,
     /// Age of the oldest undelivered event.
     lag_seconds: Option<i64>,
+    dead_letters: usize,
+    #[serde(flatten)]
+    state: SinkState,
 }
 
 impl Status {
@@ -304,6 +307,8 @@ impl Status {
                     cursor,
                     lag_events: head.saturating_sub(cursor),
                     lag_seconds: oldest.map(|e| (Utc::now() - e.time).num_seconds()),
+                    dead_letters: store.dead_letter_count(s.name())?,
+                    state: store.sink_state(s.name())?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -365,11 +370,19 @@ impl Status {
                 .lag_seconds
                 .map(|l| format!(", oldest undelivered {l}s old"))
                 .unwrap_or_default();
+            let health = match s.state.health {
+                SinkHealth::Ok => "ok",
+                SinkHealth::Degraded => "DEGRADED",
+                SinkHealth::Disabled => "DISABLED",
+            };
             writeln!(
                 out,
-                "sink {}: cursor {}, lag {} events{age}",
-                s.name, s.cursor, s.lag_events
+                "sink {}: {health}, cursor {}, lag {} events{age}, {} dead letters",
+                s.name, s.cursor, s.lag_events, s.dead_letters
             )?;
+            if let (Some(e), false) = (&s.state.last_error, s.state.health == SinkHealth::Ok) {
+                writeln!(out, "  last error: {e}")?;
+            }
         }
         Ok(())
     }

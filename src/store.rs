@@ -67,6 +67,36 @@ pub struct DeletionGuard {
     pub known: usize,
 }
 
+/// How a sink is doing, as the sink last reported it; `status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkHealth {
+    #[default]
+    Ok,
+    /// Failing and retrying (broker down, endpoint erroring); nothing is skipped.
+    Degraded,
+    /// Stopped for good until an operator acts (e.g. a webhook endpoint answered 410 Gone).
+    Disabled,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkState {
+    pub health: SinkHealth,
+    pub since: Option<DateTime<Utc>>,
+    /// Never holds a secret: sinks redact before reporting.
+    pub last_error: Option<String>,
+}
+
+/// An event a sink gave up on, kept with its bytes (so compaction of the log cannot lose it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub offset: u64,
+    pub event: serde_json::Value,
+    pub reason: String,
+    pub attempts: u32,
+    pub at: DateTime<Utc>,
+}
+
 /// One event as stored: its offset and its exact bytes, which every sink sends unchanged.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -275,6 +305,79 @@ impl Store {
         Ok(())
     }
 
+    pub fn sink_state(&self, sink: &str) -> Result<SinkState, StoreError> {
+        match self.meta.get(format!("sink/{sink}"))? {
+            None => Ok(SinkState::default()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: format!("state of sink {sink}"),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Record a sink's health; `since` is kept while the health does not change.
+    pub fn set_sink_state(
+        &self,
+        sink: &str,
+        health: SinkHealth,
+        last_error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let old = self.sink_state(sink)?;
+        let since = if old.health == health && old.since.is_some() {
+            old.since
+        } else {
+            Some(Utc::now())
+        };
+        let state = SinkState {
+            health,
+            since,
+            last_error,
+        };
+        if state != old {
+            self.meta
+                .insert(format!("sink/{sink}"), json_bytes(&state))?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    fn dlq_tree(&self, sink: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(format!("dlq/{sink}"))?)
+    }
+
+    /// Park an event a sink gave up on. Durable when this returns.
+    pub fn dead_letter(&self, sink: &str, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.dlq_tree(sink)?
+            .insert(letter.offset.to_be_bytes(), json_bytes(letter))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A sink's dead letters, in offset order.
+    pub fn dead_letters(&self, sink: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dlq_tree(sink)?
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: format!("dead letter of sink {sink}"),
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn dead_letter_count(&self, sink: &str) -> Result<usize, StoreError> {
+        Ok(self.dlq_tree(sink)?.len())
+    }
+
+    /// Remove one dead letter (after a successful retry, or a purge).
+    pub fn remove_dead_letter(&self, sink: &str, offset: u64) -> Result<bool, StoreError> {
+        let removed = self.dlq_tree(sink)?.remove(offset.to_be_bytes())?.is_some();
+        self.db.flush()?;
+        Ok(removed)
+    }
+
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -411,6 +514,51 @@ mod tests {
         assert_eq!(store.cursor("never-seen").unwrap(), 0);
         assert_eq!(store.head().unwrap(), 1);
         assert!(store.snapshot("t").unwrap().contains_key(&5));
+    }
+
+    #[test]
+    fn sink_state_keeps_since_while_health_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.sink_state("k").unwrap().health, SinkHealth::Ok);
+        store
+            .set_sink_state("k", SinkHealth::Degraded, Some("broker down".into()))
+            .unwrap();
+        let first = store.sink_state("k").unwrap();
+        store
+            .set_sink_state("k", SinkHealth::Degraded, Some("still down".into()))
+            .unwrap();
+        let second = store.sink_state("k").unwrap();
+        assert_eq!(first.since, second.since);
+        assert_eq!(second.last_error.as_deref(), Some("still down"));
+    }
+
+    #[test]
+    fn dead_letters_are_kept_listed_and_removed_by_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for offset in [7, 3] {
+            let letter = DeadLetter {
+                offset,
+                event: serde_json::json!({"id": offset}),
+                reason: "HTTP 500".into(),
+                attempts: 8,
+                at: Utc::now(),
+            };
+            store.dead_letter("hook", &letter).unwrap();
+        }
+        assert_eq!(
+            store
+                .dead_letters("hook")
+                .unwrap()
+                .iter()
+                .map(|d| d.offset)
+                .collect::<Vec<_>>(),
+            [3, 7]
+        );
+        assert!(store.remove_dead_letter("hook", 3).unwrap());
+        assert_eq!(store.dead_letter_count("hook").unwrap(), 1);
+        assert_eq!(store.dead_letter_count("other").unwrap(), 0);
     }
 
     #[test]

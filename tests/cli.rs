@@ -94,7 +94,7 @@ async fn once_then_status_and_events_show_the_log_and_lag() {
     let human = text(&rollcall(Some(&h), &["status"]).stdout);
     assert!(
         human.contains("source test: 2 users known")
-            && human.contains("sink siem: cursor 2, lag 0 events"),
+            && human.contains("sink siem: ok, cursor 2, lag 0 events"),
         "{human}"
     );
 
