@@ -88,6 +88,18 @@ pub struct SupersetConfig {
     /// Attempts per request on connection errors, timeouts and 5xx, with exponential backoff.
     #[serde(default = "defaults::retries")]
     pub max_retries: usize,
+    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events.
+    #[serde(default = "defaults::action_log")]
+    pub action_log: bool,
+    /// On the first start, how much of the action log to read back (`0` for none).
+    #[serde(default = "defaults::log_backfill", with = "humantime_serde")]
+    pub log_backfill: Duration,
+    /// Action globs to emit, e.g. `["mcp.*", "*Export*"]`.
+    #[serde(default = "defaults::log_include")]
+    pub log_include: Vec<String>,
+    /// Action globs to drop, applied after `log_include`.
+    #[serde(default)]
+    pub log_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +147,15 @@ mod defaults {
     }
     pub fn retries() -> usize {
         4
+    }
+    pub fn action_log() -> bool {
+        true
+    }
+    pub fn log_backfill() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn log_include() -> Vec<String> {
+        vec!["*".into()]
     }
     pub fn batch_size() -> usize {
         500
@@ -284,6 +305,17 @@ impl Config {
                     item_key_span(doc, "sources", i, "url"),
                     format!("`url` must be http or https, not `{}`", c.url.scheme()),
                 );
+            }
+            for (key, globs) in [
+                ("log_include", &c.log_include),
+                ("log_exclude", &c.log_exclude),
+            ] {
+                if let Err(e) = crate::audit::ActionFilter::new(globs, &[]) {
+                    p.at(
+                        item_key_span(doc, "sources", i, key),
+                        format!("`{key}`: {e}"),
+                    );
+                }
             }
             for (key, d) in [
                 ("poll_interval", c.poll_interval),

@@ -14,7 +14,8 @@ use crate::user::{Member, Snapshot, User};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Derived {
     pub event_type: EventType,
-    pub subject: u64,
+    /// The user the event is about; `None` for an action-log row without a user.
+    pub subject: Option<u64>,
     pub data: Value,
 }
 
@@ -70,7 +71,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot, opts: &DiffOptions) -> Vec<Derived> 
 fn derived(event_type: EventType, user: &User, data: Value) -> Derived {
     Derived {
         event_type,
-        subject: user.id,
+        subject: Some(user.id),
         data,
     }
 }
@@ -274,7 +275,7 @@ mod tests {
     fn new_user_is_created_with_its_full_record() {
         let events = run(&[], &[user(2, "alice")]);
         assert_eq!(types(&events), ["user.created"]);
-        assert_eq!(events[0].subject, 2);
+        assert_eq!(events[0].subject, Some(2));
         assert_eq!(events[0].data["user"]["username"], "alice");
     }
 
@@ -502,11 +503,11 @@ mod tests {
         for e in events {
             let u: User = serde_json::from_value(e.data["user"].clone()).unwrap();
             if e.event_type == EventType::UserDeleted {
-                if s.get(&e.subject).is_some_and(|cur| cur.same_identity(&u)) {
-                    s.remove(&e.subject);
+                if s.get(&u.id).is_some_and(|cur| cur.same_identity(&u)) {
+                    s.remove(&u.id);
                 }
             } else {
-                s.insert(e.subject, u);
+                s.insert(u.id, u);
             }
         }
         s
@@ -558,7 +559,7 @@ mod tests {
         #[test]
         fn every_event_names_its_user_as_subject(old in arb_snapshot(), new in arb_snapshot()) {
             for e in diff(&old, &new, &DiffOptions::default()) {
-                prop_assert_eq!(e.data["user"]["id"].as_u64(), Some(e.subject));
+                prop_assert_eq!(e.data["user"]["id"].as_u64(), e.subject);
             }
         }
     }

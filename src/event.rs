@@ -36,10 +36,13 @@ pub enum EventType {
     UserLogin,
     #[serde(rename = "user.login_failed")]
     UserLoginFailed,
+    /// A row of Superset's action log (`/api/v1/log/`): what a user did.
+    #[serde(rename = "audit.action")]
+    AuditAction,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::UserObserved,
         EventType::UserCreated,
         EventType::UserUpdated,
@@ -52,6 +55,7 @@ impl EventType {
         EventType::UserGroupRemoved,
         EventType::UserLogin,
         EventType::UserLoginFailed,
+        EventType::AuditAction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,7 @@ impl EventType {
             EventType::UserGroupRemoved => "user.group_removed",
             EventType::UserLogin => "user.login",
             EventType::UserLoginFailed => "user.login_failed",
+            EventType::AuditAction => "audit.action",
         }
     }
 }
@@ -92,7 +97,8 @@ pub struct Event {
     pub source: String,
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// The Superset user id, as a string.
+    /// The Superset user id, as a string; `anonymous` for an action-log row without a user
+    /// (an anonymous request, or a user deleted since, whose rows Superset keeps without id).
     pub subject: String,
     /// When rollcall observed the change.
     pub time: DateTime<Utc>,

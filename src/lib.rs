@@ -3,7 +3,8 @@
 //! The flow is `source → diff → store → sinks`, one module per step:
 //!
 //! - [`source::superset`] polls Superset's REST API and returns a fresh snapshot of its users;
-//! - [`diff`] is a pure function from (stored snapshot, fresh snapshot) to events;
+//! - [`diff`] is a pure function from (stored snapshot, fresh snapshot) to events, and
+//!   [`audit`] its counterpart for rows of Superset's action log;
 //! - [`store`] keeps the snapshot, the append-only event log and one cursor per sink in sled,
 //!   committing a snapshot change and the events it produced in one transaction;
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor;
@@ -12,6 +13,7 @@
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
 //! [`demo`] writes demo changes to a test Superset for `rollcall demo`; the pipeline never uses it.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -12,13 +12,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::audit::Judge;
 use crate::config::{Config, SourceConfig};
 use crate::deliver::{self, DeliverError};
 use crate::diff::{self, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::sink::{Sink, SinkError};
 use crate::source::superset::{Mode, SupersetError, SupersetSource};
-use crate::store::{Commit, DeletionGuard, SourceState, Store, StoreError};
+use crate::store::{Commit, DeletionGuard, ErrorRecord, SourceState, Store, StoreError};
 use crate::user::Snapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +255,7 @@ async fn poll_source(
         now,
     );
 
-    let derived = if state.initialized {
+    let mut derived = if state.initialized {
         diff::diff(
             &prev,
             &fresh,
@@ -267,6 +268,9 @@ async fn poll_source(
     } else {
         Vec::new()
     };
+    if config.action_log {
+        derived.extend(read_action_log(source, &fresh, &mut state, now).await);
+    }
     let events: Vec<Event> = derived
         .into_iter()
         .map(|d| Event {
@@ -274,7 +278,9 @@ async fn poll_source(
             id: uuid::Uuid::now_v7(),
             source: format!("superset://{name}"),
             event_type: d.event_type,
-            subject: d.subject.to_string(),
+            subject: d
+                .subject
+                .map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
             time: now,
             datacontenttype: DATA_CONTENT_TYPE.into(),
             sequence: String::new(),
@@ -337,6 +343,56 @@ async fn poll_source(
         poll_complete!(debug);
     }
     Ok(report)
+}
+
+/// Read the action log past the stored cursor. A log that cannot be read (disabled, forbidden,
+/// down) is a warning recorded in the state: the users stream never waits for it.
+async fn read_action_log(
+    source: &mut SupersetSource,
+    fresh: &Snapshot,
+    state: &mut SourceState,
+    now: DateTime<Utc>,
+) -> Vec<crate::diff::Derived> {
+    let config = source.config().clone();
+    let overlap = chrono::Duration::from_std(config.incremental_overlap).unwrap_or_default();
+    let backfill = chrono::Duration::from_std(config.log_backfill).unwrap_or(chrono::Duration::MAX);
+    let since = state.log.since(overlap, backfill, now);
+    let rows = match source.log_rows(since).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "action log unavailable; the users stream goes on");
+            state.log_error = Some(ErrorRecord {
+                at: now,
+                message: e.to_string(),
+            });
+            return Vec::new();
+        }
+    };
+    let judge = Judge {
+        filter: source.action_filter(),
+        service_account: fresh
+            .values()
+            .find(|u| u.username == config.username)
+            .map(|u| u.id),
+        overlap,
+    };
+    let accepted = state.log.accept(since, rows, &judge);
+    if accepted.malformed > 0 {
+        warn!(
+            rows = accepted.malformed,
+            "unreadable action-log rows skipped"
+        );
+        state.log_malformed_rows += accepted.malformed as u64;
+    }
+    debug!(
+        events = accepted.events.len(),
+        duplicates = accepted.duplicates,
+        own_noise = accepted.own_noise,
+        filtered = accepted.filtered,
+        "action log read"
+    );
+    state.log_error = None;
+    accepted.events
 }
 
 /// The mass-delete guard: when more than max(5, 10%) of the known users vanish at once, hold

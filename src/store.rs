@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::audit::LogCursor;
 use crate::event::Event;
 use crate::user::{Snapshot, User};
 
@@ -50,6 +51,15 @@ pub struct SourceState {
     pub users_known: usize,
     /// Deletions held back by the mass-delete guard.
     pub deletion_guard: Option<DeletionGuard>,
+    /// How far the action log has been read.
+    #[serde(default)]
+    pub log: LogCursor,
+    /// Why the action log could not be read on the last try (the users stream goes on).
+    #[serde(default)]
+    pub log_error: Option<ErrorRecord>,
+    /// Action-log rows that could not be read, ever.
+    #[serde(default)]
+    pub log_malformed_rows: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

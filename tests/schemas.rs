@@ -67,7 +67,9 @@ fn stamp(derived: Vec<Derived>) -> Vec<Value> {
                 id: uuid::Uuid::now_v7(),
                 source: "superset://prod-eu.1".into(),
                 event_type: d.event_type,
-                subject: d.subject.to_string(),
+                subject: d
+                    .subject
+                    .map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
                 time: now,
                 datacontenttype: DATA_CONTENT_TYPE.into(),
                 sequence: Event::sequence_for(n as u64 + 1),
@@ -105,7 +107,37 @@ fn every_kind_of_event() -> Vec<Value> {
 
     let mut derived = observe_all(&old);
     derived.extend(diff(&old, &new, &DiffOptions::default()));
+    derived.extend(audit_events());
     stamp(derived)
+}
+
+/// `audit.action` events from action-log rows, one with a user and one anonymous.
+fn audit_events() -> Vec<Derived> {
+    use rollcall::audit::{ActionFilter, Judge, LogCursor, RawRow};
+    let filter = ActionFilter::new(&["*".into()], &[]).unwrap();
+    let judge = Judge {
+        filter: &filter,
+        service_account: Some(9),
+        overlap: chrono::Duration::seconds(60),
+    };
+    let row = |id: u64, user: Value, json: &str| RawRow {
+        id,
+        row: serde_json::json!({
+            "action": "mcp.generate_chart.db_write", "dttm": "2026-11-23T07:30:22.768923", "duration_ms": 41,
+            "json": json, "referrer": "http://superset/dashboard/1/", "slice_id": 5, "dashboard_id": 1,
+            "user_id": user.get("id").cloned(), "user": user,
+        }),
+    };
+    let rows = vec![
+        row(
+            1,
+            serde_json::json!({"id": 3, "username": "bob", "first_name": "Bob", "last_name": "B"}),
+            r#"{"path": "/mcp"}"#,
+        ),
+        row(2, Value::Null, "not json"),
+    ];
+    let mut cursor = LogCursor::default();
+    cursor.accept(Utc::now(), rows, &judge).events
 }
 
 fn types_of(events: &[Value]) -> BTreeSet<&str> {

@@ -253,6 +253,36 @@ impl Sim {
         self.inner().requests.clear();
     }
 
+    /// Write an action-log row as Superset's event logger would for `user_id` doing `action`.
+    /// `dttm` (naive UTC) defaults to now; passing an earlier time models a row committed late,
+    /// and passing the same time for many rows models a burst sharing one timestamp. Ids keep
+    /// increasing in write order, so they do not follow `dttm` (FACTS 38–39). Returns the id.
+    pub fn log_action(
+        &self,
+        user_id: Option<u64>,
+        action: &str,
+        json: &str,
+        dttm: Option<NaiveDateTime>,
+    ) -> u64 {
+        let mut s = self.inner();
+        let dttm = dttm.unwrap_or_else(|| s.now_utc());
+        let id = s.logs.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        s.logs.push(LogRow {
+            id,
+            action: action.to_string(),
+            dttm,
+            duration_ms: 7,
+            json: json.to_string(),
+            user_id,
+        });
+        id
+    }
+
+    /// The simulator's clock for log rows (naive UTC).
+    pub fn log_now(&self) -> NaiveDateTime {
+        self.inner().now_utc()
+    }
+
     /// While down, every request (including `/health`) gets 503 `text/html`.
     pub fn set_down(&self, down: bool) {
         self.inner().down = down;
@@ -953,13 +983,14 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             "<!doctype html><html><head><title>Superset</title></head><body>Please log in</body></html>",
         ),
         Some(Ok(FaultKind::ExpiredToken)) => Reply::jwt(401, "Token has expired"),
-        Some(Ok(FaultKind::IgnoreFilters)) => lock().process(
-            &method,
-            &path,
-            Some("(order_column:id,order_direction:asc,page_size:100)"),
-            &headers,
-            &body,
-        ),
+        Some(Ok(FaultKind::IgnoreFilters)) => {
+            let unfiltered = q.as_deref().and_then(|q| {
+                let mut v: Value = serde_rison::from_str(q).ok()?;
+                v.as_object_mut()?.remove("filters");
+                serde_rison::to_string(&v).ok()
+            });
+            lock().process(&method, &path, unfiltered.as_deref(), &headers, &body)
+        }
         Some(Ok(FaultKind::Delay(d))) => {
             tokio::time::sleep(d).await;
             lock().process(&method, &path, q.as_deref(), &headers, &body)

@@ -13,6 +13,9 @@ pub const PAGE_SIZE: u32 = 100;
 #[derive(Debug, Deserialize)]
 pub struct Page<T> {
     pub count: u64,
+    /// The rows' ids in result order: the only place the action log gives them (FACTS 38).
+    #[serde(default)]
+    pub ids: Vec<u64>,
     pub result: Vec<T>,
 }
 
@@ -188,6 +191,22 @@ impl ListQuery {
         ListQuery {
             filters: vec![],
             order_column: Some("id"),
+            order_direction: Some("asc"),
+            page: Some(page),
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    /// A page of the action log after `since` (a filter value), oldest first. The log cannot
+    /// be sorted or filtered by id (FACTS 39), so it pages by index; duplicates are dropped by id.
+    pub fn log_page(since: String, page: u32) -> ListQuery {
+        ListQuery {
+            filters: vec![Filter {
+                col: "dttm",
+                opr: "gt",
+                value: FilterValue::Text(since),
+            }],
+            order_column: Some("dttm"),
             order_direction: Some("asc"),
             page: Some(page),
             page_size: PAGE_SIZE,

@@ -315,10 +315,13 @@ impl Client {
         let answer = self.get(path, Some(&q)).await?;
         match answer.status.as_u16() {
             200 => self.json(path, &answer),
-            404 => Err(SupersetError::SecurityApiDisabled {
-                url: self.base.to_string(),
-                path: path.to_owned(),
-            }),
+            // The security endpoints exist only with FAB_ADD_SECURITY_API; others are plain 404s.
+            404 if path.starts_with("/api/v1/security/") => {
+                Err(SupersetError::SecurityApiDisabled {
+                    url: self.base.to_string(),
+                    path: path.to_owned(),
+                })
+            }
             _ => Err(self.checked(path, &answer)),
         }
     }

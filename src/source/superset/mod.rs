@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 
+use crate::audit::{ActionFilter, RawRow};
 use crate::config::SupersetConfig;
 use crate::store::SourceState;
 use crate::user::{Member, Snapshot};
@@ -23,6 +24,9 @@ pub use client::Client;
 const USERS: &str = "/api/v1/security/users/";
 const ROLES_SEARCH: &str = "/api/v1/security/roles/search/";
 const GROUPS: &str = "/api/v1/security/groups/";
+const LOG: &str = "/api/v1/log/";
+/// Show a progress bar when a log read has more rows than this (a first-start backfill).
+const PROGRESS_ABOVE: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupersetError {
@@ -107,6 +111,7 @@ pub struct Observation {
 pub struct SupersetSource {
     config: SupersetConfig,
     client: Client,
+    filter: ActionFilter,
     requests: usize,
 }
 
@@ -120,15 +125,23 @@ impl SupersetSource {
             config.request_timeout,
             config.max_retries,
         )?;
+        let filter = ActionFilter::new(&config.log_include, &config.log_exclude)
+            .map_err(|e| SupersetError::Setup(format!("`log_include`/`log_exclude`: {e}")))?;
         Ok(SupersetSource {
             config,
             client,
+            filter,
             requests: 0,
         })
     }
 
     pub fn config(&self) -> &SupersetConfig {
         &self.config
+    }
+
+    /// Which action-log actions to emit.
+    pub fn action_filter(&self) -> &ActionFilter {
+        &self.filter
     }
 
     pub async fn observe(
@@ -330,6 +343,51 @@ impl SupersetSource {
         Ok((roles, groups))
     }
 
+    /// Every action-log row logged after `since`, oldest first, with its id. Each row must be
+    /// after `since`: a dropped filter would otherwise replay the whole log.
+    pub async fn log_rows(&mut self, since: DateTime<Utc>) -> Result<Vec<RawRow>, SupersetError> {
+        // Log times are UTC (FACTS 16), whatever the server's zone.
+        let value = api::to_filter_value(since, chrono_tz::UTC);
+        let floor = truncated(since).naive_utc();
+        let mut out = Vec::new();
+        let mut progress: Option<indicatif::ProgressBar> = None;
+        for page in 0.. {
+            let result = self
+                .client
+                .list::<serde_json::Value>(LOG, &ListQuery::log_page(value.clone(), page))
+                .await?;
+            self.requests += 1;
+            if page == 0 && result.count > PROGRESS_ABOVE {
+                progress = Some(progress_bar(result.count));
+            }
+            let n = result.result.len();
+            for (id, row) in result.ids.into_iter().zip(result.result) {
+                let dttm = row.get("dttm").and_then(|v| v.as_str()).and_then(|s| {
+                    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+                });
+                if dttm.is_some_and(|t| t <= floor) {
+                    return Err(SupersetError::FilterIgnored {
+                        detail: format!(
+                            "asked for log rows after {value}, got row {id} of {}",
+                            dttm.unwrap_or_default()
+                        ),
+                    });
+                }
+                out.push(RawRow { id, row });
+            }
+            if let Some(bar) = &progress {
+                bar.set_position(out.len() as u64);
+            }
+            if n < api::PAGE_SIZE as usize {
+                break;
+            }
+        }
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+        Ok(out)
+    }
+
     async fn all_pages<T: serde::de::DeserializeOwned>(
         &mut self,
         path: &str,
@@ -347,6 +405,21 @@ impl SupersetSource {
         }
         Ok(out)
     }
+}
+
+/// Rows per second and time left, on stderr, only when it is a terminal.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "action log backfill {bar:30} {pos}/{len} rows, {per_sec}, ETA {eta}",
+        )
+        .expect("a valid template"),
+    );
+    bar
 }
 
 #[derive(Default)]

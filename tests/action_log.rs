@@ -1,0 +1,277 @@
+//! The action log as a second event stream, against the simulator: `audit.action` events for
+//! what other users do, none for rollcall's own reads, each row exactly once.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use chrono::TimeDelta;
+use support::harness::{kind, kinds, Harness};
+use support::sim::{Fault, FaultKind, Sim, SimOptions};
+
+const LOG: &str = "/api/v1/log/";
+
+async fn start(extra: &str) -> (Sim, Harness, u64) {
+    let sim = Sim::start(SimOptions::default()).await;
+    let bob = sim.add_user("bob", "pw", &[4]);
+    let mut h = Harness::new(&sim.url, extra);
+    h.cycle().await;
+    assert!(h.new_events().is_empty());
+    (sim, h, bob)
+}
+
+fn audit(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "audit.action")
+        .collect()
+}
+
+#[tokio::test]
+async fn polling_again_and_again_with_nobody_acting_emits_nothing() {
+    let (sim, mut h, _) = start("").await;
+    for i in 0..8 {
+        if i % 3 == 0 {
+            h.full().await;
+        } else {
+            h.cycle().await;
+        }
+    }
+    assert!(h.events().is_empty(), "{:?}", kinds(&h.events()));
+    let log_reads = sim.requests().iter().filter(|r| r.path == LOG).count();
+    assert!(
+        log_reads >= 9,
+        "each cycle read the log, and each read wrote a row that was then filtered"
+    );
+}
+
+#[tokio::test]
+async fn another_users_action_becomes_one_audit_event() {
+    let (sim, mut h, bob) = start("").await;
+    let log_id = sim.log_action(
+        Some(bob),
+        "DashboardRestApi.get",
+        r#"{"path": "/api/v1/dashboard/1", "object_ref": "x"}"#,
+        None,
+    );
+    h.cycle().await;
+    let events = h.new_events();
+    assert_eq!(kinds(&events), [kind("audit.action", bob)]);
+    let data = &events[0]["data"];
+    assert_eq!(data["log_id"], log_id);
+    assert_eq!(data["action"], "DashboardRestApi.get");
+    assert_eq!(data["user"]["username"], "bob");
+    assert_eq!(data["details"]["path"], "/api/v1/dashboard/1");
+    assert_eq!(data["duration_ms"], 7);
+    h.cycle().await;
+    h.full().await;
+    assert!(h.new_events().is_empty());
+}
+
+#[tokio::test]
+async fn an_admin_reading_the_log_is_an_event_but_rollcalls_own_reads_are_not() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let svc = sim.add_user("rollcall", "svc-pw", &[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "svc-pw").unwrap();
+    let mut h = Harness::with_account(&sim.url, "rollcall", &password, "");
+    h.cycle().await;
+    h.cycle().await;
+    // The admin (id 1) reads the log through the API, as rollcall does.
+    sim.log_action(
+        Some(1),
+        "LogRestApi.get_list",
+        r#"{"path": "/api/v1/log/"}"#,
+        None,
+    );
+    h.cycle().await;
+    h.cycle().await;
+    let events = h.events();
+    let audit: Vec<_> = audit(&events);
+    assert_eq!(audit.len(), 1, "{:?}", kinds(&events));
+    assert_eq!(audit[0]["subject"], "1");
+    assert!(events
+        .iter()
+        .all(|e| e["subject"].as_str() != Some(svc.to_string().as_str())));
+}
+
+#[tokio::test]
+async fn many_rows_sharing_one_timestamp_across_pages_are_each_emitted_once() {
+    let (sim, mut h, bob) = start("").await;
+    let t = sim.log_now();
+    let ids: BTreeSet<u64> = (0..250)
+        .map(|i| sim.log_action(Some(bob), &format!("ChartRestApi.get.{i}"), "{}", Some(t)))
+        .collect();
+    for _ in 0..3 {
+        h.cycle().await;
+    }
+    let events = h.new_events();
+    let seen: Vec<u64> = audit(&events)
+        .iter()
+        .map(|e| e["data"]["log_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 250, "no row twice");
+    assert_eq!(
+        seen.into_iter().collect::<BTreeSet<_>>(),
+        ids,
+        "no row skipped"
+    );
+}
+
+#[tokio::test]
+async fn a_row_committed_late_within_the_overlap_is_emitted_once() {
+    let (sim, mut h, bob) = start("").await;
+    sim.log_action(Some(bob), "first", "{}", None);
+    h.cycle().await;
+    assert_eq!(h.new_events().len(), 1);
+    // Written now, but stamped 20 s ago: older than the rows already read.
+    let late = sim.log_action(
+        Some(bob),
+        "late",
+        "{}",
+        Some(sim.log_now() - TimeDelta::seconds(20)),
+    );
+    h.cycle().await;
+    let events = h.new_events();
+    assert_eq!(audit(&events).len(), 1);
+    assert_eq!(events[0]["data"]["log_id"], late);
+    h.cycle().await;
+    assert!(h.new_events().is_empty());
+}
+
+#[tokio::test]
+async fn include_and_exclude_globs_keep_only_matching_actions() {
+    let (sim, mut h, bob) = start("log_include = [\"mcp.*\"]\nlog_exclude = [\"*.read\"]").await;
+    sim.log_action(
+        Some(bob),
+        "mcp.generate_chart.db_write",
+        r#"{"tool": "generate_chart"}"#,
+        None,
+    );
+    sim.log_action(Some(bob), "mcp.list_charts.read", "{}", None);
+    sim.log_action(Some(bob), "DashboardRestApi.get", "{}", None);
+    h.cycle().await;
+    let events = h.new_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["action"], "mcp.generate_chart.db_write");
+    assert_eq!(events[0]["data"]["details"]["tool"], "generate_chart");
+}
+
+#[tokio::test]
+async fn first_start_reads_back_only_the_backfill_window() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let bob = sim.add_user("bob", "pw", &[4]);
+    let now = sim.log_now();
+    sim.log_action(Some(bob), "too.old", "{}", Some(now - TimeDelta::hours(30)));
+    let recent = sim.log_action(Some(bob), "recent", "{}", Some(now - TimeDelta::hours(2)));
+    let mut h = Harness::new(&sim.url, "log_backfill = \"24h\"");
+    h.cycle().await;
+    let events = h.new_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["log_id"], recent);
+
+    let mut none = Harness::new(&sim.url, "log_backfill = \"0s\"");
+    none.cycle().await;
+    assert!(
+        none.events().is_empty(),
+        "log_backfill = 0 reads nothing from before the start"
+    );
+    sim.log_action(Some(bob), "after.start", "{}", None);
+    none.cycle().await;
+    assert_eq!(none.events().len(), 1);
+}
+
+#[tokio::test]
+async fn action_log_can_be_turned_off() {
+    let (sim, mut h, bob) = start("action_log = false").await;
+    sim.log_action(Some(bob), "DashboardRestApi.get", "{}", None);
+    h.cycle().await;
+    assert!(h.events().is_empty());
+    assert!(sim.requests().iter().all(|r| r.path != LOG));
+}
+
+#[tokio::test]
+async fn an_anonymous_row_has_subject_anonymous_and_no_user() {
+    let (sim, mut h, _) = start("").await;
+    sim.log_action(None, "DashboardRestApi.get", "not json", None);
+    h.cycle().await;
+    let events = h.new_events();
+    assert_eq!(events[0]["subject"], "anonymous");
+    assert!(events[0]["data"]["user"].is_null());
+    assert_eq!(events[0]["data"]["details"], "not json");
+}
+
+async fn log_failure_leaves_users_stream_working(fault: FaultKind, expect: &str) {
+    let (sim, mut h, bob) = start("").await;
+    sim.inject(Fault {
+        path_contains: LOG.into(),
+        skip: 0,
+        times: 1,
+        kind: fault,
+    });
+    sim.log_action(Some(bob), "DashboardRestApi.get", "{}", None);
+    let carol = sim.add_user("carol", "pw", &[4]);
+    h.cycle().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.created", carol)]);
+    let state = h.store().source_state("test").unwrap();
+    let error = state
+        .log_error
+        .expect("the log problem is recorded for status")
+        .message;
+    assert!(error.contains(expect), "{error}");
+    // Next cycle the log works again and the missed row arrives, once.
+    h.cycle().await;
+    assert_eq!(kinds(&h.new_events()), [kind("audit.action", bob)]);
+    assert!(h.store().source_state("test").unwrap().log_error.is_none());
+}
+
+#[tokio::test]
+async fn a_disabled_log_endpoint_is_a_warning_and_users_keep_flowing() {
+    log_failure_leaves_users_stream_working(FaultKind::Status(404), "404").await;
+}
+
+#[tokio::test]
+async fn a_forbidden_log_endpoint_is_a_warning_and_users_keep_flowing() {
+    log_failure_leaves_users_stream_working(FaultKind::Status(403), "403").await;
+}
+
+#[tokio::test]
+async fn a_log_that_ignores_its_time_filter_is_not_trusted() {
+    let (sim, mut h, bob) = start("").await;
+    sim.log_action(Some(bob), "first", "{}", None);
+    h.cycle().await;
+    assert_eq!(h.new_events().len(), 1);
+    // Far older than the cursor: only a log that dropped the `dttm gt` filter returns it.
+    sim.log_action(
+        Some(bob),
+        "ancient",
+        "{}",
+        Some(sim.log_now() - TimeDelta::hours(1)),
+    );
+    sim.log_action(Some(bob), "new", "{}", None);
+    sim.inject(Fault {
+        path_contains: LOG.into(),
+        skip: 0,
+        times: 1,
+        kind: FaultKind::IgnoreFilters,
+    });
+    h.cycle().await;
+    let got = h.new_events();
+    assert!(got.is_empty(), "nothing from an untrusted page: {got:?}");
+    let error = h
+        .store()
+        .source_state("test")
+        .unwrap()
+        .log_error
+        .unwrap()
+        .message;
+    assert!(
+        error.contains("Superset ignored part of a query"),
+        "{error}"
+    );
+    h.cycle().await;
+    let events = h.new_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["action"], "new");
+}
