@@ -2,7 +2,7 @@
 #   docker build -t rollcall .
 #   docker run -v rollcall-data:/var/lib/rollcall -v $PWD/rollcall.toml:/etc/rollcall/rollcall.toml:ro \
 #              -e SUPERSET_PASSWORD=… rollcall
-FROM rust:1.85-bookworm AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -11,8 +11,9 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin rollcall
 
 FROM debian:bookworm-slim
+# libssl3: the Kafka sink's librdkafka links the system OpenSSL (SSL and SASL_SSL listeners).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/rollcall --shell /usr/sbin/nologin rollcall \
  && mkdir -p /var/lib/rollcall /etc/rollcall \

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, SinkConfig, SourceConfig};
 use crate::runner::{CycleOptions, Runner, RunnerError};
@@ -90,9 +90,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List, re-send or delete the events a sink gave up on (dead letters).
+    #[command(
+        after_help = "Examples:\n  rollcall dlq list --sink provisioning\n  rollcall dlq retry --sink provisioning\n  rollcall dlq purge --sink provisioning --all"
+    )]
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
+    /// Re-deliver a range of the event log to one sink, with the original event ids, without
+    /// moving its cursor (or, with --rewind, move its cursor back so the service re-sends).
+    /// Stop `rollcall run` first (it holds the store).
+    #[command(
+        group(clap::ArgGroup::new("start").required(true).args(["from_offset", "since", "event_id"])),
+        after_help = "Examples:\n  rollcall replay --sink siem --since 2024-05-01T00:00:00Z --dry-run\n  rollcall replay --sink siem --from-offset 1200 --to-offset 1500\n  rollcall replay --sink provisioning --event-id 0190f1c2-… --type 'user.*'\n  rollcall replay --sink siem-kafka --from-offset 1200 --rewind"
+    )]
+    Replay {
+        /// The sink's `name` in the config.
+        #[arg(long)]
+        sink: String,
+        /// First log offset to send.
+        #[arg(long)]
+        from_offset: Option<u64>,
+        /// Start at the first event whose `time` is at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Start at the event with this id.
+        #[arg(long)]
+        event_id: Option<uuid::Uuid>,
+        /// Last log offset to send, inclusive (default: the newest event).
+        #[arg(long)]
+        to_offset: Option<u64>,
+        /// Only events whose type matches this glob, e.g. 'user.*'.
+        #[arg(long = "type", value_name = "GLOB")]
+        types: Option<String>,
+        /// Print what would be sent (count, offsets) and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move the sink's cursor back to the start instead of sending; the service re-sends
+        /// everything from there when it starts.
+        #[arg(long, conflicts_with_all = ["to_offset", "types"])]
+        rewind: bool,
+    },
     /// Make demo changes in a TEST Superset (create, edit, deactivate, re-role, log in as, delete
     /// two `demo…` users) with the first source's account, pausing so a running `rollcall run`
     /// sees each step. Never point this at production.
@@ -106,6 +148,48 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Print a sink's dead letters, oldest first: offset, attempts, when, event, last error.
+    #[command(
+        after_help = "Examples:\n  rollcall dlq list --sink provisioning\n  rollcall dlq list --sink provisioning --json | jq -r .reason"
+    )]
+    List {
+        /// The sink's `name` in the config.
+        #[arg(long)]
+        sink: String,
+        /// One JSON object per line, with the whole event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a webhook sink's dead letters again, with their original `webhook-id`; those
+    /// delivered leave the queue. Stop `rollcall run` first (it holds the store).
+    #[command(
+        after_help = "Examples:\n  rollcall dlq retry --sink provisioning\n  rollcall dlq retry --sink provisioning --offset 42"
+    )]
+    Retry {
+        #[arg(long)]
+        sink: String,
+        /// Only the dead letter at this log offset.
+        #[arg(long)]
+        offset: Option<u64>,
+    },
+    /// Delete dead letters without sending them.
+    #[command(
+        after_help = "Examples:\n  rollcall dlq purge --sink provisioning --offset 42\n  rollcall dlq purge --sink provisioning --all"
+    )]
+    Purge {
+        #[arg(long)]
+        sink: String,
+        /// The dead letter at this log offset.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        offset: Option<u64>,
+        /// Every dead letter of the sink.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -114,22 +198,27 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    #[error("{store}; asking the running process over HTTP failed too ({http}). Check `listen` in the config")]
+    StatusUnavailable { store: String, http: String },
     #[error("cannot write to stdout: {0}")]
     Stdout(#[from] std::io::Error),
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    #[error(transparent)]
+    Replay(#[from] crate::replay::ReplayError),
+    #[error("no sink named '{name}' in the config; its sinks are: {known}")]
+    UnknownSink { name: String, known: String },
+    #[error("sink '{0}' is not a webhook sink: only webhook sinks dead-letter events, so there is nothing to retry")]
+    NotWebhook(String),
+    #[error(transparent)]
+    Webhook(#[from] crate::sink::webhook::WebhookError),
 }
 
 /// Run a parsed command line.
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
-        Command::Run => {
-            let config = Config::load(&cli.config)?;
-            let runner = Runner::new(&config, Store::open(&config.store.path)?)?;
-            runner.run(shutdown_signal()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run => run(Config::load(&cli.config)?).await,
         Command::Once {
             full,
             confirm_deletes,
@@ -156,10 +245,49 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { pause } => demo(&Config::load(&cli.config)?, pause).await,
+        Command::Replay {
+            sink,
+            from_offset,
+            since,
+            event_id,
+            to_offset,
+            types,
+            dry_run,
+            rewind,
+        } => {
+            use crate::replay::Start;
+            let start = match (from_offset, since, event_id) {
+                (Some(o), _, _) => Start::Offset(o),
+                (_, Some(t), _) => Start::Since(t.with_timezone(&Utc)),
+                (_, _, Some(id)) => Start::EventId(id),
+                (None, None, None) => unreachable!("clap requires one of the start options"),
+            };
+            let request = crate::replay::Request {
+                sink,
+                start,
+                to: to_offset,
+                types,
+                dry_run,
+                rewind,
+            };
+            replay(&Config::load(&cli.config)?, &request).await
+        }
+        Command::Dlq { action } => dlq(&Config::load(&cli.config)?, action).await,
         Command::Status { json } => {
             let config = Config::load(&cli.config)?;
-            let store = Store::open(&config.store.path)?;
-            let status = Status::read(&config, &store)?;
+            let status = match Store::open(&config.store.path) {
+                Ok(store) => Status::read(&config, &store)?,
+                // `run` holds the store: ask it over HTTP instead.
+                Err(e @ StoreError::InUse { .. }) => {
+                    status_over_http(&config)
+                        .await
+                        .map_err(|why| CliError::StatusUnavailable {
+                            store: e.to_string(),
+                            http: why,
+                        })?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &status).map_err(std::io::Error::from)?;
@@ -203,6 +331,27 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
                 c.name,
                 if c.path == "-" { "stdout" } else { &c.path }
             )?,
+            SinkConfig::Kafka(c) => writeln!(
+                out,
+                "  sink {}: kafka topic {} at {}",
+                c.name, c.topic, c.brokers
+            )?,
+            SinkConfig::Webhook(c) => {
+                // Scheme and host only: a path or query may carry a token.
+                writeln!(
+                    out,
+                    "  sink {}: webhook to {}://{}, {} in flight, {} attempts",
+                    c.name,
+                    c.url.scheme(),
+                    c.url.host_str().unwrap_or("?"),
+                    c.max_in_flight,
+                    c.retry_schedule.len()
+                )?;
+                if let Err(e) = crate::sink::webhook::WebhookSink::new(c) {
+                    ok = false;
+                    writeln!(out, "  problem: {e}")?;
+                }
+            }
         }
     }
     Ok(if ok {
@@ -210,6 +359,83 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> {
+    let name = match &action {
+        DlqCommand::List { sink, .. }
+        | DlqCommand::Retry { sink, .. }
+        | DlqCommand::Purge { sink, .. } => sink,
+    };
+    let Some(sink) = config.sinks.iter().find(|s| s.name() == name) else {
+        let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
+        return Err(CliError::UnknownSink {
+            name: name.clone(),
+            known: known.join(", "),
+        });
+    };
+    let store = Store::open(&config.store.path)?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        DlqCommand::List { json, .. } => {
+            for l in store.dead_letters(name)? {
+                if json {
+                    serde_json::to_writer(&mut out, &l).map_err(std::io::Error::from)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}\t{} attempts\t{}\t{} {} id {}\t{}",
+                        l.offset,
+                        l.attempts,
+                        l.at.to_rfc3339(),
+                        l.event["type"].as_str().unwrap_or("?"),
+                        l.event["subject"].as_str().unwrap_or("?"),
+                        l.event["id"].as_str().unwrap_or("?"),
+                        l.reason
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Retry { offset, .. } => {
+            let SinkConfig::Webhook(c) = sink else {
+                return Err(CliError::NotWebhook(name.clone()));
+            };
+            let report = crate::sink::webhook::WebhookSink::new(c)?
+                .retry_dead_letters(&store, offset)
+                .await?;
+            for o in &report.delivered {
+                writeln!(out, "{o}\tdelivered")?;
+            }
+            for (o, reason) in &report.failed {
+                writeln!(out, "{o}\tfailed again, kept: {reason}")?;
+            }
+            writeln!(
+                out,
+                "{} delivered, {} still dead-lettered",
+                report.delivered.len(),
+                store.dead_letter_count(name)?
+            )?;
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        DlqCommand::Purge { offset, .. } => {
+            let offsets: Vec<u64> = match offset {
+                Some(o) => vec![o],
+                None => store.dead_letters(name)?.iter().map(|l| l.offset).collect(),
+            };
+            let mut purged = 0;
+            for o in offsets {
+                purged += usize::from(store.remove_dead_letter(name, o)?);
+            }
+            writeln!(out, "{purged} dead letter(s) purged from sink {name}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<ExitCode, CliError> {
@@ -234,6 +460,104 @@ async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// `run`: poll and deliver until Ctrl-C or SIGTERM, serving /healthz, /readyz, /metrics and
+/// /status on `listen` meanwhile.
+async fn run(config: Config) -> Result<ExitCode, CliError> {
+    let store = Store::open(&config.store.path)?;
+    let metrics = crate::http::install_metrics();
+    let runner = Runner::new(&config, store.clone())?;
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => {
+            let address = listener
+                .local_addr()
+                .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+            tracing::info!(address = %address, "serving /healthz /readyz /metrics /status");
+            let status: crate::http::StatusFn = {
+                let (config, store) = (config.clone(), store.clone());
+                std::sync::Arc::new(move || {
+                    Status::read(&config, &store)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string()))
+                })
+            };
+            let mut stopped = stopped;
+            let until = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let http = crate::http::serve(
+                listener,
+                store,
+                std::sync::Arc::new(config.clone()),
+                metrics,
+                status,
+                until,
+            );
+            tokio::spawn(async move {
+                if let Err(e) = http.await {
+                    tracing::error!(error = %e, "the HTTP endpoints stopped");
+                }
+            });
+        }
+        // Polling matters more than the endpoints: go on without them, loudly.
+        Err(e) => {
+            tracing::error!(address = %config.listen, error = %e, "cannot serve HTTP endpoints; set `listen` to a free address")
+        }
+    }
+    runner.run(shutdown_signal()).await?;
+    let _ = stop_http.send(true);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status of a running `rollcall run`, from its HTTP endpoint.
+async fn status_over_http(config: &Config) -> Result<Status, String> {
+    let url = format!("http://{}/status", config.listen);
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url} answered {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| format!("{url}: {e}"))
+}
+
+async fn replay(config: &Config, request: &crate::replay::Request) -> Result<ExitCode, CliError> {
+    let store = Store::open(&config.store.path)?;
+    let report = crate::replay::replay(config, &store, request).await?;
+    let mut out = std::io::stdout().lock();
+    let sink = &request.sink;
+    if let Some(c) = &report.compacted {
+        writeln!(
+            out,
+            "offsets {}..{} were compacted away by retention and cannot be replayed; what remains: {}..{}",
+            c.start, c.end, report.range.start, report.range.end
+        )?;
+    }
+    let runs: Vec<String> = report
+        .selected
+        .iter()
+        .map(|r| match r.end - r.start {
+            1 => r.start.to_string(),
+            _ => format!("{}-{}", r.start, r.end - 1),
+        })
+        .collect();
+    let what = format!(
+        "{} event(s), offsets {}",
+        report.selected_count(),
+        runs.join(", ")
+    );
+    match (report.rewound, request.dry_run) {
+        (Some((from, to)), true) => writeln!(out, "dry run: would move the cursor of sink {sink} back from {from} to {to}, re-sending {what}")?,
+        (Some((from, to)), false) => writeln!(out, "cursor of sink {sink} moved back from {from} to {to}; the service re-sends {what} when it runs")?,
+        (None, true) => writeln!(out, "dry run: would send {what} to sink {sink}")?,
+        (None, false) => writeln!(out, "replayed to sink {sink}: {} sent of {what}", report.sent)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -250,24 +574,27 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Status {
     store: String,
     /// Offset the next event will get.
     log_head: u64,
+    /// Oldest offset retention has kept; the ones below were compacted away.
+    #[serde(default)]
+    log_start: u64,
     store_bytes: u64,
     sources: Vec<SourceStatus>,
     sinks: Vec<SinkStatus>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SourceStatus {
     name: String,
     #[serde(flatten)]
     state: SourceState,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SinkStatus {
     name: String,
     cursor: u64,
@@ -315,6 +642,7 @@ impl Status {
         Ok(Status {
             store: store.path().display().to_string(),
             log_head: head,
+            log_start: store.log_start()?,
             store_bytes: store.size_on_disk()?,
             sources,
             sinks,
@@ -332,8 +660,8 @@ impl Status {
         };
         writeln!(
             out,
-            "store {} — {} events, {} bytes on disk",
-            self.store, self.log_head, self.store_bytes
+            "store {} — {} events, {} bytes on disk, oldest retained offset {}",
+            self.store, self.log_head, self.store_bytes, self.log_start
         )?;
         for s in &self.sources {
             let st = &s.state;

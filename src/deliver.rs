@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info};
 
 use crate::sink::{Sink, SinkError};
-use crate::store::{Store, StoreError};
+use crate::store::{SinkHealth, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -24,6 +24,15 @@ pub enum DeliverError {
 
 /// Deliver everything between the sink's cursor and the log head; returns how many events.
 pub async fn drain(store: &Store, sink: &mut Sink) -> Result<u64, DeliverError> {
+    // The webhook sink keeps events in flight beyond its cursor (one user retrying must not
+    // hold back the others), so it reads the log and moves its cursor itself.
+    if let Sink::Webhook(w) = sink {
+        return Ok(w.drain(store).await.map_err(SinkError::from)?);
+    }
+    // The Kafka sink keeps messages in flight across batches, for throughput.
+    if let Sink::Kafka(k) = sink {
+        return Ok(k.drain(store, None).await.map_err(SinkError::from)?);
+    }
     let mut delivered = 0;
     loop {
         let cursor = store.cursor(sink.name())?;
@@ -53,6 +62,12 @@ pub async fn serve(
     mut head: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    if let Sink::Webhook(w) = sink {
+        return w.serve(store, head, shutdown).await;
+    }
+    if let Sink::Kafka(k) = sink {
+        return k.serve(store, head, shutdown).await;
+    }
     let backoff = || {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_secs(1))
@@ -69,6 +84,9 @@ pub async fn serve(
         match drain(&store, &mut sink).await {
             Ok(n) => {
                 pauses = backoff();
+                if let Err(e) = store.set_sink_state(sink.name(), SinkHealth::Ok, None) {
+                    error!(sink = sink.name(), error = %e, "cannot record the sink's health");
+                }
                 if n > 0 {
                     info!(sink = sink.name(), events = n, "delivered");
                 }
@@ -79,6 +97,11 @@ pub async fn serve(
             }
             Err(e) => {
                 let wait = pauses.next().unwrap_or(Duration::from_secs(60));
+                if let Err(e) =
+                    store.set_sink_state(sink.name(), SinkHealth::Degraded, Some(e.to_string()))
+                {
+                    error!(sink = sink.name(), error = %e, "cannot record the sink's health");
+                }
                 error!(sink = sink.name(), error = %e, retry_in = ?wait, "delivery failed; retrying from the stored cursor");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

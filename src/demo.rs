@@ -141,6 +141,12 @@ impl Admin {
         })
     }
 
+    /// A plain authorised GET (e.g. `/api/v1/dashboard/`): Superset logs most reads in its
+    /// action log, so this shows `audit.action` events.
+    pub async fn read(&self, path: &str) -> Result<Value, DemoError> {
+        self.call(reqwest::Method::GET, path, None, "read").await
+    }
+
     pub async fn create_user(
         &self,
         username: &str,

@@ -8,7 +8,9 @@
 //! - [`store`] keeps the snapshot, the append-only event log and one cursor per sink in sled,
 //!   committing a snapshot change and the events it produced in one transaction;
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor;
-//! - [`runner`] drives cycles; [`cli`] and [`config`] are the operator's side.
+//!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
+//! - [`runner`] drives cycles; [`cli`], [`config`] and [`http`] (health, metrics) are the
+//!   operator's side.
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
 //! [`demo`] writes demo changes to a test Superset for `rollcall demo`; the pipeline never uses it.
@@ -20,6 +22,9 @@ pub mod deliver;
 pub mod demo;
 pub mod diff;
 pub mod event;
+pub mod http;
+pub mod replay;
+pub mod retention;
 pub mod runner;
 pub mod sink;
 pub mod source;

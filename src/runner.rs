@@ -65,6 +65,7 @@ pub struct Runner {
     store: Store,
     sources: Vec<SupersetSource>,
     sinks: Vec<Sink>,
+    retention: crate::retention::Retention,
 }
 
 impl Runner {
@@ -90,6 +91,7 @@ impl Runner {
             store,
             sources,
             sinks,
+            retention: crate::retention::Retention::new(config),
         })
     }
 
@@ -200,9 +202,18 @@ impl Runner {
     async fn poll(&mut self, i: usize, opts: CycleOptions) -> Result<SourceReport, RunnerError> {
         let name = self.sources[i].config().name.clone();
         let span = info_span!("poll", source = %name);
+        let started = std::time::Instant::now();
         let result = poll_source(&self.store, &mut self.sources[i], opts)
             .instrument(span)
             .await;
+        metrics::histogram!("rollcall_poll_duration_seconds", "source" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("rollcall_poll_errors_total", "source" => name.clone()).increment(1);
+        } else {
+            // The log only grows at a commit, so that is when old events may have to go.
+            self.retention.after_commit(&self.store);
+        }
         if let Err(RunnerError::Source { error, .. }) = &result {
             error!(source = %name, error = %error, "poll failed; nothing was stored");
             self.store.record_error(&name, error.to_string())?;
@@ -315,6 +326,10 @@ async fn poll_source(
         users_written: upserts.len() + removals.len(),
         held_deletions: held,
     };
+    for e in &events {
+        metrics::counter!("rollcall_events_derived_total", "source" => name.clone(), "type" => e.event_type.as_str())
+            .increment(1);
+    }
     let offsets = store.commit(Commit {
         source: &name,
         upserts,

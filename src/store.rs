@@ -22,6 +22,13 @@ use crate::user::{Snapshot, User};
 const SCHEMA_VERSION: u64 = 1;
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_NEXT_OFFSET: &[u8] = b"next_offset";
+/// The first offset still in the log; everything below it was compacted away by retention.
+const KEY_LOG_START: &[u8] = b"log_start";
+/// Bytes of the events in the log and the offset up to which they are counted (2 × u64 BE):
+/// counted incrementally, so a size cap costs a scan of the new events, not of the whole log.
+const KEY_LOG_BYTES: &[u8] = b"log_bytes";
+/// Events removed per sled batch when compacting: bounds the memory of one batch.
+const COMPACT_BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -146,6 +153,21 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        // A process that has just stopped (or a store handle just dropped) can hold sled's file
+        // lock a moment longer while its flusher thread ends; only a lock that lasts is "in use".
+        let mut attempts = 0;
+        loop {
+            match Store::open_once(path) {
+                Err(StoreError::InUse { .. }) if attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .open()
@@ -300,6 +322,86 @@ impl Store {
             .collect()
     }
 
+    /// The oldest offset retention has kept: events below it were compacted away.
+    pub fn log_start(&self) -> Result<u64, StoreError> {
+        match self.meta.get(KEY_LOG_START)? {
+            Some(v) => be_u64(&v, "log start"),
+            None => Ok(0),
+        }
+    }
+
+    /// Bytes of event JSON in the log (from the log start to the head).
+    pub fn log_bytes(&self) -> Result<u64, StoreError> {
+        let (mut bytes, mut counted) = self.counted_bytes()?;
+        let head = self.head()?;
+        if counted < head {
+            for kv in self.events.range(counted.to_be_bytes()..) {
+                let (k, v) = kv?;
+                bytes += v.len() as u64;
+                counted = be_u64(&k, "event key")? + 1;
+            }
+            self.set_counted_bytes(bytes, counted)?;
+        }
+        Ok(bytes)
+    }
+
+    fn counted_bytes(&self) -> Result<(u64, u64), StoreError> {
+        match self.meta.get(KEY_LOG_BYTES)? {
+            Some(v) if v.len() == 16 => Ok((
+                be_u64(&v[..8], "log bytes")?,
+                be_u64(&v[8..], "log bytes offset")?,
+            )),
+            Some(v) => Err(StoreError::Corrupt {
+                what: "log byte count".into(),
+                detail: format!("expected 16 bytes, found {}", v.len()),
+            }),
+            // Never counted (a store from before retention): count from the log start.
+            None => Ok((0, self.log_start()?)),
+        }
+    }
+
+    fn set_counted_bytes(&self, bytes: u64, counted: u64) -> Result<(), StoreError> {
+        let mut v = bytes.to_be_bytes().to_vec();
+        v.extend_from_slice(&counted.to_be_bytes());
+        self.meta.insert(KEY_LOG_BYTES, v)?;
+        Ok(())
+    }
+
+    /// Remove every event below `below` (at most up to the head) and make `below` the log
+    /// start; returns the offsets that are gone now. Never moves a cursor: choosing a bound
+    /// that spares undelivered events is the caller's job (see `retention`).
+    pub fn compact(&self, below: u64) -> Result<Range<u64>, StoreError> {
+        let start = self.log_start()?;
+        let below = below.min(self.head()?);
+        if below <= start {
+            return Ok(start..start);
+        }
+        // The new start is durable before any key goes: a crash half-way leaves keys below
+        // the start (removed by the next compaction), never a start that claims too much.
+        self.meta.insert(KEY_LOG_START, &below.to_be_bytes())?;
+        self.db.flush()?;
+        let (mut bytes, counted) = self.counted_bytes()?;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.events.range(..below.to_be_bytes()).take(COMPACT_BATCH) {
+                let (k, v) = kv?;
+                if be_u64(&k, "event key")? < counted {
+                    bytes = bytes.saturating_sub(v.len() as u64);
+                }
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.events.apply_batch(batch)?;
+        }
+        self.set_counted_bytes(bytes, counted.max(below))?;
+        self.db.flush()?;
+        Ok(start..below)
+    }
+
     /// The next offset the sink has to deliver; a sink never seen starts at the beginning.
     pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
         match self.cursors.get(sink)? {
@@ -310,7 +412,14 @@ impl Store {
 
     /// Durably move a sink's cursor.
     pub fn set_cursor(&self, sink: &str, next: u64) -> Result<(), StoreError> {
-        self.cursors.insert(sink, &next.to_be_bytes())?;
+        let previous = self.cursors.insert(sink, &next.to_be_bytes())?;
+        // Every sink moves its cursor here, so this is the one place that sees all deliveries.
+        let previous = previous
+            .map(|v| be_u64(&v, "cursor"))
+            .transpose()?
+            .unwrap_or(0);
+        metrics::counter!("rollcall_events_delivered_total", "sink" => sink.to_owned())
+            .increment(next.saturating_sub(previous));
         self.db.flush()?;
         Ok(())
     }
@@ -338,6 +447,10 @@ impl Store {
         } else {
             Some(Utc::now())
         };
+        if health == SinkHealth::Degraded {
+            metrics::counter!("rollcall_delivery_failures_total", "sink" => sink.to_owned())
+                .increment(1);
+        }
         let state = SinkState {
             health,
             since,
@@ -569,6 +682,38 @@ mod tests {
         assert!(store.remove_dead_letter("hook", 3).unwrap());
         assert_eq!(store.dead_letter_count("hook").unwrap(), 1);
         assert_eq!(store.dead_letter_count("other").unwrap(), 0);
+    }
+
+    #[test]
+    fn compact_removes_events_below_the_bound_and_keeps_the_byte_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let state = SourceState::default();
+        let events: Vec<Event> = (1..=5).map(|i| event(&i.to_string())).collect();
+        store
+            .commit(Commit {
+                source: "t",
+                upserts: vec![],
+                removals: vec![],
+                events,
+                state: &state,
+            })
+            .unwrap();
+        let sizes: Vec<u64> = store
+            .events_from(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.bytes.len() as u64)
+            .collect();
+        assert_eq!(store.log_bytes().unwrap(), sizes.iter().sum::<u64>());
+        assert_eq!(store.compact(2).unwrap(), 0..2);
+        assert_eq!(store.log_start().unwrap(), 2);
+        assert_eq!(store.events_from(0, 10).unwrap()[0].offset, 2);
+        assert_eq!(store.log_bytes().unwrap(), sizes[2..].iter().sum::<u64>());
+        assert_eq!(store.compact(1).unwrap(), 2..2, "never moves back");
+        assert_eq!(store.compact(99).unwrap(), 2..5, "stops at the head");
+        assert_eq!(store.log_bytes().unwrap(), 0);
+        assert_eq!(store.head().unwrap(), 5, "offsets are never reused");
     }
 
     #[test]

@@ -23,7 +23,16 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn every_command_explains_itself_with_an_example() {
-    for cmd in ["run", "once", "events", "status", "check-config", "demo"] {
+    for cmd in [
+        "run",
+        "once",
+        "events",
+        "status",
+        "check-config",
+        "demo",
+        "replay",
+        "dlq",
+    ] {
         let out = rollcall(None, &[cmd, "--help"]);
         assert!(out.status.success());
         let help = text(&out.stdout);
@@ -208,4 +217,51 @@ async fn sigterm_stops_run_cleanly_within_ten_seconds() {
     let status: serde_json::Value =
         serde_json::from_slice(&rollcall(Some(&h), &["status", "--json"]).stdout).unwrap();
     assert_eq!(status["sinks"][0]["lag_events"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_token_appears_in_the_most_verbose_logs() {
+    let sim = Sim::start(SimOptions {
+        access_ttl: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    sim.add_user("svc", "S3cret-Passw0rd-42", &[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "S3cret-Passw0rd-42").unwrap();
+    let h = Harness::with_account(&sim.url, "svc", &password, "");
+    let config = h.config_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let mut logs = Vec::new();
+        for args in [
+            &["-vv", "once"][..],
+            &["--log-format", "json", "-vv", "once"],
+            &["status", "--json"],
+            &["check-config"],
+        ] {
+            let out = run(args);
+            std::thread::sleep(Duration::from_millis(1100)); // let the access token expire: refresh path too
+            logs.extend(out.stderr);
+            logs.extend(out.stdout);
+        }
+        String::from_utf8_lossy(&logs).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("poll complete"),
+        "the verbose logs were captured"
+    );
+    assert!(!out.contains("S3cret-Passw0rd-42"), "password leaked");
+    // JWTs start with the base64 of `{"`: none may appear.
+    assert!(!out.contains("eyJ"), "a token leaked");
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rollcall::config::{Config, SourceConfig};
+use rollcall::config::{Config, SinkConfig, SourceConfig};
 use serde_json::Value;
 
 fn file(name: &str) -> String {
@@ -165,4 +165,34 @@ fn superset_in_compose_has_the_security_api_on() {
         .unwrap();
     let config = file(host.trim_start_matches("./"));
     assert!(config.contains("FAB_ADD_SECURITY_API = True"));
+}
+
+#[test]
+fn the_mounted_kafka_sink_points_at_the_kafka_service_listener() {
+    let c = compose();
+    let config = mounted_config();
+    let kafka: Vec<_> = config
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            SinkConfig::Kafka(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kafka.len(), 1, "one kafka sink");
+    let advertised = c["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        .as_str()
+        .unwrap();
+    let listener = advertised
+        .split(',')
+        .find_map(|l| l.strip_prefix("PLAINTEXT://"))
+        .expect("a PLAINTEXT listener");
+    assert_eq!(
+        kafka[0].brokers, listener,
+        "rollcall connects where the broker advertises itself"
+    );
+    assert!(
+        kafka[0].create_topic,
+        "the compose broker starts without the topic"
+    );
 }

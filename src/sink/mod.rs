@@ -2,6 +2,8 @@
 //! only once the batch is durably handed over; the cursor is moved by `deliver`, never here.
 
 pub mod jsonl;
+pub mod kafka;
+pub mod webhook;
 
 use crate::config::SinkConfig;
 use crate::store::StoredEvent;
@@ -14,6 +16,10 @@ pub enum SinkError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
 }
 
 /// A batch that failed part-way: its first `delivered` events are durably delivered (the cursor
@@ -38,24 +44,32 @@ impl From<SinkError> for Failed {
 /// Every kind of sink, dispatched by enum: the set is closed and known at compile time.
 pub enum Sink {
     Jsonl(jsonl::JsonlSink),
+    Webhook(webhook::WebhookSink),
+    Kafka(kafka::KafkaSink),
 }
 
 impl Sink {
     pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
         match config {
             SinkConfig::Jsonl(c) => Ok(Sink::Jsonl(jsonl::JsonlSink::open(c)?)),
+            SinkConfig::Webhook(c) => Ok(Sink::Webhook(webhook::WebhookSink::new(c)?)),
+            SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::new(c)?)),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Sink::Jsonl(s) => s.name(),
+            Sink::Webhook(s) => s.name(),
+            Sink::Kafka(s) => s.name(),
         }
     }
 
     pub fn batch_size(&self) -> usize {
         match self {
             Sink::Jsonl(s) => s.batch_size(),
+            Sink::Webhook(s) => s.batch_size(),
+            Sink::Kafka(s) => s.batch_size(),
         }
     }
 
@@ -63,6 +77,19 @@ impl Sink {
     pub async fn send(&mut self, batch: &[StoredEvent]) -> Result<(), Failed> {
         match self {
             Sink::Jsonl(s) => Ok(s.send(batch)?),
+            // Its window of events in flight reaches past any one batch, so `deliver` hands
+            // it the store (see `deliver::drain`) instead of batches.
+            Sink::Webhook(s) => unreachable!(
+                "deliver drives the webhook sink '{}' through its own loop, never by batch ({} events)",
+                s.name(),
+                batch.len()
+            ),
+            // The same: its messages in flight span batches (see `deliver::drain`).
+            Sink::Kafka(s) => unreachable!(
+                "deliver drives the kafka sink '{}' through its own loop, never by batch ({} events)",
+                s.name(),
+                batch.len()
+            ),
         }
     }
 }

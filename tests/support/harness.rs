@@ -42,7 +42,9 @@ impl Harness {
         std::fs::write(
             &config_path,
             format!(
-                r#"[store]
+                r#"listen = "127.0.0.1:0"
+
+[store]
 path = {store:?}
 
 [[sinks]]

@@ -1,0 +1,212 @@
+//! Webhook sink throughput (issue: webhook sink, point 7).
+//!
+//! `cargo bench --bench webhook` posts 30,000 stored events (1,000 users) to a local axum
+//! receiver twice per run, interleaved, best of three: once through the real sink (sled reads,
+//! per-user ordering, Standard Webhooks signing, cursor writes) and once with a bare reqwest
+//! client posting the same bodies with the same concurrency and nothing else. It prints both
+//! rates and their ratio. Under `cargo test` it runs the same code on 600 events.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use futures::StreamExt;
+use rollcall::config::Config;
+use rollcall::deliver;
+use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::sink::Sink;
+use rollcall::store::{Commit, SourceState, Store};
+
+const RUNS: usize = 3;
+const USERS: usize = 1_000;
+const IN_FLIGHT: usize = 16;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let events = if full { 30_000 } else { 600 };
+    println!(
+        "webhook benchmark ({})",
+        if full {
+            "full size"
+        } else {
+            "smoke size; run `cargo bench --bench webhook` for the real one"
+        }
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench(events));
+}
+
+async fn count(State(hits): State<Arc<AtomicUsize>>, _body: Bytes) -> &'static str {
+    hits.fetch_add(1, Ordering::Relaxed);
+    ""
+}
+
+async fn bench(n: usize) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/hook", post(count))
+        .with_state(hits.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let store_path = dir.path().join("data");
+    let store = Store::open(&store_path).unwrap();
+    append(&store, n);
+    let bodies: Vec<Bytes> = store
+        .events_from(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| Bytes::copy_from_slice(&e.bytes))
+        .collect();
+    let mean = bodies.iter().map(Bytes::len).sum::<usize>() / n;
+    println!("{n} events of {USERS} users, {mean} bytes each on average, {IN_FLIGHT} in flight");
+
+    let bare_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(IN_FLIGHT)
+        .build()
+        .unwrap();
+    let (mut best_bare, mut best_sink) = (Duration::MAX, Duration::MAX);
+    for run in 0..RUNS {
+        hits.store(0, Ordering::Relaxed);
+        let started = Instant::now();
+        futures::stream::iter(bodies.iter().cloned())
+            .map(|body| {
+                let request = bare_client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body);
+                async move {
+                    let response = request.send().await.unwrap();
+                    assert!(response.status().is_success());
+                    response.bytes().await.unwrap();
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect::<()>()
+            .await;
+        let bare = started.elapsed();
+        assert_eq!(hits.load(Ordering::Relaxed), n);
+
+        hits.store(0, Ordering::Relaxed);
+        // A new sink name each run: its cursor starts at 0.
+        let config = config(&store_path, &url, &secret, run);
+        let mut sink = Sink::from_config(&config.sinks[0]).unwrap();
+        let started = Instant::now();
+        let delivered = deliver::drain(&store, &mut sink).await.unwrap();
+        let signed = started.elapsed();
+        assert_eq!(delivered as usize, n);
+        assert_eq!(hits.load(Ordering::Relaxed), n);
+        assert_eq!(store.cursor(sink.name()).unwrap(), n as u64);
+
+        println!(
+            "run {}: bare reqwest {:>7.0}/s, rollcall signed {:>7.0}/s",
+            run + 1,
+            rate(n, bare),
+            rate(n, signed)
+        );
+        best_bare = best_bare.min(bare);
+        best_sink = best_sink.min(signed);
+    }
+    println!(
+        "best of {RUNS}: bare reqwest {:.0} deliveries/s ({} ms), rollcall webhook sink {:.0} signed deliveries/s ({} ms)",
+        rate(n, best_bare),
+        best_bare.as_millis(),
+        rate(n, best_sink),
+        best_sink.as_millis()
+    );
+    println!(
+        "ratio rollcall / bare (throughput): {:.2} (target >= 0.80, and >= 5,000/s)",
+        rate(n, best_sink) / rate(n, best_bare)
+    );
+    server.abort();
+}
+
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64()
+}
+
+fn config(store: &std::path::Path, url: &str, secret: &std::path::Path, run: usize) -> Config {
+    let raw = format!(
+        r#"[store]
+path = {store:?}
+
+[[sources]]
+kind = "superset"
+name = "bench"
+url = "http://127.0.0.1:9"
+username = "admin"
+password_env = "UNUSED"
+
+[[sinks]]
+kind = "webhook"
+name = "bench{run}"
+url = "{url}"
+secret_file = {secret:?}
+max_in_flight = {IN_FLIGHT}
+"#,
+        store = store.display().to_string(),
+        secret = secret.display().to_string(),
+    );
+    Config::parse(&raw, std::path::Path::new("bench.toml")).unwrap()
+}
+
+/// `n` realistic events: `user.updated` with a full user record, round-robin over the users.
+fn append(store: &Store, n: usize) {
+    let now = chrono::Utc::now();
+    let events = (0..n)
+        .map(|i| {
+            let user = i % USERS;
+            Event {
+                specversion: SPEC_VERSION.into(),
+                id: uuid::Uuid::now_v7(),
+                source: "superset://bench".into(),
+                event_type: EventType::UserUpdated,
+                subject: user.to_string(),
+                time: now,
+                datacontenttype: DATA_CONTENT_TYPE.into(),
+                sequence: String::new(),
+                data: serde_json::json!({
+                    "user": {
+                        "id": user,
+                        "username": format!("user{user}"),
+                        "first_name": "Ada",
+                        "last_name": "Lovelace",
+                        "email": format!("user{user}@example.com"),
+                        "active": true,
+                        "roles": ["Gamma", "sql_lab"],
+                        "groups": ["analysts"],
+                        "created_on": "2026-01-02T03:04:05Z",
+                        "changed_on": "2026-11-20T10:00:00Z",
+                        "last_login": "2026-11-21T09:30:00Z",
+                        "login_count": i,
+                        "fail_login_count": 0
+                    },
+                    "changes": {"login_count": {"old": i.saturating_sub(1), "new": i}}
+                }),
+            }
+        })
+        .collect();
+    store
+        .commit(Commit {
+            source: "bench",
+            upserts: vec![],
+            removals: vec![],
+            events,
+            state: &SourceState::default(),
+        })
+        .unwrap();
+}

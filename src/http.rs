@@ -1,0 +1,250 @@
+//! The operator's HTTP endpoints, served by `rollcall run` on `listen` (default 127.0.0.1:9464):
+//!
+//! - `/healthz` — the process is alive;
+//! - `/readyz` — every source polled successfully within three poll intervals and no sink is
+//!   stuck (disabled, or degraded for longer than [`STUCK_AFTER`]); 503 with reasons otherwise;
+//! - `/metrics` — Prometheus text format (see [`describe`] for the names);
+//! - `/status` — what `rollcall status --json` prints, for when `run` holds the store.
+//!
+//! Owns the routes, the readiness rule and the metric names. It only reads the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::store::{SinkHealth, Store};
+
+/// A sink degraded for longer than this makes the service unready.
+pub const STUCK_AFTER: Duration = Duration::from_secs(300);
+
+/// Produces the `/status` document.
+pub type StatusFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
+
+#[derive(Clone)]
+struct Ops {
+    store: Store,
+    config: Arc<Config>,
+    metrics: Option<PrometheusHandle>,
+    status: StatusFn,
+}
+
+/// Install the process-wide Prometheus recorder. `None` if one is installed already.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    describe();
+    Some(handle)
+}
+
+/// Names and help texts of every metric rollcall exports.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        "rollcall_poll_duration_seconds",
+        Unit::Seconds,
+        "Duration of a poll of one source."
+    );
+    describe_counter!(
+        "rollcall_poll_errors_total",
+        "Polls that failed, by source."
+    );
+    describe_gauge!(
+        "rollcall_users_known",
+        "Users in the stored snapshot, by source."
+    );
+    describe_gauge!(
+        "rollcall_last_poll_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last successful poll, by source."
+    );
+    describe_counter!(
+        "rollcall_events_derived_total",
+        "Events appended to the log, by source and type."
+    );
+    describe_counter!(
+        "rollcall_events_delivered_total",
+        "Events delivered (cursor advances), by sink."
+    );
+    describe_counter!(
+        "rollcall_delivery_failures_total",
+        "Failed delivery attempts, by sink."
+    );
+    describe_gauge!(
+        "rollcall_sink_lag_events",
+        "Events in the log not yet delivered, by sink."
+    );
+    describe_gauge!(
+        "rollcall_sink_lag_seconds",
+        "Age of the oldest undelivered event, by sink."
+    );
+    describe_gauge!(
+        "rollcall_sink_up",
+        "1 when the sink is healthy, 0 when degraded or disabled."
+    );
+    describe_gauge!(
+        "rollcall_dead_letters",
+        "Events in the dead-letter tree, by sink."
+    );
+    describe_gauge!(
+        "rollcall_store_size_bytes",
+        Unit::Bytes,
+        "Size of the sled store on disk."
+    );
+    describe_gauge!("rollcall_log_head", "Offset the next event will get.");
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    config: Arc<Config>,
+    metrics: Option<PrometheusHandle>,
+    status: StatusFn,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ops = Ops {
+        store,
+        config,
+        metrics,
+        status,
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/status", get(status_json))
+        .with_state(ops);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(ops): State<Ops>) -> Response {
+    match unready_reasons(&ops) {
+        Ok(reasons) if reasons.is_empty() => {
+            (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+        }
+        Ok(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reasons": reasons})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reasons": [e]})),
+        )
+            .into_response(),
+    }
+}
+
+/// Why the service is not ready; empty when it is.
+fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
+    let now = Utc::now();
+    let mut reasons = Vec::new();
+    for source in &ops.config.sources {
+        let crate::config::SourceConfig::Superset(c) = source;
+        let state = ops.store.source_state(&c.name).map_err(|e| e.to_string())?;
+        let window =
+            chrono::Duration::from_std(c.poll_interval * 3).unwrap_or(chrono::Duration::MAX);
+        match state.last_poll {
+            Some(t) if now - t <= window => {}
+            Some(t) => reasons.push(format!(
+                "source {}: no successful poll since {}",
+                c.name,
+                t.to_rfc3339()
+            )),
+            None => reasons.push(format!("source {}: no successful poll yet", c.name)),
+        }
+    }
+    for sink in &ops.config.sinks {
+        let state = ops
+            .store
+            .sink_state(sink.name())
+            .map_err(|e| e.to_string())?;
+        let stuck_since = chrono::Duration::from_std(STUCK_AFTER).unwrap_or(chrono::Duration::MAX);
+        match state.health {
+            SinkHealth::Ok => {}
+            SinkHealth::Disabled => reasons.push(format!("sink {}: disabled", sink.name())),
+            SinkHealth::Degraded if state.since.is_some_and(|t| now - t > stuck_since) => reasons
+                .push(format!(
+                    "sink {}: degraded since {}",
+                    sink.name(),
+                    state.since.map(|t| t.to_rfc3339()).unwrap_or_default()
+                )),
+            SinkHealth::Degraded => {}
+        }
+    }
+    Ok(reasons)
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> Response {
+    let Some(handle) = &ops.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process\n",
+        )
+            .into_response();
+    };
+    if let Err(e) = record_store_gauges(&ops) {
+        tracing::warn!(error = %e, "could not read the store for metrics");
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// Gauges that are read from the store at scrape time rather than tracked in memory.
+fn record_store_gauges(ops: &Ops) -> Result<(), crate::store::StoreError> {
+    let store = &ops.store;
+    let head = store.head()?;
+    metrics::gauge!("rollcall_log_head").set(head as f64);
+    metrics::gauge!("rollcall_store_size_bytes").set(store.size_on_disk()? as f64);
+    for source in &ops.config.sources {
+        let state = store.source_state(source.name())?;
+        metrics::gauge!("rollcall_users_known", "source" => source.name().to_owned())
+            .set(state.users_known as f64);
+        if let Some(t) = state.last_poll {
+            metrics::gauge!("rollcall_last_poll_success_timestamp_seconds", "source" => source.name().to_owned())
+                .set(t.timestamp() as f64);
+        }
+    }
+    for sink in &ops.config.sinks {
+        let name = sink.name().to_owned();
+        let cursor = store.cursor(&name)?;
+        metrics::gauge!("rollcall_sink_lag_events", "sink" => name.clone())
+            .set(head.saturating_sub(cursor) as f64);
+        let oldest = store
+            .events_from(cursor, 1)?
+            .first()
+            .map(|e| e.event())
+            .transpose()?;
+        let age = oldest.map_or(0, |e| (Utc::now() - e.time).num_seconds().max(0));
+        metrics::gauge!("rollcall_sink_lag_seconds", "sink" => name.clone()).set(age as f64);
+        metrics::gauge!("rollcall_dead_letters", "sink" => name.clone())
+            .set(store.dead_letter_count(&name)? as f64);
+        let up = store.sink_state(&name)?.health == SinkHealth::Ok;
+        metrics::gauge!("rollcall_sink_up", "sink" => name).set(if up { 1.0 } else { 0.0 });
+    }
+    Ok(())
+}
+
+async fn status_json(State(ops): State<Ops>) -> Response {
+    match (ops.status)() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e}))).into_response(),
+    }
+}

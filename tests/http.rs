@@ -1,0 +1,220 @@
+//! The HTTP endpoints of `rollcall run`: health, readiness that follows Superset's
+//! availability, Prometheus metrics that parse and move, and status while `run` holds the store.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::harness::Harness;
+use support::sim::{Sim, SimOptions};
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `rollcall run` on a fixed free port, once its endpoints answer.
+async fn run(h: &Harness) -> Running {
+    let port = free_port();
+    let config = std::fs::read_to_string(&h.config_path).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&h.config_path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["--log-format", "json", "--config"])
+        .arg(&h.config_path)
+        .arg("run")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain stderr so the process never blocks on a full pipe.
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    // From here on `Running` owns the child: dropping it (also on panic) kills and reaps it.
+    let running = Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/healthz", running.base))
+            .await
+            .is_ok()
+        {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rollcall run did not serve /healthz");
+}
+
+async fn get(url: String) -> (u16, String) {
+    let resp = reqwest::get(url).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn sample(text: &str, name: &str, label: (&str, &str)) -> f64 {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("the scrape parses as Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_as_events_flow() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "poll_interval = \"1s\"");
+    let r = run(&h).await;
+    wait_for("the first poll", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+    let (status, before) = get(format!("{}/metrics", r.base)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(
+            &before,
+            "rollcall_events_derived_total",
+            ("type", "user.created")
+        ),
+        0.0
+    );
+    for name in [
+        "rollcall_poll_duration_seconds_count",
+        "rollcall_users_known",
+        "rollcall_last_poll_success_timestamp_seconds",
+        "rollcall_sink_lag_events",
+        "rollcall_store_size_bytes",
+        "rollcall_dead_letters",
+    ] {
+        assert!(before.contains(name), "{name} missing from:\n{before}");
+    }
+    for i in 0..3 {
+        sim.add_user(&format!("u{i}"), "pw", &[4]);
+    }
+    wait_for("three events delivered", async || {
+        let text = get(format!("{}/metrics", r.base)).await.1;
+        sample(&text, "rollcall_events_delivered_total", ("sink", "siem")) >= 3.0
+    })
+    .await;
+    let after = get(format!("{}/metrics", r.base)).await.1;
+    assert_eq!(
+        sample(
+            &after,
+            "rollcall_events_derived_total",
+            ("type", "user.created")
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(&after, "rollcall_sink_lag_events", ("sink", "siem")),
+        0.0
+    );
+    assert_eq!(
+        sample(&after, "rollcall_users_known", ("source", "test")),
+        4.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_unready_when_superset_goes_down_and_ready_when_it_returns() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "poll_interval = \"1s\"\nrequest_timeout = \"1s\"");
+    let r = run(&h).await;
+    assert_eq!(get(format!("{}/healthz", r.base)).await.0, 200);
+    wait_for("ready", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+    sim.set_down(true);
+    wait_for("unready", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 503
+    })
+    .await;
+    let (_, body) = get(format!("{}/readyz", r.base)).await;
+    assert!(
+        body.contains("source test: no successful poll since"),
+        "{body}"
+    );
+    assert_eq!(
+        get(format!("{}/healthz", r.base)).await.0,
+        200,
+        "alive, just not ready"
+    );
+    sim.set_down(false);
+    wait_for("ready again", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_works_while_run_holds_the_store() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(
+        &sim.url,
+        "poll_interval = \"1s\"\nemit_initial_snapshot = true",
+    );
+    let r = run(&h).await;
+    wait_for("ready", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+    let config = h.config_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(config)
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["sources"][0]["users_known"], 1);
+    assert_eq!(status["log_head"], 1);
+    drop(r);
+}

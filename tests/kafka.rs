@@ -1,0 +1,617 @@
+//! The Kafka sink against rdkafka's in-process `MockCluster`, which speaks the real Kafka wire
+//! protocol on localhost: delivery and per-user ordering, both CloudEvents binding modes
+//! decoded back by a consumer, a broker that is down and comes back, SIGKILL of the real
+//! binary mid-delivery, and the errors that must stop the sink instead of skipping an event.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Message};
+use rollcall::config::{Config, SinkConfig};
+use rollcall::deliver;
+use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::sink::Sink;
+use rollcall::store::{Commit, SinkHealth, SourceState, Store};
+use support::harness::Harness;
+use support::sim::{Sim, SimOptions};
+use tokio::sync::watch;
+
+const TOPIC: &str = "superset.user-events";
+const SINK: &str = "siem-kafka";
+
+type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+fn cluster(partitions: i32) -> Cluster {
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(TOPIC, partitions, 1).unwrap();
+    c
+}
+
+/// A config with one Kafka sink; `extra` is appended to the sink's table.
+fn config(dir: &Path, brokers: &str, extra: &str) -> Config {
+    let raw = format!(
+        r#"[store]
+path = {store:?}
+
+[[sources]]
+kind = "superset"
+name = "test"
+url = "http://127.0.0.1:1"
+username = "admin"
+password_env = "UNUSED"
+
+[[sinks]]
+kind = "kafka"
+name = "{SINK}"
+brokers = "{brokers}"
+topic = "{TOPIC}"
+{extra}
+"#,
+        store = dir.join("data").display().to_string(),
+    );
+    Config::parse(&raw, Path::new("rollcall.toml")).unwrap()
+}
+
+fn sink(config: &Config) -> Sink {
+    Sink::from_config(&config.sinks[0]).unwrap()
+}
+
+/// `rounds` events for each of `users` users, interleaved the way a busy log is.
+fn events(users: u64, rounds: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        for user in 1..=users {
+            out.push(Event {
+                specversion: SPEC_VERSION.into(),
+                id: uuid::Uuid::now_v7(),
+                source: "superset://test".into(),
+                event_type: EventType::UserUpdated,
+                subject: user.to_string(),
+                time: Utc::now(),
+                datacontenttype: DATA_CONTENT_TYPE.into(),
+                sequence: String::new(),
+                data: serde_json::json!({"user": {"id": user, "username": format!("u{user}")}, "round": round}),
+            });
+        }
+    }
+    out
+}
+
+fn append(store: &Store, events: Vec<Event>) {
+    store
+        .commit(Commit {
+            source: "test",
+            upserts: Vec::new(),
+            removals: Vec::new(),
+            events,
+            state: &SourceState::default(),
+        })
+        .unwrap();
+}
+
+fn stored(store: &Store) -> Vec<Event> {
+    store
+        .events_from(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.event().unwrap())
+        .collect()
+}
+
+/// One consumed message: partition, key, decoded event, and the raw value.
+#[derive(Clone)]
+struct Consumed {
+    partition: i32,
+    key: String,
+    event: Event,
+    value: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+fn headers(m: &BorrowedMessage<'_>) -> BTreeMap<String, String> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decode a message in either binding mode back into the event, as a stock consumer would.
+fn decode(m: &BorrowedMessage<'_>) -> Consumed {
+    let headers = headers(m);
+    let value = m.payload().unwrap().to_vec();
+    let event = if headers["content-type"] == "application/cloudevents+json" {
+        serde_json::from_slice(&value).unwrap()
+    } else {
+        let h = |k: &str| headers[k].clone();
+        Event {
+            specversion: h("ce_specversion"),
+            id: h("ce_id").parse().unwrap(),
+            source: h("ce_source"),
+            event_type: serde_json::from_value(serde_json::Value::String(h("ce_type"))).unwrap(),
+            subject: h("ce_subject"),
+            time: h("ce_time").parse().unwrap(),
+            datacontenttype: h("content-type"),
+            sequence: h("ce_sequence"),
+            data: serde_json::from_slice(&value).unwrap(),
+        }
+    };
+    Consumed {
+        partition: m.partition(),
+        key: String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+        event,
+        value,
+        headers,
+    }
+}
+
+/// Read the topic from the start with a fresh consumer group: at least `n` messages, then
+/// whatever else arrives before the topic is quiet for `quiet`.
+async fn consume_at_least(brokers: &str, n: usize, quiet: Duration) -> Vec<Consumed> {
+    consume_topic(brokers, TOPIC, n, quiet).await
+}
+
+async fn consume_topic(brokers: &str, topic: &str, n: usize, quiet: Duration) -> Vec<Consumed> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = if out.len() < n {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            quiet
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(m) => out.push(decode(&m.unwrap())),
+            Err(_) if out.len() >= n => return out,
+            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
+        }
+    }
+}
+
+/// Exactly `n` messages: one more arriving within a second fails the test.
+async fn consume(brokers: &str, n: usize) -> Vec<Consumed> {
+    let got = consume_at_least(brokers, n, Duration::from_secs(1)).await;
+    assert_eq!(got.len(), n, "no duplicates");
+    got
+}
+
+/// Every stored event arrived, decoded identical, keyed by user, each user's events in one
+/// partition and in log order.
+fn assert_delivered_in_order(log: &[Event], got: &[Consumed]) {
+    assert_eq!(got.len(), log.len(), "one message per event");
+    let by_id: HashMap<_, _> = log.iter().map(|e| (e.id, e)).collect();
+    let mut partitions: HashMap<&str, HashSet<i32>> = HashMap::new();
+    let mut order: HashMap<&str, Vec<&str>> = HashMap::new();
+    for c in got {
+        assert_eq!(
+            &c.event, by_id[&c.event.id],
+            "the consumer decodes an identical event"
+        );
+        assert_eq!(c.key, format!("{}:{}", c.event.source, c.event.subject));
+        partitions.entry(&c.key).or_default().insert(c.partition);
+        order.entry(&c.key).or_default().push(&c.event.sequence);
+    }
+    assert!(
+        partitions.values().all(|p| p.len() == 1),
+        "one user's events share a partition"
+    );
+    let used: HashSet<i32> = partitions.values().flatten().copied().collect();
+    assert!(used.len() > 1, "keys spread over partitions: {used:?}");
+    for e in log {
+        let key = format!("{}:{}", e.source, e.subject);
+        let want: Vec<&str> = log
+            .iter()
+            .filter(|o| o.subject == e.subject)
+            .map(|o| o.sequence.as_str())
+            .collect();
+        assert_eq!(order[key.as_str()], want, "user {} in log order", e.subject);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_delivers_every_event_in_order_per_user_with_ce_headers() {
+    let cluster = cluster(3);
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    // Small batches, so many batches are in flight and the cursor moves many times.
+    let config = config(dir.path(), &brokers, "batch_size = 37");
+    let store = Store::open(&config.store.path).unwrap();
+    append(&store, events(20, 25));
+    let mut sink = sink(&config);
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 500);
+    assert_eq!(store.cursor(SINK).unwrap(), 500);
+    let log = stored(&store);
+    let got = consume(&brokers, 500).await;
+    assert_delivered_in_order(&log, &got);
+    let first = got.iter().find(|c| c.event.id == log[0].id).unwrap();
+    assert_eq!(
+        first.headers.keys().collect::<Vec<_>>(),
+        [
+            "ce_id",
+            "ce_sequence",
+            "ce_source",
+            "ce_specversion",
+            "ce_subject",
+            "ce_time",
+            "ce_type",
+            "content-type"
+        ]
+    );
+    assert_eq!(first.headers["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&first.value).unwrap(),
+        log[0].data,
+        "the value is the event's data"
+    );
+    assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_mode_sends_the_stored_event_bytes_unchanged() {
+    let cluster = cluster(3);
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &brokers,
+        "mode = \"structured\"\nbatch_size = 64",
+    );
+    let store = Store::open(&config.store.path).unwrap();
+    append(&store, events(10, 20));
+    let mut sink = sink(&config);
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 200);
+    let log = stored(&store);
+    let got = consume(&brokers, 200).await;
+    assert_delivered_in_order(&log, &got);
+    let bytes: HashMap<String, Vec<u8>> = store
+        .events_from(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| (e.event().unwrap().id.to_string(), e.bytes.to_vec()))
+        .collect();
+    for c in &got {
+        assert_eq!(c.value, bytes[&c.event.id.to_string()]);
+        assert_eq!(
+            c.headers.keys().collect::<Vec<_>>(),
+            ["content-type"],
+            "no ce_ headers in structured mode"
+        );
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
+    let cluster = cluster(3);
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &brokers,
+        "batch_size = 50\n[sinks.options]\n\"message.timeout.ms\" = 2000",
+    );
+    let store = Store::open(&config.store.path).unwrap();
+    cluster.broker_down(1).unwrap();
+    append(&store, events(10, 10));
+    let (head_tx, head_rx) = watch::channel(store.head().unwrap());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(deliver::serve(
+        store.clone(),
+        sink(&config),
+        head_rx,
+        stop_rx,
+    ));
+
+    wait_for(
+        "degraded while down at start",
+        Duration::from_secs(30),
+        || store.sink_state(SINK).unwrap().health == SinkHealth::Degraded,
+    )
+    .await;
+    let state = store.sink_state(SINK).unwrap();
+    assert!(
+        state.last_error.as_deref().unwrap().contains(&brokers),
+        "{state:?}"
+    );
+    assert_eq!(store.cursor(SINK).unwrap(), 0);
+    cluster.broker_up(1).unwrap();
+    wait_for(
+        "the backlog after the broker came up",
+        Duration::from_secs(60),
+        || store.cursor(SINK).unwrap() == 100,
+    )
+    .await;
+    assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Ok);
+
+    // Going away later: events keep being stored, the sink degrades, then catches up.
+    cluster.broker_down(1).unwrap();
+    append(&store, events(10, 10));
+    head_tx.send_replace(store.head().unwrap());
+    wait_for(
+        "degraded after the broker left",
+        Duration::from_secs(30),
+        || store.sink_state(SINK).unwrap().health == SinkHealth::Degraded,
+    )
+    .await;
+    assert!(store.cursor(SINK).unwrap() < 200);
+    cluster.broker_up(1).unwrap();
+    wait_for(
+        "the rest after the broker returned",
+        Duration::from_secs(90),
+        || store.cursor(SINK).unwrap() == 200,
+    )
+    .await;
+    stop_tx.send_replace(true);
+    task.await.unwrap();
+
+    let log = stored(&store);
+    let got = consume_at_least(&brokers, log.len(), Duration::from_secs(1)).await;
+    let ids: HashSet<_> = got.iter().map(|c| c.event.id).collect();
+    assert!(log.iter().all(|e| ids.contains(&e.id)), "nothing lost");
+    assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delivery_then_restart_delivers_every_event_with_the_same_id() {
+    let cluster = cluster(3);
+    let brokers = cluster.bootstrap_servers();
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "");
+    let raw = std::fs::read_to_string(&h.config_path).unwrap().replace(
+        "[[sources]]",
+        &format!(
+            "[[sinks]]\nkind = \"kafka\"\nname = \"{SINK}\"\nbrokers = \"{brokers}\"\ntopic = \"{TOPIC}\"\nbatch_size = 5\n[sinks.options]\n\"queue.buffering.max.messages\" = 10\n\n[[sources]]"
+        ),
+    );
+    std::fs::write(&h.config_path, raw).unwrap();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&h.config_path)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    assert!(spawn(&["once"]).wait().unwrap().success());
+    sim.add_users(600, &[4]);
+    // Few messages in flight (a 10-message queue) and slow acknowledgements stretch the
+    // delivery over seconds, so the kills land inside it.
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(40))
+        .unwrap();
+    let mut cursors = Vec::new();
+    for delay_ms in [700u64, 1500, 1100, 2000] {
+        let mut child = spawn(&["run"]);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let store = Store::open(&h.config().store.path).unwrap();
+        cursors.push((store.cursor(SINK).unwrap(), store.head().unwrap()));
+    }
+    assert!(
+        cursors
+            .iter()
+            .any(|&(cursor, head)| 0 < cursor && cursor < head),
+        "at least one kill landed mid-delivery: (cursor, head) after each: {cursors:?}"
+    );
+    assert!(spawn(&["once"]).wait().unwrap().success());
+
+    let store = Store::open(&h.config().store.path).unwrap();
+    let log = stored(&store);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.event_type == EventType::UserCreated)
+            .count(),
+        600
+    );
+    assert_eq!(store.cursor(SINK).unwrap(), store.head().unwrap());
+    drop(store);
+    // At least once: duplicates are allowed, so read everything the topic holds.
+    let got = consume_at_least(&brokers, log.len(), Duration::from_secs(3)).await;
+    let by_id: HashMap<_, _> = got.iter().map(|c| (c.event.id, &c.event)).collect();
+    for e in &log {
+        assert_eq!(
+            by_id.get(&e.id),
+            Some(&e),
+            "event {} reached Kafka with its ce_id ({cursors:?})",
+            e.sequence
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_stops_the_sink_naming_its_offset_and_keeps_the_prefix() {
+    let cluster = cluster(1);
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &brokers,
+        "[sinks.options]\n\"message.max.bytes\" = 2000",
+    );
+    let store = Store::open(&config.store.path).unwrap();
+    let mut log = events(1, 6);
+    log[4].data = serde_json::json!({"huge": "x".repeat(5000)});
+    append(&store, log);
+    let mut sink = sink(&config);
+    let err = deliver::drain(&store, &mut sink)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("offset 4") && err.contains("message.max.bytes"),
+        "{err}"
+    );
+    assert_eq!(store.cursor(SINK).unwrap(), 4, "the prefix stays delivered");
+    let state = store.sink_state(SINK).unwrap();
+    assert_eq!(state.health, SinkHealth::Disabled, "{state:?}");
+
+    // Under `run` the sink stops instead of retrying, and never moves past the event.
+    let (_head_tx, head_rx) = watch::channel(store.head().unwrap());
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        deliver::serve(store.clone(), sink, head_rx, stop_rx),
+    )
+    .await
+    .expect("the sink stops by itself");
+    assert_eq!(store.cursor(SINK).unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_failure_stops_the_sink_naming_the_offset() {
+    let cluster = cluster(1);
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &brokers, "");
+    let store = Store::open(&config.store.path).unwrap();
+    append(&store, events(3, 2));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10],
+    );
+    let mut sink = sink(&config);
+    let err = deliver::drain(&store, &mut sink)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not authorized") && err.contains("offset 0"),
+        "{err}"
+    );
+    assert_eq!(store.cursor(SINK).unwrap(), 0);
+    assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Disabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_a_clear_error_that_names_the_fix() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &brokers, "");
+    let store = Store::open(&config.store.path).unwrap();
+    append(&store, events(2, 2));
+    let mut sink = sink(&config);
+    let err = deliver::drain(&store, &mut sink)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("topic `{TOPIC}` does not exist")) && err.contains("create_topic"),
+        "{err}"
+    );
+    assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Degraded);
+    // Once the topic exists, the same sink delivers.
+    cluster.create_topic(TOPIC, 2, 1).unwrap();
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 4);
+}
+
+#[test]
+fn an_invalid_librdkafka_option_fails_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "127.0.0.1:9",
+        "[sinks.options]\n\"compression.type\" = \"brotli\"",
+    );
+    let SinkConfig::Kafka(_) = &config.sinks[0] else {
+        panic!("a kafka sink")
+    };
+    let err = Sink::from_config(&config.sinks[0])
+        .err()
+        .expect("start-up fails")
+        .to_string();
+    assert!(
+        err.contains("`compression.type`") && err.contains("[sinks.options]"),
+        "{err}"
+    );
+}
+
+/// Run by scripts/e2e-kafka.sh against a real broker process (tansu): rollcall (the real
+/// binary) polls the simulator and delivers to the broker named by `ROLLCALL_E2E_BROKERS`, and
+/// an rdkafka consumer group reads every event back, identical and in order per user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run scripts/e2e-kafka.sh"]
+async fn e2e_a_real_broker_receives_every_event_in_order_per_user() {
+    let brokers = std::env::var("ROLLCALL_E2E_BROKERS").expect("set ROLLCALL_E2E_BROKERS");
+    let topic = std::env::var("ROLLCALL_E2E_TOPIC").expect("set ROLLCALL_E2E_TOPIC");
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(50, &[4]);
+    let h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    for mode in ["binary", "structured"] {
+        let raw = std::fs::read_to_string(&h.config_path).unwrap().replace(
+            "[[sources]]",
+            &format!(
+                "[[sinks]]\nkind = \"kafka\"\nname = \"e2e-{mode}\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nmode = \"{mode}\"\nbatch_size = 7\n\n[[sources]]"
+            ),
+        );
+        std::fs::write(&h.config_path, raw).unwrap();
+    }
+    let once = || {
+        let status = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&h.config_path)
+            .arg("once")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    once();
+    sim.add_users(30, &[4]);
+    once();
+    let store = Store::open(&h.config().store.path).unwrap();
+    let log = stored(&store);
+    assert!(log.len() >= 80, "{} events", log.len());
+    for mode in ["binary", "structured"] {
+        assert_eq!(
+            store.cursor(&format!("e2e-{mode}")).unwrap(),
+            log.len() as u64
+        );
+    }
+    drop(store);
+    // Both sinks wrote the topic: each event twice, once per binding mode.
+    let got = consume_topic(&brokers, &topic, 2 * log.len(), Duration::from_secs(3)).await;
+    assert_eq!(got.len(), 2 * log.len(), "nothing lost, nothing extra");
+    for structured in [false, true] {
+        let half: Vec<Consumed> = got
+            .iter()
+            .filter(|c| (c.headers["content-type"] == "application/cloudevents+json") == structured)
+            .cloned()
+            .collect();
+        assert_delivered_in_order(&log, &half);
+    }
+}

@@ -1,0 +1,250 @@
+//! Retention: events older than `retain` or beyond `max_bytes` are compacted away, never past
+//! the slowest sink's cursor unless `force` is set; `status` shows the oldest retained offset;
+//! bad `[store]` keys are named with their line; `once` compacts after its commit.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rollcall::config::Config;
+use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::retention::Retention;
+use rollcall::store::{Commit, SourceState, Store};
+use support::harness::Harness;
+use support::sim::{Sim, SimOptions};
+
+fn base() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()
+}
+
+/// `n` events one day apart from [`base`].
+fn events(n: u64) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            specversion: SPEC_VERSION.into(),
+            id: uuid::Uuid::now_v7(),
+            source: "superset://test".into(),
+            event_type: EventType::UserUpdated,
+            subject: "1".into(),
+            time: base() + Duration::days(i as i64),
+            datacontenttype: DATA_CONTENT_TYPE.into(),
+            sequence: String::new(),
+            data: serde_json::json!({"user": {"id": 1}, "n": i}),
+        })
+        .collect()
+}
+
+fn config_text(dir: &Path, store_keys: &str) -> String {
+    format!(
+        r#"[store]
+path = {store:?}
+{store_keys}
+
+[[sources]]
+kind = "superset"
+name = "test"
+url = "http://127.0.0.1:1"
+username = "admin"
+password_env = "UNUSED"
+
+[[sinks]]
+kind = "jsonl"
+name = "fast"
+path = "-"
+
+[[sinks]]
+kind = "jsonl"
+name = "slow"
+path = "-"
+"#,
+        store = dir.join("data").display().to_string(),
+    )
+}
+
+fn config(dir: &Path, store_keys: &str) -> Config {
+    Config::parse(&config_text(dir, store_keys), Path::new("rollcall.toml")).unwrap()
+}
+
+/// A store holding 10 events (days 0..9) with both sinks' cursors at `fast` and `slow`.
+fn store_with(config: &Config, fast: u64, slow: u64) -> Store {
+    let store = Store::open(&config.store.path).unwrap();
+    store
+        .commit(Commit {
+            source: "test",
+            upserts: Vec::new(),
+            removals: Vec::new(),
+            events: events(10),
+            state: &SourceState::default(),
+        })
+        .unwrap();
+    store.set_cursor("fast", fast).unwrap();
+    store.set_cursor("slow", slow).unwrap();
+    store
+}
+
+#[test]
+fn events_older_than_retain_are_compacted_once_every_sink_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "retain = \"3days\"");
+    let store = store_with(&config, 10, 10);
+    // Day 9 is "now": days 0..=5 are older than 3 days.
+    let now = base() + Duration::days(9);
+    let c = Retention::new(&config).enforce(&store, now).unwrap();
+    assert_eq!(c.removed, 0..6);
+    assert_eq!(store.log_start().unwrap(), 6);
+    let left = store.events_from(0, 100).unwrap();
+    assert_eq!(left.first().unwrap().offset, 6);
+    assert_eq!(left.len(), 4);
+    // Nothing more is due at the same instant.
+    let again = Retention::new(&config).enforce(&store, now).unwrap();
+    assert!(again.removed.is_empty());
+}
+
+#[test]
+fn a_slow_sink_holds_retention_back_at_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "retain = \"3days\"");
+    let store = store_with(&config, 10, 2);
+    let c = Retention::new(&config)
+        .enforce(&store, base() + Duration::days(9))
+        .unwrap();
+    assert_eq!(c.removed, 0..2);
+    assert_eq!(c.wanted, Some(6));
+    assert_eq!(c.held_by.as_deref(), Some("slow"));
+    assert_eq!(store.log_start().unwrap(), 2);
+    assert_eq!(
+        store.events_from(0, 1).unwrap()[0].offset,
+        2,
+        "slow's next event is kept"
+    );
+}
+
+#[test]
+fn force_compacts_past_a_slow_sink_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "retain = \"3days\"\nforce = true");
+    let store = store_with(&config, 10, 2);
+    let c = Retention::new(&config)
+        .enforce(&store, base() + Duration::days(9))
+        .unwrap();
+    assert_eq!(c.removed, 0..6);
+    assert_eq!(c.overrun, ["slow"]);
+    assert_eq!(c.held_by, None);
+}
+
+#[test]
+fn a_size_cap_keeps_the_newest_events_within_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = config(dir.path(), "");
+    let store = store_with(&probe, 10, 10);
+    let sizes: Vec<u64> = store
+        .events_from(0, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.bytes.len() as u64)
+        .collect();
+    assert_eq!(store.log_bytes().unwrap(), sizes.iter().sum::<u64>());
+    // Room for the newest three events and not quite a fourth.
+    let cap = sizes[7..].iter().sum::<u64>() + sizes[6] - 1;
+    drop(store);
+    let config = config(dir.path(), &format!("max_bytes = {cap}"));
+    let store = Store::open(&config.store.path).unwrap();
+    let c = Retention::new(&config).enforce(&store, Utc::now()).unwrap();
+    assert_eq!(c.removed, 0..7);
+    assert_eq!(store.log_bytes().unwrap(), sizes[7..].iter().sum::<u64>());
+    assert!(store.log_bytes().unwrap() <= cap);
+}
+
+#[test]
+fn without_a_policy_nothing_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let store = store_with(&config, 10, 10);
+    let c = Retention::new(&config)
+        .enforce(&store, base() + Duration::days(3650))
+        .unwrap();
+    assert!(c.removed.is_empty());
+    assert_eq!(store.events_from(0, 100).unwrap().len(), 10);
+}
+
+#[test]
+fn bad_store_keys_are_named_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |keys: &str| {
+        Config::parse(&config_text(dir.path(), keys), Path::new("rollcall.toml"))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = parse("retain = \"0s\"");
+    assert!(
+        err.contains("rollcall.toml:3:") && err.contains("`retain` must be longer than 0s"),
+        "{err}"
+    );
+    let err = parse("force = true");
+    assert!(
+        err.contains("rollcall.toml:3:") && err.contains("`force` only matters"),
+        "{err}"
+    );
+    let err = parse("retain = \"thirty days\"");
+    assert!(err.contains("rollcall.toml:3:"), "{err}");
+    let err = parse("max_bytes = 0");
+    assert!(err.contains("`max_bytes` must be at least 1"), "{err}");
+}
+
+#[test]
+fn status_shows_the_oldest_retained_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    std::fs::write(&path, config_text(dir.path(), "retain = \"3days\"")).unwrap();
+    {
+        let config = Config::load(&path).unwrap();
+        let store = store_with(&config, 10, 10);
+        store.compact(4).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&path)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["log_start"], 4);
+    let human = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&path)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("oldest retained offset 4"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+}
+
+#[tokio::test]
+async fn once_compacts_delivered_events_after_its_commit() {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(3, &[1]);
+    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    // Every event is older than a nanosecond by the next commit.
+    let raw = std::fs::read_to_string(&h.config_path).unwrap();
+    let raw = raw.replacen("[store]\n", "[store]\nretain = \"1ns\"\n", 1);
+    std::fs::write(&h.config_path, raw).unwrap();
+    h.cycle().await;
+    let head = h.store().head().unwrap();
+    assert!(head > 0, "the first cycle emitted events");
+    assert_eq!(h.events().len() as u64, head, "the sink got them all");
+    // The first cycle's retention ran before its delivery, so the sink's cursor held it back;
+    // the next one compacts up to that cursor, and not past it (the new events are undelivered).
+    sim.add_users(1, &[1]);
+    h.cycle().await;
+    assert_eq!(h.store().log_start().unwrap(), head);
+}

@@ -1,0 +1,744 @@
+//! The webhook sink against a real HTTP receiver in this process: signatures checked with the
+//! official `standardwebhooks` crate, retries, `Retry-After`, 410, timeouts, dead letters and
+//! `rollcall dlq`, SIGKILL mid-delivery, per-user ordering under parallelism, type filtering.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use rollcall::config::Config;
+use rollcall::deliver;
+use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::sink::Sink;
+use rollcall::store::{Commit, SinkHealth, SourceState, Store};
+use tempfile::TempDir;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// What the receiver answers to one request.
+#[derive(Clone, Copy)]
+struct Reply {
+    status: u16,
+    retry_after: Option<&'static str>,
+    delay: Duration,
+}
+
+fn ok() -> Reply {
+    status(200)
+}
+
+fn status(status: u16) -> Reply {
+    Reply {
+        status,
+        retry_after: None,
+        delay: Duration::ZERO,
+    }
+}
+
+/// One request as it arrived.
+#[derive(Clone)]
+struct Hit {
+    id: String,
+    subject: String,
+    headers: HeaderMap,
+    body: Bytes,
+    arrived: Instant,
+}
+
+type Script = Box<dyn Fn(&Hit, usize) -> Reply + Send + Sync>;
+
+#[derive(Default)]
+struct Shared {
+    script: Mutex<Option<Script>>,
+    hits: Mutex<Vec<Hit>>,
+    /// `(webhook-id, when)` of each 2xx answer that was sent out in full.
+    accepted: Mutex<Vec<(String, Instant)>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+struct Receiver {
+    url: String,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Receiver {
+    async fn start(script: impl Fn(&Hit, usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Receiver::on(listener, script)
+    }
+
+    fn on(
+        listener: tokio::net::TcpListener,
+        script: impl Fn(&Hit, usize) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let shared = Arc::new(Shared::default());
+        *shared.script.lock().unwrap() = Some(Box::new(script));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(shared.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver {
+            url,
+            shared,
+            server,
+        }
+    }
+
+    fn script(&self, script: impl Fn(&Hit, usize) -> Reply + Send + Sync + 'static) {
+        *self.shared.script.lock().unwrap() = Some(Box::new(script));
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.shared.hits.lock().unwrap().clone()
+    }
+
+    fn accepted(&self) -> Vec<(String, Instant)> {
+        self.shared.accepted.lock().unwrap().clone()
+    }
+
+    async fn wait_for_hits(&self, n: usize) {
+        for _ in 0..400 {
+            if self.hits().len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "the receiver got {} requests, expected {n}",
+            self.hits().len()
+        );
+    }
+}
+
+async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let hit = Hit {
+        id: header(&headers, "webhook-id"),
+        subject: event["subject"].as_str().unwrap().to_owned(),
+        headers,
+        body,
+        arrived: Instant::now(),
+    };
+    let reply = {
+        let mut hits = shared.hits.lock().unwrap();
+        let attempt = hits.iter().filter(|h| h.id == hit.id).count() + 1;
+        hits.push(hit.clone());
+        (shared.script.lock().unwrap().as_ref().unwrap())(&hit, attempt)
+    };
+    // Counted down even when the client gives up and this future is dropped.
+    struct Leave(Arc<Shared>);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _leave = Leave(shared.clone());
+    tokio::time::sleep(reply.delay).await;
+    if (200..300).contains(&reply.status) {
+        shared
+            .accepted
+            .lock()
+            .unwrap()
+            .push((hit.id.clone(), Instant::now()));
+    }
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), "answer").into_response();
+    if let Some(after) = reply.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", after.parse().unwrap());
+    }
+    response
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers[name].to_str().unwrap().to_owned()
+}
+
+/// A store and a config with one webhook sink named `hooks`, in a temp dir.
+struct Setup {
+    dir: TempDir,
+    config_path: PathBuf,
+}
+
+impl Setup {
+    /// `sink` is appended to the `[[sinks]]` table (url and secret are set here).
+    fn new(url: &str, secrets: &str, sink: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("webhook-secret");
+        std::fs::write(&secret_file, format!("{secrets}\n")).unwrap();
+        let config_path = dir.path().join("rollcall.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"[store]
+path = {store:?}
+
+[[sources]]
+kind = "superset"
+name = "test"
+url = "http://127.0.0.1:9"
+username = "admin"
+password_file = {secret_file:?}
+poll_interval = "1h"
+
+[[sinks]]
+kind = "webhook"
+name = "hooks"
+url = "{url}"
+secret_file = {secret_file:?}
+{sink}
+"#,
+                store = dir.path().join("data").display().to_string(),
+                secret_file = secret_file.display().to_string(),
+            ),
+        )
+        .unwrap();
+        Setup { dir, config_path }
+    }
+
+    fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap()
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.config().store.path).unwrap()
+    }
+
+    fn sink(&self) -> Sink {
+        Sink::from_config(&self.config().sinks[0]).unwrap()
+    }
+
+    fn rollcall(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Append events `(type, subject)` to the log; returns them as stored (id, offset).
+fn append(store: &Store, events: &[(EventType, &str)]) -> Vec<Event> {
+    let events: Vec<Event> = events
+        .iter()
+        .map(|(t, subject)| Event {
+            specversion: SPEC_VERSION.into(),
+            id: uuid::Uuid::now_v7(),
+            source: "superset://test".into(),
+            event_type: *t,
+            subject: (*subject).into(),
+            time: chrono::Utc::now(),
+            datacontenttype: DATA_CONTENT_TYPE.into(),
+            sequence: String::new(),
+            data: serde_json::json!({"user": {"id": subject}}),
+        })
+        .collect();
+    let range = store
+        .commit(Commit {
+            source: "test",
+            upserts: vec![],
+            removals: vec![],
+            events,
+            state: &SourceState::default(),
+        })
+        .unwrap();
+    store
+        .events_from(range.start, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.event().unwrap())
+        .collect()
+}
+
+fn created(subjects: &[&'static str]) -> Vec<(EventType, &'static str)> {
+    subjects
+        .iter()
+        .map(|s| (EventType::UserCreated, *s))
+        .collect()
+}
+
+fn verifies(secret: &str, hit: &Hit) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&hit.body, &hit.headers)
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_with_the_standardwebhooks_crate_for_each_rotated_secret() {
+    let rx = Receiver::start(|_, _| ok()).await;
+    let s = Setup::new(&rx.url, &format!("{SECRET} {OLD_SECRET}"), "");
+    let store = s.store();
+    let events = append(&store, &created(&["1", "2", "3"]));
+    let mut sink = s.sink();
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 3);
+
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 3);
+    let stored = store.events_from(0, 10).unwrap();
+    for hit in &hits {
+        assert!(verifies(SECRET, hit), "the current secret verifies");
+        assert!(verifies(OLD_SECRET, hit), "the old secret verifies too");
+        assert!(
+            !verifies("whsec_dGhpcyBpcyBub3QgdGhlIHNlY3JldA==", hit),
+            "another secret must not"
+        );
+        let e = events.iter().find(|e| e.id.to_string() == hit.id).unwrap();
+        let offset = e.offset().unwrap() as usize;
+        assert_eq!(
+            hit.body,
+            stored[offset].bytes.as_ref(),
+            "body = stored bytes"
+        );
+        assert_eq!(header(&hit.headers, "content-type"), "application/json");
+        let ts: i64 = header(&hit.headers, "webhook-timestamp").parse().unwrap();
+        assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
+    }
+    assert_eq!(store.cursor("hooks").unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_then_200_is_delivered_on_the_second_attempt_with_the_same_webhook_id() {
+    let rx = Receiver::start(|_, attempt| if attempt == 1 { status(500) } else { ok() }).await;
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        "retry_schedule = [\"0s\", \"50ms\", \"50ms\"]",
+    );
+    let store = s.store();
+    let events = append(&store, &created(&["1"]));
+    let mut sink = s.sink();
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 2);
+    for hit in &hits {
+        assert_eq!(hit.id, events[0].id.to_string());
+        assert!(verifies(SECRET, hit));
+    }
+    assert!(hits[1].arrived - hits[0].arrived >= Duration::from_millis(40));
+    assert_eq!(store.cursor("hooks").unwrap(), 1);
+    assert_eq!(store.dead_letter_count("hooks").unwrap(), 0);
+    assert_eq!(
+        store.sink_state("hooks").unwrap().health,
+        SinkHealth::Ok,
+        "health is ok again once the retry succeeded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_and_503_is_honoured_over_a_shorter_schedule() {
+    let rx = Receiver::start(|_, attempt| match attempt {
+        1 => Reply {
+            retry_after: Some("1"),
+            ..status(429)
+        },
+        2 => Reply {
+            retry_after: Some("1"),
+            ..status(503)
+        },
+        _ => ok(),
+    })
+    .await;
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        "retry_schedule = [\"0s\", \"10ms\", \"10ms\", \"2s\"]",
+    );
+    let store = s.store();
+    append(&store, &created(&["1"]));
+    let mut sink = s.sink();
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 3);
+    for pair in hits.windows(2) {
+        let gap = pair[1].arrived - pair[0].arrived;
+        assert!(gap >= Duration::from_millis(950), "waited only {gap:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_disables_the_endpoint_and_keeps_the_event_undelivered() {
+    let rx = Receiver::start(|_, _| status(410)).await;
+    let s = Setup::new(&rx.url, SECRET, "retry_schedule = [\"0s\", \"10ms\"]");
+    let store = s.store();
+    append(&store, &created(&["1", "1"]));
+    let mut sink = s.sink();
+    let err = deliver::drain(&store, &mut sink)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("410 Gone") && err.contains("disabled"),
+        "{err}"
+    );
+    assert!(!err.contains("MfKQ9r8GKYqrTwjUPD8"), "no secret in errors");
+    assert_eq!(rx.hits().len(), 1, "no retry, nothing more sent");
+    assert_eq!(store.cursor("hooks").unwrap(), 0);
+    assert_eq!(store.dead_letter_count("hooks").unwrap(), 0);
+    assert_eq!(
+        store.sink_state("hooks").unwrap().health,
+        SinkHealth::Disabled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_does_not_answer_in_time_is_retried_with_the_same_webhook_id() {
+    let rx = Receiver::start(|_, attempt| Reply {
+        delay: if attempt == 1 {
+            Duration::from_secs(3)
+        } else {
+            Duration::ZERO
+        },
+        ..ok()
+    })
+    .await;
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        "timeout = \"300ms\"\nretry_schedule = [\"0s\", \"10ms\"]",
+    );
+    let store = s.store();
+    let events = append(&store, &created(&["1"]));
+    let mut sink = s.sink();
+    let started = Instant::now();
+    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for the slow answer"
+    );
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.id == events[0].id.to_string()));
+    assert_eq!(rx.accepted().len(), 1, "only the second answer was read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_the_whole_schedule_dead_letters_then_dlq_retry_delivers_the_same_id() {
+    // A port nobody listens on, until the receiver starts on it for the retry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook?token=URLTOKEN");
+    let s = Setup::new(
+        &url,
+        SECRET,
+        "retry_schedule = [\"0s\", \"20ms\", \"20ms\"]",
+    );
+    let events = {
+        let store = s.store();
+        let events = append(&store, &created(&["1", "2"]));
+        let mut sink = s.sink();
+        assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 0);
+        assert_eq!(
+            store.cursor("hooks").unwrap(),
+            2,
+            "the cursor passes dead letters"
+        );
+        let letters = store.dead_letters("hooks").unwrap();
+        assert_eq!(letters.len(), 2);
+        assert!(letters.iter().all(|l| l.attempts == 3), "{letters:?}");
+        events
+    };
+
+    let list = s.rollcall(&["dlq", "list", "--sink", "hooks"]);
+    assert!(list.status.success());
+    let list = String::from_utf8(list.stdout).unwrap();
+    for e in &events {
+        assert!(list.contains(&e.id.to_string()), "{list}");
+    }
+    let status = s.rollcall(&["status", "--json"]);
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(status.contains("\"dead_letters\": 2"), "{status}");
+    for output in [&list, &status] {
+        assert!(
+            !output.contains("MfKQ9r8GKYqrTwjUPD8"),
+            "no secret: {output}"
+        );
+        assert!(!output.contains("URLTOKEN"), "no URL token: {output}");
+    }
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let rx = Receiver::on(listener, |_, _| ok());
+    let out = s.rollcall(&["dlq", "retry", "--sink", "hooks"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2 delivered, 0 still dead-lettered"),
+        "{text}"
+    );
+    let mut ids: Vec<String> = rx.hits().iter().map(|h| h.id.clone()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "the same webhook-id as the first attempts");
+    assert!(rx.hits().iter().all(|h| verifies(SECRET, h)));
+    assert_eq!(s.store().dead_letter_count("hooks").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_purge_drops_one_letter_or_all() {
+    let s = Setup::new(
+        "http://127.0.0.1:9/hook",
+        SECRET,
+        "retry_schedule = [\"0s\"]",
+    );
+    {
+        let store = s.store();
+        append(&store, &created(&["1", "2", "3"]));
+        deliver::drain(&store, &mut s.sink()).await.unwrap();
+        assert_eq!(store.dead_letter_count("hooks").unwrap(), 3);
+    }
+    let one = s.rollcall(&["dlq", "purge", "--sink", "hooks", "--offset", "1"]);
+    assert!(one.status.success());
+    let offsets: Vec<u64> = s
+        .store()
+        .dead_letters("hooks")
+        .unwrap()
+        .iter()
+        .map(|l| l.offset)
+        .collect();
+    assert_eq!(offsets, [0, 2]);
+    assert!(s
+        .rollcall(&["dlq", "purge", "--sink", "hooks", "--all"])
+        .status
+        .success());
+    assert_eq!(s.store().dead_letter_count("hooks").unwrap(), 0);
+    let unknown = s.rollcall(&["dlq", "list", "--sink", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("its sinks are: hooks"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_leaves_an_event_whose_next_retry_is_hours_away_for_the_next_run() {
+    let rx = Receiver::start(|hit, _| {
+        if hit.subject == "1" {
+            status(500)
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let s = Setup::new(&rx.url, SECRET, "");
+    let store = s.store();
+    let events = append(&store, &created(&["1", "2"]));
+    let started = Instant::now();
+    let err = deliver::drain(&store, &mut s.sink())
+        .await
+        .unwrap_err()
+        .to_string();
+    // The default schedule: immediately, 5 s, then 5 min, which `once` does not wait for.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        err.contains("1 event(s) still failing") && err.contains("HTTP 500"),
+        "{err}"
+    );
+    assert_eq!(
+        store.cursor("hooks").unwrap(),
+        0,
+        "the cursor stays before it"
+    );
+    assert_eq!(store.dead_letter_count("hooks").unwrap(), 0);
+    assert_eq!(rx.accepted().len(), 1, "the other user was not held back");
+    assert_eq!(
+        store.sink_state("hooks").unwrap().health,
+        SinkHealth::Degraded
+    );
+
+    rx.script(|_, _| ok());
+    assert_eq!(deliver::drain(&store, &mut s.sink()).await.unwrap(), 2);
+    assert_eq!(store.cursor("hooks").unwrap(), 2);
+    let first = events[0].id.to_string();
+    assert_eq!(
+        rx.accepted().iter().filter(|(id, _)| *id == first).count(),
+        1
+    );
+    assert_eq!(store.sink_state("hooks").unwrap().health, SinkHealth::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_events_arrive_in_log_order_while_other_users_proceed_in_parallel() {
+    // User 1 fails every first attempt and so retries each event; the others are merely slow.
+    let rx = Receiver::start(|hit, attempt| {
+        if hit.subject == "1" && attempt == 1 {
+            status(500)
+        } else {
+            Reply {
+                delay: Duration::from_millis(15),
+                ..ok()
+            }
+        }
+    })
+    .await;
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        "max_in_flight = 4\nretry_schedule = [\"0s\", \"100ms\", \"100ms\"]",
+    );
+    let store = s.store();
+    let users = ["1", "2", "3", "4", "5", "6", "7", "8"];
+    let mut log = Vec::new();
+    for _ in 0..10 {
+        log.extend(created(&users));
+    }
+    let events = append(&store, &log);
+    assert_eq!(deliver::drain(&store, &mut s.sink()).await.unwrap(), 80);
+
+    let offset_of: HashMap<String, u64> = events
+        .iter()
+        .map(|e| (e.id.to_string(), e.offset().unwrap()))
+        .collect();
+    let subject_of: HashMap<String, String> = events
+        .iter()
+        .map(|e| (e.id.to_string(), e.subject.clone()))
+        .collect();
+    let accepted = rx.accepted();
+    assert_eq!(accepted.len(), 80, "each event accepted exactly once");
+    let mut per_user: BTreeMap<String, Vec<(u64, Instant)>> = BTreeMap::new();
+    for (id, at) in &accepted {
+        per_user
+            .entry(subject_of[id].clone())
+            .or_default()
+            .push((offset_of[id], *at));
+    }
+    for (user, seq) in &per_user {
+        let offsets: Vec<u64> = seq.iter().map(|(o, _)| *o).collect();
+        assert!(offsets.is_sorted(), "user {user} out of order: {offsets:?}");
+    }
+    // A later event of a user is not even tried before the earlier one was accepted.
+    for hit in rx.hits() {
+        let (offset, user) = (offset_of[&hit.id], &subject_of[&hit.id]);
+        if let Some((_, prev_at)) = per_user[user].iter().rev().find(|(o, _)| *o < offset) {
+            assert!(
+                hit.arrived >= *prev_at,
+                "user {user}: offset {offset} sent too early"
+            );
+        }
+    }
+    let most = rx.shared.most_in_flight.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&most), "{most} requests in flight at once");
+    let last_of = |u: &str| per_user[u].last().unwrap().1;
+    for u in &users[1..] {
+        assert!(
+            last_of(u) < last_of("1"),
+            "user {u} waited for user 1's retries"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_configured_event_types_are_sent_and_the_cursor_passes_the_rest() {
+    let rx = Receiver::start(|_, _| ok()).await;
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        "event_types = [\"user.created\", \"user.deleted\"]",
+    );
+    let store = s.store();
+    append(
+        &store,
+        &[
+            (EventType::UserCreated, "1"),
+            (EventType::UserUpdated, "1"),
+            (EventType::UserLogin, "2"),
+            (EventType::UserDeleted, "1"),
+            (EventType::UserUpdated, "2"),
+        ],
+    );
+    assert_eq!(deliver::drain(&store, &mut s.sink()).await.unwrap(), 2);
+    let types: Vec<String> = rx
+        .hits()
+        .iter()
+        .map(|h| {
+            let e: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+            e["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["user.created", "user.deleted"]);
+    assert_eq!(store.cursor("hooks").unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_delivery_redelivers_with_the_same_webhook_id() {
+    // The first process gets no answer in time: every request hangs until it is killed.
+    let rx = Receiver::start(|_, _| Reply {
+        delay: Duration::from_secs(30),
+        ..ok()
+    })
+    .await;
+    let s = Setup::new(&rx.url, SECRET, "timeout = \"60s\"\nmax_in_flight = 4");
+    let events = append(&s.store(), &created(&["1", "2", "3", "4", "5", "6"]));
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&s.config_path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = run();
+    rx.wait_for_hits(4).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let first: Vec<String> = rx.hits().iter().map(|h| h.id.clone()).collect();
+    assert!(rx.accepted().is_empty());
+
+    rx.script(|_, _| ok());
+    let mut child = run();
+    for _ in 0..200 {
+        if rx.accepted().len() >= events.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let accepted: Vec<String> = rx.accepted().into_iter().map(|(id, _)| id).collect();
+    for e in &events {
+        assert!(
+            accepted.contains(&e.id.to_string()),
+            "event {} delivered",
+            e.id
+        );
+    }
+    for id in &first {
+        assert!(
+            accepted.contains(id),
+            "{id} sent again with the same webhook-id"
+        );
+    }
+    assert!(rx.hits().iter().all(|h| verifies(SECRET, h)));
+    assert!(s.path().join("data").exists());
+}
