@@ -403,25 +403,12 @@ impl Config {
         self.validate_store(doc, p);
         let mut names = HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
-            let span = item_key_span(doc, "sources", i, "name");
-            if !names.insert(s.name().to_owned()) {
-                p.at(
-                    span.clone(),
-                    format!(
-                        "duplicate name `{}`: every source and sink needs its own",
-                        s.name()
-                    ),
-                );
-            }
-            if !valid_name(s.name()) {
-                p.at(
-                    span,
-                    format!(
-                        "name `{}` may only hold letters, digits, `-`, `_` and `.`",
-                        s.name()
-                    ),
-                );
-            }
+            check_name(
+                p,
+                &mut names,
+                s.name(),
+                item_key_span(doc, "sources", i, "name"),
+            );
             let SourceConfig::Superset(c) = s;
             if c.password_env.is_some() == c.password_file.is_some() {
                 p.at(
@@ -463,25 +450,12 @@ impl Config {
             }
         }
         for (i, s) in self.sinks.iter().enumerate() {
-            let span = item_key_span(doc, "sinks", i, "name");
-            if !names.insert(s.name().to_owned()) {
-                p.at(
-                    span.clone(),
-                    format!(
-                        "duplicate name `{}`: every source and sink needs its own",
-                        s.name()
-                    ),
-                );
-            }
-            if !valid_name(s.name()) {
-                p.at(
-                    span,
-                    format!(
-                        "name `{}` may only hold letters, digits, `-`, `_` and `.`",
-                        s.name()
-                    ),
-                );
-            }
+            check_name(
+                p,
+                &mut names,
+                s.name(),
+                item_key_span(doc, "sinks", i, "name"),
+            );
             match s {
                 SinkConfig::Jsonl(c) => {
                     if c.batch_size == 0 {
@@ -668,6 +642,22 @@ impl WebhookConfig {
                 .map_err(|e| err(format!("cannot read `secret_file` {}: {e}", file.display())));
         }
         Err(err("set `secret_env` or `secret_file`".into()))
+    }
+}
+
+/// Names identify sources and sinks in events, metrics and the store: unique, and plain.
+fn check_name(p: &mut Problems<'_>, seen: &mut HashSet<String>, name: &str, span: Range<usize>) {
+    if !seen.insert(name.to_owned()) {
+        p.at(
+            span.clone(),
+            format!("duplicate name `{name}`: every source and sink needs its own"),
+        );
+    }
+    if !valid_name(name) {
+        p.at(
+            span,
+            format!("name `{name}` may only hold letters, digits, `-`, `_` and `.`"),
+        );
     }
 }
 

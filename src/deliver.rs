@@ -53,6 +53,17 @@ pub async fn drain(store: &Store, sink: &mut Sink) -> Result<u64, DeliverError> 
     }
 }
 
+/// Pauses between attempts of a failing sink: 1 s growing to 60 s, with jitter, never giving up
+/// (a sink must not skip events; it waits for its destination to come back).
+pub fn retry_pauses() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Deliver until `shutdown` turns true: drain to the head, then wait for the head to move.
 /// A failed delivery is logged and retried from the stored cursor with growing pauses; a batch
 /// in progress when shutdown comes is finished (or abandoned by the caller: it will be re-sent).
@@ -68,22 +79,14 @@ pub async fn serve(
     if let Sink::Kafka(k) = sink {
         return k.serve(store, head, shutdown).await;
     }
-    let backoff = || {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(60))
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
-    let mut pauses = backoff();
+    let mut pauses = retry_pauses();
     loop {
         if *shutdown.borrow() {
             return;
         }
         match drain(&store, &mut sink).await {
             Ok(n) => {
-                pauses = backoff();
+                pauses = retry_pauses();
                 if let Err(e) = store.set_sink_state(sink.name(), SinkHealth::Ok, None) {
                     error!(sink = sink.name(), error = %e, "cannot record the sink's health");
                 }

@@ -15,7 +15,6 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -499,19 +498,11 @@ impl KafkaSink {
         mut head: watch::Receiver<u64>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let backoff = || {
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_secs(1))
-                .with_max_delay(Duration::from_secs(60))
-                .with_jitter()
-                .without_max_times()
-                .build()
-        };
-        let mut pauses = backoff();
+        let mut pauses = crate::deliver::retry_pauses();
         while !*shutdown.borrow() {
             match self.drain(&store, Some(&shutdown)).await {
                 Ok(n) => {
-                    pauses = backoff();
+                    pauses = crate::deliver::retry_pauses();
                     if n > 0 {
                         info!(sink = %self.name, events = n, "delivered");
                     }
