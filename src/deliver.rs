@@ -100,6 +100,7 @@ pub async fn serve(
             }
             Err(e) => {
                 let wait = pauses.next().unwrap_or(Duration::from_secs(60));
+                metrics::counter!("rollcall_delivery_retries_total", "sink" => sink.name().to_owned()).increment(1);
                 if let Err(e) =
                     store.set_sink_state(sink.name(), SinkHealth::Degraded, Some(e.to_string()))
                 {

@@ -81,6 +81,14 @@ pub fn describe() {
         "rollcall_delivery_failures_total",
         "Failed delivery attempts, by sink."
     );
+    describe_counter!(
+        "rollcall_delivery_retries_total",
+        "Deliveries retried after a failure, by sink."
+    );
+    describe_counter!(
+        "rollcall_events_dead_lettered_total",
+        "Events given up on and parked in the dead-letter tree, by sink."
+    );
     describe_gauge!(
         "rollcall_sink_lag_events",
         "Events in the log not yet delivered, by sink."

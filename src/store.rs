@@ -470,6 +470,8 @@ impl Store {
 
     /// Park an event a sink gave up on. Durable when this returns.
     pub fn dead_letter(&self, sink: &str, letter: &DeadLetter) -> Result<(), StoreError> {
+        metrics::counter!("rollcall_events_dead_lettered_total", "sink" => sink.to_owned())
+            .increment(1);
         self.dlq_tree(sink)?
             .insert(letter.offset.to_be_bytes(), json_bytes(letter))?;
         self.db.flush()?;

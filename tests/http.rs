@@ -218,3 +218,57 @@ async fn status_works_while_run_holds_the_store() {
     assert_eq!(status["log_head"], 1);
     drop(r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_deliveries_of_a_webhook_sink_show_in_the_metrics() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A receiver that fails the first request and accepts the rest.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post({
+            let hits = hits.clone();
+            move || async move {
+                if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let sim = Sim::start(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let h = Harness::new(
+        &sim.url,
+        &format!(
+            "poll_interval = \"1s\"\n\n[[sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{receiver}\"\nsecret_file = {:?}\nretry_schedule = [\"0s\", \"100ms\", \"100ms\"]",
+            secret.display().to_string()
+        ),
+    );
+    let r = run(&h).await;
+    sim.add_user("alice", "pw", &[4]);
+    wait_for("the webhook delivery", async || {
+        let text = get(format!("{}/metrics", r.base)).await.1;
+        sample(&text, "rollcall_events_delivered_total", ("sink", "hook")) >= 1.0
+    })
+    .await;
+    let text = get(format!("{}/metrics", r.base)).await.1;
+    assert_eq!(
+        sample(&text, "rollcall_delivery_retries_total", ("sink", "hook")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "rollcall_sink_lag_events", ("sink", "hook")),
+        0.0
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}

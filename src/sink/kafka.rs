@@ -517,6 +517,7 @@ impl KafkaSink {
                 }
                 Err(e) => {
                     let wait = pauses.next().unwrap_or(Duration::from_secs(60));
+                    metrics::counter!("rollcall_delivery_retries_total", "sink" => self.name.clone()).increment(1);
                     warn!(sink = %self.name, error = %e, retry_in = ?wait, "sink degraded; retrying from the stored cursor");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}

@@ -311,6 +311,7 @@ impl Endpoint {
                 self.retrying.fetch_add(1, Ordering::Relaxed);
             }
             self.degraded.store(true, Ordering::Relaxed);
+            metrics::counter!("rollcall_delivery_retries_total", "sink" => self.sink.clone()).increment(1);
             warn!(sink = %self.sink, offset = job.offset, webhook_id = %job.id, error = %r, retry_in = ?wait, "webhook delivery failed; retrying");
             let message = format!("offset {}: {r}", job.offset);
             if let Err(e) = store.set_sink_state(&self.sink, SinkHealth::Degraded, Some(message)) {
