@@ -272,3 +272,73 @@ async fn retries_and_deliveries_of_a_webhook_sink_show_in_the_metrics() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_endpoint_never_delays_another_sink() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    async fn receiver(hang: bool, hits: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+    let (slow_hits, fast_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let slow = receiver(true, slow_hits.clone()).await;
+    let fast = receiver(false, fast_hits.clone()).await;
+    let sim = Sim::start(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let hook = |name: &str, url: &str| {
+        format!("\n\n[[sinks]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\nsecret_file = {:?}\ntimeout = \"30s\"", secret.display().to_string())
+    };
+    let h = Harness::new(
+        &sim.url,
+        &format!(
+            "poll_interval = \"1s\"{}{}",
+            hook("slow", &slow),
+            hook("fast", &fast)
+        ),
+    );
+    let r = run(&h).await;
+    sim.add_user("alice", "pw", &[4]);
+    let started = std::time::Instant::now();
+    wait_for("the fast endpoint and the JSONL file", async || {
+        fast_hits.load(Ordering::SeqCst) >= 1
+            && std::fs::read_to_string(h.events_path())
+                .unwrap_or_default()
+                .lines()
+                .count()
+                >= 1
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "delivered while the slow endpoint still hangs"
+    );
+    assert_eq!(
+        slow_hits.load(Ordering::SeqCst),
+        1,
+        "the slow endpoint got its request and is still holding it"
+    );
+    let text = get(format!("{}/metrics", r.base)).await.1;
+    assert_eq!(
+        sample(&text, "rollcall_sink_lag_events", ("sink", "fast")),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "rollcall_sink_lag_events", ("sink", "slow")),
+        1.0
+    );
+}
