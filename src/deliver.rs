@@ -11,6 +11,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tracing::{debug, error, info};
 
+use crate::sink::jsonl::JsonlSink;
 use crate::sink::{Sink, SinkError};
 use crate::store::{SinkHealth, Store, StoreError};
 
@@ -24,15 +25,18 @@ pub enum DeliverError {
 
 /// Deliver everything between the sink's cursor and the log head; returns how many events.
 pub async fn drain(store: &Store, sink: &mut Sink) -> Result<u64, DeliverError> {
-    // The webhook sink keeps events in flight beyond its cursor (one user retrying must not
-    // hold back the others), so it reads the log and moves its cursor itself.
-    if let Sink::Webhook(w) = sink {
-        return Ok(w.drain(store).await.map_err(SinkError::from)?);
+    match sink {
+        Sink::Jsonl(s) => drain_jsonl(store, s),
+        // The webhook sink keeps events in flight beyond its cursor (one user retrying must not
+        // hold back the others), so it reads the log and moves its cursor itself.
+        Sink::Webhook(w) => Ok(w.drain(store).await.map_err(SinkError::from)?),
+        // The Kafka sink keeps messages in flight across batches, for throughput.
+        Sink::Kafka(k) => Ok(k.drain(store, None).await.map_err(SinkError::from)?),
     }
-    // The Kafka sink keeps messages in flight across batches, for throughput.
-    if let Sink::Kafka(k) = sink {
-        return Ok(k.drain(store, None).await.map_err(SinkError::from)?);
-    }
+}
+
+/// A batch at a time: write (and fsync), then move the cursor past it.
+fn drain_jsonl(store: &Store, sink: &mut JsonlSink) -> Result<u64, DeliverError> {
     let mut delivered = 0;
     loop {
         let cursor = store.cursor(sink.name())?;
@@ -41,12 +45,7 @@ pub async fn drain(store: &Store, sink: &mut Sink) -> Result<u64, DeliverError> 
             return Ok(delivered);
         };
         let next = last.offset + 1;
-        if let Err(failed) = sink.send(&batch).await {
-            if let Some(done) = failed.delivered.checked_sub(1).and_then(|i| batch.get(i)) {
-                store.set_cursor(sink.name(), done.offset + 1)?;
-            }
-            return Err(failed.error.into());
-        }
+        sink.send(&batch)?;
         store.set_cursor(sink.name(), next)?;
         delivered += batch.len() as u64;
         debug!(sink = sink.name(), cursor = next, "batch delivered");

@@ -1,12 +1,15 @@
-//! Sinks: where events go. A sink receives batches of stored events in log order and returns
-//! only once the batch is durably handed over; the cursor is moved by `deliver`, never here.
+//! Sinks: where events go, at least once and in log order per user.
+//!
+//! The JSONL sink takes batches and `deliver` moves its cursor after each one. The Kafka and
+//! webhook sinks keep events in flight beyond any one batch, so they read the log themselves and
+//! move their own cursor, never past an event that is not yet delivered (or dead-lettered).
+//! No sink ever skips an event silently.
 
 pub mod jsonl;
 pub mod kafka;
 pub mod webhook;
 
 use crate::config::SinkConfig;
-use crate::store::StoredEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -20,25 +23,6 @@ pub enum SinkError {
     Webhook(#[from] webhook::WebhookError),
     #[error(transparent)]
     Kafka(#[from] kafka::KafkaError),
-}
-
-/// A batch that failed part-way: its first `delivered` events are durably delivered (the cursor
-/// moves past them), the rest will be sent again.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct Failed {
-    pub delivered: usize,
-    #[source]
-    pub error: SinkError,
-}
-
-impl From<SinkError> for Failed {
-    fn from(error: SinkError) -> Failed {
-        Failed {
-            delivered: 0,
-            error,
-        }
-    }
 }
 
 /// Every kind of sink, dispatched by enum: the set is closed and known at compile time.
@@ -70,26 +54,6 @@ impl Sink {
             Sink::Jsonl(s) => s.batch_size(),
             Sink::Webhook(s) => s.batch_size(),
             Sink::Kafka(s) => s.batch_size(),
-        }
-    }
-
-    /// Deliver a batch, in order; `Ok` means every event in it is durably delivered.
-    pub async fn send(&mut self, batch: &[StoredEvent]) -> Result<(), Failed> {
-        match self {
-            Sink::Jsonl(s) => Ok(s.send(batch)?),
-            // Its window of events in flight reaches past any one batch, so `deliver` hands
-            // it the store (see `deliver::drain`) instead of batches.
-            Sink::Webhook(s) => unreachable!(
-                "deliver drives the webhook sink '{}' through its own loop, never by batch ({} events)",
-                s.name(),
-                batch.len()
-            ),
-            // The same: its messages in flight span batches (see `deliver::drain`).
-            Sink::Kafka(s) => unreachable!(
-                "deliver drives the kafka sink '{}' through its own loop, never by batch ({} events)",
-                s.name(),
-                batch.len()
-            ),
         }
     }
 }
