@@ -122,10 +122,7 @@ async fn sigkill_mid_cycle_loses_nothing_and_derives_nothing_twice() {
 async fn sigkill_mid_delivery_redelivers_with_the_same_ids() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "");
-    let config = std::fs::read_to_string(&h.config_path)
-        .unwrap()
-        .replace("name = \"siem\"", "name = \"siem\"\nbatch_size = 1");
-    std::fs::write(&h.config_path, config).unwrap();
+    h.edit_config(|c| c.replace("name = \"siem\"", "name = \"siem\"\nbatch_size = 1"));
     once(&h);
     sim.add_users(600, &[4]);
     // Kill repeatedly at different moments of the cycle and of the delivery.

@@ -173,10 +173,7 @@ async fn non_admin_service_account_gets_the_admin_role_hint() {
     let sim = Sim::start(SimOptions::default()).await;
     sim.add_user("viewer", "pw", &[4]);
     let mut h = Harness::new(&sim.url, "");
-    let config = std::fs::read_to_string(&h.config_path)
-        .unwrap()
-        .replace("username = \"admin\"", "username = \"viewer\"");
-    std::fs::write(&h.config_path, config).unwrap();
+    h.edit_config(|c| c.replace("username = \"admin\"", "username = \"viewer\""));
     std::fs::write(h.dir.path().join("password"), "pw").unwrap();
     let err = h
         .try_cycle(CycleOptions::default())
@@ -207,8 +204,7 @@ async fn unreachable_superset_names_the_url() {
 #[tokio::test]
 async fn slow_superset_times_out_and_is_retried() {
     let (sim, mut h, carol, _, _) = pending_change().await;
-    let config = std::fs::read_to_string(&h.config_path).unwrap() + "request_timeout = \"1s\"\n";
-    std::fs::write(&h.config_path, config).unwrap();
+    h.edit_config(|c| c + "request_timeout = \"1s\"\n");
     h.stop();
     sim.inject(fault(USERS, 1, FaultKind::Delay(Duration::from_secs(3))));
     h.cycle().await;
@@ -264,9 +260,7 @@ async fn ignored_changed_on_filter_is_detected_on_incremental_polls() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     sim.add_user("late", "pw", &[4]);
     h.cycle().await;
-    let config =
-        std::fs::read_to_string(&h.config_path).unwrap() + "incremental_overlap = \"0s\"\n";
-    std::fs::write(&h.config_path, config).unwrap();
+    h.edit_config(|c| c + "incremental_overlap = \"0s\"\n");
     h.stop();
     sim.inject(fault(USERS, 1, FaultKind::IgnoreFilters));
     let err = h

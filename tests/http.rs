@@ -41,11 +41,12 @@ fn free_port() -> u16 {
 /// `rollcall run` on a fixed free port, once its endpoints answer.
 async fn run(h: &Harness) -> Running {
     let port = free_port();
-    let config = std::fs::read_to_string(&h.config_path).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    std::fs::write(&h.config_path, config).unwrap();
+    h.edit_config(|c| {
+        c.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+    });
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .args(["--log-format", "json", "--config"])
         .arg(&h.config_path)

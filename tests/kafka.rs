@@ -389,13 +389,12 @@ async fn sigkill_during_delivery_then_restart_delivers_every_event_with_the_same
     let brokers = cluster.bootstrap_servers();
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "");
-    let raw = std::fs::read_to_string(&h.config_path).unwrap().replace(
+    h.edit_config(|c| c.replace(
         "[[sources]]",
         &format!(
             "[[sinks]]\nkind = \"kafka\"\nname = \"{SINK}\"\nbrokers = \"{brokers}\"\ntopic = \"{TOPIC}\"\nbatch_size = 5\n[sinks.options]\n\"queue.buffering.max.messages\" = 10\n\n[[sources]]"
         ),
-    );
-    std::fs::write(&h.config_path, raw).unwrap();
+    ));
     let spawn = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_rollcall"))
             .arg("--config")
@@ -573,13 +572,12 @@ async fn e2e_a_real_broker_receives_every_event_in_order_per_user() {
     sim.add_users(50, &[4]);
     let h = Harness::new(&sim.url, "emit_initial_snapshot = true");
     for mode in ["binary", "structured"] {
-        let raw = std::fs::read_to_string(&h.config_path).unwrap().replace(
+        h.edit_config(|c| c.replace(
             "[[sources]]",
             &format!(
                 "[[sinks]]\nkind = \"kafka\"\nname = \"e2e-{mode}\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nmode = \"{mode}\"\nbatch_size = 7\n\n[[sources]]"
             ),
-        );
-        std::fs::write(&h.config_path, raw).unwrap();
+        ));
     }
     let once = || {
         let status = Command::new(env!("CARGO_BIN_EXE_rollcall"))

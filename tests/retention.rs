@@ -235,9 +235,7 @@ async fn once_compacts_delivered_events_after_its_commit() {
     sim.add_users(3, &[1]);
     let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
     // Every event is older than a nanosecond by the next commit.
-    let raw = std::fs::read_to_string(&h.config_path).unwrap();
-    let raw = raw.replacen("[store]\n", "[store]\nretain = \"1ns\"\n", 1);
-    std::fs::write(&h.config_path, raw).unwrap();
+    h.edit_config(|c| c.replacen("[store]\n", "[store]\nretain = \"1ns\"\n", 1));
     h.cycle().await;
     let head = h.store().head().unwrap();
     assert!(head > 0, "the first cycle emitted events");

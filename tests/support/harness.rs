@@ -75,6 +75,12 @@ max_retries = 2
         }
     }
 
+    /// Rewrite the config file; a runner started after this (see [`Harness::stop`]) reads it.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let raw = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(raw)).unwrap();
+    }
+
     pub fn config(&self) -> Config {
         Config::load(&self.config_path).unwrap()
     }
