@@ -5,8 +5,7 @@
 //! ```
 //! Seeded with the Admin account `admin`/`admin`; runs until Ctrl-C.
 
-#[path = "../tests/support/sim.rs"]
-mod sim;
+use rollcall_sim::superset as sim;
 
 use std::time::Duration;
 

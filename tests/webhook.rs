@@ -2,6 +2,8 @@
 //! official `standardwebhooks` crate, retries, `Retry-After`, 410, timeouts, dead letters and
 //! `rollcall dlq`, SIGKILL mid-delivery, per-user ordering under parallelism, type filtering.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +22,7 @@ use rollcall::deliver;
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
 use rollcall::sink::Sink;
 use rollcall::store::{Commit, SinkHealth, SourceState, Store};
+use support::wait;
 use tempfile::TempDir;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -116,16 +119,10 @@ impl Receiver {
     }
 
     async fn wait_for_hits(&self, n: usize) {
-        for _ in 0..400 {
-            if self.hits().len() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "the receiver got {} requests, expected {n}",
-            self.hits().len()
-        );
+        wait::until(&format!("the receiver to get {n} requests"), || {
+            self.hits().len() >= n
+        })
+        .await;
     }
 }
 
@@ -717,12 +714,10 @@ async fn sigkill_mid_delivery_redelivers_with_the_same_webhook_id() {
 
     rx.script(|_, _| ok());
     let mut child = run();
-    for _ in 0..200 {
-        if rx.accepted().len() >= events.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait::until("every event accepted after the restart", || {
+        rx.accepted().len() >= events.len()
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     let accepted: Vec<String> = rx.accepted().into_iter().map(|(id, _)| id).collect();

@@ -76,9 +76,13 @@ max_retries = 2
     }
 
     /// Rewrite the config file; a runner started after this (see [`Harness::stop`]) reads it.
+    /// An edit that changes nothing fails the test: it matched nothing, so the test would check
+    /// another config than the one it names.
     pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let raw = std::fs::read_to_string(&self.config_path).unwrap();
-        std::fs::write(&self.config_path, edit(raw)).unwrap();
+        let edited = edit(raw.clone());
+        assert_ne!(edited, raw, "the config edit matched nothing in:\n{raw}");
+        std::fs::write(&self.config_path, edited).unwrap();
     }
 
     pub fn config(&self) -> Config {

@@ -2,3 +2,4 @@
 pub mod harness;
 pub mod schema;
 pub mod sim;
+pub mod wait;
