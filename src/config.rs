@@ -9,16 +9,17 @@
 //! the key and its line.
 
 use std::collections::HashSet;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use secrecy::SecretString;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+
+use crate::settings::{check_name, parse_kinds, Entry, Problems};
 
 /// Where the service keeps its state, and which account it reads Superset with.
 #[derive(Debug, Clone)]
@@ -301,13 +302,13 @@ struct TopLevel {
 /// Every problem found in a config file, each with its line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}. Pass another one with --config PATH (default: rollcall.toml)")]
+    #[error("cannot read config file {path}. Pass another one with --config PATH (default: rollcall.toml)")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}", problems.join("\n"))]
-    Invalid { problems: Vec<String> },
+    #[error(transparent)]
+    Invalid(#[from] crate::settings::Invalid),
     #[error("source '{source_name}': {message}")]
     Secret {
         source_name: String,
@@ -328,26 +329,22 @@ impl Config {
 
     /// Parse and validate; on failure report every problem found, not just the first.
     pub fn parse(raw: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut problems = Problems {
-            raw,
-            path,
-            list: Vec::new(),
-        };
+        let mut problems = Problems::new(raw, path);
         let doc = match DeTable::parse(raw) {
             Ok(doc) => doc,
             Err(e) => {
                 problems.toml(&e, "syntax error");
-                return Err(problems.into_error());
+                return Err(problems.into_error().into());
             }
         };
         let whole = Spanned::new(doc.span(), DeValue::Table(doc.get_ref().clone()));
-        let top: Option<TopLevel> = problems.de(whole, doc.span());
+        let top: Option<TopLevel> = problems.de(&whole);
         let sources = parse_kinds(
             &doc,
             "sources",
             &mut problems,
             |kind, at, v, p| match kind {
-                "superset" => p.de(v.clone(), v.span()).map(SourceConfig::Superset),
+                "superset" => p.de(v).map(SourceConfig::Superset),
                 other => {
                     p.at(
                         at,
@@ -358,9 +355,9 @@ impl Config {
             },
         );
         let sinks = parse_kinds(&doc, "sinks", &mut problems, |kind, at, v, p| match kind {
-            "jsonl" => p.de(v.clone(), v.span()).map(SinkConfig::Jsonl),
-            "webhook" => p.de(v.clone(), v.span()).map(SinkConfig::Webhook),
-            "kafka" => p.de(v.clone(), v.span()).map(SinkConfig::Kafka),
+            "jsonl" => p.de(v).map(SinkConfig::Jsonl),
+            "webhook" => p.de(v).map(SinkConfig::Webhook),
+            "kafka" => p.de(v).map(SinkConfig::Kafka),
             other => {
                 p.at(
                     at,
@@ -380,8 +377,8 @@ impl Config {
             c.validate(&doc, &mut problems);
         }
         match config {
-            Some(c) if problems.list.is_empty() => Ok(c),
-            _ => Err(problems.into_error()),
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(problems.into_error().into()),
         }
     }
 
@@ -407,12 +404,22 @@ impl Config {
                 p,
                 &mut names,
                 s.name(),
-                item_key_span(doc, "sources", i, "name"),
+                Entry {
+                    doc,
+                    array: "sources",
+                    index: i,
+                }
+                .key("name"),
             );
             let SourceConfig::Superset(c) = s;
             if c.password_env.is_some() == c.password_file.is_some() {
                 p.at(
-                    item_span(doc, "sources", i),
+                    Entry {
+                        doc,
+                        array: "sources",
+                        index: i,
+                    }
+                    .span(),
                     format!(
                         "source `{}`: set exactly one of `password_env` or `password_file`",
                         c.name
@@ -421,7 +428,12 @@ impl Config {
             }
             if !matches!(c.url.scheme(), "http" | "https") {
                 p.at(
-                    item_key_span(doc, "sources", i, "url"),
+                    Entry {
+                        doc,
+                        array: "sources",
+                        index: i,
+                    }
+                    .key("url"),
                     format!("`url` must be http or https, not `{}`", c.url.scheme()),
                 );
             }
@@ -431,7 +443,12 @@ impl Config {
             ] {
                 if let Err(e) = crate::audit::ActionFilter::new(globs, &[]) {
                     p.at(
-                        item_key_span(doc, "sources", i, key),
+                        Entry {
+                            doc,
+                            array: "sources",
+                            index: i,
+                        }
+                        .key(key),
                         format!("`{key}`: {e}"),
                     );
                 }
@@ -443,7 +460,12 @@ impl Config {
             ] {
                 if d.is_zero() {
                     p.at(
-                        item_key_span(doc, "sources", i, key),
+                        Entry {
+                            doc,
+                            array: "sources",
+                            index: i,
+                        }
+                        .key(key),
                         format!("`{key}` must be longer than 0s"),
                     );
                 }
@@ -454,23 +476,49 @@ impl Config {
                 p,
                 &mut names,
                 s.name(),
-                item_key_span(doc, "sinks", i, "name"),
+                Entry {
+                    doc,
+                    array: "sinks",
+                    index: i,
+                }
+                .key("name"),
             );
             match s {
                 SinkConfig::Jsonl(c) => {
                     if c.batch_size == 0 {
                         p.at(
-                            item_key_span(doc, "sinks", i, "batch_size"),
+                            Entry {
+                                doc,
+                                array: "sinks",
+                                index: i,
+                            }
+                            .key("batch_size"),
                             "`batch_size` must be at least 1".into(),
                         );
                     }
                 }
-                SinkConfig::Webhook(c) => {
-                    c.validate(|key, message| p.at(item_key_span(doc, "sinks", i, key), message))
-                }
-                SinkConfig::Kafka(c) => {
-                    c.validate(|key, message| p.at(item_key_span(doc, "sinks", i, key), message))
-                }
+                SinkConfig::Webhook(c) => c.validate(|key, message| {
+                    p.at(
+                        Entry {
+                            doc,
+                            array: "sinks",
+                            index: i,
+                        }
+                        .key(key),
+                        message,
+                    )
+                }),
+                SinkConfig::Kafka(c) => c.validate(|key, message| {
+                    p.at(
+                        Entry {
+                            doc,
+                            array: "sinks",
+                            index: i,
+                        }
+                        .key(key),
+                        message,
+                    )
+                }),
             }
         }
     }
@@ -645,89 +693,6 @@ impl WebhookConfig {
     }
 }
 
-/// Names identify sources and sinks in events, metrics and the store: unique, and plain.
-fn check_name(p: &mut Problems<'_>, seen: &mut HashSet<String>, name: &str, span: Range<usize>) {
-    if !seen.insert(name.to_owned()) {
-        p.at(
-            span.clone(),
-            format!("duplicate name `{name}`: every source and sink needs its own"),
-        );
-    }
-    if !valid_name(name) {
-        p.at(
-            span,
-            format!("name `{name}` may only hold letters, digits, `-`, `_` and `.`"),
-        );
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-/// Collects problems with the line they are on.
-struct Problems<'a> {
-    raw: &'a str,
-    path: &'a Path,
-    list: Vec<String>,
-}
-
-impl Problems<'_> {
-    fn at(&mut self, span: Range<usize>, message: String) {
-        if span == (0..0) {
-            self.list
-                .push(format!("{}: {message}", self.path.display()));
-            return;
-        }
-        let start = span.start.min(self.raw.len());
-        let line_no = self.raw[..start].matches('\n').count() + 1;
-        let line = self.raw.lines().nth(line_no - 1).unwrap_or("").trim();
-        self.list.push(format!(
-            "{}:{line_no}: {message}\n    | {line}",
-            self.path.display()
-        ));
-    }
-
-    fn toml(&mut self, e: &toml::de::Error, fallback: &str) {
-        let span = e.span().unwrap_or(0..0);
-        let msg = e.message().trim().to_owned();
-        self.at(
-            span,
-            if msg.is_empty() {
-                fallback.to_owned()
-            } else {
-                msg
-            },
-        );
-    }
-
-    /// Deserialize `T`, recording the error (with the best span known) instead of failing.
-    fn de<T: DeserializeOwned>(
-        &mut self,
-        v: Spanned<DeValue<'_>>,
-        whole: Range<usize>,
-    ) -> Option<T> {
-        match T::deserialize(ValueDeserializer::from(v)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let span = e.span().unwrap_or(whole);
-                let msg = e.message().trim().to_owned();
-                self.at(span, msg);
-                None
-            }
-        }
-    }
-
-    fn into_error(self) -> ConfigError {
-        ConfigError::Invalid {
-            problems: self.list,
-        }
-    }
-}
-
 impl Config {
     fn validate_store(&self, doc: &Spanned<DeTable<'_>>, p: &mut Problems<'_>) {
         let span = |key: &str| match doc.get_ref().get("store").map(|v| v.get_ref()) {
@@ -756,70 +721,6 @@ impl Config {
             );
         }
     }
-}
-
-/// Deserialize each table of `[[key]]` with the parser its `kind` selects.
-fn parse_kinds<T>(
-    doc: &Spanned<DeTable<'_>>,
-    key: &str,
-    p: &mut Problems<'_>,
-    mut parse: impl FnMut(&str, Range<usize>, &Spanned<DeValue<'_>>, &mut Problems<'_>) -> Option<T>,
-) -> Vec<T> {
-    let Some(array) = doc.get_ref().get(key) else {
-        return Vec::new();
-    };
-    let DeValue::Array(items) = array.get_ref() else {
-        p.at(
-            array.span(),
-            format!("`{key}` must be an array of tables: write [[{key}]]"),
-        );
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let DeValue::Table(table) = item.get_ref() else {
-            p.at(
-                item.span(),
-                format!("each entry of `{key}` must be a table"),
-            );
-            continue;
-        };
-        let Some(kind) = table.get("kind") else {
-            p.at(item.span(), format!("[[{key}]] entry has no `kind`"));
-            continue;
-        };
-        let DeValue::String(kind_str) = kind.get_ref() else {
-            p.at(kind.span(), "`kind` must be a string".into());
-            continue;
-        };
-        let kind_str = kind_str.to_string();
-        // `kind` has done its job; the kind's own struct denies unknown keys, so drop it.
-        let mut rest = table.clone();
-        rest.remove("kind");
-        let value = Spanned::new(item.span(), DeValue::Table(rest));
-        if let Some(t) = parse(&kind_str, kind.span(), &value, p) {
-            out.push(t);
-        }
-    }
-    out
-}
-
-fn item_span(doc: &Spanned<DeTable<'_>>, key: &str, index: usize) -> Range<usize> {
-    match doc.get_ref().get(key).map(|v| v.get_ref()) {
-        Some(DeValue::Array(items)) => items.get(index).map(|i| i.span()).unwrap_or(0..0),
-        _ => 0..0,
-    }
-}
-
-fn item_key_span(doc: &Spanned<DeTable<'_>>, key: &str, index: usize, field: &str) -> Range<usize> {
-    if let Some(DeValue::Array(items)) = doc.get_ref().get(key).map(|v| v.get_ref()) {
-        if let Some(DeValue::Table(t)) = items.get(index).map(|i| i.get_ref()) {
-            if let Some(v) = t.get(field) {
-                return v.span();
-            }
-        }
-    }
-    item_span(doc, key, index)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod http;
 pub mod replay;
 pub mod retention;
 pub mod runner;
+pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod store;
