@@ -5,4 +5,5 @@
 //! servers as documented in `docs/superset.md` (and `docs/kylin.md`), never rollcall's view
 //! of them, so a test against them checks rollcall against the documented behaviour.
 
+pub mod kylin;
 pub mod superset;
