@@ -14,8 +14,9 @@ use peak_alloc::PeakAlloc;
 use rollcall::config::Config;
 use rollcall::diff::{diff, DiffOptions};
 use rollcall::runner::{CycleOptions, Runner};
+use rollcall::source::superset::{Snapshot, User};
 use rollcall::store::Store;
-use rollcall::user::{Member, Snapshot, User};
+use rollcall::user::Member;
 use sim::{Sim, SimOptions};
 
 #[global_allocator]
@@ -183,7 +184,7 @@ fn diff_bench(n: u64) {
         email: format!("user{id:07}@example.com"),
         active: true,
         roles: vec![Member {
-            id: 4,
+            id: 4.into(),
             name: "Gamma".into(),
         }],
         groups: vec![],

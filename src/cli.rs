@@ -11,7 +11,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, SinkConfig, SourceConfig};
+use crate::config::{Config, ConfigError, SinkConfig};
 use crate::runner::{CycleOptions, Runner, RunnerError};
 use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError};
 
@@ -213,6 +213,24 @@ pub enum CliError {
     NotWebhook(String),
     #[error(transparent)]
     Webhook(#[from] crate::sink::webhook::WebhookError),
+    #[error("cannot read the password of source '{0}'")]
+    Secret(String, #[source] crate::settings::SecretError),
+    #[error(
+        "`rollcall demo` writes to a Superset: the config has no `kind = \"superset\"` source"
+    )]
+    DemoNeedsSuperset,
+}
+
+/// An error and its causes on one line, each once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Run a parsed command line.
@@ -308,20 +326,10 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     writeln!(out, "  store: {}", config.store.path.display())?;
     let mut ok = true;
     for s in &config.sources {
-        let SourceConfig::Superset(c) = s;
-        writeln!(
-            out,
-            "  source {}: superset at {} as '{}', poll every {}, full reconcile every {}, times in {}",
-            c.name,
-            c.url,
-            c.username,
-            humantime::format_duration(c.poll_interval),
-            humantime::format_duration(c.full_reconcile_interval),
-            c.timezone
-        )?;
-        if let Err(e) = c.password() {
+        writeln!(out, "  source {}: {}", s.name(), s.kind().describe())?;
+        if let Err(e) = s.kind().check_secrets() {
             ok = false;
-            writeln!(out, "  problem: {e}")?;
+            writeln!(out, "  problem: {}", chain(&e))?;
         }
     }
     for s in &config.sinks {
@@ -441,9 +449,15 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
 
 async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<ExitCode, CliError> {
     use secrecy::ExposeSecret;
-    let SourceConfig::Superset(source) = &config.sources[0];
+    let source = config
+        .sources
+        .iter()
+        .find_map(|s| s.as_superset())
+        .ok_or(CliError::DemoNeedsSuperset)?;
     let pause = pause.unwrap_or(source.poll_interval + std::time::Duration::from_secs(2));
-    let password = source.password()?;
+    let password = source
+        .password()
+        .map_err(|e| CliError::Secret(source.name.clone(), e))?;
     let admin = crate::demo::Admin::login(
         source.url.as_str(),
         &source.username,
@@ -591,6 +605,9 @@ struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 struct SourceStatus {
     name: String,
+    /// What the source's own cursor says an operator needs (e.g. the action log's health).
+    #[serde(default)]
+    details: serde_json::Value,
     #[serde(flatten)]
     state: SourceState,
 }
@@ -614,9 +631,13 @@ impl Status {
             .sources
             .iter()
             .map(|s| {
+                let mut state = store.source_state(s.name())?;
+                // The cursor is the source's business: show what it says, not its internals.
+                let cursor = std::mem::take(&mut state.cursor);
                 Ok(SourceStatus {
                     name: s.name().to_owned(),
-                    state: store.source_state(s.name())?,
+                    details: s.kind().status(&cursor),
+                    state,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -681,6 +702,21 @@ impl Status {
                         e.at.to_rfc3339(),
                         e.message
                     )?;
+                }
+            }
+            if let Some(log) = s.details.get("action_log") {
+                let at = log["read_up_to"].as_str().unwrap_or("never");
+                match log["last_error"].as_object() {
+                    Some(e) => writeln!(
+                        out,
+                        "  ACTION LOG FAILING since {}: {}",
+                        e.get("at").and_then(|v| v.as_str()).unwrap_or("?"),
+                        e.get("message").and_then(|v| v.as_str()).unwrap_or("?")
+                    )?,
+                    None => writeln!(out, "  action log:           read up to {at}")?,
+                }
+                if let Some(n) = log["unreadable_rows"].as_u64().filter(|n| *n > 0) {
+                    writeln!(out, "  action log rows that could not be read: {n}")?;
                 }
             }
             if let Some(g) = &st.deletion_guard {

@@ -12,14 +12,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono_tz::Tz;
 use secrecy::SecretString;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::settings::{check_name, parse_kinds, Entry, Problems};
+use crate::settings::{check_name, one_of, parse_kinds, Entry, Problems};
+use crate::source::SourceConfig;
 
 /// Where the service keeps its state, and which account it reads Superset with.
 #[derive(Debug, Clone)]
@@ -47,72 +47,6 @@ pub struct StoreConfig {
     /// sink, so an outage never loses events.
     #[serde(default)]
     pub force: bool,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Superset(SupersetConfig),
-}
-
-impl SourceConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            SourceConfig::Superset(c) => &c.name,
-        }
-    }
-}
-
-/// One Superset instance. Defaults are chosen for a production poll: every 30 s, a full
-/// reconcile (the only way to see deletions) every 15 min.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SupersetConfig {
-    /// Appears in every event's `source` as `superset://<name>`.
-    pub name: String,
-    /// Base URL, e.g. `http://127.0.0.1:8088` (no `/api/v1`).
-    pub url: url::Url,
-    /// The service account. It needs the Admin role: Superset answers 403 to anyone else.
-    pub username: String,
-    /// Name of the environment variable holding the password.
-    pub password_env: Option<String>,
-    /// Or a file holding it (a Kubernetes or Docker secret); trailing newlines are dropped.
-    pub password_file: Option<PathBuf>,
-    #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
-    pub poll_interval: Duration,
-    #[serde(
-        default = "defaults::full_reconcile_interval",
-        with = "humantime_serde"
-    )]
-    pub full_reconcile_interval: Duration,
-    /// Superset writes user times in its server's local time without an offset; this names
-    /// that zone (IANA name) so they can be converted to UTC.
-    #[serde(default = "defaults::timezone")]
-    pub timezone: Tz,
-    /// Incremental polls re-read this much before the stored high-water marks, because
-    /// concurrent writes can commit a `changed_on` earlier than one already seen.
-    #[serde(default = "defaults::overlap", with = "humantime_serde")]
-    pub incremental_overlap: Duration,
-    /// On the first run, emit one `user.observed` per existing user instead of storing the
-    /// snapshot silently.
-    #[serde(default)]
-    pub emit_initial_snapshot: bool,
-    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Attempts per request on connection errors, timeouts and 5xx, with exponential backoff.
-    #[serde(default = "defaults::retries")]
-    pub max_retries: usize,
-    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events.
-    #[serde(default = "defaults::action_log")]
-    pub action_log: bool,
-    /// On the first start, how much of the action log to read back (`0` for none).
-    #[serde(default = "defaults::log_backfill", with = "humantime_serde")]
-    pub log_backfill: Duration,
-    /// Action globs to emit, e.g. `["mcp.*", "*Export*"]`.
-    #[serde(default = "defaults::log_include")]
-    pub log_include: Vec<String>,
-    /// Action globs to drop, applied after `log_include`.
-    #[serde(default)]
-    pub log_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,35 +159,8 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
 mod defaults {
     use std::time::Duration;
 
-    pub fn poll_interval() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn full_reconcile_interval() -> Duration {
-        Duration::from_secs(15 * 60)
-    }
-    pub fn timezone() -> chrono_tz::Tz {
-        chrono_tz::UTC
-    }
-    pub fn overlap() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn request_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn retries() -> usize {
-        4
-    }
     pub fn listen() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
-    }
-    pub fn action_log() -> bool {
-        true
-    }
-    pub fn log_backfill() -> Duration {
-        Duration::from_secs(24 * 3600)
-    }
-    pub fn log_include() -> Vec<String> {
-        vec!["*".into()]
     }
     pub fn batch_size() -> usize {
         500
@@ -309,11 +216,6 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Invalid(#[from] crate::settings::Invalid),
-    #[error("source '{source_name}': {message}")]
-    Secret {
-        source_name: String,
-        message: String,
-    },
     #[error("sink '{sink}': {message}")]
     SinkSecret { sink: String, message: String },
 }
@@ -339,21 +241,18 @@ impl Config {
         };
         let whole = Spanned::new(doc.span(), DeValue::Table(doc.get_ref().clone()));
         let top: Option<TopLevel> = problems.de(&whole);
-        let sources = parse_kinds(
-            &doc,
-            "sources",
-            &mut problems,
-            |kind, at, v, p| match kind {
-                "superset" => p.de(v).map(SourceConfig::Superset),
-                other => {
-                    p.at(
-                        at,
-                        format!("unknown source kind `{other}`; expected `superset`"),
-                    );
-                    None
-                }
-            },
-        );
+        let sources = parse_kinds(&doc, "sources", &mut problems, |kind, at, v, p| {
+            if !SourceConfig::KINDS.contains(&kind) {
+                p.at(
+                    at,
+                    format!(
+                        "unknown source kind `{kind}`; expected {}",
+                        one_of(SourceConfig::KINDS)
+                    ),
+                );
+            }
+            SourceConfig::parse(kind, v, p)
+        });
         let sinks = parse_kinds(&doc, "sinks", &mut problems, |kind, at, v, p| match kind {
             "jsonl" => p.de(v).map(SinkConfig::Jsonl),
             "webhook" => p.de(v).map(SinkConfig::Webhook),
@@ -383,14 +282,23 @@ impl Config {
     }
 
     fn validate(&self, doc: &Spanned<DeTable<'_>>, p: &mut Problems<'_>) {
-        // Only when the array is absent: entries that failed to parse are reported already.
-        if doc.get_ref().get("sources").is_none() {
+        // Only when the array is absent or empty: entries that failed to parse are reported
+        // already.
+        let empty = |key: &str| match doc.get_ref().get(key).map(|v| v.get_ref()) {
+            None => true,
+            Some(DeValue::Array(items)) => items.is_empty(),
+            Some(_) => false,
+        };
+        if empty("sources") {
             p.at(
                 0..0,
-                "no [[sources]]: add at least one `kind = \"superset\"` source".into(),
+                format!(
+                    "no [[sources]]: add at least one, of kind {}",
+                    one_of(SourceConfig::KINDS)
+                ),
             );
         }
-        if doc.get_ref().get("sinks").is_none() {
+        if empty("sinks") {
             p.at(
                 0..0,
                 "no [[sinks]]: add at least one, e.g. `kind = \"jsonl\"` with `path = \"-\"` for stdout"
@@ -411,65 +319,14 @@ impl Config {
                 }
                 .key("name"),
             );
-            let SourceConfig::Superset(c) = s;
-            if c.password_env.is_some() == c.password_file.is_some() {
-                p.at(
-                    Entry {
-                        doc,
-                        array: "sources",
-                        index: i,
-                    }
-                    .span(),
-                    format!(
-                        "source `{}`: set exactly one of `password_env` or `password_file`",
-                        c.name
-                    ),
-                );
-            }
-            if !matches!(c.url.scheme(), "http" | "https") {
-                p.at(
-                    Entry {
-                        doc,
-                        array: "sources",
-                        index: i,
-                    }
-                    .key("url"),
-                    format!("`url` must be http or https, not `{}`", c.url.scheme()),
-                );
-            }
-            for (key, globs) in [
-                ("log_include", &c.log_include),
-                ("log_exclude", &c.log_exclude),
-            ] {
-                if let Err(e) = crate::audit::ActionFilter::new(globs, &[]) {
-                    p.at(
-                        Entry {
-                            doc,
-                            array: "sources",
-                            index: i,
-                        }
-                        .key(key),
-                        format!("`{key}`: {e}"),
-                    );
-                }
-            }
-            for (key, d) in [
-                ("poll_interval", c.poll_interval),
-                ("full_reconcile_interval", c.full_reconcile_interval),
-                ("request_timeout", c.request_timeout),
-            ] {
-                if d.is_zero() {
-                    p.at(
-                        Entry {
-                            doc,
-                            array: "sources",
-                            index: i,
-                        }
-                        .key(key),
-                        format!("`{key}` must be longer than 0s"),
-                    );
-                }
-            }
+            s.kind().validate(
+                Entry {
+                    doc,
+                    array: "sources",
+                    index: i,
+                },
+                p,
+            );
         }
         for (i, s) in self.sinks.iter().enumerate() {
             check_name(
@@ -525,34 +382,6 @@ impl Config {
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name() == name)
-    }
-}
-
-impl SupersetConfig {
-    /// Read the password from the environment or the file the config names.
-    pub fn password(&self) -> Result<SecretString, ConfigError> {
-        let err = |message: String| ConfigError::Secret {
-            source_name: self.name.clone(),
-            message,
-        };
-        if let Some(var) = &self.password_env {
-            return std::env::var(var).map(SecretString::from).map_err(|_| {
-                err(format!(
-                    "environment variable {var} (named by `password_env`) is not set"
-                ))
-            });
-        }
-        if let Some(file) = &self.password_file {
-            return std::fs::read_to_string(file)
-                .map(|s| SecretString::from(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| {
-                    err(format!(
-                        "cannot read `password_file` {}: {e}",
-                        file.display()
-                    ))
-                });
-        }
-        Err(err("set `password_env` or `password_file`".into()))
     }
 }
 

@@ -162,18 +162,18 @@ fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
     let now = Utc::now();
     let mut reasons = Vec::new();
     for source in &ops.config.sources {
-        let crate::config::SourceConfig::Superset(c) = source;
-        let state = ops.store.source_state(&c.name).map_err(|e| e.to_string())?;
-        let window =
-            chrono::Duration::from_std(c.poll_interval * 3).unwrap_or(chrono::Duration::MAX);
+        let name = source.name();
+        let state = ops.store.source_state(name).map_err(|e| e.to_string())?;
+        let window = chrono::Duration::from_std(source.kind().poll_interval() * 3)
+            .unwrap_or(chrono::Duration::MAX);
         match state.last_poll {
             Some(t) if now - t <= window => {}
             Some(t) => reasons.push(format!(
                 "source {}: no successful poll since {}",
-                c.name,
+                name,
                 t.to_rfc3339()
             )),
-            None => reasons.push(format!("source {}: no successful poll yet", c.name)),
+            None => reasons.push(format!("source {name}: no successful poll yet")),
         }
     }
     for sink in &ops.config.sinks {

@@ -2,20 +2,21 @@
 //!
 //! The flow is `source → diff → store → sinks`, one module per step:
 //!
-//! - [`source::superset`] polls Superset's REST API and returns a fresh snapshot of its users;
-//! - [`diff`] is a pure function from (stored snapshot, fresh snapshot) to events, and
-//!   [`audit`] its counterpart for rows of Superset's action log;
+//! - [`source`] is the one interface every kind of source implements and the registry that
+//!   lists them; [`source::superset`] polls Superset's REST API (users, membership, and the
+//!   action log) and returns a fresh snapshot of its users;
+//! - [`diff`] is a pure function from (stored snapshot, fresh snapshot) to events, for any
+//!   source's [`user::Account`];
 //! - [`store`] keeps the snapshot, the append-only event log and one cursor per sink in sled,
 //!   committing a snapshot change and the events it produced in one transaction;
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor;
 //!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
-//! - [`runner`] drives cycles; [`cli`], [`config`] and [`http`] (health, metrics) are the
-//!   operator's side.
+//! - [`runner`] drives cycles; [`cli`], [`config`] (with [`settings`], the machinery every
+//!   config table is read with) and [`http`] (health, metrics) are the operator's side.
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
 //! [`demo`] writes demo changes to a test Superset for `rollcall demo`; the pipeline never uses it.
 
-pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod deliver;

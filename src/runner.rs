@@ -12,22 +12,24 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::audit::Judge;
-use crate::config::{Config, SourceConfig};
+use futures::future::BoxFuture;
+
+use crate::config::Config;
 use crate::deliver::{self, DeliverError};
 use crate::diff::{self, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::sink::{Sink, SinkError};
-use crate::source::superset::{Mode, SupersetError, SupersetSource};
-use crate::store::{Commit, DeletionGuard, ErrorRecord, SourceState, Store, StoreError};
-use crate::user::Snapshot;
+use crate::source::{Mode, Source, SourceError, Visit};
+use crate::store::{Commit, DeletionGuard, Record, SourceState, Store, StoreError};
+use crate::user::{Account, Key, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("source '{source_name}': {error}")]
+    #[error("source '{source_name}'")]
     Source {
         source_name: String,
-        error: SupersetError,
+        #[source]
+        error: SourceError,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -61,9 +63,46 @@ pub struct SourceReport {
 /// How long sinks may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// One source, whatever its kind: what the runner needs to schedule and poll it.
+trait Poll: Send {
+    fn name(&self) -> &str;
+    fn poll_interval(&self) -> Duration;
+    fn poll<'a>(
+        &'a mut self,
+        store: &'a Store,
+        opts: CycleOptions,
+    ) -> BoxFuture<'a, Result<SourceReport, RunnerError>>;
+}
+
+impl<S: Source> Poll for S {
+    fn name(&self) -> &str {
+        Source::name(self)
+    }
+    fn poll_interval(&self) -> Duration {
+        self.schedule().poll_interval
+    }
+    fn poll<'a>(
+        &'a mut self,
+        store: &'a Store,
+        opts: CycleOptions,
+    ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
+        Box::pin(poll_source(store, self, opts))
+    }
+}
+
+/// Boxes a source of any kind as a [`Poll`].
+struct Boxed;
+
+impl Visit for Boxed {
+    type Output = Box<dyn Poll>;
+    fn visit<S: Source>(self, source: S) -> Box<dyn Poll> {
+        Box::new(source)
+    }
+}
+
 pub struct Runner {
     store: Store,
-    sources: Vec<SupersetSource>,
+    sources: Vec<Box<dyn Poll>>,
     sinks: Vec<Sink>,
     retention: crate::retention::Retention,
 }
@@ -73,13 +112,11 @@ impl Runner {
         let sources = config
             .sources
             .iter()
-            .map(|s| match s {
-                SourceConfig::Superset(c) => {
-                    SupersetSource::new(c.clone()).map_err(|error| RunnerError::Source {
-                        source_name: c.name.clone(),
-                        error,
-                    })
-                }
+            .map(|s| {
+                s.build(Boxed).map_err(|error| RunnerError::Source {
+                    source_name: s.name().to_owned(),
+                    error,
+                })
             })
             .collect::<Result<_, _>>()?;
         let sinks = config
@@ -174,11 +211,11 @@ impl Runner {
                 .enumerate()
                 .min_by_key(|(_, t)| *t)
                 .expect("config validation requires at least one source");
+            let interval = self.sources[i].poll_interval();
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(at) => {}
             }
-            let interval = self.sources[i].config().poll_interval;
             if self.poll(i, CycleOptions::default()).await.is_ok() {
                 head_tx.send_replace(self.store.head()?);
             }
@@ -200,10 +237,11 @@ impl Runner {
     }
 
     async fn poll(&mut self, i: usize, opts: CycleOptions) -> Result<SourceReport, RunnerError> {
-        let name = self.sources[i].config().name.clone();
+        let name = self.sources[i].name().to_owned();
         let span = info_span!("poll", source = %name);
         let started = std::time::Instant::now();
-        let result = poll_source(&self.store, &mut self.sources[i], opts)
+        let result = self.sources[i]
+            .poll(&self.store, opts)
             .instrument(span)
             .await;
         metrics::histogram!("rollcall_poll_duration_seconds", "source" => name.clone())
@@ -228,34 +266,41 @@ fn due(last: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> bool
     })
 }
 
-async fn poll_source(
+async fn poll_source<S: Source>(
     store: &Store,
-    source: &mut SupersetSource,
+    source: &mut S,
     opts: CycleOptions,
 ) -> Result<SourceReport, RunnerError> {
-    let config = source.config().clone();
-    let name = config.name.clone();
+    let name = source.name().to_owned();
+    let schedule = source.schedule();
     let started = std::time::Instant::now();
     let now = Utc::now();
-    let prev = store.snapshot(&name)?;
+    let prev: Snapshot<S::User> = store.snapshot(&name)?;
     let mut state = store.source_state(&name)?;
+    let mut cursor: S::Cursor =
+        serde_json::from_value(serde_json::Value::Object(state.cursor.clone())).map_err(|e| {
+            StoreError::Corrupt {
+                what: format!("cursor of source {name}"),
+                detail: e.to_string(),
+            }
+        })?;
     let full = !state.initialized
         || opts.full
         || opts.confirm_deletes
         || due(
             state.last_full_reconcile,
-            config.full_reconcile_interval,
+            schedule.full_reconcile_interval,
             now,
         );
     let mode = if full { Mode::Full } else { Mode::Incremental };
-    let observation =
-        source
-            .observe(&prev, &state, mode)
-            .await
-            .map_err(|error| RunnerError::Source {
-                source_name: name.clone(),
-                error,
-            })?;
+    let source_error = |error| RunnerError::Source {
+        source_name: name.clone(),
+        error,
+    };
+    let observation = source
+        .observe(&prev, &mut cursor, mode)
+        .await
+        .map_err(source_error)?;
     let mut fresh = observation.fresh;
     let held = guard_deletions(
         &prev,
@@ -271,27 +316,24 @@ async fn poll_source(
             &prev,
             &fresh,
             &DiffOptions {
-                service_account: Some(config.username.clone()),
+                service_account: source.service_account().map(str::to_owned),
             },
         )
-    } else if config.emit_initial_snapshot {
+    } else if source.emit_initial_snapshot() {
         diff::observe_all(&fresh)
     } else {
         Vec::new()
     };
-    if config.action_log {
-        derived.extend(read_action_log(source, &fresh, &mut state, now).await);
-    }
+    derived.extend(source.native_events(&fresh, &mut cursor, now).await);
+    let uri = source.uri();
     let events: Vec<Event> = derived
         .into_iter()
         .map(|d| Event {
             specversion: SPEC_VERSION.into(),
             id: uuid::Uuid::now_v7(),
-            source: format!("superset://{name}"),
+            source: uri.clone(),
             event_type: d.event_type,
-            subject: d
-                .subject
-                .map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
+            subject: d.subject.unwrap_or_else(|| "anonymous".to_owned()),
             time: now,
             datacontenttype: DATA_CONTENT_TYPE.into(),
             sequence: String::new(),
@@ -305,18 +347,21 @@ async fn poll_source(
     if full {
         state.last_full_reconcile = Some(now);
     }
-    state.hwm_changed_on = fresh.values().map(|u| u.changed_on).max();
-    state.hwm_last_login = fresh.values().filter_map(|u| u.last_login).max();
     state.users_known = fresh.len();
+    state.cursor = match serde_json::to_value(&cursor) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
 
     let upserts = fresh
         .values()
-        .filter(|u| prev.get(&u.id) != Some(*u))
+        .filter(|u| prev.get(&u.key()) != Some(*u))
+        .map(Record::of)
         .collect::<Vec<_>>();
     let removals = prev
         .keys()
-        .filter(|id| !fresh.contains_key(id))
-        .copied()
+        .filter(|key| !fresh.contains_key(key))
+        .map(Key::to_bytes)
         .collect::<Vec<_>>();
     let report = SourceReport {
         source: name.clone(),
@@ -360,72 +405,19 @@ async fn poll_source(
     Ok(report)
 }
 
-/// Read the action log past the stored cursor. A log that cannot be read (disabled, forbidden,
-/// down) is a warning recorded in the state: the users stream never waits for it.
-async fn read_action_log(
-    source: &mut SupersetSource,
-    fresh: &Snapshot,
-    state: &mut SourceState,
-    now: DateTime<Utc>,
-) -> Vec<crate::diff::Derived> {
-    let config = source.config().clone();
-    let overlap = chrono::Duration::from_std(config.incremental_overlap).unwrap_or_default();
-    let backfill = chrono::Duration::from_std(config.log_backfill).unwrap_or(chrono::Duration::MAX);
-    let since = state.log.since(overlap, backfill, now);
-    let rows = match source.log_rows(since).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            warn!(error = %e, "action log unavailable; the users stream goes on");
-            state.log_error = Some(ErrorRecord {
-                at: now,
-                message: e.to_string(),
-            });
-            return Vec::new();
-        }
-    };
-    let judge = Judge {
-        filter: source.action_filter(),
-        service_account: fresh
-            .values()
-            .find(|u| u.username == config.username)
-            .map(|u| u.id),
-        overlap,
-    };
-    let accepted = state.log.accept(since, rows, &judge);
-    if accepted.malformed > 0 {
-        warn!(
-            rows = accepted.malformed,
-            "unreadable action-log rows skipped"
-        );
-        state.log_malformed_rows += accepted.malformed as u64;
-    }
-    debug!(
-        events = accepted.events.len(),
-        duplicates = accepted.duplicates,
-        own_noise = accepted.own_noise,
-        filtered = accepted.filtered,
-        "action log read"
-    );
-    state.log_error = None;
-    accepted.events
-}
-
 /// The mass-delete guard: when more than max(5, 10%) of the known users vanish at once, hold
 /// the deletions back (put the users back into `fresh`) until a later full reconcile sees the
 /// same users still gone, or the operator confirms. Returns how many deletions are held.
-fn guard_deletions(
-    prev: &Snapshot,
-    fresh: &mut Snapshot,
+fn guard_deletions<U: Account>(
+    prev: &Snapshot<U>,
+    fresh: &mut Snapshot<U>,
     state: &mut SourceState,
     mode: Mode,
     confirmed: bool,
     now: DateTime<Utc>,
 ) -> usize {
-    let vanished: Vec<u64> = prev
-        .keys()
-        .filter(|id| !fresh.contains_key(id))
-        .copied()
-        .collect();
+    let vanished: Vec<&U::Key> = prev.keys().filter(|k| !fresh.contains_key(k)).collect();
+    let vanished_names: Vec<String> = vanished.iter().map(|k| k.to_string()).collect();
     let limit = (prev.len() / 10).max(5);
     if vanished.len() <= limit || confirmed {
         if let Some(g) = state.deletion_guard.take() {
@@ -434,10 +426,9 @@ fn guard_deletions(
         return 0;
     }
     let agrees = mode == Mode::Full
-        && state
-            .deletion_guard
-            .as_ref()
-            .is_some_and(|g| g.since < now && g.user_ids.iter().all(|id| vanished.contains(id)));
+        && state.deletion_guard.as_ref().is_some_and(|g| {
+            g.since < now && g.user_ids.iter().all(|id| vanished_names.contains(id))
+        });
     if agrees {
         warn!(
             deleted = vanished.len(),
@@ -451,14 +442,14 @@ fn guard_deletions(
         known = prev.len(),
         "mass-delete guard: too many users vanished at once; no deletion emitted. A later full reconcile that agrees releases them, or run `rollcall once --confirm-deletes`"
     );
-    for id in &vanished {
-        fresh.insert(*id, prev[id].clone());
+    for key in &vanished {
+        fresh.insert((*key).clone(), prev[*key].clone());
     }
     let since = state.deletion_guard.as_ref().map_or(now, |g| g.since);
     let held = vanished.len();
     state.deletion_guard = Some(DeletionGuard {
         since,
-        user_ids: vanished,
+        user_ids: vanished_names,
         known: prev.len(),
     });
     held

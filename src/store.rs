@@ -15,9 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::audit::LogCursor;
 use crate::event::Event;
-use crate::user::{Snapshot, User};
+use crate::user::{Account, Key, Snapshot};
 
 const SCHEMA_VERSION: u64 = 1;
 const KEY_SCHEMA: &[u8] = b"schema_version";
@@ -44,7 +43,8 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
 }
 
-/// What the store remembers about one source between cycles.
+/// What the store remembers about one source between cycles: the generic part the runner
+/// keeps, and the source's own cursor, which only the source reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceState {
     /// The first full snapshot has been stored.
@@ -52,21 +52,13 @@ pub struct SourceState {
     pub last_poll: Option<DateTime<Utc>>,
     pub last_full_reconcile: Option<DateTime<Utc>>,
     pub last_error: Option<ErrorRecord>,
-    /// Newest `changed_on` and `last_login` seen: incremental polls ask for what is newer.
-    pub hwm_changed_on: Option<DateTime<Utc>>,
-    pub hwm_last_login: Option<DateTime<Utc>>,
     pub users_known: usize,
     /// Deletions held back by the mass-delete guard.
     pub deletion_guard: Option<DeletionGuard>,
-    /// How far the action log has been read.
-    #[serde(default)]
-    pub log: LogCursor,
-    /// Why the action log could not be read on the last try (the users stream goes on).
-    #[serde(default)]
-    pub log_error: Option<ErrorRecord>,
-    /// Action-log rows that could not be read, ever.
-    #[serde(default)]
-    pub log_malformed_rows: u64,
+    /// The source's own cursor (high-water marks, how far a log was read), opaque here. Kept
+    /// flat beside the fields above, where earlier releases stored Superset's.
+    #[serde(flatten)]
+    pub cursor: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,8 +70,9 @@ pub struct ErrorRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeletionGuard {
     pub since: DateTime<Utc>,
-    /// The users that vanished together, by id.
-    pub user_ids: Vec<u64>,
+    /// The users that vanished together, by key (their event `subject`).
+    #[serde(deserialize_with = "keys_as_strings")]
+    pub user_ids: Vec<String>,
     /// How many users were known when they vanished.
     pub known: usize,
 }
@@ -130,13 +123,40 @@ impl StoredEvent {
     }
 }
 
+/// Guard records written before keys were generic hold numeric ids.
+fn keys_as_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let values = Vec::<serde_json::Value>::deserialize(d)?;
+    Ok(values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        })
+        .collect())
+}
+
+/// A user record ready to store: its key's bytes and its JSON.
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+impl Record {
+    pub fn of<U: Account>(user: &U) -> Record {
+        Record {
+            key: user.key().to_bytes(),
+            value: json_bytes(user),
+        }
+    }
+}
+
 /// A cycle's outcome, ready to commit.
 pub struct Commit<'a> {
     pub source: &'a str,
     /// Users that are new or differ from the stored snapshot (unchanged users are not rewritten).
-    pub upserts: Vec<&'a User>,
-    /// Ids that left the snapshot.
-    pub removals: Vec<u64>,
+    pub upserts: Vec<Record>,
+    /// Keys (as stored) that left the snapshot.
+    pub removals: Vec<Vec<u8>>,
     /// Events without offsets; the store assigns them in order.
     pub events: Vec<Event>,
     pub state: &'a SourceState,
@@ -220,17 +240,20 @@ impl Store {
         Ok(self.db.open_tree(format!("snapshot/{source}"))?)
     }
 
-    pub fn snapshot(&self, source: &str) -> Result<Snapshot, StoreError> {
+    pub fn snapshot<U: Account>(&self, source: &str) -> Result<Snapshot<U>, StoreError> {
         let tree = self.snapshot_tree(source)?;
-        let mut out = Snapshot::new();
+        let mut out = Snapshot::<U>::new();
         for kv in tree.iter() {
             let (k, v) = kv?;
-            let id = be_u64(&k, "snapshot key")?;
-            let user: User = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                what: format!("snapshot record of user {id} in source {source}"),
+            let key = U::Key::from_bytes(&k).ok_or_else(|| StoreError::Corrupt {
+                what: format!("snapshot key in source {source}"),
+                detail: format!("{} bytes that are no key of this source", k.len()),
+            })?;
+            let user: U = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: format!("snapshot record of user {key} in source {source}"),
                 detail: e.to_string(),
             })?;
-            out.insert(id, user);
+            out.insert(key, user);
         }
         Ok(out)
     }
@@ -260,11 +283,6 @@ impl Store {
     /// Commit a cycle atomically and durably; returns the offsets its events got.
     pub fn commit(&self, c: Commit<'_>) -> Result<Range<u64>, StoreError> {
         let snapshot = self.snapshot_tree(c.source)?;
-        let upserts: Vec<(sled::IVec, Vec<u8>)> = c
-            .upserts
-            .iter()
-            .map(|u| (u.id.to_be_bytes().as_slice().into(), json_bytes(u)))
-            .collect();
         let state = json_bytes(c.state);
         let result = (&self.events, &snapshot, &self.meta).transaction(|(events, snap, meta)| {
             let first = match meta.get(KEY_NEXT_OFFSET)? {
@@ -282,11 +300,11 @@ impl Store {
             }
             meta.insert(KEY_NEXT_OFFSET, &next.to_be_bytes())?;
             meta.insert(state_key(c.source).as_slice(), state.as_slice())?;
-            for (k, v) in &upserts {
-                snap.insert(k, v.as_slice())?;
+            for r in &c.upserts {
+                snap.insert(r.key.as_slice(), r.value.as_slice())?;
             }
-            for id in &c.removals {
-                snap.remove(&id.to_be_bytes())?;
+            for key in &c.removals {
+                snap.remove(key.as_slice())?;
             }
             Ok(first..next)
         });
@@ -534,7 +552,7 @@ fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
 mod tests {
     use super::*;
     use crate::event::EventType;
-    use chrono::TimeZone;
+    use crate::user::{FieldChange, Member};
 
     fn event(subject: &str) -> Event {
         Event {
@@ -550,25 +568,42 @@ mod tests {
         }
     }
 
-    fn user(id: u64) -> User {
-        let t = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
-        User {
-            id,
-            username: format!("u{id}"),
-            first_name: String::new(),
-            last_name: String::new(),
-            email: String::new(),
-            active: true,
-            roles: vec![],
-            groups: vec![],
-            login_count: None,
-            fail_login_count: None,
-            last_login: None,
-            created_on: t,
-            changed_on: t,
-            created_by: None,
-            changed_by: None,
+    /// The least a user can be: the store only needs a key and a record.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct User {
+        id: u64,
+    }
+
+    impl Account for User {
+        type Key = u64;
+        fn key(&self) -> u64 {
+            self.id
         }
+        fn same_incarnation(&self, other: &User) -> bool {
+            self == other
+        }
+        fn username(&self) -> &str {
+            ""
+        }
+        fn active(&self) -> bool {
+            true
+        }
+        fn roles(&self) -> &[Member] {
+            &[]
+        }
+        fn groups(&self) -> &[Member] {
+            &[]
+        }
+        fn profile_changes(_: &User, _: &User) -> Vec<FieldChange> {
+            Vec::new()
+        }
+        fn activity(_: &User, _: &User, _: bool) -> Vec<(EventType, serde_json::Value)> {
+            Vec::new()
+        }
+    }
+
+    fn user(id: u64) -> User {
+        User { id }
     }
 
     #[test]
@@ -583,7 +618,7 @@ mod tests {
         let range = store
             .commit(Commit {
                 source: "t",
-                upserts: vec![&a, &b],
+                upserts: vec![Record::of(&a), Record::of(&b)],
                 removals: vec![],
                 events: vec![event("1"), event("2")],
                 state: &state,
@@ -594,7 +629,7 @@ mod tests {
             .commit(Commit {
                 source: "t",
                 upserts: vec![],
-                removals: vec![1],
+                removals: vec![1u64.to_be_bytes().to_vec()],
                 events: vec![event("1")],
                 state: &state,
             })
@@ -603,7 +638,7 @@ mod tests {
         assert_eq!(store.head().unwrap(), 3);
         assert_eq!(
             store
-                .snapshot("t")
+                .snapshot::<User>("t")
                 .unwrap()
                 .keys()
                 .copied()
@@ -626,7 +661,7 @@ mod tests {
             store
                 .commit(Commit {
                     source: "t",
-                    upserts: vec![&u],
+                    upserts: vec![Record::of(&u)],
                     removals: vec![],
                     events: vec![event("5")],
                     state: &state,
@@ -638,7 +673,7 @@ mod tests {
         assert_eq!(store.cursor("siem").unwrap(), 1);
         assert_eq!(store.cursor("never-seen").unwrap(), 0);
         assert_eq!(store.head().unwrap(), 1);
-        assert!(store.snapshot("t").unwrap().contains_key(&5));
+        assert!(store.snapshot::<User>("t").unwrap().contains_key(&5));
     }
 
     #[test]
@@ -725,7 +760,7 @@ mod tests {
         store.record_error("t", "boom".into()).unwrap();
         let state = store.source_state("t").unwrap();
         assert_eq!(state.last_error.unwrap().message, "boom");
-        assert!(store.snapshot("t").unwrap().is_empty());
+        assert!(store.snapshot::<User>("t").unwrap().is_empty());
         assert_eq!(store.head().unwrap(), 0);
     }
 }

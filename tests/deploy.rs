@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rollcall::config::{Config, SinkConfig, SourceConfig};
+use rollcall::config::{Config, SinkConfig};
 use serde_json::Value;
 
 fn file(name: &str) -> String {
@@ -84,7 +84,7 @@ fn compose_has_superset_kafka_and_rollcall_with_health_checks() {
 fn the_mounted_config_is_valid_and_points_at_the_superset_service() {
     let c = compose();
     let config = mounted_config();
-    let SourceConfig::Superset(source) = &config.sources[0];
+    let source = config.sources[0].as_superset().expect("a superset source");
     assert_eq!(
         source.url.host_str(),
         Some("superset"),

@@ -28,7 +28,7 @@ async fn fails_then_recovers(fault: Fault, expect: &[&str]) {
     let (sim, mut h, carol, state_before, head_before) = pending_change().await;
     sim.inject(fault);
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let msg = err.to_string();
+    let msg = chain(&err);
     for e in expect {
         assert!(msg.contains(e), "error {msg:?} should mention {e:?}");
     }
@@ -40,7 +40,7 @@ async fn fails_then_recovers(fault: Fault, expect: &[&str]) {
         "no event was stored"
     );
     assert_eq!(
-        state.hwm_changed_on, state_before.hwm_changed_on,
+        state.cursor, state_before.cursor,
         "high-water marks did not move"
     );
     assert_eq!(state.last_poll, state_before.last_poll);
@@ -142,11 +142,8 @@ async fn wrong_password_is_a_login_error_and_changes_nothing() {
     let sim = Sim::start(SimOptions::default()).await;
     let mut h = Harness::new(&sim.url, "");
     std::fs::write(h.dir.path().join("password"), "not-the-password").unwrap();
-    let err = h
-        .try_cycle(CycleOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = chain(&err);
     assert!(
         err.contains("refused the login of 'admin'") && err.contains("inactive"),
         "{err}"
@@ -160,11 +157,8 @@ async fn inactive_service_account_is_refused_with_the_same_clear_error() {
     let sim = Sim::start(SimOptions::default()).await;
     sim.update_user(1, |u| u.active = false);
     let mut h = Harness::new(&sim.url, "");
-    let err = h
-        .try_cycle(CycleOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = chain(&err);
     assert!(err.contains("account is inactive"), "{err}");
 }
 
@@ -175,11 +169,8 @@ async fn non_admin_service_account_gets_the_admin_role_hint() {
     let mut h = Harness::new(&sim.url, "");
     h.edit_config(|c| c.replace("username = \"admin\"", "username = \"viewer\""));
     std::fs::write(h.dir.path().join("password"), "pw").unwrap();
-    let err = h
-        .try_cycle(CycleOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = chain(&err);
     assert!(
         err.contains("403 Forbidden") && err.contains("Admin role"),
         "{err}"
@@ -189,11 +180,8 @@ async fn non_admin_service_account_gets_the_admin_role_hint() {
 #[tokio::test]
 async fn unreachable_superset_names_the_url() {
     let mut h = Harness::new("http://127.0.0.1:9", "request_timeout = \"2s\"");
-    let err = h
-        .try_cycle(CycleOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = chain(&err);
     assert!(
         err.contains("could not reach Superset at http://127.0.0.1:9/"),
         "{err}"
@@ -243,8 +231,8 @@ async fn ignored_filter_fails_loudly_instead_of_trusting_the_page() {
             confirm_deletes: false,
         })
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    let err = chain(&err);
     assert!(
         err.contains("Superset ignored part of a query") && err.contains("id > 6"),
         "{err}"
@@ -263,11 +251,8 @@ async fn ignored_changed_on_filter_is_detected_on_incremental_polls() {
     h.edit_config(|c| c + "incremental_overlap = \"0s\"\n");
     h.stop();
     sim.inject(fault(USERS, 1, FaultKind::IgnoreFilters));
-    let err = h
-        .try_cycle(CycleOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = chain(&err);
     assert!(
         err.contains("filter `changed_on gt") && err.contains("does not match it"),
         "{err}"
@@ -278,15 +263,24 @@ async fn ignored_changed_on_filter_is_detected_on_incremental_polls() {
 async fn token_still_rejected_after_renewal_is_a_clear_error() {
     let (sim, mut h, _, _, head) = pending_change().await;
     sim.inject(fault(USERS, 2, FaultKind::ExpiredToken));
-    let err = h
-        .try_cycle(CycleOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = chain(&err);
     assert!(
         err.contains("rejected rollcall's access token even after renewing it")
             && err.contains("Token has expired"),
         "{err}"
     );
     assert_eq!(h.store().head().unwrap(), head);
+}
+
+/// The error with its causes, as `rollcall` prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

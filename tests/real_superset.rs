@@ -160,7 +160,10 @@ async fn an_expired_access_token_is_refreshed_without_a_new_password_login() {
 
 /// The service account's `login_count` as rollcall's own snapshot saw it.
 fn service_account_logins(h: &mut Harness) -> Option<i64> {
-    let snapshot = h.store().snapshot("test").unwrap();
+    let snapshot = h
+        .store()
+        .snapshot::<rollcall::source::superset::User>("test")
+        .unwrap();
     snapshot
         .values()
         .find(|u| u.username == "rollcall")

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use chrono::{TimeZone, Utc};
 use rollcall::diff::{diff, observe_all, Derived, DiffOptions};
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
-use rollcall::user::{Member, Snapshot, User};
+use rollcall::source::superset::{Snapshot, User};
+use rollcall::user::Member;
 use serde_json::{json, Value};
 use support::schema::{
     assert_valid_event, assert_valid_jsonl, compile, event_errors, load_schema, schema_file_name,
@@ -23,7 +24,7 @@ fn t(secs: i64) -> chrono::DateTime<Utc> {
 
 fn member(id: u64, name: &str) -> Member {
     Member {
-        id,
+        id: id.into(),
         name: name.into(),
     }
 }
@@ -113,7 +114,7 @@ fn every_kind_of_event() -> Vec<Value> {
 
 /// `audit.action` events from action-log rows, one with a user and one anonymous.
 fn audit_events() -> Vec<Derived> {
-    use rollcall::audit::{ActionFilter, Judge, LogCursor, RawRow};
+    use rollcall::source::superset::audit::{ActionFilter, Judge, LogCursor, RawRow};
     let filter = ActionFilter::new(&["*".into()], &[]).unwrap();
     let judge = Judge {
         filter: &filter,

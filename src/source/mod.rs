@@ -1,4 +1,182 @@
-//! Sources: where user data comes from. Each source returns a complete, fresh snapshot of its
-//! users; it never writes to the store and never derives events.
+//! Sources: where user data comes from. One folder per kind (`superset/`), each owning its
+//! client, wire shapes, config and cursor; this module is the one interface they implement and
+//! the one registry that lists them.
+//!
+//! A source turns "what I stored last time" into "what is there now", plus any events it reads
+//! natively (Superset's action log). It never writes to the store and never derives user events
+//! itself: the runner diffs and commits. Adding a kind is one folder and one line in
+//! [`registry!`] below.
 
 pub mod superset;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use toml::de::DeValue;
+use toml::Spanned;
+
+use crate::diff::Derived;
+use crate::settings::{Entry, Problems};
+use crate::user::{Account, Snapshot};
+
+/// How much of its upstream a cycle reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every user: the only way to see deletions.
+    Full,
+    /// What changed since the cursor, where the source can tell.
+    Incremental,
+}
+
+/// What one cycle saw.
+pub struct Observation<U: Account> {
+    /// The complete current view: for an incremental cycle, the stored snapshot with every
+    /// change seen applied. Users absent from it were confirmed deleted.
+    pub fresh: Snapshot<U>,
+    /// Requests made, for logs and metrics.
+    pub requests: usize,
+}
+
+/// How often a source is polled.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub poll_interval: Duration,
+    /// A full read is due this long after the last one.
+    pub full_reconcile_interval: Duration,
+}
+
+/// One source of users.
+pub trait Source: Send + 'static {
+    type User: Account;
+    /// What the source remembers between cycles (high-water marks, how far a log was read);
+    /// the store keeps it with the source's state and never reads it.
+    type Cursor: Serialize + DeserializeOwned + Default + Send + Sync;
+
+    fn name(&self) -> &str;
+
+    /// The event `source` attribute, e.g. `superset://prod`.
+    fn uri(&self) -> String;
+
+    fn schedule(&self) -> Schedule;
+
+    /// On the first cycle, emit one `user.observed` per user instead of storing silently.
+    fn emit_initial_snapshot(&self) -> bool;
+
+    /// The account rollcall logs in with, whose own logins are not events.
+    fn service_account(&self) -> Option<&str>;
+
+    fn observe(
+        &mut self,
+        prev: &Snapshot<Self::User>,
+        cursor: &mut Self::Cursor,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Observation<Self::User>, SourceError>> + Send;
+
+    /// Events the source reads as such (not derived by the diff), after `observe`. A failure
+    /// here is recorded in the cursor and must never fail the cycle: user events come first.
+    fn native_events(
+        &mut self,
+        fresh: &Snapshot<Self::User>,
+        cursor: &mut Self::Cursor,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Vec<Derived>> + Send;
+}
+
+/// What a source kind's config offers the registry.
+pub trait SourceKind {
+    fn name(&self) -> &str;
+    fn poll_interval(&self) -> Duration;
+    /// Checks beyond the shape of the table, each problem at its key.
+    fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>);
+    /// One line for `check-config`: never a secret.
+    fn describe(&self) -> String;
+    /// Read the secrets the source needs, so `check-config` can say they are missing.
+    fn check_secrets(&self) -> Result<(), SourceError>;
+    /// What `status` shows of the stored cursor: what an operator can act on, no internals.
+    fn status(&self, cursor: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value;
+}
+
+/// Makes something of a source whatever its kind (the runner: a pollable, type-erased task).
+pub trait Visit {
+    type Output;
+    fn visit<S: Source>(self, source: S) -> Self::Output;
+}
+
+macro_rules! registry {
+    ($($kind:literal => $variant:ident($module:ident :: $config:ident, $source:path)),* $(,)?) => {
+        /// One `[[sources]]` table, by kind.
+        #[derive(Debug, Clone)]
+        pub enum SourceConfig {
+            $($variant($module::$config)),*
+        }
+
+        impl SourceConfig {
+            /// Every kind, as written in `kind = "…"`.
+            pub const KINDS: &[&str] = &[$($kind),*];
+
+            pub fn parse(
+                kind: &str,
+                v: &Spanned<DeValue<'_>>,
+                p: &mut Problems<'_>,
+            ) -> Option<SourceConfig> {
+                match kind {
+                    $($kind => p.de(v).map(SourceConfig::$variant),)*
+                    _ => None,
+                }
+            }
+
+            pub fn kind(&self) -> &dyn SourceKind {
+                match self {
+                    $(SourceConfig::$variant(c) => c),*
+                }
+            }
+
+            /// Build the source and hand it to `v`.
+            pub fn build<V: Visit>(&self, v: V) -> Result<V::Output, SourceError> {
+                match self {
+                    $(SourceConfig::$variant(c) => Ok(v.visit(<$source>::new(c.clone())?))),*
+                }
+            }
+        }
+
+        /// Why a source could not be read; each kind's own error, printed as it is.
+        #[derive(Debug, thiserror::Error)]
+        pub enum SourceError {
+            $(
+                #[error(transparent)]
+                $variant(#[from] $module::Error),
+            )*
+        }
+
+        impl SourceError {
+            /// Errors a later cycle may not see (the server or network recovers).
+            pub fn is_transient(&self) -> bool {
+                match self {
+                    $(SourceError::$variant(e) => e.is_transient()),*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    "superset" => Superset(superset::SupersetConfig, superset::SupersetSource),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        self.kind().name()
+    }
+}
+
+impl SourceConfig {
+    /// The Superset source, for `rollcall demo`, which writes to a Superset.
+    pub fn as_superset(&self) -> Option<&superset::SupersetConfig> {
+        match self {
+            SourceConfig::Superset(c) => Some(c),
+        }
+    }
+}

@@ -5,7 +5,8 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::user::{Member, User};
+use super::User;
+use crate::user::Member;
 
 /// Superset silently clamps larger page sizes to 100 (FACTS 18).
 pub const PAGE_SIZE: u32 = 100;
@@ -64,7 +65,7 @@ pub struct ApiUser {
 impl ApiUser {
     pub fn into_user(self, tz: Tz) -> User {
         let member = |m: ApiMember| Member {
-            id: m.id,
+            id: m.id.into(),
             name: m.name,
         };
         User {
@@ -221,6 +222,7 @@ impl ListQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::user::MemberId;
 
     #[test]
     fn keyset_query_is_the_rison_superset_expects() {
@@ -269,7 +271,10 @@ mod tests {
             "roles": [{"id": 4, "name": "Gamma"}, {"id": 3, "name": "Alpha"}], "username": "alice"}"#;
         let u: ApiUser = serde_json::from_str(body).unwrap();
         let u = u.into_user(chrono_tz::UTC);
-        assert_eq!(u.roles.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(
+            u.roles.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            [MemberId::from(3), MemberId::from(4)]
+        );
         assert_eq!(u.changed_by, Some(1));
         assert_eq!(u.created_by, None);
     }

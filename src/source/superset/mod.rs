@@ -7,19 +7,28 @@
 //! with `GET /users/<id>`. It never writes to the store and never derives events.
 
 mod api;
+pub mod audit;
 mod client;
+mod config;
+pub mod user;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, info};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
 
-use crate::audit::{ActionFilter, RawRow};
-use crate::config::SupersetConfig;
-use crate::store::SourceState;
-use crate::user::{Member, Snapshot};
+use crate::diff::Derived;
+use crate::settings::SecretError;
+use crate::source::{Mode, Observation, Schedule, Source, SourceError};
+use crate::user::{Member, MemberId};
 use api::{ApiUser, Filter, FilterValue, GroupWithMembers, ListQuery, RoleWithMembers};
+use audit::{ActionFilter, Judge, LogCursor, RawRow};
 pub use client::Client;
+pub use config::SupersetConfig;
+pub use user::{Snapshot, User};
+/// The registry's name for this kind's error.
+pub use SupersetError as Error;
 
 const USERS: &str = "/api/v1/security/users/";
 const ROLES_SEARCH: &str = "/api/v1/security/roles/search/";
@@ -74,8 +83,8 @@ pub enum SupersetError {
     FilterIgnored { detail: String },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    #[error("cannot read the password")]
+    Secret(#[source] SecretError),
 }
 
 impl SupersetError {
@@ -90,22 +99,28 @@ impl SupersetError {
     }
 }
 
-/// How much of Superset a cycle reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Every user, by keyset pagination: the only way to see deletions.
-    Full,
-    /// Users changed, logged in or failing since the high-water marks, plus membership.
-    Incremental,
+/// What the Superset source remembers between cycles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Newest `changed_on` and `last_login` seen: incremental polls ask for what is newer.
+    pub hwm_changed_on: Option<DateTime<Utc>>,
+    pub hwm_last_login: Option<DateTime<Utc>>,
+    /// How far the action log has been read.
+    #[serde(default)]
+    pub log: LogCursor,
+    /// Why the action log could not be read on the last try (the users stream goes on).
+    #[serde(default)]
+    pub log_error: Option<LogError>,
+    /// Action-log rows that could not be read, ever.
+    #[serde(default)]
+    pub log_malformed_rows: u64,
 }
 
-/// What one cycle saw.
-pub struct Observation {
-    /// The complete current view: for an incremental cycle, the stored snapshot with every
-    /// change seen applied. Users absent from it were confirmed deleted by a 404.
-    pub fresh: Snapshot,
-    /// Requests made, for logs and metrics.
-    pub requests: usize,
+/// A failed read of the action log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogError {
+    pub at: DateTime<Utc>,
+    pub message: String,
 }
 
 pub struct SupersetSource {
@@ -117,7 +132,7 @@ pub struct SupersetSource {
 
 impl SupersetSource {
     pub fn new(config: SupersetConfig) -> Result<SupersetSource, SupersetError> {
-        let password = config.password()?;
+        let password = config.password().map_err(SupersetError::Secret)?;
         let client = Client::new(
             config.url.clone(),
             config.username.clone(),
@@ -139,22 +154,19 @@ impl SupersetSource {
         &self.config
     }
 
-    /// Which action-log actions to emit.
-    pub fn action_filter(&self) -> &ActionFilter {
-        &self.filter
-    }
-
-    pub async fn observe(
+    async fn observe_users(
         &mut self,
         prev: &Snapshot,
-        state: &SourceState,
+        cursor: &mut Cursor,
         mode: Mode,
-    ) -> Result<Observation, SupersetError> {
+    ) -> Result<Observation<User>, SupersetError> {
         self.requests = 0;
         let fresh = match mode {
             Mode::Full => self.full(prev).await?,
-            Mode::Incremental => self.incremental(prev, state).await?,
+            Mode::Incremental => self.incremental(prev, cursor).await?,
         };
+        cursor.hwm_changed_on = fresh.values().map(|u| u.changed_on).max();
+        cursor.hwm_last_login = fresh.values().filter_map(|u| u.last_login).max();
         Ok(Observation {
             fresh,
             requests: self.requests,
@@ -183,7 +195,7 @@ impl SupersetSource {
     async fn incremental(
         &mut self,
         prev: &Snapshot,
-        state: &SourceState,
+        state: &Cursor,
     ) -> Result<Snapshot, SupersetError> {
         let tz = self.config.timezone;
         let overlap =
@@ -231,8 +243,8 @@ impl SupersetSource {
         let (roles, groups) = self.membership().await?;
         let mut suspects: BTreeSet<u64> = BTreeSet::new();
         for (id, user) in fresh.iter_mut() {
-            let role_ids: BTreeSet<u64> = user.roles.iter().map(|m| m.id).collect();
-            let group_ids: BTreeSet<u64> = user.groups.iter().map(|m| m.id).collect();
+            let role_ids: BTreeSet<u64> = user.roles.iter().filter_map(number).collect();
+            let group_ids: BTreeSet<u64> = user.groups.iter().filter_map(number).collect();
             if roles.members.get(id).cloned().unwrap_or_default() != role_ids
                 || groups.members.get(id).cloned().unwrap_or_default() != group_ids
             {
@@ -269,7 +281,7 @@ impl SupersetSource {
     async fn users_where(
         &mut self,
         filters: Vec<Filter>,
-        check: impl Fn(&crate::user::User) -> bool,
+        check: impl Fn(&User) -> bool,
     ) -> Result<Snapshot, SupersetError> {
         let mut out = Snapshot::new();
         let mut last = 0u64;
@@ -308,7 +320,7 @@ impl SupersetSource {
         }
     }
 
-    async fn user(&mut self, id: u64) -> Result<Option<crate::user::User>, SupersetError> {
+    async fn user(&mut self, id: u64) -> Result<Option<User>, SupersetError> {
         self.requests += 1;
         Ok(self
             .client
@@ -428,9 +440,17 @@ struct Membership {
     names: BTreeMap<u64, String>,
 }
 
+/// Superset numbers its roles and groups; a name-keyed member is not one of its own.
+fn number(m: &Member) -> Option<u64> {
+    match m.id {
+        MemberId::Number(n) => Some(n),
+        MemberId::Name(_) => None,
+    }
+}
+
 fn rename(list: &mut [Member], names: &BTreeMap<u64, String>) {
     for m in list {
-        if let Some(name) = names.get(&m.id) {
+        if let Some(name) = number(m).and_then(|id| names.get(&id)) {
             m.name.clone_from(name);
         }
     }
@@ -439,4 +459,119 @@ fn rename(list: &mut [Member], names: &BTreeMap<u64, String>) {
 /// The filter value is sent in whole seconds; rows must be strictly after that.
 fn truncated(t: DateTime<Utc>) -> DateTime<Utc> {
     t - chrono::Duration::nanoseconds(t.timestamp_subsec_nanos().into())
+}
+
+impl SupersetSource {
+    /// Read the action log past the cursor. A log that cannot be read (disabled, forbidden,
+    /// down) is a warning recorded in the cursor: the users stream never waits for it.
+    async fn action_log(
+        &mut self,
+        fresh: &Snapshot,
+        cursor: &mut Cursor,
+        now: DateTime<Utc>,
+    ) -> Vec<Derived> {
+        let overlap =
+            chrono::Duration::from_std(self.config.incremental_overlap).unwrap_or_default();
+        let backfill =
+            chrono::Duration::from_std(self.config.log_backfill).unwrap_or(chrono::Duration::MAX);
+        let since = cursor.log.since(overlap, backfill, now);
+        let rows = match self.log_rows(since).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "action log unavailable; the users stream goes on");
+                cursor.log_error = Some(LogError {
+                    at: now,
+                    message: e.to_string(),
+                });
+                return Vec::new();
+            }
+        };
+        let judge = Judge {
+            filter: &self.filter,
+            service_account: fresh
+                .values()
+                .find(|u| u.username == self.config.username)
+                .map(|u| u.id),
+            overlap,
+        };
+        let accepted = cursor.log.accept(since, rows, &judge);
+        if accepted.malformed > 0 {
+            warn!(
+                rows = accepted.malformed,
+                "unreadable action-log rows skipped"
+            );
+            cursor.log_malformed_rows += accepted.malformed as u64;
+        }
+        debug!(
+            events = accepted.events.len(),
+            duplicates = accepted.duplicates,
+            own_noise = accepted.own_noise,
+            filtered = accepted.filtered,
+            "action log read"
+        );
+        cursor.log_error = None;
+        accepted.events
+    }
+}
+
+impl Source for SupersetSource {
+    type User = User;
+    type Cursor = Cursor;
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn uri(&self) -> String {
+        format!("superset://{}", self.config.name)
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            poll_interval: self.config.poll_interval,
+            full_reconcile_interval: self.config.full_reconcile_interval,
+        }
+    }
+
+    fn emit_initial_snapshot(&self) -> bool {
+        self.config.emit_initial_snapshot
+    }
+
+    fn service_account(&self) -> Option<&str> {
+        Some(&self.config.username)
+    }
+
+    async fn observe(
+        &mut self,
+        prev: &Snapshot,
+        cursor: &mut Cursor,
+        mode: Mode,
+    ) -> Result<Observation<User>, SourceError> {
+        Ok(self.observe_users(prev, cursor, mode).await?)
+    }
+
+    async fn native_events(
+        &mut self,
+        fresh: &Snapshot,
+        cursor: &mut Cursor,
+        now: DateTime<Utc>,
+    ) -> Vec<Derived> {
+        if !self.config.action_log {
+            return Vec::new();
+        }
+        self.action_log(fresh, cursor, now).await
+    }
+}
+
+impl Cursor {
+    /// The action log's health, for `status`: never the ids of rows seen.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "action_log": {
+                "read_up_to": self.log.hwm,
+                "last_error": self.log_error,
+                "unreadable_rows": self.log_malformed_rows,
+            }
+        })
+    }
 }

@@ -203,7 +203,7 @@ impl<'a> Row<'a> {
         });
         Derived {
             event_type: EventType::AuditAction,
-            subject: self.user_id,
+            subject: self.user_id.map(|id| id.to_string()),
             data: json!({
                 "log_id": log_id,
                 "action": self.action,
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(out.events.len(), 1);
         let e = &out.events[0];
         assert_eq!(e.event_type, EventType::AuditAction);
-        assert_eq!(e.subject, Some(3));
+        assert_eq!(e.subject.as_deref(), Some("3"));
         assert_eq!(e.data["log_id"], 5);
         assert_eq!(e.data["details"]["path"], "/x");
         assert_eq!(

@@ -1,0 +1,181 @@
+//! The `[[sources]]` table of `kind = "superset"`: its keys, defaults and checks.
+//!
+//! Owns what an operator may write for a Superset source and what is wrong with it. It must
+//! never connect anywhere; reading the password happens only when asked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::audit::ActionFilter;
+use crate::settings::{Entry, Problems, SecretError, SecretRef};
+use crate::source::{SourceError, SourceKind};
+
+/// One Superset instance. Defaults are chosen for a production poll: every 30 s, a full
+/// reconcile (the only way to see deletions) every 15 min.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupersetConfig {
+    /// Appears in every event's `source` as `superset://<name>`.
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:8088` (no `/api/v1`).
+    pub url: url::Url,
+    /// The service account. It needs the Admin role: Superset answers 403 to anyone else.
+    pub username: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Or a file holding it (a Kubernetes or Docker secret); trailing newlines are dropped.
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(
+        default = "defaults::full_reconcile_interval",
+        with = "humantime_serde"
+    )]
+    pub full_reconcile_interval: Duration,
+    /// Superset writes user times in its server's local time without an offset; this names
+    /// that zone (IANA name) so they can be converted to UTC.
+    #[serde(default = "defaults::timezone")]
+    pub timezone: Tz,
+    /// Incremental polls re-read this much before the stored high-water marks, because
+    /// concurrent writes can commit a `changed_on` earlier than one already seen.
+    #[serde(default = "defaults::overlap", with = "humantime_serde")]
+    pub incremental_overlap: Duration,
+    /// On the first run, emit one `user.observed` per existing user instead of storing the
+    /// snapshot silently.
+    #[serde(default)]
+    pub emit_initial_snapshot: bool,
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Attempts per request on connection errors, timeouts and 5xx, with exponential backoff.
+    #[serde(default = "defaults::retries")]
+    pub max_retries: usize,
+    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events.
+    #[serde(default = "defaults::action_log")]
+    pub action_log: bool,
+    /// On the first start, how much of the action log to read back (`0` for none).
+    #[serde(default = "defaults::log_backfill", with = "humantime_serde")]
+    pub log_backfill: Duration,
+    /// Action globs to emit, e.g. `["mcp.*", "*Export*"]`.
+    #[serde(default = "defaults::log_include")]
+    pub log_include: Vec<String>,
+    /// Action globs to drop, applied after `log_include`.
+    #[serde(default)]
+    pub log_exclude: Vec<String>,
+}
+
+impl SupersetConfig {
+    /// Read the password from the environment or the file the config names.
+    pub fn password(&self) -> Result<SecretString, SecretError> {
+        SecretRef {
+            env_key: "password_env",
+            file_key: "password_file",
+            env: self.password_env.as_deref(),
+            file: self.password_file.as_deref(),
+        }
+        .read()
+    }
+}
+
+impl SourceKind for SupersetConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        if self.password_env.is_some() == self.password_file.is_some() {
+            p.at(
+                entry.span(),
+                format!(
+                    "source `{}`: set exactly one of `password_env` or `password_file`",
+                    self.name
+                ),
+            );
+        }
+        if !matches!(self.url.scheme(), "http" | "https") {
+            p.at(
+                entry.key("url"),
+                format!("`url` must be http or https, not `{}`", self.url.scheme()),
+            );
+        }
+        for (key, globs) in [
+            ("log_include", &self.log_include),
+            ("log_exclude", &self.log_exclude),
+        ] {
+            if let Err(e) = ActionFilter::new(globs, &[]) {
+                p.at(entry.key(key), format!("`{key}`: {e}"));
+            }
+        }
+        for (key, d) in [
+            ("poll_interval", self.poll_interval),
+            ("full_reconcile_interval", self.full_reconcile_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                p.at(entry.key(key), format!("`{key}` must be longer than 0s"));
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "superset at {} as '{}', poll every {}, full reconcile every {}, times in {}",
+            self.url,
+            self.username,
+            humantime::format_duration(self.poll_interval),
+            humantime::format_duration(self.full_reconcile_interval),
+            self.timezone
+        )
+    }
+
+    fn status(&self, cursor: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+        serde_json::from_value::<super::Cursor>(serde_json::Value::Object(cursor.clone()))
+            .map(|c| c.status())
+            .unwrap_or_else(|e| serde_json::json!({ "unreadable_cursor": e.to_string() }))
+    }
+
+    fn check_secrets(&self) -> Result<(), SourceError> {
+        self.password()
+            .map(drop)
+            .map_err(|e| SourceError::Superset(super::SupersetError::Secret(e)))
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn poll_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn full_reconcile_interval() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn timezone() -> chrono_tz::Tz {
+        chrono_tz::UTC
+    }
+    pub fn overlap() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn retries() -> usize {
+        4
+    }
+    pub fn action_log() -> bool {
+        true
+    }
+    pub fn log_backfill() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn log_include() -> Vec<String> {
+        vec!["*".into()]
+    }
+}
