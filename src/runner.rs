@@ -17,7 +17,7 @@ use crate::config::{Config, SourceConfig};
 use crate::deliver::{self, DeliverError};
 use crate::diff::{self, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkConfig, SinkError};
 use crate::source::superset::{Mode, SupersetError, SupersetSource};
 use crate::store::{Commit, DeletionGuard, ErrorRecord, SourceState, Store, StoreError};
 use crate::user::Snapshot;
@@ -64,7 +64,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 pub struct Runner {
     store: Store,
     sources: Vec<SupersetSource>,
-    sinks: Vec<Sink>,
+    sinks: Vec<Box<dyn Sink>>,
     retention: crate::retention::Retention,
 }
 
@@ -85,7 +85,7 @@ impl Runner {
         let sinks = config
             .sinks
             .iter()
-            .map(Sink::from_config)
+            .map(SinkConfig::build)
             .collect::<Result<_, _>>()?;
         Ok(Runner {
             store,
