@@ -3,10 +3,10 @@
 //! Owns parsing and validation. It must never open connections or files other than the config
 //! (and the secret files it names, when asked to resolve them), and never log a secret.
 //!
-//! `[[sources]]` and `[[sinks]]` pick their shape by `kind`. serde's internally tagged enums
-//! buffer the table first and lose the position of the offending key, so this module reads the
-//! spanned document (`toml::de::DeTable`) and dispatches on `kind` itself: every error then names
-//! the key and its line.
+//! `[[sources]]` and `[[sinks]]` pick their shape by `kind`, read from the spanned document
+//! (`toml::de::DeTable`, see `settings`) so that every error names the key and its line. Each
+//! sink kind's table and checks live with the kind (`src/sink/<kind>/config.rs`); this module
+//! hands `[[sinks]]` to the sink registry ([`SinkConfig`]) and never names a sink kind.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
