@@ -22,11 +22,12 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use rollcall::config::{Config, KafkaMode};
+use rollcall::config::Config;
 use rollcall::deliver;
+use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
-use rollcall::sink::kafka::encode;
-use rollcall::sink::Sink;
+use rollcall::sink::kafka::message;
+use rollcall::sink::SinkConfig;
 use rollcall::store::{Commit, SourceState, Store};
 
 const BARE_TOPIC: &str = "rollcall-bench-bare";
@@ -96,7 +97,13 @@ async fn bench(n: u64) {
     let messages: Vec<Encoded> = stored
         .iter()
         .map(|e| {
-            let m = encode(e, KafkaMode::Binary).unwrap();
+            let envelope = Envelope::parse(e).unwrap();
+            let encoder = Encoder {
+                format: Format::Cloudevents,
+                mode: Mode::Binary,
+                binding: Binding::Kafka,
+            };
+            let m = message(&encoder, &envelope);
             let headers: Vec<(String, Vec<u8>)> = m
                 .headers
                 .iter()
@@ -188,7 +195,7 @@ async fn bare_producer(producer: &FutureProducer, messages: &[Encoded]) -> Durat
 /// rollcall: a fresh sink delivers the whole log from cursor 0, in binary mode.
 async fn rollcall(store: &Store, config: &Config, n: u64) -> Duration {
     store.set_cursor(SINK, 0).unwrap();
-    let mut sink = Sink::from_config(&config.sinks[0]).unwrap();
+    let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
     let t = Instant::now();
     let delivered = deliver::drain(store, &mut sink).await.unwrap();
     let took = t.elapsed();

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use rollcall::config::Config;
 use rollcall::deliver;
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
-use rollcall::sink::Sink;
+use rollcall::sink::SinkConfig;
 use rollcall::store::{Commit, SourceState, Store};
 
 const RUNS: usize = 3;
@@ -114,7 +114,7 @@ async fn bench(n: usize) {
         hits.store(0, Ordering::Relaxed);
         // A new sink name each run: its cursor starts at 0.
         let config = config(&store_path, &url, &secret, run);
-        let mut sink = Sink::from_config(&config.sinks[0]).unwrap();
+        let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
         let started = Instant::now();
         let delivered = deliver::drain(&store, &mut sink).await.unwrap();
         let signed = started.elapsed();

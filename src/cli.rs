@@ -11,7 +11,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, SinkConfig};
+use crate::config::{Config, ConfigError};
 use crate::runner::{CycleOptions, Runner, RunnerError};
 use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError};
 
@@ -209,10 +209,8 @@ pub enum CliError {
     Replay(#[from] crate::replay::ReplayError),
     #[error("no sink named '{name}' in the config; its sinks are: {known}")]
     UnknownSink { name: String, known: String },
-    #[error("sink '{0}' is not a webhook sink: only webhook sinks dead-letter events, so there is nothing to retry")]
-    NotWebhook(String),
     #[error(transparent)]
-    Webhook(#[from] crate::sink::webhook::WebhookError),
+    Sink(#[from] crate::sink::SinkError),
     #[error("cannot read the password of source '{0}'")]
     Secret(String, #[source] crate::settings::SecretError),
     #[error(
@@ -333,34 +331,10 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
         }
     }
     for s in &config.sinks {
-        match s {
-            SinkConfig::Jsonl(c) => writeln!(
-                out,
-                "  sink {}: jsonl to {}",
-                c.name,
-                if c.path == "-" { "stdout" } else { &c.path }
-            )?,
-            SinkConfig::Kafka(c) => writeln!(
-                out,
-                "  sink {}: kafka topic {} at {}",
-                c.name, c.topic, c.brokers
-            )?,
-            SinkConfig::Webhook(c) => {
-                // Scheme and host only: a path or query may carry a token.
-                writeln!(
-                    out,
-                    "  sink {}: webhook to {}://{}, {} in flight, {} attempts",
-                    c.name,
-                    c.url.scheme(),
-                    c.url.host_str().unwrap_or("?"),
-                    c.max_in_flight,
-                    c.retry_schedule.len()
-                )?;
-                if let Err(e) = crate::sink::webhook::WebhookSink::new(c) {
-                    ok = false;
-                    writeln!(out, "  problem: {e}")?;
-                }
-            }
+        writeln!(out, "  sink {}: {}", s.name(), s.describe())?;
+        if let Err(e) = s.check() {
+            ok = false;
+            writeln!(out, "  problem: {e}")?;
         }
     }
     Ok(if ok {
@@ -408,12 +382,7 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Retry { offset, .. } => {
-            let SinkConfig::Webhook(c) = sink else {
-                return Err(CliError::NotWebhook(name.clone()));
-            };
-            let report = crate::sink::webhook::WebhookSink::new(c)?
-                .retry_dead_letters(&store, offset)
-                .await?;
+            let report = sink.build()?.retry_dead_letters(&store, offset).await?;
             for o in &report.delivered {
                 writeln!(out, "{o}\tdelivered")?;
             }

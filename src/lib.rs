@@ -9,7 +9,8 @@
 //!   source's [`user::Account`];
 //! - [`store`] keeps the snapshot, the append-only event log and one cursor per sink in sled,
 //!   committing a snapshot change and the events it produced in one transaction;
-//! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor;
+//! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor, each sink
+//!   putting on the wire what its [`encode`] encoder makes of a stored event;
 //!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
 //! - [`runner`] drives cycles; [`cli`], [`config`] (with [`settings`], the machinery every
 //!   config table is read with) and [`http`] (health, metrics) are the operator's side.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod diff;
+pub mod encode;
 pub mod event;
 pub mod http;
 pub mod replay;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::encode::Envelope;
 use crate::sink::{Sink, SinkError};
 use crate::store::{Store, StoreError, StoredEvent};
 
@@ -100,22 +100,6 @@ impl Report {
     }
 }
 
-/// The fields replay selects by; parsing whole events would cost more for nothing.
-#[derive(Deserialize)]
-struct Meta<'a> {
-    id: uuid::Uuid,
-    time: DateTime<Utc>,
-    #[serde(rename = "type", borrow)]
-    event_type: std::borrow::Cow<'a, str>,
-}
-
-fn meta(e: &StoredEvent) -> Result<Meta<'_>, StoreError> {
-    serde_json::from_slice(&e.bytes).map_err(|err| StoreError::Corrupt {
-        what: format!("event at offset {}", e.offset),
-        detail: err.to_string(),
-    })
-}
-
 /// Run a replay request against the store (which the caller holds exclusively).
 pub async fn replay(config: &Config, store: &Store, req: &Request) -> Result<Report, ReplayError> {
     let Some(sink_config) = config.sinks.iter().find(|s| s.name() == req.sink) else {
@@ -173,9 +157,9 @@ pub async fn replay(config: &Config, store: &Store, req: &Request) -> Result<Rep
     let mut sink = if req.dry_run {
         None
     } else {
-        Some(Sink::from_config(sink_config)?)
+        Some(sink_config.build()?)
     };
-    let chunk = sink.as_ref().map_or(1_000, Sink::batch_size).max(1);
+    let chunk = sink.as_ref().map_or(1_000, |s| s.batch_size()).max(1);
     let mut progress = Progress::new(&req.sink, range.end - range.start);
     let mut next = range.start;
     while next < range.end {
@@ -199,14 +183,14 @@ fn resolve(store: &Store, req: &Request) -> Result<(Range<u64>, Option<Range<u64
     let head = store.head()?;
     let from = match req.start {
         Start::Offset(o) => o,
-        Start::Since(t) => find(store, log_start, |m| m.time >= t)?.unwrap_or(head),
-        Start::EventId(id) => {
-            find(store, log_start, |m| m.id == id)?.ok_or(ReplayError::EventNotFound {
+        Start::Since(t) => find(store, log_start, |e| Ok(e.time()? >= t))?.unwrap_or(head),
+        Start::EventId(id) => find(store, log_start, |e| Ok(e.id() == Some(id)))?.ok_or(
+            ReplayError::EventNotFound {
                 id,
                 log_start,
                 head,
-            })?
-        }
+            },
+        )?,
     };
     let end = req.to.map_or(head, |to| to.saturating_add(1)).min(head);
     if from >= end {
@@ -230,7 +214,7 @@ fn resolve(store: &Store, req: &Request) -> Result<(Range<u64>, Option<Range<u64
 fn find(
     store: &Store,
     from: u64,
-    matches: impl Fn(&Meta<'_>) -> bool,
+    matches: impl Fn(&Envelope<'_>) -> Result<bool, crate::encode::Unreadable>,
 ) -> Result<Option<u64>, StoreError> {
     let mut next = from;
     loop {
@@ -239,7 +223,7 @@ fn find(
             return Ok(None);
         };
         for e in &events {
-            if matches(&meta(e)?) {
+            if matches(&Envelope::parse(e)?)? {
                 return Ok(Some(e.offset));
             }
         }
@@ -257,7 +241,7 @@ fn select(
     let mut out = Vec::with_capacity(events.len());
     for e in events.iter().filter(|e| e.offset < end) {
         if let Some(m) = matcher {
-            if !m.is_match(meta(e)?.event_type.as_ref()) {
+            if !m.is_match(Envelope::parse(e)?.event_type.as_ref()) {
                 continue;
             }
         }
@@ -271,18 +255,15 @@ fn select(
 }
 
 /// Hand `batch` to the sink without touching its cursor; returns how many it took.
-async fn send(sink: &mut Sink, store: &Store, batch: &[StoredEvent]) -> Result<u64, SinkError> {
+async fn send(
+    sink: &mut Box<dyn Sink>,
+    store: &Store,
+    batch: &[StoredEvent],
+) -> Result<u64, SinkError> {
     if batch.is_empty() {
         return Ok(0);
     }
-    match sink {
-        Sink::Jsonl(s) => s.send(batch).map(|()| batch.len() as u64),
-        Sink::Kafka(k) => Ok(k
-            .send_range(store, batch)
-            .await
-            .map(|()| batch.len() as u64)?),
-        Sink::Webhook(w) => Ok(w.send_range(store, batch).await?),
-    }
+    sink.send_range(store, batch).await
 }
 
 /// A bar with rate and ETA on a terminal; a log line every [`LOG_EVERY`] otherwise (a bar

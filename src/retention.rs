@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::encode::Envelope;
 use crate::store::{Store, StoreError};
 
 /// Events read at a time while looking for the bound.
@@ -36,12 +36,6 @@ pub struct Compaction {
     pub held_by: Option<String>,
     /// With `force`: sinks whose undelivered events were removed.
     pub overrun: Vec<String>,
-}
-
-/// Only the field the age policy reads: parsing whole events would cost more for nothing.
-#[derive(Deserialize)]
-struct Timed {
-    time: DateTime<Utc>,
 }
 
 impl Retention {
@@ -145,11 +139,7 @@ fn first_at_or_after(store: &Store, from: u64, cutoff: DateTime<Utc>) -> Result<
             return store.head();
         };
         for e in &chunk {
-            let t: Timed = serde_json::from_slice(&e.bytes).map_err(|err| StoreError::Corrupt {
-                what: format!("event at offset {}", e.offset),
-                detail: err.to_string(),
-            })?;
-            if t.time >= cutoff {
+            if Envelope::parse(e)?.time()? >= cutoff {
                 return Ok(e.offset);
             }
         }

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::deliver::{self, DeliverError};
 use crate::diff::{self, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkConfig, SinkError};
 use crate::source::{Mode, Source, SourceError, Visit};
 use crate::store::{Commit, DeletionGuard, Record, SourceState, Store, StoreError};
 use crate::user::{Account, Key, Snapshot};
@@ -103,7 +103,7 @@ impl Visit for Boxed {
 pub struct Runner {
     store: Store,
     sources: Vec<Box<dyn Poll>>,
-    sinks: Vec<Sink>,
+    sinks: Vec<Box<dyn Sink>>,
     retention: crate::retention::Retention,
 }
 
@@ -122,7 +122,7 @@ impl Runner {
         let sinks = config
             .sinks
             .iter()
-            .map(Sink::from_config)
+            .map(SinkConfig::build)
             .collect::<Result<_, _>>()?;
         Ok(Runner {
             store,

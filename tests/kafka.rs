@@ -17,10 +17,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message};
-use rollcall::config::{Config, SinkConfig};
+use rollcall::config::Config;
 use rollcall::deliver;
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
-use rollcall::sink::Sink;
+use rollcall::sink::{Sink, SinkConfig};
 use rollcall::store::{Commit, SinkHealth, SourceState, Store};
 use support::harness::Harness;
 use support::sim::{Sim, SimOptions};
@@ -62,8 +62,8 @@ topic = "{TOPIC}"
     Config::parse(&raw, Path::new("rollcall.toml")).unwrap()
 }
 
-fn sink(config: &Config) -> Sink {
-    Sink::from_config(&config.sinks[0]).unwrap()
+fn sink(config: &Config) -> Box<dyn Sink> {
+    SinkConfig::build(&config.sinks[0]).unwrap()
 }
 
 /// `rounds` events for each of `users` users, interleaved the way a busy log is.
@@ -550,7 +550,7 @@ fn an_invalid_librdkafka_option_fails_at_start_naming_the_key() {
     let SinkConfig::Kafka(_) = &config.sinks[0] else {
         panic!("a kafka sink")
     };
-    let err = Sink::from_config(&config.sinks[0])
+    let err = SinkConfig::build(&config.sinks[0])
         .err()
         .expect("start-up fails")
         .to_string();

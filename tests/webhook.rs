@@ -20,7 +20,7 @@ use bytes::Bytes;
 use rollcall::config::Config;
 use rollcall::deliver;
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
-use rollcall::sink::Sink;
+use rollcall::sink::{Sink, SinkConfig};
 use rollcall::store::{Commit, SinkHealth, SourceState, Store};
 use support::wait;
 use tempfile::TempDir;
@@ -222,8 +222,8 @@ secret_file = {secret_file:?}
         Store::open(&self.config().store.path).unwrap()
     }
 
-    fn sink(&self) -> Sink {
-        Sink::from_config(&self.config().sinks[0]).unwrap()
+    fn sink(&self) -> Box<dyn Sink> {
+        SinkConfig::build(&self.config().sinks[0]).unwrap()
     }
 
     fn rollcall(&self, args: &[&str]) -> std::process::Output {

@@ -11,10 +11,12 @@
 //! producer (`enable.idempotence=true`, `acks=all`), which keeps order within a partition
 //! through retries.
 
-use std::borrow::Cow;
+mod config;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -23,12 +25,13 @@ use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{ConfigError, KafkaConfig, KafkaMode};
+pub use config::{KafkaConfig, RESERVED_OPTIONS};
+
+use super::{Serving, Sink, SinkError};
+use crate::encode::{Binding, Encoder, Envelope};
 use crate::store::{SinkHealth, Store, StoreError, StoredEvent};
 
 /// How long a metadata or admin request may take before the brokers count as unreachable.
@@ -50,8 +53,8 @@ pub enum KafkaError {
         key: String,
         message: String,
     },
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    #[error("sink '{sink}': {message}")]
+    Secret { sink: String, message: String },
     #[error("sink '{sink}': cannot reach the Kafka brokers {brokers}: {detail}. Check `brokers`, the network and [sinks.options] (security.protocol, sasl.*); retrying from the stored cursor")]
     Unreachable {
         sink: String,
@@ -107,36 +110,12 @@ impl KafkaError {
         matches!(
             self,
             KafkaError::Option { .. }
-                | KafkaError::Config(_)
+                | KafkaError::Secret { .. }
                 | KafkaError::TooLarge { .. }
                 | KafkaError::NotAuthorized { .. }
                 | KafkaError::Corrupt { .. }
         )
     }
-}
-
-/// The attributes of a stored event, borrowed from its bytes: encoding a message must not
-/// re-serialize `data`, so the value in binary mode is the stored `data` byte for byte.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    specversion: Cow<'a, str>,
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    source: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    event_type: Cow<'a, str>,
-    #[serde(borrow)]
-    subject: Cow<'a, str>,
-    #[serde(borrow)]
-    time: Cow<'a, str>,
-    #[serde(borrow)]
-    datacontenttype: Cow<'a, str>,
-    #[serde(borrow)]
-    sequence: Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
 }
 
 /// One event, encoded for Kafka.
@@ -146,51 +125,32 @@ pub struct Message<'a> {
     pub headers: OwnedHeaders,
 }
 
-/// Encode a stored event in the given binding mode.
-pub fn encode(stored: &StoredEvent, mode: KafkaMode) -> Result<Message<'_>, serde_json::Error> {
-    // Borrows from `stored`: in binary mode the value is a slice of the stored bytes.
-    let e: Envelope<'_> = serde_json::from_slice(&stored.bytes)?;
-    let key = format!("{}:{}", e.source, e.subject);
-    let (value, headers) = match mode {
-        KafkaMode::Structured => (
-            &stored.bytes[..],
-            OwnedHeaders::new_with_capacity(1).insert(Header {
-                key: "content-type",
-                value: Some("application/cloudevents+json"),
-            }),
-        ),
-        KafkaMode::Binary => {
-            let mut h = OwnedHeaders::new_with_capacity(8);
-            for (key, value) in [
-                ("ce_specversion", &e.specversion),
-                ("ce_id", &e.id),
-                ("ce_source", &e.source),
-                ("ce_type", &e.event_type),
-                ("ce_subject", &e.subject),
-                ("ce_time", &e.time),
-                ("ce_sequence", &e.sequence),
-                ("content-type", &e.datacontenttype),
-            ] {
-                h = h.insert(Header {
-                    key,
-                    value: Some(value.as_ref()),
-                });
-            }
-            (e.data.get().as_bytes(), h)
-        }
-    };
-    Ok(Message {
-        key,
-        value,
+/// A message from an encoded event: the attribute headers, then `content-type`.
+pub fn message<'a>(encoder: &Encoder, e: &'a Envelope<'a>) -> Message<'a> {
+    let encoded = encoder.encode(e);
+    let mut headers = OwnedHeaders::new_with_capacity(encoded.headers.len() + 1);
+    for (key, value) in &encoded.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    headers = headers.insert(Header {
+        key: "content-type",
+        value: Some(encoded.content_type),
+    });
+    Message {
+        key: encoded.key,
+        value: encoded.body,
         headers,
-    })
+    }
 }
 
 pub struct KafkaSink {
     name: String,
     brokers: String,
     topic: String,
-    mode: KafkaMode,
+    encoder: Encoder,
     create_topic: bool,
     batch_size: usize,
     client_config: ClientConfig,
@@ -202,7 +162,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Build the producer. Connects to nothing yet (brokers may be down at start), but every
     /// librdkafka option is checked here, so a bad one fails the start naming its key.
-    pub fn new(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
+    fn new(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
         let mut client_config = ClientConfig::new();
         client_config
             .set("bootstrap.servers", &config.brokers)
@@ -232,17 +192,17 @@ impl KafkaSink {
             name: config.name.clone(),
             brokers: config.brokers.clone(),
             topic: config.topic.clone(),
-            mode: config.mode,
+            encoder: Encoder {
+                format: config.format,
+                mode: config.mode,
+                binding: Binding::Kafka,
+            },
             create_topic: config.create_topic,
             batch_size: config.batch_size,
             client_config,
             producer,
             topic_ready: false,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// An idempotent producer that hit a fatal error (e.g. a broken sequence) refuses every
@@ -260,14 +220,10 @@ impl KafkaSink {
         }
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
     /// Deliver from the stored cursor to the log head (as it was when each batch was read),
     /// or until `stop` turns true; returns how many events were acknowledged. Records the
     /// sink's health in the store either way.
-    pub async fn drain(
+    async fn drain(
         &mut self,
         store: &Store,
         stop: Option<&watch::Receiver<bool>>,
@@ -336,7 +292,7 @@ impl KafkaSink {
 
     /// For `rollcall replay`: send exactly `events` (a range the operator chose) and return
     /// once every one is acknowledged. Never reads or moves the stored cursor.
-    pub async fn send_range(
+    async fn send_range(
         &mut self,
         store: &Store,
         events: &[StoredEvent],
@@ -488,45 +444,6 @@ impl KafkaSink {
             },
         }
     }
-
-    /// Deliver until `shutdown` turns true: drain to the head, then wait for it to move.
-    /// Failures are retried from the stored cursor with growing pauses while the sink is
-    /// reported degraded; a permanent failure stops the sink (reported disabled).
-    pub async fn serve(
-        mut self,
-        store: Store,
-        mut head: watch::Receiver<u64>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut pauses = crate::deliver::retry_pauses();
-        while !*shutdown.borrow() {
-            match self.drain(&store, Some(&shutdown)).await {
-                Ok(n) => {
-                    pauses = crate::deliver::retry_pauses();
-                    if n > 0 {
-                        info!(sink = %self.name, events = n, "delivered");
-                    }
-                    tokio::select! {
-                        _ = head.changed() => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-                Err(e) if e.is_permanent() => {
-                    error!(sink = %self.name, error = %e, "sink stopped");
-                    return;
-                }
-                Err(e) => {
-                    let wait = pauses.next().unwrap_or(Duration::from_secs(60));
-                    metrics::counter!("rollcall_delivery_retries_total", "sink" => self.name.clone()).increment(1);
-                    warn!(sink = %self.name, error = %e, retry_in = ?wait, "sink degraded; retrying from the stored cursor");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl Drop for KafkaSink {
@@ -555,11 +472,12 @@ struct Window<'a> {
 impl Window<'_> {
     async fn enqueue(&mut self, stored: &StoredEvent) -> Result<(), KafkaError> {
         let sink = self.sink;
-        let message = encode(stored, sink.mode).map_err(|e| KafkaError::Corrupt {
+        let envelope = Envelope::parse(stored).map_err(|e| KafkaError::Corrupt {
             sink: sink.name.clone(),
             offset: stored.offset,
-            detail: e.to_string(),
+            detail: e.source.to_string(),
         })?;
+        let message = message(&sink.encoder, &envelope);
         let bytes = message.value.len();
         let mut record = FutureRecord::to(&sink.topic)
             .key(&message.key)
@@ -643,5 +561,56 @@ impl Window<'_> {
             self.committed = self.acked;
         }
         Ok(())
+    }
+}
+
+impl KafkaConfig {
+    /// Build the producer. Connects to nothing yet (brokers may be down at start), but every
+    /// librdkafka option is checked here, so a bad one fails the start naming its key.
+    pub fn build(&self) -> Result<Box<dyn Sink>, KafkaError> {
+        Ok(Box::new(KafkaSink::new(self)?))
+    }
+
+    /// What `check-config` checks: the keys only (building a producer starts its threads).
+    pub fn check(&self) -> Result<(), KafkaError> {
+        Ok(())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn drain<'a>(
+        &'a mut self,
+        store: &'a Store,
+        stop: Option<&'a watch::Receiver<bool>>,
+    ) -> BoxFuture<'a, Result<u64, SinkError>> {
+        Box::pin(async move { Ok(KafkaSink::drain(self, store, stop).await?) })
+    }
+
+    fn serve(
+        self: Box<Self>,
+        _store: Store,
+        _head: watch::Receiver<u64>,
+        _shutdown: watch::Receiver<bool>,
+    ) -> Serving {
+        Serving::Drained(self)
+    }
+
+    fn send_range<'a>(
+        &'a mut self,
+        store: &'a Store,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<u64, SinkError>> {
+        Box::pin(async move {
+            KafkaSink::send_range(self, store, events).await?;
+            Ok(events.len() as u64)
+        })
     }
 }

@@ -11,6 +11,8 @@
 //! the sink's name identifies the endpoint), follow a redirect, or read more than [`BODY_CAP`]
 //! bytes of a response.
 
+mod config;
+
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -22,16 +24,18 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
 use chrono::Utc;
+use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigError, WebhookConfig};
-use crate::event::EventType;
+pub use config::WebhookConfig;
+
+use super::{RetryReport, Serving, Sink, SinkError};
+use crate::encode::{Binding, Encoder, Envelope, Mode, Unreadable};
 use crate::store::{DeadLetter, SinkHealth, Store, StoreError, StoredEvent};
 
 /// Response bytes read at most: enough for an error message, and the connection stays reusable
@@ -52,8 +56,8 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    #[error("sink '{sink}': {message}")]
+    Secret { sink: String, message: String },
     #[error("sink '{sink}': secret #{index} is not `whsec_` followed by base64. Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
     BadSecret { sink: String, index: usize },
     #[error("sink '{sink}': no secret found where `secret_env`/`secret_file` points; put `whsec_<base64>` there")]
@@ -62,6 +66,8 @@ pub enum WebhookError {
     Client { sink: String, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
     #[error("sink '{sink}': the endpoint answered 410 Gone, so it is disabled and nothing more is sent to it. Fix the endpoint (or remove the sink), then restart rollcall: undelivered events are kept")]
     Gone { sink: String },
     #[error("sink '{sink}': replaying the event at offset {offset} failed: {reason}. Events after it were not replayed; fix the endpoint, then replay again from --from-offset {offset}")]
@@ -76,6 +82,13 @@ pub enum WebhookError {
         count: usize,
         last_error: String,
     },
+}
+
+impl WebhookError {
+    /// A disabled endpoint stays disabled until rollcall restarts.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, WebhookError::Gone { .. })
+    }
 }
 
 /// Signs with every configured secret: during a rotation the receiver accepts either.
@@ -191,17 +204,42 @@ impl Iterator for Schedule {
 struct Job {
     offset: u64,
     id: String,
+    /// The encoder's attribute headers (none in structured mode).
+    headers: Vec<(&'static str, String)>,
+    content_type: String,
     body: Bytes,
 }
 
-/// The part of the envelope the sink routes by.
-#[derive(Deserialize)]
-struct Head {
-    id: uuid::Uuid,
-    source: String,
-    subject: String,
-    #[serde(rename = "type")]
-    event_type: EventType,
+impl Job {
+    /// Encode a stored event with its user (the ordering key); `None` when the sink's
+    /// `event_types` leave it out.
+    fn encode(sink: &WebhookSink, stored: &StoredEvent) -> Result<Option<(User, Job)>, Unreadable> {
+        let e = Envelope::parse(stored)?;
+        if sink
+            .filter
+            .as_ref()
+            .is_some_and(|f| !f.contains(e.event_type.as_ref()))
+        {
+            return Ok(None);
+        }
+        Ok(Some(Job::from_envelope(&sink.encoder, &e)))
+    }
+
+    fn from_envelope(encoder: &Encoder, e: &Envelope<'_>) -> (User, Job) {
+        let encoded = encoder.encode(e);
+        let job = Job {
+            offset: e.offset,
+            id: e.id.to_string(),
+            headers: encoded
+                .headers
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect(),
+            content_type: encoded.content_type.to_owned(),
+            body: Bytes::copy_from_slice(encoded.body),
+        };
+        (encoded.key.into(), job)
+    }
 }
 
 /// The HTTP side, shared by the delivery tasks.
@@ -219,16 +257,23 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    async fn attempt(&self, id: &str, body: &Bytes) -> Result<(), Refusal> {
+    async fn attempt(&self, job: &Job) -> Result<(), Refusal> {
         let timestamp = Utc::now().timestamp();
-        let response = self
+        let mut request = self
             .client
             .post(self.url.clone())
-            .header("webhook-id", id)
+            .header("webhook-id", &job.id)
             .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", self.signer.sign(id, timestamp, body))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
+            .header(
+                "webhook-signature",
+                self.signer.sign(&job.id, timestamp, &job.body),
+            )
+            .header(reqwest::header::CONTENT_TYPE, &job.content_type);
+        for (name, value) in &job.headers {
+            request = request.header(*name, value);
+        }
+        let response = request
+            .body(job.body.clone())
             .send()
             .await
             .map_err(|e| self.transport(e))?;
@@ -282,7 +327,7 @@ impl Endpoint {
         let longest = self.schedule.iter().max().copied().unwrap_or_default();
         let result = (|| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&job.id, &job.body)
+            self.attempt(job)
         })
         .retry(Schedule(
             self.schedule.iter().skip(1).copied().collect::<Vec<_>>().into_iter(),
@@ -377,20 +422,25 @@ fn snippet(body: &[u8]) -> String {
 
 pub struct WebhookSink {
     endpoint: Arc<Endpoint>,
-    filter: Option<HashSet<EventType>>,
+    encoder: Encoder,
+    /// The `type`s to send; `None`: all.
+    filter: Option<HashSet<&'static str>>,
     max_in_flight: usize,
 }
 
-/// What `dlq retry` did.
-#[derive(Debug, Default)]
-pub struct RetryReport {
-    pub delivered: Vec<u64>,
-    /// Offset and why it failed again; these stay in the dead-letter queue.
-    pub failed: Vec<(u64, String)>,
+impl WebhookConfig {
+    pub fn build(&self) -> Result<Box<dyn Sink>, WebhookError> {
+        Ok(Box::new(WebhookSink::new(self)?))
+    }
+
+    /// What `check-config` can check without sending: the secrets and the HTTP client.
+    pub fn check(&self) -> Result<(), WebhookError> {
+        WebhookSink::new(self).map(drop)
+    }
 }
 
 impl WebhookSink {
-    pub fn new(config: &WebhookConfig) -> Result<WebhookSink, WebhookError> {
+    fn new(config: &WebhookConfig) -> Result<WebhookSink, WebhookError> {
         let signer = Signer::new(&config.name, config.secrets()?.expose_secret())?;
         let client = reqwest::Client::builder()
             .use_rustls_tls()
@@ -415,28 +465,29 @@ impl WebhookSink {
                 retrying: AtomicUsize::new(0),
                 degraded: AtomicBool::new(false),
             }),
+            // A signed JSON body per event: the structured form, as receivers expect it.
+            encoder: Encoder {
+                format: config.format,
+                mode: Mode::Structured,
+                binding: Binding::Http,
+            },
             filter: config
                 .event_types
                 .as_ref()
-                .map(|t| t.iter().copied().collect()),
+                .map(|t| t.iter().map(|t| t.as_str()).collect()),
             max_in_flight: config.max_in_flight,
         })
     }
 
-    pub fn name(&self) -> &str {
+    fn name(&self) -> &str {
         &self.endpoint.sink
-    }
-
-    /// How many events it reads from the log at a time.
-    pub fn batch_size(&self) -> usize {
-        READ_CHUNK
     }
 
     /// For `once`: deliver up to the log head, waiting only for retries due within
     /// [`ONCE_PATIENCE`]. Events still failing then keep the cursor before them (later events
     /// of other users are sent anyway, and re-sent on the next run); that is an error.
     /// Returns how many events were delivered.
-    pub async fn drain(&mut self, store: &Store) -> Result<u64, WebhookError> {
+    async fn drain(&mut self, store: &Store) -> Result<u64, WebhookError> {
         let mut window = Window::open(self, store, Some(ONCE_PATIENCE))?;
         loop {
             window.fill(self)?;
@@ -462,7 +513,7 @@ impl WebhookSink {
     /// reading more whenever `head` moves. Events in flight at shutdown are abandoned (the
     /// cursor is before them, so they are re-sent with the same id on the next start). After
     /// a 410 Gone the sink sends nothing more until rollcall restarts.
-    pub async fn serve(
+    async fn run(
         mut self,
         store: Store,
         mut head: watch::Receiver<u64>,
@@ -532,7 +583,7 @@ impl WebhookSink {
 
     /// `rollcall dlq retry`: send dead letters again (all, or the one at `only`), in offset
     /// order, with the same `webhook-id`; those delivered leave the queue.
-    pub async fn retry_dead_letters(
+    async fn retry_dead_letters(
         &self,
         store: &Store,
         only: Option<u64>,
@@ -542,7 +593,7 @@ impl WebhookSink {
             if only.is_some_and(|o| o != letter.offset) {
                 continue;
             }
-            let job = letter_job(store, &letter)?;
+            let job = self.letter_job(store, &letter)?;
             match self
                 .endpoint
                 .deliver(store, &job, Some(ONCE_PATIENCE))
@@ -585,29 +636,11 @@ impl WebhookSink {
     /// [`ONCE_PATIENCE`]. Events this sink's `event_types` exclude are skipped. Never reads or
     /// moves the stored cursor and never dead-letters: the first failure stops the replay.
     /// Returns how many events were sent.
-    pub async fn send_range(
-        &self,
-        store: &Store,
-        events: &[StoredEvent],
-    ) -> Result<u64, WebhookError> {
+    async fn send_range(&self, store: &Store, events: &[StoredEvent]) -> Result<u64, WebhookError> {
         let mut sent = 0;
         for e in events {
-            let head: Head =
-                serde_json::from_slice(&e.bytes).map_err(|err| StoreError::Corrupt {
-                    what: format!("event at offset {}", e.offset),
-                    detail: err.to_string(),
-                })?;
-            if self
-                .filter
-                .as_ref()
-                .is_some_and(|f| !f.contains(&head.event_type))
-            {
+            let Some((_, job)) = Job::encode(self, e)? else {
                 continue;
-            }
-            let job = Job {
-                offset: e.offset,
-                id: head.id.to_string(),
-                body: Bytes::copy_from_slice(&e.bytes),
             };
             let reason = match self
                 .endpoint
@@ -635,31 +668,33 @@ impl WebhookSink {
     }
 }
 
-/// A dead letter's bytes as first sent: from the log while it still holds the event, else
-/// re-encoded from the copy kept with the letter (same content and id, so it verifies alike).
-fn letter_job(store: &Store, letter: &DeadLetter) -> Result<Job, WebhookError> {
-    let id = letter.event["id"].as_str().unwrap_or_default().to_owned();
-    let from_log = store
-        .events_from(letter.offset, 1)?
-        .into_iter()
-        .find(|e| e.offset == letter.offset)
-        .filter(|e| e.event().is_ok_and(|ev| ev.id.to_string() == id));
-    let body = match from_log {
-        Some(e) => Bytes::copy_from_slice(&e.bytes),
-        None => {
-            Bytes::from(
-                serde_json::to_vec(&letter.event).map_err(|e| StoreError::Corrupt {
-                    what: format!("dead letter at offset {}", letter.offset),
-                    detail: e.to_string(),
-                })?,
-            )
-        }
-    };
-    Ok(Job {
-        offset: letter.offset,
-        id,
-        body,
-    })
+impl WebhookSink {
+    /// A dead letter as first sent: encoded from the log while it still holds the event, else
+    /// from the copy kept with the letter (same content and id, so it verifies alike).
+    fn letter_job(&self, store: &Store, letter: &DeadLetter) -> Result<Job, WebhookError> {
+        let id = letter.event["id"].as_str().unwrap_or_default();
+        let from_log = store
+            .events_from(letter.offset, 1)?
+            .into_iter()
+            .find(|e| e.offset == letter.offset)
+            .filter(|e| Envelope::parse(e).is_ok_and(|env| env.id == id));
+        let stored = match from_log {
+            Some(e) => e,
+            None => StoredEvent {
+                offset: letter.offset,
+                bytes: serde_json::to_vec(&letter.event)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: format!("dead letter at offset {}", letter.offset),
+                        detail: e.to_string(),
+                    })?
+                    .into(),
+            },
+        };
+        let (_, mut job) = Job::from_envelope(&self.encoder, &Envelope::parse(&stored)?);
+        // The id the receiver saw first, even if the stored copy disagrees.
+        id.clone_into(&mut job.id);
+        Ok(job)
+    }
 }
 
 type User = Arc<str>;
@@ -737,25 +772,12 @@ impl Window {
     }
 
     fn admit(&mut self, sink: &WebhookSink, e: &StoredEvent) -> Result<(), WebhookError> {
-        let head: Head = serde_json::from_slice(&e.bytes).map_err(|err| StoreError::Corrupt {
-            what: format!("event at offset {}", e.offset),
-            detail: err.to_string(),
-        })?;
-        if sink
-            .filter
-            .as_ref()
-            .is_some_and(|f| !f.contains(&head.event_type))
-        {
+        let Some((user, job)) = Job::encode(sink, e)? else {
             return Ok(());
-        }
-        let user: User = format!("{}\n{}", head.source, head.subject).into();
+        };
         self.open.insert(e.offset);
         let queue = self.queues.entry(user.clone()).or_default();
-        queue.push_back(Job {
-            offset: e.offset,
-            id: head.id.to_string(),
-            body: Bytes::copy_from_slice(&e.bytes),
-        });
+        queue.push_back(job);
         if queue.len() == 1 {
             self.ready.push_back(user);
         }
@@ -872,5 +894,48 @@ impl Window {
             self.saved_at = Instant::now();
         }
         Ok(())
+    }
+}
+
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        WebhookSink::name(self)
+    }
+
+    fn batch_size(&self) -> usize {
+        READ_CHUNK
+    }
+
+    fn drain<'a>(
+        &'a mut self,
+        store: &'a Store,
+        _stop: Option<&'a watch::Receiver<bool>>,
+    ) -> BoxFuture<'a, Result<u64, SinkError>> {
+        Box::pin(async move { Ok(WebhookSink::drain(self, store).await?) })
+    }
+
+    fn serve(
+        self: Box<Self>,
+        store: Store,
+        head: watch::Receiver<u64>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Serving {
+        Serving::Own(Box::pin((*self).run(store, head, shutdown)))
+    }
+
+    fn send_range<'a>(
+        &'a mut self,
+        store: &'a Store,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<u64, SinkError>> {
+        Box::pin(async move { Ok(WebhookSink::send_range(self, store, events).await?) })
+    }
+
+    fn retry_dead_letters<'a>(
+        &'a self,
+        store: &'a Store,
+        only: Option<u64>,
+    ) -> BoxFuture<'a, Result<RetryReport, SinkError>> {
+        Box::pin(async move { Ok(WebhookSink::retry_dead_letters(self, store, only).await?) })
     }
 }

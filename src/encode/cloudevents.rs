@@ -1,0 +1,93 @@
+//! CloudEvents on the wire: structured mode (the stored event as the body) and binary mode
+//! (attributes as headers, `data` as the body), in the Kafka and HTTP protocol bindings.
+//!
+//! Owns the header names and their order. It must never change a byte of what consumers
+//! already receive: the stored event is a CloudEvent in structured JSON already.
+
+use serde::Deserialize;
+
+use super::{Encoded, Envelope};
+
+/// CloudEvents binding mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Attributes in headers, `data` as the body.
+    #[default]
+    Binary,
+    /// The whole event as the body.
+    Structured,
+}
+
+/// The protocol binding: header names and the structured content type differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Kafka,
+    Http,
+}
+
+impl Binding {
+    fn attribute_headers(self) -> [&'static str; 7] {
+        match self {
+            Binding::Kafka => [
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_subject",
+                "ce_time",
+                "ce_sequence",
+            ],
+            Binding::Http => [
+                "ce-specversion",
+                "ce-id",
+                "ce-source",
+                "ce-type",
+                "ce-subject",
+                "ce-time",
+                "ce-sequence",
+            ],
+        }
+    }
+
+    fn structured_content_type(self) -> &'static str {
+        match self {
+            Binding::Kafka => "application/cloudevents+json",
+            // Webhook receivers (Standard Webhooks) parse a JSON body; this is what they have
+            // always been sent.
+            Binding::Http => "application/json",
+        }
+    }
+}
+
+pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<'a> {
+    match mode {
+        Mode::Structured => Encoded {
+            key: e.key(),
+            headers: Vec::new(),
+            content_type: binding.structured_content_type(),
+            body: e.bytes,
+        },
+        Mode::Binary => {
+            let values = [
+                &e.specversion,
+                &e.id,
+                &e.source,
+                &e.event_type,
+                &e.subject,
+                &e.time,
+                &e.sequence,
+            ];
+            Encoded {
+                key: e.key(),
+                headers: binding
+                    .attribute_headers()
+                    .into_iter()
+                    .zip(values.map(|v| v.as_ref()))
+                    .collect(),
+                content_type: &e.datacontenttype,
+                body: e.data.get().as_bytes(),
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Encoding: the one reader of a stored event, and the encoders that turn it into what a sink
+//! puts on the wire.
+//!
+//! Owns the shape of a stored event as sinks, replay and retention see it ([`Envelope`]) and the
+//! choice of wire format ([`Format`], a sink's `format` key). It must never re-serialize an
+//! event: a body is the stored bytes or a slice of them, so every redelivery and replay of an
+//! event is byte-identical. It knows no sink and no store beyond the stored bytes.
+
+pub mod cloudevents;
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::store::{StoreError, StoredEvent};
+
+pub use cloudevents::{Binding, Mode};
+
+/// A stored event that is not the CloudEvent rollcall wrote: the store is damaged.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored event at offset {offset} is not a readable CloudEvent")]
+pub struct Unreadable {
+    pub offset: u64,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl From<Unreadable> for StoreError {
+    fn from(e: Unreadable) -> StoreError {
+        StoreError::Corrupt {
+            what: format!("event at offset {}", e.offset),
+            detail: e.source.to_string(),
+        }
+    }
+}
+
+/// The attributes of a stored event, borrowed from its bytes: encoding must not re-serialize
+/// `data`, so a binary-mode body is the stored `data` byte for byte.
+#[derive(Deserialize)]
+pub struct Envelope<'a> {
+    #[serde(skip)]
+    pub offset: u64,
+    /// The event exactly as stored.
+    #[serde(skip)]
+    pub bytes: &'a [u8],
+    #[serde(borrow)]
+    pub specversion: Cow<'a, str>,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub subject: Cow<'a, str>,
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub datacontenttype: Cow<'a, str>,
+    #[serde(borrow)]
+    pub sequence: Cow<'a, str>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn parse(stored: &'a StoredEvent) -> Result<Envelope<'a>, Unreadable> {
+        let mut e: Envelope<'a> =
+            serde_json::from_slice(&stored.bytes).map_err(|e| Unreadable {
+                offset: stored.offset,
+                source: e.into(),
+            })?;
+        e.offset = stored.offset;
+        e.bytes = &stored.bytes;
+        Ok(e)
+    }
+
+    /// The ordering key, one per user: events with the same key reach a consumer in log order.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.source, self.subject)
+    }
+
+    pub fn id(&self) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(&self.id).ok()
+    }
+
+    pub fn time(&self) -> Result<DateTime<Utc>, Unreadable> {
+        self.time
+            .parse()
+            .map_err(|e: chrono::ParseError| Unreadable {
+                offset: self.offset,
+                source: e.into(),
+            })
+    }
+}
+
+/// What a sink sends: its `format` key. OCSF is planned as a second value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Cloudevents,
+}
+
+/// One event as it goes on the wire.
+pub struct Encoded<'a> {
+    /// The ordering key (see [`Envelope::key`]).
+    pub key: String,
+    /// Attribute headers in the order they are sent; empty when the body carries them.
+    pub headers: Vec<(&'static str, &'a str)>,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Turns envelopes into [`Encoded`] events for one sink.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder {
+    pub format: Format,
+    pub mode: Mode,
+    pub binding: Binding,
+}
+
+impl Encoder {
+    pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Encoded<'a> {
+        match self.format {
+            Format::Cloudevents => cloudevents::encode(e, self.mode, self.binding),
+        }
+    }
+}

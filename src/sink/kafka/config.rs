@@ -1,0 +1,230 @@
+//! The `[[sinks]]` table of `kind = "kafka"`, and its checks.
+//!
+//! Owns the keys of a Kafka sink, the librdkafka options rollcall reserves for itself, and
+//! reading the `options_env` secrets. It must never log an option's value: it may be a secret.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::KafkaError;
+use crate::encode::{Format, Mode};
+use crate::settings::{Entry, Problems};
+
+/// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub name: String,
+    /// librdkafka's `bootstrap.servers`: `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Binary (attributes in `ce_*` headers, `data` as the value; the default) or structured
+    /// (the whole event as the value, `content-type: application/cloudevents+json`).
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub format: Format,
+    /// Create the topic (broker-default partitions and replication) when it is missing,
+    /// instead of failing with an error that says so.
+    #[serde(default)]
+    pub create_topic: bool,
+    /// Events read from the log and put in flight at once; the cursor moves once per batch.
+    #[serde(default = "batch_size")]
+    pub batch_size: usize,
+    /// Passed to librdkafka as-is (`security.protocol`, `sasl.*`, `ssl.*`, `compression.type`…).
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Value>,
+    /// librdkafka options whose values come from environment variables, e.g.
+    /// `"sasl.password" = "KAFKA_PASSWORD"`: secrets stay out of the file.
+    #[serde(default)]
+    pub options_env: BTreeMap<String, String>,
+}
+
+fn batch_size() -> usize {
+    10_000
+}
+
+/// librdkafka options rollcall sets itself: its delivery guarantees depend on them.
+pub const RESERVED_OPTIONS: [&str; 4] = [
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "allow.auto.create.topics",
+];
+
+impl KafkaConfig {
+    pub fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        let mut problem = |key: &str, message: String| p.at(entry.key(key), message);
+        if self.brokers.trim().is_empty() {
+            problem(
+                "brokers",
+                "`brokers` must name at least one `host:port`".into(),
+            );
+        }
+        if self.topic.trim().is_empty() {
+            problem("topic", "`topic` must not be empty".into());
+        }
+        if self.batch_size == 0 {
+            problem("batch_size", "`batch_size` must be at least 1".into());
+        }
+        for (table, key) in self
+            .options
+            .keys()
+            .map(|k| ("options", k))
+            .chain(self.options_env.keys().map(|k| ("options_env", k)))
+        {
+            if RESERVED_OPTIONS.contains(&key.as_str()) {
+                problem(
+                    table,
+                    format!(
+                        "`{key}` in [sinks.{table}] is set by rollcall (ordered, idempotent delivery depends on it): use `brokers` or `create_topic` instead, or remove it"
+                    ),
+                );
+            }
+            if table == "options_env" && self.options.contains_key(key) {
+                problem(
+                    table,
+                    format!("`{key}` is in both [sinks.options] and [sinks.options_env]: keep one"),
+                );
+            }
+        }
+        for (key, value) in &self.options {
+            if matches!(
+                value,
+                toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
+            ) {
+                problem(
+                    "options",
+                    format!("[sinks.options] `{key}` must be a string, number or boolean"),
+                );
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("kafka topic {} at {}", self.topic, self.brokers)
+    }
+
+    /// Every librdkafka option as a string, with the `options_env` secrets read from the
+    /// environment. The values may be secrets: never log them.
+    pub fn librdkafka_options(&self) -> Result<Vec<(String, String)>, KafkaError> {
+        let mut out: Vec<(String, String)> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        for (key, var) in &self.options_env {
+            let value = std::env::var(var).map_err(|_| KafkaError::Secret {
+                sink: self.name.clone(),
+                message: format!(
+                    "environment variable {var} (named for `{key}` in [sinks.options_env]) is not set"
+                ),
+            })?;
+            out.push((key.clone(), value));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{parse, EXAMPLE};
+    use crate::sink::SinkConfig;
+
+    const KAFKA: &str = r#"
+[[sinks]]
+kind = "kafka"
+name = "siem-kafka"
+brokers = "127.0.0.1:9092"
+topic = "superset.user-events"
+mode = "structured"
+[sinks.options]
+"compression.type" = "lz4"
+"linger.ms" = 20
+[sinks.options_env]
+"sasl.password" = "ROLLCALL_TEST_KAFKA_PASSWORD"
+"#;
+
+    fn kafka(raw: &str) -> KafkaConfig {
+        let c = parse(raw).unwrap();
+        let Some(SinkConfig::Kafka(k)) = c.sinks.last() else {
+            panic!("last sink is kafka")
+        };
+        k.clone()
+    }
+
+    #[test]
+    fn kafka_sink_parses_with_binary_mode_and_batches_by_default() {
+        let k = kafka(&format!(
+            "{EXAMPLE}{}",
+            KAFKA.replace("mode = \"structured\"\n", "")
+        ));
+        assert_eq!(k.mode, Mode::Binary);
+        assert!(!k.create_topic);
+        assert_eq!(k.batch_size, 10_000);
+        assert_eq!(k.topic, "superset.user-events");
+    }
+
+    #[test]
+    fn kafka_options_become_strings_and_secrets_come_from_env() {
+        let k = kafka(&format!("{EXAMPLE}{KAFKA}"));
+        assert_eq!(k.mode, Mode::Structured);
+        std::env::set_var("ROLLCALL_TEST_KAFKA_PASSWORD", "hunter2");
+        let options = k.librdkafka_options().unwrap();
+        assert_eq!(
+            options,
+            [
+                ("compression.type".to_owned(), "lz4".to_owned()),
+                ("linger.ms".to_owned(), "20".to_owned()),
+                ("sasl.password".to_owned(), "hunter2".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_kafka_option_variable_names_the_variable_and_the_key() {
+        let raw = format!(
+            "{EXAMPLE}{}",
+            KAFKA.replace("ROLLCALL_TEST_KAFKA_PASSWORD", "ROLLCALL_TEST_UNSET_KAFKA")
+        );
+        let err = kafka(&raw).librdkafka_options().unwrap_err().to_string();
+        assert!(
+            err.contains("sink 'siem-kafka'")
+                && err.contains("ROLLCALL_TEST_UNSET_KAFKA")
+                && err.contains("sasl.password"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kafka_options_rollcall_owns_are_rejected_with_their_line() {
+        let raw = format!(
+            "{EXAMPLE}{}",
+            KAFKA.replace("\"linger.ms\" = 20", "acks = \"1\"")
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("`acks` in [sinks.options] is set by rollcall")
+                && err.contains("rollcall.toml:24:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kafka_mode_must_be_binary_or_structured() {
+        let raw = format!("{EXAMPLE}{}", KAFKA.replace("\"structured\"", "\"avro\""));
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("unknown variant `avro`") && err.contains("binary"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The `[[sinks]]` table of `kind = "webhook"`, and its checks.
+//!
+//! Owns the keys of a webhook endpoint, their defaults (the retry schedule Stripe and Svix made
+//! common) and where its signing secrets come from. It must never log or return a secret's
+//! value, nor the endpoint's path or query (which may carry a token).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::WebhookError;
+use crate::encode::Format;
+use crate::settings::{Entry, Problems};
+
+/// One HTTP endpoint receiving a signed POST per event (Standard Webhooks). Each endpoint is
+/// its own sink, with its own cursor, retries and dead letters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: url::Url,
+    /// Environment variable holding the signing secret `whsec_<base64>`; several secrets
+    /// separated by spaces sign with each during a rotation.
+    pub secret_env: Option<String>,
+    /// Or a file holding them (a Kubernetes or Docker secret).
+    pub secret_file: Option<PathBuf>,
+    /// Event types to deliver; absent means all.
+    pub event_types: Option<Vec<crate::event::EventType>>,
+    /// Per attempt, from connecting to the end of the response.
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests in flight at once (to different users: one user's events go one at a time).
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// Wait before each attempt; the first is normally `0s`. After the last, the event is
+    /// dead-lettered.
+    #[serde(default = "defaults::retry_schedule", deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    #[serde(default)]
+    pub format: Format,
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_in_flight() -> usize {
+        16
+    }
+    /// The schedule Stripe and Svix made common: about a day and a half in all.
+    pub fn retry_schedule() -> Vec<Duration> {
+        [
+            0,
+            5,
+            5 * 60,
+            30 * 60,
+            2 * 3600,
+            5 * 3600,
+            10 * 3600,
+            10 * 3600,
+        ]
+        .map(Duration::from_secs)
+        .to_vec()
+    }
+}
+
+impl WebhookConfig {
+    pub fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        let mut problem = |key: &str, message: String| p.at(entry.key(key), message);
+        if self.secret_env.is_some() == self.secret_file.is_some() {
+            problem(
+                "name",
+                format!(
+                    "sink `{}`: set exactly one of `secret_env` or `secret_file`",
+                    self.name
+                ),
+            );
+        }
+        if !matches!(self.url.scheme(), "http" | "https") {
+            problem(
+                "url",
+                format!("`url` must be http or https, not `{}`", self.url.scheme()),
+            );
+        }
+        if self.timeout.is_zero() {
+            problem("timeout", "`timeout` must be longer than 0s".into());
+        }
+        if self.max_in_flight == 0 {
+            problem("max_in_flight", "`max_in_flight` must be at least 1".into());
+        }
+        if self.retry_schedule.is_empty() {
+            problem(
+                "retry_schedule",
+                "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt"
+                    .into(),
+            );
+        }
+        if self.event_types.as_ref().is_some_and(|t| t.is_empty()) {
+            problem(
+                "event_types",
+                "`event_types` is empty, so nothing would be sent: list some, or drop the key for all"
+                    .into(),
+            );
+        }
+    }
+
+    /// Scheme and host only: a path or query may carry a token.
+    pub fn describe(&self) -> String {
+        format!(
+            "webhook to {}://{}, {} in flight, {} attempts",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or("?"),
+            self.max_in_flight,
+            self.retry_schedule.len()
+        )
+    }
+
+    /// The signing secrets, from the environment or the file the config names, as written
+    /// (`whsec_<base64>`, space-separated). Errors name where to look, never the value.
+    pub fn secrets(&self) -> Result<SecretString, WebhookError> {
+        let err = |message: String| WebhookError::Secret {
+            sink: self.name.clone(),
+            message,
+        };
+        if let Some(var) = &self.secret_env {
+            return std::env::var(var).map(SecretString::from).map_err(|_| {
+                err(format!(
+                    "environment variable {var} (named by `secret_env`) is not set"
+                ))
+            });
+        }
+        if let Some(file) = &self.secret_file {
+            return std::fs::read_to_string(file)
+                .map(|s| SecretString::from(s.trim().to_owned()))
+                .map_err(|e| err(format!("cannot read `secret_file` {}: {e}", file.display())));
+        }
+        Err(err("set `secret_env` or `secret_file`".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{parse, EXAMPLE};
+    use crate::sink::SinkConfig;
+    use std::time::Duration;
+
+    const WEBHOOK: &str = r#"
+[[sinks]]
+kind = "webhook"
+name = "provisioning"
+url = "https://hooks.example.com/superset"
+secret_env = "PROVISIONING_WEBHOOK_SECRET"
+event_types = ["user.created", "user.deactivated", "user.deleted"]
+timeout = "10s"
+max_in_flight = 16
+"#;
+
+    #[test]
+    fn webhook_sink_parses_with_the_common_retry_schedule_by_default() {
+        let c = parse(&format!("{EXAMPLE}{WEBHOOK}")).unwrap();
+        let SinkConfig::Webhook(w) = &c.sinks[1] else {
+            panic!("second sink is a webhook")
+        };
+        assert_eq!(w.url.as_str(), "https://hooks.example.com/superset");
+        assert_eq!(w.timeout, Duration::from_secs(10));
+        assert_eq!(w.event_types.as_ref().unwrap().len(), 3);
+        let hours: Vec<u64> = w.retry_schedule.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(hours, [0, 5, 300, 1800, 7200, 18000, 36000, 36000]);
+    }
+
+    #[test]
+    fn webhook_unknown_event_type_is_named_with_its_line() {
+        let raw = format!(
+            "{EXAMPLE}{}",
+            WEBHOOK.replace("\"user.deleted\"", "\"user.exploded\"")
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:23:") && err.contains("unknown variant `user.exploded`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn webhook_retry_schedule_entries_must_be_durations() {
+        let raw = format!("{EXAMPLE}{}retry_schedule = [\"0s\", \"soon\"]\n", WEBHOOK);
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("soon") && err.contains("rollcall.toml:"),
+            "{err}"
+        );
+        let empty = parse(&format!("{EXAMPLE}{WEBHOOK}retry_schedule = []\n")).unwrap_err();
+        assert!(
+            empty.contains("`retry_schedule` needs at least one entry"),
+            "{empty}"
+        );
+    }
+
+    #[test]
+    fn webhook_needs_exactly_one_secret_source_and_a_positive_window() {
+        let raw = format!(
+            "{EXAMPLE}{}",
+            WEBHOOK
+                .replace("secret_env = \"PROVISIONING_WEBHOOK_SECRET\"", "")
+                .replace("max_in_flight = 16", "max_in_flight = 0")
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("set exactly one of `secret_env` or `secret_file`"),
+            "{err}"
+        );
+        assert!(err.contains("`max_in_flight` must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn missing_webhook_secret_names_the_variable_and_the_sink() {
+        let raw = format!(
+            "{EXAMPLE}{}",
+            WEBHOOK.replace("PROVISIONING_WEBHOOK_SECRET", "ROLLCALL_TEST_UNSET_SECRET")
+        );
+        let c = parse(&raw).unwrap();
+        let SinkConfig::Webhook(w) = &c.sinks[1] else {
+            panic!("second sink is a webhook")
+        };
+        let err = w.secrets().unwrap_err().to_string();
+        assert!(
+            err.contains("sink 'provisioning'") && err.contains("ROLLCALL_TEST_UNSET_SECRET"),
+            "{err}"
+        );
+    }
+}
