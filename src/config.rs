@@ -266,7 +266,9 @@ path = "./events.jsonl"            # "-" means stdout
     #[test]
     fn the_documented_example_parses_with_defaults() {
         let c = parse(EXAMPLE).unwrap();
-        let SourceConfig::Superset(s) = &c.sources[0];
+        let SourceConfig::Superset(s) = &c.sources[0] else {
+            panic!("the example's first source is Superset")
+        };
         assert_eq!(s.name, "prod");
         assert_eq!(s.poll_interval, Duration::from_secs(30));
         assert_eq!(s.full_reconcile_interval, Duration::from_secs(900));
@@ -377,7 +379,9 @@ path = "./events.jsonl"            # "-" means stdout
             &format!("password_file = {:?}", file.display().to_string()),
         );
         let c = parse(&raw).unwrap();
-        let SourceConfig::Superset(s) = &c.sources[0];
+        let SourceConfig::Superset(s) = &c.sources[0] else {
+            panic!("the example's first source is Superset")
+        };
         use secrecy::ExposeSecret;
         assert_eq!(s.password().unwrap().expose_secret(), "s3cret");
     }
@@ -386,7 +390,9 @@ path = "./events.jsonl"            # "-" means stdout
     fn missing_password_variable_is_named() {
         let raw = EXAMPLE.replace("SUPERSET_PASSWORD", "ROLLCALL_TEST_UNSET_VARIABLE");
         let c = parse(&raw).unwrap();
-        let SourceConfig::Superset(s) = &c.sources[0];
+        let SourceConfig::Superset(s) = &c.sources[0] else {
+            panic!("the example's first source is Superset")
+        };
         let err = s.password().unwrap_err().to_string();
         assert!(
             err.contains("ROLLCALL_TEST_UNSET_VARIABLE") && err.contains("not set"),

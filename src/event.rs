@@ -36,13 +36,22 @@ pub enum EventType {
     UserLogin,
     #[serde(rename = "user.login_failed")]
     UserLoginFailed,
+    /// Kylin locked the account after failed logins (docs/kylin.md K29, K48).
+    #[serde(rename = "user.locked")]
+    UserLocked,
+    /// A Kylin lock was lifted: a login after it expired, or a password change (K49).
+    #[serde(rename = "user.unlocked")]
+    UserUnlocked,
+    /// Kylin's `default_password` went true → false: the user set their own password (K52).
+    #[serde(rename = "user.password_changed")]
+    UserPasswordChanged,
     /// A row of Superset's action log (`/api/v1/log/`): what a user did.
     #[serde(rename = "audit.action")]
     AuditAction,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 16] = [
         EventType::UserObserved,
         EventType::UserCreated,
         EventType::UserUpdated,
@@ -55,6 +64,9 @@ impl EventType {
         EventType::UserGroupRemoved,
         EventType::UserLogin,
         EventType::UserLoginFailed,
+        EventType::UserLocked,
+        EventType::UserUnlocked,
+        EventType::UserPasswordChanged,
         EventType::AuditAction,
     ];
 
@@ -72,6 +84,9 @@ impl EventType {
             EventType::UserGroupRemoved => "user.group_removed",
             EventType::UserLogin => "user.login",
             EventType::UserLoginFailed => "user.login_failed",
+            EventType::UserLocked => "user.locked",
+            EventType::UserUnlocked => "user.unlocked",
+            EventType::UserPasswordChanged => "user.password_changed",
             EventType::AuditAction => "audit.action",
         }
     }
@@ -93,11 +108,11 @@ pub struct Event {
     /// UUIDv7 assigned when the event is derived; reused on every redelivery and replay, so
     /// consumers can de-duplicate.
     pub id: Uuid,
-    /// `superset://<source name>`.
+    /// `superset://<source name>` or `kylin://<source name>`.
     pub source: String,
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// The Superset user id, as a string; `anonymous` for an action-log row without a user
+    /// The Superset user id, as a string, or the Kylin username; `anonymous` for an action-log row without a user
     /// (an anonymous request, or a user deleted since, whose rows Superset keeps without id).
     pub subject: String,
     /// When rollcall observed the change.

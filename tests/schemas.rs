@@ -57,7 +57,7 @@ fn snap(users: &[User]) -> Snapshot {
 }
 
 /// Stamps derived events like the runner: a UUIDv7, the source, the current time, an offset.
-fn stamp(derived: Vec<Derived>) -> Vec<Value> {
+fn stamp(source: &str, derived: Vec<Derived>) -> Vec<Value> {
     let now = Utc::now();
     derived
         .into_iter()
@@ -66,7 +66,7 @@ fn stamp(derived: Vec<Derived>) -> Vec<Value> {
             let event = Event {
                 specversion: SPEC_VERSION.into(),
                 id: uuid::Uuid::now_v7(),
-                source: "superset://prod-eu.1".into(),
+                source: source.into(),
                 event_type: d.event_type,
                 subject: d
                     .subject
@@ -109,7 +109,58 @@ fn every_kind_of_event() -> Vec<Value> {
     let mut derived = observe_all(&old);
     derived.extend(diff(&old, &new, &DiffOptions::default()));
     derived.extend(audit_events());
-    stamp(derived)
+    let mut events = stamp("superset://prod-eu.1", derived);
+    events.extend(stamp("kylin://bi", kylin_events()));
+    events
+}
+
+/// The events only a Kylin source derives (locks, unlocks, password changes, a write with no
+/// visible change), plus its deactivation and group changes, in Kylin's user shape.
+fn kylin_events() -> Vec<Derived> {
+    use rollcall::source::kylin::{KylinUser, Snapshot as KylinSnapshot};
+    use rollcall::user::MemberId;
+    let group = |name: &str| Member {
+        id: MemberId::Name(name.into()),
+        name: name.into(),
+    };
+    let user = |name: &str| KylinUser {
+        username: name.into(),
+        uuid: format!("uuid-{name}"),
+        disabled: false,
+        groups: vec![group("ROLE_ANALYST")],
+        default_password: true,
+        locked: false,
+        locked_time: None,
+        wrong_time: 0,
+        first_login_failed_time: None,
+        create_time: Some(t(0)),
+        last_modified: Some(t(0)),
+    };
+    let snap = |users: Vec<KylinUser>| -> KylinSnapshot {
+        users.into_iter().map(|u| (u.username.clone(), u)).collect()
+    };
+    let mut carol = user("carol");
+    carol.locked = true;
+    carol.wrong_time = 3;
+    carol.locked_time = Some(t(1));
+    carol.first_login_failed_time = Some(t(1));
+    let old = snap(vec![user("bob"), carol, user("dave"), user("erin")]);
+
+    let mut bob = user("bob");
+    bob.wrong_time = 10;
+    bob.locked = true;
+    bob.locked_time = Some(t(9));
+    bob.first_login_failed_time = Some(t(2));
+    let mut carol = user("carol");
+    carol.default_password = false;
+    carol.last_modified = Some(t(9));
+    let mut dave = user("dave");
+    dave.last_modified = Some(t(9));
+    let mut erin = user("erin");
+    erin.disabled = true;
+    erin.groups = vec![group("ROLE_MODELER")];
+    let new = snap(vec![bob, carol, dave, erin]);
+    diff(&old, &new, &DiffOptions::default())
 }
 
 /// `audit.action` events from action-log rows, one with a user and one anonymous.
@@ -253,11 +304,10 @@ fn login_failed_without_a_login_validates() {
     before.fail_login_count = Some(1);
     let mut after = before.clone();
     after.fail_login_count = Some(3);
-    let events = stamp(diff(
-        &snap(&[before]),
-        &snap(&[after]),
-        &DiffOptions::default(),
-    ));
+    let events = stamp(
+        "superset://prod-eu.1",
+        diff(&snap(&[before]), &snap(&[after]), &DiffOptions::default()),
+    );
     assert_eq!(types_of(&events), BTreeSet::from(["user.login_failed"]));
     assert_valid_event(&events[0]);
 }

@@ -7,6 +7,7 @@
 //! itself: the runner diffs and commits. Adding a kind is one folder and one line in
 //! [`registry!`] below.
 
+pub mod kylin;
 pub mod superset;
 
 use std::future::Future;
@@ -164,6 +165,7 @@ macro_rules! registry {
 
 registry! {
     "superset" => Superset(superset::SupersetConfig, superset::SupersetSource),
+    "kylin" => Kylin(kylin::KylinConfig, kylin::KylinSource),
 }
 
 impl SourceConfig {
@@ -177,6 +179,7 @@ impl SourceConfig {
     pub fn as_superset(&self) -> Option<&superset::SupersetConfig> {
         match self {
             SourceConfig::Superset(c) => Some(c),
+            _ => None,
         }
     }
 }
