@@ -217,6 +217,8 @@ pub enum CliError {
         "`rollcall demo` writes to a Superset: the config has no `kind = \"superset\"` source"
     )]
     DemoNeedsSuperset,
+    #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
+    NoStore(PathBuf),
 }
 
 /// An error and its causes on one line, each once.
@@ -292,6 +294,10 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Dlq { action } => dlq(&Config::load(&cli.config)?, action).await,
         Command::Status { json } => {
             let config = Config::load(&cli.config)?;
+            // Opening would create an empty store and report it as healthy.
+            if !config.store.path.exists() {
+                return Err(CliError::NoStore(config.store.path.clone()));
+            }
             let status = match Store::open(&config.store.path) {
                 Ok(store) => Status::read(&config, &store)?,
                 // `run` holds the store: ask it over HTTP instead.
@@ -319,29 +325,40 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
 
 fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     let config = Config::load(path)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: valid", path.display())?;
-    writeln!(out, "  store: {}", config.store.path.display())?;
-    let mut ok = true;
+    // Secrets are resolved before anything is printed, so the verdict comes first and is one.
+    let mut lines = vec![format!("  store: {}", config.store.path.display())];
+    let mut problems = Vec::new();
     for s in &config.sources {
-        writeln!(out, "  source {}: {}", s.name(), s.kind().describe())?;
+        lines.push(format!("  source {}: {}", s.name(), s.kind().describe()));
         if let Err(e) = s.kind().check_secrets() {
-            ok = false;
-            writeln!(out, "  problem: {}", chain(&e))?;
+            problems.push(format!("  source {}: {}", s.name(), chain(&e)));
         }
     }
     for s in &config.sinks {
-        writeln!(out, "  sink {}: {}", s.name(), s.describe())?;
+        lines.push(format!("  sink {}: {}", s.name(), s.describe()));
         if let Err(e) = s.check() {
-            ok = false;
-            writeln!(out, "  problem: {e}")?;
+            problems.push(format!("  sink {}: {}", s.name(), chain(&e)));
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
+    let mut out = std::io::stdout().lock();
+    if problems.is_empty() {
+        writeln!(out, "{}: valid", path.display())?;
+        for line in lines {
+            writeln!(out, "{line}")?;
+        }
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::FAILURE
-    })
+        writeln!(
+            out,
+            "{}: not usable as it is: {} problem(s)",
+            path.display(),
+            problems.len()
+        )?;
+        for line in problems {
+            writeln!(out, "{line}")?;
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> {

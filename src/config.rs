@@ -55,11 +55,24 @@ mod defaults {
     }
 }
 
+/// `listen` names an IP address and a port: a host name would need a resolver at start, and
+/// the default error ("invalid socket address syntax") does not say what is wanted.
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`listen` wants an IP address and a port, e.g. \"127.0.0.1:9464\" or \"[::1]:9464\", not \"{text}\""
+        ))
+    })
+}
+
 /// The top level, with the kind-dispatched arrays left to `parse_kinds`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopLevel {
-    #[serde(default = "defaults::listen")]
+    #[serde(default = "defaults::listen", deserialize_with = "socket_address")]
     listen: std::net::SocketAddr,
     store: StoreConfig,
     #[serde(default)]
@@ -396,6 +409,38 @@ path = "./events.jsonl"            # "-" means stdout
         let err = s.password().unwrap_err().to_string();
         assert!(
             err.contains("ROLLCALL_TEST_UNSET_VARIABLE") && err.contains("not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listen_without_a_port_says_what_it_wants() {
+        let err = parse(&format!("listen = \"localhost:9464\"\n{EXAMPLE}")).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:1:") && err.contains("an IP address and a port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_sources_array_is_rejected_with_the_kinds_to_choose_from() {
+        let raw = "sources = []\n[store]\npath = \"x\"\n[[sinks]]\nkind = \"jsonl\"\nname = \"s\"\npath = \"-\"\n";
+        let err = parse(raw).unwrap_err();
+        assert!(
+            err.contains("no [[sources]]") && err.contains("`superset`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_listen_does_not_hide_a_typo_in_the_store_table() {
+        let raw = EXAMPLE.replace(
+            "[store]\n",
+            "listen = \"nowhere\"\n[store]\npathh = \"y\"\n",
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("an IP address") && err.contains("unknown field `pathh`"),
             "{err}"
         );
     }

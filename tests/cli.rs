@@ -266,3 +266,51 @@ async fn no_password_or_token_appears_in_the_most_verbose_logs() {
     // JWTs start with the base64 of `{"`: none may appear.
     assert!(!out.contains("eyJ"), "a token leaked");
 }
+
+#[test]
+fn check_config_with_an_unset_password_variable_says_one_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    std::fs::write(
+        &path,
+        "[store]\npath = \"x\"\n[[sources]]\nkind = \"superset\"\nname = \"prod\"\nurl = \"http://127.0.0.1:1\"\nusername = \"u\"\npassword_env = \"ROLLCALL_TEST_SURELY_UNSET\"\n[[sinks]]\nkind = \"jsonl\"\nname = \"s\"\npath = \"-\"\n",
+    )
+    .unwrap();
+    let out = rollcall(None, &["--config", path.to_str().unwrap(), "check-config"]);
+    assert!(!out.status.success());
+    let said = text(&out.stdout);
+    assert!(!said.contains("valid"), "{said}");
+    assert!(
+        said.contains("source prod: cannot read the password: environment variable ROLLCALL_TEST_SURELY_UNSET (named by `password_env`) is not set"),
+        "{said}"
+    );
+    assert_eq!(said.matches("source prod").count(), 1, "{said}");
+}
+
+#[test]
+fn a_missing_config_file_names_its_cause_once() {
+    let out = rollcall(None, &["--config", "/nonexistent/rollcall.toml", "status"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn status_on_a_store_that_does_not_exist_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    let store = dir.path().join("no-store-here");
+    std::fs::write(
+        &path,
+        format!("[store]\npath = {:?}\n[[sources]]\nkind = \"superset\"\nname = \"prod\"\nurl = \"http://127.0.0.1:1\"\nusername = \"u\"\npassword_env = \"X\"\n[[sinks]]\nkind = \"jsonl\"\nname = \"s\"\npath = \"-\"\n", store.display().to_string()),
+    )
+    .unwrap();
+    let out = rollcall(None, &["--config", path.to_str().unwrap(), "status"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("there is no store at"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!store.exists());
+}

@@ -3,8 +3,8 @@
 //! action log and `/health`.
 //!
 //! It is a real HTTP server (axum on 127.0.0.1, ephemeral port) so the production HTTP client is
-//! exercised end to end. Behaviour follows `FACTS.md` captured from a real Superset 6.1.0
-//! (Flask-AppBuilder 5.3.0, SQLite); comments cite the fact numbers (`F12` = fact 12). The test
+//! exercised end to end. Behaviour follows docs/superset.md, captured from a real Superset 6.1.0
+//! (Flask-AppBuilder 5.3.0, SQLite); comments cite its sections (`F12` = section S12). The test
 //! code can also reach into the state directly (`add_user`, `update_user`, …) to make changes the
 //! way an administrator would, inject faults, and read back every request received.
 //!
@@ -105,7 +105,7 @@ pub enum FaultKind {
     /// 401 `{"msg":"Token has expired"}` regardless of the token sent.
     ExpiredToken,
     /// Answer as if the query had no filters, as Superset does with an operator or a date it
-    /// does not understand (FACTS 17, 23): every user comes back.
+    /// does not understand (docs/superset.md S17, S23): every user comes back.
     IgnoreFilters,
 }
 
@@ -253,7 +253,7 @@ impl Sim {
     /// Write an action-log row as Superset's event logger would for `user_id` doing `action`.
     /// `dttm` (naive UTC) defaults to now; passing an earlier time models a row committed late,
     /// and passing the same time for many rows models a burst sharing one timestamp. Ids keep
-    /// increasing in write order, so they do not follow `dttm` (FACTS 38–39). Returns the id.
+    /// increasing in write order, so they do not follow `dttm` (docs/superset.md S38–S39). Returns the id.
     pub fn log_action(
         &self,
         user_id: Option<u64>,

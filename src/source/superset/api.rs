@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use super::User;
 use crate::user::Member;
 
-/// Superset silently clamps larger page sizes to 100 (FACTS 18).
+/// Superset silently clamps larger page sizes to 100 (docs/superset.md S18).
 pub const PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, Deserialize)]
 pub struct Page<T> {
     pub count: u64,
-    /// The rows' ids in result order: the only place the action log gives them (FACTS 38).
+    /// The rows' ids in result order: the only place the action log gives them (docs/superset.md S38).
     #[serde(default)]
     pub ids: Vec<u64>,
     pub result: Vec<T>,
@@ -37,7 +37,7 @@ pub struct ApiMember {
 }
 
 /// A user as `/api/v1/security/users/` returns it: naive datetimes in the server's local time
-/// (FACTS 15–16), login counters null until the first attempt (FACTS 11).
+/// (docs/superset.md S15–S16), login counters null until the first attempt (docs/superset.md S11).
 #[derive(Debug, Deserialize)]
 pub struct ApiUser {
     pub id: u64,
@@ -132,7 +132,7 @@ pub fn to_utc(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
     }
 }
 
-/// UTC → the server's naive local time, formatted as Superset's filters accept it (FACTS 17).
+/// UTC → the server's naive local time, formatted as Superset's filters accept it (docs/superset.md S17).
 /// Whole seconds, rounded down, so a `gt` filter never skips a row.
 pub fn to_filter_value(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz)
@@ -171,7 +171,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Keyset pagination: the page of ids greater than `after`, id-ascending. Offset paging
-    /// loses rows when users are deleted between pages (FACTS 21).
+    /// loses rows when users are deleted between pages (docs/superset.md S21).
     pub fn keyset(after: u64, mut filters: Vec<Filter>) -> ListQuery {
         filters.push(Filter {
             col: "id",
@@ -199,7 +199,7 @@ impl ListQuery {
     }
 
     /// A page of the action log after `since` (a filter value), oldest first. The log cannot
-    /// be sorted or filtered by id (FACTS 39), so it pages by index; duplicates are dropped by id.
+    /// be sorted or filtered by id (docs/superset.md S39), so it pages by index; duplicates are dropped by id.
     pub fn log_page(since: String, page: u32) -> ListQuery {
         ListQuery {
             filters: vec![Filter {

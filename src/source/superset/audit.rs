@@ -137,7 +137,7 @@ impl LogCursor {
     }
 }
 
-/// The fields of a log row rollcall uses (FACTS 38: no `id` inside the row).
+/// The fields of a log row rollcall uses (docs/superset.md S38: no `id` inside the row).
 struct Row<'a> {
     action: String,
     dttm: DateTime<Utc>,
@@ -153,7 +153,7 @@ impl<'a> Row<'a> {
             .as_str()
             .filter(|a| !a.is_empty())?
             .to_owned();
-        // Log times are naive UTC (`datetime.utcnow`, FACTS 16), unlike user times.
+        // Log times are naive UTC (`datetime.utcnow`, docs/superset.md S16), unlike user times.
         let dttm =
             NaiveDateTime::parse_from_str(raw.get("dttm")?.as_str()?, "%Y-%m-%dT%H:%M:%S%.f")
                 .ok()?
@@ -162,7 +162,7 @@ impl<'a> Row<'a> {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_u64()?),
         };
-        // `json` is a string holding JSON (FACTS 38); keep it as a string when it is not.
+        // `json` is a string holding JSON (docs/superset.md S38); keep it as a string when it is not.
         let details = match raw.get("json") {
             Some(Value::String(s)) => {
                 serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
@@ -180,8 +180,8 @@ impl<'a> Row<'a> {
     }
 
     /// The rows rollcall's own polling writes: every log read writes a `LogRestApi.get_list`
-    /// row, and the roles search a bare `get_list` naming `RoleRestAPI.get_list` (FACTS 40–41).
-    /// Users and groups reads are not logged at all (FACTS 42).
+    /// row, and the roles search a bare `get_list` naming `RoleRestAPI.get_list` (docs/superset.md S40–S41).
+    /// Users and groups reads are not logged at all (docs/superset.md S42).
     fn is_own_read(&self, service_account: Option<u64>) -> bool {
         service_account.is_some()
             && self.user_id == service_account

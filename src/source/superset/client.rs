@@ -3,7 +3,7 @@
 //!
 //! Owns the session tokens. It must never log a password or a token, and never re-login while
 //! refreshing still works: each password login bumps the service account's own `login_count`
-//! (FACTS 30), so the refresh token (valid 30 days and reusable, FACTS 3–4) is preferred.
+//! (docs/superset.md S30), so the refresh token (valid 30 days and reusable, docs/superset.md S3–S4) is preferred.
 
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ impl Answer {
         self.content_type.contains("json")
     }
 
-    /// Flask-JWT-Extended answers a bad token with 401 or 422 and a `msg` key (FACTS 5).
+    /// Flask-JWT-Extended answers a bad token with 401 or 422 and a `msg` key (docs/superset.md S5).
     fn token_problem(&self) -> Option<String> {
         if !matches!(self.status.as_u16(), 401 | 422) {
             return None;
@@ -102,7 +102,7 @@ impl Client {
         max_retries: usize,
     ) -> Result<Client, SupersetError> {
         let mut headers = reqwest::header::HeaderMap::new();
-        // Without it, Superset answers unknown URLs with an HTML page (FACTS 7).
+        // Without it, Superset answers unknown URLs with an HTML page (docs/superset.md S7).
         headers.insert(
             reqwest::header::ACCEPT,
             "application/json".parse().expect("static header"),

@@ -1,7 +1,7 @@
 //! The Superset source: reads `/api/v1/security/users/` (plus role and group membership) and
 //! returns a fresh, complete snapshot of the users.
 //!
-//! Owns what Superset's quirks mean for polling (see `FACTS.md`): keyset paging verified page
+//! Owns what Superset's quirks mean for polling (see docs/superset.md): keyset paging verified page
 //! by page, incremental polls by high-water mark, membership read separately because the roles
 //! and groups APIs change it without bumping `changed_on`, and deletions confirmed one by one
 //! with `GET /users/<id>`. It never writes to the store and never derives events.
@@ -177,7 +177,7 @@ impl SupersetSource {
     async fn full(&mut self, prev: &Snapshot) -> Result<Snapshot, SupersetError> {
         let mut fresh = self.users_where(vec![], |_| true).await?;
         // A user missing from the list is deleted only if Superset confirms it by id: a list
-        // can hide users (EXCLUDE_USERS_FROM_LISTS, FACTS 45) or race with writes.
+        // can hide users (EXCLUDE_USERS_FROM_LISTS, docs/superset.md S45) or race with writes.
         let vanished: Vec<u64> = prev
             .keys()
             .filter(|id| !fresh.contains_key(id))
@@ -237,7 +237,7 @@ impl SupersetSource {
             .await?;
         fresh.extend(changed.into_iter().chain(logged_in).chain(failing));
 
-        // Membership changed through the roles and groups APIs moves no `changed_on` (FACTS 32):
+        // Membership changed through the roles and groups APIs moves no `changed_on` (docs/superset.md S32):
         // compare it for every user, and re-read by id each user whose membership differs. A
         // deleted user shows up here too (it left every role), and its 404 confirms the deletion.
         let (roles, groups) = self.membership().await?;
@@ -250,7 +250,7 @@ impl SupersetSource {
             {
                 suspects.insert(*id);
             } else {
-                // Same membership; refresh the names (roles can be renamed, FACTS 32).
+                // Same membership; refresh the names (roles can be renamed, docs/superset.md S32).
                 rename(&mut user.roles, &roles.names);
                 rename(&mut user.groups, &groups.names);
             }
@@ -277,7 +277,7 @@ impl SupersetSource {
 
     /// All users matching `filters`, by keyset pagination on id. Each row must be past the
     /// previous page and satisfy `check`: Superset silently ignores an unknown operator or an
-    /// unparsable date (FACTS 17, 23) and would otherwise hand back every user.
+    /// unparsable date (docs/superset.md S17, S23) and would otherwise hand back every user.
     async fn users_where(
         &mut self,
         filters: Vec<Filter>,
@@ -358,7 +358,7 @@ impl SupersetSource {
     /// Every action-log row logged after `since`, oldest first, with its id. Each row must be
     /// after `since`: a dropped filter would otherwise replay the whole log.
     pub async fn log_rows(&mut self, since: DateTime<Utc>) -> Result<Vec<RawRow>, SupersetError> {
-        // Log times are UTC (FACTS 16), whatever the server's zone.
+        // Log times are UTC (docs/superset.md S16), whatever the server's zone.
         let value = api::to_filter_value(since, chrono_tz::UTC);
         let floor = truncated(since).naive_utc();
         let mut out = Vec::new();
