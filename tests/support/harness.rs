@@ -38,6 +38,55 @@ impl Harness {
     }
 
     fn in_dir(dir: TempDir, url: &str, username: &str, password: &Path, extra: &str) -> Harness {
+        let sources = format!(
+            r#"[[sources]]
+kind = "superset"
+name = "test"
+url = "{url}"
+username = "{username}"
+password_file = {password:?}
+max_retries = 2
+{extra}
+"#,
+            password = password.display().to_string(),
+        );
+        Harness::with_sources(dir, &sources)
+    }
+
+    /// A Kylin source `test` polling `url` as ADMIN (password `KYLIN`, Kylin's default);
+    /// `extra` is appended to its table.
+    pub fn kylin(url: &str, extra: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = Harness::kylin_source(&dir, "test", url, "ADMIN", "KYLIN", extra);
+        Harness::with_sources(dir, &sources)
+    }
+
+    /// A `[[sources]]` table of kind `kylin`, its password written to a file in `dir`.
+    pub fn kylin_source(
+        dir: &TempDir,
+        name: &str,
+        url: &str,
+        username: &str,
+        password: &str,
+        extra: &str,
+    ) -> String {
+        let file = dir.path().join(format!("{name}.password"));
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        format!(
+            r#"[[sources]]
+kind = "kylin"
+name = "{name}"
+url = "{url}"
+username = "{username}"
+password_file = {file:?}
+{extra}
+"#,
+            file = file.display().to_string(),
+        )
+    }
+
+    /// A config with these `[[sources]]` tables, a store and a JSONL sink in `dir`.
+    pub fn with_sources(dir: TempDir, sources: &str) -> Harness {
         let config_path = dir.path().join("rollcall.toml");
         std::fs::write(
             &config_path,
@@ -52,18 +101,9 @@ kind = "jsonl"
 name = "siem"
 path = {events:?}
 
-[[sources]]
-kind = "superset"
-name = "test"
-url = "{url}"
-username = "{username}"
-password_file = {password:?}
-max_retries = 2
-{extra}
-"#,
+{sources}"#,
                 store = dir.path().join("data").display().to_string(),
                 events = dir.path().join("events.jsonl").display().to_string(),
-                password = password.display().to_string(),
             ),
         )
         .unwrap();

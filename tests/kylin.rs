@@ -1,0 +1,294 @@
+//! The Kylin source against the Kylin 5 simulator: every event type it derives, that a refused
+//! login costs Kylin exactly one failed login and stops the source, how bad answers are
+//! reported, paging under concurrent creates, and a Superset and a Kylin source side by side.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rollcall::runner::CycleOptions;
+use rollcall_sim::kylin::{
+    Fault, FaultKind, KylinOptions, KylinSim, ADMIN, ROLE_ADMIN, ROLE_ANALYST, ROLE_MODELER,
+    SEEDED_PASSWORD,
+};
+use support::harness::{kinds, Harness};
+
+fn kind(t: &str, subject: &str) -> (String, String) {
+    (t.to_owned(), subject.to_owned())
+}
+
+/// A harness polling `sim` as `username` with `password`.
+fn as_account(sim: &KylinSim, username: &str, password: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Harness::kylin_source(&dir, "test", &sim.url, username, password, "");
+    Harness::with_sources(dir, &sources)
+}
+
+/// The error of a cycle that must fail.
+async fn failure(h: &mut Harness) -> String {
+    let err = h
+        .try_cycle(CycleOptions::default())
+        .await
+        .expect_err("the cycle should fail");
+    let mut text = err.to_string();
+    let mut cur = std::error::Error::source(&err);
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn every_kylin_event_type_appears_from_the_simulator() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    for name in ["alice", "bob", "carol", "dave"] {
+        sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    }
+    let mut h = Harness::kylin(&sim.url, "emit_initial_snapshot = true");
+    h.cycle().await;
+    let first = h.new_events();
+    assert_eq!(
+        kinds(&first),
+        ["ADMIN", "alice", "bob", "carol", "dave"].map(|u| kind("user.observed", u))
+    );
+    assert!(first.iter().all(|e| e["source"] == "kylin://test"));
+    assert_eq!(first[1]["data"]["user"]["groups"][0]["name"], ROLE_ANALYST);
+
+    sim.advance(Duration::from_secs(1));
+    sim.add_user("erin", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    sim.delete_user("dave");
+    sim.set_disabled("alice", true);
+    sim.set_authorities("bob", &[ROLE_MODELER]);
+    for _ in 0..3 {
+        sim.fail_login("carol");
+    }
+    h.cycle().await;
+    let second = h.new_events();
+    assert_eq!(
+        kinds(&second),
+        [
+            kind("user.deactivated", "alice"),
+            kind("user.group_removed", "bob"),
+            kind("user.group_added", "bob"),
+            kind("user.login_failed", "carol"),
+            kind("user.locked", "carol"),
+            kind("user.deleted", "dave"),
+            kind("user.created", "erin"),
+        ]
+    );
+    assert_eq!(second[3]["data"]["new_failures"], 3);
+    let lock = &second[4]["data"];
+    assert_eq!(lock["wrong_time"], 3);
+    assert_eq!(lock["duration_seconds"], 30);
+    assert_eq!(lock["permanent"], false);
+
+    sim.advance(Duration::from_secs(1));
+    sim.set_disabled("alice", false);
+    sim.update_user("bob", |_| {});
+    sim.change_password("carol", "NewPassword@456");
+    sim.delete_user("erin");
+    sim.add_user("erin", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    h.cycle().await;
+    let third = h.new_events();
+    assert_eq!(
+        kinds(&third),
+        [
+            kind("user.reactivated", "alice"),
+            kind("user.updated", "bob"),
+            kind("user.unlocked", "carol"),
+            kind("user.password_changed", "carol"),
+            kind("user.deleted", "erin"),
+            kind("user.created", "erin"),
+        ]
+    );
+    let silent = &third[1]["data"];
+    assert_eq!(silent["changes"], serde_json::json!([]));
+    assert!(silent["note"].as_str().unwrap().contains("password reset"));
+    assert_ne!(
+        third[4]["data"]["user"]["uuid"],
+        third[5]["data"]["user"]["uuid"]
+    );
+
+    // Nothing changed, nothing emitted.
+    h.cycle().await;
+    assert!(h.new_events().is_empty());
+}
+
+#[tokio::test]
+async fn a_session_is_authenticated_once_with_the_exact_accept() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let mut h = Harness::kylin(&sim.url, "");
+    h.cycle().await;
+    h.cycle().await;
+    let requests = sim.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests[0].basic_auth && !requests[0].session_cookie);
+    assert!(!requests[1].basic_auth && requests[1].session_cookie);
+    assert!(requests.iter().all(|r| r.accept.as_deref()
+        == Some("application/vnd.apache.kylin-v4-public+json")
+        && r.path.contains("page_offset=0&page_size=1000")));
+
+    // An expired session is renewed with one more Basic authentication.
+    sim.expire_sessions();
+    h.cycle().await;
+    let renewed: Vec<bool> = sim.requests()[2..].iter().map(|r| r.basic_auth).collect();
+    assert_eq!(renewed, [false, true]);
+}
+
+#[tokio::test]
+async fn a_wrong_password_costs_kylin_exactly_one_failed_login() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let mut h = as_account(&sim, ADMIN, "not-the-password");
+    let first = failure(&mut h).await;
+    assert!(
+        first.contains("KE-010003208") && first.contains("restart"),
+        "{first}"
+    );
+    let sent = sim.requests().len();
+    for _ in 0..3 {
+        assert_eq!(failure(&mut h).await, first);
+    }
+    assert_eq!(sim.requests().len(), sent, "a stopped source sends nothing");
+    assert_eq!(sim.failed_logins(ADMIN), 1);
+    assert!(!sim.user(ADMIN).unwrap().locked);
+}
+
+#[tokio::test]
+async fn a_locked_service_account_stops_the_source_with_a_clear_error() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_user("svc", SEEDED_PASSWORD, &[ROLE_ADMIN]);
+    sim.lock("svc", 3);
+    let mut h = as_account(&sim, "svc", SEEDED_PASSWORD);
+    let err = failure(&mut h).await;
+    assert!(
+        err.contains("KE-010003005") && err.contains("locked") && err.contains("restart"),
+        "{err}"
+    );
+    let sent = sim.requests().len();
+    assert_eq!(failure(&mut h).await, err);
+    assert_eq!(sim.requests().len(), sent);
+    assert_eq!(sim.failed_logins("svc"), 0);
+}
+
+#[tokio::test]
+async fn a_disabled_service_account_stops_the_source_with_a_clear_error() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_user("svc", SEEDED_PASSWORD, &[ROLE_ADMIN]);
+    sim.set_disabled("svc", true);
+    let mut h = as_account(&sim, "svc", SEEDED_PASSWORD);
+    let err = failure(&mut h).await;
+    assert!(
+        err.contains("KE-010003008") && err.contains("disabled"),
+        "{err}"
+    );
+    let sent = sim.requests().len();
+    assert_eq!(failure(&mut h).await, err);
+    assert_eq!(sim.requests().len(), sent);
+}
+
+#[tokio::test]
+async fn html_empty_and_error_answers_are_clear_errors_and_the_next_cycle_recovers() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let mut h = Harness::kylin(&sim.url, "");
+    let fault = |kind| Fault {
+        path_contains: "/api/user".into(),
+        skip: 0,
+        times: 1,
+        kind,
+    };
+    sim.inject(fault(FaultKind::Html));
+    let html = failure(&mut h).await;
+    assert!(
+        html.contains("expected JSON") && html.contains("text/html"),
+        "{html}"
+    );
+    sim.inject(fault(FaultKind::Empty));
+    let empty = failure(&mut h).await;
+    assert!(empty.contains("empty body"), "{empty}");
+    sim.inject(fault(FaultKind::Status(500)));
+    let error = failure(&mut h).await;
+    assert!(
+        error.contains("HTTP 500") && error.contains("simulated fault"),
+        "{error}"
+    );
+    assert!(!error.contains("org.apache"), "no stack trace: {error}");
+    assert_eq!(h.cycle().await.users, 1);
+    assert_eq!(sim.failed_logins(ADMIN), 0);
+}
+
+#[tokio::test]
+async fn a_page_shifted_by_a_concurrent_create_loses_and_invents_nothing() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    }
+    let mut h = Harness::kylin(&sim.url, "page_size = 2\nemit_initial_snapshot = true");
+    // "aaa" sorts first: created before the second page is read, it pushes u2 onto that page.
+    sim.inject(Fault {
+        path_contains: "page_offset=1".into(),
+        skip: 0,
+        times: 1,
+        kind: FaultKind::InsertUser("aaa".into()),
+    });
+    assert_eq!(h.cycle().await.users, 7);
+    let subjects: Vec<String> = h
+        .new_events()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(subjects, ["ADMIN", "aaa", "u1", "u2", "u3", "u4", "u5"]);
+    // Two pages of the first read, then four of the second.
+    assert_eq!(sim.requests().len(), 2 + 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rollcall_once_polls_a_superset_and_a_kylin_source() {
+    let superset = rollcall_sim::superset::Sim::start(Default::default()).await;
+    let kylin = KylinSim::start(KylinOptions::default()).await;
+    kylin.add_user("kim", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    let dir = tempfile::tempdir().unwrap();
+    let superset_password = dir.path().join("superset.password");
+    std::fs::write(&superset_password, "admin\n").unwrap();
+    let sources = format!(
+        "[[sources]]\nkind = \"superset\"\nname = \"bi\"\nurl = \"{}\"\nusername = \"admin\"\npassword_file = {:?}\nemit_initial_snapshot = true\n\n{}",
+        superset.url,
+        superset_password.display().to_string(),
+        Harness::kylin_source(&dir, "cubes", &kylin.url, ADMIN, "KYLIN", "emit_initial_snapshot = true"),
+    );
+    let h = Harness::with_sources(dir, &sources);
+    let out = tokio::task::spawn_blocking({
+        let config = h.config_path.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .arg("--config")
+                .arg(config)
+                .arg("once")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = h.events();
+    let observed = |source: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["source"] == source && e["type"] == "user.observed")
+            .map(|e| e["data"]["user"]["username"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(observed("superset://bi"), ["admin"]);
+    assert_eq!(observed("kylin://cubes"), ["ADMIN", "kim"]);
+    assert!(events
+        .iter()
+        .filter(|e| e["source"] == "kylin://cubes")
+        .all(|e| e["subject"] == e["data"]["user"]["username"]));
+}
