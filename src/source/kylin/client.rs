@@ -100,11 +100,14 @@ impl Client {
         }
         if basic {
             self.check_login(&url, &answer)?;
-            if answer.status.is_success() {
-                self.session = true;
-            }
         }
-        self.data(&url, &answer)
+        let data = self.data(&url, &answer);
+        // Only Kylin's own success answer proves the credentials were taken and a cookie set
+        // (a proxy's HTML page is a 200 too).
+        if basic && data.is_ok() {
+            self.session = true;
+        }
+        data
     }
 
     async fn send(&self, url: &Url, basic: bool) -> Result<Answer, KylinError> {

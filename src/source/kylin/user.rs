@@ -101,6 +101,8 @@ fn lock_seconds(wrong_time: u32) -> Option<i64> {
 impl Account for KylinUser {
     type Key = String;
 
+    /// Names are unique ignoring case and keep their stored case (docs/kylin.md K18), so the
+    /// name as Kylin returns it identifies the user.
     fn key(&self) -> String {
         self.username.clone()
     }
