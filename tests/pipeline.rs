@@ -125,7 +125,7 @@ async fn role_members_replaced_through_roles_api_is_seen_without_changed_on() {
     sim.set_role_members(ALPHA, &[alice]);
     h.cycle().await;
     assert_eq!(kinds(&h.new_events()), [kind("user.role_added", alice)]);
-    // Replacing the member list silently drops alice (FACTS 32).
+    // Replacing the member list silently drops alice (docs/superset.md S32).
     sim.set_role_members(ALPHA, &[bob]);
     h.cycle().await;
     let events = h.new_events();

@@ -1,5 +1,5 @@
-//! Tests of the Superset 6.1.0 simulator itself (`tests/support/sim.rs`): each checks one fact
-//! of `FACTS.md`, and `fixtures_replay_with_same_status_and_shape` replays the captured real
+//! Tests of the Superset 6.1.0 simulator itself (`sim/src/superset.rs`): each checks one fact
+//! of docs/superset.md, and `fixtures_replay_with_same_status_and_shape` replays the captured real
 //! responses in `tests/fixtures/superset/` against a seeded simulator.
 
 mod support;
