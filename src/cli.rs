@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError};
 use crate::runner::{CycleOptions, Runner, RunnerError};
 use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError};
+use crate::text::error_chain;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -221,18 +222,6 @@ pub enum CliError {
     NoStore(PathBuf),
 }
 
-/// An error and its causes on one line, each once.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 /// Run a parsed command line.
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
@@ -331,13 +320,13 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     for s in &config.sources {
         lines.push(format!("  source {}: {}", s.name(), s.kind().describe()));
         if let Err(e) = s.kind().check_secrets() {
-            problems.push(format!("  source {}: {}", s.name(), chain(&e)));
+            problems.push(format!("  source {}: {}", s.name(), error_chain(&e)));
         }
     }
     for s in &config.sinks {
         lines.push(format!("  sink {}: {}", s.name(), s.describe()));
         if let Err(e) = s.check() {
-            problems.push(format!("  sink {}: {}", s.name(), chain(&e)));
+            problems.push(format!("  sink {}: {}", s.name(), error_chain(&e)));
         }
     }
     let mut out = std::io::stdout().lock();

@@ -33,4 +33,5 @@ pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod text;
 pub mod user;

@@ -19,7 +19,7 @@ use crate::deliver::{self, DeliverError};
 use crate::diff::{self, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::sink::{Sink, SinkConfig, SinkError};
-use crate::source::{Mode, Source, SourceError, Visit};
+use crate::source::{read_cursor, stored_cursor, Mode, Source, SourceError, Visit};
 use crate::store::{Commit, DeletionGuard, Record, SourceState, Store, StoreError};
 use crate::user::{Account, Key, Snapshot};
 
@@ -277,13 +277,10 @@ async fn poll_source<S: Source>(
     let now = Utc::now();
     let prev: Snapshot<S::User> = store.snapshot(&name)?;
     let mut state = store.source_state(&name)?;
-    let mut cursor: S::Cursor =
-        serde_json::from_value(serde_json::Value::Object(state.cursor.clone())).map_err(|e| {
-            StoreError::Corrupt {
-                what: format!("cursor of source {name}"),
-                detail: e.to_string(),
-            }
-        })?;
+    let mut cursor: S::Cursor = read_cursor(&state.cursor).map_err(|e| StoreError::Corrupt {
+        what: format!("cursor of source {name}"),
+        detail: e.to_string(),
+    })?;
     let full = !state.initialized
         || opts.full
         || opts.confirm_deletes
@@ -348,10 +345,7 @@ async fn poll_source<S: Source>(
         state.last_full_reconcile = Some(now);
     }
     state.users_known = fresh.len();
-    state.cursor = match serde_json::to_value(&cursor) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
+    state.cursor = stored_cursor(&cursor);
 
     let upserts = fresh
         .values()

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
@@ -216,6 +217,16 @@ pub fn parse_kinds<T>(
         }
     }
     out
+}
+
+/// Each of `durations` (config key, value) must be longer than zero: a zero interval or
+/// timeout would spin or fail every request.
+pub fn check_positive(entry: Entry<'_, '_>, p: &mut Problems<'_>, durations: &[(&str, Duration)]) {
+    for (key, d) in durations {
+        if d.is_zero() {
+            p.at(entry.key(key), format!("`{key}` must be longer than 0s"));
+        }
+    }
 }
 
 /// "`a`, `b` or `c`", for messages that list the known kinds.

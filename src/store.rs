@@ -43,6 +43,10 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
 }
 
+/// A source's own cursor as the store keeps it: the fields of a JSON object, stored flat beside
+/// the generic source state. Only the source knows its type.
+pub type StoredCursor = serde_json::Map<String, serde_json::Value>;
+
 /// What the store remembers about one source between cycles: the generic part the runner
 /// keeps, and the source's own cursor, which only the source reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,7 +62,7 @@ pub struct SourceState {
     /// The source's own cursor (high-water marks, how far a log was read), opaque here. Kept
     /// flat beside the fields above, where earlier releases stored Superset's.
     #[serde(flatten)]
-    pub cursor: serde_json::Map<String, serde_json::Value>,
+    pub cursor: StoredCursor,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

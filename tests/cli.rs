@@ -74,19 +74,7 @@ async fn once_then_status_and_events_show_the_log_and_lag() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "emit_initial_snapshot = true");
     sim.add_user("alice", "pw", &[4]);
-    let out = tokio::task::spawn_blocking({
-        let config = h.config_path.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_rollcall"))
-                .arg("--config")
-                .arg(config)
-                .arg("once")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = h.rollcall(&["once"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("poll complete"),
@@ -118,19 +106,7 @@ async fn once_then_status_and_events_show_the_log_and_lag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_exits_nonzero_when_superset_is_unreachable() {
     let h = Harness::new("http://127.0.0.1:9", "request_timeout = \"1s\"");
-    let out = tokio::task::spawn_blocking({
-        let config = h.config_path.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_rollcall"))
-                .arg("--config")
-                .arg(config)
-                .arg("once")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = h.rollcall(&["once"]).await;
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("could not reach Superset"),

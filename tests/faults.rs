@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rollcall::runner::{CycleOptions, RunnerError};
 use rollcall::store::SourceState;
+use rollcall::text::error_chain;
 use support::harness::{kind, kinds, Harness};
 use support::sim::{Fault, FaultKind, Sim, SimOptions};
 
@@ -28,7 +29,7 @@ async fn fails_then_recovers(fault: Fault, expect: &[&str]) {
     let (sim, mut h, carol, state_before, head_before) = pending_change().await;
     sim.inject(fault);
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let msg = chain(&err);
+    let msg = error_chain(&err);
     for e in expect {
         assert!(msg.contains(e), "error {msg:?} should mention {e:?}");
     }
@@ -143,7 +144,7 @@ async fn wrong_password_is_a_login_error_and_changes_nothing() {
     let mut h = Harness::new(&sim.url, "");
     std::fs::write(h.dir.path().join("password"), "not-the-password").unwrap();
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(
         err.contains("refused the login of 'admin'") && err.contains("inactive"),
         "{err}"
@@ -158,7 +159,7 @@ async fn inactive_service_account_is_refused_with_the_same_clear_error() {
     sim.update_user(1, |u| u.active = false);
     let mut h = Harness::new(&sim.url, "");
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(err.contains("account is inactive"), "{err}");
 }
 
@@ -170,7 +171,7 @@ async fn non_admin_service_account_gets_the_admin_role_hint() {
     h.edit_config(|c| c.replace("username = \"admin\"", "username = \"viewer\""));
     std::fs::write(h.dir.path().join("password"), "pw").unwrap();
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(
         err.contains("403 Forbidden") && err.contains("Admin role"),
         "{err}"
@@ -181,7 +182,7 @@ async fn non_admin_service_account_gets_the_admin_role_hint() {
 async fn unreachable_superset_names_the_url() {
     let mut h = Harness::new("http://127.0.0.1:9", "request_timeout = \"2s\"");
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(
         err.contains("could not reach Superset at http://127.0.0.1:9/"),
         "{err}"
@@ -232,7 +233,7 @@ async fn ignored_filter_fails_loudly_instead_of_trusting_the_page() {
         })
         .await
         .unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(
         err.contains("Superset ignored part of a query") && err.contains("id > 6"),
         "{err}"
@@ -252,7 +253,7 @@ async fn ignored_changed_on_filter_is_detected_on_incremental_polls() {
     h.stop();
     sim.inject(fault(USERS, 1, FaultKind::IgnoreFilters));
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(
         err.contains("filter `changed_on gt") && err.contains("does not match it"),
         "{err}"
@@ -264,23 +265,11 @@ async fn token_still_rejected_after_renewal_is_a_clear_error() {
     let (sim, mut h, _, _, head) = pending_change().await;
     sim.inject(fault(USERS, 2, FaultKind::ExpiredToken));
     let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
-    let err = chain(&err);
+    let err = error_chain(&err);
     assert!(
         err.contains("rejected rollcall's access token even after renewing it")
             && err.contains("Token has expired"),
         "{err}"
     );
     assert_eq!(h.store().head().unwrap(), head);
-}
-
-/// The error with its causes, as `rollcall` prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

@@ -212,17 +212,7 @@ async fn status_works_while_run_holds_the_store() {
     // `status` finds the running process at `listen`: name the port the child bound.
     let bound = r.base.trim_start_matches("http://").to_owned();
     h.edit_config(|c| c.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{bound}\"")));
-    let config = h.config_path.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .arg("--config")
-            .arg(config)
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = h.rollcall(&["status", "--json"]).await;
     assert!(
         out.status.success(),
         "{}",

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use rollcall::runner::CycleOptions;
@@ -259,19 +258,7 @@ async fn one_rollcall_once_polls_a_superset_and_a_kylin_source() {
         Harness::kylin_source(&dir, "cubes", &kylin.url, ADMIN, "KYLIN", "emit_initial_snapshot = true"),
     );
     let h = Harness::with_sources(dir, &sources);
-    let out = tokio::task::spawn_blocking({
-        let config = h.config_path.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_rollcall"))
-                .arg("--config")
-                .arg(config)
-                .arg("once")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = h.rollcall(&["once"]).await;
     assert!(
         out.status.success(),
         "{}",

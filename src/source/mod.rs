@@ -20,7 +20,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::diff::Derived;
-use crate::settings::{Entry, Problems};
+use crate::settings::{Entry, Problems, SecretError, SecretRef};
 use crate::user::{Account, Snapshot};
 
 /// How much of its upstream a cycle reads.
@@ -97,7 +97,63 @@ pub trait SourceKind {
     /// Read the secrets the source needs, so `check-config` can say they are missing.
     fn check_secrets(&self) -> Result<(), SourceError>;
     /// What `status` shows of the stored cursor: what an operator can act on, no internals.
-    fn status(&self, cursor: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value;
+    fn status(&self, cursor: &StoredCursor) -> serde_json::Value;
+}
+
+/// How every source kind's table says where to log in: checked and read alike for each kind.
+pub struct Login<'a> {
+    pub name: &'a str,
+    pub url: &'a url::Url,
+    pub password_env: Option<&'a str>,
+    pub password_file: Option<&'a std::path::Path>,
+}
+
+impl Login<'_> {
+    /// Exactly one place for the password, and an http(s) URL.
+    pub fn check(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        if self.password_env.is_some() == self.password_file.is_some() {
+            p.at(
+                entry.span(),
+                format!(
+                    "source `{}`: set exactly one of `password_env` or `password_file`",
+                    self.name
+                ),
+            );
+        }
+        if !matches!(self.url.scheme(), "http" | "https") {
+            p.at(
+                entry.key("url"),
+                format!("`url` must be http or https, not `{}`", self.url.scheme()),
+            );
+        }
+    }
+
+    /// Read the password from the environment or the file the config names.
+    pub fn password(&self) -> Result<secrecy::SecretString, SecretError> {
+        SecretRef {
+            env_key: "password_env",
+            file_key: "password_file",
+            env: self.password_env,
+            file: self.password_file,
+        }
+        .read()
+    }
+}
+
+pub use crate::store::StoredCursor;
+
+/// Read a stored cursor as the source's own type; nothing stored yet reads as its default.
+pub fn read_cursor<C: DeserializeOwned>(stored: &StoredCursor) -> Result<C, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::Object(stored.clone()))
+}
+
+/// A source's cursor as the store keeps it. A cursor type is a struct, so it is an object; any
+/// other shape would not fit beside the source state and is stored as nothing.
+pub fn stored_cursor<C: Serialize>(cursor: &C) -> StoredCursor {
+    match serde_json::to_value(cursor) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => StoredCursor::new(),
+    }
 }
 
 /// Makes something of a source whatever its kind (the runner: a pollable, type-erased task).

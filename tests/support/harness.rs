@@ -125,6 +125,24 @@ path = {events:?}
         std::fs::write(&self.config_path, edited).unwrap();
     }
 
+    /// Run the real binary with this config and `args`, off the async runtime: the command may
+    /// poll a simulator this test's runtime serves.
+    pub async fn rollcall(&self, args: &[&str]) -> std::process::Output {
+        let config = self.config_path.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .arg("--config")
+                .arg(config)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
     pub fn config(&self) -> Config {
         Config::load(&self.config_path).unwrap()
     }

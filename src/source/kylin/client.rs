@@ -16,6 +16,7 @@ use url::Url;
 
 use super::api::Envelope;
 use super::KylinError;
+use crate::text::{error_chain, snippet};
 
 /// The only `Accept` Kylin's public user controller serves (docs/kylin.md K8).
 const ACCEPT: &str = "application/vnd.apache.kylin-v4-public+json";
@@ -23,9 +24,6 @@ const ACCEPT: &str = "application/vnd.apache.kylin-v4-public+json";
 const LOCKED: &str = "KE-010003005";
 /// Authenticated but without `ROLE_ADMIN` (docs/kylin.md K6).
 const NO_ACCESS: &str = "KE-010024001";
-/// How much of an unexpected body to quote in an error.
-const SNIPPET: usize = 200;
-
 /// One HTTP answer, read in full.
 struct Answer {
     status: StatusCode,
@@ -233,27 +231,6 @@ fn is_json(content_type: &str) -> bool {
         .split(';')
         .next()
         .is_some_and(|t| t.trim().to_ascii_lowercase().ends_with("json"))
-}
-
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > SNIPPET {
-        format!("{}…", flat.chars().take(SNIPPET).collect::<String>())
-    } else {
-        flat
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

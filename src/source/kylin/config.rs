@@ -9,8 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::settings::{Entry, Problems, SecretError, SecretRef};
-use crate::source::{SourceError, SourceKind};
+use crate::settings::{check_positive, Entry, Problems, SecretError};
+use crate::source::{Login, SourceError, SourceKind, StoredCursor};
 
 /// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,15 +41,19 @@ pub struct KylinConfig {
 }
 
 impl KylinConfig {
+    /// Where to log in, as every source kind says it.
+    pub fn login(&self) -> Login<'_> {
+        Login {
+            name: &self.name,
+            url: &self.url,
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_deref(),
+        }
+    }
+
     /// Read the password from the environment or the file the config names.
     pub fn password(&self) -> Result<SecretString, SecretError> {
-        SecretRef {
-            env_key: "password_env",
-            file_key: "password_file",
-            env: self.password_env.as_deref(),
-            file: self.password_file.as_deref(),
-        }
-        .read()
+        self.login().password()
     }
 }
 
@@ -63,35 +67,21 @@ impl SourceKind for KylinConfig {
     }
 
     fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
-        if self.password_env.is_some() == self.password_file.is_some() {
-            p.at(
-                entry.span(),
-                format!(
-                    "source `{}`: set exactly one of `password_env` or `password_file`",
-                    self.name
-                ),
-            );
-        }
-        if !matches!(self.url.scheme(), "http" | "https") {
-            p.at(
-                entry.key("url"),
-                format!("`url` must be http or https, not `{}`", self.url.scheme()),
-            );
-        }
+        self.login().check(entry, p);
         if self.page_size == 0 {
             p.at(
                 entry.key("page_size"),
                 "`page_size` must be at least 1 (Kylin answers an empty page to 0)".into(),
             );
         }
-        for (key, d) in [
-            ("poll_interval", self.poll_interval),
-            ("request_timeout", self.request_timeout),
-        ] {
-            if d.is_zero() {
-                p.at(entry.key(key), format!("`{key}` must be longer than 0s"));
-            }
-        }
+        check_positive(
+            entry,
+            p,
+            &[
+                ("poll_interval", self.poll_interval),
+                ("request_timeout", self.request_timeout),
+            ],
+        );
     }
 
     fn describe(&self) -> String {
@@ -105,7 +95,7 @@ impl SourceKind for KylinConfig {
     }
 
     /// The Kylin source keeps nothing between cycles but the users.
-    fn status(&self, _: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    fn status(&self, _: &StoredCursor) -> serde_json::Value {
         serde_json::json!({})
     }
 

@@ -19,12 +19,10 @@ use url::Url;
 
 use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
 use super::SupersetError;
+use crate::text::{error_chain, snippet};
 
 /// Renew the access token this long before its `exp`, so a request never races expiry.
 const EXPIRY_MARGIN_SECS: i64 = 30;
-/// How much of an unexpected body to quote in an error.
-const SNIPPET: usize = 200;
-
 struct Session {
     access: SecretString,
     /// `exp` of the access token, read from its (unverified) claims.
@@ -403,27 +401,6 @@ fn jwt_exp(token: &str) -> Option<i64> {
         .as_i64()
 }
 
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > SNIPPET {
-        format!("{}…", flat.chars().take(SNIPPET).collect::<String>())
-    } else {
-        flat
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,13 +411,5 @@ mod tests {
             .encode(br#"{"exp":1764000000,"sub":"1"}"#);
         assert_eq!(jwt_exp(&format!("h.{claims}.s")), Some(1_764_000_000));
         assert_eq!(jwt_exp("garbage"), None);
-    }
-
-    #[test]
-    fn snippet_is_flattened_and_cut() {
-        let long = "<html>\n  <body>".to_owned() + &"x".repeat(500);
-        let s = snippet(long.as_bytes());
-        assert!(s.starts_with("<html> <body>"));
-        assert!(s.chars().count() <= SNIPPET + 1);
     }
 }

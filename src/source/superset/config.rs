@@ -11,8 +11,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::audit::ActionFilter;
-use crate::settings::{Entry, Problems, SecretError, SecretRef};
-use crate::source::{SourceError, SourceKind};
+use crate::settings::{check_positive, Entry, Problems, SecretError};
+use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 /// One Superset instance. Defaults are chosen for a production poll: every 30 s, a full
 /// reconcile (the only way to see deletions) every 15 min.
@@ -68,15 +68,19 @@ pub struct SupersetConfig {
 }
 
 impl SupersetConfig {
+    /// Where to log in, as every source kind says it.
+    pub fn login(&self) -> Login<'_> {
+        Login {
+            name: &self.name,
+            url: &self.url,
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_deref(),
+        }
+    }
+
     /// Read the password from the environment or the file the config names.
     pub fn password(&self) -> Result<SecretString, SecretError> {
-        SecretRef {
-            env_key: "password_env",
-            file_key: "password_file",
-            env: self.password_env.as_deref(),
-            file: self.password_file.as_deref(),
-        }
-        .read()
+        self.login().password()
     }
 }
 
@@ -90,21 +94,7 @@ impl SourceKind for SupersetConfig {
     }
 
     fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
-        if self.password_env.is_some() == self.password_file.is_some() {
-            p.at(
-                entry.span(),
-                format!(
-                    "source `{}`: set exactly one of `password_env` or `password_file`",
-                    self.name
-                ),
-            );
-        }
-        if !matches!(self.url.scheme(), "http" | "https") {
-            p.at(
-                entry.key("url"),
-                format!("`url` must be http or https, not `{}`", self.url.scheme()),
-            );
-        }
+        self.login().check(entry, p);
         for (key, globs) in [
             ("log_include", &self.log_include),
             ("log_exclude", &self.log_exclude),
@@ -113,15 +103,15 @@ impl SourceKind for SupersetConfig {
                 p.at(entry.key(key), format!("`{key}`: {e}"));
             }
         }
-        for (key, d) in [
-            ("poll_interval", self.poll_interval),
-            ("full_reconcile_interval", self.full_reconcile_interval),
-            ("request_timeout", self.request_timeout),
-        ] {
-            if d.is_zero() {
-                p.at(entry.key(key), format!("`{key}` must be longer than 0s"));
-            }
-        }
+        check_positive(
+            entry,
+            p,
+            &[
+                ("poll_interval", self.poll_interval),
+                ("full_reconcile_interval", self.full_reconcile_interval),
+                ("request_timeout", self.request_timeout),
+            ],
+        );
     }
 
     fn describe(&self) -> String {
@@ -135,8 +125,8 @@ impl SourceKind for SupersetConfig {
         )
     }
 
-    fn status(&self, cursor: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
-        serde_json::from_value::<super::Cursor>(serde_json::Value::Object(cursor.clone()))
+    fn status(&self, cursor: &StoredCursor) -> serde_json::Value {
+        read_cursor::<super::Cursor>(cursor)
             .map(|c| c.status())
             .unwrap_or_else(|e| serde_json::json!({ "unreadable_cursor": e.to_string() }))
     }
