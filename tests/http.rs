@@ -225,6 +225,39 @@ async fn status_works_while_run_holds_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_command_waits_for_each_poll_so_a_running_rollcall_shows_every_event_type() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "poll_interval = \"1s\"");
+    let r = run(&h).await;
+    wait_for("ready", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+    let bound = r.base.trim_start_matches("http://").to_owned();
+    h.edit_config(|c| c.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{bound}\"")));
+    let out = h.rollcall(&["demo"]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("waits for its next poll"), "{said}");
+    // Every step was polled apart, so every type reaches the sink.
+    let types = || -> std::collections::BTreeSet<String> {
+        h.events()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait::until("every Superset event type in the JSONL file", || {
+        types() == support::harness::superset_event_types()
+    })
+    .await;
+    drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_deliveries_of_a_webhook_sink_show_in_the_metrics() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

@@ -1146,6 +1146,29 @@ impl Inner {
                 Method::GET => self.me(headers, true),
                 _ => Reply::method_not_allowed(headers),
             },
+            // Any signed-in user may list dashboards (Gamma can); the simulator has none. One
+            // read writes two log rows a few milliseconds apart, one holding the parsed `rison`
+            // and one the `object_ref` (docs/superset.md S41).
+            ["dashboard", ""] => match m {
+                Method::GET => match self.authenticate(headers, TokenKind::Access) {
+                    Ok(uid) => {
+                        let mut j = json!({"path": path});
+                        if let Some(q) = q {
+                            j["q"] = json!(q);
+                            j["rison"] = serde_rison::from_str::<Value>(q).unwrap_or(json!({}));
+                        }
+                        self.write_log("DashboardRestApi.get_list", j, uid);
+                        self.write_log(
+                            "DashboardRestApi.get_list",
+                            json!({"object_ref": "DashboardRestApi.get_list"}),
+                            uid,
+                        );
+                        Reply::json(200, json!({"count": 0, "ids": [], "result": []}))
+                    }
+                    Err(r) => r,
+                },
+                _ => Reply::method_not_allowed(headers),
+            },
             ["log", ""] => match m {
                 Method::GET => self.with_admin(headers, |s, uid| {
                     let r = s.log_list(q);

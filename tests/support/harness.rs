@@ -233,3 +233,25 @@ pub fn kinds(events: &[Value]) -> Vec<(String, String)> {
 pub fn kind(t: &str, subject: u64) -> (String, String) {
     (t.to_owned(), subject.to_string())
 }
+
+/// Every event type a Superset source emits in a running pipeline, which the README's tour
+/// promises the demo shows (`user.observed` needs `emit_initial_snapshot`; locked, unlocked
+/// and password_changed are Kylin's).
+pub fn superset_event_types() -> std::collections::BTreeSet<String> {
+    [
+        "user.created",
+        "user.updated",
+        "user.deactivated",
+        "user.reactivated",
+        "user.deleted",
+        "user.role_added",
+        "user.role_removed",
+        "user.group_added",
+        "user.group_removed",
+        "user.login",
+        "user.login_failed",
+        "audit.action",
+    ]
+    .map(String::from)
+    .into()
+}
