@@ -27,7 +27,8 @@ async fn script() -> Vec<String> {
     let bob = sim.add_user("bob", "pw-bob", &[GAMMA]);
     let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
     h.cycle().await;
-    let steps: Vec<Box<dyn Fn(&Sim)>> = vec![
+    type Step = Box<dyn Fn(&Sim)>;
+    let steps: Vec<Step> = vec![
         Box::new(|s| {
             s.add_user("carol", "pw-carol", &[GAMMA]);
         }),
@@ -134,7 +135,7 @@ fn render(lines: &[String]) -> String {
             for (k, v) in &e.headers {
                 out.push_str(&format!("{k}: {}\n", mask(v)));
             }
-            let body: &[u8] = e.body.as_ref();
+            let body: &[u8] = &e.body;
             out.push_str(&mask(std::str::from_utf8(body).unwrap()));
             out.push('\n');
         }
