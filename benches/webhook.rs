@@ -114,9 +114,9 @@ async fn bench(n: usize) {
         hits.store(0, Ordering::Relaxed);
         // A new sink name each run: its cursor starts at 0.
         let config = config(&store_path, &url, &secret, run);
-        let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
+        let sink = SinkConfig::build(&config.sinks[0]).unwrap();
         let started = Instant::now();
-        let delivered = deliver::drain(&store, &mut sink).await.unwrap();
+        let delivered = deliver::drain(&store, sink.as_ref()).await.unwrap();
         let signed = started.elapsed();
         assert_eq!(delivered as usize, n);
         assert_eq!(hits.load(Ordering::Relaxed), n);

@@ -215,6 +215,8 @@ pub enum CliError {
     UnknownSink { name: String, known: String },
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Deliver(#[from] crate::deliver::DeliverError),
     #[error("cannot read the password of source '{0}'")]
     Secret(String, #[source] crate::settings::SecretError),
     #[error(
@@ -391,7 +393,8 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Retry { offset, .. } => {
-            let report = sink.build()?.retry_dead_letters(&store, offset).await?;
+            let sink = sink.build()?;
+            let report = crate::deliver::retry_dead_letters(&store, sink.as_ref(), offset).await?;
             for o in &report.delivered {
                 writeln!(out, "{o}\tdelivered")?;
             }

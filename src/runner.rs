@@ -199,7 +199,7 @@ impl Runner {
         let store = &self.store;
         let results = futures::future::join_all(self.sinks.iter_mut().map(|sink| async move {
             let name = sink.name().to_owned();
-            let result = deliver::drain(store, sink)
+            let result = deliver::drain(store, sink.as_ref())
                 .instrument(info_span!("deliver", sink = %name))
                 .await;
             (name, result)

@@ -99,11 +99,12 @@ async fn sigkill_mid_cycle_loses_nothing_and_derives_nothing_twice() {
     });
     sim.clear_requests();
     let mut child = spawn(&h, &["run"]);
-    // The second users request is held for 5 s by the fault: kill while it is in flight.
+    // The second users request is held for 5 s by the fault: kill while it is in flight
+    // (it is in `requests()` only once answered, so wait for its arrival).
     wait::until("the cycle's second users request", || {
-        sim.requests()
+        sim.arrived()
             .iter()
-            .filter(|r| r.path == "/api/v1/security/users/")
+            .filter(|p| *p == "/api/v1/security/users/")
             .count()
             >= 2
     })

@@ -242,8 +242,8 @@ async fn binary_mode_delivers_every_event_in_order_per_user_with_ce_headers() {
     let config = config(dir.path(), &brokers, "batch_size = 37");
     let store = Store::open(&config.store.path).unwrap();
     append(&store, events(20, 25));
-    let mut sink = sink(&config);
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 500);
+    let sink = sink(&config);
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 500);
     assert_eq!(store.cursor(SINK).unwrap(), 500);
     let log = stored(&store);
     let got = consume(&brokers, 500).await;
@@ -283,8 +283,8 @@ async fn structured_mode_sends_the_stored_event_bytes_unchanged() {
     );
     let store = Store::open(&config.store.path).unwrap();
     append(&store, events(10, 20));
-    let mut sink = sink(&config);
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 200);
+    let sink = sink(&config);
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 200);
     let log = stored(&store);
     let got = consume(&brokers, 200).await;
     assert_delivered_in_order(&log, &got);
@@ -466,8 +466,8 @@ async fn an_event_too_large_stops_the_sink_naming_its_offset_and_keeps_the_prefi
     let mut log = events(1, 6);
     log[4].data = serde_json::json!({"huge": "x".repeat(5000)});
     append(&store, log);
-    let mut sink = sink(&config);
-    let err = deliver::drain(&store, &mut sink)
+    let sink = sink(&config);
+    let err = deliver::drain(&store, sink.as_ref())
         .await
         .unwrap_err()
         .to_string();
@@ -503,8 +503,8 @@ async fn an_authorization_failure_stops_the_sink_naming_the_offset() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10],
     );
-    let mut sink = sink(&config);
-    let err = deliver::drain(&store, &mut sink)
+    let sink = sink(&config);
+    let err = deliver::drain(&store, sink.as_ref())
         .await
         .unwrap_err()
         .to_string();
@@ -524,8 +524,8 @@ async fn a_missing_topic_is_a_clear_error_that_names_the_fix() {
     let config = config(dir.path(), &brokers, "");
     let store = Store::open(&config.store.path).unwrap();
     append(&store, events(2, 2));
-    let mut sink = sink(&config);
-    let err = deliver::drain(&store, &mut sink)
+    let sink = sink(&config);
+    let err = deliver::drain(&store, sink.as_ref())
         .await
         .unwrap_err()
         .to_string();
@@ -536,7 +536,7 @@ async fn a_missing_topic_is_a_clear_error_that_names_the_fix() {
     assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Degraded);
     // Once the topic exists, the same sink delivers.
     cluster.create_topic(TOPIC, 2, 1).unwrap();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 4);
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 4);
 }
 
 #[test]
