@@ -1,6 +1,6 @@
 //! The Kylin source against the Kylin 5 simulator: every event type it derives, that a refused
 //! login costs Kylin exactly one failed login and stops the source, how bad answers are
-//! reported, paging under concurrent creates, and a Superset and a Kylin source side by side.
+//! reported, paging under concurrent creates, a 100k-user Kylin, and a Superset and a Kylin source side by side.
 
 mod support;
 
@@ -278,4 +278,48 @@ async fn one_rollcall_once_polls_a_superset_and_a_kylin_source() {
         .iter()
         .filter(|e| e["source"] == "kylin://cubes")
         .all(|e| e["subject"] == e["data"]["user"]["username"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100k_user_kylin_is_read_whole_in_one_session_and_loses_or_invents_nothing() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_users(100_000);
+    let mut h = Harness::kylin(&sim.url, "");
+    let first = h.cycle().await;
+    assert_eq!((first.users, first.events), (100_001, 0));
+
+    // Changes on the first page, the last page and both sides of a page boundary.
+    sim.add_user("aaa-first", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    sim.add_user("zzz-last", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    sim.delete_user("user000999");
+    sim.set_disabled("user001000", true);
+    sim.set_authorities("user050000", &[ROLE_MODELER]);
+    for _ in 0..3 {
+        sim.fail_login("user100000");
+    }
+    let second = h.cycle().await;
+    assert_eq!(second.users, 100_002);
+    assert_eq!(
+        kinds(&h.new_events()),
+        [
+            kind("user.created", "aaa-first"),
+            kind("user.deleted", "user000999"),
+            kind("user.deactivated", "user001000"),
+            kind("user.group_added", "user050000"),
+            kind("user.login_failed", "user100000"),
+            kind("user.locked", "user100000"),
+            kind("user.created", "zzz-last"),
+        ]
+    );
+
+    let unchanged = h.cycle().await;
+    assert_eq!((unchanged.events, unchanged.users_written), (0, 0));
+    let requests = sim.requests();
+    let pages = |users: usize| users.div_ceil(1000);
+    assert_eq!(requests.len(), pages(100_001) + pages(100_002) * 2);
+    assert_eq!(
+        requests.iter().filter(|r| r.basic_auth).count(),
+        1,
+        "one login for every page of every cycle"
+    );
 }
