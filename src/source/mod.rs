@@ -231,7 +231,7 @@ impl SourceConfig {
 }
 
 impl SourceConfig {
-    /// The Superset source, for `rollcall demo`, which writes to a Superset.
+    /// The Superset table, if this source is one.
     pub fn as_superset(&self) -> Option<&superset::SupersetConfig> {
         match self {
             SourceConfig::Superset(c) => Some(c),
