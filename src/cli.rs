@@ -711,7 +711,14 @@ impl Status {
                 "  last full reconcile:  {}",
                 when(st.last_full_reconcile)
             )?;
-            if let Some(e) = &st.last_error {
+            if let Some(stop) = &st.stopped {
+                writeln!(
+                    out,
+                    "  STOPPED since {}, sending no requests until rollcall restarts: {}",
+                    stop.at.to_rfc3339(),
+                    stop.message
+                )?;
+            } else if let Some(e) = &st.last_error {
                 if st.last_poll.is_none_or(|ok| ok < e.at) {
                     writeln!(
                         out,

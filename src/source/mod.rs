@@ -209,6 +209,14 @@ macro_rules! registry {
         }
 
         impl SourceError {
+            /// The source stopped itself (e.g. Kylin refused its login, and another attempt
+            /// could lock the account): it polls no more until rollcall restarts.
+            pub fn stops_source(&self) -> bool {
+                match self {
+                    $(SourceError::$variant(e) => e.stops_source()),*
+                }
+            }
+
             /// Errors a later cycle may not see (the server or network recovers).
             pub fn is_transient(&self) -> bool {
                 match self {
