@@ -137,11 +137,12 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["to_offset", "types"])]
         rewind: bool,
     },
-    /// Make demo changes in a TEST Superset so every event type appears: create, edit,
-    /// deactivate, reactivate, re-role, group and ungroup two `demo…` users, log in and read
-    /// dashboards as one, fail logins, delete. Uses the first Superset source's account; after
-    /// each step it waits for the running `rollcall run` (found on `listen`) to poll again.
-    /// Never point this at production.
+    /// Make demo changes in the first source, a TEST Superset or Kylin, so every event type it
+    /// can show appears: create, edit, deactivate, reactivate, regroup and delete two `demo…`
+    /// users; in Superset also re-role them, log in and read dashboards as one, fail logins; in
+    /// Kylin fail logins until one is locked and reset his password. Uses the source's own
+    /// account (never failing its login twice); after each step it waits for the running
+    /// `rollcall run` (found on `listen`) to poll again. Never point this at production.
     #[command(
         after_help = "Example (while `rollcall run` runs in another terminal):\n  rollcall demo --pause 6s"
     )]
@@ -217,12 +218,8 @@ pub enum CliError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Deliver(#[from] crate::deliver::DeliverError),
-    #[error("cannot read the password of source '{0}'")]
-    Secret(String, #[source] crate::settings::SecretError),
-    #[error(
-        "`rollcall demo` writes to a Superset: the config has no `kind = \"superset\"` source"
-    )]
-    DemoNeedsSuperset,
+    #[error("`rollcall demo` changes users in the first source, and the config has none: add a `[[sources]]` table for a TEST Superset or Kylin")]
+    DemoNeedsSource,
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
 }
@@ -429,31 +426,18 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
 }
 
 async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<ExitCode, CliError> {
-    use secrecy::ExposeSecret;
-    let source = config
-        .sources
-        .iter()
-        .find_map(|s| s.as_superset())
-        .ok_or(CliError::DemoNeedsSuperset)?;
-    let password = source
-        .password()
-        .map_err(|e| CliError::Secret(source.name.clone(), e))?;
-    let admin = crate::demo::Admin::login(
-        source.url.as_str(),
-        &source.username,
-        password.expose_secret(),
-    )
-    .await?;
-    let mut demo = crate::demo::Demo::new(admin);
+    let source = config.sources.first().ok_or(CliError::DemoNeedsSource)?;
+    let name = source.name();
+    let mut tour = crate::demo::Tour::start(source).await?;
     // Waiting for the running rollcall's next poll, not for a fixed time, keeps two steps
     // from landing in one poll on a busy machine (a deactivation and a reactivation in one
     // poll are no change at all).
     let watching = pause.is_none() && status_over_http(config).await.is_ok();
-    let fallback = source.poll_interval + std::time::Duration::from_secs(2);
+    let fallback = source.kind().poll_interval() + std::time::Duration::from_secs(2);
     if watching {
         println!(
-            "rollcall run answers on {}: each step waits for its next poll of '{}'",
-            config.listen, source.name
+            "rollcall run answers on {}: each step waits for its next poll of '{name}'",
+            config.listen
         );
     } else if pause.is_none() {
         println!(
@@ -462,13 +446,12 @@ async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<Exi
             humantime::format_duration(fallback)
         );
     }
-    for step in crate::demo::Step::ALL {
-        let (what, expect) = demo.run(step).await?;
+    while let Some(shown) = tour.next().await {
+        let shown = shown?;
         let done = chrono::Utc::now();
-        let expect: Vec<String> = expect.iter().map(|(t, id)| format!("{t} {id}")).collect();
-        println!("{what}  →  expect {}", expect.join(", "));
+        println!("{}  →  expect {}", shown.what, shown.expect.join(", "));
         if watching {
-            wait_for_poll(config, &source.name, done, fallback).await;
+            wait_for_poll(config, name, done, fallback).await;
         } else {
             tokio::time::sleep(pause.unwrap_or(fallback)).await;
         }
@@ -731,7 +714,14 @@ impl Status {
                 "  last full reconcile:  {}",
                 when(st.last_full_reconcile)
             )?;
-            if let Some(e) = &st.last_error {
+            if let Some(stop) = &st.stopped {
+                writeln!(
+                    out,
+                    "  STOPPED since {}, sending no requests until rollcall restarts: {}",
+                    stop.at.to_rfc3339(),
+                    stop.message
+                )?;
+            } else if let Some(e) = &st.last_error {
                 if st.last_poll.is_none_or(|ok| ok < e.at) {
                     writeln!(
                         out,

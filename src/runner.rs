@@ -160,6 +160,10 @@ impl Runner {
             .iter()
             .map(SinkConfig::build)
             .collect::<Result<_, _>>()?;
+        // A source stopped in an earlier process is tried again in this one.
+        for source in &config.sources {
+            store.clear_stop(source.name())?;
+        }
         Ok(Runner {
             store,
             sources,
@@ -304,9 +308,22 @@ impl Runner {
             // The log only grows at a commit, so that is when old events may have to go.
             self.retention.after_commit(&self.store);
         }
-        if let Err(RunnerError::Source { error, .. }) = &result {
-            error!(source = %name, error = %error, "poll failed; nothing was stored");
-            self.store.record_error(&name, error.to_string())?;
+        match &result {
+            Err(RunnerError::Source { error, .. }) if error.stops_source() => {
+                // Said once at error level: every later cycle fails the same way, sending
+                // nothing, until a restart.
+                if self.store.source_state(&name)?.stopped.is_none() {
+                    error!(source = %name, error = %error, "source stopped: it sends no requests until rollcall restarts");
+                } else {
+                    debug!(source = %name, "source still stopped");
+                }
+                self.store.record_stop(&name, error.to_string())?;
+            }
+            Err(RunnerError::Source { error, .. }) => {
+                error!(source = %name, error = %error, "poll failed; nothing was stored");
+                self.store.record_error(&name, error.to_string())?;
+            }
+            _ => {}
         }
         result
     }
@@ -393,6 +410,7 @@ async fn poll_source<S: Source>(
     state.initialized = true;
     state.last_poll = Some(now);
     state.last_error = None;
+    state.stopped = None;
     if full {
         state.last_full_reconcile = Some(now);
     }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints of `rollcall run`: health, readiness that follows Superset's
-//! availability, Prometheus metrics that parse and move, and status while `run` holds the store.
+//! availability and says why a Kylin source stopped, Prometheus metrics that parse and move, and
+//! status while `run` holds the store.
 
 mod support;
 
@@ -394,4 +395,62 @@ async fn a_hanging_webhook_endpoint_never_delays_another_sink() {
         1.0,
         "the slow sink still holds its one event"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_clears_it() {
+    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Harness::kylin_source(&dir, "cubes", &sim.url, ADMIN, "wrong-password", "");
+    let h = Harness::with_sources(dir, &sources);
+    let r = run(&h).await;
+    let readyz = format!("{}/readyz", r.base);
+    wait::until_async("/readyz to say the Kylin source stopped", || {
+        let url = readyz.clone();
+        async move {
+            let (status, body) = get(url).await;
+            status == 503 && body.contains("stopped")
+        }
+    })
+    .await;
+    let (_, body) = get(readyz).await;
+    assert!(
+        body.contains("source cubes: stopped")
+            && body.contains("KE-010003208")
+            && body.contains("restart"),
+        "{body}"
+    );
+    let (_, status) = get(format!("{}/status", r.base)).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let stopped = status["sources"][0]["stopped"]["message"].as_str().unwrap();
+    assert!(
+        stopped.contains("refused the login of 'ADMIN'"),
+        "{stopped}"
+    );
+    drop(r);
+    assert_eq!(
+        sim.failed_logins(ADMIN),
+        1,
+        "one failed login for the whole run"
+    );
+
+    let out = h.rollcall(&["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("STOPPED since") && text.contains("until rollcall restarts"),
+        "{text}"
+    );
+
+    // Fixed credentials and a restart: the source polls again and the stop is forgotten.
+    std::fs::write(h.dir.path().join("cubes.password"), ADMIN_PASSWORD).unwrap();
+    let out = h.rollcall(&["once"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&h.rollcall(&["status"]).await.stdout).into_owned();
+    assert!(!text.contains("STOPPED"), "{text}");
+    assert_eq!(sim.failed_logins(ADMIN), 1);
 }

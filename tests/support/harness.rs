@@ -255,3 +255,24 @@ pub fn superset_event_types() -> std::collections::BTreeSet<String> {
     .map(String::from)
     .into()
 }
+
+/// Every event type a Kylin source emits in a running pipeline, which the README's tour
+/// promises the Kylin demo shows (Kylin shows no successful login, no roles apart from its
+/// groups, and no actions: docs/kylin.md K53).
+pub fn kylin_event_types() -> std::collections::BTreeSet<String> {
+    [
+        "user.created",
+        "user.updated",
+        "user.deactivated",
+        "user.reactivated",
+        "user.deleted",
+        "user.group_added",
+        "user.group_removed",
+        "user.login_failed",
+        "user.locked",
+        "user.unlocked",
+        "user.password_changed",
+    ]
+    .map(String::from)
+    .into()
+}

@@ -1,35 +1,17 @@
-//! A demo workload: changes users in a (test!) Superset through its REST API so that every
-//! user event type appears within a minute. Used by `rollcall demo` and by the end-to-end test
-//! against a real Superset.
+//! The Superset demo: changes users in a (test!) Superset through its REST API so that every
+//! Superset event type appears. Used by `rollcall demo` and by the end-to-end test against a
+//! real Superset.
 //!
-//! It writes to Superset, so it must never be called by the pipeline, which only reads.
+//! Owns the Superset admin session and the demo steps; it must never be called by the
+//! pipeline, which only reads.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use super::DemoError;
 use crate::event::EventType;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error("demo: {what} failed: HTTP {status}: {body}")]
-    Status {
-        what: String,
-        status: u16,
-        body: String,
-    },
-    #[error("demo: the step '{step}' runs only after '{needs}'")]
-    OutOfOrder {
-        step: &'static str,
-        needs: &'static str,
-    },
-    #[error("demo: {what} failed: {source}")]
-    Http {
-        what: String,
-        source: reqwest::Error,
-    },
-}
 
 /// An admin session used to make changes.
 pub struct Admin {
