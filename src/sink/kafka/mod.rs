@@ -52,8 +52,12 @@ pub enum KafkaError {
         key: String,
         message: String,
     },
-    #[error("sink '{sink}': {message}")]
-    Secret { sink: String, message: String },
+    #[error("sink '{sink}': cannot read a secret option")]
+    Secret {
+        sink: String,
+        #[source]
+        source: crate::settings::SecretError,
+    },
     #[error("sink '{sink}': cannot reach the Kafka brokers {brokers}: {detail}. Check `brokers`, the network and [sinks.options] (security.protocol, sasl.*); retrying from the stored cursor")]
     Unreachable {
         sink: String,
@@ -331,9 +335,10 @@ impl KafkaConfig {
         Ok(Box::new(KafkaSink::new(self)?))
     }
 
-    /// What `check-config` checks: the keys only (building a producer starts its threads).
+    /// What `check-config` checks without building a producer (that starts its threads):
+    /// every `options_env` variable is set.
     pub fn check(&self) -> Result<(), KafkaError> {
-        Ok(())
+        self.librdkafka_options().map(drop)
     }
 }
 

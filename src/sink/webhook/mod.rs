@@ -35,8 +35,12 @@ use crate::encode::{Binding, Encoder, Mode};
 pub const BODY_CAP: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error("sink '{sink}': {message}")]
-    Secret { sink: String, message: String },
+    #[error("sink '{sink}': cannot read the signing secret")]
+    Secret {
+        sink: String,
+        #[source]
+        source: crate::settings::SecretError,
+    },
     #[error("sink '{sink}': secret #{index} is not `whsec_` followed by base64. Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
     BadSecret { sink: String, index: usize },
     #[error("sink '{sink}': no secret found where `secret_env`/`secret_file` points; put `whsec_<base64>` there")]
