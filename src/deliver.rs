@@ -488,6 +488,21 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The event at `offset` as stored, for a dead letter.
+    fn stored_event(&self, offset: u64) -> Result<serde_json::Value, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: format!("event at offset {offset}"),
+            detail,
+        };
+        let stored = self
+            .store
+            .events_from(offset, 1)?
+            .into_iter()
+            .find(|e| e.offset == offset)
+            .ok_or_else(|| corrupt("missing from the log while in flight".into()))?;
+        serde_json::from_slice(&stored.bytes).map_err(|e| corrupt(e.to_string()))
+    }
+
     /// A dead letter as first sent: encoded from the log while it still holds the event, else
     /// from the copy kept with the letter (same content and id, so it verifies alike).
     fn letter_message(&self, letter: &DeadLetter) -> Result<Arc<Message>, DeliverError> {
@@ -710,11 +725,9 @@ impl<'c, 'a> Window<'c, 'a> {
                     }
                 }
                 Outcome::Exhausted { reason, attempts } => {
-                    let event =
-                        serde_json::from_slice(&message.body).map_err(|e| StoreError::Corrupt {
-                            what: format!("event at offset {}", message.offset),
-                            detail: e.to_string(),
-                        })?;
+                    // The letter keeps the stored CloudEvent, whatever the sink's format: a
+                    // retry re-encodes it, after retention may have dropped it from the log.
+                    let event = ctx.stored_event(message.offset)?;
                     ctx.store.dead_letter(
                         &ctx.name,
                         &DeadLetter {
