@@ -105,7 +105,7 @@ pub enum Command {
     CheckConfig,
     /// Re-deliver a range of the event log to one sink, with the original event ids, without
     /// moving its cursor (or, with --rewind, move its cursor back so the service re-sends).
-    /// Stop `rollcall run` first (it holds the store).
+    /// Works the same while `rollcall run` holds the store (it asks that process).
     #[command(
         group(clap::ArgGroup::new("start").required(true).args(["from_offset", "since", "event_id"])),
         after_help = "Examples:\n  rollcall replay --sink siem --since 2024-05-01T00:00:00Z --dry-run\n  rollcall replay --sink siem --from-offset 1200 --to-offset 1500\n  rollcall replay --sink provisioning --event-id 0190f1c2-… --type 'user.*'\n  rollcall replay --sink siem-kafka --from-offset 1200 --rewind"
@@ -137,6 +137,14 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["to_offset", "types"])]
         rewind: bool,
     },
+    /// Manage a sink while rollcall runs (or before it starts).
+    #[command(
+        after_help = "Example:\n  rollcall sink enable provisioning   # after a 410 Gone, once the endpoint is fixed"
+    )]
+    Sink {
+        #[command(subcommand)]
+        action: SinkCommand,
+    },
     /// Make demo changes in the first source, a TEST Superset or Kylin, so every event type it
     /// can show appears: create, edit, deactivate, reactivate, regroup and delete two `demo…`
     /// users; in Superset also re-role them, log in and read dashboards as one, fail logins; in
@@ -155,6 +163,17 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SinkCommand {
+    /// Start a stopped sink again (after a 410 Gone, a refused Kafka event, …) from its stored
+    /// cursor, without restarting rollcall; nothing it had not delivered was skipped.
+    #[command(after_help = "Example:\n  rollcall sink enable provisioning")]
+    Enable {
+        /// The sink's `name` in the config.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// Print a sink's dead letters, oldest first: offset, attempts, when, event, last error.
     #[command(
@@ -169,7 +188,7 @@ pub enum DlqCommand {
         json: bool,
     },
     /// Send a webhook sink's dead letters again, with their original `webhook-id`; those
-    /// delivered leave the queue. Stop `rollcall run` first (it holds the store).
+    /// delivered leave the queue. Works while `rollcall run` holds the store.
     #[command(
         after_help = "Examples:\n  rollcall dlq retry --sink provisioning\n  rollcall dlq retry --sink provisioning --offset 42"
     )]
@@ -220,6 +239,12 @@ pub enum CliError {
     Deliver(#[from] crate::deliver::DeliverError),
     #[error("`rollcall demo` changes users in the first source, and the config has none: add a `[[sources]]` table for a TEST Superset or Kylin")]
     DemoNeedsSource,
+    #[error("`run`, `once`, `check-config` and `demo` are not sent to a running rollcall: run them here (stop `rollcall run` first for `once`)")]
+    NotOverAdmin,
+    #[error("sink '{0}' is in the config but not among the sinks the running `rollcall run` serves (it started with another config): restart it with this one")]
+    NotRunning(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
 }
@@ -243,18 +268,133 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo { pause } => demo(&Config::load(&cli.config)?, pause).await,
+        command @ (Command::Events { .. }
+        | Command::Status { .. }
+        | Command::Replay { .. }
+        | Command::Dlq { .. }
+        | Command::Sink { .. }) => on_the_store(&cli.config, command).await,
+    }
+}
+
+/// A command that reads or changes the store: run here when the store is free, or by the
+/// running `rollcall run` that holds it, over its admin socket. Same output, same exit code.
+async fn on_the_store(
+    config_path: &std::path::Path,
+    command: Command,
+) -> Result<ExitCode, CliError> {
+    let config = Config::load(config_path)?;
+    // Opening would create an empty store and report it as healthy.
+    if !config.store.path.exists() {
+        return Err(CliError::NoStore(config.store.path.clone()));
+    }
+    let socket = crate::admin::socket_path(&config.store.path);
+    let request = crate::admin::Request {
+        config: std::path::absolute(config_path)?,
+        args: std::env::args().skip(1).collect(),
+    };
+    let print = |reply: crate::admin::Reply| -> Result<ExitCode, CliError> {
+        std::io::stdout().write_all(reply.stdout.as_bytes())?;
+        std::io::stderr().write_all(reply.stderr.as_bytes())?;
+        Ok(ExitCode::from(reply.code))
+    };
+    // A live socket means `run` holds the store: ask it first rather than wait on the lock.
+    // A dead process's socket refuses the connection, and the store is opened here.
+    if socket.exists() {
+        if let Ok(reply) = crate::admin::ask(&socket, &request).await {
+            return print(reply);
+        }
+    }
+    let store = match Store::open(&config.store.path) {
+        Ok(store) => store,
+        Err(e @ StoreError::InUse { .. }) => {
+            return match crate::admin::ask(&socket, &request).await {
+                Ok(reply) => print(reply),
+                // A `run` from before the admin channel still answers /status over HTTP.
+                Err(why) if matches!(command, Command::Status { .. }) => {
+                    let status = status_over_http(&config).await.map_err(|http| {
+                        CliError::StatusUnavailable {
+                            store: e.to_string(),
+                            http: format!("{http}; {}", error_chain(&why)),
+                        }
+                    })?;
+                    let mut out = Vec::new();
+                    let Command::Status { json } = command else {
+                        unreachable!("matched above")
+                    };
+                    status.print(json, &mut out)?;
+                    std::io::stdout().write_all(&out)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => Err(why.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    let result = operate(&config, command, &store, None, &mut out).await;
+    std::io::stdout().write_all(&out)?;
+    result.map(ExitCode::from)
+}
+
+/// Answer one admin-socket request with the running process's store and sinks.
+pub async fn answer(
+    request: crate::admin::Request,
+    store: Store,
+    controls: crate::runner::SinkControls,
+) -> crate::admin::Reply {
+    let args = std::iter::once("rollcall".to_owned()).chain(request.args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            return crate::admin::Reply {
+                stderr: e.to_string(),
+                code: 2,
+                ..Default::default()
+            }
+        }
+    };
+    let mut out = Vec::new();
+    let result = match Config::load(&request.config) {
+        Ok(config) => operate(&config, cli.command, &store, Some(&controls), &mut out).await,
+        Err(e) => Err(e.into()),
+    };
+    let stdout = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(code) => crate::admin::Reply {
+            stdout,
+            code,
+            ..Default::default()
+        },
+        Err(e) => crate::admin::Reply {
+            stdout,
+            stderr: format!("error: {}\n", error_chain(&e)),
+            code: 1,
+        },
+    }
+}
+
+/// Run a store command against `store`; `controls` reach the sinks when `run` serves them.
+/// Returns the exit code.
+async fn operate(
+    config: &Config,
+    command: Command,
+    store: &Store,
+    controls: Option<&crate::runner::SinkControls>,
+    out: &mut Vec<u8>,
+) -> Result<u8, CliError> {
+    match command {
         Command::Events { from, limit } => {
-            let config = Config::load(&cli.config)?;
-            let store = Store::open(&config.store.path)?;
-            let mut out = std::io::stdout().lock();
             for e in store.events_from(from, limit)? {
                 out.write_all(&e.bytes)?;
                 out.write_all(b"\n")?;
             }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
-        Command::Demo { pause } => demo(&Config::load(&cli.config)?, pause).await,
+        Command::Status { json } => {
+            Status::read(config, store)?.print(json, out)?;
+            Ok(0)
+        }
         Command::Replay {
             sink,
             from_offset,
@@ -280,38 +420,64 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 dry_run,
                 rewind,
             };
-            replay(&Config::load(&cli.config)?, &request).await
+            replay(config, store, controls, &request, out).await
         }
-        Command::Dlq { action } => dlq(&Config::load(&cli.config)?, action).await,
-        Command::Status { json } => {
-            let config = Config::load(&cli.config)?;
-            // Opening would create an empty store and report it as healthy.
-            if !config.store.path.exists() {
-                return Err(CliError::NoStore(config.store.path.clone()));
-            }
-            let status = match Store::open(&config.store.path) {
-                Ok(store) => Status::read(&config, &store)?,
-                // `run` holds the store: ask it over HTTP instead.
-                Err(e @ StoreError::InUse { .. }) => {
-                    status_over_http(&config)
-                        .await
-                        .map_err(|why| CliError::StatusUnavailable {
-                            store: e.to_string(),
-                            http: why,
-                        })?
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let mut out = std::io::stdout().lock();
-            if json {
-                serde_json::to_writer_pretty(&mut out, &status).map_err(std::io::Error::from)?;
-                writeln!(out)?;
-            } else {
-                status.render(&mut out)?;
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Dlq { action } => dlq(config, store, action, out).await,
+        Command::Sink {
+            action: SinkCommand::Enable { name },
+        } => sink_enable(config, store, controls, &name, out).await,
+        Command::Run | Command::Once { .. } | Command::CheckConfig | Command::Demo { .. } => {
+            Err(CliError::NotOverAdmin)
         }
     }
+}
+
+/// The sink named `name` in `config`, or an error listing the ones there are.
+fn sink_config<'c>(
+    config: &'c Config,
+    name: &str,
+) -> Result<&'c crate::sink::SinkConfig, CliError> {
+    config
+        .sinks
+        .iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
+            CliError::UnknownSink {
+                name: name.to_owned(),
+                known: known.join(", "),
+            }
+        })
+}
+
+async fn sink_enable(
+    config: &Config,
+    store: &Store,
+    controls: Option<&crate::runner::SinkControls>,
+    name: &str,
+    out: &mut Vec<u8>,
+) -> Result<u8, CliError> {
+    sink_config(config, name)?;
+    let enable = {
+        let name = name.to_owned();
+        move |store: &Store| {
+            store.set_sink_state(&name, SinkHealth::Ok, None)?;
+            Ok(format!(
+                "sink {name} enabled: sending from offset {}",
+                store.cursor(&name)?
+            ))
+        }
+    };
+    let said = match controls {
+        // The running sink restarts from its stored cursor once its state is cleared.
+        Some(controls) => controls
+            .restart(name, enable)
+            .await
+            .ok_or_else(|| CliError::NotRunning(name.to_owned()))??,
+        None => format!("{}; rollcall sends when it runs", enable(store)?),
+    };
+    writeln!(out, "{said}")?;
+    Ok(0)
 }
 
 fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
@@ -352,26 +518,23 @@ fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     }
 }
 
-async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> {
+async fn dlq(
+    config: &Config,
+    store: &Store,
+    action: DlqCommand,
+    out: &mut Vec<u8>,
+) -> Result<u8, CliError> {
     let name = match &action {
         DlqCommand::List { sink, .. }
         | DlqCommand::Retry { sink, .. }
         | DlqCommand::Purge { sink, .. } => sink,
     };
-    let Some(sink) = config.sinks.iter().find(|s| s.name() == name) else {
-        let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
-        return Err(CliError::UnknownSink {
-            name: name.clone(),
-            known: known.join(", "),
-        });
-    };
-    let store = Store::open(&config.store.path)?;
-    let mut out = std::io::stdout().lock();
+    let sink = sink_config(config, name)?;
     match action {
         DlqCommand::List { json, .. } => {
             for l in store.dead_letters(name)? {
                 if json {
-                    serde_json::to_writer(&mut out, &l).map_err(std::io::Error::from)?;
+                    serde_json::to_writer(&mut *out, &l).map_err(std::io::Error::from)?;
                     writeln!(out)?;
                 } else {
                     writeln!(
@@ -387,11 +550,11 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
                     )?;
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         DlqCommand::Retry { offset, .. } => {
             let sink = sink.build()?;
-            let report = crate::deliver::retry_dead_letters(&store, sink.as_ref(), offset).await?;
+            let report = crate::deliver::retry_dead_letters(store, sink.as_ref(), offset).await?;
             for o in &report.delivered {
                 writeln!(out, "{o}\tdelivered")?;
             }
@@ -404,11 +567,7 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
                 report.delivered.len(),
                 store.dead_letter_count(name)?
             )?;
-            Ok(if report.failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(u8::from(!report.failed.is_empty()))
         }
         DlqCommand::Purge { offset, .. } => {
             let offsets: Vec<u64> = match offset {
@@ -420,7 +579,7 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
                 purged += usize::from(store.remove_dead_letter(name, o)?);
             }
             writeln!(out, "{purged} dead letter(s) purged from sink {name}")?;
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
     }
 }
@@ -487,7 +646,7 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
             };
             let http = crate::http::serve(
                 listener,
-                store,
+                store.clone(),
                 std::sync::Arc::new(config.clone()),
                 metrics,
                 status,
@@ -504,8 +663,26 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
             tracing::error!(address = %config.listen, error = %e, "cannot serve HTTP endpoints; set `listen` to a free address")
         }
     }
-    runner.run(shutdown_signal()).await?;
+    // The admin socket: other commands reach this process's store through it.
+    let socket = crate::admin::socket_path(&config.store.path);
+    let listener = crate::admin::bind(&socket)?;
+    tracing::info!(socket = %socket.display(), "serving events, status, replay, dlq and sink commands");
+    {
+        let (store, controls) = (store.clone(), runner.controls());
+        let mut stopped = stop_http.subscribe();
+        let until = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::admin::serve(
+            listener,
+            move |request| answer(request, store.clone(), controls.clone()),
+            until,
+        ));
+    }
+    let result = runner.run(shutdown_signal()).await;
     let _ = stop_http.send(true);
+    let _ = std::fs::remove_file(&socket);
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -559,11 +736,32 @@ async fn status_over_http(config: &Config) -> Result<Status, String> {
     resp.json().await.map_err(|e| format!("{url}: {e}"))
 }
 
-async fn replay(config: &Config, request: &crate::replay::Request) -> Result<ExitCode, CliError> {
-    let store = Store::open(&config.store.path)?;
-    let report = crate::replay::replay(config, &store, request).await?;
-    let mut out = std::io::stdout().lock();
+async fn replay(
+    config: &Config,
+    store: &Store,
+    controls: Option<&crate::runner::SinkControls>,
+    request: &crate::replay::Request,
+    out: &mut Vec<u8>,
+) -> Result<u8, CliError> {
     let sink = &request.sink;
+    // A running sink keeps its cursor in memory: it moves the stored one itself, between
+    // two passes, or its next save would undo the rewind.
+    let live_rewind = request.rewind && !request.dry_run && controls.is_some();
+    let dry = crate::replay::Request {
+        dry_run: request.dry_run || live_rewind,
+        ..request.clone()
+    };
+    let report = crate::replay::replay(config, store, &dry).await?;
+    if let (true, Some(controls), Some((_, to))) = (live_rewind, controls, report.rewound) {
+        let name = sink.clone();
+        controls
+            .restart(sink, move |store| {
+                store.set_cursor(&name, to)?;
+                Ok(String::new())
+            })
+            .await
+            .ok_or_else(|| CliError::NotRunning(sink.clone()))??;
+    }
     if let Some(c) = &report.compacted {
         writeln!(
             out,
@@ -584,13 +782,14 @@ async fn replay(config: &Config, request: &crate::replay::Request) -> Result<Exi
         report.selected_count(),
         runs.join(", ")
     );
-    match (report.rewound, request.dry_run) {
+    match (report.rewound, dry.dry_run && !live_rewind) {
         (Some((from, to)), true) => writeln!(out, "dry run: would move the cursor of sink {sink} back from {from} to {to}, re-sending {what}")?,
+        (Some((from, to)), false) if live_rewind => writeln!(out, "cursor of sink {sink} moved back from {from} to {to}; the running service is re-sending {what}")?,
         (Some((from, to)), false) => writeln!(out, "cursor of sink {sink} moved back from {from} to {to}; the service re-sends {what} when it runs")?,
         (None, true) => writeln!(out, "dry run: would send {what} to sink {sink}")?,
         (None, false) => writeln!(out, "replayed to sink {sink}: {} sent of {what}", report.sent)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -689,6 +888,16 @@ impl Status {
             sources,
             sinks,
         })
+    }
+
+    /// As JSON (`--json`) or for a person.
+    fn print(&self, json: bool, out: &mut impl Write) -> std::io::Result<()> {
+        if json {
+            serde_json::to_writer_pretty(&mut *out, self)?;
+            writeln!(out)
+        } else {
+            self.render(out)
+        }
     }
 
     fn render(&self, out: &mut impl Write) -> std::io::Result<()> {

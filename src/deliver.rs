@@ -23,7 +23,7 @@ use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -112,61 +112,107 @@ pub async fn drain(store: &Store, sink: &dyn Sink) -> Result<u64, DeliverError> 
     if let Err(e) = &result {
         ctx.failed(e);
     }
-    result
+    result.map(|(delivered, _)| delivered)
+}
+
+/// A change to the store an operator makes while a sink stands still; it says what it did.
+pub type Change = Box<dyn FnOnce(&Store) -> Result<String, StoreError> + Send>;
+
+/// An operator's request to a sink that `run` serves (`sink enable`, `replay --rewind`): stop
+/// sending, run `then` with nothing in flight and the cursor saved, then start again from the
+/// stored cursor, a stopped sink included.
+pub struct Restart {
+    pub then: Change,
+    /// What `then` said, for the operator.
+    pub done: oneshot::Sender<Result<String, StoreError>>,
+}
+
+impl Restart {
+    fn apply(self, store: &Store) {
+        // The operator may have gone away: nothing to tell then.
+        let _ = self.done.send((self.then)(store));
+    }
+}
+
+/// What `run` wakes a pass for.
+struct Wake<'w> {
+    head: &'w mut watch::Receiver<u64>,
+    shutdown: &'w mut watch::Receiver<bool>,
+    restarts: &'w mut mpsc::Receiver<Restart>,
 }
 
 /// `run`: deliver until `shutdown` turns true, reading more whenever `head` moves. A failure
 /// is logged and retried from the stored cursor with growing pauses; a permanent one stops the
-/// sink until rollcall restarts (it says why, in the log and in `status`). Events in flight at
-/// shutdown are abandoned: the cursor is before them, so they are re-sent with the same id.
+/// sink until an operator restarts it (`rollcall sink enable`) or rollcall restarts; it says
+/// why, in the log and in `status`. Events in flight at shutdown (or at a restart) are
+/// abandoned: the cursor is before them, so they are re-sent with the same id.
 pub async fn serve(
     store: Store,
     sink: Box<dyn Sink>,
     mut head: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
+    mut restarts: mpsc::Receiver<Restart>,
 ) {
     let name = sink.name().to_owned();
     let mut pauses = retry_pauses();
     loop {
-        let ctx = match Ctx::new(&store, sink.as_ref(), None) {
-            Ok(ctx) => ctx,
+        let wait = match Ctx::new(&store, sink.as_ref(), None) {
             Err(e) => {
                 error!(sink = %name, error = %e, "cannot read the sink's cursor; retrying");
-                if sleep_or_stop(pauses.next(), &mut shutdown).await {
-                    return;
+                pauses.next()
+            }
+            Ok(ctx) => {
+                let wake = Wake {
+                    head: &mut head,
+                    shutdown: &mut shutdown,
+                    restarts: &mut restarts,
+                };
+                let result = ctx.pass(Some(wake)).await;
+                if ctx.delivered.load(Relaxed) > 0 {
+                    pauses = retry_pauses();
                 }
-                continue;
+                match result {
+                    Ok((_, None)) => return,
+                    Ok((_, Some(restart))) => {
+                        info!(sink = %name, "restarting from the stored cursor, as asked");
+                        restart.apply(&store);
+                        pauses = retry_pauses();
+                        continue;
+                    }
+                    Err(e) => {
+                        ctx.failed(&e);
+                        let said = crate::text::error_chain(&e);
+                        if e.is_permanent() {
+                            error!(sink = %name, error = %said, "sink stopped; `rollcall sink enable {name}` starts it again");
+                            None
+                        } else {
+                            let wait = pauses.next().or(Some(Duration::from_secs(60)));
+                            metrics::counter!("rollcall_delivery_retries_total", "sink" => name.clone()).increment(1);
+                            error!(sink = %name, error = %said, retry_in = ?wait, "delivery failed; retrying from the stored cursor");
+                            sink.recover();
+                            wait
+                        }
+                    }
+                }
             }
         };
-        let result = ctx.pass(Some((&mut head, &mut shutdown))).await;
-        if ctx.delivered.load(Relaxed) > 0 {
-            pauses = retry_pauses();
-        }
-        let e = match result {
-            Ok(_) => return,
-            Err(e) => e,
+        // Waiting (for the next try, or for an operator after a stop) ends early on shutdown
+        // or on an operator's restart.
+        let sleep = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
         };
-        ctx.failed(&e);
-        if e.is_permanent() {
-            // Nothing is sent to it until rollcall restarts; `status` says why.
-            error!(sink = %name, error = %crate::text::error_chain(&e), "sink stopped");
-            return;
+        tokio::select! {
+            _ = sleep => {}
+            _ = shutdown.changed() => return,
+            Some(restart) = restarts.recv() => {
+                info!(sink = %name, "starting again, as asked");
+                restart.apply(&store);
+                pauses = retry_pauses();
+            }
         }
-        let wait = pauses.next();
-        metrics::counter!("rollcall_delivery_retries_total", "sink" => name.clone()).increment(1);
-        error!(sink = %name, error = %crate::text::error_chain(&e), retry_in = ?wait, "delivery failed; retrying from the stored cursor");
-        sink.recover();
-        if sleep_or_stop(wait, &mut shutdown).await {
-            return;
-        }
-    }
-}
-
-/// Sleeps `wait` (60 s when the pauses ran out); true when shutdown came first.
-async fn sleep_or_stop(wait: Option<Duration>, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(60))) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
     }
 }
 
@@ -367,18 +413,19 @@ impl<'a> Ctx<'a> {
     }
 
     /// Deliver from the stored cursor until the log head is reached (`once`: `wake` is
-    /// `None`) or until shutdown (`run`: more is read whenever the head moves).
+    /// `None`), or until shutdown or an operator's restart (`run`: more is read whenever the
+    /// head moves). Returns how many events were delivered, and the restart if one came.
     async fn pass(
         &self,
-        mut wake: Option<(&mut watch::Receiver<u64>, &mut watch::Receiver<bool>)>,
-    ) -> Result<u64, DeliverError> {
+        mut wake: Option<Wake<'_>>,
+    ) -> Result<(u64, Option<Restart>), DeliverError> {
         let mut w = Window::open(self)?;
         self.sink.prepare(w.cursor).await?;
         loop {
-            if let Some((_, shutdown)) = &mut wake {
-                if *shutdown.borrow_and_update() {
+            if let Some(wake) = &mut wake {
+                if *wake.shutdown.borrow_and_update() {
                     w.save_cursor(true)?;
-                    return Ok(w.delivered);
+                    return Ok((w.delivered, None));
                 }
             }
             w.fill()?;
@@ -397,21 +444,26 @@ impl<'a> Ctx<'a> {
                 w.calm_down()?;
             }
             let dirty = w.dirty();
-            match &mut wake {
-                None => match w.tasks.next().await {
+            let Some(wake) = &mut wake else {
+                match w.tasks.next().await {
                     Some(done) => w.finish(done)?,
                     None => break,
+                }
+                continue;
+            };
+            tokio::select! {
+                Some(done) = w.tasks.next(), if !w.tasks.is_empty() => w.finish(done)?,
+                changed = wake.head.changed(), if w.head_alive => w.head_alive = changed.is_ok(),
+                // A dropped sender means nobody can ask any more: stop as if asked.
+                stopped = wake.shutdown.changed() => if stopped.is_err() {
+                    w.save_cursor(true)?;
+                    return Ok((w.delivered, None));
                 },
-                Some((head, shutdown)) => tokio::select! {
-                    Some(done) = w.tasks.next(), if !w.tasks.is_empty() => w.finish(done)?,
-                    changed = head.changed(), if w.head_alive => w.head_alive = changed.is_ok(),
-                    // A dropped sender means nobody can ask any more: stop as if asked.
-                    stopped = shutdown.changed() => if stopped.is_err() {
-                        w.save_cursor(true)?;
-                        return Ok(w.delivered);
-                    },
-                    _ = tokio::time::sleep(CURSOR_EVERY), if dirty => {}
-                },
+                Some(restart) = wake.restarts.recv() => {
+                    w.save_cursor(true)?;
+                    return Ok((w.delivered, Some(restart)));
+                }
+                _ = tokio::time::sleep(CURSOR_EVERY), if dirty => {}
             }
         }
         w.save_cursor(true)?;
@@ -422,7 +474,7 @@ impl<'a> Ctx<'a> {
                 last_error,
             });
         }
-        Ok(w.delivered)
+        Ok((w.delivered, None))
     }
 
     /// Send one event through the sink's retry schedule (or until a retry would come later

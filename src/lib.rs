@@ -19,6 +19,7 @@
 //! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
 //! never uses it.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
@@ -140,7 +140,35 @@ pub struct Runner {
     store: Store,
     sources: Vec<Box<dyn Poll>>,
     sinks: Vec<Box<dyn Sink>>,
+    /// Each sink's end of its [`SinkControls`] channel, handed to its task by `run`.
+    restarts: Vec<mpsc::Receiver<deliver::Restart>>,
+    controls: SinkControls,
     retention: crate::retention::Retention,
+}
+
+/// How an operator reaches the sinks `run` serves (the admin channel): by name, a sink can be
+/// asked to restart from its stored cursor after running a change to the store.
+#[derive(Clone, Default)]
+pub struct SinkControls(
+    std::sync::Arc<std::collections::HashMap<String, mpsc::Sender<deliver::Restart>>>,
+);
+
+impl SinkControls {
+    /// Ask sink `name` to stop sending, run `then` with nothing in flight, and start again;
+    /// returns what `then` said. `None` when no running sink has that name.
+    pub async fn restart(
+        &self,
+        name: &str,
+        then: impl FnOnce(&Store) -> Result<String, StoreError> + Send + 'static,
+    ) -> Option<Result<String, StoreError>> {
+        let (done, said) = tokio::sync::oneshot::channel();
+        let restart = deliver::Restart {
+            then: Box::new(then),
+            done,
+        };
+        self.0.get(name)?.send(restart).await.ok()?;
+        said.await.ok()
+    }
 }
 
 impl Runner {
@@ -155,7 +183,7 @@ impl Runner {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let sinks = config
+        let sinks: Vec<Box<dyn Sink>> = config
             .sinks
             .iter()
             .map(SinkConfig::build)
@@ -164,16 +192,30 @@ impl Runner {
         for source in &config.sources {
             store.clear_stop(source.name())?;
         }
+        let (senders, restarts): (std::collections::HashMap<_, _>, Vec<_>) = sinks
+            .iter()
+            .map(|s| {
+                let (tx, rx) = mpsc::channel(4);
+                ((s.name().to_owned(), tx), rx)
+            })
+            .unzip();
         Ok(Runner {
             store,
             sources,
             sinks,
+            restarts,
+            controls: SinkControls(std::sync::Arc::new(senders)),
             retention: crate::retention::Retention::new(config),
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The handle the admin channel restarts sinks with while `run` serves them.
+    pub fn controls(&self) -> SinkControls {
+        self.controls.clone()
     }
 
     /// Poll every source once, then deliver to every sink. Every source and sink gets its turn
@@ -235,12 +277,14 @@ impl Runner {
         let (head_tx, head_rx) = watch::channel(self.store.head()?);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sinks = JoinSet::new();
-        for sink in std::mem::take(&mut self.sinks) {
+        let restarts = std::mem::take(&mut self.restarts);
+        for (sink, restarts) in std::mem::take(&mut self.sinks).into_iter().zip(restarts) {
             sinks.spawn(deliver::serve(
                 self.store.clone(),
                 sink,
                 head_rx.clone(),
                 stop_rx.clone(),
+                restarts,
             ));
         }
         let mut due: Vec<Instant> = vec![Instant::now(); self.sources.len()];

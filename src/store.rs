@@ -31,7 +31,7 @@ const COMPACT_BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store at {path} is already in use by another rollcall process; stop it first (or point [store] path elsewhere). While `run` is running, read its state over HTTP instead")]
+    #[error("the store at {path} is already in use by another rollcall process; stop it first (or point [store] path elsewhere). While `rollcall run` holds it, `events`, `status`, `replay`, `dlq` and `sink` go through that process")]
     InUse { path: PathBuf },
     #[error("cannot open the store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },

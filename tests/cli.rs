@@ -132,8 +132,9 @@ async fn a_second_process_is_told_the_store_is_in_use() {
         .spawn()
         .unwrap();
     let mut err = String::new();
-    wait::until("`status` to find the store held by `run`", || {
-        let out = rollcall(Some(&h), &["status"]);
+    // `once` polls and delivers itself: it is never handed to the running process.
+    wait::until("`once` to find the store held by `run`", || {
+        let out = rollcall(Some(&h), &["once"]);
         err = text(&out.stderr);
         !out.status.success() && err.contains("already in use")
     })

@@ -327,11 +327,13 @@ async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
     append(&store, events(10, 10));
     let (head_tx, head_rx) = watch::channel(store.head().unwrap());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (_restart_tx, restart_rx) = tokio::sync::mpsc::channel(1);
     let task = tokio::spawn(deliver::serve(
         store.clone(),
         sink(&config),
         head_rx,
         stop_rx,
+        restart_rx,
     ));
 
     wait_for(
@@ -497,15 +499,28 @@ async fn an_event_too_large_stops_the_sink_naming_its_offset_and_keeps_the_prefi
     let state = store.sink_state(SINK).unwrap();
     assert_eq!(state.health, SinkHealth::Disabled, "{state:?}");
 
-    // Under `run` the sink stops instead of retrying, and never moves past the event.
+    // Under `run` the sink stops instead of retrying, never moves past the event, and waits
+    // for an operator (or shutdown).
+    store.set_sink_state(SINK, SinkHealth::Ok, None).unwrap();
     let (_head_tx, head_rx) = watch::channel(store.head().unwrap());
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        deliver::serve(store.clone(), sink, head_rx, stop_rx),
-    )
-    .await
-    .expect("the sink stops by itself");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (_restart_tx, restart_rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(deliver::serve(
+        store.clone(),
+        sink,
+        head_rx,
+        stop_rx,
+        restart_rx,
+    ));
+    wait_for("the sink stopped", Duration::from_secs(60), || {
+        store.sink_state(SINK).unwrap().health == SinkHealth::Disabled
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("a stopped sink ends at shutdown")
+        .unwrap();
     assert_eq!(store.cursor(SINK).unwrap(), 4);
 }
 

@@ -737,3 +737,159 @@ async fn sigkill_mid_delivery_redelivers_with_the_same_webhook_id() {
     assert!(rx.hits().iter().all(|h| verifies(SECRET, h)));
     assert!(s.path().join("data").exists());
 }
+
+/// The CLI, off the async runtime (the child it talks to polls a simulator this test serves).
+async fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_run_up_the_cli_retries_dead_letters_re_enables_a_gone_endpoint_replays_to_a_new_sink_and_lists_events(
+) {
+    use support::sim::{Sim, SimOptions};
+    let sim = Sim::start(SimOptions::default()).await;
+    let rx = Receiver::start(|_, _| status(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "admin").unwrap();
+    let config = dir.path().join("rollcall.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+
+[store]
+path = {store:?}
+
+[[sources]]
+kind = "superset"
+name = "test"
+url = "{sim}"
+username = "admin"
+password_file = {password:?}
+poll_interval = "1s"
+
+[[sinks]]
+kind = "webhook"
+name = "hooks"
+url = "{url}"
+secret_file = {secret:?}
+retry_schedule = ["0s", "10ms"]
+"#,
+            store = dir.path().join("data").display().to_string(),
+            sim = sim.url,
+            password = password.display().to_string(),
+            url = rx.url,
+            secret = secret.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // The first poll stores what is there without events: wait for it.
+    wait::until_async("the first poll", || async {
+        cli(&config, &["status", "--json"])
+            .await
+            .1
+            .contains("\"users_known\": 1")
+    })
+    .await;
+    // A dead letter, listed and retried through the running process.
+    let alice = sim.add_user("alice", "pw", &[4]);
+    wait::until_async("alice's event dead-lettered", || async {
+        cli(&config, &["dlq", "list", "--sink", "hooks"])
+            .await
+            .1
+            .contains("user.created")
+    })
+    .await;
+    rx.script(|_, _| ok());
+    let (fine, said) = cli(&config, &["dlq", "retry", "--sink", "hooks"]).await;
+    assert!(
+        fine && said.contains("1 delivered, 0 still dead-lettered"),
+        "{said}"
+    );
+
+    // A 410 stops the sink; `sink enable` starts it again, and the event it held goes out.
+    rx.script(|_, _| status(410));
+    let bob = sim.add_user("bob", "pw", &[4]);
+    wait::until_async("the sink disabled by a 410", || async {
+        cli(&config, &["status", "--json"])
+            .await
+            .1
+            .contains("\"disabled\"")
+    })
+    .await;
+    rx.script(|_, _| ok());
+    let (fine, said) = cli(&config, &["sink", "enable", "hooks"]).await;
+    assert!(fine && said.contains("sink hooks enabled"), "{said}");
+    wait::until("bob's event accepted after the restart", || {
+        rx.hits().iter().any(|h| h.subject == bob.to_string()) && rx.accepted().len() >= 2
+    })
+    .await;
+
+    // A sink added to the config for the occasion gets a replay; `events` lists the log.
+    let archive = dir.path().join("archive.jsonl");
+    let mut raw = std::fs::read_to_string(&config).unwrap();
+    raw.push_str(&format!(
+        "\n[[sinks]]\nkind = \"jsonl\"\nname = \"archive\"\npath = {:?}\n",
+        archive.display().to_string()
+    ));
+    std::fs::write(&config, raw).unwrap();
+    let (fine, said) = cli(
+        &config,
+        &["replay", "--sink", "archive", "--from-offset", "0"],
+    )
+    .await;
+    assert!(fine && said.contains("2 sent"), "{said}");
+    let (fine, listed) = cli(&config, &["events"]).await;
+    assert!(fine, "{listed}");
+    assert_eq!(std::fs::read_to_string(&archive).unwrap(), listed);
+    for subject in [alice, bob] {
+        assert!(
+            listed.contains(&format!("\"subject\":\"{subject}\"")),
+            "{listed}"
+        );
+    }
+
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the same process ran throughout"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let socket = dir.path().join("data.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "only the store's owner may use the admin socket"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+}
