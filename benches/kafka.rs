@@ -103,7 +103,7 @@ async fn bench(n: u64) {
                 mode: Mode::Binary,
                 binding: Binding::Kafka,
             };
-            let m = message(&encoder, &envelope);
+            let m = message(&encoder, &envelope).unwrap();
             let headers: Vec<(String, Vec<u8>)> = m
                 .headers
                 .iter()

@@ -90,7 +90,7 @@ impl JsonlSink {
         let mut buf = Vec::with_capacity(batch.iter().map(|e| e.bytes.len() + 1).sum());
         for e in batch {
             let envelope = Envelope::parse(e)?;
-            buf.extend_from_slice(self.encoder.encode(&envelope).body);
+            buf.extend_from_slice(&self.encoder.encode(&envelope)?.body);
             buf.push(b'\n');
         }
         let written = match &mut self.target {

@@ -13,6 +13,7 @@
 
 mod config;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use tracing::{error, info, warn};
 pub use config::{KafkaConfig, RESERVED_OPTIONS};
 
 use super::{Serving, Sink, SinkError};
-use crate::encode::{Binding, Encoder, Envelope};
+use crate::encode::{Binding, Encoder, Envelope, Unreadable};
 use crate::store::{SinkHealth, Store, StoreError, StoredEvent};
 
 /// How long a metadata or admin request may take before the brokers count as unreachable.
@@ -121,13 +122,13 @@ impl KafkaError {
 /// One event, encoded for Kafka.
 pub struct Message<'a> {
     pub key: String,
-    pub value: &'a [u8],
+    pub value: Cow<'a, [u8]>,
     pub headers: OwnedHeaders,
 }
 
 /// A message from an encoded event: the attribute headers, then `content-type`.
-pub fn message<'a>(encoder: &Encoder, e: &'a Envelope<'a>) -> Message<'a> {
-    let encoded = encoder.encode(e);
+pub fn message<'a>(encoder: &Encoder, e: &'a Envelope<'a>) -> Result<Message<'a>, Unreadable> {
+    let encoded = encoder.encode(e)?;
     let mut headers = OwnedHeaders::new_with_capacity(encoded.headers.len() + 1);
     for (key, value) in &encoded.headers {
         headers = headers.insert(Header {
@@ -139,11 +140,11 @@ pub fn message<'a>(encoder: &Encoder, e: &'a Envelope<'a>) -> Message<'a> {
         key: "content-type",
         value: Some(encoded.content_type),
     });
-    Message {
+    Ok(Message {
         key: encoded.key,
         value: encoded.body,
         headers,
-    }
+    })
 }
 
 pub struct KafkaSink {
@@ -472,16 +473,17 @@ struct Window<'a> {
 impl Window<'_> {
     async fn enqueue(&mut self, stored: &StoredEvent) -> Result<(), KafkaError> {
         let sink = self.sink;
-        let envelope = Envelope::parse(stored).map_err(|e| KafkaError::Corrupt {
+        let corrupt = |e: Unreadable| KafkaError::Corrupt {
             sink: sink.name.clone(),
             offset: stored.offset,
             detail: e.source.to_string(),
-        })?;
-        let message = message(&sink.encoder, &envelope);
+        };
+        let envelope = Envelope::parse(stored).map_err(corrupt)?;
+        let message = message(&sink.encoder, &envelope).map_err(corrupt)?;
         let bytes = message.value.len();
         let mut record = FutureRecord::to(&sink.topic)
             .key(&message.key)
-            .payload(message.value)
+            .payload(message.value.as_ref())
             .headers(message.headers);
         loop {
             match sink.producer.send_result(record) {

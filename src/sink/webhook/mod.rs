@@ -13,6 +13,7 @@
 
 mod config;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -208,6 +209,9 @@ struct Job {
     headers: Vec<(&'static str, String)>,
     content_type: String,
     body: Bytes,
+    /// The stored CloudEvent, which a dead letter keeps whatever the sink's format: `dlq retry`
+    /// encodes it again, and the body may be an OCSF record that cannot be read back.
+    event: Bytes,
 }
 
 impl Job {
@@ -222,11 +226,18 @@ impl Job {
         {
             return Ok(None);
         }
-        Ok(Some(Job::from_envelope(&sink.encoder, &e)))
+        Job::from_envelope(&sink.encoder, &e).map(Some)
     }
 
-    fn from_envelope(encoder: &Encoder, e: &Envelope<'_>) -> (User, Job) {
-        let encoded = encoder.encode(e);
+    fn from_envelope(encoder: &Encoder, e: &Envelope<'_>) -> Result<(User, Job), Unreadable> {
+        let encoded = encoder.encode(e)?;
+        let event = Bytes::copy_from_slice(e.bytes);
+        let body = match encoded.body {
+            // Structured CloudEvents: the body is the stored event; share the one copy.
+            Cow::Borrowed(body) if std::ptr::eq(body, e.bytes) => event.clone(),
+            Cow::Borrowed(body) => Bytes::copy_from_slice(body),
+            Cow::Owned(body) => Bytes::from(body),
+        };
         let job = Job {
             offset: e.offset,
             id: e.id.to_string(),
@@ -236,9 +247,10 @@ impl Job {
                 .map(|(k, v)| (*k, (*v).to_owned()))
                 .collect(),
             content_type: encoded.content_type.to_owned(),
-            body: Bytes::copy_from_slice(encoded.body),
+            body,
+            event,
         };
-        (encoded.key.into(), job)
+        Ok((encoded.key.into(), job))
     }
 }
 
@@ -690,7 +702,7 @@ impl WebhookSink {
                     .into(),
             },
         };
-        let (_, mut job) = Job::from_envelope(&self.encoder, &Envelope::parse(&stored)?);
+        let (_, mut job) = Job::from_envelope(&self.encoder, &Envelope::parse(&stored)?)?;
         // The id the receiver saw first, even if the stored copy disagrees.
         id.clone_into(&mut job.id);
         Ok(job)
@@ -826,10 +838,11 @@ impl Window {
                 }
             }
             Outcome::Exhausted { reason, attempts } => {
-                let event = serde_json::from_slice(&job.body).map_err(|e| StoreError::Corrupt {
-                    what: format!("event at offset {}", job.offset),
-                    detail: e.to_string(),
-                })?;
+                let event =
+                    serde_json::from_slice(&job.event).map_err(|e| StoreError::Corrupt {
+                        what: format!("event at offset {}", job.offset),
+                        detail: e.to_string(),
+                    })?;
                 self.store.dead_letter(
                     &self.sink,
                     &DeadLetter {
