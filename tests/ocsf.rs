@@ -549,3 +549,40 @@ fn the_example_events_cover_every_type() {
     let all: BTreeSet<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
     assert_eq!(types_of(&every_kind_of_event()), all);
 }
+
+// --- the documentation -------------------------------------------------------------------------
+
+/// The record as docs/events.md shows it may elide `unmapped.data` as `"…"`, and names the
+/// version of rollcall it was written with.
+fn as_documented(mut record: Value, documented: &Value) -> Value {
+    if documented["unmapped"]["data"] == "…" {
+        record["unmapped"]["data"] = json!("…");
+    }
+    record["metadata"]["product"]["version"] = documented["metadata"]["product"]["version"].clone();
+    record
+}
+
+#[test]
+fn every_ocsf_sample_in_docs_events_md_is_what_the_encoder_makes_of_the_cloudevent_above_it() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/events.md")).unwrap();
+    let mut samples = 0;
+    for section in text.split("\n## ").skip(1) {
+        let title = section.lines().next().unwrap();
+        let blocks: Vec<Value> = section
+            .split("```json\n")
+            .skip(1)
+            .map(|b| serde_json::from_str(b.split("\n```").next().unwrap()).unwrap())
+            .collect();
+        let [event, documented] = &blocks[..] else {
+            panic!("{title}: expected a CloudEvent and its OCSF record");
+        };
+        support::schema::assert_valid_event(event);
+        let offset: u64 = event["sequence"].as_str().unwrap().parse().unwrap();
+        let record: Value = serde_json::from_slice(&try_encode(event, offset).unwrap()).unwrap();
+        assert_valid(&record);
+        assert_eq!(&as_documented(record, documented), documented, "{title}");
+        samples += 1;
+    }
+    assert_eq!(samples, 14);
+}
