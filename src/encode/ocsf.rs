@@ -73,7 +73,7 @@ pub fn encode<'a>(e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
 
 /// The OCSF classes rollcall emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+enum Class {
     AccountChange,
     Authentication,
     UserAccessManagement,
@@ -83,7 +83,7 @@ pub enum Class {
 }
 
 impl Class {
-    pub fn uid(self) -> u32 {
+    fn uid(self) -> u32 {
         match self {
             Class::AccountChange => 3001,
             Class::Authentication => 3002,
@@ -94,7 +94,7 @@ impl Class {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Class::AccountChange => "Account Change",
             Class::Authentication => "Authentication",
@@ -106,17 +106,20 @@ impl Class {
     }
 
     fn category_name(self) -> &'static str {
-        match self.uid() / 1000 {
-            3 => "Identity & Access Management",
-            5 => "Discovery",
-            _ => "Application Activity",
+        match self {
+            Class::AccountChange
+            | Class::Authentication
+            | Class::UserAccessManagement
+            | Class::GroupManagement => "Identity & Access Management",
+            Class::UserInventoryInfo => "Discovery",
+            Class::ApiActivity => "Application Activity",
         }
     }
 }
 
-/// The class and activity (id, caption) of every event type but `audit.action`, whose activity
-/// depends on the action (see [`api_activity`]).
-pub fn class_of(t: EventType) -> (Class, u8, &'static str) {
+/// The class and activity (id, caption) of every event type; `audit.action`'s activity depends
+/// on the action, so its `Unknown` here is always replaced (see [`api_activity`]).
+fn class_of(t: EventType) -> (Class, u8, &'static str) {
     use Class::*;
     match t {
         EventType::UserObserved => (UserInventoryInfo, 2, "Collect"),
@@ -140,7 +143,7 @@ pub fn class_of(t: EventType) -> (Class, u8, &'static str) {
 /// API Activity's activity from the method part of a Superset action name
 /// (`ChartRestApi.get_list` → Read); `None` when the name says nothing about it (`explore_json`,
 /// `mcp.generate_chart.db_write`), which becomes 99 Other with the action as `activity_name`.
-pub fn api_activity(action: &str) -> Option<(u8, &'static str)> {
+fn api_activity(action: &str) -> Option<(u8, &'static str)> {
     let method = action.rsplit_once('.')?.1;
     match method {
         "post" => Some((1, "Create")),
@@ -152,7 +155,7 @@ pub fn api_activity(action: &str) -> Option<(u8, &'static str)> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
+enum Severity {
     Informational = 1,
     Low = 2,
     Medium = 3,
@@ -805,7 +808,7 @@ fn millis(field: &'static str, text: &str) -> Result<i64, MappingError> {
 
 /// OCSF's `email_t`: `^[a-zA-Z0-9!#$%&'*+-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$`. In
 /// the local part `+-/` is a range, so `,` is allowed too.
-pub fn is_email(s: &str) -> bool {
+fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };

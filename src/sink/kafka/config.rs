@@ -11,7 +11,8 @@ use super::KafkaError;
 use crate::encode::{Format, Mode};
 use crate::settings::{Entry, Problems};
 
-/// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding.
+/// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding (or as
+/// OCSF records with `format = "ocsf"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
