@@ -1,7 +1,7 @@
 //! Webhook sink throughput (issue: webhook sink, point 7; issue: OCSF output, point 5).
 //!
 //! `cargo bench --bench webhook` posts 30,000 stored events (1,000 users) to a local axum
-//! receiver three times per run, interleaved, best of three: through the real sink (sled reads,
+//! receiver three times per run, interleaved, best of five: through the real sink (sled reads,
 //! per-user ordering, Standard Webhooks signing, cursor writes) in CloudEvents, the same sink
 //! with `format = "ocsf"` (each event also encoded as an OCSF record), and a bare reqwest
 //! client posting the stored bodies with the same concurrency and nothing else. It prints the
@@ -19,11 +19,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rollcall::config::Config;
 use rollcall::deliver;
+use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
 use rollcall::sink::SinkConfig;
 use rollcall::store::{Commit, SourceState, Store};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const USERS: usize = 1_000;
 const IN_FLIGHT: usize = 16;
 
@@ -84,6 +85,7 @@ async fn bench(n: usize) {
         .collect();
     let mean = bodies.iter().map(Bytes::len).sum::<usize>() / n;
     report!("{n} events of {USERS} users, {mean} bytes each on average, {IN_FLIGHT} in flight");
+    encoding_alone(&store, n);
 
     let bare_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -168,6 +170,35 @@ async fn bench(n: usize) {
         rate(n, best_ocsf) / rate(n, best_sink)
     );
     server.abort();
+}
+
+/// What encoding costs without the sink around it: every stored event parsed and encoded, in
+/// CloudEvents (structured: the stored bytes, borrowed) and in OCSF, best of five each.
+fn encoding_alone(store: &Store, n: usize) {
+    let stored = store.events_from(0, usize::MAX).unwrap();
+    let per_event = |format: Format| {
+        let encoder = Encoder {
+            format,
+            mode: Mode::Structured,
+            binding: Binding::Http,
+        };
+        let mut best = Duration::MAX;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let bytes: usize = stored
+                .iter()
+                .map(|e| {
+                    let envelope = Envelope::parse(e).unwrap();
+                    encoder.encode(&envelope).unwrap().body.len()
+                })
+                .sum();
+            best = best.min(started.elapsed());
+            assert!(bytes > 0);
+        }
+        best.as_secs_f64() * 1e6 / n as f64
+    };
+    let (cloudevents, ocsf) = (per_event(Format::Cloudevents), per_event(Format::Ocsf));
+    report!("encoding alone (best of {RUNS}): CloudEvents {cloudevents:.2} µs/event, OCSF {ocsf:.2} µs/event");
 }
 
 /// One drain of the whole log through a fresh sink; checks every event arrived.
