@@ -93,6 +93,8 @@ async fn bench(n: usize) {
         .pool_max_idle_per_host(IN_FLIGHT)
         .build()
         .unwrap();
+    // OCSF / CloudEvents of each run: the two ran back to back, so they saw the same load.
+    let mut ratios = Vec::with_capacity(RUNS);
     let (mut best_bare, mut best_sink, mut best_ocsf) =
         (Duration::MAX, Duration::MAX, Duration::MAX);
     for run in 0..RUNS {
@@ -148,7 +150,9 @@ async fn bench(n: usize) {
         best_bare = best_bare.min(bare);
         best_sink = best_sink.min(signed);
         best_ocsf = best_ocsf.min(ocsf);
+        ratios.push(signed.as_secs_f64() / ocsf.as_secs_f64());
     }
+    ratios.sort_by(f64::total_cmp);
     report!(
         "best of {RUNS}: bare reqwest {:.0} deliveries/s ({} ms), rollcall webhook sink {:.0} signed deliveries/s ({} ms)",
         rate(n, best_bare),
@@ -166,8 +170,9 @@ async fn bench(n: usize) {
         best_ocsf.as_millis()
     );
     report!(
-        "ratio OCSF / CloudEvents (throughput): {:.2} (target >= 0.90)",
-        rate(n, best_ocsf) / rate(n, best_sink)
+        "ratio OCSF / CloudEvents (throughput): {:.2} best of each, {:.2} median of the runs' own ratios (target >= 0.90)",
+        rate(n, best_ocsf) / rate(n, best_sink),
+        ratios[RUNS / 2]
     );
     server.abort();
 }
