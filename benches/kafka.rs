@@ -26,7 +26,8 @@ use rollcall::config::Config;
 use rollcall::deliver;
 use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
-use rollcall::sink::kafka::message;
+use rollcall::sink::kafka::headers;
+use rollcall::sink::Message;
 use rollcall::sink::SinkConfig;
 use rollcall::store::{Commit, SourceState, Store};
 
@@ -103,13 +104,12 @@ async fn bench(n: u64) {
                 mode: Mode::Binary,
                 binding: Binding::Kafka,
             };
-            let m = message(&encoder, &envelope).unwrap();
-            let headers: Vec<(String, Vec<u8>)> = m
-                .headers
+            let m = Message::encode(&encoder, &envelope).unwrap();
+            let headers: Vec<(String, Vec<u8>)> = headers(&m)
                 .iter()
                 .map(|h| (h.key.to_owned(), h.value.unwrap().to_vec()))
                 .collect();
-            (m.key, m.value.to_vec(), headers)
+            (m.key.to_string(), m.body.to_vec(), headers)
         })
         .collect();
     drop(stored);
@@ -195,9 +195,9 @@ async fn bare_producer(producer: &FutureProducer, messages: &[Encoded]) -> Durat
 /// rollcall: a fresh sink delivers the whole log from cursor 0, in binary mode.
 async fn rollcall(store: &Store, config: &Config, n: u64) -> Duration {
     store.set_cursor(SINK, 0).unwrap();
-    let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
+    let sink = SinkConfig::build(&config.sinks[0]).unwrap();
     let t = Instant::now();
-    let delivered = deliver::drain(store, &mut sink).await.unwrap();
+    let delivered = deliver::drain(store, sink.as_ref()).await.unwrap();
     let took = t.elapsed();
     assert_eq!(delivered, n);
     assert_eq!(store.cursor(SINK).unwrap(), n);

@@ -209,9 +209,9 @@ fn encoding_alone(store: &Store, n: usize) {
 /// One drain of the whole log through a fresh sink; checks every event arrived.
 async fn through_sink(store: &Store, hits: &AtomicUsize, n: usize, config: Config) -> Duration {
     hits.store(0, Ordering::Relaxed);
-    let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
+    let sink = SinkConfig::build(&config.sinks[0]).unwrap();
     let started = Instant::now();
-    let delivered = deliver::drain(store, &mut sink).await.unwrap();
+    let delivered = deliver::drain(store, sink.as_ref()).await.unwrap();
     let took = started.elapsed();
     assert_eq!(delivered as usize, n);
     assert_eq!(hits.load(Ordering::Relaxed), n);

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # README's first command: a real local Apache Superset 6.1.0, and rollcall polling it with
-# events printed on stdout. First run: about four minutes (Superset install, database set-up,
-# release build); later runs reuse all of it. Ctrl-C stops rollcall and Superset.
+# events printed on stdout. First run on a 2-core machine: about eight minutes (Superset install
+# ~2–3 min, database set-up ~1 min, rollcall's release build ~4 min, each showing progress);
+# later runs reuse all of it and start in seconds. Ctrl-C stops rollcall and Superset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROLLCALL_SUPERSET_DIR=${ROLLCALL_SUPERSET_DIR:-$PWD/.superset}
 export SUPERSET_PORT=${SUPERSET_PORT:-8088}
 url="http://127.0.0.1:$SUPERSET_PORT"
 
+started=$SECONDS
 scripts/superset.sh start
-echo "[rollcall] building (release)" >&2
-cargo build --release --locked --quiet
+if [ ! -x target/release/rollcall ]; then
+  echo "[rollcall] building rollcall (release; the first build takes about four minutes on 2 cores)" >&2
+fi
+# Cargo's own progress (one "Compiling" line per crate) shows the build is moving.
+cargo build --release --locked >&2
+echo "[rollcall] ready after $((SECONDS - started)) s" >&2
 
 config="$ROLLCALL_SUPERSET_DIR/rollcall.toml"
 if [ ! -f "$config" ]; then
@@ -37,9 +43,11 @@ fi
 
 cat >&2 <<HELP
 
-[rollcall] polling $url every 5 s as the 'rollcall' service account; events appear below.
+[rollcall] polling $url every 5 s as the 'rollcall' service account; events appear below
+           (stdout), the log on stderr: "polling started", then a "still polling" line each
+           minute nothing changes.
 
-  Show every event type (in another terminal):
+  Show every event type (in another terminal; it waits for each poll, about a minute):
       target/release/rollcall --config $config demo
 
   Or create a user yourself:

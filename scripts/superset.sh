@@ -23,11 +23,11 @@ say() { printf '[superset] %s\n' "$*" >&2; }
 
 install() {
   if [ -x "$VENV/bin/superset" ]; then return; fi
-  say "installing apache-superset 6.1.0 into $VENV (about two minutes, once)"
+  say "installing apache-superset 6.1.0 into $VENV (two to three minutes, once; pip shows each package)"
   python3 -m venv "$VENV"
   # flask-caching 2.5 breaks 6.1.0 at start-up, the CLI needs rich, and /login/ needs cachetools.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "apache-superset==6.1.0" "flask-caching==2.3.1" rich cachetools
+  "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off \
+    "apache-superset==6.1.0" "flask-caching==2.3.1" rich cachetools >&2
 }
 
 configure() {

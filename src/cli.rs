@@ -137,14 +137,18 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["to_offset", "types"])]
         rewind: bool,
     },
-    /// Make demo changes in a TEST Superset (create, edit, deactivate, re-role, log in as, delete
-    /// two `demo…` users) with the first source's account, pausing so a running `rollcall run`
-    /// sees each step. Never point this at production.
+    /// Make demo changes in the first source, a TEST Superset or Kylin, so every event type it
+    /// can show appears: create, edit, deactivate, reactivate, regroup and delete two `demo…`
+    /// users; in Superset also re-role them, log in and read dashboards as one, fail logins; in
+    /// Kylin fail logins until one is locked and reset his password. Uses the source's own
+    /// account (never failing its login twice); after each step it waits for the running
+    /// `rollcall run` (found on `listen`) to poll again. Never point this at production.
     #[command(
         after_help = "Example (while `rollcall run` runs in another terminal):\n  rollcall demo --pause 6s"
     )]
     Demo {
-        /// Wait between steps; default: the source's poll_interval plus 2 s.
+        /// Wait this long between steps instead of for the running rollcall's next poll
+        /// (default when none answers on `listen`: the source's poll_interval plus 2 s).
         #[arg(long, value_parser = humantime::parse_duration)]
         pause: Option<std::time::Duration>,
     },
@@ -212,12 +216,10 @@ pub enum CliError {
     UnknownSink { name: String, known: String },
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
-    #[error("cannot read the password of source '{0}'")]
-    Secret(String, #[source] crate::settings::SecretError),
-    #[error(
-        "`rollcall demo` writes to a Superset: the config has no `kind = \"superset\"` source"
-    )]
-    DemoNeedsSuperset,
+    #[error(transparent)]
+    Deliver(#[from] crate::deliver::DeliverError),
+    #[error("`rollcall demo` changes users in the first source, and the config has none: add a `[[sources]]` table for a TEST Superset or Kylin")]
+    DemoNeedsSource,
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
 }
@@ -388,7 +390,8 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Retry { offset, .. } => {
-            let report = sink.build()?.retry_dead_letters(&store, offset).await?;
+            let sink = sink.build()?;
+            let report = crate::deliver::retry_dead_letters(&store, sink.as_ref(), offset).await?;
             for o in &report.delivered {
                 writeln!(out, "{o}\tdelivered")?;
             }
@@ -423,28 +426,35 @@ async fn dlq(config: &Config, action: DlqCommand) -> Result<ExitCode, CliError> 
 }
 
 async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<ExitCode, CliError> {
-    use secrecy::ExposeSecret;
-    let source = config
-        .sources
-        .iter()
-        .find_map(|s| s.as_superset())
-        .ok_or(CliError::DemoNeedsSuperset)?;
-    let pause = pause.unwrap_or(source.poll_interval + std::time::Duration::from_secs(2));
-    let password = source
-        .password()
-        .map_err(|e| CliError::Secret(source.name.clone(), e))?;
-    let admin = crate::demo::Admin::login(
-        source.url.as_str(),
-        &source.username,
-        password.expose_secret(),
-    )
-    .await?;
-    let mut demo = crate::demo::Demo::new(admin);
-    for step in crate::demo::Step::ALL {
-        let (what, expect) = demo.run(step).await?;
-        let expect: Vec<String> = expect.iter().map(|(t, id)| format!("{t} {id}")).collect();
-        println!("{what}  →  expect {}", expect.join(", "));
-        tokio::time::sleep(pause).await;
+    let source = config.sources.first().ok_or(CliError::DemoNeedsSource)?;
+    let name = source.name();
+    let mut tour = crate::demo::Tour::start(source).await?;
+    // Waiting for the running rollcall's next poll, not for a fixed time, keeps two steps
+    // from landing in one poll on a busy machine (a deactivation and a reactivation in one
+    // poll are no change at all).
+    let watching = pause.is_none() && status_over_http(config).await.is_ok();
+    let fallback = source.kind().poll_interval() + std::time::Duration::from_secs(2);
+    if watching {
+        println!(
+            "rollcall run answers on {}: each step waits for its next poll of '{name}'",
+            config.listen
+        );
+    } else if pause.is_none() {
+        println!(
+            "no rollcall run answers on {}: pausing {} between steps",
+            config.listen,
+            humantime::format_duration(fallback)
+        );
+    }
+    while let Some(shown) = tour.next().await {
+        let shown = shown?;
+        let done = chrono::Utc::now();
+        println!("{}  →  expect {}", shown.what, shown.expect.join(", "));
+        if watching {
+            wait_for_poll(config, name, done, fallback).await;
+        } else {
+            tokio::time::sleep(pause.unwrap_or(fallback)).await;
+        }
     }
     println!("done: a running rollcall has shown every event type above");
     Ok(ExitCode::SUCCESS)
@@ -497,6 +507,41 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
     runner.run(shutdown_signal()).await?;
     let _ = stop_http.send(true);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until the running rollcall has completed a poll of `source` that started after
+/// `after`. If `/status` stops answering, or no such poll comes for a long while, it says so
+/// and waits `fallback` instead, so the demo never hangs on a rollcall that went away.
+async fn wait_for_poll(
+    config: &Config,
+    source: &str,
+    after: chrono::DateTime<chrono::Utc>,
+    fallback: std::time::Duration,
+) {
+    let give_up = tokio::time::Instant::now() + fallback * 10 + std::time::Duration::from_secs(60);
+    loop {
+        let polled = match status_over_http(config).await {
+            Ok(status) => status
+                .sources
+                .iter()
+                .find(|s| s.name == source)
+                .and_then(|s| s.state.last_poll)
+                .is_some_and(|t| t > after),
+            Err(e) => {
+                println!("  (rollcall's /status stopped answering: {e}; pausing instead)");
+                tokio::time::sleep(fallback).await;
+                return;
+            }
+        };
+        if polled {
+            return;
+        }
+        if tokio::time::Instant::now() > give_up {
+            println!("  (rollcall has not polled '{source}' for a long while; see its log)");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// The status of a running `rollcall run`, from its HTTP endpoint.
@@ -669,7 +714,14 @@ impl Status {
                 "  last full reconcile:  {}",
                 when(st.last_full_reconcile)
             )?;
-            if let Some(e) = &st.last_error {
+            if let Some(stop) = &st.stopped {
+                writeln!(
+                    out,
+                    "  STOPPED since {}, sending no requests until rollcall restarts: {}",
+                    stop.at.to_rfc3339(),
+                    stop.message
+                )?;
+            } else if let Some(e) = &st.last_error {
                 if st.last_poll.is_none_or(|ok| ok < e.at) {
                     writeln!(
                         out,

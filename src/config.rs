@@ -346,6 +346,24 @@ format = "ocsf"
     }
 
     #[test]
+    fn the_example_files_commented_kylin_source_is_valid_once_uncommented() {
+        let raw = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rollcall.example.toml"
+        ))
+        .unwrap();
+        let start = raw.find("# [[sources]]\n# kind = \"kylin\"").unwrap();
+        let end = start + raw[start..].find("\n\n").unwrap();
+        let uncommented: String = raw[start..end]
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let config = parse(&format!("{}{uncommented}{}", &raw[..start], &raw[end..])).unwrap();
+        assert_eq!(config.sources.len(), 2);
+        assert_eq!(config.sources[1].name(), "cubes");
+    }
+
+    #[test]
     fn unknown_key_in_a_source_names_the_key_and_its_line() {
         let raw = EXAMPLE.replace("poll_interval = \"30s\"", "poll_intervall = \"30s\"");
         let err = parse(&raw).unwrap_err();

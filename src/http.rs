@@ -1,7 +1,8 @@
 //! The operator's HTTP endpoints, served by `rollcall run` on `listen` (default 127.0.0.1:9464):
 //!
 //! - `/healthz` — the process is alive;
-//! - `/readyz` — every source polled successfully within three poll intervals and no sink is
+//! - `/readyz` — every source polled successfully within three poll intervals, none stopped
+//!   itself (a Kylin that refused the login: unready at once, with the reason), and no sink is
 //!   stuck (disabled, or degraded for longer than [`STUCK_AFTER`]); 503 with reasons otherwise;
 //! - `/metrics` — Prometheus text format (see [`describe`] for the names);
 //! - `/status` — what `rollcall status --json` prints, for when `run` holds the store.
@@ -166,6 +167,10 @@ fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
         let state = ops.store.source_state(name).map_err(|e| e.to_string())?;
         let window = chrono::Duration::from_std(source.kind().poll_interval() * 3)
             .unwrap_or(chrono::Duration::MAX);
+        if let Some(stop) = &state.stopped {
+            reasons.push(format!("source {name}: stopped: {}", stop.message));
+            continue;
+        }
         match state.last_poll {
             Some(t) if now - t <= window => {}
             Some(t) => reasons.push(format!(

@@ -16,7 +16,8 @@
 //!   config table is read with) and [`http`] (health, metrics) are the operator's side.
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
-//! [`demo`] writes demo changes to a test Superset for `rollcall demo`; the pipeline never uses it.
+//! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
+//! never uses it.
 
 pub mod cli;
 pub mod config;

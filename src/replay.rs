@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::encode::Envelope;
-use crate::sink::{Sink, SinkError};
+use crate::sink::SinkError;
 use crate::store::{Store, StoreError, StoredEvent};
 
 /// How often progress is logged when stderr is not a terminal.
@@ -53,6 +53,8 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Deliver(#[from] crate::deliver::DeliverError),
 }
 
 /// Where a replay starts.
@@ -154,12 +156,14 @@ pub async fn replay(config: &Config, store: &Store, req: &Request) -> Result<Rep
         }
         return Ok(report);
     }
-    let mut sink = if req.dry_run {
+    let sink = if req.dry_run {
         None
     } else {
         Some(sink_config.build()?)
     };
-    let chunk = sink.as_ref().map_or(1_000, |s| s.batch_size()).max(1);
+    let chunk = sink
+        .as_ref()
+        .map_or(1_000, |s| s.delivery().batch.max(1_000));
     let mut progress = Progress::new(&req.sink, range.end - range.start);
     let mut next = range.start;
     while next < range.end {
@@ -168,8 +172,8 @@ pub async fn replay(config: &Config, store: &Store, req: &Request) -> Result<Rep
         let Some(last) = events.last() else { break };
         next = last.offset + 1;
         let batch = select(&events, matcher.as_ref(), range.end, &mut report.selected)?;
-        if let Some(sink) = &mut sink {
-            report.sent += send(sink, store, &batch).await?;
+        if let Some(sink) = &sink {
+            report.sent += crate::deliver::send_range(store, sink.as_ref(), &batch).await?;
         }
         progress.advance(next - range.start, report.sent);
     }
@@ -252,18 +256,6 @@ fn select(
         out.push(e.clone());
     }
     Ok(out)
-}
-
-/// Hand `batch` to the sink without touching its cursor; returns how many it took.
-async fn send(
-    sink: &mut Box<dyn Sink>,
-    store: &Store,
-    batch: &[StoredEvent],
-) -> Result<u64, SinkError> {
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    sink.send_range(store, batch).await
 }
 
 /// A bar with rate and ETA on a terminal; a log line every [`LOG_EVERY`] otherwise (a bar

@@ -63,6 +63,42 @@ pub struct SourceReport {
 /// How long sinks may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// How often `run` says it is alive while polls find nothing: a line per quiet poll every few
+/// seconds would drown the events, and no line at all looks like a hang to a newcomer.
+const QUIET_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Quiet polls of one source since its last line in the log.
+struct Quiet {
+    polls: u32,
+    since: Instant,
+}
+
+impl Quiet {
+    fn new() -> Quiet {
+        Quiet {
+            polls: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Counts one poll; returns how many quiet polls over how long when a line is due. A poll
+    /// with events or a full reconcile logs its own line, so it starts the count again.
+    fn count(&mut self, report: &SourceReport) -> Option<(u32, Duration)> {
+        if report.events > 0 || report.full {
+            *self = Quiet::new();
+            return None;
+        }
+        self.polls += 1;
+        let span = self.since.elapsed();
+        if span < QUIET_SUMMARY_EVERY {
+            return None;
+        }
+        let polls = self.polls;
+        *self = Quiet::new();
+        Some((polls, span))
+    }
+}
+
 /// One source, whatever its kind: what the runner needs to schedule and poll it.
 trait Poll: Send {
     fn name(&self) -> &str;
@@ -124,6 +160,10 @@ impl Runner {
             .iter()
             .map(SinkConfig::build)
             .collect::<Result<_, _>>()?;
+        // A source stopped in an earlier process is tried again in this one.
+        for source in &config.sources {
+            store.clear_stop(source.name())?;
+        }
         Ok(Runner {
             store,
             sources,
@@ -163,7 +203,7 @@ impl Runner {
         let store = &self.store;
         let results = futures::future::join_all(self.sinks.iter_mut().map(|sink| async move {
             let name = sink.name().to_owned();
-            let result = deliver::drain(store, sink)
+            let result = deliver::drain(store, sink.as_ref())
                 .instrument(info_span!("deliver", sink = %name))
                 .await;
             (name, result)
@@ -204,6 +244,14 @@ impl Runner {
             ));
         }
         let mut due: Vec<Instant> = vec![Instant::now(); self.sources.len()];
+        for source in &self.sources {
+            info!(
+                source = %source.name(),
+                every = %humantime::format_duration(source.poll_interval()),
+                "polling started"
+            );
+        }
+        let mut quiet: Vec<Quiet> = self.sources.iter().map(|_| Quiet::new()).collect();
         loop {
             let (i, at) = due
                 .iter()
@@ -216,8 +264,16 @@ impl Runner {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(at) => {}
             }
-            if self.poll(i, CycleOptions::default()).await.is_ok() {
+            if let Ok(report) = self.poll(i, CycleOptions::default()).await {
                 head_tx.send_replace(self.store.head()?);
+                if let Some((polls, span)) = quiet[i].count(&report) {
+                    info!(
+                        source = %report.source,
+                        polls,
+                        "still polling: no change in the last {}",
+                        humantime::format_duration(Duration::from_secs(span.as_secs()))
+                    );
+                }
             }
             due[i] = Instant::now() + interval;
         }
@@ -252,9 +308,22 @@ impl Runner {
             // The log only grows at a commit, so that is when old events may have to go.
             self.retention.after_commit(&self.store);
         }
-        if let Err(RunnerError::Source { error, .. }) = &result {
-            error!(source = %name, error = %error, "poll failed; nothing was stored");
-            self.store.record_error(&name, error.to_string())?;
+        match &result {
+            Err(RunnerError::Source { error, .. }) if error.stops_source() => {
+                // Said once at error level: every later cycle fails the same way, sending
+                // nothing, until a restart.
+                if self.store.source_state(&name)?.stopped.is_none() {
+                    error!(source = %name, error = %error, "source stopped: it sends no requests until rollcall restarts");
+                } else {
+                    debug!(source = %name, "source still stopped");
+                }
+                self.store.record_stop(&name, error.to_string())?;
+            }
+            Err(RunnerError::Source { error, .. }) => {
+                error!(source = %name, error = %error, "poll failed; nothing was stored");
+                self.store.record_error(&name, error.to_string())?;
+            }
+            _ => {}
         }
         result
     }
@@ -341,6 +410,7 @@ async fn poll_source<S: Source>(
     state.initialized = true;
     state.last_poll = Some(now);
     state.last_error = None;
+    state.stopped = None;
     if full {
         state.last_full_reconcile = Some(now);
     }
@@ -447,4 +517,44 @@ fn guard_deletions<U: Account>(
         known: prev.len(),
     });
     held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(events: usize, full: bool) -> SourceReport {
+        SourceReport {
+            source: "local".into(),
+            full,
+            users: 1,
+            events,
+            users_written: 0,
+            held_deletions: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_polls_are_summed_up_once_a_minute_and_a_poll_with_events_starts_over() {
+        let mut quiet = Quiet::new();
+        for _ in 0..11 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            assert_eq!(quiet.count(&report(0, false)), None);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            quiet.count(&report(0, false)),
+            Some((12, Duration::from_secs(60)))
+        );
+        tokio::time::advance(Duration::from_secs(55)).await;
+        assert_eq!(quiet.count(&report(3, false)), None, "it logged itself");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(quiet.count(&report(0, false)), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            quiet.count(&report(0, true)),
+            None,
+            "a full reconcile logs itself"
+        );
+    }
 }

@@ -56,6 +56,10 @@ pub struct SourceState {
     pub last_poll: Option<DateTime<Utc>>,
     pub last_full_reconcile: Option<DateTime<Utc>>,
     pub last_error: Option<ErrorRecord>,
+    /// The source stopped itself and why (e.g. Kylin refused the login); cleared by a
+    /// restart and by a successful poll.
+    #[serde(default)]
+    pub stopped: Option<ErrorRecord>,
     pub users_known: usize,
     /// Deletions held back by the mass-delete guard.
     pub deletion_guard: Option<DeletionGuard>,
@@ -274,11 +278,41 @@ impl Store {
 
     /// Remember a failed poll without touching the snapshot.
     pub fn record_error(&self, source: &str, message: String) -> Result<(), StoreError> {
+        self.update_source_state(source, |state| {
+            state.last_error = Some(ErrorRecord {
+                at: Utc::now(),
+                message,
+            })
+        })
+    }
+
+    /// Record that a source stopped itself, keeping when it first did.
+    pub fn record_stop(&self, source: &str, message: String) -> Result<(), StoreError> {
+        self.update_source_state(source, |state| {
+            let at = state.stopped.as_ref().map_or_else(Utc::now, |s| s.at);
+            state.last_error = Some(ErrorRecord {
+                at: Utc::now(),
+                message: message.clone(),
+            });
+            state.stopped = Some(ErrorRecord { at, message });
+        })
+    }
+
+    /// Forget that a source stopped: a new process tries it again.
+    pub fn clear_stop(&self, source: &str) -> Result<(), StoreError> {
+        if self.source_state(source)?.stopped.is_none() {
+            return Ok(());
+        }
+        self.update_source_state(source, |state| state.stopped = None)
+    }
+
+    fn update_source_state(
+        &self,
+        source: &str,
+        update: impl FnOnce(&mut SourceState),
+    ) -> Result<(), StoreError> {
         let mut state = self.source_state(source)?;
-        state.last_error = Some(ErrorRecord {
-            at: Utc::now(),
-            message,
-        });
+        update(&mut state);
         self.meta.insert(state_key(source), json_bytes(&state))?;
         self.db.flush()?;
         Ok(())

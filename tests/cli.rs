@@ -264,6 +264,26 @@ fn check_config_with_an_unset_password_variable_says_one_thing() {
 }
 
 #[test]
+fn check_config_fails_when_a_kafka_secret_option_variable_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    std::fs::write(
+        &path,
+        "[store]\npath = \"x\"\n[[sources]]\nkind = \"superset\"\nname = \"prod\"\nurl = \"http://127.0.0.1:1\"\nusername = \"u\"\npassword_file = \"/dev/null\"\n[[sinks]]\nkind = \"kafka\"\nname = \"bus\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\n[sinks.options_env]\n\"sasl.password\" = \"ROLLCALL_TEST_SURELY_UNSET_KAFKA\"\n",
+    )
+    .unwrap();
+    let out = rollcall(None, &["--config", path.to_str().unwrap(), "check-config"]);
+    let said = text(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("sink bus:")
+            && said.contains("ROLLCALL_TEST_SURELY_UNSET_KAFKA")
+            && said.contains("sasl.password"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_missing_config_file_names_its_cause_once() {
     let out = rollcall(None, &["--config", "/nonexistent/rollcall.toml", "status"]);
     assert!(!out.status.success());

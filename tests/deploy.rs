@@ -1,10 +1,12 @@
 //! The deployment files agree with each other. Images cannot be pulled here, so instead of
-//! running `docker compose up`, this reads docker-compose.yml, the Dockerfile and the config
-//! the compose file mounts, and checks that services, ports, env, volumes and paths line up.
+//! running `docker compose up`, this reads docker-compose.yml, the Dockerfile and the configs
+//! the compose file mounts (Superset's by default, Kylin's under the `kylin` profile), and checks
+//! that services, profiles, ports, env, volumes and paths line up.
 
 use std::path::Path;
 
 use rollcall::config::{Config, SinkConfig};
+use rollcall::source::SourceConfig;
 use serde_json::Value;
 
 fn file(name: &str) -> String {
@@ -39,12 +41,28 @@ fn mounts(service: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Each rollcall service with the config file it mounts.
+const ROLLCALLS: [(&str, &str); 2] = [
+    ("rollcall", "deploy/rollcall.toml"),
+    ("rollcall-kylin", "deploy/rollcall-kylin.toml"),
+];
+
 fn mounted_config() -> Config {
-    Config::parse(
-        &file("deploy/rollcall.toml"),
-        Path::new("deploy/rollcall.toml"),
-    )
-    .unwrap()
+    config("deploy/rollcall.toml")
+}
+
+fn config(path: &str) -> Config {
+    Config::parse(&file(path), Path::new(path)).unwrap()
+}
+
+/// The host side of each `host:container` port a service publishes.
+fn published_ports(service: &Value) -> Vec<String> {
+    service["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -53,7 +71,7 @@ fn compose_has_superset_kafka_and_rollcall_with_health_checks() {
     let services = c["services"].as_object().unwrap();
     assert_eq!(
         services.keys().collect::<Vec<_>>(),
-        ["kafka", "rollcall", "superset"]
+        ["kafka", "kylin", "rollcall", "rollcall-kylin", "superset"]
     );
     assert_eq!(c["services"]["superset"]["image"], "apache/superset:6.1.0");
     assert!(c["services"]["kafka"]["image"]
@@ -91,12 +109,7 @@ fn the_mounted_config_is_valid_and_points_at_the_superset_service() {
         "the compose service name"
     );
     let port = source.url.port().unwrap();
-    let published: Vec<String> = c["services"]["superset"]["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_owned())
-        .collect();
+    let published = published_ports(&c["services"]["superset"]);
     assert!(
         published.iter().any(|p| p.ends_with(&format!(":{port}"))),
         "Superset listens on {port}: {published:?}"
@@ -119,33 +132,36 @@ fn the_mounted_config_is_valid_and_points_at_the_superset_service() {
 #[test]
 fn config_and_store_paths_agree_between_compose_and_dockerfile() {
     let c = compose();
-    let rollcall = mounts(&c["services"]["rollcall"]);
     let env = dockerfile_runtime("ENV");
     let config_path = env
         .iter()
         .find_map(|e| e.strip_prefix("ROLLCALL_CONFIG="))
         .expect("Dockerfile sets ROLLCALL_CONFIG");
-    assert!(
-        rollcall
-            .iter()
-            .any(|(host, container)| host == "./deploy/rollcall.toml" && container == config_path),
-        "deploy/rollcall.toml is mounted where the image looks for its config: {rollcall:?}"
-    );
     let volume: Vec<String> = serde_json::from_str(&dockerfile_runtime("VOLUME")[0]).unwrap();
-    let store = mounted_config().store.path;
-    assert!(
-        store.starts_with(&volume[0]),
-        "the store {} lives on the image's volume {}",
-        store.display(),
-        volume[0]
-    );
-    assert!(rollcall
-        .iter()
-        .any(|(host, container)| host == "rollcall-data" && container == &volume[0]));
-    assert!(c["volumes"]
-        .as_object()
-        .unwrap()
-        .contains_key("rollcall-data"));
+    let mut stores = Vec::new();
+    for (service, path) in ROLLCALLS {
+        let mounted = mounts(&c["services"][service]);
+        assert!(
+            mounted
+                .iter()
+                .any(|(host, container)| host == &format!("./{path}") && container == config_path),
+            "{path} is mounted where the image looks for its config: {mounted:?}"
+        );
+        let store = config(path).store.path;
+        assert!(
+            store.starts_with(&volume[0]),
+            "the store {} lives on the image's volume {}",
+            store.display(),
+            volume[0]
+        );
+        let (data, _) = mounted
+            .iter()
+            .find(|(_, container)| container == &volume[0])
+            .unwrap_or_else(|| panic!("{service} mounts a volume at {}", volume[0]));
+        assert!(c["volumes"].as_object().unwrap().contains_key(data));
+        stores.push(data.clone());
+    }
+    assert_ne!(stores[0], stores[1], "each rollcall has a store of its own");
 }
 
 #[test]
@@ -168,18 +184,8 @@ fn superset_in_compose_has_the_security_api_on() {
 }
 
 #[test]
-fn the_mounted_kafka_sink_points_at_the_kafka_service_listener() {
+fn each_mounted_kafka_sink_points_at_the_kafka_service_listener() {
     let c = compose();
-    let config = mounted_config();
-    let kafka: Vec<_> = config
-        .sinks
-        .iter()
-        .filter_map(|s| match s {
-            SinkConfig::Kafka(k) => Some(k),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(kafka.len(), 1, "one kafka sink");
     let advertised = c["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
         .as_str()
         .unwrap();
@@ -187,12 +193,93 @@ fn the_mounted_kafka_sink_points_at_the_kafka_service_listener() {
         .split(',')
         .find_map(|l| l.strip_prefix("PLAINTEXT://"))
         .expect("a PLAINTEXT listener");
-    assert_eq!(
-        kafka[0].brokers, listener,
-        "rollcall connects where the broker advertises itself"
-    );
+    let mut topics = Vec::new();
+    for (_, path) in ROLLCALLS {
+        let config = config(path);
+        let kafka: Vec<_> = config
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkConfig::Kafka(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kafka.len(), 1, "one kafka sink in {path}");
+        assert_eq!(
+            kafka[0].brokers, listener,
+            "rollcall connects where the broker advertises itself"
+        );
+        assert!(
+            kafka[0].create_topic,
+            "the compose broker starts without the topic"
+        );
+        topics.push(kafka[0].topic.clone());
+    }
+    assert_ne!(topics[0], topics[1], "one topic per rollcall");
+}
+
+#[test]
+fn kylin_and_its_rollcall_run_only_under_the_kylin_profile() {
+    let c = compose();
+    for s in ["kylin", "rollcall-kylin"] {
+        assert_eq!(
+            c["services"][s]["profiles"],
+            serde_json::json!(["kylin"]),
+            "{s}"
+        );
+    }
+    for s in ["superset", "kafka", "rollcall"] {
+        assert!(c["services"][s]["profiles"].is_null(), "{s} always runs");
+    }
+    let kylin = &c["services"]["kylin"];
+    assert!(kylin["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("apachekylin/apache-kylin-standalone:5."));
+    assert!(kylin["healthcheck"]["test"].is_array());
+    for s in ["kylin", "kafka"] {
+        assert_eq!(
+            c["services"]["rollcall-kylin"]["depends_on"][s]["condition"],
+            "service_healthy"
+        );
+    }
+    assert_eq!(c["services"]["rollcall-kylin"]["build"], ".");
+    let published: Vec<Vec<String>> = ["superset", "kylin"]
+        .map(|s| published_ports(&c["services"][s]))
+        .into();
     assert!(
-        kafka[0].create_topic,
-        "the compose broker starts without the topic"
+        published[1].iter().all(|p| !published[0].contains(p)),
+        "Kylin publishes no port Superset does: {published:?}"
+    );
+}
+
+#[test]
+fn the_kylin_config_is_valid_and_points_at_the_kylin_service() {
+    let c = compose();
+    let config = config("deploy/rollcall-kylin.toml");
+    let [SourceConfig::Kylin(source)] = config.sources.as_slice() else {
+        panic!("one kylin source: {:?}", config.sources);
+    };
+    assert_eq!(
+        source.url.host_str(),
+        Some("kylin"),
+        "the compose service name"
+    );
+    assert_eq!(
+        source.url.path(),
+        "/kylin",
+        "Kylin's context path (docs/kylin.md K1)"
+    );
+    let port = source.url.port().unwrap();
+    assert!(
+        published_ports(&c["services"]["kylin"])
+            .iter()
+            .any(|p| p.ends_with(&format!(":{port}"))),
+        "Kylin listens on {port}"
+    );
+    let var = source.password_env.as_deref().unwrap();
+    assert!(
+        c["services"]["rollcall-kylin"]["environment"][var].is_string(),
+        "rollcall-kylin gets {var}"
     );
 }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints of `rollcall run`: health, readiness that follows Superset's
-//! availability, Prometheus metrics that parse and move, and status while `run` holds the store.
+//! availability and says why a Kylin source stopped, Prometheus metrics that parse and move, and
+//! status while `run` holds the store.
 
 mod support;
 
@@ -118,8 +119,22 @@ async fn metrics_parse_and_move_as_events_flow() {
         get(format!("{}/readyz", r.base)).await.0 == 200
     })
     .await;
-    let (status, before) = get(format!("{}/metrics", r.base)).await;
-    assert_eq!(status, 200);
+    // The poll's duration is recorded just after its commit makes /readyz answer 200: wait
+    // for every family to be there, not for readiness.
+    let families = [
+        "rollcall_poll_duration_seconds_count",
+        "rollcall_users_known",
+        "rollcall_last_poll_success_timestamp_seconds",
+        "rollcall_sink_lag_events",
+        "rollcall_store_size_bytes",
+        "rollcall_dead_letters",
+    ];
+    wait_for("every metric family after the first poll", async || {
+        let (status, text) = get(format!("{}/metrics", r.base)).await;
+        status == 200 && families.iter().all(|f| text.contains(f))
+    })
+    .await;
+    let (_, before) = get(format!("{}/metrics", r.base)).await;
     assert_eq!(
         sample(
             &before,
@@ -128,16 +143,6 @@ async fn metrics_parse_and_move_as_events_flow() {
         ),
         0.0
     );
-    for name in [
-        "rollcall_poll_duration_seconds_count",
-        "rollcall_users_known",
-        "rollcall_last_poll_success_timestamp_seconds",
-        "rollcall_sink_lag_events",
-        "rollcall_store_size_bytes",
-        "rollcall_dead_letters",
-    ] {
-        assert!(before.contains(name), "{name} missing from:\n{before}");
-    }
     for i in 0..3 {
         sim.add_user(&format!("u{i}"), "pw", &[4]);
     }
@@ -221,6 +226,39 @@ async fn status_works_while_run_holds_the_store() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["sources"][0]["users_known"], 1);
     assert_eq!(status["log_head"], 1);
+    drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_command_waits_for_each_poll_so_a_running_rollcall_shows_every_event_type() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "poll_interval = \"1s\"");
+    let r = run(&h).await;
+    wait_for("ready", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+    let bound = r.base.trim_start_matches("http://").to_owned();
+    h.edit_config(|c| c.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{bound}\"")));
+    let out = h.rollcall(&["demo"]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("waits for its next poll"), "{said}");
+    // Every step was polled apart, so every type reaches the sink.
+    let types = || -> std::collections::BTreeSet<String> {
+        h.events()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait::until("every Superset event type in the JSONL file", || {
+        types() == support::harness::superset_event_types()
+    })
+    .await;
     drop(r);
 }
 
@@ -357,4 +395,62 @@ async fn a_hanging_webhook_endpoint_never_delays_another_sink() {
         1.0,
         "the slow sink still holds its one event"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_clears_it() {
+    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Harness::kylin_source(&dir, "cubes", &sim.url, ADMIN, "wrong-password", "");
+    let h = Harness::with_sources(dir, &sources);
+    let r = run(&h).await;
+    let readyz = format!("{}/readyz", r.base);
+    wait::until_async("/readyz to say the Kylin source stopped", || {
+        let url = readyz.clone();
+        async move {
+            let (status, body) = get(url).await;
+            status == 503 && body.contains("stopped")
+        }
+    })
+    .await;
+    let (_, body) = get(readyz).await;
+    assert!(
+        body.contains("source cubes: stopped")
+            && body.contains("KE-010003208")
+            && body.contains("restart"),
+        "{body}"
+    );
+    let (_, status) = get(format!("{}/status", r.base)).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let stopped = status["sources"][0]["stopped"]["message"].as_str().unwrap();
+    assert!(
+        stopped.contains("refused the login of 'ADMIN'"),
+        "{stopped}"
+    );
+    drop(r);
+    assert_eq!(
+        sim.failed_logins(ADMIN),
+        1,
+        "one failed login for the whole run"
+    );
+
+    let out = h.rollcall(&["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("STOPPED since") && text.contains("until rollcall restarts"),
+        "{text}"
+    );
+
+    // Fixed credentials and a restart: the source polls again and the stop is forgotten.
+    std::fs::write(h.dir.path().join("cubes.password"), ADMIN_PASSWORD).unwrap();
+    let out = h.rollcall(&["once"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&h.rollcall(&["status"]).await.stdout).into_owned();
+    assert!(!text.contains("STOPPED"), "{text}");
+    assert_eq!(sim.failed_logins(ADMIN), 1);
 }

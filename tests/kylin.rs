@@ -1,6 +1,7 @@
 //! The Kylin source against the Kylin 5 simulator: every event type it derives, that a refused
 //! login costs Kylin exactly one failed login and stops the source, how bad answers are
-//! reported, paging under concurrent creates, and a Superset and a Kylin source side by side.
+//! reported, paging under concurrent creates, a 100k-user Kylin, a Superset and a Kylin source
+//! side by side, and `rollcall demo` against a Kylin.
 
 mod support;
 
@@ -8,10 +9,10 @@ use std::time::Duration;
 
 use rollcall::runner::CycleOptions;
 use rollcall_sim::kylin::{
-    Fault, FaultKind, KylinOptions, KylinSim, ADMIN, ROLE_ADMIN, ROLE_ANALYST, ROLE_MODELER,
-    SEEDED_PASSWORD,
+    Fault, FaultKind, KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD, ROLE_ADMIN, ROLE_ANALYST,
+    ROLE_MODELER, SEEDED_PASSWORD,
 };
-use support::harness::{kinds, Harness};
+use support::harness::{kinds, kylin_event_types, Harness};
 
 fn kind(t: &str, subject: &str) -> (String, String) {
     (t.to_owned(), subject.to_owned())
@@ -298,4 +299,106 @@ async fn one_rollcall_once_polls_a_superset_and_a_kylin_source() {
         .iter()
         .filter(|e| e["source"] == "kylin://cubes")
         .all(|e| e["subject"] == e["data"]["user"]["username"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100k_user_kylin_is_read_whole_in_one_session_and_loses_or_invents_nothing() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_users(100_000);
+    let mut h = Harness::kylin(&sim.url, "");
+    let first = h.cycle().await;
+    assert_eq!((first.users, first.events), (100_001, 0));
+
+    // Changes on the first page, the last page and both sides of a page boundary.
+    sim.add_user("aaa-first", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    sim.add_user("zzz-last", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    sim.delete_user("user000999");
+    sim.set_disabled("user001000", true);
+    sim.set_authorities("user050000", &[ROLE_MODELER]);
+    for _ in 0..3 {
+        sim.fail_login("user100000");
+    }
+    let second = h.cycle().await;
+    assert_eq!(second.users, 100_002);
+    assert_eq!(
+        kinds(&h.new_events()),
+        [
+            kind("user.created", "aaa-first"),
+            kind("user.deleted", "user000999"),
+            kind("user.deactivated", "user001000"),
+            kind("user.group_added", "user050000"),
+            kind("user.login_failed", "user100000"),
+            kind("user.locked", "user100000"),
+            kind("user.created", "zzz-last"),
+        ]
+    );
+
+    let unchanged = h.cycle().await;
+    assert_eq!((unchanged.events, unchanged.users_written), (0, 0));
+    let requests = sim.requests();
+    let pages = |users: usize| users.div_ceil(1000);
+    assert_eq!(requests.len(), pages(100_001) + pages(100_002) * 2);
+    assert_eq!(
+        requests.iter().filter(|r| r.basic_auth).count(),
+        1,
+        "one login for every page of every cycle"
+    );
+}
+
+#[tokio::test]
+async fn the_demo_shows_every_kylin_event_type_when_run_as_the_service_account() {
+    use rollcall::demo::kylin::{Admin, Demo, Step};
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let mut h = Harness::kylin(&sim.url, "");
+    h.cycle().await;
+    let demo = Demo::new(Admin::login(&sim.url, ADMIN, ADMIN_PASSWORD).await.unwrap());
+    let mut shown = std::collections::BTreeSet::new();
+    for step in Step::ALL {
+        let (what, expect) = demo.run(step).await.unwrap();
+        h.cycle().await;
+        let seen = kinds(&h.new_events());
+        let expect: Vec<_> = expect.iter().map(|(t, u)| kind(t.as_str(), u)).collect();
+        assert_eq!(seen, expect, "after: {what}");
+        shown.extend(seen.into_iter().map(|(t, _)| t));
+    }
+    assert_eq!(shown, kylin_event_types());
+    assert_eq!(sim.failed_logins(ADMIN), 0);
+    assert!(!sim.user(ADMIN).unwrap().locked);
+    assert_eq!(sim.user_count(), 1, "the demo deletes its users");
+}
+
+#[tokio::test]
+async fn a_demo_refused_by_kylin_stops_after_one_failed_login() {
+    use rollcall::demo::{kylin::Admin, DemoError};
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let err = Admin::login(&sim.url, ADMIN, "not-the-password")
+        .await
+        .err()
+        .expect("Kylin refuses the login");
+    assert!(matches!(err, DemoError::LoginRefused { .. }), "{err}");
+    assert!(err.to_string().contains("KE-010003208"), "{err}");
+    assert_eq!(sim.failed_logins(ADMIN), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollcall_demo_walks_a_kylin_source_through_every_step() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let h = Harness::kylin(&sim.url, "");
+    let out = h.rollcall(&["demo", "--pause", "1ms"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in ["user.locked", "user.password_changed", "done:"] {
+        assert!(stdout.contains(expected), "{expected} in:\n{stdout}");
+    }
+    assert_eq!(sim.failed_logins(ADMIN), 0);
+    let demo_logins = sim
+        .requests()
+        .iter()
+        .filter(|r| r.basic_user.as_deref() == Some(ADMIN))
+        .count();
+    assert_eq!(demo_logins, 1, "the service account authenticates once");
 }

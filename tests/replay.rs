@@ -130,8 +130,8 @@ async fn delivered_then_lost(dir: &Path) -> (Config, Store) {
     let config = config(dir, "");
     let store = Store::open(&config.store.path).unwrap();
     append(&store, events(10));
-    let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 10);
+    let sink = SinkConfig::build(&config.sinks[0]).unwrap();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 10);
     assert_eq!(lines(dir).len(), 10);
     std::fs::write(dir.join("events.jsonl"), "").unwrap();
     (config, store)
@@ -258,8 +258,8 @@ async fn rewind_moves_the_cursor_back_so_the_next_delivery_resends_with_the_same
     assert_eq!(report.rewound, Some((10, 6)));
     assert!(lines(dir.path()).is_empty(), "rewind sends nothing itself");
     assert_eq!(store.cursor("siem").unwrap(), 6);
-    let mut sink = SinkConfig::build(&config.sinks[0]).unwrap();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 4);
+    let sink = SinkConfig::build(&config.sinks[0]).unwrap();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 4);
     assert_eq!(lines(dir.path()), stored_bytes(&store, 6..10));
 }
 
@@ -436,8 +436,8 @@ async fn replay_of_a_range_to_kafka_is_byte_identical_to_the_first_delivery() {
     );
     let store = Store::open(&config.store.path).unwrap();
     append(&store, events(10));
-    let mut sink = SinkConfig::build(&config.sinks[1]).unwrap();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 10);
+    let sink = SinkConfig::build(&config.sinks[1]).unwrap();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 10);
     drop(sink);
     let report = replay(
         &config,

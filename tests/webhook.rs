@@ -298,8 +298,8 @@ async fn signatures_verify_with_the_standardwebhooks_crate_for_each_rotated_secr
     let s = Setup::new(&rx.url, &format!("{SECRET} {OLD_SECRET}"), "");
     let store = s.store();
     let events = append(&store, &created(&["1", "2", "3"]));
-    let mut sink = s.sink();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 3);
+    let sink = s.sink();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 3);
 
     let hits = rx.hits();
     assert_eq!(hits.len(), 3);
@@ -335,8 +335,8 @@ async fn a_500_then_200_is_delivered_on_the_second_attempt_with_the_same_webhook
     );
     let store = s.store();
     let events = append(&store, &created(&["1"]));
-    let mut sink = s.sink();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+    let sink = s.sink();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
 
     let hits = rx.hits();
     assert_eq!(hits.len(), 2);
@@ -375,8 +375,8 @@ async fn retry_after_on_429_and_503_is_honoured_over_a_shorter_schedule() {
     );
     let store = s.store();
     append(&store, &created(&["1"]));
-    let mut sink = s.sink();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+    let sink = s.sink();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
     let hits = rx.hits();
     assert_eq!(hits.len(), 3);
     for pair in hits.windows(2) {
@@ -391,8 +391,8 @@ async fn a_410_disables_the_endpoint_and_keeps_the_event_undelivered() {
     let s = Setup::new(&rx.url, SECRET, "retry_schedule = [\"0s\", \"10ms\"]");
     let store = s.store();
     append(&store, &created(&["1", "1"]));
-    let mut sink = s.sink();
-    let err = deliver::drain(&store, &mut sink)
+    let sink = s.sink();
+    let err = deliver::drain(&store, sink.as_ref())
         .await
         .unwrap_err()
         .to_string();
@@ -428,9 +428,9 @@ async fn a_receiver_that_does_not_answer_in_time_is_retried_with_the_same_webhoo
     );
     let store = s.store();
     let events = append(&store, &created(&["1"]));
-    let mut sink = s.sink();
+    let sink = s.sink();
     let started = Instant::now();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "did not wait for the slow answer"
@@ -458,8 +458,8 @@ async fn a_receiver_down_for_the_whole_schedule_dead_letters_then_dlq_retry_deli
     let events = {
         let store = s.store();
         let events = append(&store, &created(&["1", "2"]));
-        let mut sink = s.sink();
-        assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 0);
+        let sink = s.sink();
+        assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 0);
         assert_eq!(
             store.cursor("hooks").unwrap(),
             2,
@@ -541,8 +541,8 @@ async fn an_ocsf_webhook_is_signed_over_the_ocsf_body_and_a_dead_letter_retries_
             state: &SourceState::default(),
         })
         .unwrap();
-    let mut sink = s.sink();
-    assert_eq!(deliver::drain(&store, &mut sink).await.unwrap(), 1);
+    let sink = s.sink();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
     let letters = store.dead_letters("hooks").unwrap();
     assert_eq!(letters.len(), 1, "the first event is dead-lettered");
     assert_eq!(
@@ -550,7 +550,9 @@ async fn an_ocsf_webhook_is_signed_over_the_ocsf_body_and_a_dead_letter_retries_
         "a dead letter keeps the stored CloudEvent, not the OCSF body"
     );
 
-    let report = sink.retry_dead_letters(&store, None).await.unwrap();
+    let report = deliver::retry_dead_letters(&store, sink.as_ref(), None)
+        .await
+        .unwrap();
     assert_eq!(report.delivered.len(), 1);
     let hits = rx.hits();
     assert_eq!(
@@ -587,7 +589,7 @@ async fn dlq_purge_drops_one_letter_or_all() {
     {
         let store = s.store();
         append(&store, &created(&["1", "2", "3"]));
-        deliver::drain(&store, &mut s.sink()).await.unwrap();
+        deliver::drain(&store, s.sink().as_ref()).await.unwrap();
         assert_eq!(store.dead_letter_count("hooks").unwrap(), 3);
     }
     let one = s.rollcall(&["dlq", "purge", "--sink", "hooks", "--offset", "1"]);
@@ -624,7 +626,7 @@ async fn once_leaves_an_event_whose_next_retry_is_hours_away_for_the_next_run() 
     let store = s.store();
     let events = append(&store, &created(&["1", "2"]));
     let started = Instant::now();
-    let err = deliver::drain(&store, &mut s.sink())
+    let err = deliver::drain(&store, s.sink().as_ref())
         .await
         .unwrap_err()
         .to_string();
@@ -647,7 +649,7 @@ async fn once_leaves_an_event_whose_next_retry_is_hours_away_for_the_next_run() 
     );
 
     rx.script(|_, _| ok());
-    assert_eq!(deliver::drain(&store, &mut s.sink()).await.unwrap(), 2);
+    assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 2);
     assert_eq!(store.cursor("hooks").unwrap(), 2);
     let first = events[0].id.to_string();
     assert_eq!(
@@ -683,7 +685,7 @@ async fn one_users_events_arrive_in_log_order_while_other_users_proceed_in_paral
         log.extend(created(&users));
     }
     let events = append(&store, &log);
-    assert_eq!(deliver::drain(&store, &mut s.sink()).await.unwrap(), 80);
+    assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 80);
 
     let offset_of: HashMap<String, u64> = events
         .iter()
@@ -746,7 +748,7 @@ async fn only_the_configured_event_types_are_sent_and_the_cursor_passes_the_rest
             (EventType::UserUpdated, "2"),
         ],
     );
-    assert_eq!(deliver::drain(&store, &mut s.sink()).await.unwrap(), 2);
+    assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 2);
     let types: Vec<String> = rx
         .hits()
         .iter()

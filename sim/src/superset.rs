@@ -246,7 +246,14 @@ impl Sim {
         self.inner().requests.clone()
     }
 
+    /// Paths of the requests that have arrived, in order, including those still being
+    /// answered (a delayed one is in [`Sim::requests`] only once answered).
+    pub fn arrived(&self) -> Vec<String> {
+        self.inner().arrived.clone()
+    }
+
     pub fn clear_requests(&self) {
+        self.inner().arrived.clear();
         self.inner().requests.clear();
     }
 
@@ -340,6 +347,8 @@ struct Inner {
     tokens: HashMap<String, IssuedToken>,
     faults: Vec<ArmedFault>,
     requests: Vec<RecordedRequest>,
+    /// Paths of requests as they arrive, before any fault delays them.
+    arrived: Vec<String>,
     logs: Vec<LogRow>,
     down: bool,
     last_local: NaiveDateTime,
@@ -356,6 +365,7 @@ impl Inner {
             tokens: HashMap::new(),
             faults: Vec::new(),
             requests: Vec::new(),
+            arrived: Vec::new(),
             logs: Vec::new(),
             down: false,
             last_local: NaiveDateTime::MIN,
@@ -959,6 +969,7 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
     // `Err(())` = the server is down; `Ok(Some(kind))` = a fault fires for this request.
     let fault: Option<Result<FaultKind, ()>> = {
         let mut s = lock();
+        s.arrived.push(path.clone());
         if s.down {
             Some(Err(()))
         } else {
@@ -1144,6 +1155,29 @@ impl Inner {
             },
             ["me", "roles", ""] => match m {
                 Method::GET => self.me(headers, true),
+                _ => Reply::method_not_allowed(headers),
+            },
+            // Any signed-in user may list dashboards (Gamma can); the simulator has none. One
+            // read writes two log rows a few milliseconds apart, one holding the parsed `rison`
+            // and one the `object_ref` (docs/superset.md S41).
+            ["dashboard", ""] => match m {
+                Method::GET => match self.authenticate(headers, TokenKind::Access) {
+                    Ok(uid) => {
+                        let mut j = json!({"path": path});
+                        if let Some(q) = q {
+                            j["q"] = json!(q);
+                            j["rison"] = serde_rison::from_str::<Value>(q).unwrap_or(json!({}));
+                        }
+                        self.write_log("DashboardRestApi.get_list", j, uid);
+                        self.write_log(
+                            "DashboardRestApi.get_list",
+                            json!({"object_ref": "DashboardRestApi.get_list"}),
+                            uid,
+                        );
+                        Reply::json(200, json!({"count": 0, "ids": [], "result": []}))
+                    }
+                    Err(r) => r,
+                },
                 _ => Reply::method_not_allowed(headers),
             },
             ["log", ""] => match m {

@@ -1,85 +1,156 @@
 //! Sinks: where events go. This module is the registry of sink kinds and the interface every
 //! kind implements.
 //!
-//! Owns the list of kinds (one line each in the `sinks!` invocation below) and the [`Sink`] trait. Nothing outside
-//! this file matches on a sink's kind: config, check-config, delivery, replay and dead letters
-//! all go through [`SinkConfig`] and [`Sink`]. Each kind lives in its own folder with its
-//! config (`config.rs`) and must never import another kind, nor `deliver`.
+//! Owns the list of kinds (one line each in the `sinks!` invocation below), the [`Sink`] trait
+//! and the vocabulary it speaks ([`Message`], [`Refusal`], [`Order`]). Nothing outside this
+//! file matches on a sink's kind: config, check-config, delivery, replay and dead letters all
+//! go through [`SinkConfig`] and [`Sink`]. Each kind lives in its own folder with its config
+//! (`config.rs`) and must never import another kind, nor `deliver`.
 //!
-//! Every sink delivers at least once and in log order per user, moving its stored cursor only
-//! past events delivered (or dead-lettered); no sink ever skips an event silently.
+//! A sink only sends what it is given and says what was acknowledged. Everything that makes
+//! delivery at-least-once (the cursor, the window of events in flight, retries and their
+//! pauses, health, dead letters) is `deliver`'s, written once for every kind.
 
 pub mod jsonl;
 pub mod kafka;
 pub mod webhook;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
 use toml::de::DeValue;
 use toml::Spanned;
 
+use crate::encode::{Encoder, Envelope, Unreadable};
 use crate::settings::{one_of, Entry, Problems};
-use crate::store::{Store, StoredEvent};
 
-/// One sink, built from its config. Object-safe: sinks are held as `Box<dyn Sink>`.
-pub trait Sink: Send {
-    /// The config's `name`: it keys the cursor, health and dead letters in the store.
-    fn name(&self) -> &str;
+/// One event as a sink puts it on the wire: encoded once, then owned by the delivery engine
+/// (it may wait in the window while retries go on).
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Where the event is in the log.
+    pub offset: u64,
+    /// The event id: the same on every redelivery and replay, so consumers can de-duplicate.
+    pub id: String,
+    /// The ordering key, one per user: events with the same key arrive in log order.
+    pub key: Arc<str>,
+    /// Attribute headers in the order they are sent; empty when the body carries them.
+    pub headers: Vec<(&'static str, String)>,
+    pub content_type: String,
+    pub body: Bytes,
+}
 
-    /// Events read from the log at a time (replay reads in chunks of this size).
-    fn batch_size(&self) -> usize;
-
-    /// Deliver from the stored cursor up to the log head (or until `stop` turns true), moving
-    /// the cursor only past what is delivered; returns how many events were delivered.
-    fn drain<'a>(
-        &'a mut self,
-        store: &'a Store,
-        stop: Option<&'a watch::Receiver<bool>>,
-    ) -> BoxFuture<'a, Result<u64, SinkError>>;
-
-    /// How `run` drives this sink (see [`Serving`]).
-    fn serve(
-        self: Box<Self>,
-        store: Store,
-        head: watch::Receiver<u64>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Serving;
-
-    /// For `rollcall replay`: send exactly `events` (a range the operator chose), never reading
-    /// or moving the stored cursor; returns how many the sink took (a filter may skip some).
-    fn send_range<'a>(
-        &'a mut self,
-        store: &'a Store,
-        events: &'a [StoredEvent],
-    ) -> BoxFuture<'a, Result<u64, SinkError>>;
-
-    /// For `rollcall dlq retry`: send dead letters again (all, or the one at `only`); those
-    /// delivered leave the queue. Only sinks that give up on events have any.
-    fn retry_dead_letters<'a>(
-        &'a self,
-        _store: &'a Store,
-        _only: Option<u64>,
-    ) -> BoxFuture<'a, Result<RetryReport, SinkError>> {
-        let sink = self.name().to_owned();
-        Box::pin(async move { Err(SinkError::NoDeadLetters { sink }) })
+impl Message {
+    /// Fails only in OCSF, for a stored event whose `data` lacks what its `type` promises.
+    pub fn encode(encoder: &Encoder, e: &Envelope<'_>) -> Result<Message, Unreadable> {
+        let encoded = encoder.encode(e)?;
+        Ok(Message {
+            offset: e.offset,
+            id: e.id.to_string(),
+            key: encoded.key.into(),
+            headers: encoded
+                .headers
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect(),
+            content_type: encoded.content_type.to_owned(),
+            body: match encoded.body {
+                Cow::Borrowed(body) => Bytes::copy_from_slice(body),
+                Cow::Owned(body) => Bytes::from(body),
+            },
+        })
     }
 }
 
-/// How `run` drives a sink.
-pub enum Serving {
-    /// `deliver` drains it whenever the log head moves, pausing between failed attempts.
-    Drained(Box<dyn Sink>),
-    /// It keeps events in flight while the head moves (one user retrying must not hold back
-    /// the others), so it runs its own loop until shutdown.
-    Own(BoxFuture<'static, ()>),
+/// Why a batch was not acknowledged in full.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Messages acknowledged from the start of the batch before the one refused; the rest of
+    /// the batch counts as not sent (a pipelined sink re-sends them, at least once).
+    pub acked: usize,
+    /// What went wrong, in words an operator acts on; [`SinkError::is_permanent`] says whether
+    /// trying again can help before an operator acts.
+    pub error: SinkError,
+    /// When the destination asked to be tried again (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
-/// What `dlq retry` did.
-#[derive(Debug, Default)]
-pub struct RetryReport {
-    pub delivered: Vec<u64>,
-    /// Offset and why it failed again; these stay in the dead-letter queue.
-    pub failed: Vec<(u64, String)>,
+impl Refusal {
+    /// The first message of the batch was refused.
+    pub fn new(error: impl Into<SinkError>) -> Refusal {
+        Refusal {
+            acked: 0,
+            error: error.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The first `acked` messages were acknowledged, the next one refused.
+    pub fn after(acked: usize, error: impl Into<SinkError>) -> Refusal {
+        Refusal {
+            acked,
+            ..Refusal::new(error)
+        }
+    }
+}
+
+/// How order per user is kept, which decides how the delivery engine sends and retries.
+#[derive(Debug, Clone)]
+pub enum Order {
+    /// The engine sends one event per user at a time, and retries each event on its own
+    /// after the pauses of `schedule`; an event that fails them all is dead-lettered, so one
+    /// broken event never blocks the others. (Webhooks: each request stands alone.)
+    PerUser { schedule: Vec<Duration> },
+    /// The destination keeps the order of what it is given (one file; one partition per key
+    /// with an idempotent producer), so the engine sends batches back to back. A failure
+    /// rewinds to the oldest unacknowledged event and re-sends from there after a pause;
+    /// nothing is ever dead-lettered.
+    Pipelined,
+}
+
+/// How the delivery engine drives a sink.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub order: Order,
+    /// Messages per [`Sink::send`] call (1 for [`Order::PerUser`]).
+    pub batch: usize,
+    /// Messages sent and not yet acknowledged, at most.
+    pub max_in_flight: usize,
+}
+
+/// One sink, built from its config. Object-safe: sinks are held as `Box<dyn Sink>`.
+pub trait Sink: Send + Sync {
+    /// The config's `name`: it keys the cursor, health and dead letters in the store.
+    fn name(&self) -> &str;
+
+    fn delivery(&self) -> Delivery;
+
+    /// The encoder of the sink's `format` (and binding).
+    fn encoder(&self) -> &Encoder;
+
+    /// Whether the sink sends events of this `type` (its `event_types` filter); those it does
+    /// not send count as done.
+    fn wants(&self, _event_type: &str) -> bool {
+        true
+    }
+
+    /// Get ready to send the event at `offset` and after: called before the first send and
+    /// after a failure (connect, check the destination exists).
+    fn prepare(&self, _offset: u64) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Send `batch` in order; `Ok` once every message is acknowledged. An
+    /// [`Order::Pipelined`] sink hands the whole batch to the destination before `send`
+    /// returns (the future only waits for acknowledgements), so calls keep log order.
+    fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>>;
+
+    /// After a failed send, before the engine tries again (e.g. replace a producer that
+    /// failed for good).
+    fn recover(&self) {}
 }
 
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
@@ -99,8 +170,6 @@ macro_rules! sinks {
                 #[error(transparent)]
                 $variant(#[from] $error),
             )+
-            #[error("sink '{sink}' does not dead-letter events (only webhook sinks do), so there is nothing to retry")]
-            NoDeadLetters { sink: String },
         }
 
         impl SinkConfig {
@@ -170,7 +239,6 @@ macro_rules! sinks {
             pub fn is_permanent(&self) -> bool {
                 match self {
                     $(SinkError::$variant(e) => e.is_permanent(),)+
-                    SinkError::NoDeadLetters { .. } => true,
                 }
             }
         }

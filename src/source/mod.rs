@@ -209,6 +209,14 @@ macro_rules! registry {
         }
 
         impl SourceError {
+            /// The source stopped itself (e.g. Kylin refused its login, and another attempt
+            /// could lock the account): it polls no more until rollcall restarts.
+            pub fn stops_source(&self) -> bool {
+                match self {
+                    $(SourceError::$variant(e) => e.stops_source()),*
+                }
+            }
+
             /// Errors a later cycle may not see (the server or network recovers).
             pub fn is_transient(&self) -> bool {
                 match self {
@@ -231,7 +239,7 @@ impl SourceConfig {
 }
 
 impl SourceConfig {
-    /// The Superset source, for `rollcall demo`, which writes to a Superset.
+    /// The Superset table, if this source is one.
     pub fn as_superset(&self) -> Option<&superset::SupersetConfig> {
         match self {
             SourceConfig::Superset(c) => Some(c),

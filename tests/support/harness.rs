@@ -259,3 +259,46 @@ pub fn kinds(events: &[Value]) -> Vec<(String, String)> {
 pub fn kind(t: &str, subject: u64) -> (String, String) {
     (t.to_owned(), subject.to_string())
 }
+
+/// Every event type a Superset source emits in a running pipeline, which the README's tour
+/// promises the demo shows (`user.observed` needs `emit_initial_snapshot`; locked, unlocked
+/// and password_changed are Kylin's).
+pub fn superset_event_types() -> std::collections::BTreeSet<String> {
+    [
+        "user.created",
+        "user.updated",
+        "user.deactivated",
+        "user.reactivated",
+        "user.deleted",
+        "user.role_added",
+        "user.role_removed",
+        "user.group_added",
+        "user.group_removed",
+        "user.login",
+        "user.login_failed",
+        "audit.action",
+    ]
+    .map(String::from)
+    .into()
+}
+
+/// Every event type a Kylin source emits in a running pipeline, which the README's tour
+/// promises the Kylin demo shows (Kylin shows no successful login, no roles apart from its
+/// groups, and no actions: docs/kylin.md K53).
+pub fn kylin_event_types() -> std::collections::BTreeSet<String> {
+    [
+        "user.created",
+        "user.updated",
+        "user.deactivated",
+        "user.reactivated",
+        "user.deleted",
+        "user.group_added",
+        "user.group_removed",
+        "user.login_failed",
+        "user.locked",
+        "user.unlocked",
+        "user.password_changed",
+    ]
+    .map(String::from)
+    .into()
+}

@@ -1,37 +1,32 @@
 //! The JSONL sink: one event per line, appended to a file (or stdout) for SIEM shippers.
 //!
-//! Writes each event's encoded body (in CloudEvents, the stored bytes unchanged), so a line is
-//! byte-identical on every redelivery and replay. A batch is flushed and fsynced before it
-//! counts as delivered, and only then does the cursor move past it. Writes are blocking: a
-//! batch is small, and the file is local.
+//! Owns the file and how a batch lands in it. Writes each event's encoded body (in
+//! CloudEvents, the stored bytes unchanged), so a line is byte-identical on every redelivery
+//! and replay. A batch counts as acknowledged only once it is written and fsynced; `deliver`
+//! moves the cursor after that. Writes are blocking: a batch is small, and the file is local.
 
 mod config;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
-use tracing::debug;
 
 pub use config::JsonlConfig;
 
-use super::{Serving, Sink, SinkError};
-use crate::encode::{Binding, Encoder, Envelope, Mode, Unreadable};
-use crate::store::{Store, StoreError, StoredEvent};
+use super::{Delivery, Message, Order, Refusal, Sink};
+use crate::encode::{Binding, Encoder, Mode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JsonlError {
-    #[error("sink '{sink}': cannot write {path}: {source}. Check that the directory exists, is writable and the disk is not full")]
+    #[error("sink '{sink}': cannot write {path}. Check that the directory exists, is writable and the disk is not full")]
     Io {
         sink: String,
         path: String,
+        #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Unreadable(#[from] Unreadable),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 impl JsonlError {
@@ -51,7 +46,7 @@ pub struct JsonlSink {
     path: String,
     batch_size: usize,
     encoder: Encoder,
-    target: Target,
+    target: Mutex<Target>,
 }
 
 impl JsonlConfig {
@@ -80,20 +75,21 @@ impl JsonlConfig {
                 mode: Mode::Structured,
                 binding: Binding::Http,
             },
-            target,
+            target: Mutex::new(target),
         }))
     }
 }
 
 impl JsonlSink {
-    fn write(&mut self, batch: &[StoredEvent]) -> Result<(), JsonlError> {
-        let mut buf = Vec::with_capacity(batch.iter().map(|e| e.bytes.len() + 1).sum());
-        for e in batch {
-            let envelope = Envelope::parse(e)?;
-            buf.extend_from_slice(&self.encoder.encode(&envelope)?.body);
+    fn write(&self, batch: &[Arc<Message>]) -> Result<(), JsonlError> {
+        let mut buf = Vec::with_capacity(batch.iter().map(|m| m.body.len() + 1).sum());
+        for m in batch {
+            buf.extend_from_slice(&m.body);
             buf.push(b'\n');
         }
-        let written = match &mut self.target {
+        // A panic elsewhere while holding the lock leaves the file as it was: keep using it.
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        let written = match &mut *target {
             Target::Stdout => {
                 let mut out = io::stdout().lock();
                 out.write_all(&buf).and_then(|()| out.flush())
@@ -106,30 +102,6 @@ impl JsonlSink {
             source,
         })
     }
-
-    /// A batch at a time: write (and fsync), then move the cursor past it.
-    fn drain_batches(
-        &mut self,
-        store: &Store,
-        stop: Option<&watch::Receiver<bool>>,
-    ) -> Result<u64, JsonlError> {
-        let mut delivered = 0;
-        loop {
-            if stop.is_some_and(|s| *s.borrow()) {
-                return Ok(delivered);
-            }
-            let cursor = store.cursor(&self.name)?;
-            let batch = store.events_from(cursor, self.batch_size)?;
-            let Some(last) = batch.last() else {
-                return Ok(delivered);
-            };
-            let next = last.offset + 1;
-            self.write(&batch)?;
-            store.set_cursor(&self.name, next)?;
-            delivered += batch.len() as u64;
-            debug!(sink = %self.name, cursor = next, "batch delivered");
-        }
-    }
 }
 
 impl Sink for JsonlSink {
@@ -137,35 +109,22 @@ impl Sink for JsonlSink {
         &self.name
     }
 
-    fn batch_size(&self) -> usize {
-        self.batch_size
+    /// One batch at a time: written and fsynced, then acknowledged as a whole.
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            order: Order::Pipelined,
+            batch: self.batch_size,
+            max_in_flight: self.batch_size,
+        }
     }
 
-    fn drain<'a>(
-        &'a mut self,
-        store: &'a Store,
-        stop: Option<&'a watch::Receiver<bool>>,
-    ) -> BoxFuture<'a, Result<u64, SinkError>> {
-        Box::pin(async move { Ok(self.drain_batches(store, stop)?) })
+    fn encoder(&self) -> &Encoder {
+        &self.encoder
     }
 
-    fn serve(
-        self: Box<Self>,
-        _store: Store,
-        _head: watch::Receiver<u64>,
-        _shutdown: watch::Receiver<bool>,
-    ) -> Serving {
-        Serving::Drained(self)
-    }
-
-    fn send_range<'a>(
-        &'a mut self,
-        _store: &'a Store,
-        events: &'a [StoredEvent],
-    ) -> BoxFuture<'a, Result<u64, SinkError>> {
-        Box::pin(async move {
-            self.write(events)?;
-            Ok(events.len() as u64)
-        })
+    fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {
+        // Written before returning: batches land in the order they were handed over.
+        let result = self.write(&batch).map_err(Refusal::new);
+        Box::pin(async move { result })
     }
 }

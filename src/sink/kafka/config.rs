@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::KafkaError;
 use crate::encode::{Format, Mode};
-use crate::settings::{Entry, Problems};
+use crate::settings::{Entry, Problems, SecretRef};
 
 /// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding (or as
 /// OCSF records with `format = "ocsf"`).
@@ -125,13 +126,18 @@ impl KafkaConfig {
             })
             .collect();
         for (key, var) in &self.options_env {
-            let value = std::env::var(var).map_err(|_| KafkaError::Secret {
+            let value = SecretRef {
+                env_key: &format!("options_env.\"{key}\""),
+                file_key: "",
+                env: Some(var),
+                file: None,
+            }
+            .read()
+            .map_err(|source| KafkaError::Secret {
                 sink: self.name.clone(),
-                message: format!(
-                    "environment variable {var} (named for `{key}` in [sinks.options_env]) is not set"
-                ),
+                source,
             })?;
-            out.push((key.clone(), value));
+            out.push((key.clone(), value.expose_secret().to_owned()));
         }
         Ok(out)
     }
@@ -199,7 +205,7 @@ mode = "structured"
             "{EXAMPLE}{}",
             KAFKA.replace("ROLLCALL_TEST_KAFKA_PASSWORD", "ROLLCALL_TEST_UNSET_KAFKA")
         );
-        let err = kafka(&raw).librdkafka_options().unwrap_err().to_string();
+        let err = crate::text::error_chain(&kafka(&raw).librdkafka_options().unwrap_err());
         assert!(
             err.contains("sink 'siem-kafka'")
                 && err.contains("ROLLCALL_TEST_UNSET_KAFKA")

@@ -2,10 +2,10 @@
 //! Kafka protocol binding (binary: `ce_*` headers and `data` as the value; structured: the
 //! stored event as the value).
 //!
-//! Owns the producer, the encoding, and its own delivery loop: many messages are in flight at
-//! once, across batches, and the stored cursor only ever moves to the highest offset below
-//! which every message is acknowledged. It must never skip an event: an event Kafka refuses for
-//! good (too large, not authorized) stops the sink, naming the event's offset.
+//! Owns the producer, the topic check and the mapping of Kafka's answers to errors that say
+//! what to do. Delivery (batches in flight, the cursor, retries) is `deliver`'s. It must never
+//! skip an event: an event Kafka refuses for good (too large, not authorized) stops the sink,
+//! naming the event's offset.
 //!
 //! Ordering per user comes from the key (one partition per key) and from the idempotent
 //! producer (`enable.idempotence=true`, `acks=all`), which keeps order within a partition
@@ -13,27 +13,24 @@
 
 mod config;
 
-use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use config::{KafkaConfig, RESERVED_OPTIONS};
 
-use super::{Serving, Sink, SinkError};
-use crate::encode::{Binding, Encoder, Envelope, Unreadable};
-use crate::store::{SinkHealth, Store, StoreError, StoredEvent};
+use super::{Delivery, Message, Order, Refusal, Sink};
+use crate::encode::{Binding, Encoder};
 
 /// How long a metadata or admin request may take before the brokers count as unreachable.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,9 +39,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// librdkafka's default is 5 minutes; a sink that fails a batch sooner reports itself
 /// degraded sooner and retries from its cursor. Overridable in `[sinks.options]`.
 const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
-/// Messages in flight at most: librdkafka's default queue (`queue.buffering.max.messages`).
-/// A smaller queue set in options just makes the sink wait sooner.
-const MAX_IN_FLIGHT: usize = 100_000;
+/// Messages in flight at most: enough to keep batches on the wire while the previous ones are
+/// acknowledged, and a bound on memory. Never more than librdkafka's queue holds
+/// (`queue.buffering.max.messages`, 100,000 unless set in options): a full queue would refuse.
+const MAX_IN_FLIGHT: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -54,8 +52,12 @@ pub enum KafkaError {
         key: String,
         message: String,
     },
-    #[error("sink '{sink}': {message}")]
-    Secret { sink: String, message: String },
+    #[error("sink '{sink}': cannot read a secret option")]
+    Secret {
+        sink: String,
+        #[source]
+        source: crate::settings::SecretError,
+    },
     #[error("sink '{sink}': cannot reach the Kafka brokers {brokers}: {detail}. Check `brokers`, the network and [sinks.options] (security.protocol, sasl.*); retrying from the stored cursor")]
     Unreachable {
         sink: String,
@@ -95,14 +97,6 @@ pub enum KafkaError {
         topic: String,
         detail: String,
     },
-    #[error("sink '{sink}': the stored event at offset {offset} is not a readable CloudEvent: {detail}. The store is damaged; the sink stopped and skipped nothing")]
-    Corrupt {
-        sink: String,
-        offset: u64,
-        detail: String,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 impl KafkaError {
@@ -114,36 +108,22 @@ impl KafkaError {
                 | KafkaError::Secret { .. }
                 | KafkaError::TooLarge { .. }
                 | KafkaError::NotAuthorized { .. }
-                | KafkaError::Corrupt { .. }
         )
     }
 }
 
-/// One event, encoded for Kafka.
-pub struct Message<'a> {
-    pub key: String,
-    pub value: Cow<'a, [u8]>,
-    pub headers: OwnedHeaders,
-}
-
-/// A message from an encoded event: the attribute headers, then `content-type`.
-pub fn message<'a>(encoder: &Encoder, e: &'a Envelope<'a>) -> Result<Message<'a>, Unreadable> {
-    let encoded = encoder.encode(e)?;
-    let mut headers = OwnedHeaders::new_with_capacity(encoded.headers.len() + 1);
-    for (key, value) in &encoded.headers {
+/// The Kafka headers of a message: its attribute headers, then `content-type`.
+pub fn headers(message: &Message) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
+    for (key, value) in &message.headers {
         headers = headers.insert(Header {
             key,
-            value: Some(*value),
+            value: Some(value.as_str()),
         });
     }
-    headers = headers.insert(Header {
+    headers.insert(Header {
         key: "content-type",
-        value: Some(encoded.content_type),
-    });
-    Ok(Message {
-        key: encoded.key,
-        value: encoded.body,
-        headers,
+        value: Some(message.content_type.as_str()),
     })
 }
 
@@ -155,9 +135,10 @@ pub struct KafkaSink {
     create_topic: bool,
     batch_size: usize,
     client_config: ClientConfig,
-    producer: FutureProducer,
+    /// Replaced after a fatal error (see [`KafkaSink::recover`]).
+    producer: Mutex<FutureProducer>,
     /// The topic was seen on the brokers since the last failure.
-    topic_ready: bool,
+    topic_ready: AtomicBool,
 }
 
 impl KafkaSink {
@@ -201,137 +182,23 @@ impl KafkaSink {
             create_topic: config.create_topic,
             batch_size: config.batch_size,
             client_config,
-            producer,
-            topic_ready: false,
+            producer: Mutex::new(producer),
+            topic_ready: AtomicBool::new(false),
         })
     }
 
-    /// An idempotent producer that hit a fatal error (e.g. a broken sequence) refuses every
-    /// later message; a fresh one resumes from the cursor.
-    fn replace_producer_if_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
-        };
-        warn!(sink = %self.name, %code, %reason, "producer failed for good; starting a new one");
-        match self.client_config.create() {
-            Ok(p) => self.producer = p,
-            // The options were accepted at start, so this is not expected; the old producer
-            // keeps failing, and the sink keeps reporting it.
-            Err(e) => error!(sink = %self.name, error = %e, "cannot start a new producer"),
-        }
-    }
-
-    /// Deliver from the stored cursor to the log head (as it was when each batch was read),
-    /// or until `stop` turns true; returns how many events were acknowledged. Records the
-    /// sink's health in the store either way.
-    async fn drain(
-        &mut self,
-        store: &Store,
-        stop: Option<&watch::Receiver<bool>>,
-    ) -> Result<u64, KafkaError> {
-        let result = self.drain_inner(store, stop).await;
-        let (health, last_error) = match &result {
-            Ok(_) => (SinkHealth::Ok, None),
-            Err(e) if e.is_permanent() => (SinkHealth::Disabled, Some(e.to_string())),
-            Err(e) => (SinkHealth::Degraded, Some(e.to_string())),
-        };
-        if result.is_err() {
-            self.topic_ready = false;
-            self.replace_producer_if_fatal();
-        }
-        store.set_sink_state(&self.name, health, last_error)?;
-        result
-    }
-
-    async fn drain_inner(
-        &mut self,
-        store: &Store,
-        stop: Option<&watch::Receiver<bool>>,
-    ) -> Result<u64, KafkaError> {
-        let start = store.cursor(&self.name)?;
-        if store.head()? <= start {
-            return Ok(0);
-        }
-        self.ensure_topic(start).await?;
-        let mut window = Window {
-            sink: self,
-            store,
-            pending: VecDeque::new(),
-            acked: start,
-            committed: start,
-        };
-        let mut next = start;
-        let result = async {
-            loop {
-                if stop.is_some_and(|s| *s.borrow()) {
-                    break;
-                }
-                let batch = store.events_from(next, window.sink.batch_size)?;
-                let Some(last) = batch.last() else { break };
-                next = last.offset + 1;
-                for stored in &batch {
-                    window.enqueue(stored).await?;
-                }
-                // Move past what is acknowledged already, without waiting: the pipeline
-                // must never run dry between batches.
-                window.settle_ready()?;
-                while window.pending.len() > MAX_IN_FLIGHT {
-                    window.settle_oldest().await?;
-                }
-                window.commit_if_due()?;
-            }
-            while !window.pending.is_empty() {
-                window.settle_oldest().await?;
-            }
-            Ok(())
-        }
-        .await;
-        // Whatever happened, keep the acknowledged prefix: it is never sent again.
-        window.commit()?;
-        result.map(|()| window.acked - start)
-    }
-
-    /// For `rollcall replay`: send exactly `events` (a range the operator chose) and return
-    /// once every one is acknowledged. Never reads or moves the stored cursor.
-    async fn send_range(
-        &mut self,
-        store: &Store,
-        events: &[StoredEvent],
-    ) -> Result<(), KafkaError> {
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let result = async {
-            self.ensure_topic(first.offset).await?;
-            // A window that is never committed: its cursor bookkeeping is simply unused.
-            let mut window = Window {
-                sink: self,
-                store,
-                pending: VecDeque::new(),
-                acked: first.offset,
-                committed: first.offset,
-            };
-            for stored in events {
-                window.enqueue(stored).await?;
-                window.settle_ready()?;
-            }
-            while !window.pending.is_empty() {
-                window.settle_oldest().await?;
-            }
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            self.topic_ready = false;
-            self.replace_producer_if_fatal();
-        }
-        result
+    fn producer(&self) -> FutureProducer {
+        // A panic elsewhere while holding the lock leaves a usable producer: keep using it.
+        self.producer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Check that the topic exists (creating it if allowed) before the first send after a
     /// start or a failure: a missing topic is a clear error now, not a timeout later.
-    async fn ensure_topic(&mut self, offset: u64) -> Result<(), KafkaError> {
-        if self.topic_ready {
+    async fn ensure_topic(&self, offset: u64) -> Result<(), KafkaError> {
+        if self.topic_ready.load(Relaxed) {
             return Ok(());
         }
         match self.topic_exists(offset).await? {
@@ -345,13 +212,13 @@ impl KafkaSink {
                 })
             }
         }
-        self.topic_ready = true;
+        self.topic_ready.store(true, Relaxed);
         Ok(())
     }
 
     /// `offset` is the first event waiting, named if writing turns out to be forbidden.
     async fn topic_exists(&self, offset: u64) -> Result<bool, KafkaError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let topic = self.topic.clone();
         // fetch_metadata blocks on the network: keep it off the async workers.
         let metadata = tokio::task::spawn_blocking(move || {
@@ -452,117 +319,12 @@ impl Drop for KafkaSink {
     /// cursor did not move, so they are sent again on the next start either way: flushing only
     /// spares the consumers some duplicates.
     fn drop(&mut self) {
-        if self.producer.in_flight_count() > 0 {
-            if let Err(e) = self.producer.flush(FLUSH_TIMEOUT) {
+        let producer = self.producer();
+        if producer.in_flight_count() > 0 {
+            if let Err(e) = producer.flush(FLUSH_TIMEOUT) {
                 warn!(sink = %self.name, error = %e, "messages still in flight at shutdown; they are re-sent on the next start");
             }
         }
-    }
-}
-
-/// The messages in flight, oldest first, and how far the cursor may move.
-struct Window<'a> {
-    sink: &'a KafkaSink,
-    store: &'a Store,
-    pending: VecDeque<(u64, usize, DeliveryFuture)>,
-    /// Every event below this offset is acknowledged.
-    acked: u64,
-    committed: u64,
-}
-
-impl Window<'_> {
-    async fn enqueue(&mut self, stored: &StoredEvent) -> Result<(), KafkaError> {
-        let sink = self.sink;
-        let corrupt = |e: Unreadable| KafkaError::Corrupt {
-            sink: sink.name.clone(),
-            offset: stored.offset,
-            detail: e.source.to_string(),
-        };
-        let envelope = Envelope::parse(stored).map_err(corrupt)?;
-        let message = message(&sink.encoder, &envelope).map_err(corrupt)?;
-        let bytes = message.value.len();
-        let mut record = FutureRecord::to(&sink.topic)
-            .key(&message.key)
-            .payload(message.value.as_ref())
-            .headers(message.headers);
-        loop {
-            match sink.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.pending.push_back((stored.offset, bytes, delivery));
-                    return Ok(());
-                }
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
-                    if !self.pending.is_empty() =>
-                {
-                    record = r;
-                    self.settle_oldest().await?;
-                }
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // Queued by others (a flush in progress): give librdkafka a moment.
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => {
-                    // Settle what is ahead first, so the cursor keeps every acknowledged event.
-                    while !self.pending.is_empty() {
-                        self.settle_oldest().await?;
-                    }
-                    return Err(sink.produce_error(stored.offset, bytes, e));
-                }
-            }
-        }
-    }
-
-    /// Wait for the oldest message in flight; on failure the cursor stays below it.
-    async fn settle_oldest(&mut self) -> Result<(), KafkaError> {
-        let Some((offset, bytes, delivery)) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        self.settled(offset, bytes, delivery.await)
-    }
-
-    /// Settle the oldest messages whose outcome is already known.
-    fn settle_ready(&mut self) -> Result<(), KafkaError> {
-        while let Some((offset, bytes, delivery)) = self.pending.front_mut() {
-            let Some(outcome) = delivery.now_or_never() else {
-                return Ok(());
-            };
-            let (offset, bytes) = (*offset, *bytes);
-            self.pending.pop_front();
-            self.settled(offset, bytes, outcome)?;
-        }
-        Ok(())
-    }
-
-    fn settled(
-        &mut self,
-        offset: u64,
-        bytes: usize,
-        outcome: <DeliveryFuture as std::future::Future>::Output,
-    ) -> Result<(), KafkaError> {
-        match outcome {
-            Ok(Ok(_)) => {
-                self.acked = offset + 1;
-                Ok(())
-            }
-            Ok(Err((e, _))) => Err(self.sink.produce_error(offset, bytes, e)),
-            Err(_canceled) => Err(self.sink.produce_error(offset, bytes, RdError::Canceled)),
-        }
-    }
-
-    fn commit_if_due(&mut self) -> Result<(), StoreError> {
-        if self.acked - self.committed >= self.sink.batch_size as u64 {
-            self.commit()?;
-        }
-        Ok(())
-    }
-
-    fn commit(&mut self) -> Result<(), StoreError> {
-        if self.acked > self.committed {
-            self.store.set_cursor(&self.sink.name, self.acked)?;
-            self.committed = self.acked;
-        }
-        Ok(())
     }
 }
 
@@ -573,9 +335,10 @@ impl KafkaConfig {
         Ok(Box::new(KafkaSink::new(self)?))
     }
 
-    /// What `check-config` checks: the keys only (building a producer starts its threads).
+    /// What `check-config` checks without building a producer (that starts its threads):
+    /// every `options_env` variable is set.
     pub fn check(&self) -> Result<(), KafkaError> {
-        Ok(())
+        self.librdkafka_options().map(drop)
     }
 }
 
@@ -584,35 +347,82 @@ impl Sink for KafkaSink {
         &self.name
     }
 
-    fn batch_size(&self) -> usize {
-        self.batch_size
+    /// Batches back to back: one partition per key and the idempotent producer keep each
+    /// user's order, through librdkafka's own retries too.
+    fn delivery(&self) -> Delivery {
+        let queue = self
+            .client_config
+            .get("queue.buffering.max.messages")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(100_000)
+            .max(1);
+        Delivery {
+            order: Order::Pipelined,
+            batch: self.batch_size.min(queue),
+            max_in_flight: MAX_IN_FLIGHT.min(queue),
+        }
     }
 
-    fn drain<'a>(
-        &'a mut self,
-        store: &'a Store,
-        stop: Option<&'a watch::Receiver<bool>>,
-    ) -> BoxFuture<'a, Result<u64, SinkError>> {
-        Box::pin(async move { Ok(KafkaSink::drain(self, store, stop).await?) })
+    fn encoder(&self) -> &Encoder {
+        &self.encoder
     }
 
-    fn serve(
-        self: Box<Self>,
-        _store: Store,
-        _head: watch::Receiver<u64>,
-        _shutdown: watch::Receiver<bool>,
-    ) -> Serving {
-        Serving::Drained(self)
+    fn prepare(&self, offset: u64) -> BoxFuture<'_, Result<(), super::SinkError>> {
+        Box::pin(async move { Ok(self.ensure_topic(offset).await?) })
     }
 
-    fn send_range<'a>(
-        &'a mut self,
-        store: &'a Store,
-        events: &'a [StoredEvent],
-    ) -> BoxFuture<'a, Result<u64, SinkError>> {
+    fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {
+        let producer = self.producer();
+        let mut deliveries = Vec::with_capacity(batch.len());
+        let mut refused = None;
+        // Every message is queued in librdkafka before this returns, so batches keep order.
+        for (i, m) in batch.iter().enumerate() {
+            let record = FutureRecord::to(&self.topic)
+                .key(&*m.key)
+                .payload(&m.body[..])
+                .headers(headers(m));
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => {
+                    refused = Some(Refusal::after(
+                        i,
+                        self.produce_error(m.offset, m.body.len(), e),
+                    ));
+                    break;
+                }
+            }
+        }
         Box::pin(async move {
-            KafkaSink::send_range(self, store, events).await?;
-            Ok(events.len() as u64)
+            for (i, delivery) in deliveries.into_iter().enumerate() {
+                let m = &batch[i];
+                let error = match delivery.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((e, _))) => e,
+                    Err(_canceled) => RdError::Canceled,
+                };
+                return Err(Refusal::after(
+                    i,
+                    self.produce_error(m.offset, m.body.len(), error),
+                ));
+            }
+            refused.map_or(Ok(()), Err)
         })
+    }
+
+    /// The topic is checked again, and an idempotent producer that hit a fatal error (e.g. a
+    /// broken sequence), which refuses every later message, is replaced by a fresh one.
+    fn recover(&self) {
+        self.topic_ready.store(false, Relaxed);
+        let mut producer = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((code, reason)) = producer.client().fatal_error() else {
+            return;
+        };
+        warn!(sink = %self.name, %code, %reason, "producer failed for good; starting a new one");
+        match self.client_config.create() {
+            Ok(p) => *producer = p,
+            // The options were accepted at start, so this is not expected; the old producer
+            // keeps failing, and the sink keeps reporting it.
+            Err(e) => error!(sink = %self.name, error = %e, "cannot start a new producer"),
+        }
     }
 }

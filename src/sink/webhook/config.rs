@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::WebhookError;
 use crate::encode::Format;
-use crate::settings::{Entry, Problems};
+use crate::settings::{Entry, Problems, SecretRef};
 
 /// One HTTP endpoint receiving a signed POST per event (Standard Webhooks). Each endpoint is
 /// its own sink, with its own cursor, retries and dead letters.
@@ -131,23 +131,17 @@ impl WebhookConfig {
     /// The signing secrets, from the environment or the file the config names, as written
     /// (`whsec_<base64>`, space-separated). Errors name where to look, never the value.
     pub fn secrets(&self) -> Result<SecretString, WebhookError> {
-        let err = |message: String| WebhookError::Secret {
+        SecretRef {
+            env_key: "secret_env",
+            file_key: "secret_file",
+            env: self.secret_env.as_deref(),
+            file: self.secret_file.as_deref(),
+        }
+        .read()
+        .map_err(|source| WebhookError::Secret {
             sink: self.name.clone(),
-            message,
-        };
-        if let Some(var) = &self.secret_env {
-            return std::env::var(var).map(SecretString::from).map_err(|_| {
-                err(format!(
-                    "environment variable {var} (named by `secret_env`) is not set"
-                ))
-            });
-        }
-        if let Some(file) = &self.secret_file {
-            return std::fs::read_to_string(file)
-                .map(|s| SecretString::from(s.trim().to_owned()))
-                .map_err(|e| err(format!("cannot read `secret_file` {}: {e}", file.display())));
-        }
-        Err(err("set `secret_env` or `secret_file`".into()))
+            source,
+        })
     }
 }
 
@@ -235,7 +229,7 @@ max_in_flight = 16
         let SinkConfig::Webhook(w) = &c.sinks[1] else {
             panic!("second sink is a webhook")
         };
-        let err = w.secrets().unwrap_err().to_string();
+        let err = crate::text::error_chain(&w.secrets().unwrap_err());
         assert!(
             err.contains("sink 'provisioning'") && err.contains("ROLLCALL_TEST_UNSET_SECRET"),
             "{err}"

@@ -83,6 +83,11 @@ pub enum KylinError {
 }
 
 impl KylinError {
+    /// The source has stopped itself and sends nothing until rollcall restarts.
+    pub fn stops_source(&self) -> bool {
+        matches!(self, KylinError::Stopped(_))
+    }
+
     /// Errors that a later cycle may not see (the server or network recovers).
     pub fn is_transient(&self) -> bool {
         matches!(

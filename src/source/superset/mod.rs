@@ -88,6 +88,12 @@ pub enum SupersetError {
 }
 
 impl SupersetError {
+    /// A Superset source never stops itself: a refused login there locks no account, so the
+    /// next cycle may try again.
+    pub fn stops_source(&self) -> bool {
+        false
+    }
+
     /// Errors that a later cycle may not see (the server or network recovers).
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -1,30 +1,17 @@
-//! A demo workload: changes users in a (test!) Superset through its REST API so that every
-//! user event type appears within a minute. Used by `rollcall demo` and by the end-to-end test
-//! against a real Superset.
+//! The Superset demo: changes users in a (test!) Superset through its REST API so that every
+//! Superset event type appears. Used by `rollcall demo` and by the end-to-end test against a
+//! real Superset.
 //!
-//! It writes to Superset, so it must never be called by the pipeline, which only reads.
+//! Owns the Superset admin session and the demo steps; it must never be called by the
+//! pipeline, which only reads.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use super::DemoError;
 use crate::event::EventType;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error("demo: {what} failed: HTTP {status}: {body}")]
-    Status {
-        what: String,
-        status: u16,
-        body: String,
-    },
-    #[error("demo: {what} failed: {source}")]
-    Http {
-        what: String,
-        source: reqwest::Error,
-    },
-}
 
 /// An admin session used to make changes.
 pub struct Admin {
@@ -267,15 +254,26 @@ impl Admin {
             )
             .await?;
         let id = created["id"].as_u64().unwrap_or_default();
-        let members = json!({ "users": users });
+        self.set_group_members(id, users).await?;
+        Ok(id)
+    }
+
+    /// A session of another user on the same Superset: what they do is theirs in the action
+    /// log, not the service account's (whose reads rollcall drops as its own noise).
+    pub async fn login_as(&self, username: &str, password: &str) -> Result<Admin, DemoError> {
+        Admin::login(&self.base, username, password).await
+    }
+
+    /// Replace a group's members through the groups API (which leaves `changed_on` alone).
+    pub async fn set_group_members(&self, group: u64, users: &[u64]) -> Result<(), DemoError> {
         self.call(
             reqwest::Method::PUT,
-            &format!("/api/v1/security/groups/{id}"),
-            Some(members),
+            &format!("/api/v1/security/groups/{group}"),
+            Some(json!({ "users": users })),
             "set group members",
         )
-        .await?;
-        Ok(id)
+        .await
+        .map(drop)
     }
 
     /// A password login as another user; `false` when Superset refuses it.
@@ -306,13 +304,15 @@ pub enum Step {
     ReRole,
     RoleViaRolesApi,
     Group,
+    Ungroup,
     Login,
+    Act,
     FailedLogin,
     Delete,
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 12] = [
         Step::Create,
         Step::Edit,
         Step::Deactivate,
@@ -320,18 +320,23 @@ impl Step {
         Step::ReRole,
         Step::RoleViaRolesApi,
         Step::Group,
+        Step::Ungroup,
         Step::Login,
+        Step::Act,
         Step::FailedLogin,
         Step::Delete,
     ];
 }
 
-/// Two demo users: alice goes through the whole lifecycle, bob logs in and gains a role.
+/// Two demo users: alice goes through the whole lifecycle, bob gains a role, logs in and
+/// reads dashboards as himself.
 pub struct Demo {
     admin: Admin,
     prefix: String,
     alice: u64,
     bob: u64,
+    group: u64,
+    bob_session: Option<Admin>,
 }
 
 impl Demo {
@@ -342,6 +347,8 @@ impl Demo {
             prefix,
             alice: 0,
             bob: 0,
+            group: 0,
+            bob_session: None,
         }
     }
 
@@ -415,17 +422,38 @@ impl Demo {
                 )
             }
             Step::Group => {
-                a.create_group(&self.name("analysts"), &[self.alice])
+                self.group = a
+                    .create_group(&self.name("analysts"), &[self.alice])
                     .await?;
                 (
                     "created a group with alice in it".into(),
                     vec![(UserGroupAdded, self.alice)],
                 )
             }
+            Step::Ungroup => {
+                a.set_group_members(self.group, &[]).await?;
+                (
+                    "took alice out of the group through the groups API".into(),
+                    vec![(UserGroupRemoved, self.alice)],
+                )
+            }
             Step::Login => {
-                a.try_login(&self.name("bob"), &self.password("bob"))
-                    .await?;
+                self.bob_session =
+                    Some(a.login_as(&self.name("bob"), &self.password("bob")).await?);
                 ("logged in as bob".into(), vec![(UserLogin, self.bob)])
+            }
+            Step::Act => {
+                // Superset's action log records dashboard reads (docs/superset.md S41), and
+                // this one is bob's, not the service account's, so rollcall reports it.
+                let bob = self.bob_session.as_ref().ok_or(DemoError::OutOfOrder {
+                    step: "act as bob",
+                    needs: "log in as bob",
+                })?;
+                bob.read("/api/v1/dashboard/").await?;
+                (
+                    "read the dashboard list as bob".into(),
+                    vec![(AuditAction, self.bob)],
+                )
             }
             Step::FailedLogin => {
                 a.try_login(&self.name("bob"), "wrong password").await?;
