@@ -104,7 +104,7 @@ async fn bench(n: u64) {
                 mode: Mode::Binary,
                 binding: Binding::Kafka,
             };
-            let m = Message::encode(&encoder, &envelope);
+            let m = Message::encode(&encoder, &envelope).unwrap();
             let headers: Vec<(String, Vec<u8>)> = headers(&m)
                 .iter()
                 .map(|h| (h.key.to_owned(), h.value.unwrap().to_vec()))

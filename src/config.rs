@@ -253,6 +253,7 @@ impl Config {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::encode::Format;
 
     pub(crate) const EXAMPLE: &str = r#"[store]
 path = "./rollcall-data"
@@ -301,6 +302,47 @@ path = "./events.jsonl"            # "-" means stdout
         ))
         .unwrap();
         parse(&raw).unwrap();
+    }
+
+    #[test]
+    fn every_sink_kind_takes_format_cloudevents_by_default_or_ocsf() {
+        let sinks = r#"
+[[sinks]]
+kind = "webhook"
+name = "hooks"
+url = "https://siem.example/hook"
+secret_env = "HOOK_SECRET"
+format = "ocsf"
+
+[[sinks]]
+kind = "kafka"
+name = "bus"
+brokers = "127.0.0.1:9092"
+topic = "ocsf"
+format = "ocsf"
+"#;
+        let c = parse(&format!("{EXAMPLE}format = \"ocsf\"\n{sinks}")).unwrap();
+        let formats: Vec<Format> = c
+            .sinks
+            .iter()
+            .map(|s| match s {
+                SinkConfig::Jsonl(c) => c.format,
+                SinkConfig::Webhook(c) => c.format,
+                SinkConfig::Kafka(c) => c.format,
+            })
+            .collect();
+        assert_eq!(formats, [Format::Ocsf; 3]);
+        let SinkConfig::Jsonl(j) = &parse(EXAMPLE).unwrap().sinks[0] else {
+            panic!("the example's sink is jsonl")
+        };
+        assert_eq!(j.format, Format::Cloudevents);
+        let err = parse(&format!("{EXAMPLE}format = \"ecs\"\n")).unwrap_err();
+        assert!(
+            err.contains("unknown variant `ecs`")
+                && err.contains("cloudevents")
+                && err.contains("ocsf"),
+            "{err}"
+        );
     }
 
     #[test]

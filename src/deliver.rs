@@ -50,7 +50,7 @@ pub enum DeliverError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("sink '{sink}' stopped and skipped nothing: the store is damaged")]
+    #[error("sink '{sink}' stopped and skipped nothing: the store is damaged, or holds an event the sink's format cannot encode (the cause says which)")]
     Corrupt {
         sink: String,
         #[source]
@@ -395,7 +395,13 @@ impl<'a> Ctx<'a> {
         if !self.sink.wants(&envelope.event_type) {
             return Ok(None);
         }
-        Ok(Some(Message::encode(self.sink.encoder(), &envelope)))
+        let message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
+            DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source,
+            }
+        })?;
+        Ok(Some(message))
     }
 
     /// Record in the store why a pass ended badly.
@@ -581,7 +587,12 @@ impl<'a> Ctx<'a> {
             sink: self.name.clone(),
             source,
         })?;
-        let mut message = Message::encode(self.sink.encoder(), &envelope);
+        let mut message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
+            DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source,
+            }
+        })?;
         // The id the receiver saw first, even if the stored copy disagrees.
         id.clone_into(&mut message.id);
         Ok(Arc::new(message))

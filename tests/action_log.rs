@@ -273,3 +273,38 @@ fn log_error(h: &mut Harness) -> Option<String> {
         .as_str()
         .map(str::to_owned)
 }
+
+#[tokio::test]
+async fn an_ocsf_sink_gets_each_row_as_api_activity_without_an_invented_client_address() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let bob = sim.add_user("bob", "pw", &[4]);
+    let mut h = Harness::new(&sim.url, "");
+    h.add_ocsf_sink();
+    h.cycle().await;
+    sim.log_action(
+        Some(bob),
+        "DashboardRestApi.get",
+        r#"{"path": "/api/v1/dashboard/1"}"#,
+        None,
+    );
+    sim.log_action(None, "explore_json", "not json", None);
+    h.cycle().await;
+    let events = audit(&h.events()).into_iter().cloned().collect::<Vec<_>>();
+    let records = h.ocsf_records();
+    assert_eq!(records.len(), 2);
+    let (read, anonymous) = (&records[0], &records[1]);
+    assert_eq!(read["metadata"]["uid"], events[0]["id"]);
+    assert_eq!(read["type_uid"], 600302, "DashboardRestApi.get is a Read");
+    assert_eq!(read["api"]["operation"], "DashboardRestApi.get");
+    assert_eq!(read["actor"]["user"]["uid"], bob.to_string());
+    assert_eq!(read["actor"]["user"]["name"], "bob");
+    assert_eq!(read["http_request"]["url"]["path"], "/api/v1/dashboard/1");
+    assert_eq!(read["duration"], 7);
+    assert_eq!(read["metadata"]["original_time"], events[0]["data"]["dttm"]);
+    for r in &records {
+        assert_eq!(r["src_endpoint"], serde_json::json!({"name": "unknown"}));
+    }
+    assert_eq!(anonymous["type_uid"], 600399);
+    assert_eq!(anonymous["activity_name"], "explore_json");
+    assert_eq!(anonymous["actor"]["user"]["name"], "anonymous");
+}

@@ -127,7 +127,7 @@ fn render(lines: &[String]) -> String {
                 mode,
                 binding,
             };
-            let e = encoder.encode(&envelope);
+            let e = encoder.encode(&envelope).unwrap();
             out.push_str(&format!(
                 "-- {what}: key {} content-type {}\n",
                 e.key, e.content_type
@@ -135,7 +135,7 @@ fn render(lines: &[String]) -> String {
             for (k, v) in &e.headers {
                 out.push_str(&format!("{k}: {}\n", mask(v)));
             }
-            let body: &[u8] = e.body;
+            let body: &[u8] = &e.body;
             out.push_str(&mask(std::str::from_utf8(body).unwrap()));
             out.push('\n');
         }

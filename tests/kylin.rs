@@ -48,6 +48,7 @@ async fn every_kylin_event_type_appears_from_the_simulator() {
         sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
     }
     let mut h = Harness::kylin(&sim.url, "emit_initial_snapshot = true");
+    h.add_ocsf_sink();
     h.cycle().await;
     let first = h.new_events();
     assert_eq!(
@@ -115,6 +116,25 @@ async fn every_kylin_event_type_appears_from_the_simulator() {
     // Nothing changed, nothing emitted.
     h.cycle().await;
     assert!(h.new_events().is_empty());
+
+    // The OCSF sink beside it got every one of them as a valid OCSF record, in the same order.
+    let events = h.events();
+    let records = h.ocsf_records();
+    let ids = |v: &[serde_json::Value], at: &[&str]| -> Vec<String> {
+        v.iter()
+            .map(|e| {
+                at.iter()
+                    .fold(e, |e, k| &e[*k])
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&records, &["metadata", "uid"]), ids(&events, &["id"]));
+    assert!(records
+        .iter()
+        .all(|r| r["metadata"]["log_name"] == "kylin://test"));
 }
 
 #[tokio::test]

@@ -186,6 +186,46 @@ async fn login_and_failed_login() {
 }
 
 #[tokio::test]
+async fn an_ocsf_sink_beside_the_cloudevents_one_gets_every_event_as_a_valid_ocsf_record() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let alice = sim.add_user("alice", "pw-alice", &[GAMMA]);
+    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    h.add_ocsf_sink();
+    h.cycle().await;
+    let bob = sim.add_user("bob", "pw-bob", &[GAMMA]);
+    sim.update_user(alice, |u| {
+        u.roles = vec![ALPHA];
+        u.last_name = "Renamed".into();
+    });
+    sim.add_group("analysts", &[alice]);
+    assert!(sim.login("bob", "pw-bob"));
+    assert!(!sim.login("alice", "wrong"));
+    h.cycle().await;
+    sim.update_user(alice, |u| u.active = false);
+    assert!(sim.delete_user(bob));
+    h.cycle().await;
+
+    let events = h.events();
+    let records = h.ocsf_records();
+    assert_eq!(records.len(), events.len(), "one record per event");
+    for (event, record) in events.iter().zip(&records) {
+        assert_eq!(record["metadata"]["uid"], event["id"]);
+        assert_eq!(record["metadata"]["event_code"], event["type"]);
+        assert_eq!(record["unmapped"]["data"], event["data"]);
+    }
+    let classes: std::collections::BTreeSet<u64> = records
+        .iter()
+        .map(|r| r["class_uid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        classes,
+        [3001, 3002, 3005, 3006, 5003].into(),
+        "{:?}",
+        kinds(&events)
+    );
+}
+
+#[tokio::test]
 async fn deletion_is_seen_quickly_through_membership_and_confirmed_by_404() {
     let (sim, mut h, alice, _) = baseline().await;
     assert!(sim.delete_user(alice));

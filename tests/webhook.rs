@@ -132,7 +132,12 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let hit = Hit {
         id: header(&headers, "webhook-id"),
-        subject: event["subject"].as_str().unwrap().to_owned(),
+        // CloudEvents' subject; an OCSF record names the user in `user.uid`.
+        subject: event["subject"]
+            .as_str()
+            .or(event["user"]["uid"].as_str())
+            .unwrap()
+            .to_owned(),
         headers,
         body,
         arrived: Instant::now(),
@@ -501,6 +506,77 @@ async fn a_receiver_down_for_the_whole_schedule_dead_letters_then_dlq_retry_deli
     assert_eq!(ids, expected, "the same webhook-id as the first attempts");
     assert!(rx.hits().iter().all(|h| verifies(SECRET, h)));
     assert_eq!(s.store().dead_letter_count("hooks").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocsf_webhook_is_signed_over_the_ocsf_body_and_a_dead_letter_retries_the_same_bytes() {
+    // Every first attempt of the first event fails until the schedule is spent.
+    let rx = Receiver::start(|hit, attempt| {
+        if hit.subject == "1" && attempt <= 2 {
+            status(500)
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        "format = \"ocsf\"\nretry_schedule = [\"0s\", \"20ms\"]",
+    );
+    let store = s.store();
+    let examples: Vec<Event> = support::events::every_kind_of_event()
+        .into_iter()
+        .filter(|e| e["source"].as_str().unwrap().starts_with("superset://"))
+        .filter(|e| ["user.created", "user.role_added"].contains(&e["type"].as_str().unwrap()))
+        .map(|e| serde_json::from_value(e).unwrap())
+        .collect();
+    let ids: Vec<String> = examples.iter().map(|e| e.id.to_string()).collect();
+    store
+        .commit(Commit {
+            source: "test",
+            upserts: vec![],
+            removals: vec![],
+            events: examples,
+            state: &SourceState::default(),
+        })
+        .unwrap();
+    let sink = s.sink();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
+    let letters = store.dead_letters("hooks").unwrap();
+    assert_eq!(letters.len(), 1, "the first event is dead-lettered");
+    assert_eq!(
+        letters[0].event["id"], ids[0],
+        "a dead letter keeps the stored CloudEvent, not the OCSF body"
+    );
+
+    let report = deliver::retry_dead_letters(&store, sink.as_ref(), None)
+        .await
+        .unwrap();
+    assert_eq!(report.delivered.len(), 1);
+    let hits = rx.hits();
+    assert_eq!(
+        hits.len(),
+        4,
+        "2 failed attempts, the second event, the retry"
+    );
+    for hit in &hits {
+        assert!(verifies(SECRET, hit), "the signature covers the OCSF body");
+        assert_eq!(header(&hit.headers, "content-type"), "application/json");
+        let record: serde_json::Value = serde_json::from_slice(&hit.body).unwrap();
+        support::ocsf::assert_valid(&record);
+        assert_eq!(
+            record["metadata"]["uid"], hit.id,
+            "webhook-id is the event id"
+        );
+        assert!(ids.contains(&hit.id));
+    }
+    let first: Vec<&Hit> = hits.iter().filter(|h| h.id == ids[0]).collect();
+    assert_eq!(first.len(), 3);
+    assert!(
+        first.iter().all(|h| h.body == first[0].body),
+        "every attempt and the retry send the same bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 //! Owns the header names and their order. It must never change a byte of what consumers
 //! already receive: the stored event is a CloudEvent in structured JSON already.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{Encoded, Envelope};
@@ -66,7 +68,7 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
             key: e.key(),
             headers: Vec::new(),
             content_type: binding.structured_content_type(),
-            body: e.bytes,
+            body: Cow::Borrowed(e.bytes),
         },
         Mode::Binary => {
             let values = [
@@ -86,7 +88,7 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
                     .zip(values.map(|v| v.as_ref()))
                     .collect(),
                 content_type: &e.datacontenttype,
-                body: e.data.get().as_bytes(),
+                body: Cow::Borrowed(e.data.get().as_bytes()),
             }
         }
     }

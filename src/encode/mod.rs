@@ -2,11 +2,14 @@
 //! puts on the wire.
 //!
 //! Owns the shape of a stored event as sinks, replay and retention see it ([`Envelope`]) and the
-//! choice of wire format ([`Format`], a sink's `format` key). It must never re-serialize an
-//! event: a body is the stored bytes or a slice of them, so every redelivery and replay of an
-//! event is byte-identical. It knows no sink and no store beyond the stored bytes.
+//! choice of wire format ([`Format`], a sink's `format` key). A body is a pure function of the
+//! stored bytes: in CloudEvents it is the stored bytes or a slice of them (never re-serialized),
+//! in OCSF a record built from them alone, so every redelivery and replay of an event by the
+//! same rollcall is byte-identical. It must never do I/O, and it knows no sink and no store
+//! beyond the stored bytes.
 
 pub mod cloudevents;
+pub mod ocsf;
 
 use std::borrow::Cow;
 
@@ -18,7 +21,8 @@ use crate::store::{StoreError, StoredEvent};
 
 pub use cloudevents::{Binding, Mode};
 
-/// A stored event that is not the CloudEvent rollcall wrote: the store is damaged.
+/// A stored event that is not the CloudEvent rollcall wrote (or whose `data` does not have the
+/// shape its `type` promises): the store is damaged, or was written by another rollcall version.
 #[derive(Debug, thiserror::Error)]
 #[error("the stored event at offset {offset} is not a readable CloudEvent")]
 pub struct Unreadable {
@@ -96,12 +100,15 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// What a sink sends: its `format` key. OCSF is planned as a second value.
+/// What a sink sends: its `format` key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// The stored CloudEvent, unchanged (binary or structured per the sink's `mode`).
     #[default]
     Cloudevents,
+    /// One OCSF 1.8.0 record per event, as JSON (see [`ocsf`]).
+    Ocsf,
 }
 
 /// One event as it goes on the wire.
@@ -111,7 +118,8 @@ pub struct Encoded<'a> {
     /// Attribute headers in the order they are sent; empty when the body carries them.
     pub headers: Vec<(&'static str, &'a str)>,
     pub content_type: &'a str,
-    pub body: &'a [u8],
+    /// Borrowed from the stored bytes in CloudEvents (no copy); built, so owned, in OCSF.
+    pub body: Cow<'a, [u8]>,
 }
 
 /// Turns envelopes into [`Encoded`] events for one sink.
@@ -123,9 +131,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Encoded<'a> {
+    /// Never fails in CloudEvents; in OCSF, fails when `data` lacks what its `type` promises.
+    pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
         match self.format {
-            Format::Cloudevents => cloudevents::encode(e, self.mode, self.binding),
+            Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
+            Format::Ocsf => ocsf::encode(e),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod webhook;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use futures::future::BoxFuture;
 use toml::de::DeValue;
 use toml::Spanned;
 
-use crate::encode::{Encoder, Envelope};
+use crate::encode::{Encoder, Envelope, Unreadable};
 use crate::settings::{one_of, Entry, Problems};
 
 /// One event as a sink puts it on the wire: encoded once, then owned by the delivery engine
@@ -43,9 +44,10 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn encode(encoder: &Encoder, e: &Envelope<'_>) -> Message {
-        let encoded = encoder.encode(e);
-        Message {
+    /// Fails only in OCSF, for a stored event whose `data` lacks what its `type` promises.
+    pub fn encode(encoder: &Encoder, e: &Envelope<'_>) -> Result<Message, Unreadable> {
+        let encoded = encoder.encode(e)?;
+        Ok(Message {
             offset: e.offset,
             id: e.id.to_string(),
             key: encoded.key.into(),
@@ -55,8 +57,11 @@ impl Message {
                 .map(|(k, v)| (*k, (*v).to_owned()))
                 .collect(),
             content_type: encoded.content_type.to_owned(),
-            body: Bytes::copy_from_slice(encoded.body),
-        }
+            body: match encoded.body {
+                Cow::Borrowed(body) => Bytes::copy_from_slice(body),
+                Cow::Owned(body) => Bytes::from(body),
+            },
+        })
     }
 }
 

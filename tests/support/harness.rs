@@ -195,6 +195,32 @@ path = {events:?}
         self.dir.path().join("events.jsonl")
     }
 
+    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"`, writing to
+    /// [`Harness::ocsf_path`]; a runner started after this delivers to both.
+    pub fn add_ocsf_sink(&self) {
+        let path = self.ocsf_path().display().to_string();
+        self.edit_config(|raw| {
+            raw.replacen(
+                "\n[[sinks]]\n",
+                &format!(
+                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n\n[[sinks]]\n"
+                ),
+                1,
+            )
+        });
+    }
+
+    pub fn ocsf_path(&self) -> PathBuf {
+        self.dir.path().join("events.ocsf.jsonl")
+    }
+
+    /// Every record the OCSF sink wrote, each checked against its OCSF 1.8.0 class schema and
+    /// the rules the schemas cannot check.
+    pub fn ocsf_records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.ocsf_path()).unwrap_or_default();
+        super::ocsf::assert_valid_jsonl(&text)
+    }
+
     /// Every event the JSONL sink wrote, each checked against its JSON Schema.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();

@@ -18,6 +18,8 @@ pub struct JsonlConfig {
     /// Events written (and fsynced) per batch.
     #[serde(default = "batch_size")]
     pub batch_size: usize,
+    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
+    /// record per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
 }

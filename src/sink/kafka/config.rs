@@ -12,7 +12,8 @@ use super::KafkaError;
 use crate::encode::{Format, Mode};
 use crate::settings::{Entry, Problems, SecretRef};
 
-/// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding.
+/// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding (or as
+/// OCSF records with `format = "ocsf"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -21,9 +22,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     /// Binary (attributes in `ce_*` headers, `data` as the value; the default) or structured
-    /// (the whole event as the value, `content-type: application/cloudevents+json`).
+    /// (the whole event as the value, `content-type: application/cloudevents+json`). CloudEvents
+    /// only: an OCSF record is always the whole value.
     #[serde(default)]
     pub mode: Mode,
+    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
+    /// record per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
     /// Create the topic (broker-default partitions and replication) when it is missing,

@@ -38,6 +38,8 @@ pub struct WebhookConfig {
     /// dead-lettered.
     #[serde(default = "defaults::retry_schedule", deserialize_with = "durations")]
     pub retry_schedule: Vec<Duration>,
+    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
+    /// record per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
 }
