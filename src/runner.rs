@@ -317,7 +317,7 @@ impl Runner {
                         source = %self.sources[i].name(),
                         error = %error_chain(&e),
                         retry_in = ?wait,
-                        "the store failed: this poll committed nothing (the next one derives the same changes, nothing is lost). Polling pauses until the store takes a write again"
+                        "the store failed: what this poll had not committed yet, the next one derives again (nothing is lost). Polling pauses until the store takes a write again"
                     );
                     store_retry = Some((Instant::now() + wait, pauses));
                 }
