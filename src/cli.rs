@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
 use crate::runner::{CycleOptions, Runner, RunnerError};
-use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError};
+use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError, StoreFault};
 use crate::text::error_chain;
 
 #[derive(Debug, Parser)]
@@ -636,7 +636,7 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
                 let (config, store) = (config.clone(), store.clone());
                 std::sync::Arc::new(move || {
                     Status::read(&config, &store)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| error_chain(&e))
                         .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string()))
                 })
             };
@@ -811,6 +811,12 @@ async fn shutdown_signal() {
 #[derive(Debug, Serialize, Deserialize)]
 struct Status {
     store: String,
+    /// Made with the store: a new id is a new log, whose offsets started again at 0.
+    #[serde(default)]
+    store_id: String,
+    /// Writes to the store are failing (only a running process knows: it is not stored).
+    #[serde(default)]
+    store_error: Option<StoreFault>,
     /// Offset the next event will get.
     log_head: u64,
     /// Oldest offset retention has kept; the ones below were compacted away.
@@ -882,6 +888,8 @@ impl Status {
             .collect::<Result<_, StoreError>>()?;
         Ok(Status {
             store: store.path().display().to_string(),
+            store_id: store.id().to_owned(),
+            store_error: store.fault(),
             log_head: head,
             log_start: store.log_start()?,
             store_bytes: store.size_on_disk()?,
@@ -911,9 +919,18 @@ impl Status {
         };
         writeln!(
             out,
-            "store {} — {} events, {} bytes on disk, oldest retained offset {}",
-            self.store, self.log_head, self.store_bytes, self.log_start
+            "store {} (id {}) — {} events, {} bytes on disk, oldest retained offset {}",
+            self.store, self.store_id, self.log_head, self.store_bytes, self.log_start
         )?;
+        if let Some(f) = &self.store_error {
+            writeln!(
+                out,
+                "  STORE FAILING since {} ({} failed writes): {}. Nothing is committed meanwhile and polling is paused; free disk space or fix permissions, then restart rollcall",
+                f.since.to_rfc3339(),
+                f.failures,
+                f.message
+            )?;
+        }
         for s in &self.sources {
             let st = &s.state;
             writeln!(out, "source {}: {} users known", s.name, st.users_known)?;

@@ -1,9 +1,11 @@
 //! The operator's HTTP endpoints, served by `rollcall run` on `listen` (default 127.0.0.1:9464):
 //!
-//! - `/healthz` — the process is alive;
-//! - `/readyz` — every source polled successfully within three poll intervals, none stopped
-//!   itself (a Kylin that refused the login: unready at once, with the reason), and no sink is
-//!   stuck (disabled, or degraded for longer than [`STUCK_AFTER`]); 503 with reasons otherwise;
+//! - `/healthz` — the process can make progress: 503 once the store has refused every write
+//!   for [`STORE_DEAD_AFTER`] (sled takes no write after an I/O error: only a restart helps);
+//! - `/readyz` — the store takes writes, every source polled successfully within three poll
+//!   intervals, none stopped itself (a Kylin that refused the login: unready at once, with the
+//!   reason), and no sink is stuck (disabled, or degraded for longer than [`STUCK_AFTER`]);
+//!   503 with reasons otherwise;
 //! - `/metrics` — Prometheus text format (see [`describe`] for the names);
 //! - `/status` — what `rollcall status --json` prints, for when `run` holds the store.
 //!
@@ -26,6 +28,9 @@ use crate::store::{SinkHealth, Store};
 
 /// A sink degraded for longer than this makes the service unready.
 pub const STUCK_AFTER: Duration = Duration::from_secs(300);
+/// A store that has refused every write (its first one and at least one retry) for this long
+/// makes the process unhealthy: a restart is what can help.
+pub const STORE_DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// Produces the `/status` document.
 pub type StatusFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
@@ -130,7 +135,7 @@ pub async fn serve(
         status,
     };
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status_json))
@@ -138,6 +143,23 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn healthz(State(ops): State<Ops>) -> Response {
+    let dead = chrono::Duration::from_std(STORE_DEAD_AFTER).unwrap_or(chrono::Duration::MAX);
+    match ops.store.fault() {
+        Some(f) if f.failures > 1 && Utc::now() - f.since >= dead => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: the store has refused every write since {} ({} attempts): {}. Free disk space or fix the store directory's permissions, then restart rollcall\n",
+                f.since.to_rfc3339(),
+                f.failures,
+                f.message
+            ),
+        )
+            .into_response(),
+        _ => "ok\n".into_response(),
+    }
 }
 
 async fn readyz(State(ops): State<Ops>) -> Response {
@@ -162,6 +184,14 @@ async fn readyz(State(ops): State<Ops>) -> Response {
 fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
     let now = Utc::now();
     let mut reasons = Vec::new();
+    if let Some(f) = ops.store.fault() {
+        reasons.push(format!(
+            "store: cannot write since {} ({} failed writes): {}",
+            f.since.to_rfc3339(),
+            f.failures,
+            f.message
+        ));
+    }
     for source in &ops.config.sources {
         let name = source.name();
         let state = ops.store.source_state(name).map_err(|e| e.to_string())?;

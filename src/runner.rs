@@ -21,6 +21,7 @@ use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::sink::{Sink, SinkConfig, SinkError};
 use crate::source::{read_cursor, stored_cursor, Mode, Source, SourceError, Visit};
 use crate::store::{Commit, DeletionGuard, Record, SourceState, Store, StoreError};
+use crate::text::error_chain;
 use crate::user::{Account, Key, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum RunnerError {
     Deliver(#[from] DeliverError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("stopped while the store refuses writes: everything committed before it failed is safe, and what was found since is derived again at the next start")]
+    StoppedWithStoreFailing(#[source] StoreError),
 }
 
 /// Choices an operator can make for one cycle.
@@ -188,6 +191,18 @@ impl Runner {
             .iter()
             .map(SinkConfig::build)
             .collect::<Result<_, _>>()?;
+        if store.created() {
+            // Loud on purpose: a store that vanished is re-created here, and its offsets and
+            // `sequence` start again at 0 in sinks that still hold the old store's events.
+            warn!(
+                store = %store.path().display(),
+                store_id = %store.id(),
+                "NEW STORE: no earlier state was found, so event offsets and `sequence` start at 0. If rollcall ran with this config before, its store is gone: restore it from a backup, or tell consumers that a new log begins (store id {})",
+                store.id()
+            );
+        } else {
+            info!(store = %store.path().display(), store_id = %store.id(), "store opened");
+        }
         // A source stopped in an earlier process is tried again in this one.
         for source in &config.sources {
             store.clear_stop(source.name())?;
@@ -267,14 +282,15 @@ impl Runner {
 
     /// Poll forever, each source at its own interval, until `shutdown` resolves. Each sink
     /// delivers in its own task, woken when a commit moves the log head. Errors are logged and
-    /// recorded in the store; polling goes on. On shutdown, sinks get [`SHUTDOWN_GRACE`] to
-    /// finish the batch in hand; what is abandoned is re-sent on the next start.
+    /// recorded in the store; polling goes on. A store that refuses a write pauses polling
+    /// (there is nowhere to put what a poll finds) until a probe write succeeds, probing with
+    /// growing pauses. On shutdown, sinks get [`SHUTDOWN_GRACE`] to finish the batch in hand;
+    /// what is abandoned is re-sent on the next start.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), RunnerError> {
         tokio::pin!(shutdown);
-        let (head_tx, head_rx) = watch::channel(self.store.head()?);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sinks = JoinSet::new();
         let restarts = std::mem::take(&mut self.restarts);
@@ -282,7 +298,7 @@ impl Runner {
             sinks.spawn(deliver::serve(
                 self.store.clone(),
                 sink,
-                head_rx.clone(),
+                self.store.watch_head(),
                 stop_rx.clone(),
                 restarts,
             ));
@@ -296,7 +312,26 @@ impl Runner {
             );
         }
         let mut quiet: Vec<Quiet> = self.sources.iter().map(|_| Quiet::new()).collect();
+        let mut store_retry = None;
         loop {
+            if let Some((at, pauses)) = &mut store_retry {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep_until(*at) => {}
+                }
+                match self.store.probe() {
+                    Ok(()) => {
+                        warn!("the store takes writes again; polling resumes");
+                        store_retry = None;
+                    }
+                    Err(e) => {
+                        let wait = next_pause(pauses);
+                        *at = Instant::now() + wait;
+                        error!(error = %error_chain(&e), retry_in = ?wait, "the store still refuses writes; polling stays paused");
+                        continue;
+                    }
+                }
+            }
             let (i, at) = due
                 .iter()
                 .copied()
@@ -308,16 +343,30 @@ impl Runner {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(at) => {}
             }
-            if let Ok(report) = self.poll(i, CycleOptions::default()).await {
-                head_tx.send_replace(self.store.head()?);
-                if let Some((polls, span)) = quiet[i].count(&report) {
-                    info!(
-                        source = %report.source,
-                        polls,
-                        "still polling: no change in the last {}",
-                        humantime::format_duration(Duration::from_secs(span.as_secs()))
-                    );
+            match self.poll(i, CycleOptions::default()).await {
+                Ok(report) => {
+                    if let Some((polls, span)) = quiet[i].count(&report) {
+                        info!(
+                            source = %report.source,
+                            polls,
+                            "still polling: no change in the last {}",
+                            humantime::format_duration(Duration::from_secs(span.as_secs()))
+                        );
+                    }
                 }
+                Err(RunnerError::Store(e)) => {
+                    let mut pauses = deliver::retry_pauses();
+                    let wait = next_pause(&mut pauses);
+                    error!(
+                        source = %self.sources[i].name(),
+                        error = %error_chain(&e),
+                        retry_in = ?wait,
+                        "the store failed: what this poll had not committed yet, the next one derives again (nothing is lost). Polling pauses until the store takes a write again"
+                    );
+                    store_retry = Some((Instant::now() + wait, pauses));
+                }
+                // `poll` has logged it.
+                Err(_) => {}
             }
             due[i] = Instant::now() + interval;
         }
@@ -331,7 +380,9 @@ impl Runner {
             warn!("sinks did not finish within {SHUTDOWN_GRACE:?}; abandoning (undelivered events are re-sent on start)");
             sinks.abort_all();
         }
-        self.store.flush()?;
+        self.store
+            .flush()
+            .map_err(RunnerError::StoppedWithStoreFailing)?;
         info!("stopped");
         Ok(())
     }
@@ -371,6 +422,11 @@ impl Runner {
         }
         result
     }
+}
+
+/// The next pause of a schedule that never runs out; 60 s if it does.
+fn next_pause(pauses: &mut impl Iterator<Item = Duration>) -> Duration {
+    pauses.next().unwrap_or(Duration::from_secs(60))
 }
 
 fn due(last: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> bool {
@@ -421,7 +477,7 @@ async fn poll_source<S: Source>(
         now,
     );
 
-    let mut derived = if state.initialized {
+    let derived = if state.initialized {
         diff::diff(
             &prev,
             &fresh,
@@ -434,22 +490,30 @@ async fn poll_source<S: Source>(
     } else {
         Vec::new()
     };
-    derived.extend(source.native_events(&fresh, &mut cursor, now).await);
     let uri = source.uri();
-    let events: Vec<Event> = derived
-        .into_iter()
-        .map(|d| Event {
-            specversion: SPEC_VERSION.into(),
-            id: uuid::Uuid::now_v7(),
-            source: uri.clone(),
-            event_type: d.event_type,
-            subject: d.subject.unwrap_or_else(|| "anonymous".to_owned()),
-            time: now,
-            datacontenttype: DATA_CONTENT_TYPE.into(),
-            sequence: String::new(),
-            data: d.data,
-        })
-        .collect();
+    let stamp = |derived: Vec<crate::diff::Derived>| -> Vec<Event> {
+        derived
+            .into_iter()
+            .map(|d| Event {
+                specversion: SPEC_VERSION.into(),
+                id: uuid::Uuid::now_v7(),
+                source: uri.clone(),
+                event_type: d.event_type,
+                subject: d.subject.unwrap_or_else(|| "anonymous".to_owned()),
+                time: now,
+                datacontenttype: DATA_CONTENT_TYPE.into(),
+                sequence: String::new(),
+                data: d.data,
+            })
+            .collect()
+    };
+    let count = |events: &[Event]| {
+        for e in events {
+            metrics::counter!("rollcall_events_derived_total", "source" => name.clone(), "type" => e.event_type.as_str())
+                .increment(1);
+        }
+    };
+    let events = stamp(derived);
 
     state.initialized = true;
     state.last_poll = Some(now);
@@ -471,7 +535,7 @@ async fn poll_source<S: Source>(
         .filter(|key| !fresh.contains_key(key))
         .map(Key::to_bytes)
         .collect::<Vec<_>>();
-    let report = SourceReport {
+    let mut report = SourceReport {
         source: name.clone(),
         full,
         users: fresh.len(),
@@ -479,17 +543,33 @@ async fn poll_source<S: Source>(
         users_written: upserts.len() + removals.len(),
         held_deletions: held,
     };
-    for e in &events {
-        metrics::counter!("rollcall_events_derived_total", "source" => name.clone(), "type" => e.event_type.as_str())
-            .increment(1);
-    }
-    let offsets = store.commit(Commit {
+    count(&events);
+    let mut offsets = store.commit(Commit {
         source: &name,
         upserts,
         removals,
         events,
         state: &state,
     })?;
+    // Native events (the action log) come after the user events are committed, in a commit
+    // of their own: however long the source takes to read them, the sinks already have the
+    // user events. A crash between the two commits re-reads them from the stored cursor.
+    let native = stamp(source.native_events(&fresh, &mut cursor, now).await);
+    let read = stored_cursor(&cursor);
+    if !native.is_empty() || read != state.cursor {
+        state.cursor = read;
+        report.events += native.len();
+        count(&native);
+        offsets.end = store
+            .commit(Commit {
+                source: &name,
+                upserts: Vec::new(),
+                removals: Vec::new(),
+                events: native,
+                state: &state,
+            })?
+            .end;
+    }
     // A quiet incremental poll every few seconds would drown the events in the log.
     macro_rules! poll_complete {
         ($level:ident) => {

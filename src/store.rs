@@ -7,19 +7,30 @@
 //! are flushed before any sink sees them: a crash at any instant loses nothing and derives
 //! nothing twice. Nothing outside this module touches sled, and this module never talks to
 //! Superset or to a sink.
+//!
+//! Every handle of one open store shares two things no write may bypass: the [`StoreFault`]
+//! (a write that failed, until one succeeds: sled keeps refusing writes after an I/O error, so
+//! `status`, `/readyz` and `/healthz` must hear of it even though it cannot be stored), and the
+//! log head, which wakes the sinks at every commit.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::watch;
 
 use crate::event::Event;
 use crate::user::{Account, Key, Snapshot};
 
 const SCHEMA_VERSION: u64 = 1;
 const KEY_SCHEMA: &[u8] = b"schema_version";
+/// A UUID made with the store: a new id means a new log, whose offsets start again at 0.
+const KEY_STORE_ID: &[u8] = b"store_id";
+/// What [`Store::probe`] writes to find out whether the store takes writes again.
+const KEY_PROBE: &[u8] = b"probe";
 const KEY_NEXT_OFFSET: &[u8] = b"next_offset";
 /// The first offset still in the log; everything below it was compacted away by retention.
 const KEY_LOG_START: &[u8] = b"log_start";
@@ -33,11 +44,17 @@ const COMPACT_BATCH: usize = 10_000;
 pub enum StoreError {
     #[error("the store at {path} is already in use by another rollcall process; stop it first (or point [store] path elsewhere). While `rollcall run` holds it, `events`, `status`, `replay`, `dlq` and `sink` go through that process")]
     InUse { path: PathBuf },
-    #[error("cannot open the store at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error("cannot open the store at {path}; rollcall changed nothing. Check that the directory is readable and writable by this user and the disk is not full")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("the store at {path} is damaged: sled read corrupted data {at}. rollcall stopped before changing anything in it. Restore the store directory from a backup taken while rollcall was stopped; or move it away to start a new, empty store (a new store id: event offsets and `sequence` start again at 0, and its first poll records the users as they are then, so changes since the store's last good state are not reported)")]
+    Corrupted { path: PathBuf, at: String },
     #[error("the store at {path} has schema version {found}, this rollcall understands {SCHEMA_VERSION}; use the rollcall release that wrote it")]
     Schema { path: PathBuf, found: u64 },
-    #[error("store I/O failed: {0}. Check free disk space and permissions of the store directory")]
+    #[error("store I/O failed. Check free disk space and the permissions of the store directory; sled refuses every write after a failed one, so restart rollcall once it is fixed")]
     Sled(#[from] sled::Error),
     #[error("the store holds an unreadable {what}: {detail}")]
     Corrupt { what: String, detail: String },
@@ -103,6 +120,20 @@ pub struct SinkState {
     pub since: Option<DateTime<Utc>>,
     /// Never holds a secret: sinks redact before reporting.
     pub last_error: Option<String>,
+}
+
+/// Writes to the store are failing: from the first failure until a write succeeds again. Kept
+/// in memory by every handle of the open store, since it cannot be stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreFault {
+    /// The first failed write since the last one that succeeded.
+    pub since: DateTime<Utc>,
+    /// The latest failed write.
+    pub last_at: DateTime<Utc>,
+    /// Writes that failed since `since`.
+    pub failures: u64,
+    /// Why the latest one failed, with every cause.
+    pub message: String,
 }
 
 /// An event a sink gave up on, kept with its bytes (so compaction of the log cannot lose it).
@@ -173,10 +204,15 @@ pub struct Commit<'a> {
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
+    id: String,
+    /// This open created the store: there was no state before.
+    created: bool,
     db: sled::Db,
     events: sled::Tree,
     cursors: sled::Tree,
     meta: sled::Tree,
+    fault: Arc<Mutex<Option<StoreFault>>>,
+    head: Arc<watch::Sender<u64>>,
 }
 
 impl Store {
@@ -196,36 +232,33 @@ impl Store {
     }
 
     fn open_once(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|source| match &source {
-                // sled takes an exclusive file lock; a second process gets WouldBlock.
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::InUse {
-                        path: path.to_owned(),
-                    }
-                }
-                _ => StoreError::Open {
+        let opened = |source: sled::Error| match &source {
+            // sled takes an exclusive file lock; a second process gets WouldBlock.
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                StoreError::InUse {
                     path: path.to_owned(),
-                    source,
-                },
-            })?;
-        let store = Store {
-            path: path.to_owned(),
-            events: db.open_tree("events")?,
-            cursors: db.open_tree("cursors")?,
-            meta: db.open_tree("meta")?,
-            db,
+                }
+            }
+            sled::Error::Corruption { at, .. } => StoreError::Corrupted {
+                path: path.to_owned(),
+                at: at.map_or_else(|| "at an unknown place".to_owned(), |p| format!("at {p}")),
+            },
+            _ => StoreError::Open {
+                path: path.to_owned(),
+                source,
+            },
         };
-        match store.meta.get(KEY_SCHEMA)? {
+        let db = sled::Config::new().path(path).open().map_err(opened)?;
+        let tree = |name: &str| db.open_tree(name).map_err(opened);
+        let (events, cursors, meta) = (tree("events")?, tree("cursors")?, tree("meta")?);
+        let schema = meta.get(KEY_SCHEMA).map_err(opened)?;
+        let created = schema.is_none();
+        match schema {
             None => {
-                store
-                    .meta
-                    .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(v) => {
                 let found = be_u64(&v, "schema version")?;
@@ -237,11 +270,97 @@ impl Store {
                 }
             }
         }
-        Ok(store)
+        // Stores made before ids existed get one now: it is new to their consumers only from
+        // here on, which is as much as anyone can tell.
+        let id = match meta.get(KEY_STORE_ID)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                meta.insert(KEY_STORE_ID, id.as_bytes())?;
+                db.flush()?;
+                id
+            }
+        };
+        let head = match meta.get(KEY_NEXT_OFFSET)? {
+            Some(v) => be_u64(&v, "next offset")?,
+            None => 0,
+        };
+        Ok(Store {
+            path: path.to_owned(),
+            id,
+            created,
+            events,
+            cursors,
+            meta,
+            db,
+            fault: Arc::new(Mutex::new(None)),
+            head: Arc::new(watch::channel(head).0),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The id made with the store; a different id is a different log.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// This open created the store: nothing was stored here before.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Writes are failing, and since when; `None` while they succeed.
+    pub fn fault(&self) -> Option<StoreFault> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The log head, updated at every commit: sinks wait on it for new events.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// Write and flush a marker: succeeds once the store takes writes again.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.writing(|| {
+            self.meta
+                .insert(KEY_PROBE, Utc::now().to_rfc3339().as_bytes())?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Runs a write, keeping the store's fault up to date: an I/O failure is one more failed
+    /// write, a success ends the fault.
+    fn writing<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = write();
+        let mut fault = self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => *fault = None,
+            Err(e @ StoreError::Sled(_)) => {
+                let now = Utc::now();
+                let message = crate::text::error_chain(e);
+                match fault.as_mut() {
+                    Some(f) => {
+                        f.last_at = now;
+                        f.failures += 1;
+                        f.message = message;
+                    }
+                    None => {
+                        *fault = Some(StoreFault {
+                            since: now,
+                            last_at: now,
+                            failures: 1,
+                            message,
+                        })
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     fn snapshot_tree(&self, source: &str) -> Result<sled::Tree, StoreError> {
@@ -313,13 +432,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut state = self.source_state(source)?;
         update(&mut state);
-        self.meta.insert(state_key(source), json_bytes(&state))?;
-        self.db.flush()?;
-        Ok(())
+        self.writing(|| {
+            self.meta.insert(state_key(source), json_bytes(&state))?;
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Commit a cycle atomically and durably; returns the offsets its events got.
     pub fn commit(&self, c: Commit<'_>) -> Result<Range<u64>, StoreError> {
+        let range = self.writing(|| self.commit_durably(&c))?;
+        self.head.send_replace(range.end);
+        Ok(range)
+    }
+
+    fn commit_durably(&self, c: &Commit<'_>) -> Result<Range<u64>, StoreError> {
         let snapshot = self.snapshot_tree(c.source)?;
         let state = json_bytes(c.state);
         let result = (&self.events, &snapshot, &self.meta).transaction(|(events, snap, meta)| {
@@ -396,7 +523,7 @@ impl Store {
                 bytes += v.len() as u64;
                 counted = be_u64(&k, "event key")? + 1;
             }
-            self.set_counted_bytes(bytes, counted)?;
+            self.writing(|| self.set_counted_bytes(bytes, counted))?;
         }
         Ok(bytes)
     }
@@ -427,6 +554,10 @@ impl Store {
     /// start; returns the offsets that are gone now. Never moves a cursor: choosing a bound
     /// that spares undelivered events is the caller's job (see `retention`).
     pub fn compact(&self, below: u64) -> Result<Range<u64>, StoreError> {
+        self.writing(|| self.compact_below(below))
+    }
+
+    fn compact_below(&self, below: u64) -> Result<Range<u64>, StoreError> {
         let start = self.log_start()?;
         let below = below.min(self.head()?);
         if below <= start {
@@ -468,6 +599,10 @@ impl Store {
 
     /// Durably move a sink's cursor.
     pub fn set_cursor(&self, sink: &str, next: u64) -> Result<(), StoreError> {
+        self.writing(|| self.move_cursor(sink, next))
+    }
+
+    fn move_cursor(&self, sink: &str, next: u64) -> Result<(), StoreError> {
         let previous = self.cursors.insert(sink, &next.to_be_bytes())?;
         // Every sink moves its cursor here, so this is the one place that sees all deliveries.
         let previous = previous
@@ -513,31 +648,48 @@ impl Store {
             last_error,
         };
         if state != old {
-            self.meta
-                .insert(format!("sink/{sink}"), json_bytes(&state))?;
-            self.db.flush()?;
+            self.writing(|| {
+                self.meta
+                    .insert(format!("sink/{sink}"), json_bytes(&state))?;
+                self.db.flush()?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
     fn dlq_tree(&self, sink: &str) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(format!("dlq/{sink}"))?)
+        Ok(self.db.open_tree(dlq_name(sink))?)
+    }
+
+    /// A sink's dead-letter tree for reading: `None` when it has none, since opening a tree
+    /// that does not exist creates it, a write that a failing store refuses.
+    fn dlq_tree_if_any(&self, sink: &str) -> Result<Option<sled::Tree>, StoreError> {
+        let name = dlq_name(sink);
+        if !self.db.tree_names().iter().any(|t| t == name.as_bytes()) {
+            return Ok(None);
+        }
+        Ok(Some(self.db.open_tree(name)?))
     }
 
     /// Park an event a sink gave up on. Durable when this returns.
     pub fn dead_letter(&self, sink: &str, letter: &DeadLetter) -> Result<(), StoreError> {
         metrics::counter!("rollcall_events_dead_lettered_total", "sink" => sink.to_owned())
             .increment(1);
-        self.dlq_tree(sink)?
-            .insert(letter.offset.to_be_bytes(), json_bytes(letter))?;
-        self.db.flush()?;
-        Ok(())
+        self.writing(|| {
+            self.dlq_tree(sink)?
+                .insert(letter.offset.to_be_bytes(), json_bytes(letter))?;
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     /// A sink's dead letters, in offset order.
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dlq_tree(sink)?
-            .iter()
+        let Some(tree) = self.dlq_tree_if_any(sink)? else {
+            return Ok(Vec::new());
+        };
+        tree.iter()
             .map(|kv| {
                 let (_, v) = kv?;
                 serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
@@ -549,25 +701,33 @@ impl Store {
     }
 
     pub fn dead_letter_count(&self, sink: &str) -> Result<usize, StoreError> {
-        Ok(self.dlq_tree(sink)?.len())
+        Ok(self.dlq_tree_if_any(sink)?.map_or(0, |t| t.len()))
     }
 
     /// Remove one dead letter (after a successful retry, or a purge).
     pub fn remove_dead_letter(&self, sink: &str, offset: u64) -> Result<bool, StoreError> {
-        let removed = self.dlq_tree(sink)?.remove(offset.to_be_bytes())?.is_some();
-        self.db.flush()?;
-        Ok(removed)
+        self.writing(|| {
+            let removed = self.dlq_tree(sink)?.remove(offset.to_be_bytes())?.is_some();
+            self.db.flush()?;
+            Ok(removed)
+        })
     }
 
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.writing(|| {
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+fn dlq_name(sink: &str) -> String {
+    format!("dlq/{sink}")
 }
 
 fn state_key(source: &str) -> Vec<u8> {

@@ -308,3 +308,140 @@ async fn an_ocsf_sink_gets_each_row_as_api_activity_without_an_invented_client_a
     assert_eq!(anonymous["activity_name"], "explore_json");
     assert_eq!(anonymous["actor"]["user"]["name"], "anonymous");
 }
+
+/// Runs the real binary with the harness's config, failing the test if it has not ended
+/// within the wait deadline (a read that never ends is what these tests guard against).
+async fn rollcall(h: &Harness, args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(support::wait::DEADLINE, h.rollcall(args))
+        .await
+        .unwrap_or_else(|_| panic!("`rollcall {}` did not end", args.join(" ")))
+}
+
+fn audit_log_ids(events: &[serde_json::Value]) -> Vec<u64> {
+    audit(events)
+        .iter()
+        .map(|e| e["data"]["log_id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_log_that_ignores_page_ends_its_read_with_an_error_and_users_keep_flowing() {
+    let (sim, mut h, bob) = start("").await;
+    h.stop();
+    for i in 0..150 {
+        sim.log_action(Some(bob), &format!("ChartRestApi.get.{i}"), "{}", None);
+    }
+    // Every read of the log from now on answers page 0, whatever page it asks for.
+    sim.inject(Fault {
+        path_contains: LOG.into(),
+        skip: 0,
+        times: u32::MAX,
+        kind: FaultKind::IgnorePage,
+    });
+    let carol = sim.add_user("carol", "pw", &[4]);
+    sim.clear_requests();
+    let out = rollcall(&h, &["once"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(kinds(&h.new_events()), [kind("user.created", carol)]);
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.path == LOG).count(),
+        2,
+        "page 1 brought nothing new: the read ends there"
+    );
+    let status = rollcall(&h, &["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let error = status["sources"][0]["details"]["action_log"]["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("page 1 of the action log brought only rows of earlier pages"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_log_reads_at_most_its_row_budget_per_cycle_and_the_rest_next_cycle() {
+    let (sim, mut h, bob) = start("").await;
+    h.stop();
+    let t = sim.log_now();
+    let rows: BTreeSet<u64> = (0..10_050)
+        .map(|i| sim.log_action(Some(bob), &format!("a.{i}"), "{}", Some(t)))
+        .collect();
+    let out = rollcall(&h, &["once"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("budget is spent"));
+    let first = audit_log_ids(&h.new_events());
+    // The budget counts rows read, and a few of them are rollcall's own reads (no event).
+    assert!(
+        (9_990..=10_000).contains(&first.len()),
+        "the budget's worth of rows, not {}",
+        first.len()
+    );
+    let out = rollcall(&h, &["once"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = audit_log_ids(&h.new_events());
+    assert_eq!(
+        first.len() + second.len(),
+        10_050,
+        "the rest, and nothing twice"
+    );
+    let all: BTreeSet<u64> = first.into_iter().chain(second).collect();
+    assert_eq!(all, rows);
+}
+
+/// `rollcall run`, killed (and reaped) when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_events_are_delivered_while_the_action_log_is_still_being_read() {
+    let (sim, mut h, _) = start("poll_interval = \"1s\"\nrequest_timeout = \"60s\"").await;
+    h.stop();
+    // The log answers, but only after far longer than this test waits.
+    sim.inject(Fault {
+        path_contains: LOG.into(),
+        skip: 0,
+        times: u32::MAX,
+        kind: FaultKind::Delay(std::time::Duration::from_secs(3600)),
+    });
+    let carol = sim.add_user("carol", "pw", &[4]);
+    sim.clear_requests();
+    let _run = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&h.config_path)
+            .arg("run")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait::until("carol's event in the JSONL file", || {
+        kinds(&h.events()).contains(&kind("user.created", carol))
+    })
+    .await;
+    let log_reads = sim.arrived().iter().filter(|p| p.as_str() == LOG).count();
+    assert_eq!(log_reads, 1, "the first read of the log is still waiting");
+    assert!(
+        sim.requests().iter().all(|r| r.path != LOG),
+        "and has not been answered"
+    );
+}

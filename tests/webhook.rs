@@ -969,3 +969,60 @@ retry_schedule = ["0s", "10ms"]
     run.kill().unwrap();
     run.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_of_one_actor_do_not_wait_behind_one_another() {
+    // Row 1 is refused until every other row of the same actor has been accepted: that can
+    // only happen if those do not queue behind it.
+    let others = Arc::new(AtomicUsize::new(0));
+    let accepted_others = others.clone();
+    let rx = Receiver::start(move |hit, _| {
+        let event: serde_json::Value = serde_json::from_slice(&hit.body).unwrap();
+        if event["data"]["log_id"] != 1 {
+            accepted_others.fetch_add(1, Ordering::SeqCst);
+            ok()
+        } else if accepted_others.load(Ordering::SeqCst) < 9 {
+            status(500)
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let schedule = vec!["\"20ms\""; 40].join(", ");
+    let s = Setup::new(
+        &rx.url,
+        SECRET,
+        &format!("max_in_flight = 4\nretry_schedule = [\"0s\", {schedule}]"),
+    );
+    let store = s.store();
+    let rows: Vec<Event> = (1..=10)
+        .map(|log_id| Event {
+            specversion: SPEC_VERSION.into(),
+            id: uuid::Uuid::now_v7(),
+            source: "superset://test".into(),
+            event_type: EventType::AuditAction,
+            subject: "7".into(),
+            time: chrono::Utc::now(),
+            datacontenttype: DATA_CONTENT_TYPE.into(),
+            sequence: String::new(),
+            data: serde_json::json!({"log_id": log_id, "action": "DashboardRestApi.get"}),
+        })
+        .collect();
+    store
+        .commit(Commit {
+            source: "test",
+            upserts: vec![],
+            removals: vec![],
+            events: rows,
+            state: &SourceState::default(),
+        })
+        .unwrap();
+    assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 10);
+    assert_eq!(others.load(Ordering::SeqCst), 9);
+    assert_eq!(
+        store.dead_letter_count("hooks").unwrap(),
+        0,
+        "row 1 got through too"
+    );
+    assert_eq!(rx.accepted().len(), 10);
+}

@@ -107,6 +107,9 @@ pub enum FaultKind {
     /// Answer as if the query had no filters, as Superset does with an operator or a date it
     /// does not understand (docs/superset.md S17, S23): every user comes back.
     IgnoreFilters,
+    /// Answer the first page whatever `page` asks for, as a server (or proxy) that drops the
+    /// argument would: paging never reaches an end.
+    IgnorePage,
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -998,6 +1001,14 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
                 serde_rison::to_string(&v).ok()
             });
             lock().process(&method, &path, unfiltered.as_deref(), &headers, &body)
+        }
+        Some(Ok(FaultKind::IgnorePage)) => {
+            let first_page = q.as_deref().and_then(|q| {
+                let mut v: Value = serde_rison::from_str(q).ok()?;
+                v.as_object_mut()?.remove("page");
+                serde_rison::to_string(&v).ok()
+            });
+            lock().process(&method, &path, first_page.as_deref(), &headers, &body)
         }
         Some(Ok(FaultKind::Delay(d))) => {
             tokio::time::sleep(d).await;

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::event::EventType;
 use crate::store::{StoreError, StoredEvent};
 
 pub use cloudevents::{Binding, Mode};
@@ -81,8 +82,20 @@ impl<'a> Envelope<'a> {
         Ok(e)
     }
 
-    /// The ordering key, one per user: events with the same key reach a consumer in log order.
+    /// The ordering key: events with the same key reach a consumer in log order. A user's
+    /// events share one, `<source>:<subject>`. Each action-log row has its own,
+    /// `<source>:log/<log_id>`: rows are independent, so one busy actor's rows must not wait
+    /// behind one another (and be re-sent together after a restart).
     pub fn key(&self) -> String {
+        #[derive(Deserialize)]
+        struct Row {
+            log_id: u64,
+        }
+        if self.event_type == EventType::AuditAction.as_str() {
+            if let Ok(row) = serde_json::from_str::<Row>(self.data.get()) {
+                return format!("{}:log/{}", self.source, row.log_id);
+            }
+        }
         format!("{}:{}", self.source, self.subject)
     }
 
@@ -137,5 +150,43 @@ impl Encoder {
             Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
             Format::Ocsf => ocsf::encode(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(event: serde_json::Value) -> String {
+        let stored = StoredEvent {
+            offset: 0,
+            bytes: serde_json::to_vec(&event).unwrap().into(),
+        };
+        Envelope::parse(&stored).unwrap().key()
+    }
+
+    fn event(event_type: &str, subject: &str, data: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "specversion": "1.0", "id": "01900000-0000-7000-8000-000000000000",
+            "source": "superset://prod", "type": event_type, "subject": subject,
+            "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json",
+            "sequence": "00000000000000000000", "data": data,
+        })
+    }
+
+    #[test]
+    fn audit_rows_of_one_actor_are_ordered_by_row_and_user_events_by_user() {
+        let row = |id: u64| event("audit.action", "7", serde_json::json!({"log_id": id}));
+        assert_eq!(key_of(row(41)), "superset://prod:log/41");
+        assert_ne!(key_of(row(41)), key_of(row(42)), "independent rows");
+        assert_eq!(
+            key_of(event(
+                "user.updated",
+                "7",
+                serde_json::json!({"log_id": 41})
+            )),
+            "superset://prod:7",
+            "a user's events keep their key"
+        );
     }
 }

@@ -35,7 +35,8 @@ pub struct Message {
     pub offset: u64,
     /// The event id: the same on every redelivery and replay, so consumers can de-duplicate.
     pub id: String,
-    /// The ordering key, one per user: events with the same key arrive in log order.
+    /// The ordering key (one per user, one per action-log row): events with the same key
+    /// arrive in log order.
     pub key: Arc<str>,
     /// Attribute headers in the order they are sent; empty when the body carries them.
     pub headers: Vec<(&'static str, String)>,

@@ -76,8 +76,10 @@ pub trait Source: Send + 'static {
         mode: Mode,
     ) -> impl Future<Output = Result<Observation<Self::User>, SourceError>> + Send;
 
-    /// Events the source reads as such (not derived by the diff), after `observe`. A failure
-    /// here is recorded in the cursor and must never fail the cycle: user events come first.
+    /// Events the source reads as such (not derived by the diff), after the user events of
+    /// the cycle are committed; they and the cursor are committed next. A failure here is
+    /// recorded in the cursor and must never fail the cycle, and the read must end within a
+    /// budget: the next poll of the users waits for it.
     fn native_events(
         &mut self,
         fresh: &Snapshot<Self::User>,

@@ -4,11 +4,15 @@
 //! CloudEvents, the stored bytes unchanged), so a line is byte-identical on every redelivery
 //! and replay. A batch counts as acknowledged only once it is written and fsynced; `deliver`
 //! moves the cursor after that. Writes are blocking: a batch is small, and the file is local.
+//!
+//! The file must never hold a partial line where a reader could see it for long: a batch that
+//! fails half-way (a full disk) is cut back to where it began before the failure is reported,
+//! and a partial last line left by a crash is cut when the sink opens the file.
 
 mod config;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -24,6 +28,15 @@ pub enum JsonlError {
     Io {
         sink: String,
         path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sink '{sink}': a write to {path} failed ({write}), and cutting the file back to its last whole line ({len} bytes) failed too: it ends in a partial line until rollcall starts again, which cuts it. Check the disk")]
+    CutBack {
+        sink: String,
+        path: String,
+        len: u64,
+        write: std::io::Error,
         #[source]
         source: std::io::Error,
     },
@@ -54,15 +67,21 @@ impl JsonlConfig {
         let target = if self.path == "-" {
             Target::Stdout
         } else {
+            let io = |source| JsonlError::Io {
+                sink: self.name.clone(),
+                path: self.path.clone(),
+                source,
+            };
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .read(true)
                 .open(&self.path)
-                .map_err(|source| JsonlError::Io {
-                    sink: self.name.clone(),
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(io)?;
+            let cut = cut_partial_line(&file).map_err(io)?;
+            if cut > 0 {
+                tracing::warn!(sink = %self.name, path = %self.path, bytes = cut, "cut a partial last line (left by a crash or a full disk) from the JSONL file; its events are written again");
+            }
             Target::File(file)
         };
         Ok(Box::new(JsonlSink {
@@ -94,14 +113,64 @@ impl JsonlSink {
                 let mut out = io::stdout().lock();
                 out.write_all(&buf).and_then(|()| out.flush())
             }
-            Target::File(f) => f.write_all(&buf).and_then(|()| f.sync_data()),
+            Target::File(f) => return self.append(f, &buf),
         };
-        written.map_err(|source| JsonlError::Io {
+        written.map_err(|source| self.io(source))
+    }
+
+    /// Append whole lines, or leave the file as it was: a failed write is cut back to where
+    /// the batch began before the failure is reported, so a retry never lands after a partial
+    /// line.
+    fn append(&self, f: &mut File, buf: &[u8]) -> Result<(), JsonlError> {
+        let len = f.metadata().map_err(|e| self.io(e))?.len();
+        let Err(write) = f.write_all(buf).and_then(|()| f.sync_data()) else {
+            return Ok(());
+        };
+        match f.set_len(len).and_then(|()| f.sync_data()) {
+            Ok(()) => Err(self.io(write)),
+            Err(source) => Err(JsonlError::CutBack {
+                sink: self.name.clone(),
+                path: self.path.clone(),
+                len,
+                write,
+                source,
+            }),
+        }
+    }
+
+    fn io(&self, source: io::Error) -> JsonlError {
+        JsonlError::Io {
             sink: self.name.clone(),
             path: self.path.clone(),
             source,
-        })
+        }
     }
+}
+
+/// Cut the file after its last newline; returns how many bytes went. Reads backwards from
+/// the end in blocks, so a long file costs one block unless its last line is huge.
+fn cut_partial_line(file: &File) -> io::Result<u64> {
+    const BLOCK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut block = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let chunk = &mut block[..(end - start) as usize];
+        let mut reader = file;
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    Ok(len - end)
 }
 
 impl Sink for JsonlSink {
@@ -126,5 +195,33 @@ impl Sink for JsonlSink {
         // Written before returning: batches land in the order they were handed over.
         let result = self.write(&batch).map_err(Refusal::new);
         Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(content: &[u8]) -> (u64, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, content).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let gone = cut_partial_line(&file).unwrap();
+        (gone, std::fs::read(&path).unwrap())
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_and_whole_lines_are_kept() {
+        assert_eq!(cut(b"{\"a\":1}\n{\"b\":"), (5, b"{\"a\":1}\n".to_vec()));
+        assert_eq!(cut(b"{\"a\":1}\n"), (0, b"{\"a\":1}\n".to_vec()));
+        assert_eq!(cut(b""), (0, Vec::new()));
+        assert_eq!(cut(b"{\"no newline"), (12, Vec::new()));
+        let long = [b"{}\n".as_slice(), &vec![b'x'; 200_000]].concat();
+        assert_eq!(cut(&long), (200_000, b"{}\n".to_vec()));
     }
 }

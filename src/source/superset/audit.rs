@@ -99,6 +99,11 @@ impl LogCursor {
         }
     }
 
+    /// The row was taken by an earlier poll.
+    pub fn has_seen(&self, id: u64) -> bool {
+        self.seen.iter().any(|(seen, _)| *seen == id)
+    }
+
     /// Take the rows of a poll that asked for everything after `since`: drop those seen
     /// before, remember the new ones, move the mark, and derive the events.
     pub fn accept(
@@ -111,7 +116,7 @@ impl LogCursor {
         // From here on, nothing before `since` is expected any more.
         let mut hwm = self.hwm.unwrap_or(since);
         for raw in rows {
-            if self.seen.iter().any(|(id, _)| *id == raw.id) {
+            if self.has_seen(raw.id) {
                 out.duplicates += 1;
                 continue;
             }

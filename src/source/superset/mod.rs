@@ -36,6 +36,11 @@ const GROUPS: &str = "/api/v1/security/groups/";
 const LOG: &str = "/api/v1/log/";
 /// Show a progress bar when a log read has more rows than this (a first-start backfill).
 const PROGRESS_ABOVE: u64 = 2_000;
+/// New action-log rows read per cycle at most: bounds the memory of a backfill, and how long
+/// the next poll of the users waits; the rest is read by the next cycles.
+const LOG_ROWS_PER_CYCLE: usize = 10_000;
+/// How long one cycle may spend reading the action log (checked between pages).
+const LOG_TIME_PER_CYCLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupersetError {
@@ -361,15 +366,32 @@ impl SupersetSource {
         Ok((roles, groups))
     }
 
-    /// Every action-log row logged after `since`, oldest first, with its id. Each row must be
-    /// after `since`: a dropped filter would otherwise replay the whole log.
-    pub async fn log_rows(&mut self, since: DateTime<Utc>) -> Result<Vec<RawRow>, SupersetError> {
+    /// The action-log rows logged after `since`, oldest first, with their ids: all of them, or
+    /// as many as the cycle's budget allows (at most [`LOG_ROWS_PER_CYCLE`] rows not in
+    /// `known`, and pages started within [`LOG_TIME_PER_CYCLE`]). Each row must be after
+    /// `since` (a dropped filter would otherwise replay the whole log) and each page must bring
+    /// a row not seen on an earlier one (a dropped `page` would otherwise never end).
+    pub async fn log_rows(
+        &mut self,
+        since: DateTime<Utc>,
+        known: &LogCursor,
+    ) -> Result<LogRead, SupersetError> {
         // Log times are UTC (docs/superset.md S16), whatever the server's zone.
         let value = api::to_filter_value(since, chrono_tz::UTC);
         let floor = truncated(since).naive_utc();
-        let mut out = Vec::new();
+        let started = std::time::Instant::now();
+        let mut read = LogRead {
+            rows: Vec::new(),
+            complete: true,
+        };
+        let mut ids = std::collections::HashSet::new();
+        let mut new_rows = 0;
         let mut progress: Option<indicatif::ProgressBar> = None;
         for page in 0.. {
+            if new_rows >= LOG_ROWS_PER_CYCLE || started.elapsed() >= LOG_TIME_PER_CYCLE {
+                read.complete = false;
+                break;
+            }
             let result = self
                 .client
                 .list::<serde_json::Value>(LOG, &ListQuery::log_page(value.clone(), page))
@@ -379,6 +401,7 @@ impl SupersetSource {
                 progress = Some(progress_bar(result.count));
             }
             let n = result.result.len();
+            let mut brought_new = false;
             for (id, row) in result.ids.into_iter().zip(result.result) {
                 let dttm = row.get("dttm").and_then(|v| v.as_str()).and_then(|s| {
                     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
@@ -391,10 +414,24 @@ impl SupersetSource {
                         ),
                     });
                 }
-                out.push(RawRow { id, row });
+                if !ids.insert(id) {
+                    continue;
+                }
+                brought_new = true;
+                if !known.has_seen(id) {
+                    new_rows += 1;
+                }
+                read.rows.push(RawRow { id, row });
+            }
+            if n > 0 && !brought_new {
+                return Err(SupersetError::FilterIgnored {
+                    detail: format!(
+                        "page {page} of the action log brought only rows of earlier pages: `page` is ignored, and reading on would never end"
+                    ),
+                });
             }
             if let Some(bar) = &progress {
-                bar.set_position(out.len() as u64);
+                bar.set_position(read.rows.len() as u64);
             }
             if n < api::PAGE_SIZE as usize {
                 break;
@@ -403,7 +440,7 @@ impl SupersetSource {
         if let Some(bar) = progress {
             bar.finish_and_clear();
         }
-        Ok(out)
+        Ok(read)
     }
 
     async fn all_pages<T: serde::de::DeserializeOwned>(
@@ -423,6 +460,13 @@ impl SupersetSource {
         }
         Ok(out)
     }
+}
+
+/// What one cycle read of the action log.
+pub struct LogRead {
+    pub rows: Vec<RawRow>,
+    /// Every row after `since` was read; false when the cycle's budget ended the read first.
+    pub complete: bool,
 }
 
 /// Rows per second and time left, on stderr, only when it is a terminal.
@@ -481,8 +525,8 @@ impl SupersetSource {
         let backfill =
             chrono::Duration::from_std(self.config.log_backfill).unwrap_or(chrono::Duration::MAX);
         let since = cursor.log.since(overlap, backfill, now);
-        let rows = match self.log_rows(since).await {
-            Ok(rows) => rows,
+        let read = match self.log_rows(since, &cursor.log).await {
+            Ok(read) => read,
             Err(e) => {
                 warn!(error = %e, "action log unavailable; the users stream goes on");
                 cursor.log_error = Some(LogError {
@@ -500,7 +544,14 @@ impl SupersetSource {
                 .map(|u| u.id),
             overlap,
         };
-        let accepted = cursor.log.accept(since, rows, &judge);
+        if !read.complete {
+            info!(
+                rows = read.rows.len(),
+                "action log: this cycle's budget is spent ({LOG_ROWS_PER_CYCLE} new rows or {}); the next cycles read on from here",
+                humantime::format_duration(LOG_TIME_PER_CYCLE)
+            );
+        }
+        let accepted = cursor.log.accept(since, read.rows, &judge);
         if accepted.malformed > 0 {
             warn!(
                 rows = accepted.malformed,
