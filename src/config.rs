@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::settings::{check_name, one_of, parse_kinds, Entry, Problems};
+use crate::settings::{check_name, one_of, out_of_range, parse_kinds, Entry, Problems, DAY};
 pub use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
@@ -234,6 +234,12 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(message) = s
+            .retain
+            .and_then(|d| out_of_range("`retain`", d, &(Duration::ZERO..=MAX_RETAIN)))
+        {
+            p.at(span("retain"), message);
+        }
         if s.max_bytes == Some(0) {
             p.at(
                 span("max_bytes"),
@@ -249,6 +255,9 @@ impl Config {
         }
     }
 }
+
+/// A century: longer than any log needs keeping, and far from overflowing a date.
+const MAX_RETAIN: Duration = Duration::from_secs(36500 * DAY.as_secs());
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -460,6 +469,68 @@ path = "./events.jsonl"            # "-" means stdout
         assert!(
             err.contains("an IP address") && err.contains("unknown field `pathh`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn poll_interval_below_a_second_or_above_a_day_is_refused() {
+        for (value, said) in [
+            ("1ns", "between 1s and 1day, not 1ns"),
+            (
+                "500000000000years",
+                "between 1s and 1day, not 500000000000years",
+            ),
+        ] {
+            let raw = EXAMPLE.replace(
+                "poll_interval = \"30s\"",
+                &format!("poll_interval = \"{value}\""),
+            );
+            let err = parse(&raw).unwrap_err();
+            assert!(
+                err.contains("`poll_interval` must be") && err.contains(said),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_backfill_retain_and_retries_of_absurd_size_are_refused() {
+        let raw = EXAMPLE
+            .replace(
+                "full_reconcile_interval = \"15m\"",
+                "full_reconcile_interval = \"15m\"\nincremental_overlap = \"300000years\"\nlog_backfill = \"300000years\"\nmax_retries = 1000000",
+            )
+            .replace("[store]\n", "[store]\nretain = \"300000years\"\n");
+        let err = parse(&raw).unwrap_err();
+        for key in [
+            "incremental_overlap",
+            "log_backfill",
+            "max_retries",
+            "retain",
+        ] {
+            assert!(
+                err.contains(&format!("`{key}` must be at most")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_source_url_is_refused_without_being_repeated() {
+        let raw = EXAMPLE.replace(
+            "url = \"http://127.0.0.1:8088\"",
+            "url = \"http://admin:hunter2@127.0.0.1:8088\"",
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:7:")
+                && err.contains("must not hold a user or password")
+                && err.contains("password_file"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "the password is not repeated: {err}"
         );
     }
 }

@@ -15,7 +15,8 @@
 //! - [`runner`] drives cycles; [`cli`], [`config`] (with [`settings`], the machinery every
 //!   config table is read with) and [`http`] (health, metrics) are the operator's side.
 //!
-//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
+//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours; [`text`]
+//! (outside text made safe to print) and [`retry_after`] are shared by every HTTP client.
 //! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
 //! never uses it.
 
@@ -29,6 +30,7 @@ pub mod event;
 pub mod http;
 pub mod replay;
 pub mod retention;
+pub mod retry_after;
 pub mod runner;
 pub mod settings;
 pub mod sink;

@@ -1,9 +1,10 @@
 //! Superset's wire format: the JSON shapes of the endpoints rollcall reads, and the rison
 //! queries it sends. Only this file knows Superset's field names.
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::User;
 use crate::user::Member;
@@ -63,13 +64,23 @@ pub struct ApiUser {
 }
 
 impl ApiUser {
-    pub fn into_user(self, tz: Tz) -> User {
+    /// The user as rollcall keeps it, or why it cannot be: a time Superset could not have
+    /// written (Python's datetimes span years 1 to 9999) is a broken answer, not a user.
+    pub fn into_user(self, tz: Tz) -> Result<User, String> {
+        let time = |field: &str, t: NaiveDateTime| {
+            superset_time(t)
+                .and_then(|t| to_utc(t, tz))
+                .ok_or_else(|| format!("`{field}` {t} is not a time Superset can hold"))
+        };
         let member = |m: ApiMember| Member {
             id: m.id.into(),
             name: m.name,
         };
-        User {
+        Ok(User {
             id: self.id,
+            last_login: self.last_login.map(|t| time("last_login", t)).transpose()?,
+            created_on: time("created_on", self.created_on)?,
+            changed_on: time("changed_on", self.changed_on)?,
             username: self.username,
             first_name: self.first_name,
             last_name: self.last_name,
@@ -79,14 +90,40 @@ impl ApiUser {
             groups: self.groups.into_iter().map(member).collect(),
             login_count: self.login_count,
             fail_login_count: self.fail_login_count,
-            last_login: self.last_login.map(|t| to_utc(t, tz)),
-            created_on: to_utc(self.created_on, tz),
-            changed_on: to_utc(self.changed_on, tz),
             created_by: self.created_by.map(|r| r.id),
             changed_by: self.changed_by.map(|r| r.id),
         }
-        .normalise()
+        .normalise())
     }
+}
+
+/// One row of a users answer, read on its own so that a row that cannot be read spoils no
+/// other (a lone UTF-16 surrogate `\ud800` in one name would otherwise fail the whole page).
+/// Its id comes first: whose row failed is what an operator needs.
+pub fn read_user(raw: &RawValue, tz: Tz) -> Result<User, String> {
+    serde_json::from_str::<ApiUser>(raw.get())
+        .map_err(|e| e.to_string())
+        .and_then(|u| u.into_user(tz))
+        .map_err(|reason| crate::text::one_line(&reason))
+}
+
+/// The `id` of a row, read apart from the rest of it (which may be what cannot be read).
+pub fn row_id(raw: &RawValue) -> Option<u64> {
+    serde_json::from_str::<IdRef>(raw.get()).ok().map(|r| r.id)
+}
+
+/// `t` if Superset could have written it: Python's `datetime` holds years 1 to 9999.
+fn superset_time(t: NaiveDateTime) -> Option<NaiveDateTime> {
+    (1..=9999).contains(&t.year()).then_some(t)
+}
+
+/// The earliest time a filter may name: Superset cannot parse an earlier one and would drop
+/// the filter (docs/superset.md S17).
+pub fn earliest_filter_time() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1, 1, 2)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// A role from `/api/v1/security/roles/search/`, which lists each role's members.
@@ -119,16 +156,18 @@ pub struct RefreshResponse {
 }
 
 /// The server's naive local time → UTC. In a DST gap (a local time that never happened) the
-/// offset just before the gap is used; in an overlap, the earlier instant.
-pub fn to_utc(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+/// offset just before the gap is used; in an overlap, the earlier instant. `None` only at the
+/// edges of what a date can hold.
+pub fn to_utc(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
+    let hour = chrono::Duration::hours(1);
     match tz.from_local_datetime(&naive) {
-        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
         // Gaps are an hour at most: step back before it and forward again.
-        LocalResult::None => tz
-            .from_local_datetime(&(naive - chrono::Duration::hours(1)))
-            .earliest()
-            .map(|t| t.with_timezone(&Utc) + chrono::Duration::hours(1))
-            .unwrap_or_else(|| naive.and_utc()),
+        LocalResult::None => naive
+            .checked_sub_signed(hour)
+            .and_then(|before| tz.from_local_datetime(&before).earliest())
+            .and_then(|t| t.with_timezone(&Utc).checked_add_signed(hour))
+            .or_else(|| Some(naive.and_utc())),
     }
 }
 
@@ -245,14 +284,9 @@ mod tests {
         let naive =
             NaiveDateTime::parse_from_str("2026-11-23T13:02:53.5", "%Y-%m-%dT%H:%M:%S%.f").unwrap();
         let tz: Tz = "Asia/Kolkata".parse().unwrap();
-        assert_eq!(
-            to_utc(naive, tz).to_rfc3339(),
-            "2026-11-23T07:32:53.500+00:00"
-        );
-        assert_eq!(
-            to_filter_value(to_utc(naive, tz), tz),
-            "2026-11-23T13:02:53"
-        );
+        let utc = to_utc(naive, tz).unwrap();
+        assert_eq!(utc.to_rfc3339(), "2026-11-23T07:32:53.500+00:00");
+        assert_eq!(to_filter_value(utc, tz), "2026-11-23T13:02:53");
     }
 
     #[test]
@@ -260,7 +294,10 @@ mod tests {
         let naive =
             NaiveDateTime::parse_from_str("2026-03-29T02:30:00", "%Y-%m-%dT%H:%M:%S").unwrap();
         let tz: Tz = "Europe/Berlin".parse().unwrap();
-        assert_eq!(to_utc(naive, tz).to_rfc3339(), "2026-03-29T01:30:00+00:00");
+        assert_eq!(
+            to_utc(naive, tz).unwrap().to_rfc3339(),
+            "2026-03-29T01:30:00+00:00"
+        );
     }
 
     #[test]
@@ -270,7 +307,7 @@ mod tests {
             "first_name": "A", "groups": [], "id": 2, "last_login": null, "last_name": "E", "login_count": null,
             "roles": [{"id": 4, "name": "Gamma"}, {"id": 3, "name": "Alpha"}], "username": "alice"}"#;
         let u: ApiUser = serde_json::from_str(body).unwrap();
-        let u = u.into_user(chrono_tz::UTC);
+        let u = u.into_user(chrono_tz::UTC).unwrap();
         assert_eq!(
             u.roles.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
             [MemberId::from(3), MemberId::from(4)]
