@@ -102,7 +102,7 @@ impl ApiUser {
 /// Its id comes first: whose row failed is what an operator needs.
 pub fn read_user(raw: &RawValue, tz: Tz) -> Result<User, String> {
     serde_json::from_str::<ApiUser>(raw.get())
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("its record is not a Superset user: {e}"))
         .and_then(|u| u.into_user(tz))
         .map_err(|reason| crate::text::one_line(&reason))
 }
