@@ -533,4 +533,137 @@ path = "./events.jsonl"            # "-" means stdout
             "the password is not repeated: {err}"
         );
     }
+
+    // --- fuzz: no config text panics the parser, and what it accepts is safe to use ---------
+
+    use proptest::prelude::*;
+
+    fn toml_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "\"1ns\"",
+                "\"0s\"",
+                "\"1s\"",
+                "\"30s\"",
+                "\"500000000000years\"",
+                "\"300000years\"",
+                "\"18446744073709551615s\"",
+                "\"1d\"",
+                "\"soon\"",
+                "-1",
+                "0",
+                "1",
+                "18446744073709551615",
+                "9223372036854775807",
+                "1e308",
+                "true",
+                "[]",
+                "[\"0s\", \"300000years\"]",
+                "{}",
+                "\"http://admin:pw@h:1\"",
+                "\"http://h:1\"",
+                "\"ftp://h\"",
+                "\"Mars/Olympus\"",
+                "\"UTC\"",
+                "\"\\u001b[2J\"",
+                "\"-\"",
+                "\"127.0.0.1:0\"",
+                "\"x\"",
+                "[\"user.created\"]",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>().prop_map(|s| format!("{s:?}")),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "name",
+            "url",
+            "username",
+            "password_env",
+            "password_file",
+            "poll_interval",
+            "full_reconcile_interval",
+            "timezone",
+            "incremental_overlap",
+            "request_timeout",
+            "max_retries",
+            "action_log",
+            "log_backfill",
+            "log_include",
+            "page_size",
+            "path",
+            "retain",
+            "max_bytes",
+            "force",
+            "secret_env",
+            "timeout",
+            "retry_schedule",
+            "max_in_flight",
+            "event_types",
+            "listen",
+            "brokers",
+            "topic",
+        ]);
+        (key, toml_value()).prop_map(|(k, v)| format!("{k} = {v}"))
+    }
+
+    fn source_line() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "timezone",
+            "incremental_overlap",
+            "request_timeout",
+            "max_retries",
+            "log_backfill",
+        ]);
+        (key, toml_value()).prop_map(|(k, v)| format!("{k} = {v}"))
+    }
+
+    fn section() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                "[store]",
+                "[[sources]]\nkind = \"superset\"",
+                "[[sources]]\nkind = \"kylin\"",
+                "[[sinks]]\nkind = \"jsonl\"",
+                "[[sinks]]\nkind = \"webhook\"",
+                "[[sinks]]\nkind = \"kafka\"",
+            ]),
+            prop::collection::vec(line(), 0..8),
+        )
+            .prop_map(|(head, lines)| format!("{head}\n{}\n", lines.join("\n")))
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_config_text_never_panics_and_accepted_durations_are_usable(
+            sections in prop::collection::vec(section(), 0..5),
+            source_keys in prop::collection::vec(source_line(), 0..4),
+            noise in any::<String>(),
+        ) {
+            // The example with keys added to its source reaches the checks after parsing.
+            let example = EXAMPLE.replace(
+                "full_reconcile_interval = \"15m\"\n",
+                &format!("full_reconcile_interval = \"15m\"\n{}\n", source_keys.join("\n")),
+            );
+            for raw in [sections.concat(), format!("{}{noise}", sections.concat()), noise.clone(), example] {
+                let Ok(c) = Config::parse(&raw, Path::new("fuzz.toml")) else {
+                    continue;
+                };
+                let now = chrono::Utc::now();
+                for s in &c.sources {
+                    let every = s.kind().poll_interval();
+                    prop_assert!(std::time::Instant::now().checked_add(every.saturating_mul(3)).is_some());
+                    prop_assert!(every >= Duration::from_secs(1));
+                    if let Some(s) = s.as_superset() {
+                        for d in [s.incremental_overlap, s.log_backfill, s.full_reconcile_interval] {
+                            let d = chrono::Duration::from_std(d).unwrap();
+                            prop_assert!(now.checked_sub_signed(d).is_some());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -27,6 +27,8 @@ pub mod demo;
 pub mod diff;
 pub mod encode;
 pub mod event;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod replay;
 pub mod retention;

@@ -315,4 +315,102 @@ mod tests {
         assert_eq!(u.changed_by, Some(1));
         assert_eq!(u.created_by, None);
     }
+
+    // --- fuzz: no answer of any shape panics the parsers ------------------------------------
+
+    use crate::fuzz::{any_json, record};
+    use proptest::prelude::*;
+
+    fn plausible_user() -> impl Strategy<Value = serde_json::Value> {
+        static FIELDS: std::sync::OnceLock<Vec<(&'static str, serde_json::Value)>> =
+            std::sync::OnceLock::new();
+        let fields = FIELDS.get_or_init(|| {
+            use serde_json::json;
+            vec![
+                ("id", json!(7)),
+                ("username", json!("alice")),
+                ("first_name", json!("A")),
+                ("last_name", json!("E")),
+                ("email", json!("a@x")),
+                ("active", json!(true)),
+                ("roles", json!([{"id": 4, "name": "Gamma"}])),
+                ("groups", json!([])),
+                ("login_count", json!(1)),
+                ("fail_login_count", json!(0)),
+                ("last_login", json!("2026-11-23T07:30:22.768923")),
+                ("created_on", json!("2026-11-23T07:30:22.768916")),
+                ("changed_on", json!("2026-11-23T07:30:22.768923")),
+                ("created_by", json!({"id": 1})),
+                ("changed_by", serde_json::Value::Null),
+            ]
+        });
+        record(fields)
+    }
+
+    fn any_zone() -> impl Strategy<Value = Tz> {
+        prop::sample::select(vec![
+            chrono_tz::UTC,
+            chrono_tz::Pacific::Kiritimati,
+            chrono_tz::Etc::GMTPlus12,
+            chrono_tz::Europe::Berlin,
+            chrono_tz::Asia::Kolkata,
+        ])
+    }
+
+    /// What the source does with one answer's rows: read each alone, then use its times.
+    fn read_page(body: &[u8], tz: Tz) {
+        if let Ok(page) = serde_json::from_slice::<Page<Box<RawValue>>>(body) {
+            for raw in &page.result {
+                let _ = row_id(raw);
+                if let Ok(u) = read_user(raw, tz) {
+                    let _ = to_filter_value(u.changed_on, tz);
+                    let _ = u.last_login.map(|t| to_filter_value(t, tz));
+                }
+            }
+        }
+        if let Ok(one) = serde_json::from_slice::<One<Box<RawValue>>>(body) {
+            let _ = read_user(&one.result, tz);
+        }
+        let _ = serde_json::from_slice::<Page<RoleWithMembers>>(body);
+        let _ = serde_json::from_slice::<Page<GroupWithMembers>>(body);
+        let _ = serde_json::from_slice::<LoginResponse>(body);
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_superset_answers_of_any_json_never_panic(v in any_json(), tz in any_zone()) {
+            read_page(v.to_string().as_bytes(), tz);
+        }
+
+        #[test]
+        fn fuzz_superset_pages_of_hostile_users_never_panic(
+            rows in prop::collection::vec(plausible_user(), 0..4),
+            tz in any_zone(),
+        ) {
+            let body = serde_json::json!({"count": rows.len(), "ids": [], "result": rows});
+            read_page(body.to_string().as_bytes(), tz);
+            for row in &rows {
+                read_page(serde_json::json!({"result": row}).to_string().as_bytes(), tz);
+            }
+        }
+
+        #[test]
+        fn fuzz_superset_answers_of_any_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            read_page(&body, chrono_tz::UTC);
+        }
+    }
+
+    #[test]
+    fn a_time_no_superset_can_hold_makes_the_record_unreadable_not_a_panic() {
+        let raw = RawValue::from_string(
+            r#"{"id": 6, "username": "u", "active": true, "login_count": 1, "fail_login_count": 0,
+                "last_login": "-262143-01-01T00:00:00", "created_on": "2026-01-01T00:00:00",
+                "changed_on": "2026-01-01T00:00:00", "created_by": null, "changed_by": null}"#
+                .to_owned(),
+        )
+        .unwrap();
+        let err = read_user(&raw, chrono_tz::Pacific::Kiritimati).unwrap_err();
+        assert!(err.contains("`last_login` -262143-01-01"), "{err}");
+        assert_eq!(row_id(&raw), Some(6));
+    }
 }
