@@ -1,5 +1,5 @@
-//! A Superset that misbehaves on purpose (redirects, answers for the wrong user, records no
-//! Superset could hold, rate limits) and configs no one means: each is refused or contained,
+//! A Superset (or Kylin) that misbehaves on purpose (redirects, answers for the wrong user,
+//! records no Superset could hold, rate limits) and configs no one means: each is refused or contained,
 //! nothing panics, no secret leaves, and the other users' events go on. docs/reliability.md
 //! lists each fault with the test here that shows it.
 
@@ -12,6 +12,9 @@ use rollcall::source::superset::User;
 use rollcall::store::{Commit, Record};
 use rollcall::text::error_chain;
 use rollcall::user::Key;
+use rollcall_sim::kylin::{
+    Fault as KylinFault, FaultKind as KylinFaultKind, KylinOptions, KylinSim,
+};
 use support::harness::{kind, kinds, Harness};
 use support::sim::{Fault, FaultKind, Sim, SimOptions};
 
@@ -87,6 +90,29 @@ async fn a_users_read_redirected_to_another_origin_sends_no_token_there() {
         elsewhere.arrived().is_empty(),
         "nothing reached the other origin"
     );
+}
+
+#[tokio::test]
+async fn a_kylin_login_redirected_to_another_origin_sends_no_credentials_there() {
+    let kylin = KylinSim::start(KylinOptions::default()).await;
+    let elsewhere = KylinSim::start(KylinOptions::default()).await;
+    kylin.inject(KylinFault {
+        path_contains: "/api/user".into(),
+        skip: 0,
+        times: 1,
+        kind: KylinFaultKind::Redirect(format!("{}/api/user", elsewhere.url)),
+    });
+    let mut h = Harness::kylin(&kylin.url, "");
+    let err = error_chain(&h.try_cycle(CycleOptions::default()).await.unwrap_err());
+    assert!(
+        err.contains("with a redirect (HTTP 302)") && err.contains("does not follow"),
+        "{err}"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing reached the other origin"
+    );
+    assert_eq!(h.cycle().await.users, 1, "the next cycle logs in as usual");
 }
 
 #[tokio::test]
