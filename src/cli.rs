@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError};
 use crate::runner::{CycleOptions, Runner, RunnerError};
 use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError, StoreFault};
-use crate::text::error_chain;
+use crate::text::{error_chain, printable};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -546,7 +546,7 @@ async fn dlq(
                         l.event["type"].as_str().unwrap_or("?"),
                         l.event["subject"].as_str().unwrap_or("?"),
                         l.event["id"].as_str().unwrap_or("?"),
-                        l.reason
+                        printable(&l.reason)
                     )?;
                 }
             }
@@ -559,7 +559,7 @@ async fn dlq(
                 writeln!(out, "{o}\tdelivered")?;
             }
             for (o, reason) in &report.failed {
-                writeln!(out, "{o}\tfailed again, kept: {reason}")?;
+                writeln!(out, "{o}\tfailed again, kept: {}", printable(reason))?;
             }
             writeln!(
                 out,
@@ -695,7 +695,10 @@ async fn wait_for_poll(
     after: chrono::DateTime<chrono::Utc>,
     fallback: std::time::Duration,
 ) {
-    let give_up = tokio::time::Instant::now() + fallback * 10 + std::time::Duration::from_secs(60);
+    let patience = fallback
+        .saturating_mul(10)
+        .saturating_add(std::time::Duration::from_secs(60));
+    let give_up = tokio::time::Instant::now().checked_add(patience);
     loop {
         let polled = match status_over_http(config).await {
             Ok(status) => status
@@ -713,7 +716,7 @@ async fn wait_for_poll(
         if polled {
             return;
         }
-        if tokio::time::Instant::now() > give_up {
+        if give_up.is_some_and(|t| tokio::time::Instant::now() > t) {
             println!("  (rollcall has not polled '{source}' for a long while; see its log)");
             return;
         }
@@ -945,7 +948,7 @@ impl Status {
                     out,
                     "  STOPPED since {}, sending no requests until rollcall restarts: {}",
                     stop.at.to_rfc3339(),
-                    stop.message
+                    printable(&stop.message)
                 )?;
             } else if let Some(e) = &st.last_error {
                 if st.last_poll.is_none_or(|ok| ok < e.at) {
@@ -953,7 +956,7 @@ impl Status {
                         out,
                         "  LAST POLL FAILED at {}: {}",
                         e.at.to_rfc3339(),
-                        e.message
+                        printable(&e.message)
                     )?;
                 }
             }
@@ -964,12 +967,30 @@ impl Status {
                         out,
                         "  ACTION LOG FAILING since {}: {}",
                         e.get("at").and_then(|v| v.as_str()).unwrap_or("?"),
-                        e.get("message").and_then(|v| v.as_str()).unwrap_or("?")
+                        printable(e.get("message").and_then(|v| v.as_str()).unwrap_or("?"))
                     )?,
                     None => writeln!(out, "  action log:           read up to {at}")?,
                 }
                 if let Some(n) = log["unreadable_rows"].as_u64().filter(|n| *n > 0) {
                     writeln!(out, "  action log rows that could not be read: {n}")?;
+                }
+            }
+            if let Some(users) = s.details["unreadable_users"]
+                .as_array()
+                .filter(|u| !u.is_empty())
+            {
+                writeln!(
+                    out,
+                    "  USERS THAT COULD NOT BE READ: {} (their stored records are kept, no event is derived for them, the other users go on):",
+                    users.len()
+                )?;
+                for u in users {
+                    writeln!(
+                        out,
+                        "    user {}: {}",
+                        u["id"],
+                        printable(u["reason"].as_str().unwrap_or("?"))
+                    )?;
                 }
             }
             if let Some(g) = &st.deletion_guard {
@@ -999,7 +1020,7 @@ impl Status {
                 s.name, s.cursor, s.lag_events, s.dead_letters
             )?;
             if let (Some(e), false) = (&s.state.last_error, s.state.health == SinkHealth::Ok) {
-                writeln!(out, "  last error: {e}")?;
+                writeln!(out, "  last error: {}", printable(e))?;
             }
         }
         Ok(())

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::settings::{check_name, one_of, parse_kinds, Entry, Problems};
+use crate::settings::{check_name, one_of, out_of_range, parse_kinds, Entry, Problems, DAY};
 pub use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
@@ -234,6 +234,12 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(message) = s
+            .retain
+            .and_then(|d| out_of_range("`retain`", d, &(Duration::ZERO..=MAX_RETAIN)))
+        {
+            p.at(span("retain"), message);
+        }
         if s.max_bytes == Some(0) {
             p.at(
                 span("max_bytes"),
@@ -249,6 +255,9 @@ impl Config {
         }
     }
 }
+
+/// A century: longer than any log needs keeping, and far from overflowing a date.
+const MAX_RETAIN: Duration = Duration::from_secs(36500 * DAY.as_secs());
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -503,5 +512,200 @@ format = "ocsf"
             err.contains("an IP address") && err.contains("unknown field `pathh`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn poll_interval_below_a_second_or_above_a_day_is_refused() {
+        for (value, said) in [
+            ("1ns", "between 1s and 1day, not 1ns"),
+            (
+                "500000000000years",
+                "between 1s and 1day, not 500000000000years",
+            ),
+        ] {
+            let raw = EXAMPLE.replace(
+                "poll_interval = \"30s\"",
+                &format!("poll_interval = \"{value}\""),
+            );
+            let err = parse(&raw).unwrap_err();
+            assert!(
+                err.contains("`poll_interval` must be") && err.contains(said),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_backfill_retain_and_retries_of_absurd_size_are_refused() {
+        let raw = EXAMPLE
+            .replace(
+                "full_reconcile_interval = \"15m\"",
+                "full_reconcile_interval = \"15m\"\nincremental_overlap = \"300000years\"\nlog_backfill = \"300000years\"\nmax_retries = 1000000",
+            )
+            .replace("[store]\n", "[store]\nretain = \"300000years\"\n");
+        let err = parse(&raw).unwrap_err();
+        for key in [
+            "incremental_overlap",
+            "log_backfill",
+            "max_retries",
+            "retain",
+        ] {
+            assert!(
+                err.contains(&format!("`{key}` must be at most")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_source_url_is_refused_without_being_repeated() {
+        let raw = EXAMPLE.replace(
+            "url = \"http://127.0.0.1:8088\"",
+            "url = \"http://admin:hunter2@127.0.0.1:8088\"",
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:7:")
+                && err.contains("must not hold a user or password")
+                && err.contains("password_file"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "the password is not repeated: {err}"
+        );
+    }
+
+    // --- fuzz: no config text panics the parser, and what it accepts is safe to use ---------
+
+    use proptest::prelude::*;
+
+    fn toml_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "\"1ns\"",
+                "\"0s\"",
+                "\"1s\"",
+                "\"30s\"",
+                "\"500000000000years\"",
+                "\"300000years\"",
+                "\"18446744073709551615s\"",
+                "\"1d\"",
+                "\"soon\"",
+                "-1",
+                "0",
+                "1",
+                "18446744073709551615",
+                "9223372036854775807",
+                "1e308",
+                "true",
+                "[]",
+                "[\"0s\", \"300000years\"]",
+                "{}",
+                "\"http://admin:pw@h:1\"",
+                "\"http://h:1\"",
+                "\"ftp://h\"",
+                "\"Mars/Olympus\"",
+                "\"UTC\"",
+                "\"\\u001b[2J\"",
+                "\"-\"",
+                "\"127.0.0.1:0\"",
+                "\"x\"",
+                "[\"user.created\"]",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>().prop_map(|s| format!("{s:?}")),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "name",
+            "url",
+            "username",
+            "password_env",
+            "password_file",
+            "poll_interval",
+            "full_reconcile_interval",
+            "timezone",
+            "incremental_overlap",
+            "request_timeout",
+            "max_retries",
+            "action_log",
+            "log_backfill",
+            "log_include",
+            "page_size",
+            "path",
+            "retain",
+            "max_bytes",
+            "force",
+            "secret_env",
+            "timeout",
+            "retry_schedule",
+            "max_in_flight",
+            "event_types",
+            "listen",
+            "brokers",
+            "topic",
+        ]);
+        (key, toml_value()).prop_map(|(k, v)| format!("{k} = {v}"))
+    }
+
+    fn source_line() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "timezone",
+            "incremental_overlap",
+            "request_timeout",
+            "max_retries",
+            "log_backfill",
+        ]);
+        (key, toml_value()).prop_map(|(k, v)| format!("{k} = {v}"))
+    }
+
+    fn section() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                "[store]",
+                "[[sources]]\nkind = \"superset\"",
+                "[[sources]]\nkind = \"kylin\"",
+                "[[sinks]]\nkind = \"jsonl\"",
+                "[[sinks]]\nkind = \"webhook\"",
+                "[[sinks]]\nkind = \"kafka\"",
+            ]),
+            prop::collection::vec(line(), 0..8),
+        )
+            .prop_map(|(head, lines)| format!("{head}\n{}\n", lines.join("\n")))
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_config_text_never_panics_and_accepted_durations_are_usable(
+            sections in prop::collection::vec(section(), 0..5),
+            source_keys in prop::collection::vec(source_line(), 0..4),
+            noise in any::<String>(),
+        ) {
+            // The example with keys added to its source reaches the checks after parsing.
+            let example = EXAMPLE.replace(
+                "full_reconcile_interval = \"15m\"\n",
+                &format!("full_reconcile_interval = \"15m\"\n{}\n", source_keys.join("\n")),
+            );
+            for raw in [sections.concat(), format!("{}{noise}", sections.concat()), noise.clone(), example] {
+                let Ok(c) = Config::parse(&raw, Path::new("fuzz.toml")) else {
+                    continue;
+                };
+                let now = chrono::Utc::now();
+                for s in &c.sources {
+                    let every = s.kind().poll_interval();
+                    prop_assert!(std::time::Instant::now().checked_add(every.saturating_mul(3)).is_some());
+                    prop_assert!(every >= Duration::from_secs(1));
+                    if let Some(s) = s.as_superset() {
+                        for d in [s.incremental_overlap, s.log_backfill, s.full_reconcile_interval] {
+                            let d = chrono::Duration::from_std(d).unwrap();
+                            prop_assert!(now.checked_sub_signed(d).is_some());
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,8 @@
 //! - [`runner`] drives cycles; [`cli`], [`config`] (with [`settings`], the machinery every
 //!   config table is read with) and [`http`] (health, metrics) are the operator's side.
 //!
-//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours.
+//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours; [`text`]
+//! (outside text made safe to print) and [`retry_after`] are shared by every HTTP client.
 //! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
 //! never uses it.
 
@@ -27,9 +28,12 @@ pub mod demo;
 pub mod diff;
 pub mod encode;
 pub mod event;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod replay;
 pub mod retention;
+pub mod retry_after;
 pub mod runner;
 pub mod settings;
 pub mod sink;

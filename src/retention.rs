@@ -64,11 +64,14 @@ impl Retention {
             return Ok(out);
         }
         let by_age = match self.retain {
-            Some(keep) => {
-                let cutoff =
-                    now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-                first_at_or_after(store, start, cutoff)?
-            }
+            // A cutoff before the earliest representable time keeps everything.
+            Some(keep) => match chrono::Duration::from_std(keep)
+                .ok()
+                .and_then(|keep| now.checked_sub_signed(keep))
+            {
+                Some(cutoff) => first_at_or_after(store, start, cutoff)?,
+                None => start,
+            },
             None => start,
         };
         let by_size = match self.max_bytes {

@@ -4,6 +4,7 @@
 //! stamping derived events with ids and times. It holds no state of its own between cycles:
 //! everything that must survive a restart is in the store.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -368,7 +369,10 @@ impl Runner {
                 // `poll` has logged it.
                 Err(_) => {}
             }
-            due[i] = Instant::now() + interval;
+            // Validation bounds the interval; a year stands in should one overflow the clock.
+            due[i] = Instant::now()
+                .checked_add(interval)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
         }
         info!("shutting down: polling stopped, letting sinks finish");
         stop_tx.send_replace(true);
@@ -444,7 +448,9 @@ async fn poll_source<S: Source>(
     let schedule = source.schedule();
     let started = std::time::Instant::now();
     let now = Utc::now();
-    let prev: Snapshot<S::User> = store.snapshot(&name)?;
+    let stored: Snapshot<S::User> = store.snapshot(&name)?;
+    let prev = rekeyed(&stored);
+    let prev = prev.as_ref();
     let mut state = store.source_state(&name)?;
     let mut cursor: S::Cursor = read_cursor(&state.cursor).map_err(|e| StoreError::Corrupt {
         what: format!("cursor of source {name}"),
@@ -464,12 +470,12 @@ async fn poll_source<S: Source>(
         error,
     };
     let observation = source
-        .observe(&prev, &mut cursor, mode)
+        .observe(prev, &mut cursor, mode)
         .await
         .map_err(source_error)?;
     let mut fresh = observation.fresh;
     let held = guard_deletions(
-        &prev,
+        prev,
         &mut fresh,
         &mut state,
         mode,
@@ -479,7 +485,7 @@ async fn poll_source<S: Source>(
 
     let derived = if state.initialized {
         diff::diff(
-            &prev,
+            prev,
             &fresh,
             &DiffOptions {
                 service_account: source.service_account().map(str::to_owned),
@@ -525,12 +531,13 @@ async fn poll_source<S: Source>(
     state.users_known = fresh.len();
     state.cursor = stored_cursor(&cursor);
 
+    // Writes go against what is stored, so a record found under another key is rewritten.
     let upserts = fresh
         .values()
-        .filter(|u| prev.get(&u.key()) != Some(*u))
+        .filter(|u| stored.get(&u.key()) != Some(*u))
         .map(Record::of)
         .collect::<Vec<_>>();
-    let removals = prev
+    let removals = stored
         .keys()
         .filter(|key| !fresh.contains_key(key))
         .map(Key::to_bytes)
@@ -591,6 +598,28 @@ async fn poll_source<S: Source>(
         poll_complete!(debug);
     }
     Ok(report)
+}
+
+/// The stored snapshot with each record under its own key: what the events so far have told.
+/// A record stored under another key (a by-id answer for a different id, trusted by an earlier
+/// version) moves to its own key, unless a record already holds that key rightly. The diff
+/// then runs from what consumers were told, and the commit rewrites what is stored.
+fn rekeyed<U: Account>(stored: &Snapshot<U>) -> Cow<'_, Snapshot<U>> {
+    if stored.iter().all(|(key, u)| u.key() == *key) {
+        return Cow::Borrowed(stored);
+    }
+    let mut out: Snapshot<U> = stored
+        .iter()
+        .filter(|(key, u)| u.key() == **key)
+        .map(|(key, u)| (key.clone(), u.clone()))
+        .collect();
+    for (key, u) in stored {
+        if u.key() != *key {
+            warn!(stored_under = %key, record_of = %u.key(), "a stored record sits under another user's key; reading it as its own user's");
+            out.entry(u.key()).or_insert_with(|| u.clone());
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The mass-delete guard: when more than max(5, 10%) of the known users vanish at once, hold

@@ -12,7 +12,7 @@
 //! it reads, so that every problem of the file is reported in one go.
 
 use std::collections::HashSet;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,8 +48,18 @@ impl<'a> Problems<'a> {
         self.list.is_empty()
     }
 
-    /// A problem at `span`; `0..0` is a problem of the whole file (listed first).
+    /// A problem at `span`, with the line quoted; `0..0` is a problem of the whole file
+    /// (listed first).
     pub fn at(&mut self, span: Range<usize>, message: String) {
+        self.push(span, message, true);
+    }
+
+    /// A problem at `span` whose line holds a secret: its number is given, never its text.
+    pub fn at_secret_line(&mut self, span: Range<usize>, message: String) {
+        self.push(span, message, false);
+    }
+
+    fn push(&mut self, span: Range<usize>, message: String, quote: bool) {
         if span == (0..0) {
             self.list
                 .push((0, format!("{}: {message}", self.path.display())));
@@ -57,11 +67,12 @@ impl<'a> Problems<'a> {
         }
         let start = span.start.min(self.raw.len());
         let line_no = self.raw[..start].matches('\n').count() + 1;
-        let line = self.raw.lines().nth(line_no - 1).unwrap_or("").trim();
-        self.list.push((
-            start + 1,
-            format!("{}:{line_no}: {message}\n    | {line}", self.path.display()),
-        ));
+        let mut text = format!("{}:{line_no}: {message}", self.path.display());
+        if quote {
+            let line = self.raw.lines().nth(line_no - 1).unwrap_or("").trim();
+            text.push_str(&format!("\n    | {line}"));
+        }
+        self.list.push((start + 1, text));
     }
 
     pub fn toml(&mut self, e: &toml::de::Error, fallback: &str) {
@@ -219,14 +230,48 @@ pub fn parse_kinds<T>(
     out
 }
 
-/// Each of `durations` (config key, value) must be longer than zero: a zero interval or
-/// timeout would spin or fail every request.
-pub fn check_positive(entry: Entry<'_, '_>, p: &mut Problems<'_>, durations: &[(&str, Duration)]) {
-    for (key, d) in durations {
-        if d.is_zero() {
-            p.at(entry.key(key), format!("`{key}` must be longer than 0s"));
+/// Units duration bounds are written in.
+pub const SECOND: Duration = Duration::from_secs(1);
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Each of `durations` (config key, value, accepted range) must lie in its range. A zero or
+/// tiny interval would hammer the upstream (`poll_interval = "1ns"` is dozens of requests a
+/// second); a huge one is never meant and overflows the date arithmetic that uses it
+/// (`"500000000000years"` is a valid humantime duration).
+pub fn check_durations(
+    entry: Entry<'_, '_>,
+    p: &mut Problems<'_>,
+    durations: &[(&str, Duration, RangeInclusive<Duration>)],
+) {
+    for (key, d, range) in durations {
+        if let Some(message) = out_of_range(&format!("`{key}`"), *d, range) {
+            p.at(entry.key(key), message);
         }
     }
+}
+
+/// Why `d` is outside `range`, in words naming `what` (e.g. "`timeout`"); `None` when it is
+/// inside.
+pub fn out_of_range(what: &str, d: Duration, range: &RangeInclusive<Duration>) -> Option<String> {
+    if range.contains(&d) {
+        return None;
+    }
+    let show = |d: &Duration| humantime::format_duration(*d).to_string();
+    Some(if range.start().is_zero() {
+        format!(
+            "{what} must be at most {}, not {}",
+            show(range.end()),
+            show(&d)
+        )
+    } else {
+        format!(
+            "{what} must be between {} and {}, not {}",
+            show(range.start()),
+            show(range.end()),
+            show(&d)
+        )
+    })
 }
 
 /// "`a`, `b` or `c`", for messages that list the known kinds.

@@ -1,21 +1,78 @@
 //! Outside text and error chains, put on one line for a message or a log field.
 //!
-//! Owns the two shapes every client's errors share: the start of a response body, and an error
-//! with all its causes. It imports nothing of rollcall and does no I/O.
+//! Owns the shapes every client's errors share: the start of a response body, any other text
+//! an upstream chose (a `msg`, a `Location`), and an error with all its causes. Whatever comes
+//! from outside passes through [`snippet`] or [`one_line`] before it reaches a message, so a
+//! terminal reading the log or `status` never receives a control character or an escape
+//! sequence from a server. It imports nothing of rollcall and does no I/O.
 
 /// How much of a response body a message quotes.
 pub const SNIPPET: usize = 200;
 
-/// The start of a response body, whitespace folded to single spaces, cut at [`SNIPPET`]
-/// characters (an HTML error page would otherwise fill the log).
+/// What stands in for a secret found in a quoted body.
+pub const REDACTED: &str = "[redacted]";
+
+/// The start of a response body, as [`one_line`] makes it.
 pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > SNIPPET {
-        format!("{}…", flat.chars().take(SNIPPET).collect::<String>())
-    } else {
-        flat
+    one_line(&String::from_utf8_lossy(body))
+}
+
+/// Outside text made safe to print: whitespace folded to single spaces, every other control or
+/// bidirectional-override character escaped as `\u{…}`, cut at [`SNIPPET`] characters (an HTML
+/// error page would otherwise fill the log).
+pub fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    let mut kept = 0;
+    for word in text.split_whitespace() {
+        if kept > 0 {
+            out.push(' ');
+            kept += 1;
+        }
+        for c in word.chars() {
+            if kept >= SNIPPET {
+                out.push('…');
+                return out;
+            }
+            out.push_str(&printable(c.encode_utf8(&mut [0; 4])));
+            kept += 1;
+        }
     }
+    out
+}
+
+/// `text` whole, with every control or bidirectional-override character escaped: for a stored
+/// message on its way to a terminal (`status`), which must not be cut.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .fold(String::with_capacity(text.len()), |mut out, c| {
+            if needs_escape(c) {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+            out
+        })
+}
+
+/// Characters a terminal may act on instead of showing: C0 and C1 controls (ESC starts the
+/// sequences that move the cursor, retitle the window or write the clipboard; U+009B is a
+/// one-byte CSI) and the bidirectional controls that reorder what is shown.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with each of `secrets` replaced by [`REDACTED`], longest first (so that a secret
+/// holding another is removed whole). JSON's escaped slash (`\/`) is read as `/` first: a
+/// receiver echoing a URL through PHP's `json_encode` writes it so.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.replace("\\/", "/");
+    let mut by_length: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    by_length.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in by_length {
+        out = out.replace(secret.as_str(), REDACTED);
+    }
+    out
 }
 
 /// An error and its causes, each once, joined by `: `: for messages that are stored or shown
@@ -34,6 +91,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn snippet_is_flattened_and_cut() {
@@ -45,11 +103,46 @@ mod tests {
     }
 
     #[test]
+    fn snippet_escapes_terminal_control_sequences() {
+        let hostile =
+            "red \x1b[31mALERT\x1b[0m \x1b]0;pwned\x07 csi \u{9b}2J rtl \u{202e}gnp.exe del \x7f";
+        let s = snippet(hostile.as_bytes());
+        assert_eq!(
+            s,
+            "red \\u{1b}[31mALERT\\u{1b}[0m \\u{1b}]0;pwned\\u{7} csi \\u{9b}2J rtl \\u{202e}gnp.exe del \\u{7f}"
+        );
+    }
+
+    #[test]
+    fn redaction_removes_the_longest_secret_whole_and_json_escaped_slashes() {
+        let secrets = vec![
+            "https://hooks.example/t/abc".to_owned(),
+            "/t/abc".to_owned(),
+        ];
+        assert_eq!(
+            redact(
+                r#"{"error":"bad target https:\/\/hooks.example\/t\/abc, path /t/abc"}"#,
+                &secrets
+            ),
+            r#"{"error":"bad target [redacted], path [redacted]"}"#
+        );
+    }
+
+    #[test]
     fn an_error_chain_names_each_cause_once() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
         #[derive(Debug, thiserror::Error)]
         #[error("cannot read x")]
         struct Outer(#[source] std::io::Error);
         assert_eq!(error_chain(&Outer(io)), "cannot read x: gone");
+    }
+
+    proptest! {
+        #[test]
+        fn no_control_character_survives_one_line(text in any::<String>()) {
+            let line = one_line(&text);
+            prop_assert!(!line.chars().any(|c| c.is_control() || needs_escape(c)), "{line:?}");
+            prop_assert!(line.chars().count() <= SNIPPET * 11 + 1);
+        }
     }
 }

@@ -34,6 +34,9 @@ struct Reply {
     status: u16,
     retry_after: Option<&'static str>,
     delay: Duration,
+    /// Answer with a body quoting the request's URL (its token too) and terminal escapes, as
+    /// a careless receiver's error page does.
+    echo_url: bool,
 }
 
 fn ok() -> Reply {
@@ -45,6 +48,7 @@ fn status(status: u16) -> Reply {
         status,
         retry_after: None,
         delay: Duration::ZERO,
+        echo_url: false,
     }
 }
 
@@ -126,7 +130,16 @@ impl Receiver {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let echo = format!(
+        "{{\"error\":\"no hook at http:\\/\\/{}{uri}\"}} \x1b[2J\x1b]0;pwned\x07",
+        header(&headers, "host")
+    );
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -164,7 +177,12 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             .unwrap()
             .push((hit.id.clone(), Instant::now()));
     }
-    let mut response = (StatusCode::from_u16(reply.status).unwrap(), "answer").into_response();
+    let body = if reply.echo_url {
+        echo
+    } else {
+        "answer".into()
+    };
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), body).into_response();
     if let Some(after) = reply.retry_after {
         response
             .headers_mut()
@@ -1025,4 +1043,44 @@ async fn audit_rows_of_one_actor_do_not_wait_behind_one_another() {
         "row 1 got through too"
     );
     assert_eq!(rx.accepted().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_echoing_the_endpoint_url_and_escapes_has_both_made_harmless_everywhere() {
+    let rx = Receiver::start(|_, _| Reply {
+        echo_url: true,
+        ..status(400)
+    })
+    .await;
+    let url = format!("{}?token=ECHOTOKEN12345", rx.url);
+    let s = Setup::new(&url, SECRET, "retry_schedule = [\"0s\"]");
+    {
+        let store = s.store();
+        append(&store, &created(&["1"]));
+        let sink = s.sink();
+        deliver::drain(&store, sink.as_ref()).await.unwrap();
+        let letters = store.dead_letters("hooks").unwrap();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].reason.contains("no hook at [redacted]"),
+            "{}",
+            letters[0].reason
+        );
+    }
+    let list = s.rollcall(&["dlq", "list", "--sink", "hooks"]);
+    let status = s.rollcall(&["status"]);
+    for out in [&list, &status] {
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("ECHOTOKEN"), "no URL token: {text}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07'),
+            "no raw escape: {text}"
+        );
+    }
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("\\u{1b}[2J"),
+        "escapes are shown escaped: {list}"
+    );
 }

@@ -157,6 +157,8 @@ pub enum FaultKind {
     /// Create this user (as an admin would, password `SEEDED_PASSWORD`, `ALL_USERS`) just before
     /// processing the request normally: shifts later pages under a paging reader.
     InsertUser(String),
+    /// 302 to this `Location` (a proxy sending the request elsewhere), before authentication.
+    Redirect(String),
 }
 
 /// What a login attempt came to (K5).
@@ -952,6 +954,7 @@ struct Reply {
     content_type: &'static str,
     body: Vec<u8>,
     set_cookie: Option<String>,
+    location: Option<String>,
 }
 
 impl Reply {
@@ -961,6 +964,7 @@ impl Reply {
             content_type,
             body,
             set_cookie: None,
+            location: None,
         }
     }
 
@@ -1010,6 +1014,9 @@ impl Reply {
             .header(header::CONTENT_TYPE, self.content_type);
         if let Some(c) = self.set_cookie {
             b = b.header(header::SET_COOKIE, c);
+        }
+        if let Some(l) = self.location {
+            b = b.header(header::LOCATION, l);
         }
         b.body(Body::from(self.body)).expect("response")
     }
@@ -1186,6 +1193,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 .to_vec(),
         ),
         Some(FaultKind::Empty) => Reply::new(200, PUBLIC_CT, Vec::new()),
+        Some(FaultKind::Redirect(to)) => Reply {
+            location: Some(to),
+            ..Reply::new(302, HTML_CT, Vec::new())
+        },
         Some(FaultKind::Hang) => {
             shared.lock().requests.push(record);
             let mut closed = shared.closed.subscribe();

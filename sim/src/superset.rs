@@ -110,6 +110,22 @@ pub enum FaultKind {
     /// Answer the first page whatever `page` asks for, as a server (or proxy) that drops the
     /// argument would: paging never reaches an end.
     IgnorePage,
+    /// `GET /users/<n>` is answered as `GET /users/<this id>` would be: a broken cache or
+    /// proxy answering for the wrong user.
+    WrongId(u64),
+    /// The request is processed, then `field` of user `user_id`'s record (in a list or by-id
+    /// answer) is replaced by `raw`, JSON text sent as is: hostile values such as a lone UTF-16
+    /// surrogate (`"\ud800"`) or a date no Superset can hold (`"-262143-01-01T00:00:00"`).
+    /// An answer without that user passes unchanged (the fault still counts as fired).
+    RawField {
+        user_id: u64,
+        field: String,
+        raw: String,
+    },
+    /// Answer with this 3xx status and `Location`, without touching state.
+    Redirect { status: u16, location: String },
+    /// Answer with this status (429 or 503) and `Retry-After: <value>`.
+    RetryAfter { status: u16, value: String },
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -843,6 +859,29 @@ fn parse_dt(s: &str) -> Option<NaiveDateTime> {
         .and_then(|d| d.and_hms_opt(0, 0, 0))
 }
 
+/// `body` with `field` of the record whose `id` is `user_id` (the single `result`, or a row of
+/// a `result` list) replaced by the JSON text `raw`. A placeholder string marks the spot, so
+/// that `raw` may be what no JSON value can hold (a lone surrogate escape).
+fn with_raw_field(body: &[u8], user_id: u64, field: &str, raw: &str) -> Vec<u8> {
+    const MARK: &str = "rollcall-sim-raw-field-mark";
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    let rows: Vec<&mut Value> = match v.get_mut("result") {
+        Some(Value::Array(rows)) => rows.iter_mut().collect(),
+        Some(one @ Value::Object(_)) => vec![one],
+        _ => vec![],
+    };
+    for row in rows {
+        if row.get("id") == Some(&json!(user_id)) {
+            row[field] = json!(MARK);
+        }
+    }
+    v.to_string()
+        .replace(&format!("\"{MARK}\""), raw)
+        .into_bytes()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Replies
 // ---------------------------------------------------------------------------------------------
@@ -855,6 +894,7 @@ struct Reply {
     content_type: &'static str,
     body: Vec<u8>,
     location: Option<String>,
+    retry_after: Option<String>,
 }
 
 impl Reply {
@@ -864,6 +904,7 @@ impl Reply {
             content_type: JSON_UTF8,
             body: v.to_string().into_bytes(),
             location: None,
+            retry_after: None,
         }
     }
     fn message(status: u16, msg: &str) -> Reply {
@@ -882,6 +923,7 @@ impl Reply {
             content_type: "application/json",
             body: json!({ "msg": msg }).to_string().into_bytes(),
             location: None,
+            retry_after: None,
         }
     }
     fn html(status: u16, text: &str) -> Reply {
@@ -890,6 +932,7 @@ impl Reply {
             content_type: HTML_UTF8,
             body: text.as_bytes().to_vec(),
             location: None,
+            retry_after: None,
         }
     }
     fn bad_rison() -> Reply {
@@ -940,6 +983,9 @@ impl Reply {
             .header(header::VARY, "Accept-Encoding, Cookie");
         if let Some(loc) = self.location {
             b = b.header(header::LOCATION, loc);
+        }
+        if let Some(after) = self.retry_after {
+            b = b.header(header::RETRY_AFTER, after);
         }
         b.body(Body::from(self.body)).expect("response")
     }
@@ -1014,6 +1060,30 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             tokio::time::sleep(d).await;
             lock().process(&method, &path, q.as_deref(), &headers, &body)
         }
+        Some(Ok(FaultKind::WrongId(id))) => {
+            let other = format!("/api/v1/security/users/{id}");
+            lock().process(&method, &other, q.as_deref(), &headers, &body)
+        }
+        Some(Ok(FaultKind::RawField {
+            user_id,
+            field,
+            raw,
+        })) => {
+            let mut r = lock().process(&method, &path, q.as_deref(), &headers, &body);
+            r.body = with_raw_field(&r.body, user_id, &field, &raw);
+            r
+        }
+        Some(Ok(FaultKind::Redirect { status, location })) => Reply {
+            status,
+            content_type: HTML_UTF8,
+            body: b"<html><body>Moved</body></html>".to_vec(),
+            location: Some(location),
+            retry_after: None,
+        },
+        Some(Ok(FaultKind::RetryAfter { status, value })) => Reply {
+            retry_after: Some(value),
+            ..Reply::message(status, "Too Many Requests")
+        },
         Some(Ok(FaultKind::Truncated)) => {
             let mut r = lock().process(&method, &path, q.as_deref(), &headers, &body);
             let half = r.body.len() / 2;
@@ -1065,6 +1135,7 @@ impl Inner {
                 status: 308,
                 content_type: HTML_UTF8,
                 body: Vec::new(),
+                retry_after: None,
                 location: Some(match q {
                     Some(q) => format!(
                         "{path}/?q={}",

@@ -111,8 +111,19 @@ pub struct Login<'a> {
 }
 
 impl Login<'_> {
-    /// Exactly one place for the password, and an http(s) URL.
+    /// Exactly one place for the password, and an http(s) URL without credentials in it.
     pub fn check(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        // A password in the URL would be printed wherever the URL is (check-config, every
+        // error, `status`, the store); the line is not quoted, so this message does not either.
+        if !self.url.username().is_empty() || self.url.password().is_some() {
+            p.at_secret_line(
+                entry.key("url"),
+                format!(
+                    "source `{}`: `url` must not hold a user or password (`user:password@`): remove it, set `username`, and put the password in the file `password_file` names or the variable `password_env` names",
+                    self.name
+                ),
+            );
+        }
         if self.password_env.is_some() == self.password_file.is_some() {
             p.at(
                 entry.span(),

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use super::WebhookError;
 use crate::encode::Format;
-use crate::settings::{Entry, Problems, SecretRef};
+use crate::settings::{out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
+
+const MILLISECOND: Duration = Duration::from_millis(1);
 
 /// One HTTP endpoint receiving a signed POST per event (Standard Webhooks). Each endpoint is
 /// its own sink, with its own cursor, retries and dead letters.
@@ -95,8 +97,17 @@ impl WebhookConfig {
                 format!("`url` must be http or https, not `{}`", self.url.scheme()),
             );
         }
-        if self.timeout.is_zero() {
-            problem("timeout", "`timeout` must be longer than 0s".into());
+        if let Some(message) = out_of_range("`timeout`", self.timeout, &(MILLISECOND..=HOUR)) {
+            problem("timeout", message);
+        }
+        if let Some(message) = self.retry_schedule.iter().find_map(|d| {
+            out_of_range(
+                "each `retry_schedule` entry",
+                *d,
+                &(Duration::ZERO..=30 * DAY),
+            )
+        }) {
+            problem("retry_schedule", message);
         }
         if self.max_in_flight == 0 {
             problem("max_in_flight", "`max_in_flight` must be at least 1".into());

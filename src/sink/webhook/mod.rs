@@ -124,6 +124,8 @@ impl Signer {
 pub struct WebhookSink {
     name: String,
     url: url::Url,
+    /// How a receiver may echo `url` back in an error body: redacted before the body is quoted.
+    url_echoes: Vec<String>,
     client: reqwest::Client,
     signer: Signer,
     timeout: Duration,
@@ -163,6 +165,7 @@ impl WebhookSink {
         Ok(WebhookSink {
             name: config.name.clone(),
             url: config.url.clone(),
+            url_echoes: echoes(&config.url),
             client,
             signer,
             timeout: config.timeout,
@@ -208,7 +211,7 @@ impl WebhookSink {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after),
+                .and_then(|v| crate::retry_after::parse(v, Utc::now())),
             _ => None,
         };
         let body = read_capped(response).await;
@@ -219,7 +222,10 @@ impl WebhookSink {
             },
             code => WebhookError::Status {
                 code,
-                body: crate::text::snippet(&body),
+                body: crate::text::one_line(&crate::text::redact(
+                    &String::from_utf8_lossy(&body),
+                    &self.url_echoes,
+                )),
             },
         };
         Err(Refusal {
@@ -245,17 +251,26 @@ impl WebhookSink {
     }
 }
 
-/// Seconds, or an HTTP date (RFC 9110 allows both).
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    if let Ok(secs) = v.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+/// The forms in which a receiver may echo the endpoint URL back: the whole URL, without its
+/// scheme, its path with the query, and each path segment or query value long enough to be a
+/// token (Slack-style hooks carry it in the path, others in the query).
+fn echoes(url: &url::Url) -> Vec<String> {
+    const TOKEN_LIKE: usize = 8;
+    let whole = url.as_str().to_owned();
+    let mut out = vec![
+        whole.trim_end_matches('/').to_owned(),
+        whole
+            .split_once("://")
+            .map_or(String::new(), |(_, rest)| rest.to_owned()),
+    ];
+    let path_and_query = &url[url::Position::BeforePath..];
+    if path_and_query.len() > 1 {
+        out.push(path_and_query.to_owned());
     }
-    let at = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-    Some(
-        (at.with_timezone(&Utc) - Utc::now())
-            .to_std()
-            .unwrap_or_default(),
-    )
+    let segments = url.path_segments().into_iter().flatten().map(str::to_owned);
+    let values = url.query_pairs().map(|(_, v)| v.into_owned());
+    out.extend(segments.chain(values).filter(|s| s.len() >= TOKEN_LIKE));
+    out
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {

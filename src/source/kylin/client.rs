@@ -1,7 +1,8 @@
 //! The Kylin HTTP client: HTTP Basic once, then the session cookie; the exact `Accept`; and
 //! turning every way Kylin can answer into a value or an error that says what to do.
 //!
-//! Owns the session. It must never log a password and never authenticate twice with the same
+//! Owns the session. It must never log a password, follow a redirect (credentials go to `url`
+//! only), quote what Kylin sent without [`one_line`], and never authenticate twice with the same
 //! credentials after Kylin refused them: each refused Basic login is a failed login, and the
 //! third in a row locks the account (docs/kylin.md K7, K30). The cookie's name is Kylin's own
 //! (a hash, not `JSESSIONID`), so reqwest's cookie store keeps whatever Kylin sets.
@@ -16,7 +17,7 @@ use url::Url;
 
 use super::api::Envelope;
 use super::KylinError;
-use crate::text::{error_chain, snippet};
+use crate::text::{error_chain, one_line, snippet};
 
 /// The only `Accept` Kylin's public user controller serves (docs/kylin.md K8).
 const ACCEPT: &str = "application/vnd.apache.kylin-v4-public+json";
@@ -154,8 +155,8 @@ impl Client {
         let answer = match error_envelope(answer) {
             Some(e) => format!(
                 "HTTP {status}, {}: {}",
-                e.error_code.as_deref().unwrap_or("no error code"),
-                e.msg.as_deref().unwrap_or("no message")
+                one_line(e.error_code.as_deref().unwrap_or("no error code")),
+                one_line(e.msg.as_deref().unwrap_or("no message"))
             ),
             None => format!("HTTP {status}: {}", snippet(&answer.body)),
         };
@@ -173,7 +174,7 @@ impl Client {
             return Err(KylinError::Redirected {
                 url: url.to_string(),
                 status,
-                location: answer.location.clone().unwrap_or_default(),
+                location: one_line(answer.location.as_deref().unwrap_or("")),
             });
         }
         if answer.body.iter().all(u8::is_ascii_whitespace) {
@@ -213,8 +214,8 @@ impl Client {
             e => Err(KylinError::Api {
                 url: url.to_string(),
                 status,
-                msg: e.msg.or(e.error).unwrap_or_else(|| "no message".to_owned()),
-                error_code: e.error_code,
+                msg: one_line(e.msg.or(e.error).as_deref().unwrap_or("no message")),
+                error_code: e.error_code.as_deref().map(one_line),
             }),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::settings::{check_positive, Entry, Problems, SecretError};
+use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
 use crate::source::{Login, SourceError, SourceKind, StoredCursor};
 
 /// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
@@ -74,12 +74,12 @@ impl SourceKind for KylinConfig {
                 "`page_size` must be at least 1 (Kylin answers an empty page to 0)".into(),
             );
         }
-        check_positive(
+        check_durations(
             entry,
             p,
             &[
-                ("poll_interval", self.poll_interval),
-                ("request_timeout", self.request_timeout),
+                ("poll_interval", self.poll_interval, SECOND..=DAY),
+                ("request_timeout", self.request_timeout, SECOND..=HOUR),
             ],
         );
     }

@@ -59,7 +59,9 @@ impl KylinUser {
         let permanent = self.wrong_time >= PERMANENT_AT;
         let seconds = lock_seconds(self.wrong_time);
         let until = match (self.locked_time, seconds) {
-            (Some(at), Some(s)) if !permanent => Some(at + chrono::Duration::seconds(s)),
+            (Some(at), Some(s)) if !permanent => {
+                at.checked_add_signed(chrono::Duration::seconds(s))
+            }
             _ => None,
         };
         json!({

@@ -1,9 +1,10 @@
 //! Superset's wire format: the JSON shapes of the endpoints rollcall reads, and the rison
 //! queries it sends. Only this file knows Superset's field names.
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::User;
 use crate::user::Member;
@@ -63,13 +64,23 @@ pub struct ApiUser {
 }
 
 impl ApiUser {
-    pub fn into_user(self, tz: Tz) -> User {
+    /// The user as rollcall keeps it, or why it cannot be: a time Superset could not have
+    /// written (Python's datetimes span years 1 to 9999) is a broken answer, not a user.
+    pub fn into_user(self, tz: Tz) -> Result<User, String> {
+        let time = |field: &str, t: NaiveDateTime| {
+            superset_time(t)
+                .and_then(|t| to_utc(t, tz))
+                .ok_or_else(|| format!("`{field}` {t} is not a time Superset can hold"))
+        };
         let member = |m: ApiMember| Member {
             id: m.id.into(),
             name: m.name,
         };
-        User {
+        Ok(User {
             id: self.id,
+            last_login: self.last_login.map(|t| time("last_login", t)).transpose()?,
+            created_on: time("created_on", self.created_on)?,
+            changed_on: time("changed_on", self.changed_on)?,
             username: self.username,
             first_name: self.first_name,
             last_name: self.last_name,
@@ -79,14 +90,40 @@ impl ApiUser {
             groups: self.groups.into_iter().map(member).collect(),
             login_count: self.login_count,
             fail_login_count: self.fail_login_count,
-            last_login: self.last_login.map(|t| to_utc(t, tz)),
-            created_on: to_utc(self.created_on, tz),
-            changed_on: to_utc(self.changed_on, tz),
             created_by: self.created_by.map(|r| r.id),
             changed_by: self.changed_by.map(|r| r.id),
         }
-        .normalise()
+        .normalise())
     }
+}
+
+/// One row of a users answer, read on its own so that a row that cannot be read spoils no
+/// other (a lone UTF-16 surrogate `\ud800` in one name would otherwise fail the whole page).
+/// Its id comes first: whose row failed is what an operator needs.
+pub fn read_user(raw: &RawValue, tz: Tz) -> Result<User, String> {
+    serde_json::from_str::<ApiUser>(raw.get())
+        .map_err(|e| format!("its record is not a Superset user: {e}"))
+        .and_then(|u| u.into_user(tz))
+        .map_err(|reason| crate::text::one_line(&reason))
+}
+
+/// The `id` of a row, read apart from the rest of it (which may be what cannot be read).
+pub fn row_id(raw: &RawValue) -> Option<u64> {
+    serde_json::from_str::<IdRef>(raw.get()).ok().map(|r| r.id)
+}
+
+/// `t` if Superset could have written it: Python's `datetime` holds years 1 to 9999.
+fn superset_time(t: NaiveDateTime) -> Option<NaiveDateTime> {
+    (1..=9999).contains(&t.year()).then_some(t)
+}
+
+/// The earliest time a filter may name: Superset cannot parse an earlier one and would drop
+/// the filter (docs/superset.md S17).
+pub fn earliest_filter_time() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1, 1, 2)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// A role from `/api/v1/security/roles/search/`, which lists each role's members.
@@ -119,16 +156,18 @@ pub struct RefreshResponse {
 }
 
 /// The server's naive local time → UTC. In a DST gap (a local time that never happened) the
-/// offset just before the gap is used; in an overlap, the earlier instant.
-pub fn to_utc(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+/// offset just before the gap is used; in an overlap, the earlier instant. `None` only at the
+/// edges of what a date can hold.
+pub fn to_utc(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
+    let hour = chrono::Duration::hours(1);
     match tz.from_local_datetime(&naive) {
-        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
         // Gaps are an hour at most: step back before it and forward again.
-        LocalResult::None => tz
-            .from_local_datetime(&(naive - chrono::Duration::hours(1)))
-            .earliest()
-            .map(|t| t.with_timezone(&Utc) + chrono::Duration::hours(1))
-            .unwrap_or_else(|| naive.and_utc()),
+        LocalResult::None => naive
+            .checked_sub_signed(hour)
+            .and_then(|before| tz.from_local_datetime(&before).earliest())
+            .and_then(|t| t.with_timezone(&Utc).checked_add_signed(hour))
+            .or_else(|| Some(naive.and_utc())),
     }
 }
 
@@ -245,14 +284,9 @@ mod tests {
         let naive =
             NaiveDateTime::parse_from_str("2026-11-23T13:02:53.5", "%Y-%m-%dT%H:%M:%S%.f").unwrap();
         let tz: Tz = "Asia/Kolkata".parse().unwrap();
-        assert_eq!(
-            to_utc(naive, tz).to_rfc3339(),
-            "2026-11-23T07:32:53.500+00:00"
-        );
-        assert_eq!(
-            to_filter_value(to_utc(naive, tz), tz),
-            "2026-11-23T13:02:53"
-        );
+        let utc = to_utc(naive, tz).unwrap();
+        assert_eq!(utc.to_rfc3339(), "2026-11-23T07:32:53.500+00:00");
+        assert_eq!(to_filter_value(utc, tz), "2026-11-23T13:02:53");
     }
 
     #[test]
@@ -260,7 +294,10 @@ mod tests {
         let naive =
             NaiveDateTime::parse_from_str("2026-03-29T02:30:00", "%Y-%m-%dT%H:%M:%S").unwrap();
         let tz: Tz = "Europe/Berlin".parse().unwrap();
-        assert_eq!(to_utc(naive, tz).to_rfc3339(), "2026-03-29T01:30:00+00:00");
+        assert_eq!(
+            to_utc(naive, tz).unwrap().to_rfc3339(),
+            "2026-03-29T01:30:00+00:00"
+        );
     }
 
     #[test]
@@ -270,12 +307,110 @@ mod tests {
             "first_name": "A", "groups": [], "id": 2, "last_login": null, "last_name": "E", "login_count": null,
             "roles": [{"id": 4, "name": "Gamma"}, {"id": 3, "name": "Alpha"}], "username": "alice"}"#;
         let u: ApiUser = serde_json::from_str(body).unwrap();
-        let u = u.into_user(chrono_tz::UTC);
+        let u = u.into_user(chrono_tz::UTC).unwrap();
         assert_eq!(
             u.roles.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
             [MemberId::from(3), MemberId::from(4)]
         );
         assert_eq!(u.changed_by, Some(1));
         assert_eq!(u.created_by, None);
+    }
+
+    // --- fuzz: no answer of any shape panics the parsers ------------------------------------
+
+    use crate::fuzz::{any_json, record};
+    use proptest::prelude::*;
+
+    fn plausible_user() -> impl Strategy<Value = serde_json::Value> {
+        static FIELDS: std::sync::OnceLock<Vec<(&'static str, serde_json::Value)>> =
+            std::sync::OnceLock::new();
+        let fields = FIELDS.get_or_init(|| {
+            use serde_json::json;
+            vec![
+                ("id", json!(7)),
+                ("username", json!("alice")),
+                ("first_name", json!("A")),
+                ("last_name", json!("E")),
+                ("email", json!("a@x")),
+                ("active", json!(true)),
+                ("roles", json!([{"id": 4, "name": "Gamma"}])),
+                ("groups", json!([])),
+                ("login_count", json!(1)),
+                ("fail_login_count", json!(0)),
+                ("last_login", json!("2026-11-23T07:30:22.768923")),
+                ("created_on", json!("2026-11-23T07:30:22.768916")),
+                ("changed_on", json!("2026-11-23T07:30:22.768923")),
+                ("created_by", json!({"id": 1})),
+                ("changed_by", serde_json::Value::Null),
+            ]
+        });
+        record(fields)
+    }
+
+    fn any_zone() -> impl Strategy<Value = Tz> {
+        prop::sample::select(vec![
+            chrono_tz::UTC,
+            chrono_tz::Pacific::Kiritimati,
+            chrono_tz::Etc::GMTPlus12,
+            chrono_tz::Europe::Berlin,
+            chrono_tz::Asia::Kolkata,
+        ])
+    }
+
+    /// What the source does with one answer's rows: read each alone, then use its times.
+    fn read_page(body: &[u8], tz: Tz) {
+        if let Ok(page) = serde_json::from_slice::<Page<Box<RawValue>>>(body) {
+            for raw in &page.result {
+                let _ = row_id(raw);
+                if let Ok(u) = read_user(raw, tz) {
+                    let _ = to_filter_value(u.changed_on, tz);
+                    let _ = u.last_login.map(|t| to_filter_value(t, tz));
+                }
+            }
+        }
+        if let Ok(one) = serde_json::from_slice::<One<Box<RawValue>>>(body) {
+            let _ = read_user(&one.result, tz);
+        }
+        let _ = serde_json::from_slice::<Page<RoleWithMembers>>(body);
+        let _ = serde_json::from_slice::<Page<GroupWithMembers>>(body);
+        let _ = serde_json::from_slice::<LoginResponse>(body);
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_superset_answers_of_any_json_never_panic(v in any_json(), tz in any_zone()) {
+            read_page(v.to_string().as_bytes(), tz);
+        }
+
+        #[test]
+        fn fuzz_superset_pages_of_hostile_users_never_panic(
+            rows in prop::collection::vec(plausible_user(), 0..4),
+            tz in any_zone(),
+        ) {
+            let body = serde_json::json!({"count": rows.len(), "ids": [], "result": rows});
+            read_page(body.to_string().as_bytes(), tz);
+            for row in &rows {
+                read_page(serde_json::json!({"result": row}).to_string().as_bytes(), tz);
+            }
+        }
+
+        #[test]
+        fn fuzz_superset_answers_of_any_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            read_page(&body, chrono_tz::UTC);
+        }
+    }
+
+    #[test]
+    fn a_time_no_superset_can_hold_makes_the_record_unreadable_not_a_panic() {
+        let raw = RawValue::from_string(
+            r#"{"id": 6, "username": "u", "active": true, "login_count": 1, "fail_login_count": 0,
+                "last_login": "-262143-01-01T00:00:00", "created_on": "2026-01-01T00:00:00",
+                "changed_on": "2026-01-01T00:00:00", "created_by": null, "changed_by": null}"#
+                .to_owned(),
+        )
+        .unwrap();
+        let err = read_user(&raw, chrono_tz::Pacific::Kiritimati).unwrap_err();
+        assert!(err.contains("`last_login` -262143-01-01"), "{err}");
+        assert_eq!(row_id(&raw), Some(6));
     }
 }

@@ -1,8 +1,9 @@
 //! The Superset HTTP client: JWT login and refresh, retries, and turning every way Superset
 //! can fail into an error that says what to do.
 //!
-//! Owns the session tokens. It must never log a password or a token, and never re-login while
-//! refreshing still works: each password login bumps the service account's own `login_count`
+//! Owns the session tokens. It must never log a password or a token, never send either to
+//! any origin but the configured `url` (so it follows no redirect), never quote what Superset
+//! sent without [`one_line`], and never re-login while refreshing still works: each password login bumps the service account's own `login_count`
 //! (docs/superset.md S30), so the refresh token (valid 30 days and reusable, docs/superset.md S3–S4) is preferred.
 
 use std::time::Duration;
@@ -19,10 +20,13 @@ use url::Url;
 
 use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
 use super::SupersetError;
-use crate::text::{error_chain, snippet};
+use crate::text::{error_chain, one_line, snippet};
 
 /// Renew the access token this long before its `exp`, so a request never races expiry.
 const EXPIRY_MARGIN_SECS: i64 = 30;
+/// The longest `Retry-After` honoured before the next attempt: a longer one is cut to this, and
+/// once the attempts are spent the poll fails and the next one, a poll interval later, asks again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 struct Session {
     access: SecretString,
     /// `exp` of the access token, read from its (unverified) claims.
@@ -34,6 +38,10 @@ struct Session {
 struct Answer {
     status: StatusCode,
     content_type: String,
+    /// Where a redirect points, as sent (never followed).
+    location: Option<String>,
+    /// How long Superset (or a proxy) asked to wait, on 429 and 503.
+    retry_after: Option<Duration>,
     body: Bytes,
 }
 
@@ -52,7 +60,7 @@ impl Answer {
             return None;
         }
         let v: Value = serde_json::from_slice(&self.body).ok()?;
-        v.get("msg").and_then(Value::as_str).map(str::to_owned)
+        v.get("msg").and_then(Value::as_str).map(one_line)
     }
 
     fn message(&self) -> String {
@@ -61,7 +69,7 @@ impl Answer {
             .and_then(|v| {
                 v.get("message")
                     .or_else(|| v.get("msg"))
-                    .map(|m| m.to_string())
+                    .map(|m| one_line(&m.to_string()))
             })
             .unwrap_or_else(|| self.snippet())
     }
@@ -77,9 +85,23 @@ impl Attempt {
     fn transient(&self) -> bool {
         match self {
             Attempt::Transport(_) => true,
-            Attempt::Server(a) => a.status.is_server_error(),
+            Attempt::Server(a) => retried(a.status),
         }
     }
+
+    /// What the server asked to wait, bounded by [`MAX_RETRY_AFTER`].
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Attempt::Server(a) => a.retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
+            Attempt::Transport(_) => None,
+        }
+    }
+}
+
+/// Answers worth another attempt: the server failed, or asked to slow down (429, with a
+/// `Retry-After` that is honoured).
+fn retried(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
 pub struct Client {
@@ -108,6 +130,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("rollcall/", env!("CARGO_PKG_VERSION")))
+            // Followed, a 307/308 answer to the login would re-send the password wherever it
+            // points, and a GET's token would follow it to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .build()
             .map_err(|e| SupersetError::Setup(e.to_string()))?;
@@ -156,19 +181,28 @@ impl Client {
             }
             let resp = req.send().await.map_err(Attempt::Transport)?;
             let status = resp.status();
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let header = |name| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+            let location = header(reqwest::header::LOCATION);
+            let retry_after = match status.as_u16() {
+                429 | 503 => header(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| crate::retry_after::parse(&v, chrono::Utc::now())),
+                _ => None,
+            };
             let body = resp.bytes().await.map_err(Attempt::Transport)?;
             let answer = Answer {
                 status,
                 content_type,
+                location,
+                retry_after,
                 body,
             };
-            if status.is_server_error() {
+            if retried(status) {
                 return Err(Attempt::Server(answer));
             }
             Ok(answer)
@@ -178,8 +212,12 @@ impl Client {
             .with_max_delay(Duration::from_secs(10))
             .with_max_times(self.max_retries)
             .with_jitter();
-        once.retry(policy)
+        let answer = once
+            .retry(policy)
             .when(Attempt::transient)
+            // `None` means the attempts are spent; otherwise the server's wish wins over the
+            // backoff, bounded.
+            .adjust(|e, backoff| backoff.map(|d| e.retry_after().unwrap_or(d)))
             .notify(|e, wait| {
                 let why = match e {
                     Attempt::Transport(e) => e.to_string(),
@@ -196,6 +234,12 @@ impl Client {
                         attempts,
                         detail: error_chain(&e),
                     },
+                    Attempt::Server(a) if a.status == StatusCode::TOO_MANY_REQUESTS => {
+                        SupersetError::Throttled {
+                            url: url.to_string(),
+                            attempts,
+                        }
+                    }
                     Attempt::Server(a) => SupersetError::ServerError {
                         url: url.to_string(),
                         status: a.status.as_u16(),
@@ -203,7 +247,15 @@ impl Client {
                         detail: a.message(),
                     },
                 }
-            })
+            })?;
+        if answer.status.is_redirection() {
+            return Err(SupersetError::Redirected {
+                url: url.to_string(),
+                status: answer.status.as_u16(),
+                location: one_line(answer.location.as_deref().unwrap_or("")),
+            });
+        }
+        Ok(answer)
     }
 
     /// Password login: only when there is no session or the refresh token stopped working.

@@ -11,8 +11,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::audit::ActionFilter;
-use crate::settings::{check_positive, Entry, Problems, SecretError};
+use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
+
+const ZERO: Duration = Duration::ZERO;
+/// Ten years: far more than any Superset keeps of its log, and far from overflowing a date.
+pub const MAX_LOG_BACKFILL: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// Retries of one request; with backoff capped at 10 s each, 20 is minutes of trying.
+const MAX_RETRIES: usize = 20;
 
 /// One Superset instance. Defaults are chosen for a production poll: every 30 s, a full
 /// reconcile (the only way to see deletions) every 15 min.
@@ -103,15 +109,34 @@ impl SourceKind for SupersetConfig {
                 p.at(entry.key(key), format!("`{key}`: {e}"));
             }
         }
-        check_positive(
+        check_durations(
             entry,
             p,
             &[
-                ("poll_interval", self.poll_interval),
-                ("full_reconcile_interval", self.full_reconcile_interval),
-                ("request_timeout", self.request_timeout),
+                ("poll_interval", self.poll_interval, SECOND..=DAY),
+                (
+                    "full_reconcile_interval",
+                    self.full_reconcile_interval,
+                    SECOND..=30 * DAY,
+                ),
+                ("request_timeout", self.request_timeout, SECOND..=HOUR),
+                (
+                    "incremental_overlap",
+                    self.incremental_overlap,
+                    ZERO..=super::MAX_OVERLAP,
+                ),
+                ("log_backfill", self.log_backfill, ZERO..=MAX_LOG_BACKFILL),
             ],
         );
+        if self.max_retries > MAX_RETRIES {
+            p.at(
+                entry.key("max_retries"),
+                format!(
+                    "`max_retries` must be at most {MAX_RETRIES}, not {}: with backoff, more would keep one failing request going for hours",
+                    self.max_retries
+                ),
+            );
+        }
     }
 
     fn describe(&self) -> String {

@@ -16,13 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
 use crate::diff::Derived;
 use crate::settings::SecretError;
 use crate::source::{Mode, Observation, Schedule, Source, SourceError};
 use crate::user::{Member, MemberId};
-use api::{ApiUser, Filter, FilterValue, GroupWithMembers, ListQuery, RoleWithMembers};
+use api::{Filter, FilterValue, GroupWithMembers, ListQuery, RoleWithMembers};
 use audit::{ActionFilter, Judge, LogCursor, RawRow};
 pub use client::Client;
 pub use config::SupersetConfig;
@@ -78,6 +79,14 @@ pub enum SupersetError {
         attempts: usize,
         detail: String,
     },
+    #[error("Superset answered {url} with a redirect (HTTP {status}) to `{location}`, which rollcall does not follow: a password or token must never go anywhere but `url`. Set `url` to the address Superset answers on itself (https:// if it redirects http://, the path a proxy serves it on)")]
+    Redirected {
+        url: String,
+        status: u16,
+        location: String,
+    },
+    #[error("Superset asked rollcall to slow down (HTTP 429) at {url} on each of {attempts} attempts, waiting as its Retry-After said (at most a minute each); nothing was stored, the next poll tries again. If it persists, raise `poll_interval` or Superset's rate limits")]
+    Throttled { url: String, attempts: usize },
     #[error("unexpected HTTP {status} from {url}: {detail}")]
     Unexpected {
         url: String,
@@ -86,6 +95,8 @@ pub enum SupersetError {
     },
     #[error("Superset ignored part of a query ({detail}); rollcall refuses to trust that page. Superset drops filters it does not understand silently, so this version may not support it")]
     FilterIgnored { detail: String },
+    #[error("a row of {path} has no readable `id` ({detail}), so rollcall cannot tell whose it is; nothing was stored. See what Superset (or a proxy before it) answers there")]
+    NoId { path: String, detail: String },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
     #[error("cannot read the password")]
@@ -105,6 +116,7 @@ impl SupersetError {
             self,
             SupersetError::Unreachable { .. }
                 | SupersetError::ServerError { .. }
+                | SupersetError::Throttled { .. }
                 | SupersetError::BadJson { .. }
         )
     }
@@ -125,6 +137,29 @@ pub struct Cursor {
     /// Action-log rows that could not be read, ever.
     #[serde(default)]
     pub log_malformed_rows: u64,
+    /// Users whose latest read could not be understood, by id, with why. Their stored records
+    /// stand as they are until a read succeeds: no event, and never a deletion, is inferred
+    /// from a record rollcall could not read.
+    #[serde(default)]
+    pub unreadable_users: BTreeMap<u64, String>,
+}
+
+/// What one cycle's reads of single users came to.
+#[derive(Default)]
+struct Reads {
+    /// Ids read and understood, or confirmed gone.
+    settled: BTreeSet<u64>,
+    /// Ids whose record could not be understood, with why.
+    failed: BTreeMap<u64, String>,
+}
+
+/// What `GET /users/<id>` says of one user.
+enum Lookup {
+    Found(Box<User>),
+    Gone,
+    /// An answer rollcall cannot use (unreadable, or the record of another user); the reason
+    /// is in the cycle's [`Reads`].
+    Unreadable,
 }
 
 /// A failed read of the action log.
@@ -139,6 +174,7 @@ pub struct SupersetSource {
     client: Client,
     filter: ActionFilter,
     requests: usize,
+    reads: Reads,
 }
 
 impl SupersetSource {
@@ -158,6 +194,7 @@ impl SupersetSource {
             client,
             filter,
             requests: 0,
+            reads: Reads::default(),
         })
     }
 
@@ -172,16 +209,55 @@ impl SupersetSource {
         mode: Mode,
     ) -> Result<Observation<User>, SupersetError> {
         self.requests = 0;
-        let fresh = match mode {
+        self.reads = Reads::default();
+        let mut fresh = match mode {
             Mode::Full => self.full(prev).await?,
             Mode::Incremental => self.incremental(prev, cursor).await?,
         };
-        cursor.hwm_changed_on = fresh.values().map(|u| u.changed_on).max();
-        cursor.hwm_last_login = fresh.values().filter_map(|u| u.last_login).max();
+        // A record that could not be read leaves the stored one standing: its absence from an
+        // answer is no deletion, and a half-read record is no change.
+        for id in self.reads.failed.keys() {
+            if let Some(stored) = prev.get(id) {
+                fresh.insert(*id, stored.clone());
+            }
+        }
+        self.report_unreadable(cursor, mode);
+        // The marks are lower bounds of the next incremental poll; one from the future (a
+        // record dated 9999) would hide every later change from it until a full reconcile.
+        let now = Utc::now();
+        cursor.hwm_changed_on = fresh.values().map(|u| u.changed_on.min(now)).max();
+        cursor.hwm_last_login = fresh
+            .values()
+            .filter_map(|u| u.last_login)
+            .map(|t| t.min(now))
+            .max();
         Ok(Observation {
             fresh,
             requests: self.requests,
         })
+    }
+
+    /// Say, once per new problem, which users could not be read, and keep the list in the
+    /// cursor for `status`. A full read replaces the list; an incremental one only updates the
+    /// users it read.
+    fn report_unreadable(&mut self, cursor: &mut Cursor, mode: Mode) {
+        let reads = std::mem::take(&mut self.reads);
+        let mut list = match mode {
+            Mode::Full => BTreeMap::new(),
+            Mode::Incremental => std::mem::take(&mut cursor.unreadable_users),
+        };
+        list.retain(|id, _| !reads.settled.contains(id));
+        for (id, reason) in reads.failed {
+            metrics::counter!("rollcall_unreadable_records_total", "source" => self.config.name.clone())
+                .increment(1);
+            if cursor.unreadable_users.get(&id) == Some(&reason) {
+                debug!(id, %reason, "user record still unreadable");
+            } else {
+                warn!(id, %reason, "user record unreadable: its stored record is kept and other users go on; see `rollcall status`");
+            }
+            list.insert(id, reason);
+        }
+        cursor.unreadable_users = list;
     }
 
     /// Every user, page by page (keyset on id), until an empty page.
@@ -191,13 +267,13 @@ impl SupersetSource {
         // can hide users (EXCLUDE_USERS_FROM_LISTS, docs/superset.md S45) or race with writes.
         let vanished: Vec<u64> = prev
             .keys()
-            .filter(|id| !fresh.contains_key(id))
+            .filter(|id| !fresh.contains_key(id) && !self.reads.failed.contains_key(id))
             .copied()
             .collect();
         for id in vanished {
-            if let Some(user) = self.user(id).await? {
+            if let Lookup::Found(user) = self.user(id).await? {
                 debug!(id, "user missing from the list but present by id; kept");
-                fresh.insert(id, user);
+                fresh.insert(id, *user);
             }
         }
         Ok(fresh)
@@ -209,9 +285,13 @@ impl SupersetSource {
         state: &Cursor,
     ) -> Result<Snapshot, SupersetError> {
         let tz = self.config.timezone;
-        let overlap =
-            chrono::Duration::from_std(self.config.incremental_overlap).unwrap_or_default();
-        let since = |hwm: Option<DateTime<Utc>>| hwm.unwrap_or(DateTime::UNIX_EPOCH) - overlap;
+        let overlap = span(self.config.incremental_overlap, MAX_OVERLAP);
+        let since = |hwm: Option<DateTime<Utc>>| {
+            hwm.unwrap_or(DateTime::UNIX_EPOCH)
+                .checked_sub_signed(overlap)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+                .max(api::earliest_filter_time())
+        };
         let changed_since = since(state.hwm_changed_on);
         let login_since = since(state.hwm_last_login);
         let mut fresh = prev.clone();
@@ -274,13 +354,14 @@ impl SupersetSource {
         suspects.extend(unknown.copied().collect::<Vec<_>>());
         for id in suspects {
             match self.user(id).await? {
-                Some(user) => {
-                    fresh.insert(id, user);
+                Lookup::Found(user) => {
+                    fresh.insert(id, *user);
                 }
-                None => {
+                Lookup::Gone => {
                     info!(id, "user no longer exists (confirmed by 404)");
                     fresh.remove(&id);
                 }
+                Lookup::Unreadable => {}
             }
         }
         Ok(fresh)
@@ -304,40 +385,71 @@ impl SupersetSource {
         loop {
             let page = self
                 .client
-                .list::<ApiUser>(USERS, &ListQuery::keyset(last, filters.clone()))
+                .list::<Box<RawValue>>(USERS, &ListQuery::keyset(last, filters.clone()))
                 .await?;
             self.requests += 1;
             if page.result.is_empty() {
                 return Ok(out);
             }
-            for api_user in page.result {
-                if api_user.id <= last {
+            for (i, raw) in page.result.iter().enumerate() {
+                // The row's own id, or the answer's `ids` when the row is beyond reading.
+                let id = api::row_id(raw)
+                    .or_else(|| page.ids.get(i).copied())
+                    .ok_or_else(|| SupersetError::NoId {
+                        path: USERS.to_owned(),
+                        detail: crate::text::snippet(raw.get().as_bytes()),
+                    })?;
+                if id <= last {
                     return Err(SupersetError::FilterIgnored {
-                        detail: format!("asked for users with id > {last}, got id {}", api_user.id),
+                        detail: format!("asked for users with id > {last}, got id {id}"),
                     });
                 }
-                last = api_user.id;
-                let user = api_user.into_user(self.config.timezone);
+                last = id;
+                let user = match api::read_user(raw, self.config.timezone) {
+                    Ok(user) => user,
+                    Err(reason) => {
+                        self.reads.failed.insert(id, reason);
+                        continue;
+                    }
+                };
                 if !check(&user) {
                     return Err(SupersetError::FilterIgnored {
                         detail: format!(
-                            "filter `{described}` returned user {} that does not match it",
-                            user.id
+                            "filter `{described}` returned user {id} that does not match it"
                         ),
                     });
                 }
-                out.insert(user.id, user);
+                self.reads.settled.insert(id);
+                out.insert(id, user);
             }
         }
     }
 
-    async fn user(&mut self, id: u64) -> Result<Option<User>, SupersetError> {
+    /// One user by id. An answer for another id is refused: trusting it would report this
+    /// user deleted and the other created (docs/superset.md S10 shows the record's own `id`).
+    async fn user(&mut self, id: u64) -> Result<Lookup, SupersetError> {
         self.requests += 1;
-        Ok(self
-            .client
-            .user::<ApiUser>(id)
-            .await?
-            .map(|u| u.into_user(self.config.timezone)))
+        let Some(raw) = self.client.user::<Box<RawValue>>(id).await? else {
+            self.reads.settled.insert(id);
+            return Ok(Lookup::Gone);
+        };
+        let read = match api::row_id(&raw) {
+            Some(got) if got != id => Err(format!(
+                "Superset answered the request for user {id} with the record of user {got}"
+            )),
+            _ => api::read_user(&raw, self.config.timezone),
+        };
+        Ok(match read {
+            Ok(user) => {
+                self.reads.settled.insert(id);
+                self.reads.failed.remove(&id);
+                Lookup::Found(Box::new(user))
+            }
+            Err(reason) => {
+                self.reads.failed.insert(id, reason);
+                Lookup::Unreadable
+            }
+        })
     }
 
     /// Role and group membership by user id, from the role search and group list.
@@ -506,6 +618,15 @@ fn rename(list: &mut [Member], names: &BTreeMap<u64, String>) {
     }
 }
 
+/// The longest `incremental_overlap` validation accepts.
+const MAX_OVERLAP: std::time::Duration = crate::settings::DAY;
+
+/// A configured duration for date arithmetic, capped at what validation accepts, so that no
+/// value can overflow a date even if it reached here unchecked.
+fn span(d: std::time::Duration, cap: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d.min(cap)).unwrap_or(chrono::Duration::zero())
+}
+
 /// The filter value is sent in whole seconds; rows must be strictly after that.
 fn truncated(t: DateTime<Utc>) -> DateTime<Utc> {
     t - chrono::Duration::nanoseconds(t.timestamp_subsec_nanos().into())
@@ -520,10 +641,8 @@ impl SupersetSource {
         cursor: &mut Cursor,
         now: DateTime<Utc>,
     ) -> Vec<Derived> {
-        let overlap =
-            chrono::Duration::from_std(self.config.incremental_overlap).unwrap_or_default();
-        let backfill =
-            chrono::Duration::from_std(self.config.log_backfill).unwrap_or(chrono::Duration::MAX);
+        let overlap = span(self.config.incremental_overlap, MAX_OVERLAP);
+        let backfill = span(self.config.log_backfill, config::MAX_LOG_BACKFILL);
         let since = cursor.log.since(overlap, backfill, now);
         let read = match self.log_rows(since, &cursor.log).await {
             Ok(read) => read,
@@ -628,7 +747,10 @@ impl Cursor {
                 "read_up_to": self.log.hwm,
                 "last_error": self.log_error,
                 "unreadable_rows": self.log_malformed_rows,
-            }
+            },
+            "unreadable_users": self.unreadable_users.iter()
+                .map(|(id, reason)| serde_json::json!({"id": id, "reason": reason}))
+                .collect::<Vec<_>>(),
         })
     }
 }
