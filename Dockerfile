@@ -23,5 +23,10 @@ USER rollcall
 WORKDIR /var/lib/rollcall
 VOLUME ["/var/lib/rollcall"]
 ENV ROLLCALL_CONFIG=/etc/rollcall/rollcall.toml
+# /healthz, /readyz, /metrics and /status: the config's `listen` must be 0.0.0.0:9464 to be
+# reachable from outside the container (deploy/rollcall.toml is).
+EXPOSE 9464
+# The slim image has no curl: rollcall asks its own /healthz.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["rollcall", "healthcheck"]
 ENTRYPOINT ["rollcall"]
 CMD ["run"]

@@ -100,6 +100,17 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
+    /// Exit 0 when the `rollcall run` of this config answers 200 on /healthz (with --ready:
+    /// /readyz), 1 otherwise, saying why in one line: for a container's HEALTHCHECK, as the
+    /// image has no curl.
+    #[command(
+        after_help = "Examples:\n  rollcall healthcheck            # alive: not stuck, the store still takes writes\n  rollcall healthcheck --ready    # ready: polls succeed, sinks deliver"
+    )]
+    Healthcheck {
+        /// Ask /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
@@ -253,6 +264,7 @@ pub enum CliError {
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
         Command::Run => run(Config::load(&cli.config)?).await,
         Command::Once {
             full,
@@ -426,9 +438,11 @@ async fn operate(
         Command::Sink {
             action: SinkCommand::Enable { name },
         } => sink_enable(config, store, controls, &name, out).await,
-        Command::Run | Command::Once { .. } | Command::CheckConfig | Command::Demo { .. } => {
-            Err(CliError::NotOverAdmin)
-        }
+        Command::Run
+        | Command::Once { .. }
+        | Command::CheckConfig
+        | Command::Healthcheck { .. }
+        | Command::Demo { .. } => Err(CliError::NotOverAdmin),
     }
 }
 
@@ -722,6 +736,51 @@ async fn wait_for_poll(
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+/// `rollcall healthcheck`: one GET of /healthz or /readyz on `listen` (on the loopback address
+/// when `listen` is every interface), one line, exit 0 only on 200.
+async fn healthcheck(config: &Config, ready: bool) -> Result<ExitCode, CliError> {
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let path = if ready { "readyz" } else { "healthz" };
+    let url = format!("http://{address}/{path}");
+    let answer = async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok::<_, reqwest::Error>((status, resp.text().await.unwrap_or_default()))
+    };
+    let (code, said) = match answer.await {
+        Ok((status, body)) if status.is_success() => {
+            (ExitCode::SUCCESS, format!("{url}: {}", body.trim()))
+        }
+        Ok((status, body)) => (
+            ExitCode::FAILURE,
+            format!(
+                "{url}: HTTP {}: {}",
+                status.as_u16(),
+                crate::text::one_line(body.trim())
+            ),
+        ),
+        Err(e) => (
+            ExitCode::FAILURE,
+            format!(
+                "{url}: no answer ({}); is `rollcall run` up with this config?",
+                error_chain(&e.without_url())
+            ),
+        ),
+    };
+    println!("{said}");
+    Ok(code)
 }
 
 /// The status of a running `rollcall run`, from its HTTP endpoint.

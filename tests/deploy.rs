@@ -283,3 +283,124 @@ fn the_kylin_config_is_valid_and_points_at_the_kylin_service() {
         "rollcall-kylin gets {var}"
     );
 }
+
+#[test]
+fn the_image_checks_its_own_health_and_each_compose_rollcall_publishes_its_listen_port() {
+    let health = dockerfile_runtime("HEALTHCHECK");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert!(
+        health[0].ends_with(r#"CMD ["rollcall", "healthcheck"]"#),
+        "the slim image has no curl: {health:?}"
+    );
+    let c = compose();
+    for (service, path) in ROLLCALLS {
+        let listen = config(path).listen;
+        assert!(
+            listen.ip().is_unspecified(),
+            "{path}: `listen` {listen} is reachable from outside the container"
+        );
+        assert!(
+            dockerfile_runtime("EXPOSE").contains(&listen.port().to_string()),
+            "the image exposes {}",
+            listen.port()
+        );
+        let published = published_ports(&c["services"][service]);
+        assert!(
+            published
+                .iter()
+                .any(|p| p.ends_with(&format!(":{}", listen.port()))),
+            "{service} publishes {}: {published:?}",
+            listen.port()
+        );
+    }
+}
+
+#[test]
+fn compose_kafka_advertises_a_listener_for_the_host_it_publishes() {
+    let c = compose();
+    let env = &c["services"]["kafka"]["environment"];
+    let advertised = env["KAFKA_ADVERTISED_LISTENERS"].as_str().unwrap();
+    let host = advertised
+        .split(',')
+        .find_map(|l| l.split_once("://localhost:"))
+        .map(|(_, port)| port.to_owned())
+        .expect("a listener advertised as localhost, for clients on the host");
+    assert!(
+        published_ports(&c["services"]["kafka"]).contains(&format!("{host}:{host}")),
+        "the host listener's port {host} is published"
+    );
+    let listeners = env["KAFKA_LISTENERS"].as_str().unwrap();
+    assert!(listeners.contains(&format!(":{host}")), "{listeners}");
+}
+
+/// The documents of the Kubernetes manifest, by kind.
+fn kubernetes(kind: &str) -> Value {
+    let text = file("deploy/kubernetes/rollcall.yaml");
+    let found = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == kind);
+    found.unwrap_or_else(|| panic!("the manifest has a {kind}"))
+}
+
+#[test]
+fn kubernetes_runs_one_replica_with_a_volume_for_the_store_and_probes_on_the_endpoints() {
+    let set = kubernetes("StatefulSet");
+    assert_eq!(set["spec"]["replicas"], 1, "one process per store");
+    let pod = &set["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let config = mounted_config();
+    let port = config.listen.port();
+    assert_eq!(container["ports"][0]["containerPort"], port);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = dockerfile_runtime("ENV");
+    let config_path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("ROLLCALL_CONFIG="))
+        .unwrap();
+    let mounts: Vec<(String, String)> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["mountPath"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let store_mount = mounts
+        .iter()
+        .find(|(_, path)| config.store.path.starts_with(path))
+        .unwrap_or_else(|| {
+            panic!(
+                "the store {} is on a volume: {mounts:?}",
+                config.store.path.display()
+            )
+        });
+    assert_eq!(
+        set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], store_mount.0,
+        "the store's volume is persistent"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|(_, path)| Path::new(config_path).parent() == Some(Path::new(path))),
+        "the config is mounted where the image looks for it: {mounts:?}"
+    );
+    let password = config.sources[0]
+        .as_superset()
+        .and_then(|s| s.password_env.clone())
+        .unwrap();
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == password.as_str() && e["valueFrom"]["secretKeyRef"].is_object()),
+        "{password} comes from a Secret"
+    );
+    assert_eq!(pod["securityContext"]["runAsUser"], 10001);
+    let service = kubernetes("Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], port);
+}

@@ -203,6 +203,40 @@ async fn readyz_turns_unready_when_superset_goes_down_and_ready_when_it_returns(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_on_a_live_process_and_1_with_a_reason_when_nothing_answers() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "poll_interval = \"1s\"");
+    let r = run(&h).await;
+    let port = r.base.rsplit(':').next().unwrap().to_owned();
+    // `listen` on every interface, as in the container: the check asks the loopback address.
+    h.edit_config(|c| {
+        c.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"0.0.0.0:{port}\""),
+        )
+    });
+    wait_for("ready", async || {
+        get(format!("{}/readyz", r.base)).await.0 == 200
+    })
+    .await;
+    for args in [&["healthcheck"][..], &["healthcheck", "--ready"]] {
+        let out = h.rollcall(args).await;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
+    }
+    drop(r);
+    let out = h.rollcall(&["healthcheck"]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("no answer"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_works_while_run_holds_the_store() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(
