@@ -677,6 +677,18 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
             tracing::error!(address = %config.listen, error = %e, "cannot serve HTTP endpoints; set `listen` to a free address")
         }
     }
+    // SIGHUP: JSONL sinks reopen their files by path (after logrotate renamed them).
+    #[cfg(unix)]
+    {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(CliError::Stdout)?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: JSONL sinks reopen their files before their next batch");
+                crate::sink::jsonl::reopen_all();
+            }
+        });
+    }
     // The admin socket: other commands reach this process's store through it.
     let socket = crate::admin::socket_path(&config.store.path);
     let listener = crate::admin::bind(&socket)?;

@@ -488,3 +488,93 @@ async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_
     assert!(!text.contains("STOPPED"), "{text}");
     assert_eq!(sim.failed_logins(ADMIN), 1);
 }
+
+/// Every line of the JSONL file and of the files rotated or moved away from it.
+fn lines_of_all_files(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("events.jsonl") {
+            lines.extend(
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    lines
+}
+
+/// Runs a JSONL sink with `rotation` keys over 301 + 300 events, and `between` after the
+/// first events landed; then checks that every event is in exactly one line of one file.
+async fn rotate_under_load(rotation: &str, between: impl FnOnce(&Running, &std::path::Path)) {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(300, &[4]);
+    let h = Harness::new(
+        &sim.url,
+        "emit_initial_snapshot = true\npoll_interval = \"1s\"",
+    );
+    h.edit_config(|c| {
+        c.replace(
+            "name = \"siem\"",
+            &format!("name = \"siem\"\nbatch_size = 10\n{rotation}"),
+        )
+    });
+    let r = run(&h).await;
+    let dir = h.dir.path().to_owned();
+    wait::until("the first events", || !lines_of_all_files(&dir).is_empty()).await;
+    between(&r, &dir);
+    sim.add_users(300, &[4]);
+    let expected = 301 + 300;
+    wait::until("every event in one of the files", || {
+        lines_of_all_files(&dir).len() >= expected
+    })
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for line in lines_of_all_files(&dir) {
+        let e: serde_json::Value = serde_json::from_str(&line).expect("every line is whole JSON");
+        assert!(
+            ids.insert(e["id"].as_str().unwrap().to_owned()),
+            "a duplicate: {line}"
+        );
+    }
+    assert_eq!(ids.len(), expected);
+    drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logrotate_rename_and_sighup_lose_and_duplicate_no_line() {
+    rotate_under_load("", |r, dir| {
+        // logrotate's `create` mode: rename, then SIGHUP; lines written in between land in
+        // the renamed file, the rest in a new file by the old name.
+        std::fs::rename(dir.join("events.jsonl"), dir.join("events.jsonl.moved")).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &r.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let log = r.log.clone();
+        wait::until_blocking("the sink to reopen its file", || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("SIGHUP: JSONL sinks reopen"))
+        });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_rotation_by_size_keeps_whole_lines_and_loses_and_duplicates_none() {
+    rotate_under_load("rotate_bytes = 20000\nkeep = 1000", |_, dir| {
+        let first = dir.join("events.jsonl.1");
+        wait::until_blocking("the first rotated file", || first.exists());
+        assert!(
+            std::fs::read_to_string(first).unwrap().len() <= 20_000,
+            "a rotated file stays within rotate_bytes"
+        );
+    })
+    .await;
+}

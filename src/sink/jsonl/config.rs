@@ -22,10 +22,24 @@ pub struct JsonlConfig {
     /// record per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
+    /// Built-in rotation: start a new file before a batch would take the file past this many
+    /// bytes. Off by default (rotate with logrotate and SIGHUP instead).
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// Built-in rotation: start a new file once the current one is this old (e.g. "1d").
+    #[serde(default, with = "humantime_serde")]
+    pub rotate_age: Option<std::time::Duration>,
+    /// Rotated files kept (`<path>.1` is the newest); older ones are deleted.
+    #[serde(default = "keep")]
+    pub keep: u32,
 }
 
 fn batch_size() -> usize {
     500
+}
+
+fn keep() -> u32 {
+    5
 }
 
 impl JsonlConfig {
@@ -34,6 +48,34 @@ impl JsonlConfig {
             p.at(
                 entry.key("batch_size"),
                 "`batch_size` must be at least 1".into(),
+            );
+        }
+        let rotates = self.rotate_bytes.is_some() || self.rotate_age.is_some();
+        if rotates && self.path == "-" {
+            p.at(
+                entry.key(if self.rotate_bytes.is_some() { "rotate_bytes" } else { "rotate_age" }),
+                "stdout (`path = \"-\"`) cannot be rotated: remove the rotation keys or write to a file".into(),
+            );
+        }
+        if self.rotate_bytes == Some(0) {
+            p.at(
+                entry.key("rotate_bytes"),
+                "`rotate_bytes` must be at least 1 (or left out: no rotation by size)".into(),
+            );
+        }
+        if self
+            .rotate_age
+            .is_some_and(|a| a < std::time::Duration::from_secs(1))
+        {
+            p.at(
+                entry.key("rotate_age"),
+                "`rotate_age` must be at least a second, e.g. \"1h\" or \"1d\"".into(),
+            );
+        }
+        if rotates && !(1..=1000).contains(&self.keep) {
+            p.at(
+                entry.key("keep"),
+                "`keep` is how many rotated files to keep: 1 to 1000".into(),
             );
         }
     }

@@ -8,12 +8,18 @@
 //! The file must never hold a partial line where a reader could see it for long: a batch that
 //! fails half-way (a full disk) is cut back to where it began before the failure is reported,
 //! and a partial last line left by a crash is cut when the sink opens the file.
+//!
+//! Rotation happens between batches, so a line is never split across files: on SIGHUP the
+//! file is reopened by its path (logrotate's `create` mode: the old one was renamed), and with
+//! `rotate_bytes`/`rotate_age` the sink renames it to `<path>.1` itself, shifting older ones.
 
 mod config;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
@@ -49,9 +55,34 @@ impl JsonlError {
     }
 }
 
+/// Bumped on SIGHUP (see [`reopen_all`]); each file remembers the value it was opened at.
+/// A process-wide counter, not a message to each sink: the signal belongs to the process, and
+/// a sink's task may be in the middle of a batch when it comes.
+static REOPENS: AtomicU64 = AtomicU64::new(0);
+
+/// Make every JSONL sink reopen its file by path before its next batch (`rollcall run` calls
+/// this on SIGHUP, after logrotate renamed the files).
+pub fn reopen_all() {
+    REOPENS.fetch_add(1, Relaxed);
+}
+
 enum Target {
     Stdout,
-    File(File),
+    File(Open),
+}
+
+/// The file being appended to.
+struct Open {
+    file: File,
+    since: Instant,
+    reopens: u64,
+}
+
+/// When the sink starts a new file by itself.
+struct Rotation {
+    bytes: Option<u64>,
+    age: Option<Duration>,
+    keep: u32,
 }
 
 pub struct JsonlSink {
@@ -59,6 +90,7 @@ pub struct JsonlSink {
     path: String,
     batch_size: usize,
     encoder: Encoder,
+    rotation: Rotation,
     target: Mutex<Target>,
 }
 
@@ -67,22 +99,13 @@ impl JsonlConfig {
         let target = if self.path == "-" {
             Target::Stdout
         } else {
-            let io = |source| JsonlError::Io {
-                sink: self.name.clone(),
-                path: self.path.clone(),
-                source,
-            };
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .read(true)
-                .open(&self.path)
-                .map_err(io)?;
-            let cut = cut_partial_line(&file).map_err(io)?;
-            if cut > 0 {
-                tracing::warn!(sink = %self.name, path = %self.path, bytes = cut, "cut a partial last line (left by a crash or a full disk) from the JSONL file; its events are written again");
-            }
-            Target::File(file)
+            Target::File(
+                open(&self.name, &self.path).map_err(|source| JsonlError::Io {
+                    sink: self.name.clone(),
+                    path: self.path.clone(),
+                    source,
+                })?,
+            )
         };
         Ok(Box::new(JsonlSink {
             name: self.name.clone(),
@@ -94,9 +117,32 @@ impl JsonlConfig {
                 mode: Mode::Structured,
                 binding: Binding::Http,
             },
+            rotation: Rotation {
+                bytes: self.rotate_bytes,
+                age: self.rotate_age,
+                keep: self.keep,
+            },
             target: Mutex::new(target),
         }))
     }
+}
+
+/// Open `path` for appending (creating it), cutting a partial last line a crash left.
+fn open(sink: &str, path: &str) -> io::Result<Open> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    let cut = cut_partial_line(&file)?;
+    if cut > 0 {
+        tracing::warn!(sink, path, bytes = cut, "cut a partial last line (left by a crash or a full disk) from the JSONL file; its events are written again");
+    }
+    Ok(Open {
+        file,
+        since: Instant::now(),
+        reopens: REOPENS.load(Relaxed),
+    })
 }
 
 impl JsonlSink {
@@ -113,7 +159,10 @@ impl JsonlSink {
                 let mut out = io::stdout().lock();
                 out.write_all(&buf).and_then(|()| out.flush())
             }
-            Target::File(f) => return self.append(f, &buf),
+            Target::File(open) => {
+                self.roll(open, buf.len() as u64)?;
+                return self.append(&mut open.file, &buf);
+            }
         };
         written.map_err(|source| self.io(source))
     }
@@ -135,6 +184,47 @@ impl JsonlSink {
                 write,
                 source,
             }),
+        }
+    }
+
+    /// Before a batch of `next` bytes: reopen after a SIGHUP, or rotate when the file is too
+    /// big or too old. Only between batches, so no line is split and the cursor stays exact.
+    fn roll(&self, open: &mut Open, next: u64) -> Result<(), JsonlError> {
+        let len = open.file.metadata().map_err(|e| self.io(e))?.len();
+        let r = &self.rotation;
+        let full = r.bytes.is_some_and(|max| len > 0 && len + next > max);
+        let old = r
+            .age
+            .is_some_and(|max| len > 0 && open.since.elapsed() >= max);
+        if full || old {
+            self.shift().map_err(|e| self.io(e))?;
+            tracing::info!(sink = %self.name, path = %self.path, bytes = len, "rotated the JSONL file");
+        } else if open.reopens == REOPENS.load(Relaxed) {
+            return Ok(());
+        } else {
+            tracing::info!(sink = %self.name, path = %self.path, "reopening the JSONL file (SIGHUP)");
+        }
+        *open = self::open(&self.name, &self.path).map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// `<path>.N` → `<path>.N+1` (the oldest beyond `keep` deleted), then `<path>` → `<path>.1`.
+    fn shift(&self) -> io::Result<()> {
+        let numbered = |n: u32| format!("{}.{n}", self.path);
+        match std::fs::remove_file(numbered(self.rotation.keep)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for n in (1..self.rotation.keep).rev() {
+            match std::fs::rename(numbered(n), numbered(n + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        // Gone already (an operator or logrotate moved it): the new file starts all the same.
+        match std::fs::rename(&self.path, numbered(1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 
