@@ -336,7 +336,11 @@ async fn signatures_verify_with_the_standardwebhooks_crate_for_each_rotated_secr
             stored[offset].bytes.as_ref(),
             "body = stored bytes"
         );
-        assert_eq!(header(&hit.headers, "content-type"), "application/json");
+        assert_eq!(
+            header(&hit.headers, "content-type"),
+            "application/cloudevents+json",
+            "the CloudEvents HTTP binding's structured mode"
+        );
         let ts: i64 = header(&hit.headers, "webhook-timestamp").parse().unwrap();
         assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
     }
@@ -1082,5 +1086,36 @@ async fn a_receiver_echoing_the_endpoint_url_and_escapes_has_both_made_harmless_
     assert!(
         list.contains("\\u{1b}[2J"),
         "escapes are shown escaped: {list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_parses_only_json_gets_application_json_when_configured() {
+    let rx = Receiver::start(|_, _| ok()).await;
+    let s = Setup::new(&rx.url, SECRET, "content_type = \"application/json\"");
+    let store = s.store();
+    append(&store, &created(&["1"]));
+    let sink = s.sink();
+    assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
+    assert_eq!(
+        header(&rx.hits()[0].headers, "content-type"),
+        "application/json"
+    );
+    assert!(verifies(SECRET, &rx.hits()[0]));
+}
+
+#[test]
+fn a_secret_shorter_than_24_bytes_is_refused_by_check_config() {
+    let s = Setup::new(
+        "http://127.0.0.1:9/hook",
+        "whsec_dGhpcyBpcyBub3QgdGhlIHNlY3JldA==",
+        "",
+    );
+    let out = s.rollcall(&["check-config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("22 bytes") && said.contains("at least 24") && !said.contains("dGhpcyBp"),
+        "{said}"
     );
 }

@@ -52,13 +52,10 @@ impl Binding {
         }
     }
 
+    /// Both bindings say `application/cloudevents+json` for structured mode; a webhook sink
+    /// can send plain `application/json` instead (its `content_type` key).
     fn structured_content_type(self) -> &'static str {
-        match self {
-            Binding::Kafka => "application/cloudevents+json",
-            // Webhook receivers (Standard Webhooks) parse a JSON body; this is what they have
-            // always been sent.
-            Binding::Http => "application/json",
-        }
+        "application/cloudevents+json"
     }
 }
 

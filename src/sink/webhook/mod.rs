@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-pub use config::WebhookConfig;
+pub use config::{ContentType, WebhookConfig};
 
 use super::{Delivery, Message, Order, Refusal, Sink};
 use crate::encode::{Binding, Encoder, Mode};
@@ -33,6 +33,8 @@ use crate::encode::{Binding, Encoder, Mode};
 /// Response bytes read at most: enough for an error message, and the connection stays reusable
 /// for the usual short answers.
 pub const BODY_CAP: usize = 64 * 1024;
+/// Standard Webhooks asks for secrets of 24 to 64 random bytes: a shorter one can be guessed.
+const MIN_SECRET_BYTES: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("sink '{sink}': cannot read the signing secret")]
@@ -43,6 +45,12 @@ pub enum WebhookError {
     },
     #[error("sink '{sink}': secret #{index} is not `whsec_` followed by base64. Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
     BadSecret { sink: String, index: usize },
+    #[error("sink '{sink}': secret #{index} is {bytes} bytes; Standard Webhooks wants at least 24. Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
+    ShortSecret {
+        sink: String,
+        index: usize,
+        bytes: usize,
+    },
     #[error("sink '{sink}': no secret found where `secret_env`/`secret_file` points; put `whsec_<base64>` there")]
     NoSecret { sink: String },
     #[error("sink '{sink}': cannot build the HTTP client: {detail}")]
@@ -90,6 +98,13 @@ impl Signer {
                 let key = BASE64
                     .decode(s.strip_prefix("whsec_").unwrap_or(s))
                     .map_err(|_| bad())?;
+                if key.len() < MIN_SECRET_BYTES {
+                    return Err(WebhookError::ShortSecret {
+                        sink: sink.to_owned(),
+                        index: i + 1,
+                        bytes: key.len(),
+                    });
+                }
                 Hmac::<Sha256>::new_from_slice(&key).map_err(|_| bad())
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -131,6 +146,8 @@ pub struct WebhookSink {
     timeout: Duration,
     schedule: Vec<Duration>,
     encoder: Encoder,
+    /// For CloudEvents bodies (see [`ContentType`]).
+    content_type: ContentType,
     /// The `type`s to send; `None`: all.
     filter: Option<HashSet<&'static str>>,
     max_in_flight: usize,
@@ -176,6 +193,7 @@ impl WebhookSink {
                 mode: Mode::Structured,
                 binding: Binding::Http,
             },
+            content_type: config.content_type,
             filter: config
                 .event_types
                 .as_ref()
@@ -196,7 +214,7 @@ impl WebhookSink {
                 "webhook-signature",
                 self.signer.sign(&message.id, timestamp, &message.body),
             )
-            .header(reqwest::header::CONTENT_TYPE, &message.content_type);
+            .header(reqwest::header::CONTENT_TYPE, self.content_type_of(message));
         for (name, value) in &message.headers {
             request = request.header(*name, value);
         }
@@ -232,6 +250,16 @@ impl WebhookSink {
             retry_after,
             ..Refusal::new(error)
         })
+    }
+
+    /// The encoder's content type, unless the receiver asked for plain JSON.
+    fn content_type_of<'m>(&self, message: &'m Message) -> &'m str {
+        match self.content_type {
+            ContentType::Json if message.content_type == "application/cloudevents+json" => {
+                "application/json"
+            }
+            _ => &message.content_type,
+        }
     }
 
     fn transport(&self, e: reqwest::Error) -> WebhookError {
