@@ -779,6 +779,13 @@ impl<'c, 'a> Window<'c, 'a> {
                 Outcome::Delivered => {
                     self.delivered += 1;
                     ctx.delivered.fetch_add(1, Relaxed);
+                    if let Some(latency) = message
+                        .observed
+                        .and_then(|t| (Utc::now() - t).to_std().ok())
+                    {
+                        metrics::histogram!("rollcall_delivery_latency_seconds", "sink" => ctx.name.clone())
+                            .record(latency.as_secs_f64());
+                    }
                     debug!(sink = %ctx.name, offset = message.offset, "delivered");
                     let calm = self.held.is_empty()
                         && self.failure.is_none()

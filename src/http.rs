@@ -51,6 +51,7 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         .install_recorder()
         .ok()?;
     describe();
+    metrics::gauge!("rollcall_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
 }
 
@@ -117,7 +118,48 @@ pub fn describe() {
         "Size of the sled store on disk."
     );
     describe_gauge!("rollcall_log_head", "Offset the next event will get.");
+    describe_gauge!(
+        "rollcall_build_info",
+        "Always 1; the `version` label is the running rollcall's."
+    );
+    describe_histogram!(
+        "rollcall_delivery_latency_seconds",
+        Unit::Seconds,
+        "From when rollcall observed an event to when a sink acknowledged it, by sink."
+    );
+    describe_counter!(
+        "rollcall_webhook_responses_total",
+        "Webhook answers by sink and class (2xx, 3xx, 4xx, 5xx, or none: no answer)."
+    );
+    describe_counter!(
+        "rollcall_unreadable_records_total",
+        "User records a source answered that could not be read, by source."
+    );
 }
+
+/// Every metric name rollcall exports (as Prometheus shows them, histograms by their base
+/// name): alert rules and dashboards may name only these (`tests/deploy.rs` checks it).
+pub const METRICS: &[&str] = &[
+    "rollcall_poll_duration_seconds",
+    "rollcall_poll_errors_total",
+    "rollcall_users_known",
+    "rollcall_last_poll_success_timestamp_seconds",
+    "rollcall_events_derived_total",
+    "rollcall_events_delivered_total",
+    "rollcall_delivery_failures_total",
+    "rollcall_delivery_retries_total",
+    "rollcall_events_dead_lettered_total",
+    "rollcall_sink_lag_events",
+    "rollcall_sink_lag_seconds",
+    "rollcall_sink_up",
+    "rollcall_dead_letters",
+    "rollcall_store_size_bytes",
+    "rollcall_log_head",
+    "rollcall_build_info",
+    "rollcall_delivery_latency_seconds",
+    "rollcall_webhook_responses_total",
+    "rollcall_unreadable_records_total",
+];
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(

@@ -404,3 +404,55 @@ fn kubernetes_runs_one_replica_with_a_volume_for_the_store_and_probes_on_the_end
     let service = kubernetes("Service");
     assert_eq!(service["spec"]["ports"][0]["port"], port);
 }
+
+/// The `rollcall_*` metric names in a PromQL expression (a histogram's `_bucket`, `_sum` and
+/// `_count` series by their base name).
+fn metrics_named(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("rollcall_"))
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn alert_rules_and_the_dashboard_parse_and_name_only_metrics_rollcall_exports() {
+    let rules: Value =
+        serde_yaml_ng::from_str(&file("deploy/prometheus/rollcall-alerts.yml")).unwrap();
+    let dashboard: Value = serde_json::from_str(&file("deploy/grafana/rollcall.json")).unwrap();
+    let mut exprs: Vec<String> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(
+                r["alert"].is_string() && r["annotations"]["summary"].is_string(),
+                "{r}"
+            );
+            r["expr"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    exprs.extend(
+        dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["targets"][0]["expr"].as_str().unwrap().to_owned()),
+    );
+    let mut named = 0;
+    for expr in &exprs {
+        for metric in metrics_named(expr) {
+            named += 1;
+            assert!(
+                rollcall::http::METRICS.contains(&metric.as_str()),
+                "`{metric}` in `{expr}` is not a metric rollcall exports"
+            );
+        }
+    }
+    assert!(named > 10, "the rules and panels name rollcall's metrics");
+}

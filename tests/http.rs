@@ -128,6 +128,7 @@ async fn metrics_parse_and_move_as_events_flow() {
         "rollcall_sink_lag_events",
         "rollcall_store_size_bytes",
         "rollcall_dead_letters",
+        "rollcall_build_info",
     ];
     wait_for("every metric family after the first poll", async || {
         let (status, text) = get(format!("{}/metrics", r.base)).await;
@@ -152,6 +153,10 @@ async fn metrics_parse_and_move_as_events_flow() {
     })
     .await;
     let after = get(format!("{}/metrics", r.base)).await.1;
+    assert!(
+        sample(&after, "rollcall_delivery_latency_seconds_count", ("sink", "siem")) >= 3.0,
+        "each delivery's latency is observed"
+    );
     assert_eq!(
         sample(
             &after,

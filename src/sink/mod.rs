@@ -42,6 +42,8 @@ pub struct Message {
     pub headers: Vec<(&'static str, String)>,
     pub content_type: String,
     pub body: Bytes,
+    /// When rollcall observed the event (its `time`), for the delivery latency metric.
+    pub observed: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Message {
@@ -62,6 +64,7 @@ impl Message {
                 Cow::Borrowed(body) => Bytes::copy_from_slice(body),
                 Cow::Owned(body) => Bytes::from(body),
             },
+            observed: e.time().ok(),
         })
     }
 }

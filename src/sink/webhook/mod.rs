@@ -218,12 +218,24 @@ impl WebhookSink {
         for (name, value) in &message.headers {
             request = request.header(*name, value);
         }
-        let response = request
-            .body(message.body.clone())
-            .send()
-            .await
-            .map_err(|e| Refusal::new(self.transport(e)))?;
+        let answered = |class: &'static str| {
+            metrics::counter!("rollcall_webhook_responses_total", "sink" => self.name.clone(), "class" => class)
+                .increment(1);
+        };
+        let response = match request.body(message.body.clone()).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                answered("none");
+                return Err(Refusal::new(self.transport(e)));
+            }
+        };
         let status = response.status();
+        answered(match status.as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        });
         let retry_after = match status.as_u16() {
             429 | 503 => response
                 .headers()
