@@ -111,6 +111,12 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Check that everything the config names can be reached and used, without changing
+    /// anything: every secret, a login and one small read per source, each sink's destination
+    /// (Kafka metadata and topic, the webhook endpoint answering, the JSONL file). One line
+    /// per check; exit 1 when any fails.
+    #[command(after_help = "Example:\n  rollcall --config /etc/rollcall.toml doctor")]
+    Doctor,
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
@@ -264,6 +270,7 @@ pub enum CliError {
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Doctor => doctor(&Config::load(&cli.config)?).await,
         Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
         Command::Run => run(Config::load(&cli.config)?).await,
         Command::Once {
@@ -441,6 +448,7 @@ async fn operate(
         Command::Run
         | Command::Once { .. }
         | Command::CheckConfig
+        | Command::Doctor
         | Command::Healthcheck { .. }
         | Command::Demo { .. } => Err(CliError::NotOverAdmin),
     }
@@ -748,6 +756,60 @@ async fn wait_for_poll(
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+/// Builds a source and probes it.
+struct Probing;
+
+impl crate::source::Visit for Probing {
+    type Output = futures::future::BoxFuture<'static, Vec<crate::source::Probe>>;
+
+    fn visit<S: crate::source::Source>(self, mut source: S) -> Self::Output {
+        Box::pin(async move { source.probe().await })
+    }
+}
+
+/// `rollcall doctor`: one line per check, `ok` or `FAIL` and what to fix.
+async fn doctor(config: &Config) -> Result<ExitCode, CliError> {
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    let mut line = |ok: bool, what: String| -> std::io::Result<()> {
+        failed += usize::from(!ok);
+        writeln!(out, "{}  {what}", if ok { "ok  " } else { "FAIL" })
+    };
+    for source in &config.sources {
+        let name = source.name();
+        match source.build(Probing) {
+            Err(e) => line(false, format!("source {name}: {}", error_chain(&e)))?,
+            Ok(probe) => {
+                for p in probe.await {
+                    match p.result {
+                        Ok(()) => line(true, format!("source {name}: {}", p.what))?,
+                        Err(e) => line(
+                            false,
+                            format!("source {name}: {}: {}", p.what, error_chain(&e)),
+                        )?,
+                    }
+                }
+            }
+        }
+    }
+    for sink in &config.sinks {
+        let name = sink.name();
+        let result = match sink.build() {
+            Ok(built) => built.probe().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(said) => line(true, format!("sink {name}: {said}"))?,
+            Err(e) => line(false, format!("sink {name}: {}", error_chain(&e)))?,
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `rollcall healthcheck`: one GET of /healthz or /readyz on `listen` (on the loopback address

@@ -311,3 +311,89 @@ fn status_on_a_store_that_does_not_exist_says_so_and_creates_nothing() {
     );
     assert!(!store.exists());
 }
+
+/// `rollcall doctor` with the harness's config as edited by `edit`: (exit ok, stdout).
+async fn doctor(h: &Harness) -> (bool, String) {
+    let out = h.rollcall(&["doctor"]).await;
+    (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_working_setup_line_by_line() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "");
+    let (ok, said) = doctor(&h).await;
+    assert!(ok, "{said}");
+    for check in [
+        "read users",
+        "read role membership",
+        "read groups",
+        "read the action log",
+        "sink siem: appends to",
+    ] {
+        assert!(said.contains(check), "{check}: {said}");
+    }
+    assert!(!said.contains("FAIL"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_naming_a_wrong_password_after_one_attempt() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "");
+    std::fs::write(h.dir.path().join("password"), "wrong\n").unwrap();
+    let (ok, said) = doctor(&h).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  source test") && said.contains("refused the login"),
+        "{said}"
+    );
+    let logins = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/security/login")
+        .count();
+    assert_eq!(logins, 1, "one failed login, then the doctor stops asking");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_naming_a_missing_permission() {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_user("viewer", "pw-viewer", &[4]);
+    let h = Harness::new(&sim.url, "");
+    std::fs::write(h.dir.path().join("password"), "pw-viewer\n").unwrap();
+    h.edit_config(|c| c.replace("username = \"admin\"", "username = \"viewer\""));
+    let (ok, said) = doctor(&h).await;
+    assert!(!ok, "{said}");
+    assert!(said.contains("FAIL") && said.contains("403"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_naming_an_unset_secret_and_an_unreachable_webhook() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let h = Harness::new(&sim.url, "");
+    let secret = h.dir.path().join("secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    h.edit_config(|c| {
+        c.replace(
+            &format!("password_file = {:?}", h.dir.path().join("password").display().to_string()),
+            "password_env = \"ROLLCALL_TEST_DOCTOR_SURELY_UNSET\"",
+        ) + &format!(
+            "\n[[sinks]]\nkind = \"webhook\"\nname = \"hooks\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = {:?}\n",
+            secret.display().to_string()
+        )
+    });
+    let (ok, said) = doctor(&h).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  source test") && said.contains("ROLLCALL_TEST_DOCTOR_SURELY_UNSET"),
+        "{said}"
+    );
+    assert!(
+        said.contains("FAIL  sink hooks") && said.contains("cannot be reached"),
+        "{said}"
+    );
+    assert!(
+        said.contains("ok    sink siem"),
+        "the other checks still run: {said}"
+    );
+}

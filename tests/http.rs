@@ -154,7 +154,11 @@ async fn metrics_parse_and_move_as_events_flow() {
     .await;
     let after = get(format!("{}/metrics", r.base)).await.1;
     assert!(
-        sample(&after, "rollcall_delivery_latency_seconds_count", ("sink", "siem")) >= 3.0,
+        sample(
+            &after,
+            "rollcall_delivery_latency_seconds_count",
+            ("sink", "siem")
+        ) >= 3.0,
         "each delivery's latency is observed"
     );
     assert_eq!(

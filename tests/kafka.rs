@@ -646,3 +646,21 @@ async fn e2e_a_real_broker_receives_every_event_in_order_per_user() {
         assert_delivered_in_order(&log, &half);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_an_unknown_topic_and_finds_an_existing_one() {
+    let empty = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = sink(&config(dir.path(), &empty.bootstrap_servers(), ""));
+    let err = missing.probe().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("topic `{TOPIC}` does not exist")) && err.contains("create_topic"),
+        "{err}"
+    );
+    let with_topic = cluster(1);
+    let found = sink(&config(dir.path(), &with_topic.bootstrap_servers(), ""))
+        .probe()
+        .await
+        .unwrap();
+    assert!(found.contains("found"), "{found}");
+}

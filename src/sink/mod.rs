@@ -152,6 +152,10 @@ pub trait Sink: Send + Sync {
     /// returns (the future only waits for acknowledgements), so calls keep log order.
     fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>>;
 
+    /// For `rollcall doctor`: check the destination can be reached without sending an event;
+    /// says what was checked.
+    fn probe(&self) -> BoxFuture<'_, Result<String, SinkError>>;
+
     /// After a failed send, before the engine tries again (e.g. replace a producer that
     /// failed for good).
     fn recover(&self) {}

@@ -41,6 +41,12 @@ pub struct Observation<U: Account> {
     pub requests: usize,
 }
 
+/// One check of `rollcall doctor`: what was tried, and how it went.
+pub struct Probe {
+    pub what: String,
+    pub result: Result<(), SourceError>,
+}
+
 /// How often a source is polled.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -86,6 +92,11 @@ pub trait Source: Send + 'static {
         cursor: &mut Self::Cursor,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Vec<Derived>> + Send;
+
+    /// For `rollcall doctor`: log in once and make one small read of each thing a cycle needs,
+    /// stopping at a refused login (one failed login at most). Changes nothing upstream and
+    /// nothing in the store.
+    fn probe(&mut self) -> impl Future<Output = Vec<Probe>> + Send;
 }
 
 /// What a source kind's config offers the registry.

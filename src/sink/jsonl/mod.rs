@@ -281,6 +281,15 @@ impl Sink for JsonlSink {
         &self.encoder
     }
 
+    /// Building the sink opened the file for appending already.
+    fn probe(&self) -> BoxFuture<'_, Result<String, super::SinkError>> {
+        let said = match self.path.as_str() {
+            "-" => "writes to stdout".to_owned(),
+            path => format!("appends to {path}"),
+        };
+        Box::pin(async move { Ok(said) })
+    }
+
     fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {
         // Written before returning: batches land in the order they were handed over.
         let result = self.write(&batch).map_err(Refusal::new);

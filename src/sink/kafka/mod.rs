@@ -371,6 +371,29 @@ impl Sink for KafkaSink {
         Box::pin(async move { Ok(self.ensure_topic(offset).await?) })
     }
 
+    /// The brokers answer, and the topic exists (or may be created) and may be described.
+    /// Whether this principal may write it shows only at the first send.
+    fn probe(&self) -> BoxFuture<'_, Result<String, super::SinkError>> {
+        Box::pin(async move {
+            let said = match self.topic_exists(0).await? {
+                true => format!("topic `{}` found on {}", self.topic, self.brokers),
+                false if self.create_topic => format!(
+                    "topic `{}` missing on {}; `create_topic = true` creates it at the first send",
+                    self.topic, self.brokers
+                ),
+                false => {
+                    return Err(KafkaError::TopicMissing {
+                        sink: self.name.clone(),
+                        topic: self.topic.clone(),
+                        brokers: self.brokers.clone(),
+                    }
+                    .into())
+                }
+            };
+            Ok(said)
+        })
+    }
+
     fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {
         let producer = self.producer();
         let mut deliveries = Vec::with_capacity(batch.len());

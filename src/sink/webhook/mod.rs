@@ -60,6 +60,8 @@ pub enum WebhookError {
     /// The endpoint answered, but not with 2xx. Its text never holds the URL or a secret.
     #[error("HTTP {code}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     Status { code: u16, body: String },
+    #[error("sink '{sink}': the endpoint cannot be reached: {detail}. Check `url`, DNS, the network and TLS")]
+    Unreachable { sink: String, detail: String },
     /// No answer: connection refused, TLS, timeout.
     #[error("{detail}")]
     Transport { detail: String },
@@ -348,6 +350,25 @@ impl Sink for WebhookSink {
 
     fn wants(&self, event_type: &str) -> bool {
         self.filter.as_ref().is_none_or(|f| f.contains(event_type))
+    }
+
+    /// A HEAD request: any HTTP answer means the endpoint is reachable (no event is sent).
+    fn probe(&self) -> BoxFuture<'_, Result<String, super::SinkError>> {
+        Box::pin(async move {
+            match self.client.head(self.url.clone()).send().await {
+                Ok(answer) => Ok(format!(
+                    "{}://{} answers (HTTP {} to a HEAD request)",
+                    self.url.scheme(),
+                    self.url.host_str().unwrap_or("?"),
+                    answer.status().as_u16()
+                )),
+                Err(e) => Err(WebhookError::Unreachable {
+                    sink: self.name.clone(),
+                    detail: self.transport(e).to_string(),
+                }
+                .into()),
+            }
+        })
     }
 
     fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {

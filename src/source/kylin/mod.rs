@@ -240,6 +240,26 @@ impl Source for KylinSource {
     }
 
     /// Kylin has no audit API (docs/kylin.md K53).
+    async fn probe(&mut self) -> Vec<crate::source::Probe> {
+        // One page of one user: the login and the read the cycle makes, nothing more.
+        let result = self
+            .client
+            .get::<DataResult<ApiUser>>(
+                USERS,
+                &[
+                    ("page_offset", "0".to_owned()),
+                    ("page_size", "1".to_owned()),
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(Into::into);
+        vec![crate::source::Probe {
+            what: format!("log in and read users ({USERS})"),
+            result,
+        }]
+    }
+
     async fn native_events(
         &mut self,
         _: &Snapshot,

@@ -10,6 +10,7 @@ mod api;
 pub mod audit;
 mod client;
 mod config;
+mod probe;
 pub mod user;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -724,6 +725,10 @@ impl Source for SupersetSource {
         mode: Mode,
     ) -> Result<Observation<User>, SourceError> {
         Ok(self.observe_users(prev, cursor, mode).await?)
+    }
+
+    async fn probe(&mut self) -> Vec<crate::source::Probe> {
+        self.probe_reads().await
     }
 
     async fn native_events(
