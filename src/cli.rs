@@ -117,6 +117,14 @@ pub enum Command {
     /// per check; exit 1 when any fails.
     #[command(after_help = "Example:\n  rollcall --config /etc/rollcall.toml doctor")]
     Doctor,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  rollcall completions bash > /etc/bash_completion.d/rollcall\n  rollcall completions zsh > \"${fpath[1]}/_rollcall\""
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), generated from these very definitions.
+    #[command(after_help = "Example:\n  rollcall man > /usr/local/share/man/man1/rollcall.1")]
+    Man,
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
@@ -266,10 +274,69 @@ pub enum CliError {
     NoStore(PathBuf),
 }
 
+/// Exit codes, one per kind of trouble, so scripts and orchestrators can tell them apart
+/// (README, "Commands"). 2 is clap's own, for a command line it cannot parse.
+pub mod exit {
+    /// The command ran, and something it checked or sent failed (see its output).
+    pub const FAILED: u8 = 1;
+    /// The config file is missing, unreadable or invalid, or names what is not there.
+    pub const CONFIG: u8 = 3;
+    /// A source could not be read (down, refusing the login, answering nonsense).
+    pub const SOURCE: u8 = 4;
+    /// Events were not all delivered: a sink failed or stopped (they stay in the log).
+    pub const DELIVERY: u8 = 5;
+    /// The store cannot be opened, read or written, or is held by another process.
+    pub const STORE: u8 = 6;
+}
+
+impl CliError {
+    /// The process's exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        use crate::replay::ReplayError;
+        match self {
+            CliError::Config(_)
+            | CliError::UnknownSink { .. }
+            | CliError::DemoNeedsSource
+            | CliError::NotOverAdmin
+            | CliError::NotRunning(_)
+            | CliError::NoStore(_)
+            | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
+                exit::CONFIG
+            }
+            CliError::Runner(RunnerError::Source { .. }) | CliError::Demo(_) => exit::SOURCE,
+            CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
+            | CliError::Sink(_)
+            | CliError::Deliver(_)
+            | CliError::Replay(ReplayError::Sink(_) | ReplayError::Deliver(_)) => exit::DELIVERY,
+            CliError::Store(_)
+            | CliError::Runner(RunnerError::Store(_) | RunnerError::StoppedWithStoreFailing(_))
+            | CliError::Replay(ReplayError::Store(_))
+            | CliError::Admin(_)
+            | CliError::StatusUnavailable { .. } => exit::STORE,
+            CliError::Stdout(_) | CliError::Replay(_) => exit::FAILED,
+        }
+    }
+}
+
 /// Run a parsed command line.
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rollcall",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => doctor(&Config::load(&cli.config)?).await,
         Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
         Command::Run => run(Config::load(&cli.config)?).await,
@@ -388,7 +455,7 @@ pub async fn answer(
         Err(e) => crate::admin::Reply {
             stdout,
             stderr: format!("error: {}\n", error_chain(&e)),
-            code: 1,
+            code: e.exit_code(),
         },
     }
 }
@@ -448,6 +515,8 @@ async fn operate(
         Command::Run
         | Command::Once { .. }
         | Command::CheckConfig
+        | Command::Completions { .. }
+        | Command::Man
         | Command::Doctor
         | Command::Healthcheck { .. }
         | Command::Demo { .. } => Err(CliError::NotOverAdmin),

@@ -14,9 +14,10 @@ async fn main() -> ExitCode {
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {
+            let code = e.exit_code();
             let e = anyhow::Error::from(e);
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -397,3 +397,42 @@ async fn doctor_fails_naming_an_unset_secret_and_an_unreachable_webhook() {
         "the other checks still run: {said}"
     );
 }
+
+#[test]
+fn exit_codes_tell_a_config_problem_from_an_unreachable_source() {
+    let out = rollcall(None, &["--config", "/nonexistent/rollcall.toml", "once"]);
+    assert_eq!(out.status.code(), Some(3), "config: {}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\npath = {:?}\n[[sources]]\nkind = \"superset\"\nname = \"prod\"\nurl = \"http://127.0.0.1:9\"\nusername = \"u\"\npassword_file = \"/dev/null\"\nmax_retries = 0\n[[sinks]]\nkind = \"jsonl\"\nname = \"s\"\npath = {:?}\n",
+            dir.path().join("data").display().to_string(),
+            dir.path().join("events.jsonl").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = rollcall(None, &["--config", path.to_str().unwrap(), "once"]);
+    assert_eq!(out.status.code(), Some(4), "source: {}", text(&out.stderr));
+    let out = rollcall(None, &["bogus-command"]);
+    assert_eq!(out.status.code(), Some(2), "usage");
+}
+
+#[test]
+fn completions_and_a_man_page_come_from_the_command_definitions() {
+    let bash = rollcall(None, &["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = text(&bash.stdout);
+    assert!(
+        script.contains("complete") && script.contains("doctor"),
+        "{script}"
+    );
+    let man = rollcall(None, &["man"]);
+    assert!(man.status.success());
+    let page = text(&man.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH rollcall"),
+        "{page}"
+    );
+}
