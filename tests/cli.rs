@@ -33,6 +33,11 @@ fn every_command_explains_itself_with_an_example() {
         "demo",
         "replay",
         "dlq",
+        "doctor",
+        "healthcheck",
+        "sink",
+        "completions",
+        "man",
     ] {
         let out = rollcall(None, &[cmd, "--help"]);
         assert!(out.status.success());
