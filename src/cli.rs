@@ -117,6 +117,16 @@ pub enum Command {
     /// per check; exit 1 when any fails.
     #[command(after_help = "Example:\n  rollcall --config /etc/rollcall.toml doctor")]
     Doctor,
+    /// Back up the store, or restore it: `export` writes every tree as JSON lines (consistent
+    /// even while `rollcall run` holds the store); `import` creates the config's store from
+    /// such a file, never merging into one that exists.
+    #[command(
+        after_help = "Examples:\n  rollcall store export --output rollcall-backup.jsonl\n  rollcall store import --input rollcall-backup.jsonl   # into a [store] path that does not exist yet"
+    )]
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  rollcall completions bash > /etc/bash_completion.d/rollcall\n  rollcall completions zsh > \"${fpath[1]}/_rollcall\""
@@ -184,6 +194,27 @@ pub enum Command {
         /// (default when none answers on `listen`: the source's poll_interval plus 2 s).
         #[arg(long, value_parser = humantime::parse_duration)]
         pause: Option<std::time::Duration>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write the whole store as JSON lines (to stdout, or to --output).
+    #[command(
+        after_help = "Example:\n  rollcall store export --output /backup/rollcall-$(date +%F).jsonl"
+    )]
+    Export {
+        /// A file to write (created or truncated) instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Create the config's store from an export; the store path must not exist yet.
+    #[command(
+        after_help = "Example:\n  rollcall store import --input /backup/rollcall-2026-12-01.jsonl"
+    )]
+    Import {
+        #[arg(long)]
+        input: PathBuf,
     },
 }
 
@@ -264,7 +295,7 @@ pub enum CliError {
     Deliver(#[from] crate::deliver::DeliverError),
     #[error("`rollcall demo` changes users in the first source, and the config has none: add a `[[sources]]` table for a TEST Superset or Kylin")]
     DemoNeedsSource,
-    #[error("`run`, `once`, `check-config` and `demo` are not sent to a running rollcall: run them here (stop `rollcall run` first for `once`)")]
+    #[error("this command needs the store to itself, or no store yet (run, once, check-config, doctor, demo, healthcheck, completions, man, store import): stop `rollcall run` first, or run it where no `rollcall run` holds the store")]
     NotOverAdmin,
     #[error("sink '{0}' is in the config but not among the sinks the running `rollcall run` serves (it started with another config): restart it with this one")]
     NotRunning(String),
@@ -355,7 +386,21 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { pause } => demo(&Config::load(&cli.config)?, pause).await,
+        Command::Store {
+            action: StoreCommand::Import { input },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let file =
+                std::fs::File::open(&input).map_err(|source| StoreError::Export { source })?;
+            let entries = Store::import(&config.store.path, std::io::BufReader::new(file))?;
+            println!(
+                "imported {entries} entries into a new store at {}",
+                config.store.path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         command @ (Command::Events { .. }
+        | Command::Store { .. }
         | Command::Status { .. }
         | Command::Replay { .. }
         | Command::Dlq { .. }
@@ -512,6 +557,27 @@ async fn operate(
         Command::Sink {
             action: SinkCommand::Enable { name },
         } => sink_enable(config, store, controls, &name, out).await,
+        Command::Store {
+            action: StoreCommand::Export { output },
+        } => {
+            let entries = match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|source| StoreError::Export { source })?;
+                    let mut file = std::io::BufWriter::new(file);
+                    let entries = store.export(&mut file)?;
+                    file.flush()?;
+                    writeln!(out, "exported {entries} entries to {}", path.display())?;
+                    entries
+                }
+                None => store.export(out)?,
+            };
+            tracing::info!(entries, "store exported");
+            Ok(0)
+        }
+        Command::Store {
+            action: StoreCommand::Import { .. },
+        } => Err(CliError::NotOverAdmin),
         Command::Run
         | Command::Once { .. }
         | Command::CheckConfig

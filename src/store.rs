@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,15 @@ const COMPACT_BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("cannot write or read the store export")]
+    Export {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} exists already: `store import` creates a new store and never merges into one. Import into a path that does not exist, then point `[store] path` at it")]
+    ImportTarget { path: PathBuf },
+    #[error("line {line} of the import: {what}; nothing usable was imported, delete the new store directory and import a whole `rollcall store export`")]
+    ImportFile { line: usize, what: String },
     #[error("the store at {path} is already in use by another rollcall process; stop it first (or point [store] path elsewhere). While `rollcall run` holds it, `events`, `status`, `replay`, `dlq` and `sink` go through that process")]
     InUse { path: PathBuf },
     #[error("cannot open the store at {path}; rollcall changed nothing. Check that the directory is readable and writable by this user and the disk is not full")]
@@ -213,6 +222,9 @@ pub struct Store {
     meta: sled::Tree,
     fault: Arc<Mutex<Option<StoreFault>>>,
     head: Arc<watch::Sender<u64>>,
+    /// Commits hold it shared; an export holds it alone, so it sees no commit half-way (sled
+    /// has no snapshot that spans trees).
+    gate: Arc<RwLock<()>>,
 }
 
 impl Store {
@@ -295,6 +307,7 @@ impl Store {
             db,
             fault: Arc::new(Mutex::new(None)),
             head: Arc::new(watch::channel(head).0),
+            gate: Arc::new(RwLock::new(())),
         })
     }
 
@@ -447,6 +460,8 @@ impl Store {
     }
 
     fn commit_durably(&self, c: &Commit<'_>) -> Result<Range<u64>, StoreError> {
+        // A poisoned gate only means an export panicked: commits go on.
+        let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let snapshot = self.snapshot_tree(c.source)?;
         let state = json_bytes(c.state);
         let result = (&self.events, &snapshot, &self.meta).transaction(|(events, snap, meta)| {
@@ -714,6 +729,91 @@ impl Store {
     }
 
     /// Make everything written so far durable.
+    /// Write every tree of the store (log, snapshots, source states, cursors, sink states,
+    /// dead letters) as JSON lines: a line naming each tree, then one line per entry, keys and
+    /// values in base64 as stored. No commit lands while it runs, so the copy is consistent
+    /// even under `run`. Returns the entries written. sled's own `export` does the reading.
+    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let _closed = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let write = |out: &mut dyn std::io::Write, line: serde_json::Value| {
+            serde_json::to_writer(&mut *out, &line)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|source| StoreError::Export { source })
+        };
+        write(
+            out,
+            serde_json::json!({"rollcall_store_export": 1, "store_id": self.id, "schema": SCHEMA_VERSION}),
+        )?;
+        let mut entries = 0;
+        for (kind, name, items) in self.db.export() {
+            write(
+                out,
+                serde_json::json!({"tree": b64(&name), "type": b64(&kind)}),
+            )?;
+            for item in items {
+                let kv: Vec<String> = item.iter().map(|b| b64(b)).collect();
+                write(out, serde_json::json!({"kv": kv}))?;
+                entries += 1;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Create the store at `path` from an [`export`](Store::export). The path must not hold a
+    /// store already: an import never merges. Returns the entries read.
+    pub fn import(path: &Path, input: impl std::io::BufRead) -> Result<u64, StoreError> {
+        use base64::Engine;
+        if path.exists() {
+            return Err(StoreError::ImportTarget {
+                path: path.to_owned(),
+            });
+        }
+        let bad = |line: usize, what: String| StoreError::ImportFile { line, what };
+        let decode = |line: usize, v: &serde_json::Value| {
+            v.as_str()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .ok_or_else(|| bad(line, "a key or value is not base64".into()))
+        };
+        let db = sled::Config::new().path(path).open()?;
+        let mut tree: Option<sled::Tree> = None;
+        let mut entries = 0;
+        for (i, line) in input.lines().enumerate() {
+            let n = i + 1;
+            let line = line.map_err(|source| StoreError::Export { source })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| bad(n, format!("not JSON: {e}")))?;
+            if n == 1 {
+                if v["rollcall_store_export"] != 1 {
+                    return Err(bad(
+                        n,
+                        "not the first line of a `rollcall store export`".into(),
+                    ));
+                }
+                continue;
+            }
+            if let Some(name) = v.get("tree") {
+                tree = Some(db.open_tree(decode(n, name)?)?);
+                continue;
+            }
+            let (Some(t), Some(kv)) = (&tree, v["kv"].as_array()) else {
+                return Err(bad(
+                    n,
+                    "an entry before any tree, or neither a tree nor an entry".into(),
+                ));
+            };
+            let [k, v] = kv.as_slice() else {
+                return Err(bad(n, "an entry is not [key, value]".into()));
+            };
+            t.insert(decode(n, k)?, decode(n, v)?)?;
+            entries += 1;
+        }
+        db.flush()?;
+        Ok(entries)
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.writing(|| {
             self.db.flush()?;

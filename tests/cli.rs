@@ -441,3 +441,53 @@ fn completions_and_a_man_page_come_from_the_command_definitions() {
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_exported_while_run_holds_it_imports_into_a_new_store_with_the_same_events() {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(20, &[4]);
+    let h = Harness::new(
+        &sim.url,
+        "emit_initial_snapshot = true\npoll_interval = \"1s\"",
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait::until_async("the first events", || async {
+        text(&h.rollcall(&["events"]).await.stdout).lines().count() == 21
+    })
+    .await;
+    let backup = h.dir.path().join("backup.jsonl");
+    let out = h
+        .rollcall(&["store", "export", "--output", backup.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = text(&h.rollcall(&["events"]).await.stdout);
+    let id_before = text(&h.rollcall(&["status", "--json"]).await.stdout);
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let old_store = h.dir.path().join("data").display().to_string();
+    let new_store = h.dir.path().join("restored").display().to_string();
+    h.edit_config(|c| c.replace(&format!("{old_store:?}"), &format!("{new_store:?}")));
+    let out = h
+        .rollcall(&["store", "import", "--input", backup.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&h.rollcall(&["events"]).await.stdout), before);
+    let status: serde_json::Value =
+        serde_json::from_str(&text(&h.rollcall(&["status", "--json"]).await.stdout)).unwrap();
+    let was: serde_json::Value = serde_json::from_str(&id_before).unwrap();
+    assert_eq!(status["store_id"], was["store_id"], "the same store, moved");
+    assert_eq!(status["sources"][0]["users_known"], 21);
+    // Never merged into an existing store.
+    let again = h
+        .rollcall(&["store", "import", "--input", backup.to_str().unwrap()])
+        .await;
+    assert_eq!(again.status.code(), Some(6), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("never merges"));
+}
