@@ -244,6 +244,7 @@ fn fill(store: &Store, n: u64) {
                     subject: user.to_string(),
                     time: now,
                     datacontenttype: DATA_CONTENT_TYPE.into(),
+                    dataschema: None,
                     sequence: String::new(),
                     data: serde_json::json!({
                         "user": {

@@ -294,6 +294,7 @@ fn append(store: &Store, n: usize) {
                 subject: user.to_string(),
                 time: now,
                 datacontenttype: DATA_CONTENT_TYPE.into(),
+                dataschema: None,
                 sequence: String::new(),
                 data: serde_json::json!({
                     "user": record(after.clone()),

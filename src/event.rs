@@ -92,6 +92,13 @@ impl EventType {
     }
 }
 
+impl EventType {
+    /// The `$id` of this type's JSON Schema in `schemas/`, which events carry as `dataschema`.
+    pub fn dataschema(self) -> String {
+        format!("urn:rollcall:schema:{}", self.as_str())
+    }
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -118,6 +125,10 @@ pub struct Event {
     /// When rollcall observed the change.
     pub time: DateTime<Utc>,
     pub datacontenttype: String,
+    /// The JSON Schema of this type's events, as its `$id` names it (`schemas/`). Events
+    /// stored before it was added have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
     /// The log offset, zero-padded to 20 digits: the CloudEvents `sequence` extension requires
     /// a string whose lexicographic order is the event order.
     pub sequence: String,

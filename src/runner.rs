@@ -508,6 +508,7 @@ async fn poll_source<S: Source>(
                 subject: d.subject.unwrap_or_else(|| "anonymous".to_owned()),
                 time: now,
                 datacontenttype: DATA_CONTENT_TYPE.into(),
+                dataschema: Some(d.event_type.dataschema()),
                 sequence: String::new(),
                 data: d.data,
             })

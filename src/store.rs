@@ -861,6 +861,7 @@ mod tests {
             subject: subject.into(),
             time: Utc::now(),
             datacontenttype: "application/json".into(),
+            dataschema: None,
             sequence: String::new(),
             data: serde_json::json!({}),
         }

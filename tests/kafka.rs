@@ -79,6 +79,7 @@ fn events(users: u64, rounds: u64) -> Vec<Event> {
                 subject: user.to_string(),
                 time: Utc::now(),
                 datacontenttype: DATA_CONTENT_TYPE.into(),
+                dataschema: None,
                 sequence: String::new(),
                 data: serde_json::json!({"user": {"id": user, "username": format!("u{user}")}, "round": round}),
             });
@@ -149,6 +150,7 @@ fn decode(m: &BorrowedMessage<'_>) -> Consumed {
             subject: h("ce_subject"),
             time: h("ce_time").parse().unwrap(),
             datacontenttype: h("content-type"),
+            dataschema: headers.get("ce_dataschema").cloned(),
             sequence: h("ce_sequence"),
             data: serde_json::from_slice(&value).unwrap(),
         }
@@ -447,7 +449,17 @@ async fn sigkill_during_delivery_then_restart_delivers_every_event_with_the_same
         landed,
         "a kill landed mid-delivery: (cursor, head) after each: {cursors:?}"
     );
-    assert!(spawn(&["once"]).wait().unwrap().success());
+    let last = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .arg("once")
+        .output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "the run after the kills: {}",
+        String::from_utf8_lossy(&last.stderr)
+    );
 
     let store = Store::open(&h.config().store.path).unwrap();
     let log = stored(&store);

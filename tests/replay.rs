@@ -42,6 +42,7 @@ fn events(n: u64) -> Vec<Event> {
             subject: (i % 3 + 1).to_string(),
             time: base() + chrono::Duration::minutes(i as i64),
             datacontenttype: DATA_CONTENT_TYPE.into(),
+            dataschema: None,
             sequence: String::new(),
             data: serde_json::json!({"user": {"id": i % 3 + 1}, "n": i}),
         })

@@ -30,6 +30,7 @@ fn events(n: u64) -> Vec<Event> {
             subject: "1".into(),
             time: base() + Duration::days(i as i64),
             datacontenttype: DATA_CONTENT_TYPE.into(),
+            dataschema: None,
             sequence: String::new(),
             data: serde_json::json!({"user": {"id": 1}, "n": i}),
         })

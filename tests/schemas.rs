@@ -78,16 +78,45 @@ fn no_schema_file_without_an_event_type() {
 }
 
 #[test]
-fn each_schema_pins_its_type_and_closes_the_envelope() {
+fn each_schema_pins_its_type_and_id_closes_data_and_admits_only_extension_attributes() {
     for t in EventType::ALL {
         let schema = load_schema(&schema_file_name(t.as_str()));
         assert_eq!(schema["properties"]["type"]["const"], t.as_str());
-        assert_eq!(schema["additionalProperties"], false, "{t}");
+        assert_eq!(
+            schema["$id"],
+            t.dataschema(),
+            "{t}: `$id` is what events name"
+        );
+        assert_eq!(
+            schema["properties"]["dataschema"]["const"],
+            t.dataschema(),
+            "{t}"
+        );
+        assert_eq!(
+            schema["additionalProperties"]["$ref"], "urn:rollcall:schema:common#/$defs/extension",
+            "{t}"
+        );
         assert_eq!(
             schema["properties"]["data"]["additionalProperties"], false,
             "{t}"
         );
     }
+}
+
+#[test]
+fn an_extension_attribute_is_accepted_and_a_misnamed_one_is_not() {
+    let mut event = event_of_type("user.created");
+    event["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    event["dataschema"] = json!("urn:rollcall:schema:user.created");
+    assert_valid_event(&event);
+    event["Bad_Name"] = json!("x");
+    assert!(!support::schema::event_errors(&event).is_empty());
+    let mut wrong = event_of_type("user.created");
+    wrong["dataschema"] = json!("urn:rollcall:schema:user.deleted");
+    assert!(
+        !support::schema::event_errors(&wrong).is_empty(),
+        "a type names its own schema"
+    );
 }
 
 // --- what the library emits validates ---------------------------------------------------------
@@ -183,10 +212,14 @@ fn type_that_does_not_match_the_data_is_rejected() {
 }
 
 #[test]
-fn unknown_envelope_key_is_rejected() {
+fn an_extension_attribute_whose_value_is_not_a_cloudevents_type_is_rejected() {
     let mut event = event_of_type("user.created");
-    event["partitionkey"] = json!("1");
-    assert_rejected(&event, "/", "an extra envelope key");
+    event["partitionkey"] = json!({"nested": 1});
+    assert_rejected(
+        &event,
+        "/partitionkey",
+        "an object-valued extension attribute",
+    );
 }
 
 #[test]

@@ -275,6 +275,7 @@ fn append(store: &Store, events: &[(EventType, &str)]) -> Vec<Event> {
             subject: (*subject).into(),
             time: chrono::Utc::now(),
             datacontenttype: DATA_CONTENT_TYPE.into(),
+            dataschema: None,
             sequence: String::new(),
             data: serde_json::json!({"user": {"id": subject}}),
         })
@@ -1026,6 +1027,7 @@ async fn audit_rows_of_one_actor_do_not_wait_behind_one_another() {
             subject: "7".into(),
             time: chrono::Utc::now(),
             datacontenttype: DATA_CONTENT_TYPE.into(),
+            dataschema: None,
             sequence: String::new(),
             data: serde_json::json!({"log_id": log_id, "action": "DashboardRestApi.get"}),
         })

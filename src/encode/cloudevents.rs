@@ -52,6 +52,13 @@ impl Binding {
         }
     }
 
+    fn dataschema_header(self) -> &'static str {
+        match self {
+            Binding::Kafka => "ce_dataschema",
+            Binding::Http => "ce-dataschema",
+        }
+    }
+
     /// Both bindings say `application/cloudevents+json` for structured mode; a webhook sink
     /// can send plain `application/json` instead (its `content_type` key).
     fn structured_content_type(self) -> &'static str {
@@ -77,13 +84,17 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
                 &e.time,
                 &e.sequence,
             ];
+            let mut headers: Vec<(&'static str, &str)> = binding
+                .attribute_headers()
+                .into_iter()
+                .zip(values.map(|v| v.as_ref()))
+                .collect();
+            if let Some(schema) = &e.dataschema {
+                headers.push((binding.dataschema_header(), schema.as_ref()));
+            }
             Encoded {
                 key: e.key(),
-                headers: binding
-                    .attribute_headers()
-                    .into_iter()
-                    .zip(values.map(|v| v.as_ref()))
-                    .collect(),
+                headers,
                 content_type: &e.datacontenttype,
                 body: Cow::Borrowed(e.data.get().as_bytes()),
             }

@@ -64,6 +64,9 @@ pub struct Envelope<'a> {
     pub time: Cow<'a, str>,
     #[serde(borrow)]
     pub datacontenttype: Cow<'a, str>,
+    /// Absent from events stored before rollcall named their schemas.
+    #[serde(borrow, default)]
+    pub dataschema: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub sequence: Cow<'a, str>,
     #[serde(borrow)]

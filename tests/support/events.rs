@@ -65,6 +65,7 @@ pub fn stamp(source: &str, derived: Vec<Derived>) -> Vec<Value> {
                     .map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
                 time: now,
                 datacontenttype: DATA_CONTENT_TYPE.into(),
+                dataschema: None,
                 sequence: Event::sequence_for(n as u64 + 1),
                 data: d.data,
             };

@@ -1,8 +1,9 @@
 //! Validates events against the JSON Schemas in `schemas/`, offline.
 //!
 //! Each event type's schema is compiled once, on first use. The event schemas reference
-//! `common.schema.json` by relative `$ref`; it is registered in memory under a base URI that is
-//! never fetched (jsonschema is built without its HTTP and file resolvers).
+//! `common.schema.json` by its `$id` (`urn:rollcall:schema:common`); it is registered in memory
+//! under that id, so nothing is ever fetched (jsonschema is built without its HTTP and file
+//! resolvers).
 
 use std::sync::OnceLock;
 
@@ -16,8 +17,8 @@ pub const SCHEMA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/");
 /// The file every event schema takes the envelope and the user record from.
 pub const COMMON_SCHEMA: &str = "common.schema.json";
 
-/// The in-memory base the relative `$ref`s resolve against (`.invalid` never resolves).
-const BASE_URI: &str = "https://rollcall.invalid/schemas/";
+/// The `$id` of `common.schema.json`, which the event schemas' `$ref`s name.
+const COMMON_ID: &str = "urn:rollcall:schema:common";
 
 /// `user.created` → `user.created.schema.json`.
 pub fn schema_file_name(event_type: &str) -> String {
@@ -40,8 +41,7 @@ pub fn compile(event_type: &str) -> Result<Validator, String> {
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
-        .with_base_uri(format!("{BASE_URI}{file}"))
-        .with_resource(format!("{BASE_URI}{COMMON_SCHEMA}"), common)
+        .with_resource(COMMON_ID, common)
         .build(&load_schema(&file))
         .map_err(|e| format!("{file}: {e}"))
 }

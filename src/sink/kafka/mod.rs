@@ -40,7 +40,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// degraded sooner and retries from its cursor. Overridable in `[sinks.options]`.
 const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
 /// Messages in flight at most: enough to keep batches on the wire while the previous ones are
-/// acknowledged, and a bound on memory. Never more than librdkafka's queue holds
+/// acknowledged, and a bound on memory. Never more than half of librdkafka's queue
 /// (`queue.buffering.max.messages`, 100,000 unless set in options): a full queue would refuse.
 const MAX_IN_FLIGHT: usize = 10_000;
 
@@ -356,10 +356,13 @@ impl Sink for KafkaSink {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(100_000)
             .max(1);
+        // Half the queue: a delivery report resolves its future before librdkafka frees the
+        // message's slot, so up to twice what the engine counts can still be queued.
+        let max_in_flight = MAX_IN_FLIGHT.min(queue / 2).max(1);
         Delivery {
             order: Order::Pipelined,
-            batch: self.batch_size.min(queue),
-            max_in_flight: MAX_IN_FLIGHT.min(queue),
+            batch: self.batch_size.min(max_in_flight),
+            max_in_flight,
         }
     }
 
