@@ -1121,3 +1121,38 @@ fn a_secret_shorter_than_24_bytes_is_refused_by_check_config() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ed25519_secret_signs_v1a_which_the_receiver_verifies_with_the_public_key_only() {
+    use base64::Engine;
+    use ed25519_dalek::Verifier;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed = [7u8; 32];
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    let rx = Receiver::start(|_, _| ok()).await;
+    // Rotating from HMAC to Ed25519: both sign while the receiver moves over.
+    let s = Setup::new(&rx.url, &format!("{SECRET} whsk_{}", b64.encode(seed)), "");
+    let store = s.store();
+    append(&store, &created(&["1"]));
+    assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 1);
+    let hit = &rx.hits()[0];
+    assert!(verifies(SECRET, hit), "the v1 signature still verifies");
+    let signatures = header(&hit.headers, "webhook-signature");
+    let v1a = signatures
+        .split(' ')
+        .find_map(|s| s.strip_prefix("v1a,"))
+        .expect("a v1a signature");
+    let signature = ed25519_dalek::Signature::from_slice(&b64.decode(v1a).unwrap()).unwrap();
+    let signed = [
+        hit.id.as_bytes(),
+        b".",
+        header(&hit.headers, "webhook-timestamp").as_bytes(),
+        b".",
+        &hit.body,
+    ]
+    .concat();
+    assert!(public.verify(&signed, &signature).is_ok());
+    let mut tampered = signed.clone();
+    tampered.push(b' ');
+    assert!(public.verify(&tampered, &signature).is_err());
+}

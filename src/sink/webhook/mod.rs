@@ -43,7 +43,7 @@ pub enum WebhookError {
         #[source]
         source: crate::settings::SecretError,
     },
-    #[error("sink '{sink}': secret #{index} is not `whsec_` followed by base64. Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
+    #[error("sink '{sink}': secret #{index} is neither `whsec_` followed by base64 nor `whsk_` followed by a base64 Ed25519 key (32 or 64 bytes). Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
     BadSecret { sink: String, index: usize },
     #[error("sink '{sink}': secret #{index} is {bytes} bytes; Standard Webhooks wants at least 24. Create one with `echo whsec_$(openssl rand -base64 32)` and give the same to the receiver")]
     ShortSecret {
@@ -76,7 +76,15 @@ impl WebhookError {
 
 /// Signs with every configured secret: during a rotation the receiver accepts either.
 pub struct Signer {
-    keys: Vec<Hmac<Sha256>>,
+    keys: Vec<Key>,
+}
+
+/// One signing secret, by the scheme its prefix names (Standard Webhooks).
+enum Key {
+    /// `whsec_`: HMAC-SHA256, signatures `v1,…`; the receiver holds the same secret.
+    Symmetric(Hmac<Sha256>),
+    /// `whsk_`: Ed25519, signatures `v1a,…`; the receiver holds only the public key (`whpk_`).
+    Asymmetric(ed25519_dalek::SigningKey),
 }
 
 // Written by hand so that no derive can ever print key material.
@@ -87,7 +95,8 @@ impl fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// `secrets`: one or more `whsec_<base64>`, separated by whitespace.
+    /// `secrets`: one or more `whsec_<base64>` or `whsk_<base64>` (an Ed25519 seed of 32 bytes,
+    /// or seed and public key, 64), separated by whitespace.
     pub fn new(sink: &str, secrets: &str) -> Result<Signer, WebhookError> {
         let keys = secrets
             .split_whitespace()
@@ -97,6 +106,17 @@ impl Signer {
                     sink: sink.to_owned(),
                     index: i + 1,
                 };
+                if let Some(signing) = s.strip_prefix("whsk_") {
+                    let bytes = BASE64.decode(signing).map_err(|_| bad())?;
+                    let seed: [u8; 32] = bytes
+                        .get(..32)
+                        .filter(|_| bytes.len() == 32 || bytes.len() == 64)
+                        .and_then(|seed| seed.try_into().ok())
+                        .ok_or_else(bad)?;
+                    return Ok(Key::Asymmetric(ed25519_dalek::SigningKey::from_bytes(
+                        &seed,
+                    )));
+                }
                 let key = BASE64
                     .decode(s.strip_prefix("whsec_").unwrap_or(s))
                     .map_err(|_| bad())?;
@@ -107,7 +127,9 @@ impl Signer {
                         bytes: key.len(),
                     });
                 }
-                Hmac::<Sha256>::new_from_slice(&key).map_err(|_| bad())
+                Hmac::<Sha256>::new_from_slice(&key)
+                    .map(Key::Symmetric)
+                    .map_err(|_| bad())
             })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -118,21 +140,33 @@ impl Signer {
         Ok(Signer { keys })
     }
 
-    /// The `webhook-signature` value: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`
-    /// per secret, space-separated.
+    /// The `webhook-signature` value: per secret, space-separated, `v1,<base64 HMAC-SHA256>`
+    /// or `v1a,<base64 Ed25519 signature>` of `"{id}.{timestamp}.{body}"`.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        use ed25519_dalek::Signer as _;
         let timestamp = timestamp.to_string();
-        let mut out = String::with_capacity(self.keys.len() * 48);
+        let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+        let mut out = String::with_capacity(self.keys.len() * 90);
         for key in &self.keys {
-            let mut mac = key.clone();
-            for part in [id.as_bytes(), b".", timestamp.as_bytes(), b".", body] {
-                mac.update(part);
-            }
             if !out.is_empty() {
                 out.push(' ');
             }
-            out.push_str("v1,");
-            BASE64.encode_string(mac.finalize().into_bytes(), &mut out);
+            match key {
+                Key::Symmetric(key) => {
+                    let mut mac = key.clone();
+                    for part in signed {
+                        mac.update(part);
+                    }
+                    out.push_str("v1,");
+                    BASE64.encode_string(mac.finalize().into_bytes(), &mut out);
+                }
+                Key::Asymmetric(key) => {
+                    // Ed25519 signs the whole message at once.
+                    let signature = key.sign(&signed.concat());
+                    out.push_str("v1a,");
+                    BASE64.encode_string(signature.to_bytes(), &mut out);
+                }
+            }
         }
         out
     }
