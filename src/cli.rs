@@ -227,6 +227,13 @@ pub enum SinkCommand {
         /// The sink's `name` in the config.
         name: String,
     },
+    /// Print the public key (`whpk_…`) of each Ed25519 (`whsk_`) secret of a webhook sink,
+    /// for its receiver to verify `v1a` signatures with; secrets are never printed.
+    #[command(after_help = "Example:\n  rollcall sink public-key provisioning")]
+    PublicKey {
+        /// The sink's `name` in the config.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +304,10 @@ pub enum CliError {
     DemoNeedsSource,
     #[error("this command needs the store to itself, or no store yet (run, once, check-config, doctor, demo, healthcheck, completions, man, store import): stop `rollcall run` first, or run it where no `rollcall run` holds the store")]
     NotOverAdmin,
+    #[error("sink '{0}' is not a webhook sink: only webhooks sign")]
+    NotWebhook(String),
+    #[error("sink '{0}' has no Ed25519 (`whsk_`) secret, so there is no public key: its `whsec_` secrets are shared with the receiver as they are")]
+    NoPublicKey(String),
     #[error("sink '{0}' is in the config but not among the sinks the running `rollcall run` serves (it started with another config): restart it with this one")]
     NotRunning(String),
     #[error(transparent)]
@@ -329,6 +340,8 @@ impl CliError {
             | CliError::UnknownSink { .. }
             | CliError::DemoNeedsSource
             | CliError::NotOverAdmin
+            | CliError::NotWebhook(_)
+            | CliError::NoPublicKey(_)
             | CliError::NotRunning(_)
             | CliError::NoStore(_)
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
@@ -397,6 +410,24 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 "imported {entries} entries into a new store at {}",
                 config.store.path.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sink {
+            action: SinkCommand::PublicKey { name },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let crate::sink::SinkConfig::Webhook(webhook) = sink_config(&config, &name)? else {
+                return Err(CliError::NotWebhook(name));
+            };
+            let keys = webhook
+                .public_keys()
+                .map_err(crate::sink::SinkError::from)?;
+            if keys.is_empty() {
+                return Err(CliError::NoPublicKey(name));
+            }
+            for key in keys {
+                println!("{key}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         command @ (Command::Events { .. }
@@ -577,6 +608,9 @@ async fn operate(
         }
         Command::Store {
             action: StoreCommand::Import { .. },
+        }
+        | Command::Sink {
+            action: SinkCommand::PublicKey { .. },
         } => Err(CliError::NotOverAdmin),
         Command::Run
         | Command::Once { .. }

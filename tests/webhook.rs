@@ -1155,4 +1155,12 @@ async fn an_ed25519_secret_signs_v1a_which_the_receiver_verifies_with_the_public
     let mut tampered = signed.clone();
     tampered.push(b' ');
     assert!(public.verify(&tampered, &signature).is_err());
+    // The receiver gets the public key from the CLI, never the secret.
+    let out = s.rollcall(&["sink", "public-key", "hooks"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert_eq!(
+        printed.trim(),
+        format!("whpk_{}", b64.encode(public.to_bytes()))
+    );
 }

@@ -155,6 +155,12 @@ impl WebhookConfig {
 
     /// The signing secrets, from the environment or the file the config names, as written
     /// (`whsec_<base64>`, space-separated). Errors name where to look, never the value.
+    /// The public keys receivers verify `v1a` signatures with (`rollcall sink public-key`).
+    pub fn public_keys(&self) -> Result<Vec<String>, WebhookError> {
+        use secrecy::ExposeSecret;
+        Ok(super::Signer::new(&self.name, self.secrets()?.expose_secret())?.public_keys())
+    }
+
     pub fn secrets(&self) -> Result<SecretString, WebhookError> {
         SecretRef {
             env_key: "secret_env",

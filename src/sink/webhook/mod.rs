@@ -140,6 +140,20 @@ impl Signer {
         Ok(Signer { keys })
     }
 
+    /// The public keys (`whpk_<base64>`) of the Ed25519 secrets, for receivers to verify `v1a`.
+    pub fn public_keys(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter_map(|k| match k {
+                Key::Asymmetric(key) => Some(format!(
+                    "whpk_{}",
+                    BASE64.encode(key.verifying_key().to_bytes())
+                )),
+                Key::Symmetric(_) => None,
+            })
+            .collect()
+    }
+
     /// The `webhook-signature` value: per secret, space-separated, `v1,<base64 HMAC-SHA256>`
     /// or `v1a,<base64 Ed25519 signature>` of `"{id}.{timestamp}.{body}"`.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
