@@ -12,9 +12,12 @@
 //! real one (e.g. tansu, see scripts/e2e-kafka.sh), which must auto-create or already hold the
 //! topics `rollcall-bench-bare` and `rollcall-bench-sink`.
 
+#[path = "support/mod.rs"]
+mod support;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::report;
 
 use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -36,37 +39,13 @@ const SINK_TOPIC: &str = "rollcall-bench-sink";
 const SINK: &str = "bench-sink";
 const RUNS: usize = 2;
 
-/// Figures are printed only at full size: a smoke run under `cargo test` is too small to
-/// compare with anything, so it only proves the benchmark still runs.
-macro_rules! report {
-    ($($arg:tt)*) => {
-        if std::env::args().any(|a| a == "--bench") {
-            println!($($arg)*);
-        }
-    };
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
     let n: u64 = match std::env::var("ROLLCALL_BENCH_EVENTS") {
         Ok(v) => v.parse().expect("ROLLCALL_BENCH_EVENTS is a number"),
-        Err(_) if full => 1_000_000,
+        Err(_) if support::full_size() => 1_000_000,
         Err(_) => 10_000,
     };
-    println!(
-        "rollcall Kafka sink benchmark ({})",
-        if full {
-            "full size"
-        } else {
-            "smoke run: sizes too small to compare, so no figures; `cargo bench --bench kafka` measures"
-        }
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench(n));
+    support::run("rollcall Kafka sink benchmark", "kafka", bench(n));
 }
 
 async fn bench(n: u64) {

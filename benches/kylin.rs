@@ -6,7 +6,10 @@
 //! (same session, `Accept` and `page_size`) in the same run, and the store writes of an
 //! unchanged cycle. Under `cargo test` it runs the same code on 1,000 users as a smoke test.
 
+#[path = "support/mod.rs"]
+mod support;
 use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD, PUBLIC_ACCEPT};
+use support::report;
 
 use std::time::{Duration, Instant};
 
@@ -18,33 +21,9 @@ const RUNS: usize = 3;
 /// rollcall's default `page_size` for Kylin, used by both loops.
 const PAGE_SIZE: usize = 1000;
 
-/// Figures are printed only at full size: a smoke run under `cargo test` is too small to
-/// compare with anything, so it only proves the benchmark still runs.
-macro_rules! report {
-    ($($arg:tt)*) => {
-        if std::env::args().any(|a| a == "--bench") {
-            println!($($arg)*);
-        }
-    };
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let users = if full { 100_000 } else { 1_000 };
-    println!(
-        "rollcall Kylin benchmark ({})",
-        if full {
-            "full size"
-        } else {
-            "smoke run: size too small to compare, so no figures; `cargo bench --bench kylin` measures"
-        }
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(full_read(users));
+    let users = if support::full_size() { 100_000 } else { 1_000 };
+    support::run("rollcall Kylin benchmark", "kylin", full_read(users));
 }
 
 async fn full_read(n: usize) {

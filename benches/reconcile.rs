@@ -5,7 +5,10 @@
 //! unchanged cycle's store writes, and a diff of 1,000,000 users with 1% changed (time and peak
 //! memory). Under `cargo test` it runs the same code on small sizes as a smoke test.
 
+#[path = "support/mod.rs"]
+mod support;
 use rollcall_sim::superset as sim;
+use support::report;
 
 use std::time::{Duration, Instant};
 
@@ -24,37 +27,17 @@ static PEAK: PeakAlloc = PeakAlloc;
 
 const RUNS: usize = 3;
 
-/// Figures are printed only at full size: a smoke run under `cargo test` is too small to
-/// compare with anything, so it only proves the benchmark still runs.
-macro_rules! report {
-    ($($arg:tt)*) => {
-        if std::env::args().any(|a| a == "--bench") {
-            println!($($arg)*);
-        }
-    };
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let (users, diff_users) = if full {
+    let (users, diff_users) = if support::full_size() {
         (100_000, 1_000_000)
     } else {
         (1_000, 10_000)
     };
-    println!(
-        "rollcall benchmarks ({})",
-        if full {
-            "full sizes"
-        } else {
-            "smoke run: sizes too small to compare, so no figures; `cargo bench --bench reconcile` measures"
-        }
+    support::run(
+        "rollcall reconcile benchmark",
+        "reconcile",
+        reconcile(users),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(reconcile(users));
     diff_bench(diff_users);
 }
 

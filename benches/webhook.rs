@@ -8,9 +8,12 @@
 //! rates and the ratios rollcall / bare and OCSF / CloudEvents. Under `cargo test` it runs the
 //! same code on 600 events.
 
+#[path = "support/mod.rs"]
+mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::report;
 
 use axum::extract::State;
 use axum::routing::post;
@@ -28,33 +31,9 @@ const RUNS: usize = 5;
 const USERS: usize = 1_000;
 const IN_FLIGHT: usize = 16;
 
-/// Figures are printed only at full size: a smoke run under `cargo test` is too small to
-/// compare with anything, so it only proves the benchmark still runs.
-macro_rules! report {
-    ($($arg:tt)*) => {
-        if std::env::args().any(|a| a == "--bench") {
-            println!($($arg)*);
-        }
-    };
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let events = if full { 30_000 } else { 600 };
-    println!(
-        "webhook benchmark ({})",
-        if full {
-            "full size"
-        } else {
-            "smoke run: sizes too small to compare, so no figures; `cargo bench --bench webhook` measures"
-        }
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench(events));
+    let events = if support::full_size() { 30_000 } else { 600 };
+    support::run("webhook benchmark", "webhook", bench(events));
 }
 
 async fn count(State(hits): State<Arc<AtomicUsize>>, _body: Bytes) -> &'static str {
