@@ -167,6 +167,9 @@ pub enum FaultKind {
     Redirect { status: u16, location: String },
     /// Answer with this status (429 or 503) and `Retry-After: <value>`.
     RetryAfter { status: u16, value: String },
+    /// User `id` is deleted, then the request is processed: an administrator's delete landing
+    /// between two page reads, which shifts later rows of offset paging (docs/superset.md S21).
+    DeleteFirst(u64),
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -1101,6 +1104,11 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
                 serde_rison::to_string(&v).ok()
             });
             lock().process(&method, &path, first_page.as_deref(), &headers, &body)
+        }
+        Some(Ok(FaultKind::DeleteFirst(id))) => {
+            let mut state = lock();
+            state.delete_user(id);
+            state.process(&method, &path, q.as_deref(), &headers, &body)
         }
         Some(Ok(FaultKind::Delay(d))) => {
             tokio::time::sleep(d).await;
