@@ -5,6 +5,7 @@
 mod support;
 
 use rollcall::runner::CycleOptions;
+use rollcall::text::error_chain;
 use support::harness::{kind, kinds, Harness};
 use support::sim::{Fault, FaultKind, Release, Sim, SimOptions};
 
@@ -199,4 +200,37 @@ async fn pages_shifting_under_a_concurrent_delete_on_5_0_lose_and_invent_nothing
     let created = sim.add_user("late", "pw", &[GAMMA]);
     h.full().await;
     assert_eq!(kinds(&h.new_events()), [kind("user.created", created)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_changed_underneath_is_detected_again_and_polling_goes_on() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut h = Harness::new(&sim.url, "");
+    let alice = sim.add_user("alice", "pw-alice", &[GAMMA]);
+    h.cycle().await;
+    // A downgrade to 5.0: the filters chosen for 6.1 are refused, and said so.
+    sim.set_release(Release::V5_0);
+    sim.update_user(alice, |u| u.active = false);
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = error_chain(&err);
+    assert!(
+        err.contains("refused a query") && err.contains("not allowed to filter"),
+        "{err}"
+    );
+    let report = h.cycle().await;
+    assert!(
+        !report.full,
+        "detected again without waiting for a full read"
+    );
+    assert_eq!(kinds(&h.new_events()), [kind("user.deactivated", alice)]);
+    // An upgrade back: the next full reconcile takes the keyset reads again.
+    sim.set_release(Release::V6_1);
+    sim.update_user(alice, |u| u.active = true);
+    sim.clear_requests();
+    h.full().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.reactivated", alice)]);
+    assert!(sim
+        .requests()
+        .iter()
+        .any(|r| r.path == USERS && r.q.as_deref().is_some_and(|q| q.contains("col:id,opr:gt"))));
 }

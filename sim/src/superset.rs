@@ -351,6 +351,11 @@ impl Sim {
     }
 
     /// While down, every request (including `/health`) gets 503 `text/html`.
+    /// Answer like `release` from now on: an upgrade or a downgrade under a running poller.
+    pub fn set_release(&self, release: Release) {
+        self.inner().opts.release = release;
+    }
+
     pub fn set_down(&self, down: bool) {
         self.inner().down = down;
     }

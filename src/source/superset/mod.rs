@@ -104,6 +104,8 @@ pub enum SupersetError {
     },
     #[error("Superset ignored part of a query ({detail}); rollcall refuses to trust that page. Superset drops filters it does not understand silently, so this version may not support it")]
     FilterIgnored { detail: String },
+    #[error("Superset refused a query rollcall built from what it announced it allows ({detail}): its release may have changed underneath. Nothing was stored; the next cycle asks Superset again what it allows and reads accordingly")]
+    QueryRefused { detail: String },
     #[error("a row of {path} has no readable `id` ({detail}), so rollcall cannot tell whose it is; nothing was stored. See what Superset (or a proxy before it) answers there")]
     NoId { path: String, detail: String },
     #[error("cannot set up the HTTP client: {0}")]
@@ -127,6 +129,7 @@ impl SupersetError {
                 | SupersetError::ServerError { .. }
                 | SupersetError::Throttled { .. }
                 | SupersetError::BadJson { .. }
+                | SupersetError::QueryRefused { .. }
         )
     }
 }
@@ -230,9 +233,23 @@ impl SupersetSource {
             (Some(caps), Mode::Incremental, true) => caps.strategy(),
             _ => self.detect(cursor).await?,
         };
-        let mut fresh = match mode {
-            Mode::Full => self.full(prev, strategy).await?,
-            Mode::Incremental => self.incremental(prev, cursor, strategy).await?,
+        let read = match mode {
+            Mode::Full => self.full(prev, strategy).await,
+            Mode::Incremental => self.incremental(prev, cursor, strategy).await,
+        };
+        let mut fresh = match read {
+            Ok(fresh) => fresh,
+            // A 400 for a filter or order it announced: ask again next cycle (docs/superset.md,
+            // Releases 4.1 to 6.1: what each release refuses is a 400 with this message).
+            Err(SupersetError::Unexpected {
+                status: 400,
+                detail,
+                ..
+            }) if detail.contains("not allowed") || detail.contains("Invalid order by column") => {
+                self.detected = false;
+                return Err(SupersetError::QueryRefused { detail });
+            }
+            Err(e) => return Err(e),
         };
         // A record that could not be read leaves the stored one standing: its absence from an
         // answer is no deletion, and a half-read record is no change.
