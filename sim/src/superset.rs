@@ -243,6 +243,17 @@ impl Sim {
         }
     }
 
+    /// Moves every user's times back by `by`, as if they were created, changed and last seen
+    /// that long ago: a settled instance, for measuring idle polls.
+    pub fn age_users(&self, by: Duration) {
+        let by = TimeDelta::from_std(by).unwrap_or(TimeDelta::zero());
+        for u in self.inner().users.values_mut() {
+            u.created_on -= by;
+            u.changed_on -= by;
+            u.last_login = u.last_login.map(|t| t - by);
+        }
+    }
+
     /// Like a user PUT: applies `f`, then sets `changed_on = now` and `changed_by = admin` (F28).
     pub fn update_user(&self, id: u64, f: impl FnOnce(&mut SimUser)) {
         let mut s = self.inner();

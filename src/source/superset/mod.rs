@@ -628,10 +628,11 @@ impl SupersetSource {
     }
 
     /// The users ordered newest first by `column`, up to the first whose `recent` says no, for
-    /// releases that cannot filter by time (docs/superset.md, Releases 4.1 to 6.1). A row with
-    /// no value there (`recent` is `None`) is passed over, not a stop: PostgreSQL sorts NULLs
-    /// first in descending order, SQLite and MySQL last. A recent row after an old one means
-    /// the order was not honoured, and the read is refused.
+    /// releases that cannot filter by time (docs/superset.md, Releases 4.1 to 6.1). Rows with
+    /// no value there (`recent` is `None`) come all first (PostgreSQL sorts NULLs first in
+    /// descending order) or all last (SQLite, MySQL): before any value they are passed over,
+    /// after one they are the end. A recent row after an old one means the order was not
+    /// honoured, and the read is refused.
     async fn newest_first(
         &mut self,
         column: &'static str,
@@ -639,6 +640,7 @@ impl SupersetSource {
     ) -> Result<Snapshot, SupersetError> {
         let mut out = Snapshot::new();
         let mut seen: BTreeSet<u64> = BTreeSet::new();
+        let mut valued = false;
         for page in 0.. {
             let answer = self
                 .client
@@ -662,7 +664,9 @@ impl SupersetSource {
                         continue;
                     }
                 };
-                match recent(&user) {
+                let recent = recent(&user);
+                match recent {
+                    None if valued => reached_old = true,
                     None => {}
                     Some(false) => reached_old = true,
                     Some(true) if reached_old => {
@@ -677,6 +681,7 @@ impl SupersetSource {
                         out.insert(id, user);
                     }
                 }
+                valued |= recent.is_some();
             }
             if !answer.result.is_empty() && !brought_new {
                 return Err(SupersetError::FilterIgnored {
