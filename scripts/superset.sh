@@ -21,7 +21,9 @@ RELEASE=${SUPERSET_VERSION:-6.1.0}
 case "$RELEASE" in
   # flask-caching 2.5 breaks 6.1.0 at start-up, the CLI needs rich, and /login/ needs cachetools.
   6.1.0) PINS=("flask-caching==2.3.1" rich cachetools); SUFFIX= ;;
-  6.0.0 | 4.1.4) PINS=(); SUFFIX=-$RELEASE ;;
+  # 6.0.0's CLI needs rich too (`ModuleNotFoundError: No module named 'rich'` at `db upgrade`).
+  6.0.0) PINS=(rich cachetools); SUFFIX=-$RELEASE ;;
+  4.1.4) PINS=(); SUFFIX=-$RELEASE ;;
   # With marshmallow 4, 5.0.0 fails to start (`KeyError: 'permission_id'`).
   5.0.0) PINS=("marshmallow<4"); SUFFIX=-$RELEASE ;;
   *) echo "SUPERSET_VERSION must be 4.1.4, 5.0.0, 6.0.0 or 6.1.0, not '$RELEASE'" >&2; exit 2 ;;
