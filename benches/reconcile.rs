@@ -3,7 +3,9 @@
 //! `cargo bench --bench reconcile` runs the full sizes: a simulator with 100,000 users, a full
 //! reconcile compared with a bare reqwest loop fetching the same pages in the same run, an
 //! unchanged cycle's store writes, and a diff of 1,000,000 users with 1% changed (time and peak
-//! memory). Under `cargo test` it runs the same code on small sizes as a smoke test.
+//! memory), and per Superset release (5.0 pages by index and newest-first polls, 6.1 keyset
+//! and filters) a full reconcile's time per user and an idle poll's requests and time. Under
+//! `cargo test` it runs the same code on small sizes as a smoke test.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -20,7 +22,7 @@ use rollcall::runner::{CycleOptions, Runner};
 use rollcall::source::superset::{Snapshot, User};
 use rollcall::store::Store;
 use rollcall::user::Member;
-use sim::{Sim, SimOptions};
+use sim::{Release, Sim, SimOptions};
 
 #[global_allocator]
 static PEAK: PeakAlloc = PeakAlloc;
@@ -33,17 +35,15 @@ fn main() {
     } else {
         (1_000, 10_000)
     };
-    support::run(
-        "rollcall reconcile benchmark",
-        "reconcile",
-        reconcile(users),
-    );
+    support::run("rollcall reconcile benchmark", "reconcile", async {
+        reconcile(users).await;
+        releases(users).await;
+    });
     diff_bench(diff_users);
 }
 
-async fn reconcile(n: usize) {
-    let sim = Sim::start(SimOptions::default()).await;
-    sim.add_users(n, &[4]);
+/// A runner polling `sim` as admin into a fresh store (the directory lives as long as it).
+fn runner_for(sim: &Sim) -> (tempfile::TempDir, Runner) {
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("pw");
     std::fs::write(&password, "admin").unwrap();
@@ -61,7 +61,14 @@ async fn reconcile(n: usize) {
     .unwrap();
     let config = Config::load(&config_path).unwrap();
     let store = Store::open(&config.store.path).unwrap();
-    let mut runner = Runner::new(&config, store).unwrap();
+    let runner = Runner::new(&config, store).unwrap();
+    (dir, runner)
+}
+
+async fn reconcile(n: usize) {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(n, &[4]);
+    let (_dir, mut runner) = runner_for(&sim);
 
     // Log the baseline in once, before rollcall's first cycle: every password login bumps the
     // account's `login_count`, which rollcall would rightly record as a change.
@@ -113,6 +120,58 @@ async fn reconcile(n: usize) {
         written.iter().all(|(u, _)| *u == 0),
         "an unchanged cycle must write no user record"
     );
+}
+
+/// Superset 5.0 (no id or time filters: pages by index, newest-first polls; docs/superset.md,
+/// Releases 4.1 to 6.1) against 6.1 (keyset and filters), on the same users. The simulator
+/// answers either in time linear in the users, so this measures rollcall's side; offset paging's
+/// cost in a real database grows with the offset (see README, Superset releases).
+async fn releases(n: usize) {
+    report!("per release, {} users (best of {RUNS}):", n + 1);
+    for release in [Release::V6_1, Release::V5_0] {
+        let sim = Sim::start(SimOptions {
+            release,
+            ..SimOptions::default()
+        })
+        .await;
+        sim.add_users(n, &[4]);
+        // Idle means nothing changed within the polls' overlap but the one change that set the
+        // high-water mark.
+        sim.age_users(Duration::from_secs(24 * 3600));
+        sim.update_user(2, |u| u.last_name = "Recent".into());
+        let (_dir, mut runner) = runner_for(&sim);
+        runner.cycle(CycleOptions::default()).await.unwrap();
+        let mut full = Vec::new();
+        let mut idle = Vec::new();
+        let mut requests = 0;
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            runner
+                .cycle(CycleOptions {
+                    full: true,
+                    confirm_deletes: false,
+                })
+                .await
+                .unwrap();
+            full.push(start.elapsed());
+            sim.clear_requests();
+            let start = Instant::now();
+            let report = runner
+                .cycle(CycleOptions::default())
+                .await
+                .unwrap()
+                .remove(0);
+            idle.push(start.elapsed());
+            assert!(!report.full && report.events == 0, "{report:?}");
+            requests = sim.requests().len();
+        }
+        let per_user = best(&full).as_secs_f64() * 1e6 / (n + 1) as f64;
+        report!(
+            "  {release:?}: full reconcile {:>8.1} ms ({per_user:.1} µs per user); idle poll {:>6.1} ms, {requests} requests",
+            ms(best(&full)),
+            ms(best(&idle))
+        );
+    }
 }
 
 async fn login(http: &reqwest::Client, url: &str) -> String {

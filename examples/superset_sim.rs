@@ -1,7 +1,7 @@
-//! Standalone Superset 6.1.0 API simulator for manual testing of rollcall.
+//! Standalone Superset API simulator (4.1, 5.0, 6.0 or 6.1) for manual testing of rollcall.
 //!
 //! ```text
-//! cargo run --release --example superset_sim -- --port 8088 --users 1000
+//! cargo run --release --example superset_sim -- --port 8088 --users 1000 --superset-version 5.0
 //! ```
 //! Seeded with the Admin account `admin`/`admin`; runs until Ctrl-C.
 
@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Simulated Apache Superset 6.1.0 REST API (users, roles, groups, log)")]
+#[command(
+    about = "Simulated Apache Superset REST API (users, roles, groups, log), as 4.1, 5.0, 6.0 or 6.1"
+)]
 struct Args {
     /// Port on 127.0.0.1 to listen on.
     #[arg(long, default_value_t = 8088)]
@@ -26,6 +28,9 @@ struct Args {
     /// Access token lifetime in seconds.
     #[arg(long, default_value_t = 900)]
     access_ttl_secs: u64,
+    /// The release to answer like: 4.1, 5.0, 6.0 or 6.1 (docs/superset.md, Releases 4.1 to 6.1).
+    #[arg(long, default_value = "6.1")]
+    superset_version: sim::Release,
 }
 
 #[tokio::main]
@@ -36,6 +41,7 @@ async fn main() {
         sim::SimOptions {
             utc_offset_minutes: args.utc_offset_minutes,
             access_ttl: Duration::from_secs(args.access_ttl_secs),
+            release: args.superset_version,
             ..sim::SimOptions::default()
         },
     )
@@ -45,8 +51,8 @@ async fn main() {
     }
     println!("{}", sim.url);
     eprintln!(
-        "Superset 6.1.0 simulator at {} (admin/admin), Ctrl-C to stop",
-        sim.url
+        "Superset {:?} simulator at {} (admin/admin), Ctrl-C to stop",
+        args.superset_version, sim.url
     );
     let _ = tokio::signal::ctrl_c().await;
 }

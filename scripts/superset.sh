@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A throwaway local Apache Superset 6.1.0 for the quickstart and the end-to-end tests.
+# A throwaway local Apache Superset (6.1.0 unless SUPERSET_VERSION says 4.1.4, 5.0.0 or 6.0.0) for
+# the quickstart and the end-to-end tests.
 #
 #   scripts/superset.sh start    install (first time), configure, initialise, start, wait for /health
 #   scripts/superset.sh stop     stop the server started by `start`
@@ -8,13 +9,27 @@
 # Everything lives in $ROLLCALL_SUPERSET_DIR (default .superset/): the config with a random
 # SECRET_KEY, the SQLite database, the server log, and the password of the `rollcall` service
 # account (Admin role) in `rollcall-password`. The Python venv is $ROLLCALL_VENV (default .venv/).
+# Another release gets its own venv and directory, .venv-<release>/ and .superset-<release>/ (a
+# database one release initialised is not for another), and the pins it needs to start
+# (docs/superset.md, Releases 4.1 to 6.1).
 # Re-running reuses whatever exists. Set SUPERSET_JWT_EXPIRES_SECONDS before the first start for
 # short-lived access tokens (the tests use it to prove token refresh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${ROLLCALL_VENV:-$ROOT/.venv}
-DIR=${ROLLCALL_SUPERSET_DIR:-$ROOT/.superset}
+RELEASE=${SUPERSET_VERSION:-6.1.0}
+case "$RELEASE" in
+  # flask-caching 2.5 breaks 6.1.0 at start-up, the CLI needs rich, and /login/ needs cachetools.
+  6.1.0) PINS=("flask-caching==2.3.1" rich cachetools); SUFFIX= ;;
+  # 6.0.0's CLI needs rich too (`ModuleNotFoundError: No module named 'rich'` at `db upgrade`).
+  6.0.0) PINS=(rich cachetools); SUFFIX=-$RELEASE ;;
+  4.1.4) PINS=(); SUFFIX=-$RELEASE ;;
+  # With marshmallow 4, 5.0.0 fails to start (`KeyError: 'permission_id'`).
+  5.0.0) PINS=("marshmallow<4"); SUFFIX=-$RELEASE ;;
+  *) echo "SUPERSET_VERSION must be 4.1.4, 5.0.0, 6.0.0 or 6.1.0, not '$RELEASE'" >&2; exit 2 ;;
+esac
+VENV=${ROLLCALL_VENV:-$ROOT/.venv$SUFFIX}
+DIR=${ROLLCALL_SUPERSET_DIR:-$ROOT/.superset$SUFFIX}
 PORT=${SUPERSET_PORT:-8088}
 URL="http://127.0.0.1:$PORT"
 export SUPERSET_HOME="$DIR" SUPERSET_CONFIG_PATH="$DIR/superset_config.py" FLASK_APP=superset
@@ -23,11 +38,10 @@ say() { printf '[superset] %s\n' "$*" >&2; }
 
 install() {
   if [ -x "$VENV/bin/superset" ]; then return; fi
-  say "installing apache-superset 6.1.0 into $VENV (two to three minutes, once; pip shows each package)"
+  say "installing apache-superset $RELEASE into $VENV (two to three minutes, once; pip shows each package)"
   python3 -m venv "$VENV"
-  # flask-caching 2.5 breaks 6.1.0 at start-up, the CLI needs rich, and /login/ needs cachetools.
   "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off \
-    "apache-superset==6.1.0" "flask-caching==2.3.1" rich cachetools >&2
+    "apache-superset==$RELEASE" ${PINS[@]+"${PINS[@]}"} >&2
 }
 
 configure() {

@@ -1,6 +1,7 @@
-//! An in-process simulator of the parts of the Apache Superset 6.1.0 REST API that rollcall
-//! talks to: JWT login/refresh, the security users/roles/groups endpoints, `/api/v1/me/`, the
-//! action log and `/health`.
+//! An in-process simulator of the parts of the Apache Superset REST API that rollcall talks to:
+//! JWT login/refresh, the security users/roles/groups endpoints, `/api/v1/me/`, the action log
+//! and `/health`. It answers like 6.1.0, or like 4.1, 5.0 or 6.0 with `SimOptions::release`
+//! (docs/superset.md, Releases 4.1 to 6.1).
 //!
 //! It is a real HTTP server (axum on 127.0.0.1, ephemeral port) so the production HTTP client is
 //! exercised end to end. Behaviour follows docs/superset.md, captured from a real Superset 6.1.0
@@ -37,6 +38,45 @@ pub struct SimOptions {
     pub access_ttl: Duration,
     /// Lifetime of refresh tokens (Superset default 30 days, F3).
     pub refresh_ttl: Duration,
+    /// Which Superset release to answer like (docs/superset.md, Releases 4.1 to 6.1).
+    pub release: Release,
+}
+
+/// The Superset releases whose API differences the simulator reproduces (docs/superset.md,
+/// section Releases 4.1 to 6.1, fixtures in `tests/fixtures/superset-releases/`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Release {
+    /// 4.1.4: Flask-AppBuilder 4.8.1, no `id`/time/counter filters, no `roles/search/`.
+    V4_1,
+    /// 5.0.0: the same users, roles and log API as 4.1.4.
+    V5_0,
+    /// 6.0.0: the filters and `roles/search/` of 6.1.0.
+    V6_0,
+    #[default]
+    V6_1,
+}
+
+impl Release {
+    /// Flask-AppBuilder before 5: the narrow users filters, no role search, log rows with the
+    /// username only.
+    pub fn before_6(self) -> bool {
+        matches!(self, Release::V4_1 | Release::V5_0)
+    }
+}
+
+impl std::str::FromStr for Release {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Release, String> {
+        match s {
+            "4.1" | "4.1.4" => Ok(Release::V4_1),
+            "5.0" | "5.0.0" => Ok(Release::V5_0),
+            "6.0" | "6.0.0" => Ok(Release::V6_0),
+            "6.1" | "6.1.0" => Ok(Release::V6_1),
+            other => Err(format!(
+                "unknown Superset release `{other}`: use 4.1, 5.0, 6.0 or 6.1"
+            )),
+        }
+    }
 }
 
 impl Default for SimOptions {
@@ -45,6 +85,7 @@ impl Default for SimOptions {
             utc_offset_minutes: 0,
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            release: Release::default(),
         }
     }
 }
@@ -126,6 +167,9 @@ pub enum FaultKind {
     Redirect { status: u16, location: String },
     /// Answer with this status (429 or 503) and `Retry-After: <value>`.
     RetryAfter { status: u16, value: String },
+    /// User `id` is deleted, then the request is processed: an administrator's delete landing
+    /// between two page reads, which shifts later rows of offset paging (docs/superset.md S21).
+    DeleteFirst(u64),
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -196,6 +240,17 @@ impl Sim {
             let name = format!("user{:05}", start + i);
             let pw = name.clone();
             s.insert_user(&name, &pw, role_ids, now);
+        }
+    }
+
+    /// Moves every user's times back by `by`, as if they were created, changed and last seen
+    /// that long ago: a settled instance, for measuring idle polls.
+    pub fn age_users(&self, by: Duration) {
+        let by = TimeDelta::from_std(by).unwrap_or(TimeDelta::zero());
+        for u in self.inner().users.values_mut() {
+            u.created_on -= by;
+            u.changed_on -= by;
+            u.last_login = u.last_login.map(|t| t - by);
         }
     }
 
@@ -307,6 +362,11 @@ impl Sim {
     }
 
     /// While down, every request (including `/health`) gets 503 `text/html`.
+    /// Answer like `release` from now on: an upgrade or a downgrade under a running poller.
+    pub fn set_release(&self, release: Release) {
+        self.inner().opts.release = release;
+    }
+
     pub fn set_down(&self, down: bool) {
         self.inner().down = down;
     }
@@ -774,7 +834,12 @@ impl Inner {
             .user_id
             .and_then(|id| self.users.get(&id))
             .map_or(Value::Null, |u| {
-                json!({"first_name": u.first_name, "last_name": u.last_name, "username": u.username})
+                // Before 6.0 the row names only the username (`v5.0.0/log_list_dttm_gt.json`).
+                if self.opts.release.before_6() {
+                    json!({"username": u.username})
+                } else {
+                    json!({"first_name": u.first_name, "last_name": u.last_name, "username": u.username})
+                }
             });
         // No `id` inside a log row (F38).
         json!({
@@ -1056,6 +1121,11 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             });
             lock().process(&method, &path, first_page.as_deref(), &headers, &body)
         }
+        Some(Ok(FaultKind::DeleteFirst(id))) => {
+            let mut state = lock();
+            state.delete_user(id);
+            state.process(&method, &path, q.as_deref(), &headers, &body)
+        }
         Some(Ok(FaultKind::Delay(d))) => {
             tokio::time::sleep(d).await;
             lock().process(&method, &path, q.as_deref(), &headers, &body)
@@ -1150,7 +1220,7 @@ impl Inner {
                 _ => Reply::method_not_allowed(headers),
             },
             ["security", "users", "_info"] => match m {
-                Method::GET => self.with_admin(headers, |_, _| users_info(q)),
+                Method::GET => self.with_admin(headers, |s, _| users_info(q, s.opts.release)),
                 _ => Reply::method_not_allowed(headers),
             },
             ["security", "users", id] if id_of(id).is_some() => {
@@ -1173,6 +1243,10 @@ impl Inner {
                 Method::POST => self.with_admin(headers, |s, _| s.role_create(body)),
                 _ => Reply::method_not_allowed(headers),
             },
+            // No role search before 6.0: a plain unknown URL (`v5.0.0/roles_search.json`).
+            ["security", "roles", "search", ""] if self.opts.release.before_6() => {
+                Reply::unknown_url(headers)
+            }
             ["security", "roles", "search", ""] => match m {
                 Method::GET => self.with_admin(headers, |s, uid| {
                     let r = s.roles_search(q);
@@ -1490,6 +1564,63 @@ const USER_FILTERS: &[FilterCol] = &[
     },
 ];
 
+/// Filterable user columns before 6.0 (Flask-AppBuilder 4.8.1, `v4.1.4/users_info.json`):
+/// no `id`, times or counters, but the creator and last editor.
+const USER_FILTERS_BEFORE_6: &[FilterCol] = &[
+    FilterCol {
+        name: "active",
+        kind: Kind::Bool,
+        oprs: BOOL_OPRS,
+    },
+    FilterCol {
+        name: "changed_by",
+        kind: Kind::RelOne,
+        oprs: &["rel_o_m", "nrel_o_m"],
+    },
+    FilterCol {
+        name: "created_by",
+        kind: Kind::RelOne,
+        oprs: &["rel_o_m", "nrel_o_m"],
+    },
+    FilterCol {
+        name: "email",
+        kind: Kind::Str,
+        oprs: STR_OPRS,
+    },
+    FilterCol {
+        name: "first_name",
+        kind: Kind::Str,
+        oprs: STR_OPRS,
+    },
+    FilterCol {
+        name: "groups",
+        kind: Kind::RelMany,
+        oprs: &["rel_m_m"],
+    },
+    FilterCol {
+        name: "last_name",
+        kind: Kind::Str,
+        oprs: STR_OPRS,
+    },
+    FilterCol {
+        name: "roles",
+        kind: Kind::RelMany,
+        oprs: &["rel_m_m"],
+    },
+    FilterCol {
+        name: "username",
+        kind: Kind::Str,
+        oprs: STR_OPRS,
+    },
+];
+
+/// Every operator Flask-AppBuilder 4.8.1 knows: any other on a column it does not filter is a
+/// 400 naming the operation (`v4.1.4/users_list_bad_operator_ignored.json`).
+const KNOWN_OPRS: &[&str] = &[
+    "sw", "ew", "ct", "eq", "nsw", "new", "nct", "neq", "in", "not_in", "gt", "lt", "rel_o_m",
+    "nrel_o_m", "rel_m_m", "eq_bool",
+];
+
 const USER_COLUMNS: &[&str] = &[
     "id",
     "roles.id",
@@ -1773,6 +1904,7 @@ fn cell_of(kind: Kind, v: &Value) -> Result<Option<Cell>, ()> {
 fn compile_filters<'a, T: 'a>(
     filters: &[Value],
     table: &'static [FilterCol],
+    release: Release,
     cell: &'a dyn Fn(&T, &str) -> Cell,
     rel: &'a dyn Fn(&T, &str) -> Vec<i64>,
 ) -> Result<Vec<Pred<'a, T>>, Reply> {
@@ -1782,6 +1914,15 @@ fn compile_filters<'a, T: 'a>(
         let opr = f.get("opr").map(str_of).unwrap_or_default();
         let value = f.get("value").cloned().unwrap_or(Value::Null);
         let Some(spec) = table.iter().find(|c| c.name == col) else {
+            // Before 6.0 an unknown operator is named first (`v5.0.0/users_list_bad_operator_ignored.json`,
+            // on `id`, which those releases do not filter). On a column they do filter it was not
+            // captured; like docs/superset.md, assume it is ignored as on 6.x.
+            if release.before_6() && !KNOWN_OPRS.contains(&opr.as_str()) {
+                return Err(Reply::message(
+                    400,
+                    &format!("Filter operation: {opr} not allowed on column: {col}"),
+                ));
+            }
             return Err(Reply::message(
                 400,
                 &format!("Filter column: {col} not allowed to filter"),
@@ -1943,16 +2084,27 @@ fn user_rel(u: &SimUser, col: &str) -> Vec<i64> {
     match col {
         "roles" => u.roles.iter().map(|v| *v as i64).collect(),
         "groups" => u.groups.iter().map(|v| *v as i64).collect(),
+        "changed_by" => u.changed_by.map(|v| v as i64).into_iter().collect(),
+        "created_by" => u.created_by.map(|v| v as i64).into_iter().collect(),
         _ => vec![],
     }
 }
 
-fn users_info(q: Option<&str>) -> Reply {
-    // Served from the captured response (F24); `keys` selects top-level keys.
-    let fixture: Value = serde_json::from_str(include_str!(
-        "../../tests/fixtures/superset/users_info.json"
-    ))
-    .unwrap_or(Value::Null);
+fn users_info(q: Option<&str>, release: Release) -> Reply {
+    // Served from the captured response of the release (F24); `keys` selects top-level keys.
+    let captured = match release {
+        Release::V4_1 => {
+            include_str!("../../tests/fixtures/superset-releases/v4.1.4/users_info.json")
+        }
+        Release::V5_0 => {
+            include_str!("../../tests/fixtures/superset-releases/v5.0.0/users_info.json")
+        }
+        Release::V6_0 => {
+            include_str!("../../tests/fixtures/superset-releases/v6.0.0/users_info.json")
+        }
+        Release::V6_1 => include_str!("../../tests/fixtures/superset/users_info.json"),
+    };
+    let fixture: Value = serde_json::from_str(captured).unwrap_or(Value::Null);
     let body = fixture.get("body").cloned().unwrap_or(Value::Null);
     let keys = q
         .and_then(|q| serde_rison::from_str::<Value>(q).ok())
@@ -1962,7 +2114,15 @@ fn users_info(q: Option<&str>) -> Reply {
             200,
             json!({"permissions": ["can_get", "can_info", "can_post", "can_delete", "can_put"]}),
         ),
-        _ => Reply::json(200, body),
+        Some(keys) => {
+            let picked = keys
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(|k| body.get(k).map(|v| (k.to_string(), v.clone())))
+                .collect::<Map<String, Value>>();
+            Reply::json(200, Value::Object(picked))
+        }
+        None => Reply::json(200, body),
     }
 }
 
@@ -1995,6 +2155,15 @@ struct UserInput {
 }
 
 impl Inner {
+    /// The filterable user columns of the simulated release.
+    fn user_filters(&self) -> &'static [FilterCol] {
+        if self.opts.release.before_6() {
+            USER_FILTERS_BEFORE_6
+        } else {
+            USER_FILTERS
+        }
+    }
+
     fn users_list(&self, q: Option<&str>) -> Reply {
         let args = match parse_list_args(q) {
             Ok(a) => a,
@@ -2008,7 +2177,13 @@ impl Inner {
         };
         // id ascending is the map's own order: skip the sort.
         let order = order.filter(|(c, d)| *c != "id" || *d);
-        let preds = match compile_filters(&args.filters, USER_FILTERS, &user_cell, &user_rel) {
+        let preds = match compile_filters(
+            &args.filters,
+            self.user_filters(),
+            self.opts.release,
+            &user_cell,
+            &user_rel,
+        ) {
             Ok(p) => p,
             Err(r) => return r,
         };
@@ -2327,7 +2502,7 @@ impl Inner {
             }
             None => None,
         };
-        let preds = compile_filters(&args.filters, ROLE_FILTERS, &cell, &rel)?;
+        let preds = compile_filters(&args.filters, ROLE_FILTERS, self.opts.release, &cell, &rel)?;
         let all: Vec<(u64, &Role)> = self.roles.iter().map(|(id, r)| (*id, r)).collect();
         let (count, page) = run_list(all.iter(), args, &preds, order, &cell, &|r| {
             Cell::Int(r.0 as i64)
@@ -2486,10 +2661,11 @@ impl Inner {
             Some((c, _)) => return Reply::message(400, &format!("Invalid order by column: {c}")),
             None => None,
         };
-        let preds = match compile_filters(&args.filters, GROUP_FILTERS, &cell, &rel) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+        let preds =
+            match compile_filters(&args.filters, GROUP_FILTERS, self.opts.release, &cell, &rel) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
         let all: Vec<(u64, &Group)> = self.groups.iter().map(|(id, g)| (*id, g)).collect();
         let (count, page) = run_list(all.iter(), &args, &preds, order, &cell, &|g| {
             Cell::Int(g.0 as i64)
@@ -2626,10 +2802,11 @@ impl Inner {
             // Default: newest first (F39).
             None => ("dttm", true),
         };
-        let preds = match compile_filters(&args.filters, LOG_FILTERS, &cell, &rel) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+        let preds =
+            match compile_filters(&args.filters, LOG_FILTERS, self.opts.release, &cell, &rel) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
         let (count, page) = run_list(self.logs.iter(), &args, &preds, Some(order), &cell, &|r| {
             Cell::Int(r.id as i64)
         });

@@ -177,25 +177,43 @@ impl Admin {
         .map(drop)
     }
 
-    /// Every role as (id, name, member ids).
-    async fn roles(&self) -> Result<Vec<(u64, String, Vec<u64>)>, DemoError> {
-        let page = self
+    /// Every role as (id, name, member ids): from `roles/search/` where the release has it,
+    /// otherwise from the plain roles list without members (docs/superset.md, Releases 4.1 to
+    /// 6.1: `roles/search/` is a 404 before 6.0).
+    async fn roles(&self) -> Result<Vec<(u64, String, Option<Vec<u64>>)>, DemoError> {
+        let (page, searched) = match self
             .call(
                 reqwest::Method::GET,
                 "/api/v1/security/roles/search/?q=(page_size:100)",
                 None,
                 "list roles",
             )
-            .await?;
+            .await
+        {
+            Ok(page) => (page, true),
+            Err(DemoError::Status { status: 404, .. }) => (
+                self.call(
+                    reqwest::Method::GET,
+                    "/api/v1/security/roles/?q=(page_size:100)",
+                    None,
+                    "list roles",
+                )
+                .await?,
+                false,
+            ),
+            Err(e) => return Err(e),
+        };
         Ok(page["result"]
             .as_array()
             .map(|rows| {
                 rows.iter()
                     .map(|r| {
-                        let ids = r["user_ids"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                            .unwrap_or_default();
+                        let ids = searched.then(|| {
+                            r["user_ids"]
+                                .as_array()
+                                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                                .unwrap_or_default()
+                        });
                         (
                             r["id"].as_u64().unwrap_or_default(),
                             r["name"].as_str().unwrap_or_default().to_owned(),
@@ -205,6 +223,33 @@ impl Admin {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The ids of a role's members, through the users' `roles` filter, which every release has.
+    async fn role_members(&self, role: u64) -> Result<Vec<u64>, DemoError> {
+        let mut members = Vec::new();
+        for page in 0.. {
+            let answer = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/api/v1/security/users/?q=(filters:!((col:roles,opr:rel_m_m,value:{role})),order_column:id,order_direction:asc,page:{page},page_size:100)"
+                    ),
+                    None,
+                    "list role members",
+                )
+                .await?;
+            let ids: Vec<u64> = answer["ids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            let done = ids.len() < 100;
+            members.extend(ids);
+            if done {
+                break;
+            }
+        }
+        Ok(members)
     }
 
     pub async fn role_id(&self, name: &str) -> Result<u64, DemoError> {
@@ -223,13 +268,16 @@ impl Admin {
     /// Add a member through the roles API, which replaces the member list and does not touch
     /// the user's `changed_on`.
     pub async fn add_to_role(&self, role: u64, user: u64) -> Result<(), DemoError> {
-        let mut members = self
+        let searched = self
             .roles()
             .await?
             .into_iter()
             .find(|r| r.0 == role)
-            .map(|r| r.2)
-            .unwrap_or_default();
+            .and_then(|r| r.2);
+        let mut members = match searched {
+            Some(members) => members,
+            None => self.role_members(role).await?,
+        };
         members.push(user);
         let body = json!({ "user_ids": members });
         self.call(

@@ -1,6 +1,8 @@
 //! Superset's wire format: the JSON shapes of the endpoints rollcall reads, and the rison
 //! queries it sends. Only this file knows Superset's field names.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -126,6 +128,22 @@ pub fn earliest_filter_time() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// `GET /api/v1/security/users/_info?q=(keys:!(filters))`: the filterable columns, each with
+/// its operators (docs/superset.md S22 and Releases 4.1 to 6.1).
+#[derive(Debug, Deserialize)]
+pub struct UsersInfo {
+    #[serde(default)]
+    pub filters: BTreeMap<String, Vec<InfoOperator>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InfoOperator {
+    pub operator: String,
+}
+
+/// The query of `users/_info` that asks for the filters only.
+pub const INFO_FILTERS_QUERY: &str = "(keys:!(filters))";
+
 /// A role from `/api/v1/security/roles/search/`, which lists each role's members.
 #[derive(Debug, Deserialize)]
 pub struct RoleWithMembers {
@@ -198,6 +216,8 @@ pub struct Filter {
 #[derive(Debug, Serialize)]
 pub struct ListQuery {
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Filter>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_column: Option<&'static str>,
@@ -218,6 +238,7 @@ impl ListQuery {
             value: FilterValue::Int(after),
         });
         ListQuery {
+            columns: vec![],
             filters,
             order_column: Some("id"),
             order_direction: Some("asc"),
@@ -229,6 +250,7 @@ impl ListQuery {
     /// Plain page-index paging, for the short role and group lists.
     pub fn page(page: u32) -> ListQuery {
         ListQuery {
+            columns: vec![],
             filters: vec![],
             order_column: Some("id"),
             order_direction: Some("asc"),
@@ -241,6 +263,7 @@ impl ListQuery {
     /// be sorted or filtered by id (docs/superset.md S39), so it pages by index; duplicates are dropped by id.
     pub fn log_page(since: String, page: u32) -> ListQuery {
         ListQuery {
+            columns: vec![],
             filters: vec![Filter {
                 col: "dttm",
                 opr: "gt",
@@ -251,6 +274,26 @@ impl ListQuery {
             page: Some(page),
             page_size: PAGE_SIZE,
         }
+    }
+
+    /// Page-index paging of the users ordered by `column`, for releases whose users cannot be
+    /// filtered by `id` or by time (docs/superset.md, Releases 4.1 to 6.1): ordering works on
+    /// every list column there.
+    pub fn ordered_page(column: &'static str, descending: bool, page: u32) -> ListQuery {
+        ListQuery {
+            columns: vec![],
+            filters: vec![],
+            order_column: Some(column),
+            order_direction: Some(if descending { "desc" } else { "asc" }),
+            page: Some(page),
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    /// The same query asking only for `id`: a cheap list of who exists.
+    pub fn ids_only(mut self) -> ListQuery {
+        self.columns = vec!["id"];
+        self
     }
 
     pub fn to_rison(&self) -> String {

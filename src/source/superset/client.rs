@@ -376,6 +376,35 @@ impl Client {
         }
     }
 
+    /// An object answer of a security endpoint that is not a list, e.g. `users/_info`.
+    pub async fn object<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        q: &str,
+    ) -> Result<T, SupersetError> {
+        let answer = self.get(path, Some(q)).await?;
+        match answer.status.as_u16() {
+            200 => self.json(path, &answer),
+            404 => Err(SupersetError::SecurityApiDisabled {
+                url: self.base.to_string(),
+                path: path.to_owned(),
+            }),
+            _ => Err(self.checked(path, &answer)),
+        }
+    }
+
+    /// Whether the release serves `path`: 200 yes, a JSON 404 no (docs/superset.md, Releases
+    /// 4.1 to 6.1: `roles/search/` is a JSON 404 before 6.0). An HTML 404 is no answer of
+    /// Superset's API.
+    pub async fn exists(&mut self, path: &str, q: &str) -> Result<bool, SupersetError> {
+        let answer = self.get(path, Some(q)).await?;
+        match answer.status.as_u16() {
+            200 => Ok(true),
+            404 if answer.is_json() => Ok(false),
+            _ => Err(self.checked(path, &answer)),
+        }
+    }
+
     /// `GET /api/v1/security/users/<id>`; `None` when Superset answers 404.
     pub async fn user<T: DeserializeOwned>(&mut self, id: u64) -> Result<Option<T>, SupersetError> {
         let path = format!("/api/v1/security/users/{id}");

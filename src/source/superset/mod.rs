@@ -1,13 +1,17 @@
 //! The Superset source: reads `/api/v1/security/users/` (plus role and group membership) and
 //! returns a fresh, complete snapshot of the users.
 //!
-//! Owns what Superset's quirks mean for polling (see docs/superset.md): keyset paging verified page
-//! by page, incremental polls by high-water mark, membership read separately because the roles
-//! and groups APIs change it without bumping `changed_on`, and deletions confirmed one by one
-//! with `GET /users/<id>`. It never writes to the store and never derives events.
+//! Owns what Superset's quirks mean for polling (see docs/superset.md): what the release allows,
+//! detected at start and at each full reconcile (section Releases 4.1 to 6.1), and a way of
+//! reading for it: keyset paging verified page by page or pages by index re-read while they
+//! shift, incremental polls by high-water mark through filters or newest-first pages,
+//! membership read separately because the roles and groups APIs change it without bumping
+//! `changed_on`, and deletions confirmed one by one with `GET /users/<id>`. It never writes to
+//! the store, never derives events, and never reports a user deleted that a list merely missed.
 
 mod api;
 pub mod audit;
+pub mod capabilities;
 mod client;
 mod config;
 mod probe;
@@ -24,8 +28,9 @@ use crate::diff::Derived;
 use crate::settings::SecretError;
 use crate::source::{Mode, Observation, Schedule, Source, SourceError};
 use crate::user::{Member, MemberId};
-use api::{Filter, FilterValue, GroupWithMembers, ListQuery, RoleWithMembers};
+use api::{Filter, FilterValue, GroupWithMembers, IdRef, ListQuery, RoleWithMembers, UsersInfo};
 use audit::{ActionFilter, Judge, LogCursor, RawRow};
+use capabilities::{Capabilities, FullRead, Incremental, RoleMembership, Strategy};
 pub use client::Client;
 pub use config::SupersetConfig;
 pub use user::{Snapshot, User};
@@ -33,6 +38,10 @@ pub use user::{Snapshot, User};
 pub use SupersetError as Error;
 
 const USERS: &str = "/api/v1/security/users/";
+const USERS_INFO: &str = "/api/v1/security/users/_info";
+/// Passes of a read by page index at most while pages shift under it; the users a shift still
+/// hid are confirmed by id, or found by the next poll.
+const MAX_PASSES: usize = 3;
 const ROLES_SEARCH: &str = "/api/v1/security/roles/search/";
 const GROUPS: &str = "/api/v1/security/groups/";
 const LOG: &str = "/api/v1/log/";
@@ -96,6 +105,8 @@ pub enum SupersetError {
     },
     #[error("Superset ignored part of a query ({detail}); rollcall refuses to trust that page. Superset drops filters it does not understand silently, so this version may not support it")]
     FilterIgnored { detail: String },
+    #[error("Superset refused a query rollcall built from what it announced it allows ({detail}): its release may have changed underneath. Nothing was stored; the next cycle asks Superset again what it allows and reads accordingly")]
+    QueryRefused { detail: String },
     #[error("a row of {path} has no readable `id` ({detail}), so rollcall cannot tell whose it is; nothing was stored. See what Superset (or a proxy before it) answers there")]
     NoId { path: String, detail: String },
     #[error("cannot set up the HTTP client: {0}")]
@@ -119,6 +130,7 @@ impl SupersetError {
                 | SupersetError::ServerError { .. }
                 | SupersetError::Throttled { .. }
                 | SupersetError::BadJson { .. }
+                | SupersetError::QueryRefused { .. }
         )
     }
 }
@@ -143,6 +155,9 @@ pub struct Cursor {
     /// from a record rollcall could not read.
     #[serde(default)]
     pub unreadable_users: BTreeMap<u64, String>,
+    /// What the release allows, as last detected (at start and at each full reconcile).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
 }
 
 /// What one cycle's reads of single users came to.
@@ -176,6 +191,8 @@ pub struct SupersetSource {
     filter: ActionFilter,
     requests: usize,
     reads: Reads,
+    /// Whether this process has asked the release what it allows yet.
+    detected: bool,
 }
 
 impl SupersetSource {
@@ -196,6 +213,7 @@ impl SupersetSource {
             filter,
             requests: 0,
             reads: Reads::default(),
+            detected: false,
         })
     }
 
@@ -211,9 +229,28 @@ impl SupersetSource {
     ) -> Result<Observation<User>, SupersetError> {
         self.requests = 0;
         self.reads = Reads::default();
-        let mut fresh = match mode {
-            Mode::Full => self.full(prev).await?,
-            Mode::Incremental => self.incremental(prev, cursor).await?,
+        // An upgrade can happen underneath: ask again at each full reconcile.
+        let strategy = match (&cursor.capabilities, mode, self.detected) {
+            (Some(caps), Mode::Incremental, true) => caps.strategy(),
+            _ => self.detect(cursor).await?,
+        };
+        let read = match mode {
+            Mode::Full => self.full(prev, strategy).await,
+            Mode::Incremental => self.incremental(prev, cursor, strategy).await,
+        };
+        let mut fresh = match read {
+            Ok(fresh) => fresh,
+            // A 400 for a filter or order it announced: ask again next cycle (docs/superset.md,
+            // Releases 4.1 to 6.1: what each release refuses is a 400 with this message).
+            Err(SupersetError::Unexpected {
+                status: 400,
+                detail,
+                ..
+            }) if detail.contains("not allowed") || detail.contains("Invalid order by column") => {
+                self.detected = false;
+                return Err(SupersetError::QueryRefused { detail });
+            }
+            Err(e) => return Err(e),
         };
         // A record that could not be read leaves the stored one standing: its absence from an
         // answer is no deletion, and a half-read record is no change.
@@ -261,9 +298,60 @@ impl SupersetSource {
         cursor.unreadable_users = list;
     }
 
-    /// Every user, page by page (keyset on id), until an empty page.
-    async fn full(&mut self, prev: &Snapshot) -> Result<Snapshot, SupersetError> {
-        let mut fresh = self.users_where(vec![], |_| true).await?;
+    /// Ask the release what it allows (docs/superset.md, Releases 4.1 to 6.1), keep it in the
+    /// cursor for `status`, and say it at start and whenever it changes.
+    async fn detect(&mut self, cursor: &mut Cursor) -> Result<Strategy, SupersetError> {
+        self.requests += 2;
+        let info = match self
+            .client
+            .object::<UsersInfo>(USERS_INFO, api::INFO_FILTERS_QUERY)
+            .await
+        {
+            Ok(info) => Some(info),
+            Err(e @ SupersetError::Forbidden { .. }) => {
+                if !self.detected {
+                    warn!(error = %e, "cannot read which users filters this Superset allows; reading with pages by index, which every release allows. Grant `can_info` on User to the account for the faster reads of Superset 6");
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let probe = ListQuery::page(0);
+        let role_search = self.client.exists(ROLES_SEARCH, &probe.to_rison()).await?;
+        let caps = Capabilities::new(info, role_search, Utc::now());
+        let strategy = caps.strategy();
+        let changed = cursor
+            .capabilities
+            .as_ref()
+            .is_none_or(|old| !old.same_as(&caps));
+        if changed || !self.detected {
+            info!(
+                source = %self.config.name,
+                filterable = %caps.user_filters.as_ref().map_or_else(
+                    || "unknown".to_owned(),
+                    |f| f.keys().cloned().collect::<Vec<_>>().join(","),
+                ),
+                role_search,
+                strategy = %serde_json::to_string(&strategy).unwrap_or_default(),
+                "Superset capabilities detected"
+            );
+        }
+        self.detected = true;
+        cursor.capabilities = Some(caps);
+        Ok(strategy)
+    }
+
+    /// Every user: keyset on id until an empty page, or pages by index where `id` cannot be
+    /// filtered (docs/superset.md, Releases 4.1 to 6.1).
+    async fn full(
+        &mut self,
+        prev: &Snapshot,
+        strategy: Strategy,
+    ) -> Result<Snapshot, SupersetError> {
+        let mut fresh = match strategy.full_read {
+            FullRead::KeysetById => self.users_where(vec![], |_| true).await?,
+            FullRead::PagesById => self.by_pages(false).await?.1,
+        };
         // A user missing from the list is deleted only if Superset confirms it by id: a list
         // can hide users (EXCLUDE_USERS_FROM_LISTS, docs/superset.md S45) or race with writes.
         let vanished: Vec<u64> = prev
@@ -284,8 +372,8 @@ impl SupersetSource {
         &mut self,
         prev: &Snapshot,
         state: &Cursor,
+        strategy: Strategy,
     ) -> Result<Snapshot, SupersetError> {
-        let tz = self.config.timezone;
         let overlap = span(self.config.incremental_overlap, MAX_OVERLAP);
         let since = |hwm: Option<DateTime<Utc>>| {
             hwm.unwrap_or(DateTime::UNIX_EPOCH)
@@ -296,7 +384,40 @@ impl SupersetSource {
         let changed_since = since(state.hwm_changed_on);
         let login_since = since(state.hwm_last_login);
         let mut fresh = prev.clone();
+        if strategy.incremental == Incremental::NewestFirstPages {
+            let since = truncated(changed_since);
+            let changed = self
+                .newest_first("changed_on", |u| Some(u.changed_on > since))
+                .await?;
+            let since = truncated(login_since);
+            let logged_in = self
+                .newest_first("last_login", |u| u.last_login.map(|t| t > since))
+                .await?;
+            let failing = self
+                .newest_first("fail_login_count", |u| u.fail_login_count.map(|n| n > 0))
+                .await?;
+            fresh.extend(changed.into_iter().chain(logged_in).chain(failing));
+        } else {
+            self.filtered(&mut fresh, changed_since, login_since)
+                .await?;
+        }
+        self.compare_membership(&mut fresh, strategy.role_membership)
+            .await?;
+        if strategy.incremental == Incremental::NewestFirstPages {
+            self.settle_count(&mut fresh).await?;
+        }
+        Ok(fresh)
+    }
 
+    /// The incremental reads through `changed_on`, `last_login` and `fail_login_count` filters
+    /// (docs/superset.md S22), each row checked against its filter.
+    async fn filtered(
+        &mut self,
+        fresh: &mut Snapshot,
+        changed_since: DateTime<Utc>,
+        login_since: DateTime<Utc>,
+    ) -> Result<(), SupersetError> {
+        let tz = self.config.timezone;
         let changed = self
             .users_where(
                 vec![Filter {
@@ -328,28 +449,40 @@ impl SupersetSource {
             )
             .await?;
         fresh.extend(changed.into_iter().chain(logged_in).chain(failing));
+        Ok(())
+    }
 
-        // Membership changed through the roles and groups APIs moves no `changed_on` (docs/superset.md S32):
-        // compare it for every user, and re-read by id each user whose membership differs. A
-        // deleted user shows up here too (it left every role), and its 404 confirms the deletion.
-        let (roles, groups) = self.membership().await?;
+    /// Membership changed through the roles and groups APIs moves no `changed_on` (docs/superset.md S32):
+    /// compare it for every user, and re-read by id each user whose membership differs. A
+    /// deleted user shows up here too (it left every role), and its 404 confirms the deletion.
+    /// Without `roles/search/` (before 6.0) only groups are compared; roles changed through the
+    /// roles API wait for the next full read (docs/superset.md, Releases 4.1 to 6.1).
+    async fn compare_membership(
+        &mut self,
+        fresh: &mut Snapshot,
+        role_membership: RoleMembership,
+    ) -> Result<(), SupersetError> {
+        let (roles, groups) = self.membership(role_membership).await?;
         let mut suspects: BTreeSet<u64> = BTreeSet::new();
         for (id, user) in fresh.iter_mut() {
             let role_ids: BTreeSet<u64> = user.roles.iter().filter_map(number).collect();
             let group_ids: BTreeSet<u64> = user.groups.iter().filter_map(number).collect();
-            if roles.members.get(id).cloned().unwrap_or_default() != role_ids
-                || groups.members.get(id).cloned().unwrap_or_default() != group_ids
-            {
+            let roles_differ = roles
+                .as_ref()
+                .is_some_and(|r| r.members.get(id).cloned().unwrap_or_default() != role_ids);
+            if roles_differ || groups.members.get(id).cloned().unwrap_or_default() != group_ids {
                 suspects.insert(*id);
             } else {
                 // Same membership; refresh the names (roles can be renamed, docs/superset.md S32).
-                rename(&mut user.roles, &roles.names);
+                if let Some(roles) = &roles {
+                    rename(&mut user.roles, &roles.names);
+                }
                 rename(&mut user.groups, &groups.names);
             }
         }
         let unknown = roles
-            .members
-            .keys()
+            .iter()
+            .flat_map(|r| r.members.keys())
             .chain(groups.members.keys())
             .filter(|id| !fresh.contains_key(id));
         suspects.extend(unknown.copied().collect::<Vec<_>>());
@@ -365,7 +498,204 @@ impl SupersetSource {
                 Lookup::Unreadable => {}
             }
         }
-        Ok(fresh)
+        Ok(())
+    }
+
+    /// Where no membership or filter shows a deletion (before 6.0), the users' `count` does:
+    /// when it differs from the users known, list the ids, confirm by id each one known but
+    /// not listed, and read each one listed but not known.
+    async fn settle_count(&mut self, fresh: &mut Snapshot) -> Result<(), SupersetError> {
+        let first = self
+            .client
+            .list::<IdRef>(USERS, &ListQuery::ordered_page("id", false, 0).ids_only())
+            .await?;
+        self.requests += 1;
+        if first.count == fresh.len() as u64 {
+            return Ok(());
+        }
+        let (listed, _) = self.by_pages(true).await?;
+        let missing: Vec<u64> = fresh
+            .keys()
+            .filter(|id| !listed.contains(id) && !self.reads.failed.contains_key(id))
+            .copied()
+            .collect();
+        let unknown: Vec<u64> = listed
+            .iter()
+            .filter(|id| !fresh.contains_key(id))
+            .copied()
+            .collect();
+        for id in missing.into_iter().chain(unknown) {
+            match self.user(id).await? {
+                Lookup::Found(user) => {
+                    fresh.insert(id, *user);
+                }
+                Lookup::Gone => {
+                    info!(id, "user no longer exists (confirmed by 404)");
+                    fresh.remove(&id);
+                }
+                Lookup::Unreadable => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every user (or, with `ids_only`, every id) by pages by index ordered by id, for releases
+    /// that cannot filter by id (docs/superset.md, Releases 4.1 to 6.1). A delete between two
+    /// page reads shifts later rows down and hides one (docs/superset.md S21): while `count`
+    /// moved during a pass or differs from the ids seen, the pages are read again (at most
+    /// [`MAX_PASSES`]); a user seen in an earlier pass but not in the last is confirmed by id.
+    /// A user seen twice counts once. Returns the ids that exist and the users read.
+    async fn by_pages(
+        &mut self,
+        ids_only: bool,
+    ) -> Result<(BTreeSet<u64>, Snapshot), SupersetError> {
+        let mut earlier: BTreeSet<u64> = BTreeSet::new();
+        let mut ids: BTreeSet<u64> = BTreeSet::new();
+        let mut out = Snapshot::new();
+        for pass in 1..=MAX_PASSES {
+            earlier.append(&mut ids);
+            let mut counts: BTreeSet<u64> = BTreeSet::new();
+            for page in 0.. {
+                let mut query = ListQuery::ordered_page("id", false, page);
+                if ids_only {
+                    query = query.ids_only();
+                }
+                let answer = self.client.list::<Box<RawValue>>(USERS, &query).await?;
+                self.requests += 1;
+                counts.insert(answer.count);
+                let mut last = 0u64;
+                let mut brought_new = false;
+                for (i, raw) in answer.result.iter().enumerate() {
+                    let id = api::row_id(raw)
+                        .or_else(|| answer.ids.get(i).copied())
+                        .ok_or_else(|| SupersetError::NoId {
+                            path: USERS.to_owned(),
+                            detail: crate::text::snippet(raw.get().as_bytes()),
+                        })?;
+                    if id <= last {
+                        return Err(SupersetError::FilterIgnored {
+                            detail: format!(
+                                "asked for users ordered by id, got id {id} after id {last}"
+                            ),
+                        });
+                    }
+                    last = id;
+                    brought_new |= ids.insert(id);
+                    if ids_only {
+                        continue;
+                    }
+                    match api::read_user(raw, self.config.timezone) {
+                        Ok(user) => {
+                            self.reads.settled.insert(id);
+                            out.insert(id, user);
+                        }
+                        Err(reason) => {
+                            self.reads.failed.insert(id, reason);
+                        }
+                    }
+                }
+                if !answer.result.is_empty() && !brought_new {
+                    return Err(SupersetError::FilterIgnored {
+                        detail: format!(
+                            "page {page} of the users brought only users of earlier pages: `page` is ignored, and reading on would never end"
+                        ),
+                    });
+                }
+                if answer.result.len() < api::PAGE_SIZE as usize {
+                    break;
+                }
+            }
+            if counts.len() == 1 && counts.first() == Some(&(ids.len() as u64)) {
+                break;
+            }
+            debug!(
+                pass,
+                "users moved between pages while they were read; reading them again"
+            );
+        }
+        for id in earlier.difference(&ids).copied().collect::<Vec<_>>() {
+            match self.user(id).await? {
+                Lookup::Found(user) => {
+                    ids.insert(id);
+                    out.insert(id, *user);
+                }
+                Lookup::Gone => {
+                    out.remove(&id);
+                }
+                Lookup::Unreadable => {}
+            }
+        }
+        Ok((ids, out))
+    }
+
+    /// The users ordered newest first by `column`, up to the first whose `recent` says no, for
+    /// releases that cannot filter by time (docs/superset.md, Releases 4.1 to 6.1). Rows with
+    /// no value there (`recent` is `None`) come all first (PostgreSQL sorts NULLs first in
+    /// descending order) or all last (SQLite, MySQL): before any value they are passed over,
+    /// after one they are the end. A recent row after an old one means the order was not
+    /// honoured, and the read is refused.
+    async fn newest_first(
+        &mut self,
+        column: &'static str,
+        recent: impl Fn(&User) -> Option<bool>,
+    ) -> Result<Snapshot, SupersetError> {
+        let mut out = Snapshot::new();
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        let mut valued = false;
+        for page in 0.. {
+            let answer = self
+                .client
+                .list::<Box<RawValue>>(USERS, &ListQuery::ordered_page(column, true, page))
+                .await?;
+            self.requests += 1;
+            let mut reached_old = false;
+            let mut brought_new = false;
+            for (i, raw) in answer.result.iter().enumerate() {
+                let id = api::row_id(raw)
+                    .or_else(|| answer.ids.get(i).copied())
+                    .ok_or_else(|| SupersetError::NoId {
+                        path: USERS.to_owned(),
+                        detail: crate::text::snippet(raw.get().as_bytes()),
+                    })?;
+                brought_new |= seen.insert(id);
+                let user = match api::read_user(raw, self.config.timezone) {
+                    Ok(user) => user,
+                    Err(reason) => {
+                        self.reads.failed.insert(id, reason);
+                        continue;
+                    }
+                };
+                let recent = recent(&user);
+                match recent {
+                    None if valued => reached_old = true,
+                    None => {}
+                    Some(false) => reached_old = true,
+                    Some(true) if reached_old => {
+                        return Err(SupersetError::FilterIgnored {
+                            detail: format!(
+                                "asked for users newest first by {column}, got user {id} after an older one"
+                            ),
+                        });
+                    }
+                    Some(true) => {
+                        self.reads.settled.insert(id);
+                        out.insert(id, user);
+                    }
+                }
+                valued |= recent.is_some();
+            }
+            if !answer.result.is_empty() && !brought_new {
+                return Err(SupersetError::FilterIgnored {
+                    detail: format!(
+                        "page {page} of the users by {column} brought only users of earlier pages: `page` is ignored, and reading on would never end"
+                    ),
+                });
+            }
+            if reached_old || answer.result.len() < api::PAGE_SIZE as usize {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// All users matching `filters`, by keyset pagination on id. Each row must be past the
@@ -453,15 +783,25 @@ impl SupersetSource {
         })
     }
 
-    /// Role and group membership by user id, from the role search and group list.
-    async fn membership(&mut self) -> Result<(Membership, Membership), SupersetError> {
-        let mut roles = Membership::default();
-        for role in self.all_pages::<RoleWithMembers>(ROLES_SEARCH).await? {
-            for uid in &role.user_ids {
-                roles.members.entry(*uid).or_default().insert(role.id);
+    /// Role membership by user id from the role search where the release has one, and group
+    /// membership from the group list.
+    async fn membership(
+        &mut self,
+        role_membership: RoleMembership,
+    ) -> Result<(Option<Membership>, Membership), SupersetError> {
+        let roles = match role_membership {
+            RoleMembership::AtFullRead => None,
+            RoleMembership::RoleSearch => {
+                let mut roles = Membership::default();
+                for role in self.all_pages::<RoleWithMembers>(ROLES_SEARCH).await? {
+                    for uid in &role.user_ids {
+                        roles.members.entry(*uid).or_default().insert(role.id);
+                    }
+                    roles.names.insert(role.id, role.name);
+                }
+                Some(roles)
             }
-            roles.names.insert(role.id, role.name);
-        }
+        };
         let mut groups = Membership::default();
         match self.all_pages::<GroupWithMembers>(GROUPS).await {
             Ok(list) => {
@@ -748,6 +1088,12 @@ impl Cursor {
     /// The action log's health, for `status`: never the ids of rows seen.
     pub fn status(&self) -> serde_json::Value {
         serde_json::json!({
+            "release": self.capabilities.as_ref().map(|caps| serde_json::json!({
+                "detected_at": caps.detected_at,
+                "filterable_user_columns": caps.user_filters,
+                "role_search": caps.role_search,
+                "strategy": caps.strategy(),
+            })),
             "action_log": {
                 "read_up_to": self.log.hwm,
                 "last_error": self.log_error,
