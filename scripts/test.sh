@@ -3,9 +3,10 @@
 #
 # 1. format, lint, and every cargo test (unit, property, simulator, crash, benchmark smoke runs),
 #    every test binary even when another fails (`--no-fail-fast`), so one failure hides nothing;
-# 2. the end-to-end tests against a REAL Superset 6.1.0, which this script installs into .venv
-#    (first run: about two minutes), starts on 127.0.0.1:18088 with a fresh database and
-#    20-second access tokens, and stops again. ROLLCALL_SKIP_REAL_SUPERSET=1 skips this part.
+# 2. the end-to-end tests against REAL Superset 6.1.0 and 5.0.0, which this script installs
+#    into .venv and .venv-5.0.0 (first run: a few minutes each), starts on 127.0.0.1:18088 and
+#    :18089 with fresh databases and 20-second access tokens, and stops again.
+#    ROLLCALL_SKIP_REAL_SUPERSET=1 skips this part.
 #
 # Every phase runs even when an earlier one failed; the script fails at the end, naming them.
 set -uo pipefail
@@ -21,15 +22,18 @@ phase() {
   fi
 }
 
-real_superset() {
-  export ROLLCALL_SUPERSET_DIR="$PWD/target/superset-e2e" SUPERSET_PORT=18088
+# The end-to-end tests against one real release ($1: 6.1.0, 5.0.0, …), each in its own venv,
+# data directory and port, stopped again afterwards (a subshell: its exports and trap stay in it).
+real_superset() (
+  export SUPERSET_VERSION=$1 SUPERSET_PORT=$2
+  export ROLLCALL_SUPERSET_DIR="$PWD/target/superset-e2e-$1"
   export ROLLCALL_SUPERSET_URL="http://127.0.0.1:$SUPERSET_PORT" SUPERSET_JWT_EXPIRES_SECONDS=20
   scripts/superset.sh stop 2> /dev/null || true
   rm -rf "$ROLLCALL_SUPERSET_DIR"
   trap 'scripts/superset.sh stop' EXIT
-  scripts/superset.sh start || return 1
+  scripts/superset.sh start || exit 1
   cargo test --locked --test real_superset -- --ignored --test-threads=1
-}
+)
 
 phase format cargo fmt --all --check
 phase lint cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -38,7 +42,10 @@ phase tests cargo test --workspace --all-targets --locked --no-fail-fast
 if [ "${ROLLCALL_SKIP_REAL_SUPERSET:-}" = 1 ]; then
   echo "== real Superset: skipped (ROLLCALL_SKIP_REAL_SUPERSET=1)"
 else
-  phase "real Superset end to end" real_superset
+  # 6.1.0, the newest, and 5.0.0, the oldest line many still run (no id filters, no
+  # roles/search/): about four to five minutes each on 2 cores, the first time with the install.
+  phase "real Superset 6.1.0 end to end" real_superset 6.1.0 18088
+  phase "real Superset 5.0.0 end to end" real_superset 5.0.0 18089
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
