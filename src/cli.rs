@@ -115,8 +115,16 @@ pub enum Command {
     /// anything: every secret, a login and one small read per source, each sink's destination
     /// (Kafka metadata and topic, the webhook endpoint answering, the JSONL file). One line
     /// per check; exit 1 when any fails.
-    #[command(after_help = "Example:\n  rollcall --config /etc/rollcall.toml doctor")]
-    Doctor,
+    #[command(
+        after_help = "Examples:\n  rollcall --config /etc/rollcall.toml doctor\n  rollcall doctor --send-test-event   # also POST a signed `rollcall.test` event to each webhook"
+    )]
+    Doctor {
+        /// Also send each webhook endpoint one signed test event (type `rollcall.test`, source
+        /// `rollcall://doctor`), to check the receiver verifies and accepts it. Kafka topics
+        /// and JSONL files never get one: their consumers read them as the log.
+        #[arg(long)]
+        send_test_event: bool,
+    },
     /// Back up the store, or restore it: `export` writes every tree as JSON lines (consistent
     /// even while `rollcall run` holds the store); `import` creates the config's store from
     /// such a file, never merging into one that exists.
@@ -381,7 +389,9 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => doctor(&Config::load(&cli.config)?).await,
+        Command::Doctor { send_test_event } => {
+            doctor(&Config::load(&cli.config)?, send_test_event).await
+        }
         Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
         Command::Run => run(Config::load(&cli.config)?).await,
         Command::Once {
@@ -617,7 +627,7 @@ async fn operate(
         | Command::CheckConfig
         | Command::Completions { .. }
         | Command::Man
-        | Command::Doctor
+        | Command::Doctor { .. }
         | Command::Healthcheck { .. }
         | Command::Demo { .. } => Err(CliError::NotOverAdmin),
     }
@@ -939,7 +949,7 @@ impl crate::source::Visit for Probing {
 }
 
 /// `rollcall doctor`: one line per check, `ok` or `FAIL` and what to fix.
-async fn doctor(config: &Config) -> Result<ExitCode, CliError> {
+async fn doctor(config: &Config, send_test_event: bool) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut line = |ok: bool, what: String| -> std::io::Result<()> {
@@ -965,13 +975,33 @@ async fn doctor(config: &Config) -> Result<ExitCode, CliError> {
     }
     for sink in &config.sinks {
         let name = sink.name();
-        let result = match sink.build() {
-            Ok(built) => built.probe().await,
-            Err(e) => Err(e),
+        let built = match sink.build() {
+            Ok(built) => built,
+            Err(e) => {
+                line(false, format!("sink {name}: {}", error_chain(&e)))?;
+                continue;
+            }
         };
-        match result {
+        match built.probe().await {
             Ok(said) => line(true, format!("sink {name}: {said}"))?,
             Err(e) => line(false, format!("sink {name}: {}", error_chain(&e)))?,
+        }
+        if send_test_event && built.takes_test_events() {
+            let message = test_event();
+            let id = message.id.clone();
+            match built.send(vec![std::sync::Arc::new(message)]).await {
+                Ok(()) => line(
+                    true,
+                    format!("sink {name}: accepted a signed test event (id {id})"),
+                )?,
+                Err(r) => line(
+                    false,
+                    format!(
+                        "sink {name}: refused the signed test event (id {id}): {}",
+                        error_chain(&r.error)
+                    ),
+                )?,
+            }
         }
     }
     Ok(if failed == 0 {
@@ -979,6 +1009,31 @@ async fn doctor(config: &Config) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The event `doctor --send-test-event` sends: a CloudEvent no source ever emits, so a receiver
+/// can tell it from the log's events and drop it.
+fn test_event() -> crate::sink::Message {
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "rollcall://doctor",
+        "type": "rollcall.test",
+        "subject": "doctor",
+        "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "datacontenttype": "application/json",
+        "data": {"message": "a test event from `rollcall doctor --send-test-event`; drop it"},
+    });
+    crate::sink::Message {
+        offset: 0,
+        id,
+        key: "rollcall://doctor".into(),
+        headers: Vec::new(),
+        content_type: "application/cloudevents+json".into(),
+        body: body.to_string().into(),
+        observed: None,
+    }
 }
 
 /// `rollcall healthcheck`: one GET of /healthz or /readyz on `listen` (on the loopback address

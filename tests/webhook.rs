@@ -1164,3 +1164,23 @@ async fn an_ed25519_secret_signs_v1a_which_the_receiver_verifies_with_the_public
         format!("whpk_{}", b64.encode(public.to_bytes()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_sends_a_signed_test_event_only_when_asked() {
+    let rx = Receiver::start(|_, _| ok()).await;
+    let s = Setup::new(&rx.url, SECRET, "");
+    let plain = s.rollcall(&["doctor"]);
+    assert!(rx.hits().is_empty(), "no event without the flag");
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("ok    sink hooks"));
+    let asked = s.rollcall(&["doctor", "--send-test-event"]);
+    let said = String::from_utf8_lossy(&asked.stdout);
+    assert!(
+        said.contains("sink hooks: accepted a signed test event"),
+        "{said}"
+    );
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 1);
+    assert!(verifies(SECRET, &hits[0]));
+    let event: serde_json::Value = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(event["type"], "rollcall.test");
+}

@@ -156,6 +156,13 @@ pub trait Sink: Send + Sync {
     /// says what was checked.
     fn probe(&self) -> BoxFuture<'_, Result<String, SinkError>>;
 
+    /// Whether `rollcall doctor --send-test-event` may send this sink a test event: only where
+    /// a receiver can tell it apart and drop it (a webhook answers it and is done), never into
+    /// a topic or a file that consumers read as the log.
+    fn takes_test_events(&self) -> bool {
+        false
+    }
+
     /// After a failed send, before the engine tries again (e.g. replace a producer that
     /// failed for good).
     fn recover(&self) {}

@@ -396,6 +396,10 @@ impl Sink for WebhookSink {
         &self.encoder
     }
 
+    fn takes_test_events(&self) -> bool {
+        true
+    }
+
     fn wants(&self, event_type: &str) -> bool {
         self.filter.as_ref().is_none_or(|f| f.contains(event_type))
     }
