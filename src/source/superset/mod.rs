@@ -486,19 +486,7 @@ impl SupersetSource {
             .chain(groups.members.keys())
             .filter(|id| !fresh.contains_key(id));
         suspects.extend(unknown.copied().collect::<Vec<_>>());
-        for id in suspects {
-            match self.user(id).await? {
-                Lookup::Found(user) => {
-                    fresh.insert(id, *user);
-                }
-                Lookup::Gone => {
-                    info!(id, "user no longer exists (confirmed by 404)");
-                    fresh.remove(&id);
-                }
-                Lookup::Unreadable => {}
-            }
-        }
-        Ok(())
+        self.confirm(suspects, fresh).await
     }
 
     /// Where no membership or filter shows a deletion (before 6.0), the users' `count` does:
@@ -524,7 +512,18 @@ impl SupersetSource {
             .filter(|id| !fresh.contains_key(id))
             .copied()
             .collect();
-        for id in missing.into_iter().chain(unknown) {
+        self.confirm(missing.into_iter().chain(unknown), fresh)
+            .await
+    }
+
+    /// Read each of `ids` by id into `fresh`: a 404 confirms a deletion, an unreadable record
+    /// leaves what was stored (docs/superset.md S33).
+    async fn confirm(
+        &mut self,
+        ids: impl IntoIterator<Item = u64>,
+        fresh: &mut Snapshot,
+    ) -> Result<(), SupersetError> {
+        for id in ids {
             match self.user(id).await? {
                 Lookup::Found(user) => {
                     fresh.insert(id, *user);
