@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (the proptest tests named `fuzz_*`: Superset and Kylin answers, the
-# config file) with many more inputs than the normal test suite: a million each by default.
+# config file, stored records) with many more inputs than the normal test suite: a million each
+# by default.
 # Not for CI: a million inputs take minutes per target. A failure prints the smallest input
 # that panicked; proptest keeps it in proptest-regressions/ so the next run tries it first.
 #

@@ -1063,3 +1063,51 @@ mod tests {
         assert_eq!(store.head().unwrap(), 0);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Stored bytes no rollcall wrote: a damaged disk, a foreign writer, another version.
+    fn stored_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            crate::fuzz::any_json().prop_map(|v| v.to_string().into_bytes()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn fuzz_stored_records_of_any_bytes_never_panic(
+            event in stored_bytes(),
+            state in stored_bytes(),
+            record in stored_bytes(),
+            cursor in stored_bytes(),
+            letter in stored_bytes(),
+            sink_state in stored_bytes(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("data")).unwrap();
+            store.events.insert(0u64.to_be_bytes(), event).unwrap();
+            store.meta.insert(KEY_NEXT_OFFSET, &1u64.to_be_bytes()).unwrap();
+            store.meta.insert(state_key("s"), state).unwrap();
+            store.snapshot_tree("s").unwrap().insert(7u64.to_be_bytes(), record).unwrap();
+            store.cursors.insert("k", cursor).unwrap();
+            store.dlq_tree("k").unwrap().insert(0u64.to_be_bytes(), letter).unwrap();
+            store.meta.insert(b"sink/k".as_slice(), sink_state).unwrap();
+            // Each read answers Ok or a clear error; none may panic.
+            for e in store.events_from(0, 10).unwrap_or_default() {
+                let _ = e.event();
+                let _ = crate::encode::Envelope::parse(&e);
+            }
+            let _ = store.source_state("s");
+            let _ = store.snapshot::<crate::source::superset::User>("s");
+            let _ = store.snapshot::<crate::source::kylin::KylinUser>("s");
+            let _ = store.cursor("k");
+            let _ = store.dead_letters("k");
+            let _ = store.sink_state("k");
+        }
+    }
+}
