@@ -1078,7 +1078,12 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        // Each case opens a store on disk: fewer cases than the other targets in the normal
+        // suite, as many as `scripts/fuzz.sh` asks for (PROPTEST_CASES) when it runs.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn fuzz_stored_records_of_any_bytes_never_panic(
             event in stored_bytes(),
