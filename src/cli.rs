@@ -835,10 +835,19 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
             tracing::info!(address = %address, "serving /healthz /readyz /metrics /status");
             let status: crate::http::StatusFn = {
                 let (config, store) = (config.clone(), store.clone());
-                std::sync::Arc::new(move || {
-                    Status::read(&config, &store)
-                        .map_err(|e| error_chain(&e))
-                        .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string()))
+                std::sync::Arc::new(move || match Status::read(&config, &store) {
+                    Ok(s) => serde_json::to_value(s).map_err(|e| e.to_string()),
+                    // sled may refuse reads too once a write failed: show the failure itself,
+                    // which is what an operator looking at /status needs then.
+                    Err(e) => match store.fault() {
+                        Some(fault) => Ok(serde_json::json!({
+                            "store": store.path().display().to_string(),
+                            "store_id": store.id(),
+                            "store_error": fault,
+                            "unreadable": error_chain(&e),
+                        })),
+                        None => Err(error_chain(&e)),
+                    },
                 })
             };
             let mut stopped = stopped;
