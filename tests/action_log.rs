@@ -439,8 +439,11 @@ async fn user_events_are_delivered_while_the_action_log_is_still_being_read() {
         kinds(&h.events()).contains(&kind("user.created", carol))
     })
     .await;
-    let log_reads = sim.arrived().iter().filter(|p| p.as_str() == LOG).count();
-    assert_eq!(log_reads, 1, "the first read of the log is still waiting");
+    // The user events were delivered before the log was even asked (it may not be yet): wait
+    // for that read to arrive, then see that it is the only one and still unanswered.
+    let log_reads = || sim.arrived().iter().filter(|p| p.as_str() == LOG).count();
+    support::wait::until("the first read of the log", || log_reads() >= 1).await;
+    assert_eq!(log_reads(), 1, "the first read of the log is still waiting");
     assert!(
         sim.requests().iter().all(|r| r.path != LOG),
         "and has not been answered"
