@@ -81,7 +81,15 @@ start() {
   install
   configure
   initialise
-  if healthy; then say "already running at $URL"; return; fi
+  # Only this directory's own Superset counts as already running: another one on the port
+  # (an earlier run's, a different release) would be tested in its place.
+  if [ -f "$DIR/superset.pid" ] && kill -0 "$(cat "$DIR/superset.pid")" 2> /dev/null && healthy; then
+    say "already running at $URL"; return
+  fi
+  if healthy; then
+    say "port $PORT answers, but not with the Superset of $DIR: stop that one first (or set SUPERSET_PORT)"
+    exit 1
+  fi
   say "starting Superset at $URL (log: $DIR/superset.log)"
   # Its own session, so Ctrl-C in a terminal does not reach it and `stop` can end the group.
   setsid "$VENV/bin/superset" run -h 127.0.0.1 -p "$PORT" --with-threads \
