@@ -565,12 +565,7 @@ impl SupersetSource {
                 let mut last = 0u64;
                 let mut brought_new = false;
                 for (i, raw) in answer.result.iter().enumerate() {
-                    let id = api::row_id(raw)
-                        .or_else(|| answer.ids.get(i).copied())
-                        .ok_or_else(|| SupersetError::NoId {
-                            path: USERS.to_owned(),
-                            detail: crate::text::snippet(raw.get().as_bytes()),
-                        })?;
+                    let id = user_row_id(raw, &answer.ids, i)?;
                     if id <= last {
                         return Err(SupersetError::FilterIgnored {
                             detail: format!(
@@ -650,12 +645,7 @@ impl SupersetSource {
             let mut reached_old = false;
             let mut brought_new = false;
             for (i, raw) in answer.result.iter().enumerate() {
-                let id = api::row_id(raw)
-                    .or_else(|| answer.ids.get(i).copied())
-                    .ok_or_else(|| SupersetError::NoId {
-                        path: USERS.to_owned(),
-                        detail: crate::text::snippet(raw.get().as_bytes()),
-                    })?;
+                let id = user_row_id(raw, &answer.ids, i)?;
                 brought_new |= seen.insert(id);
                 let user = match api::read_user(raw, self.config.timezone) {
                     Ok(user) => user,
@@ -722,13 +712,7 @@ impl SupersetSource {
                 return Ok(out);
             }
             for (i, raw) in page.result.iter().enumerate() {
-                // The row's own id, or the answer's `ids` when the row is beyond reading.
-                let id = api::row_id(raw)
-                    .or_else(|| page.ids.get(i).copied())
-                    .ok_or_else(|| SupersetError::NoId {
-                        path: USERS.to_owned(),
-                        detail: crate::text::snippet(raw.get().as_bytes()),
-                    })?;
+                let id = user_row_id(raw, &page.ids, i)?;
                 if id <= last {
                     return Err(SupersetError::FilterIgnored {
                         detail: format!("asked for users with id > {last}, got id {id}"),
@@ -940,6 +924,17 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 struct Membership {
     members: BTreeMap<u64, BTreeSet<u64>>,
     names: BTreeMap<u64, String>,
+}
+
+/// The id of row `i` of a users page: the row's own, or the answer's `ids` at its place when
+/// the row is beyond reading (so an unreadable record is still known by its id).
+fn user_row_id(raw: &RawValue, ids: &[u64], i: usize) -> Result<u64, SupersetError> {
+    api::row_id(raw)
+        .or_else(|| ids.get(i).copied())
+        .ok_or_else(|| SupersetError::NoId {
+            path: USERS.to_owned(),
+            detail: crate::text::snippet(raw.get().as_bytes()),
+        })
 }
 
 /// Superset numbers its roles and groups; a name-keyed member is not one of its own.
