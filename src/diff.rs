@@ -32,10 +32,12 @@ pub struct DiffOptions {
 
 /// One `user.observed` per user: used when `emit_initial_snapshot` is on.
 pub fn observe_all<U: Account>(snapshot: &Snapshot<U>) -> Vec<Derived> {
-    snapshot
-        .values()
-        .map(|u| derived(EventType::UserObserved, u, json!({ "user": u })))
-        .collect()
+    snapshot.values().map(observed).collect()
+}
+
+/// The `user.observed` of one user, when `emit_initial_snapshot` is on.
+pub fn observed<U: Account>(user: &U) -> Derived {
+    derived(EventType::UserObserved, user, json!({ "user": user }))
 }
 
 /// Derive the events that lead from `old` to `new`, per user in key order.
@@ -57,24 +59,41 @@ pub fn diff<U: Account>(old: &Snapshot<U>, new: &Snapshot<U>, opts: &DiffOptions
         match step {
             std::cmp::Ordering::Less => {
                 let (_, before) = old_iter.next().expect("peeked");
-                out.push(deleted(before));
+                change(Some(before), None, opts, &mut out);
             }
             std::cmp::Ordering::Greater => {
                 let (_, after) = new_iter.next().expect("peeked");
-                out.push(created(after));
+                change(None, Some(after), opts, &mut out);
             }
             std::cmp::Ordering::Equal => {
                 let (_, before) = old_iter.next().expect("peeked");
                 let (_, after) = new_iter.next().expect("peeked");
-                diff_pair(before, after, opts, &mut out);
+                change(Some(before), Some(after), opts, &mut out);
             }
         }
     }
     out
 }
 
+/// The events of one key: what was stored (`None`: nothing) against what is there now
+/// (`None`: confirmed deleted). [`diff`] is this, key by key; the runner calls it one user at a
+/// time, so that no cycle holds a whole snapshot.
+pub fn change<U: Account>(
+    before: Option<&U>,
+    after: Option<&U>,
+    opts: &DiffOptions,
+    out: &mut Vec<Derived>,
+) {
+    match (before, after) {
+        (None, None) => {}
+        (Some(before), None) => out.push(deleted(before)),
+        (None, Some(after)) => out.push(created(after)),
+        (Some(before), Some(after)) => diff_pair(before, after, opts, out),
+    }
+}
+
 /// The events between two records under the same key.
-pub fn diff_pair<U: Account>(before: &U, after: &U, opts: &DiffOptions, out: &mut Vec<Derived>) {
+fn diff_pair<U: Account>(before: &U, after: &U, opts: &DiffOptions, out: &mut Vec<Derived>) {
     if before == after {
         return;
     }

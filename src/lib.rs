@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+mod cycle;
 pub mod deliver;
 pub mod demo;
 pub mod diff;

@@ -4,10 +4,8 @@
 //! stamping derived events with ids and times. It holds no state of its own between cycles:
 //! everything that must survive a restart is in the store.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -17,13 +15,10 @@ use futures::future::BoxFuture;
 
 use crate::config::Config;
 use crate::deliver::{self, DeliverError};
-use crate::diff::{self, DiffOptions};
-use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::sink::{Sink, SinkConfig, SinkError};
-use crate::source::{read_cursor, stored_cursor, Mode, Source, SourceError, Visit};
-use crate::store::{Commit, DeletionGuard, Record, SourceState, Store, StoreError};
+use crate::source::{Source, SourceError, Visit};
+use crate::store::{Store, StoreError};
 use crate::text::error_chain;
-use crate::user::{Account, Key, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -126,7 +121,7 @@ impl<S: Source> Poll for S {
         store: &'a Store,
         opts: CycleOptions,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
-        Box::pin(poll_source(store, self, opts))
+        Box::pin(crate::cycle::poll_source(store, self, opts))
     }
 }
 
@@ -419,7 +414,7 @@ impl Runner {
                 self.store.record_stop(&name, error.to_string())?;
             }
             Err(RunnerError::Source { error, .. }) => {
-                error!(source = %name, error = %error, "poll failed; nothing was stored");
+                error!(source = %name, error = %error, "poll failed; what it had committed stays (each user as read, with its events), the rest is read again by the next poll");
                 self.store.record_error(&name, error.to_string())?;
             }
             _ => {}
@@ -431,246 +426,6 @@ impl Runner {
 /// The next pause of a schedule that never runs out; 60 s if it does.
 fn next_pause(pauses: &mut impl Iterator<Item = Duration>) -> Duration {
     pauses.next().unwrap_or(Duration::from_secs(60))
-}
-
-fn due(last: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> bool {
-    last.is_none_or(|t| {
-        now - t >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
-    })
-}
-
-async fn poll_source<S: Source>(
-    store: &Store,
-    source: &mut S,
-    opts: CycleOptions,
-) -> Result<SourceReport, RunnerError> {
-    let name = source.name().to_owned();
-    let schedule = source.schedule();
-    let started = std::time::Instant::now();
-    let now = Utc::now();
-    let stored: Snapshot<S::User> = store.snapshot(&name)?;
-    let prev = rekeyed(&stored);
-    let prev = prev.as_ref();
-    let mut state = store.source_state(&name)?;
-    let mut cursor: S::Cursor = read_cursor(&state.cursor).map_err(|e| StoreError::Corrupt {
-        what: format!("cursor of source {name}"),
-        detail: e.to_string(),
-    })?;
-    let full = !state.initialized
-        || opts.full
-        || opts.confirm_deletes
-        || due(
-            state.last_full_reconcile,
-            schedule.full_reconcile_interval,
-            now,
-        );
-    let mode = if full { Mode::Full } else { Mode::Incremental };
-    let source_error = |error| RunnerError::Source {
-        source_name: name.clone(),
-        error,
-    };
-    let observation = source
-        .observe(prev, &mut cursor, mode)
-        .await
-        .map_err(source_error)?;
-    let mut fresh = observation.fresh;
-    let held = guard_deletions(
-        prev,
-        &mut fresh,
-        &mut state,
-        mode,
-        opts.confirm_deletes,
-        now,
-    );
-
-    let derived = if state.initialized {
-        diff::diff(
-            prev,
-            &fresh,
-            &DiffOptions {
-                service_account: source.service_account().map(str::to_owned),
-            },
-        )
-    } else if source.emit_initial_snapshot() {
-        diff::observe_all(&fresh)
-    } else {
-        Vec::new()
-    };
-    let uri = source.uri();
-    let stamp = |derived: Vec<crate::diff::Derived>| -> Vec<Event> {
-        derived
-            .into_iter()
-            .map(|d| Event {
-                specversion: SPEC_VERSION.into(),
-                id: uuid::Uuid::now_v7(),
-                source: uri.clone(),
-                event_type: d.event_type,
-                subject: d.subject.unwrap_or_else(|| "anonymous".to_owned()),
-                time: now,
-                datacontenttype: DATA_CONTENT_TYPE.into(),
-                dataschema: Some(d.event_type.dataschema()),
-                sequence: String::new(),
-                data: d.data,
-            })
-            .collect()
-    };
-    let count = |events: &[Event]| {
-        for e in events {
-            metrics::counter!("rollcall_events_derived_total", "source" => name.clone(), "type" => e.event_type.as_str())
-                .increment(1);
-        }
-    };
-    let events = stamp(derived);
-
-    state.initialized = true;
-    state.last_poll = Some(now);
-    state.last_error = None;
-    state.stopped = None;
-    if full {
-        state.last_full_reconcile = Some(now);
-    }
-    state.users_known = fresh.len();
-    state.cursor = stored_cursor(&cursor);
-
-    // Writes go against what is stored, so a record found under another key is rewritten.
-    let upserts = fresh
-        .values()
-        .filter(|u| stored.get(&u.key()) != Some(*u))
-        .map(Record::of)
-        .collect::<Vec<_>>();
-    let removals = stored
-        .keys()
-        .filter(|key| !fresh.contains_key(key))
-        .map(Key::to_bytes)
-        .collect::<Vec<_>>();
-    let mut report = SourceReport {
-        source: name.clone(),
-        full,
-        users: fresh.len(),
-        events: events.len(),
-        users_written: upserts.len() + removals.len(),
-        held_deletions: held,
-    };
-    count(&events);
-    let mut offsets = store.commit(Commit {
-        source: &name,
-        upserts,
-        removals,
-        events,
-        state: &state,
-    })?;
-    // Native events (the action log) come after the user events are committed, in a commit
-    // of their own: however long the source takes to read them, the sinks already have the
-    // user events. A crash between the two commits re-reads them from the stored cursor.
-    let native = stamp(source.native_events(&fresh, &mut cursor, now).await);
-    let read = stored_cursor(&cursor);
-    if !native.is_empty() || read != state.cursor {
-        state.cursor = read;
-        report.events += native.len();
-        count(&native);
-        offsets.end = store
-            .commit(Commit {
-                source: &name,
-                upserts: Vec::new(),
-                removals: Vec::new(),
-                events: native,
-                state: &state,
-            })?
-            .end;
-    }
-    // A quiet incremental poll every few seconds would drown the events in the log.
-    macro_rules! poll_complete {
-        ($level:ident) => {
-            $level!(
-                full,
-                users = report.users,
-                events = report.events,
-                users_written = report.users_written,
-                offsets = ?offsets,
-                requests = observation.requests,
-                took_ms = started.elapsed().as_millis() as u64,
-                "poll complete"
-            )
-        };
-    }
-    if report.events > 0 || full {
-        poll_complete!(info);
-    } else {
-        poll_complete!(debug);
-    }
-    Ok(report)
-}
-
-/// The stored snapshot with each record under its own key: what the events so far have told.
-/// A record stored under another key (a by-id answer for a different id, trusted by an earlier
-/// version) moves to its own key, unless a record already holds that key rightly. The diff
-/// then runs from what consumers were told, and the commit rewrites what is stored.
-fn rekeyed<U: Account>(stored: &Snapshot<U>) -> Cow<'_, Snapshot<U>> {
-    if stored.iter().all(|(key, u)| u.key() == *key) {
-        return Cow::Borrowed(stored);
-    }
-    let mut out: Snapshot<U> = stored
-        .iter()
-        .filter(|(key, u)| u.key() == **key)
-        .map(|(key, u)| (key.clone(), u.clone()))
-        .collect();
-    for (key, u) in stored {
-        if u.key() != *key {
-            warn!(stored_under = %key, record_of = %u.key(), "a stored record sits under another user's key; reading it as its own user's");
-            out.entry(u.key()).or_insert_with(|| u.clone());
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// The mass-delete guard: when more than max(5, 10%) of the known users vanish at once, hold
-/// the deletions back (put the users back into `fresh`) until a later full reconcile sees the
-/// same users still gone, or the operator confirms. Returns how many deletions are held.
-fn guard_deletions<U: Account>(
-    prev: &Snapshot<U>,
-    fresh: &mut Snapshot<U>,
-    state: &mut SourceState,
-    mode: Mode,
-    confirmed: bool,
-    now: DateTime<Utc>,
-) -> usize {
-    let vanished: Vec<&U::Key> = prev.keys().filter(|k| !fresh.contains_key(k)).collect();
-    let vanished_names: Vec<String> = vanished.iter().map(|k| k.to_string()).collect();
-    let limit = (prev.len() / 10).max(5);
-    if vanished.len() <= limit || confirmed {
-        if let Some(g) = state.deletion_guard.take() {
-            info!(held = g.user_ids.len(), "mass-delete guard released");
-        }
-        return 0;
-    }
-    let agrees = mode == Mode::Full
-        && state.deletion_guard.as_ref().is_some_and(|g| {
-            g.since < now && g.user_ids.iter().all(|id| vanished_names.contains(id))
-        });
-    if agrees {
-        warn!(
-            deleted = vanished.len(),
-            "a second full reconcile agrees with the mass-delete guard; emitting the deletions"
-        );
-        state.deletion_guard = None;
-        return 0;
-    }
-    error!(
-        vanished = vanished.len(),
-        known = prev.len(),
-        "mass-delete guard: too many users vanished at once; no deletion emitted. A later full reconcile that agrees releases them, or run `rollcall once --confirm-deletes`"
-    );
-    for key in &vanished {
-        fresh.insert((*key).clone(), prev[*key].clone());
-    }
-    let since = state.deletion_guard.as_ref().map_or(now, |g| g.since);
-    let held = vanished.len();
-    state.deletion_guard = Some(DeletionGuard {
-        since,
-        user_ids: vanished_names,
-        known: prev.len(),
-    });
-    held
 }
 
 #[cfg(test)]

@@ -210,6 +210,73 @@ pub struct Commit<'a> {
     pub state: &'a SourceState,
 }
 
+/// What the store holds of one source's users, read record by record in key order: a cycle
+/// never loads them all (docs/performance.md, Memory). Reads see every commit made before.
+pub struct Known<U> {
+    source: String,
+    tree: sled::Tree,
+    user: std::marker::PhantomData<fn() -> U>,
+}
+
+impl<U: Account> Known<U> {
+    /// The stored JSON of a key, as written.
+    pub fn raw(&self, key: &U::Key) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.tree.get(key.to_bytes())?)
+    }
+
+    /// The record stored under `key`, which may (after a bug of an earlier version) be the
+    /// record of another key.
+    pub fn get(&self, key: &U::Key) -> Result<Option<U>, StoreError> {
+        self.raw(key)?.map(|v| self.parse(key, &v)).transpose()
+    }
+
+    /// Parse a stored record (or the part of it `T` reads) of `key`.
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &U::Key,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            what: format!("snapshot record of user {key} in source {}", self.source),
+            detail: e.to_string(),
+        })
+    }
+
+    /// How many users are stored (a walk over the keys).
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Every stored key, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = Result<U::Key, StoreError>> + '_ {
+        self.tree.iter().keys().map(|k| self.key(&k?))
+    }
+
+    /// Every stored record in key order, each parsed as `T` (a whole record, or only the
+    /// fields a caller compares).
+    pub fn records<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> impl Iterator<Item = Result<(U::Key, T), StoreError>> + '_ {
+        self.tree.iter().map(|kv| {
+            let (k, v) = kv?;
+            let key = self.key(&k)?;
+            let record = self.parse(&key, &v)?;
+            Ok((key, record))
+        })
+    }
+
+    fn key(&self, bytes: &[u8]) -> Result<U::Key, StoreError> {
+        U::Key::from_bytes(bytes).ok_or_else(|| StoreError::Corrupt {
+            what: format!("snapshot key in source {}", self.source),
+            detail: format!("{} bytes that are no key of this source", bytes.len()),
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
@@ -225,6 +292,10 @@ pub struct Store {
     /// Commits hold it shared; an export holds it alone, so it sees no commit half-way (sled
     /// has no snapshot that spans trees).
     gate: Arc<RwLock<()>>,
+    /// When each source last polled successfully, newer than what is stored: a cycle that
+    /// changed nothing writes nothing (docs/performance.md, Idle cycles), yet `status` and
+    /// `/readyz` of this process see every poll.
+    polls: Arc<Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
 }
 
 impl Store {
@@ -308,6 +379,7 @@ impl Store {
             fault: Arc::new(Mutex::new(None)),
             head: Arc::new(watch::channel(head).0),
             gate: Arc::new(RwLock::new(())),
+            polls: Arc::default(),
         })
     }
 
@@ -380,32 +452,55 @@ impl Store {
         Ok(self.db.open_tree(format!("snapshot/{source}"))?)
     }
 
+    /// The whole stored snapshot of a source, in memory: for tests and tools. A cycle reads
+    /// it through [`Known`], record by record.
     pub fn snapshot<U: Account>(&self, source: &str) -> Result<Snapshot<U>, StoreError> {
-        let tree = self.snapshot_tree(source)?;
-        let mut out = Snapshot::<U>::new();
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            let key = U::Key::from_bytes(&k).ok_or_else(|| StoreError::Corrupt {
-                what: format!("snapshot key in source {source}"),
-                detail: format!("{} bytes that are no key of this source", k.len()),
-            })?;
-            let user: U = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                what: format!("snapshot record of user {key} in source {source}"),
-                detail: e.to_string(),
-            })?;
-            out.insert(key, user);
-        }
-        Ok(out)
+        let known = self.known::<U>(source)?;
+        let all = known.records::<U>().collect();
+        all
+    }
+
+    /// What the store holds of a source's users, read on demand.
+    pub fn known<U: Account>(&self, source: &str) -> Result<Known<U>, StoreError> {
+        Ok(Known {
+            source: source.to_owned(),
+            tree: self.snapshot_tree(source)?,
+            user: std::marker::PhantomData,
+        })
+    }
+
+    /// Remember a successful poll that wrote nothing (see `polls`).
+    pub fn polled(&self, source: &str, at: DateTime<Utc>) {
+        let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        polls.insert(source.to_owned(), at);
     }
 
     pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
-        match self.meta.get(state_key(source))? {
-            None => Ok(SourceState::default()),
+        let mut state: SourceState = match self.meta.get(state_key(source))? {
+            None => SourceState::default(),
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
                 what: format!("state of source {source}"),
                 detail: e.to_string(),
-            }),
+            })?,
+        };
+        let polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = polls.get(source) {
+            state.last_poll = state.last_poll.max(Some(*at));
         }
+        Ok(state)
+    }
+
+    /// The source state as stored, without the polls of this process that wrote nothing.
+    pub fn stored_source_state(&self, source: &str) -> Result<Option<SourceState>, StoreError> {
+        self.meta
+            .get(state_key(source))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: format!("state of source {source}"),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     /// Remember a failed poll without touching the snapshot.
@@ -454,16 +549,49 @@ impl Store {
 
     /// Commit a cycle atomically and durably; returns the offsets its events got.
     pub fn commit(&self, c: Commit<'_>) -> Result<Range<u64>, StoreError> {
-        let range = self.writing(|| self.commit_durably(&c))?;
+        self.commit_with(&c, Some(c.state))
+    }
+
+    /// Commit part of a cycle (users, removals and their events) atomically and durably, leaving the
+    /// source state as the last complete cycle stored it: a crash after this part and before
+    /// the cycle's end re-reads what is left, and finds this part's users already as they are.
+    pub fn commit_part(
+        &self,
+        source: &str,
+        upserts: Vec<Record>,
+        removals: Vec<Vec<u8>>,
+        events: Vec<Event>,
+    ) -> Result<Range<u64>, StoreError> {
+        let state = SourceState::default();
+        let c = Commit {
+            source,
+            upserts,
+            removals,
+            events,
+            state: &state,
+        };
+        self.commit_with(&c, None)
+    }
+
+    fn commit_with(
+        &self,
+        c: &Commit<'_>,
+        state: Option<&SourceState>,
+    ) -> Result<Range<u64>, StoreError> {
+        let range = self.writing(|| self.commit_durably(c, state))?;
         self.head.send_replace(range.end);
         Ok(range)
     }
 
-    fn commit_durably(&self, c: &Commit<'_>) -> Result<Range<u64>, StoreError> {
+    fn commit_durably(
+        &self,
+        c: &Commit<'_>,
+        state: Option<&SourceState>,
+    ) -> Result<Range<u64>, StoreError> {
         // A poisoned gate only means an export panicked: commits go on.
         let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let snapshot = self.snapshot_tree(c.source)?;
-        let state = json_bytes(c.state);
+        let state = state.map(json_bytes);
         let result = (&self.events, &snapshot, &self.meta).transaction(|(events, snap, meta)| {
             let first = match meta.get(KEY_NEXT_OFFSET)? {
                 Some(v) => {
@@ -479,7 +607,9 @@ impl Store {
                 next += 1;
             }
             meta.insert(KEY_NEXT_OFFSET, &next.to_be_bytes())?;
-            meta.insert(state_key(c.source).as_slice(), state.as_slice())?;
+            if let Some(state) = &state {
+                meta.insert(state_key(c.source).as_slice(), state.as_slice())?;
+            }
             for r in &c.upserts {
                 snap.insert(r.key.as_slice(), r.value.as_slice())?;
             }

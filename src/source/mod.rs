@@ -2,10 +2,11 @@
 //! client, wire shapes, config and cursor; this module is the one interface they implement and
 //! the one registry that lists them.
 //!
-//! A source turns "what I stored last time" into "what is there now", plus any events it reads
-//! natively (Superset's action log). It never writes to the store and never derives user events
-//! itself: the runner diffs and commits. Adding a kind is one folder and one line in
-//! [`registry!`] below.
+//! A source reads "what is there now" and hands it over a page at a time ([`Fresh`]), reading
+//! what it stored last time only through [`Known`], record by record, so that no cycle holds
+//! every user (docs/performance.md, Memory); plus any events it reads natively (Superset's
+//! action log). It never writes to the store and never derives user events itself: the cycle
+//! compares and commits. Adding a kind is one folder and one line in [`registry!`] below.
 
 pub mod kylin;
 pub mod superset;
@@ -21,7 +22,9 @@ use toml::Spanned;
 
 use crate::diff::Derived;
 use crate::settings::{Entry, Problems, SecretError, SecretRef};
-use crate::user::{Account, Snapshot};
+pub use crate::store::Known;
+use crate::store::StoreError;
+use crate::user::Account;
 
 /// How much of its upstream a cycle reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +35,19 @@ pub enum Mode {
     Incremental,
 }
 
-/// What one cycle saw.
+/// Where a source hands over the users it reads, as it reads them.
+pub trait Fresh<U: Account>: Send {
+    /// Users as they are now. Each is compared with its stored record by key, and what changed
+    /// is committed with its events (in chunks, before the cycle ends). A user handed over
+    /// twice in one cycle counts as read last; a user not handed over stays as stored.
+    fn users(&mut self, users: Vec<U>) -> Result<(), StoreError>;
+}
+
+/// What one cycle saw besides the users it handed over.
 pub struct Observation<U: Account> {
-    /// The complete current view: for an incremental cycle, the stored snapshot with every
-    /// change seen applied. Users absent from it were confirmed deleted.
-    pub fresh: Snapshot<U>,
+    /// Users confirmed deleted (never merely missing from a list). The mass-delete guard
+    /// sees them all before any deletion is emitted.
+    pub gone: Vec<U::Key>,
     /// Requests made, for logs and metrics.
     pub requests: usize,
 }
@@ -75,11 +86,15 @@ pub trait Source: Send + 'static {
     /// The account rollcall logs in with, whose own logins are not events.
     fn service_account(&self) -> Option<&str>;
 
+    /// Read the users `mode` asks for and hand them to `fresh`; `known` is what is stored.
+    /// On an error, what was handed over may be committed already: each user as read, so
+    /// the next cycle finds it unchanged.
     fn observe(
         &mut self,
-        prev: &Snapshot<Self::User>,
+        known: &Known<Self::User>,
         cursor: &mut Self::Cursor,
         mode: Mode,
+        fresh: &mut dyn Fresh<Self::User>,
     ) -> impl Future<Output = Result<Observation<Self::User>, SourceError>> + Send;
 
     /// Events the source reads as such (not derived by the diff), after the user events of
@@ -88,7 +103,6 @@ pub trait Source: Send + 'static {
     /// budget: the next poll of the users waits for it.
     fn native_events(
         &mut self,
-        fresh: &Snapshot<Self::User>,
         cursor: &mut Self::Cursor,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Vec<Derived>> + Send;

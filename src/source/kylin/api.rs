@@ -87,7 +87,7 @@ fn millis(ms: i64) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{diff_pair, DiffOptions};
+    use crate::diff::{change, DiffOptions};
     use crate::fuzz::{any_json, record};
     use proptest::prelude::*;
     use serde_json::{json, Value};
@@ -130,7 +130,12 @@ mod tests {
                 uuid: before.uuid.clone(),
                 ..after.clone()
             };
-            diff_pair(before, &after, &DiffOptions::default(), &mut out);
+            change(
+                Some(before),
+                Some(&after),
+                &DiffOptions::default(),
+                &mut out,
+            );
         }
     }
 
@@ -169,9 +174,9 @@ mod tests {
             .into_user()
         };
         let mut out = Vec::new();
-        diff_pair(
-            &user(false, 2),
-            &user(true, 9),
+        change(
+            Some(&user(false, 2)),
+            Some(&user(true, 9)),
             &DiffOptions::default(),
             &mut out,
         );

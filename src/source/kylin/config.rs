@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
-use crate::source::{Login, SourceError, SourceKind, StoredCursor};
+use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 /// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
 #[derive(Debug, Clone, Deserialize)]
@@ -95,8 +95,15 @@ impl SourceKind for KylinConfig {
     }
 
     /// The Kylin source keeps nothing between cycles but the users.
-    fn status(&self, _: &StoredCursor) -> serde_json::Value {
-        serde_json::json!({})
+    fn status(&self, cursor: &StoredCursor) -> serde_json::Value {
+        match read_cursor::<super::Cursor>(cursor) {
+            Ok(c) => serde_json::json!({
+                "unreadable_users": c.unreadable_users.iter()
+                    .map(|(name, reason)| serde_json::json!({"username": name, "reason": reason}))
+                    .collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({ "unreadable_cursor": e.to_string() }),
+        }
     }
 
     fn check_secrets(&self) -> Result<(), SourceError> {

@@ -1,24 +1,29 @@
 //! The Apache Kylin 5 source: reads every user from `GET /kylin/api/user` each cycle and
-//! returns a fresh, complete snapshot keyed by username.
+//! hands them over a page at a time, keyed by username.
 //!
 //! Owns what Kylin's quirks mean for polling (docs/kylin.md): paging by page index over a list
 //! sorted by name that concurrent creates and deletes shift (K12, K14), so a read is repeated
 //! when `total_size` moved; and never locking the service account (K7, K30): once Kylin refuses
-//! the credentials, the source stops and sends nothing more until rollcall restarts. It never
-//! writes to the store and never derives events.
+//! the credentials, the source stops and sends nothing more until rollcall restarts. One row
+//! it cannot read stops no other user and deletes no one. It never writes to the store and
+//! never derives events; it keeps only the usernames of a read, never the records.
 
 mod api;
 mod client;
 mod config;
 pub mod user;
 
+use std::collections::{BTreeMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use serde_json::value::RawValue;
+use tracing::{debug, warn};
 
 use crate::diff::Derived;
 use crate::settings::SecretError;
-use crate::source::{Mode, Observation, Schedule, Source, SourceError};
+use crate::source::{Fresh, Known, Mode, Observation, Schedule, Source, SourceError};
+use crate::store::StoreError;
 use api::{ApiUser, DataResult};
 use client::Client;
 pub use config::KylinConfig;
@@ -80,6 +85,10 @@ pub enum KylinError {
     Setup(String),
     #[error("cannot read the password")]
     Secret(#[source] SecretError),
+    #[error("a row of the user list of Kylin at {url} has no readable `username` ({detail}), so rollcall cannot tell whose it is; nothing was stored. See what Kylin (or a proxy before it) answers there")]
+    NoUsername { url: String, detail: String },
+    #[error("cannot compare with what is stored")]
+    Stored(#[from] StoreError),
 }
 
 impl KylinError {
@@ -100,9 +109,24 @@ impl KylinError {
     }
 }
 
-/// The Kylin source keeps no cursor: every cycle reads every user.
+/// What the Kylin source remembers: every cycle reads every user, so only what could not be
+/// read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cursor {}
+pub struct Cursor {
+    /// Users whose latest record could not be understood, by name, with why. Their stored
+    /// records stand until a read succeeds: no event, and never a deletion, is inferred from
+    /// a record rollcall could not read.
+    #[serde(default)]
+    pub unreadable_users: BTreeMap<String, String>,
+}
+
+/// What one read of the whole list found: every username listed, and those whose record
+/// could not be read, with why.
+#[derive(Default)]
+struct Listed {
+    names: HashSet<String>,
+    failed: BTreeMap<String, String>,
+}
 
 pub struct KylinSource {
     config: KylinConfig,
@@ -129,12 +153,13 @@ impl KylinSource {
         })
     }
 
-    /// Every user, read until one read saw the same `total_size` on every page and as many
-    /// distinct users as that total (docs/kylin.md K14).
-    async fn users(&mut self) -> Result<Snapshot, KylinError> {
+    /// Every user, handed over page by page, read until one read saw the same `total_size` on
+    /// every page and as many distinct users as that total (docs/kylin.md K14). Returns who
+    /// is listed.
+    async fn users(&mut self, fresh: &mut dyn Fresh<KylinUser>) -> Result<Listed, KylinError> {
         for attempt in 1..=MAX_READS {
-            if let Some(users) = self.read_all().await? {
-                return Ok(users);
+            if let Some(listed) = self.read_all(fresh).await? {
+                return Ok(listed);
             }
             warn!(
                 attempt,
@@ -146,14 +171,19 @@ impl KylinSource {
         })
     }
 
-    /// One read of every page; `None` when the list moved under it.
-    async fn read_all(&mut self) -> Result<Option<Snapshot>, KylinError> {
+    /// One read of every page; `None` when the list moved under it. Each page's users are
+    /// handed over as read: a record is the user as Kylin has it, even in a read that then
+    /// turns out unsettled; only deletions wait for a settled read.
+    async fn read_all(
+        &mut self,
+        fresh: &mut dyn Fresh<KylinUser>,
+    ) -> Result<Option<Listed>, KylinError> {
         let page_size = self.config.page_size;
-        let mut out = Snapshot::new();
+        let mut listed = Listed::default();
         let mut total = None;
         let mut seen = 0u64;
         for page in 0u64.. {
-            let data: DataResult<ApiUser> = self
+            let data: DataResult<Box<RawValue>> = self
                 .client
                 .get(
                     USERS,
@@ -170,19 +200,62 @@ impl KylinSource {
             }
             let n = data.value.len() as u64;
             seen += n;
-            for u in data.value {
-                // A row repeated by a shift is the same user: de-duplicate by name.
-                let user = u.into_user();
-                out.insert(user.username.clone(), user);
+            let mut users = Vec::with_capacity(data.value.len());
+            for raw in data.value {
+                // A row repeated by a shift is the same user: de-duplicated by name.
+                match serde_json::from_str::<ApiUser>(raw.get()) {
+                    Ok(u) => {
+                        let user = u.into_user();
+                        listed.names.insert(user.username.clone());
+                        users.push(user);
+                    }
+                    Err(e) => {
+                        let name = username_of(&raw).ok_or_else(|| KylinError::NoUsername {
+                            url: self.config.url.to_string(),
+                            detail: crate::text::snippet(raw.get().as_bytes()),
+                        })?;
+                        listed.names.insert(name.clone());
+                        listed
+                            .failed
+                            .insert(name, format!("unreadable record: {e}"));
+                    }
+                }
             }
+            fresh.users(users)?;
             if n < u64::from(page_size) || seen >= data.total_size {
                 break;
             }
         }
         // A create and a delete between two pages keep the total but shift rows: then a user
         // was seen twice and another not at all.
-        Ok((Some(out.len() as u64) == total).then_some(out))
+        Ok((Some(listed.names.len() as u64) == total).then_some(listed))
     }
+
+    /// Say, once per new problem, which users could not be read, and keep the list for
+    /// `status`.
+    fn report_unreadable(&self, cursor: &mut Cursor, failed: BTreeMap<String, String>) {
+        for (name, reason) in &failed {
+            metrics::counter!("rollcall_unreadable_records_total", "source" => self.config.name.clone())
+                .increment(1);
+            if cursor.unreadable_users.get(name) == Some(reason) {
+                debug!(user = %name, %reason, "user record still unreadable");
+            } else {
+                warn!(user = %name, %reason, "user record unreadable: its stored record is kept and other users go on; see `rollcall status`");
+            }
+        }
+        cursor.unreadable_users = failed;
+    }
+}
+
+/// The `username` of a row that is not a whole user record, if it has one.
+fn username_of(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        username: String,
+    }
+    serde_json::from_str::<Named>(raw.get())
+        .ok()
+        .map(|n| n.username)
 }
 
 impl Source for KylinSource {
@@ -214,22 +287,35 @@ impl Source for KylinSource {
         Some(&self.config.username)
     }
 
-    /// `mode` is ignored: Kylin's list cannot be filtered by change.
+    /// `mode` is ignored: Kylin's list cannot be filtered by change. A stored user missing
+    /// from a settled read of the whole list is gone (Kylin has no read by name that could
+    /// confirm it; the mass-delete guard stands between a bad read and mass deletions).
     async fn observe(
         &mut self,
-        _: &Snapshot,
-        _: &mut Cursor,
+        known: &Known<KylinUser>,
+        cursor: &mut Cursor,
         _: Mode,
+        fresh: &mut dyn Fresh<KylinUser>,
     ) -> Result<Observation<KylinUser>, SourceError> {
         if let Some(reason) = &self.stopped {
             return Err(KylinError::Stopped(reason.clone()).into());
         }
         self.requests = 0;
-        match self.users().await {
-            Ok(fresh) => Ok(Observation {
-                fresh,
-                requests: self.requests,
-            }),
+        match self.users(fresh).await {
+            Ok(listed) => {
+                let mut gone = Vec::new();
+                for name in known.keys() {
+                    let name = name.map_err(KylinError::Stored)?;
+                    if !listed.names.contains(&name) {
+                        gone.push(name);
+                    }
+                }
+                self.report_unreadable(cursor, listed.failed);
+                Ok(Observation {
+                    gone,
+                    requests: self.requests,
+                })
+            }
             Err(e @ KylinError::LoginRefused { .. }) => {
                 let reason = e.to_string();
                 self.stopped = Some(reason.clone());
@@ -260,12 +346,7 @@ impl Source for KylinSource {
         }]
     }
 
-    async fn native_events(
-        &mut self,
-        _: &Snapshot,
-        _: &mut Cursor,
-        _: DateTime<Utc>,
-    ) -> Vec<Derived> {
+    async fn native_events(&mut self, _: &mut Cursor, _: DateTime<Utc>) -> Vec<Derived> {
         Vec::new()
     }
 }

@@ -110,7 +110,9 @@ pub struct Client {
     username: String,
     password: SecretString,
     max_retries: usize,
-    session: Option<Session>,
+    /// Shared by the reads of one cycle that run at once (a full reconcile's id ranges): one
+    /// of them logs in or renews while the others wait for its token.
+    session: tokio::sync::Mutex<Option<Session>>,
 }
 
 impl Client {
@@ -142,7 +144,7 @@ impl Client {
             username,
             password,
             max_retries,
-            session: None,
+            session: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -259,7 +261,7 @@ impl Client {
     }
 
     /// Password login: only when there is no session or the refresh token stopped working.
-    async fn login(&mut self) -> Result<(), SupersetError> {
+    async fn login(&self) -> Result<Session, SupersetError> {
         debug!(username = %self.username, "logging in to Superset");
         let body = json!({
             "username": self.username,
@@ -287,17 +289,16 @@ impl Client {
             _ => return Err(self.unexpected("/api/v1/security/login", &answer)),
         }
         let tokens: LoginResponse = self.json("/api/v1/security/login", &answer)?;
-        self.session = Some(Session {
+        Ok(Session {
             access_exp: jwt_exp(&tokens.access_token),
             access: tokens.access_token.into(),
             refresh: tokens.refresh_token.map(Into::into),
-        });
-        Ok(())
+        })
     }
 
-    /// Get a new access token, by refresh token when possible, by password otherwise.
-    async fn renew(&mut self) -> Result<(), SupersetError> {
-        let Some(refresh) = self.session.as_ref().and_then(|s| s.refresh.clone()) else {
+    /// A new access token for `session`, by refresh token when possible, by password otherwise.
+    async fn renew(&self, session: Option<&Session>) -> Result<Session, SupersetError> {
+        let Some(refresh) = session.and_then(|s| s.refresh.clone()) else {
             return self.login().await;
         };
         let path = "/api/v1/security/refresh";
@@ -306,46 +307,48 @@ impl Client {
             .await?;
         if answer.status == StatusCode::OK {
             let r: RefreshResponse = self.json(path, &answer)?;
-            if let Some(s) = self.session.as_mut() {
-                s.access_exp = jwt_exp(&r.access_token);
-                s.access = r.access_token.into();
-            }
-            return Ok(());
+            return Ok(Session {
+                access_exp: jwt_exp(&r.access_token),
+                access: r.access_token.into(),
+                refresh: Some(refresh),
+            });
         }
         debug!(status = %answer.status, "refresh token refused; logging in again");
         self.login().await
     }
 
-    async fn ensure_session(&mut self) -> Result<(), SupersetError> {
-        match &self.session {
-            None => self.login().await,
+    /// A valid access token: the session's, or a new one when there is none, it is about to
+    /// expire, or it is `rejected` (the token the server just refused; a reader that finds it
+    /// already replaced by another uses the replacement).
+    async fn token(&self, rejected: Option<&SecretString>) -> Result<SecretString, SupersetError> {
+        let mut session = self.session.lock().await;
+        let current = match session.take() {
             Some(s)
                 if s.access_exp
-                    .is_some_and(|exp| exp - EXPIRY_MARGIN_SECS <= now()) =>
+                    .is_none_or(|exp| exp - EXPIRY_MARGIN_SECS > now())
+                    && rejected.is_none_or(|r| r.expose_secret() != s.access.expose_secret()) =>
             {
-                self.renew().await
+                s
             }
-            Some(_) => Ok(()),
-        }
+            Some(s) => self.renew(Some(&s)).await?,
+            None => self.login().await?,
+        };
+        let token = current.access.clone();
+        *session = Some(current);
+        Ok(token)
     }
 
     /// An authorised GET. A token the server rejects anyway (expired early, key rotated) is
     /// renewed once; a second rejection is an error.
-    async fn get(&mut self, path: &str, q: Option<&str>) -> Result<Answer, SupersetError> {
-        self.ensure_session().await?;
-        let token = self.session.as_ref().map(|s| s.access.clone());
-        let answer = self
-            .send(Method::GET, path, q, token.as_ref(), None)
-            .await?;
+    async fn get(&self, path: &str, q: Option<&str>) -> Result<Answer, SupersetError> {
+        let token = self.token(None).await?;
+        let answer = self.send(Method::GET, path, q, Some(&token), None).await?;
         let Some(first) = answer.token_problem() else {
             return Ok(answer);
         };
         debug!(path, problem = %first, "access token rejected; renewing");
-        self.renew().await?;
-        let token = self.session.as_ref().map(|s| s.access.clone());
-        let answer = self
-            .send(Method::GET, path, q, token.as_ref(), None)
-            .await?;
+        let token = self.token(Some(&token)).await?;
+        let answer = self.send(Method::GET, path, q, Some(&token), None).await?;
         match answer.token_problem() {
             Some(msg) => Err(SupersetError::TokenRejected {
                 status: answer.status.as_u16(),
@@ -357,7 +360,7 @@ impl Client {
 
     /// One page of a list endpoint.
     pub async fn list<T: DeserializeOwned>(
-        &mut self,
+        &self,
         path: &str,
         query: &ListQuery,
     ) -> Result<Page<T>, SupersetError> {
@@ -378,7 +381,7 @@ impl Client {
 
     /// An object answer of a security endpoint that is not a list, e.g. `users/_info`.
     pub async fn object<T: DeserializeOwned>(
-        &mut self,
+        &self,
         path: &str,
         q: &str,
     ) -> Result<T, SupersetError> {
@@ -396,7 +399,7 @@ impl Client {
     /// Whether the release serves `path`: 200 yes, a JSON 404 no (docs/superset.md, Releases
     /// 4.1 to 6.1: `roles/search/` is a JSON 404 before 6.0). An HTML 404 is no answer of
     /// Superset's API.
-    pub async fn exists(&mut self, path: &str, q: &str) -> Result<bool, SupersetError> {
+    pub async fn exists(&self, path: &str, q: &str) -> Result<bool, SupersetError> {
         let answer = self.get(path, Some(q)).await?;
         match answer.status.as_u16() {
             200 => Ok(true),
@@ -406,7 +409,7 @@ impl Client {
     }
 
     /// `GET /api/v1/security/users/<id>`; `None` when Superset answers 404.
-    pub async fn user<T: DeserializeOwned>(&mut self, id: u64) -> Result<Option<T>, SupersetError> {
+    pub async fn user<T: DeserializeOwned>(&self, id: u64) -> Result<Option<T>, SupersetError> {
         let path = format!("/api/v1/security/users/{id}");
         let answer = self.get(&path, None).await?;
         match answer.status.as_u16() {

@@ -17,7 +17,7 @@ mod config;
 mod probe;
 pub mod user;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::diff::Derived;
 use crate::settings::SecretError;
-use crate::source::{Mode, Observation, Schedule, Source, SourceError};
+use crate::source::{Fresh, Known, Mode, Observation, Schedule, Source, SourceError};
+use crate::store::StoreError;
 use crate::user::{Member, MemberId};
 use api::{Filter, FilterValue, GroupWithMembers, IdRef, ListQuery, RoleWithMembers, UsersInfo};
 use audit::{ActionFilter, Judge, LogCursor, RawRow};
@@ -113,6 +114,8 @@ pub enum SupersetError {
     Setup(String),
     #[error("cannot read the password")]
     Secret(#[source] SecretError),
+    #[error("cannot compare with what is stored")]
+    Stored(#[from] StoreError),
 }
 
 impl SupersetError {
@@ -158,6 +161,13 @@ pub struct Cursor {
     /// What the release allows, as last detected (at start and at each full reconcile).
     #[serde(default)]
     pub capabilities: Option<Capabilities>,
+    /// The id of the account rollcall logs in with: its reads of the action log are rollcall's
+    /// own noise.
+    #[serde(default)]
+    pub service_account_id: Option<u64>,
+    /// When an incremental poll last compared membership through the roles list.
+    #[serde(default)]
+    pub membership_read_at: Option<DateTime<Utc>>,
 }
 
 /// What one cycle's reads of single users came to.
@@ -195,6 +205,42 @@ pub struct SupersetSource {
     detected: bool,
 }
 
+/// Hands the users a cycle reads to the cycle, noting on the way what the cursor keeps of
+/// them: the high-water marks and the service account's id.
+struct Out<'a> {
+    fresh: &'a mut dyn Fresh<User>,
+    service_account: &'a str,
+    service_account_id: Option<u64>,
+    hwm_changed_on: Option<DateTime<Utc>>,
+    hwm_last_login: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+}
+
+impl Out<'_> {
+    fn hand(&mut self, users: Vec<User>) -> Result<(), SupersetError> {
+        for u in &users {
+            if u.username == self.service_account {
+                // Its own logins move its marks at every start of a `once`: counted, they
+                // would change the cursor of a cycle that found nothing (docs/performance.md,
+                // Idle cycles); the next poll reads it again instead, one row.
+                self.service_account_id = Some(u.id);
+                continue;
+            }
+            // The marks are lower bounds of the next incremental poll; one from the future (a
+            // record dated 9999) would hide every later change from it until a full reconcile.
+            self.hwm_changed_on = self.hwm_changed_on.max(Some(u.changed_on.min(self.now)));
+            if let Some(t) = u.last_login {
+                self.hwm_last_login = self.hwm_last_login.max(Some(t.min(self.now)));
+            }
+        }
+        self.fresh.users(users)?;
+        Ok(())
+    }
+}
+
+/// A row of a users page: its id, and its record or why it could not be read.
+type Row = (u64, Result<User, String>);
+
 impl SupersetSource {
     pub fn new(config: SupersetConfig) -> Result<SupersetSource, SupersetError> {
         let password = config.password().map_err(SupersetError::Secret)?;
@@ -223,9 +269,10 @@ impl SupersetSource {
 
     async fn observe_users(
         &mut self,
-        prev: &Snapshot,
+        known: &Known<User>,
         cursor: &mut Cursor,
         mode: Mode,
+        fresh: &mut dyn Fresh<User>,
     ) -> Result<Observation<User>, SupersetError> {
         self.requests = 0;
         self.reads = Reads::default();
@@ -234,12 +281,26 @@ impl SupersetSource {
             (Some(caps), Mode::Incremental, true) => caps.strategy(),
             _ => self.detect(cursor).await?,
         };
-        let read = match mode {
-            Mode::Full => self.full(prev, strategy).await,
-            Mode::Incremental => self.incremental(prev, cursor, strategy).await,
+        let now = Utc::now();
+        let mut out = Out {
+            fresh,
+            service_account: &self.config.username.clone(),
+            service_account_id: cursor.service_account_id,
+            // A full read sets the marks afresh; an incremental one only raises them.
+            hwm_changed_on: (mode == Mode::Incremental)
+                .then_some(cursor.hwm_changed_on)
+                .flatten(),
+            hwm_last_login: (mode == Mode::Incremental)
+                .then_some(cursor.hwm_last_login)
+                .flatten(),
+            now,
         };
-        let mut fresh = match read {
-            Ok(fresh) => fresh,
+        let read = match mode {
+            Mode::Full => self.full(known, strategy, &mut out).await,
+            Mode::Incremental => self.incremental(known, cursor, strategy, &mut out).await,
+        };
+        let gone = match read {
+            Ok(gone) => gone,
             // A 400 for a filter or order it announced: ask again next cycle (docs/superset.md,
             // Releases 4.1 to 6.1: what each release refuses is a 400 with this message).
             Err(SupersetError::Unexpected {
@@ -252,27 +313,33 @@ impl SupersetSource {
             }
             Err(e) => return Err(e),
         };
-        // A record that could not be read leaves the stored one standing: its absence from an
-        // answer is no deletion, and a half-read record is no change.
-        for id in self.reads.failed.keys() {
-            if let Some(stored) = prev.get(id) {
-                fresh.insert(*id, stored.clone());
-            }
+        cursor.hwm_changed_on = out.hwm_changed_on;
+        cursor.hwm_last_login = out.hwm_last_login;
+        cursor.service_account_id = out.service_account_id;
+        if mode == Mode::Incremental
+            && strategy.role_membership == RoleMembership::RoleSearch
+            && self.membership_due(cursor, now)
+        {
+            cursor.membership_read_at = Some(now);
         }
+        // A record that could not be read leaves the stored one standing: it was never handed
+        // over, and its absence from an answer is no deletion.
         self.report_unreadable(cursor, mode);
-        // The marks are lower bounds of the next incremental poll; one from the future (a
-        // record dated 9999) would hide every later change from it until a full reconcile.
-        let now = Utc::now();
-        cursor.hwm_changed_on = fresh.values().map(|u| u.changed_on.min(now)).max();
-        cursor.hwm_last_login = fresh
-            .values()
-            .filter_map(|u| u.last_login)
-            .map(|t| t.min(now))
-            .max();
         Ok(Observation {
-            fresh,
+            gone,
             requests: self.requests,
         })
+    }
+
+    /// Whether an incremental poll compares membership through the roles list: at every poll,
+    /// or every `membership_interval` when it is set.
+    fn membership_due(&self, cursor: &Cursor, now: DateTime<Utc>) -> bool {
+        let Some(every) = self.config.membership_interval else {
+            return true;
+        };
+        cursor
+            .membership_read_at
+            .is_none_or(|t| t > now || now - t >= span(every, 30 * crate::settings::DAY))
     }
 
     /// Say, once per new problem, which users could not be read, and keep the list in the
@@ -341,39 +408,107 @@ impl SupersetSource {
         Ok(strategy)
     }
 
-    /// Every user: keyset on id until an empty page, or pages by index where `id` cannot be
-    /// filtered (docs/superset.md, Releases 4.1 to 6.1).
+    /// Every user: keyset on id by ranges read at once until each ends, or pages by index
+    /// where `id` cannot be filtered (docs/superset.md, Releases 4.1 to 6.1). Each page is
+    /// handed over as it comes; only ids are kept, to find who vanished. Returns the users
+    /// confirmed deleted.
     async fn full(
         &mut self,
-        prev: &Snapshot,
+        known: &Known<User>,
         strategy: Strategy,
-    ) -> Result<Snapshot, SupersetError> {
-        let mut fresh = match strategy.full_read {
-            FullRead::KeysetById => self.users_where(vec![], |_| true).await?,
-            FullRead::PagesById => self.by_pages(false).await?.1,
+        out: &mut Out<'_>,
+    ) -> Result<Vec<u64>, SupersetError> {
+        let (listed, mut gone) = match strategy.full_read {
+            FullRead::KeysetById => (self.keyset_ranges(out).await?, Vec::new()),
+            FullRead::PagesById => self.by_pages(Some(out)).await?,
         };
         // A user missing from the list is deleted only if Superset confirms it by id: a list
         // can hide users (EXCLUDE_USERS_FROM_LISTS, docs/superset.md S45) or race with writes.
-        let vanished: Vec<u64> = prev
-            .keys()
-            .filter(|id| !fresh.contains_key(id) && !self.reads.failed.contains_key(id))
-            .copied()
-            .collect();
-        for id in vanished {
-            if let Lookup::Found(user) = self.user(id).await? {
-                debug!(id, "user missing from the list but present by id; kept");
-                fresh.insert(id, *user);
+        let mut vanished = Vec::new();
+        for id in known.keys() {
+            let id = id?;
+            if !listed.contains(&id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
+            {
+                vanished.push(id);
             }
         }
-        Ok(fresh)
+        drop(listed);
+        gone.extend(self.confirm(vanished, out).await?);
+        Ok(gone)
+    }
+
+    /// Every user by keyset on id: the first page, then, when its `count` shows a large
+    /// Superset, the rest in `reconcile_concurrency` id ranges read at once (the highest id is
+    /// one request away), each page checked as a sequential read checks it. Pages are handed
+    /// over as they arrive: every page of a range in id order, the ranges interleaved (the
+    /// cycle compares users by key, so their order across ranges does not matter). Returns
+    /// every id listed.
+    async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<HashSet<u64>, SupersetError> {
+        let tz = self.config.timezone;
+        let mut listed = HashSet::new();
+        let (rows, count) = keyset_page(&self.client, tz, 0, None).await?;
+        self.requests += 1;
+        let Some(&(after, _)) = rows.last() else {
+            return Ok(listed);
+        };
+        take(rows, &mut self.reads, &mut listed, out)?;
+        let ranges = match self.config.reconcile_concurrency {
+            n if n > 1 && count > SPLIT_ABOVE => self.ranges(after, n as u64).await?,
+            _ => vec![(after, None)],
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(2 * ranges.len());
+        let client = &self.client;
+        let readers = async move {
+            let reads = ranges
+                .into_iter()
+                .map(|(after, below)| read_range(client, tz, after, below, tx.clone()));
+            futures::future::try_join_all(reads).await
+        };
+        let reads = &mut self.reads;
+        let consume = async {
+            while let Some(rows) = rx.recv().await {
+                take(rows, reads, &mut listed, out)?;
+            }
+            Ok::<_, SupersetError>(())
+        };
+        let (requests, consumed) = tokio::join!(readers, consume);
+        // The cycle's own failure first: it stopped the readers.
+        consumed?;
+        self.requests += requests?.into_iter().sum::<usize>();
+        Ok(listed)
+    }
+
+    /// The id ranges after `after` for `n` readers: `(after, below)`, the last one open above
+    /// so that users created during the read are not cut off.
+    async fn ranges(
+        &mut self,
+        after: u64,
+        n: u64,
+    ) -> Result<Vec<(u64, Option<u64>)>, SupersetError> {
+        let top = self
+            .client
+            .list::<IdRef>(USERS, &ListQuery::ordered_page("id", true, 0).ids_only())
+            .await?;
+        self.requests += 1;
+        let highest = top.result.iter().map(|r| r.id).max().unwrap_or(after);
+        let width = (highest.saturating_sub(after)).div_ceil(n).max(1);
+        let mut ranges = Vec::new();
+        let mut from = after;
+        while from.saturating_add(width) < highest {
+            ranges.push((from, Some(from + width + 1)));
+            from += width;
+        }
+        ranges.push((from, None));
+        Ok(ranges)
     }
 
     async fn incremental(
         &mut self,
-        prev: &Snapshot,
+        known: &Known<User>,
         state: &Cursor,
         strategy: Strategy,
-    ) -> Result<Snapshot, SupersetError> {
+        out: &mut Out<'_>,
+    ) -> Result<Vec<u64>, SupersetError> {
         let overlap = span(self.config.incremental_overlap, MAX_OVERLAP);
         let since = |hwm: Option<DateTime<Utc>>| {
             hwm.unwrap_or(DateTime::UNIX_EPOCH)
@@ -383,180 +518,217 @@ impl SupersetSource {
         };
         let changed_since = since(state.hwm_changed_on);
         let login_since = since(state.hwm_last_login);
-        let mut fresh = prev.clone();
         if strategy.incremental == Incremental::NewestFirstPages {
             let since = truncated(changed_since);
-            let changed = self
-                .newest_first("changed_on", |u| Some(u.changed_on > since))
+            self.newest_first("changed_on", |u| Some(u.changed_on > since), out)
                 .await?;
             let since = truncated(login_since);
-            let logged_in = self
-                .newest_first("last_login", |u| u.last_login.map(|t| t > since))
+            self.newest_first("last_login", |u| u.last_login.map(|t| t > since), out)
                 .await?;
-            let failing = self
-                .newest_first("fail_login_count", |u| u.fail_login_count.map(|n| n > 0))
-                .await?;
-            fresh.extend(changed.into_iter().chain(logged_in).chain(failing));
-        } else {
-            self.filtered(&mut fresh, changed_since, login_since)
-                .await?;
-        }
-        self.compare_membership(&mut fresh, strategy.role_membership)
+            self.newest_first(
+                "fail_login_count",
+                |u| u.fail_login_count.map(|n| n > 0),
+                out,
+            )
             .await?;
-        if strategy.incremental == Incremental::NewestFirstPages {
-            self.settle_count(&mut fresh).await?;
+        } else {
+            self.filtered(changed_since, login_since, out).await?;
         }
-        Ok(fresh)
+        let mut gone = Vec::new();
+        // Roles edited through the roles API show only in the role lists; before 6.0 there is
+        // none, and groups are cheap: those are compared at every poll.
+        let roles = strategy.role_membership == RoleMembership::RoleSearch
+            && self.membership_due(state, Utc::now());
+        if roles || strategy.role_membership == RoleMembership::AtFullRead {
+            let membership = if roles {
+                strategy.role_membership
+            } else {
+                RoleMembership::AtFullRead
+            };
+            gone.extend(self.compare_membership(known, membership, out).await?);
+        }
+        if strategy.incremental == Incremental::NewestFirstPages {
+            gone.extend(self.settle_count(known, out).await?);
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        Ok(gone)
     }
 
     /// The incremental reads through `changed_on`, `last_login` and `fail_login_count` filters
     /// (docs/superset.md S22), each row checked against its filter.
     async fn filtered(
         &mut self,
-        fresh: &mut Snapshot,
         changed_since: DateTime<Utc>,
         login_since: DateTime<Utc>,
+        out: &mut Out<'_>,
     ) -> Result<(), SupersetError> {
         let tz = self.config.timezone;
-        let changed = self
-            .users_where(
-                vec![Filter {
-                    col: "changed_on",
-                    opr: "gt",
-                    value: FilterValue::Text(api::to_filter_value(changed_since, tz)),
-                }],
-                |u| u.changed_on > truncated(changed_since),
-            )
-            .await?;
-        let logged_in = self
-            .users_where(
-                vec![Filter {
-                    col: "last_login",
-                    opr: "gt",
-                    value: FilterValue::Text(api::to_filter_value(login_since, tz)),
-                }],
-                |u| u.last_login.is_some_and(|t| t > truncated(login_since)),
-            )
-            .await?;
-        let failing = self
-            .users_where(
-                vec![Filter {
-                    col: "fail_login_count",
-                    opr: "gt",
-                    value: FilterValue::Int(0),
-                }],
-                |u| u.fail_login_count.unwrap_or(0) > 0,
-            )
-            .await?;
-        fresh.extend(changed.into_iter().chain(logged_in).chain(failing));
-        Ok(())
+        self.users_where(
+            vec![Filter {
+                col: "changed_on",
+                opr: "gt",
+                value: FilterValue::Text(api::to_filter_value(changed_since, tz)),
+            }],
+            |u| u.changed_on > truncated(changed_since),
+            out,
+        )
+        .await?;
+        self.users_where(
+            vec![Filter {
+                col: "last_login",
+                opr: "gt",
+                value: FilterValue::Text(api::to_filter_value(login_since, tz)),
+            }],
+            |u| u.last_login.is_some_and(|t| t > truncated(login_since)),
+            out,
+        )
+        .await?;
+        self.users_where(
+            vec![Filter {
+                col: "fail_login_count",
+                opr: "gt",
+                value: FilterValue::Int(0),
+            }],
+            |u| u.fail_login_count.unwrap_or(0) > 0,
+            out,
+        )
+        .await
     }
 
     /// Membership changed through the roles and groups APIs moves no `changed_on` (docs/superset.md S32):
-    /// compare it for every user, and re-read by id each user whose membership differs. A
-    /// deleted user shows up here too (it left every role), and its 404 confirms the deletion.
-    /// Without `roles/search/` (before 6.0) only groups are compared; roles changed through the
-    /// roles API wait for the next full read (docs/superset.md, Releases 4.1 to 6.1).
+    /// compare it for every stored user (reading only the memberships of each record), and
+    /// re-read by id each user whose membership differs. A deleted user shows up here too (it
+    /// left every role), and its 404 confirms the deletion. Without `roles/search/` (before
+    /// 6.0) only groups are compared; roles changed through the roles API wait for the next
+    /// full read (docs/superset.md, Releases 4.1 to 6.1). Returns the users confirmed deleted.
     async fn compare_membership(
         &mut self,
-        fresh: &mut Snapshot,
+        known: &Known<User>,
         role_membership: RoleMembership,
-    ) -> Result<(), SupersetError> {
+        out: &mut Out<'_>,
+    ) -> Result<Vec<u64>, SupersetError> {
         let (roles, groups) = self.membership(role_membership).await?;
-        let mut suspects: BTreeSet<u64> = BTreeSet::new();
-        for (id, user) in fresh.iter_mut() {
-            let role_ids: BTreeSet<u64> = user.roles.iter().filter_map(number).collect();
-            let group_ids: BTreeSet<u64> = user.groups.iter().filter_map(number).collect();
-            let roles_differ = roles
-                .as_ref()
-                .is_some_and(|r| r.members.get(id).cloned().unwrap_or_default() != role_ids);
-            if roles_differ || groups.members.get(id).cloned().unwrap_or_default() != group_ids {
-                suspects.insert(*id);
-            } else {
-                // Same membership; refresh the names (roles can be renamed, docs/superset.md S32).
-                if let Some(roles) = &roles {
-                    rename(&mut user.roles, &roles.names);
-                }
-                rename(&mut user.groups, &groups.names);
-            }
-        }
-        let unknown = roles
+        let mut unknown: HashSet<u64> = roles
             .iter()
             .flat_map(|r| r.members.keys())
             .chain(groups.members.keys())
-            .filter(|id| !fresh.contains_key(id));
-        suspects.extend(unknown.copied().collect::<Vec<_>>());
-        self.confirm(suspects, fresh).await
+            .copied()
+            .collect();
+        let mut suspects = Vec::new();
+        let mut renamed = Vec::new();
+        for record in known.records::<Memberships>() {
+            let (id, stored) = record?;
+            unknown.remove(&id);
+            let role_ids: BTreeSet<u64> = stored.roles.iter().filter_map(number).collect();
+            let group_ids: BTreeSet<u64> = stored.groups.iter().filter_map(number).collect();
+            let roles_differ = roles
+                .as_ref()
+                .is_some_and(|r| r.members.get(&id).cloned().unwrap_or_default() != role_ids);
+            if roles_differ || groups.members.get(&id).cloned().unwrap_or_default() != group_ids {
+                suspects.push(id);
+            } else if roles.as_ref().is_some_and(|r| r.renames(&stored.roles))
+                || groups.renames(&stored.groups)
+            {
+                renamed.push(id);
+            }
+        }
+        // Same membership, new names (roles can be renamed, docs/superset.md S32).
+        for ids in renamed.chunks(api::PAGE_SIZE as usize) {
+            let mut users = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(mut user) = known.get(id)?.filter(|u| u.id == *id) {
+                    if let Some(roles) = &roles {
+                        rename(&mut user.roles, &roles.names);
+                    }
+                    rename(&mut user.groups, &groups.names);
+                    users.push(user);
+                }
+            }
+            out.hand(users)?;
+        }
+        suspects.extend(unknown);
+        self.confirm(suspects, out).await
     }
 
     /// Where no membership or filter shows a deletion (before 6.0), the users' `count` does:
-    /// when it differs from the users known, list the ids, confirm by id each one known but
-    /// not listed, and read each one listed but not known.
-    async fn settle_count(&mut self, fresh: &mut Snapshot) -> Result<(), SupersetError> {
+    /// when it differs from the users stored, list the ids, confirm by id each one stored but
+    /// not listed, and read each one listed but not stored. Returns the users confirmed deleted.
+    async fn settle_count(
+        &mut self,
+        known: &Known<User>,
+        out: &mut Out<'_>,
+    ) -> Result<Vec<u64>, SupersetError> {
         let first = self
             .client
             .list::<IdRef>(USERS, &ListQuery::ordered_page("id", false, 0).ids_only())
             .await?;
         self.requests += 1;
-        if first.count == fresh.len() as u64 {
-            return Ok(());
+        if first.count == known.len() as u64 {
+            return Ok(Vec::new());
         }
-        let (listed, _) = self.by_pages(true).await?;
-        let missing: Vec<u64> = fresh
-            .keys()
-            .filter(|id| !listed.contains(id) && !self.reads.failed.contains_key(id))
-            .copied()
-            .collect();
-        let unknown: Vec<u64> = listed
-            .iter()
-            .filter(|id| !fresh.contains_key(id))
-            .copied()
-            .collect();
-        self.confirm(missing.into_iter().chain(unknown), fresh)
-            .await
+        let (listed, mut gone) = self.by_pages(None).await?;
+        let mut missing = Vec::new();
+        for id in known.keys() {
+            let id = id?;
+            if !listed.contains(&id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
+            {
+                missing.push(id);
+            }
+        }
+        let mut unknown = Vec::new();
+        for id in listed {
+            if known.raw(&id)?.is_none() {
+                unknown.push(id);
+            }
+        }
+        gone.extend(
+            self.confirm(missing.into_iter().chain(unknown), out)
+                .await?,
+        );
+        Ok(gone)
     }
 
-    /// Read each of `ids` by id into `fresh`: a 404 confirms a deletion, an unreadable record
-    /// leaves what was stored (docs/superset.md S33).
+    /// Read each of `ids` by id and hand it over: a 404 confirms a deletion (returned), an
+    /// unreadable record leaves what was stored (docs/superset.md S33).
     async fn confirm(
         &mut self,
         ids: impl IntoIterator<Item = u64>,
-        fresh: &mut Snapshot,
-    ) -> Result<(), SupersetError> {
+        out: &mut Out<'_>,
+    ) -> Result<Vec<u64>, SupersetError> {
+        let mut gone = Vec::new();
         for id in ids {
             match self.user(id).await? {
-                Lookup::Found(user) => {
-                    fresh.insert(id, *user);
-                }
+                Lookup::Found(user) => out.hand(vec![*user])?,
                 Lookup::Gone => {
                     info!(id, "user no longer exists (confirmed by 404)");
-                    fresh.remove(&id);
+                    gone.push(id);
                 }
                 Lookup::Unreadable => {}
             }
         }
-        Ok(())
+        Ok(gone)
     }
 
-    /// Every user (or, with `ids_only`, every id) by pages by index ordered by id, for releases
+    /// Every user (or, without `out`, every id) by pages by index ordered by id, for releases
     /// that cannot filter by id (docs/superset.md, Releases 4.1 to 6.1). A delete between two
     /// page reads shifts later rows down and hides one (docs/superset.md S21): while `count`
     /// moved during a pass or differs from the ids seen, the pages are read again (at most
     /// [`MAX_PASSES`]); a user seen in an earlier pass but not in the last is confirmed by id.
-    /// A user seen twice counts once. Returns the ids that exist and the users read.
+    /// A user seen twice is handed over twice (the cycle keeps the last). Returns the ids that
+    /// exist and those confirmed deleted.
     async fn by_pages(
         &mut self,
-        ids_only: bool,
-    ) -> Result<(BTreeSet<u64>, Snapshot), SupersetError> {
-        let mut earlier: BTreeSet<u64> = BTreeSet::new();
-        let mut ids: BTreeSet<u64> = BTreeSet::new();
-        let mut out = Snapshot::new();
+        mut out: Option<&mut Out<'_>>,
+    ) -> Result<(HashSet<u64>, Vec<u64>), SupersetError> {
+        let mut earlier: HashSet<u64> = HashSet::new();
+        let mut ids: HashSet<u64> = HashSet::new();
         for pass in 1..=MAX_PASSES {
-            earlier.append(&mut ids);
+            earlier.extend(ids.drain());
             let mut counts: BTreeSet<u64> = BTreeSet::new();
             for page in 0.. {
                 let mut query = ListQuery::ordered_page("id", false, page);
-                if ids_only {
+                if out.is_none() {
                     query = query.ids_only();
                 }
                 let answer = self.client.list::<Box<RawValue>>(USERS, &query).await?;
@@ -564,6 +736,7 @@ impl SupersetSource {
                 counts.insert(answer.count);
                 let mut last = 0u64;
                 let mut brought_new = false;
+                let mut users = Vec::new();
                 for (i, raw) in answer.result.iter().enumerate() {
                     let id = user_row_id(raw, &answer.ids, i)?;
                     if id <= last {
@@ -575,18 +748,21 @@ impl SupersetSource {
                     }
                     last = id;
                     brought_new |= ids.insert(id);
-                    if ids_only {
+                    if out.is_none() {
                         continue;
                     }
                     match api::read_user(raw, self.config.timezone) {
                         Ok(user) => {
                             self.reads.settled.insert(id);
-                            out.insert(id, user);
+                            users.push(user);
                         }
                         Err(reason) => {
                             self.reads.failed.insert(id, reason);
                         }
                     }
+                }
+                if let Some(out) = out.as_deref_mut() {
+                    out.hand(users)?;
                 }
                 if !answer.result.is_empty() && !brought_new {
                     return Err(SupersetError::FilterIgnored {
@@ -607,19 +783,21 @@ impl SupersetSource {
                 "users moved between pages while they were read; reading them again"
             );
         }
-        for id in earlier.difference(&ids).copied().collect::<Vec<_>>() {
+        let mut gone = Vec::new();
+        let hidden: Vec<u64> = earlier.difference(&ids).copied().collect();
+        for id in hidden {
             match self.user(id).await? {
                 Lookup::Found(user) => {
                     ids.insert(id);
-                    out.insert(id, *user);
+                    if let Some(out) = out.as_deref_mut() {
+                        out.hand(vec![*user])?;
+                    }
                 }
-                Lookup::Gone => {
-                    out.remove(&id);
-                }
+                Lookup::Gone => gone.push(id),
                 Lookup::Unreadable => {}
             }
         }
-        Ok((ids, out))
+        Ok((ids, gone))
     }
 
     /// The users ordered newest first by `column`, up to the first whose `recent` says no, for
@@ -632,9 +810,9 @@ impl SupersetSource {
         &mut self,
         column: &'static str,
         recent: impl Fn(&User) -> Option<bool>,
-    ) -> Result<Snapshot, SupersetError> {
-        let mut out = Snapshot::new();
-        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        out: &mut Out<'_>,
+    ) -> Result<(), SupersetError> {
+        let mut seen: HashSet<u64> = HashSet::new();
         let mut valued = false;
         for page in 0.. {
             let answer = self
@@ -644,6 +822,7 @@ impl SupersetSource {
             self.requests += 1;
             let mut reached_old = false;
             let mut brought_new = false;
+            let mut users = Vec::new();
             for (i, raw) in answer.result.iter().enumerate() {
                 let id = user_row_id(raw, &answer.ids, i)?;
                 brought_new |= seen.insert(id);
@@ -668,11 +847,12 @@ impl SupersetSource {
                     }
                     Some(true) => {
                         self.reads.settled.insert(id);
-                        out.insert(id, user);
+                        users.push(user);
                     }
                 }
                 valued |= recent.is_some();
             }
+            out.hand(users)?;
             if !answer.result.is_empty() && !brought_new {
                 return Err(SupersetError::FilterIgnored {
                     detail: format!(
@@ -684,18 +864,19 @@ impl SupersetSource {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// All users matching `filters`, by keyset pagination on id. Each row must be past the
-    /// previous page and satisfy `check`: Superset silently ignores an unknown operator or an
-    /// unparsable date (docs/superset.md S17, S23) and would otherwise hand back every user.
+    /// All users matching `filters`, by keyset pagination on id, handed over page by page.
+    /// Each row must be past the previous page and satisfy `check`: Superset silently ignores
+    /// an unknown operator or an unparsable date (docs/superset.md S17, S23) and would
+    /// otherwise hand back every user.
     async fn users_where(
         &mut self,
         filters: Vec<Filter>,
         check: impl Fn(&User) -> bool,
-    ) -> Result<Snapshot, SupersetError> {
-        let mut out = Snapshot::new();
+        out: &mut Out<'_>,
+    ) -> Result<(), SupersetError> {
         let mut last = 0u64;
         let described = filters
             .iter()
@@ -709,8 +890,9 @@ impl SupersetSource {
                 .await?;
             self.requests += 1;
             if page.result.is_empty() {
-                return Ok(out);
+                return Ok(());
             }
+            let mut users = Vec::with_capacity(page.result.len());
             for (i, raw) in page.result.iter().enumerate() {
                 let id = user_row_id(raw, &page.ids, i)?;
                 if id <= last {
@@ -734,8 +916,9 @@ impl SupersetSource {
                     });
                 }
                 self.reads.settled.insert(id);
-                out.insert(id, user);
+                users.push(user);
             }
+            out.hand(users)?;
         }
     }
 
@@ -926,6 +1109,114 @@ struct Membership {
     names: BTreeMap<u64, String>,
 }
 
+impl Membership {
+    /// Whether the names now listed would rename any member of `list`.
+    fn renames(&self, list: &[Member]) -> bool {
+        list.iter().any(|m| {
+            number(m)
+                .and_then(|id| self.names.get(&id))
+                .is_some_and(|name| *name != m.name)
+        })
+    }
+}
+
+/// The memberships of a stored record: all that comparing membership reads of it.
+#[derive(Deserialize)]
+struct Memberships {
+    #[serde(default)]
+    roles: Vec<Member>,
+    #[serde(default)]
+    groups: Vec<Member>,
+}
+
+/// Users a full read counts before it splits the rest into id ranges read at once: below
+/// this, the requests for the highest id and the ranges cost more than they save.
+const SPLIT_ABOVE: u64 = 2_000;
+
+/// Note the rows of a users page as read (or failed) and hand over their users.
+fn take(
+    rows: Vec<Row>,
+    reads: &mut Reads,
+    listed: &mut HashSet<u64>,
+    out: &mut Out<'_>,
+) -> Result<(), SupersetError> {
+    let mut users = Vec::with_capacity(rows.len());
+    for (id, row) in rows {
+        listed.insert(id);
+        match row {
+            Ok(user) => {
+                reads.settled.insert(id);
+                users.push(user);
+            }
+            Err(reason) => {
+                reads.failed.insert(id, reason);
+            }
+        }
+    }
+    out.hand(users)
+}
+
+/// One keyset page of users with `after` < id (< `below`), each row checked against that;
+/// with the answer's `count`.
+async fn keyset_page(
+    client: &Client,
+    tz: chrono_tz::Tz,
+    after: u64,
+    below: Option<u64>,
+) -> Result<(Vec<Row>, u64), SupersetError> {
+    let filters: Vec<Filter> = below
+        .map(|below| Filter {
+            col: "id",
+            opr: "lt",
+            value: FilterValue::Int(below),
+        })
+        .into_iter()
+        .collect();
+    let page = client
+        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters))
+        .await?;
+    let mut last = after;
+    let mut rows = Vec::with_capacity(page.result.len());
+    for (i, raw) in page.result.iter().enumerate() {
+        let id = user_row_id(raw, &page.ids, i)?;
+        if id <= last || below.is_some_and(|below| id >= below) {
+            return Err(SupersetError::FilterIgnored {
+                detail: format!(
+                    "asked for users with id > {last}{}, got id {id}",
+                    below.map(|b| format!(" and < {b}")).unwrap_or_default()
+                ),
+            });
+        }
+        last = id;
+        rows.push((id, api::read_user(raw, tz)));
+    }
+    Ok((rows, page.count))
+}
+
+/// One id range of a full read (`after` < id < `below`) by keyset, each page sent to `tx` as
+/// read. Returns the requests made.
+async fn read_range(
+    client: &Client,
+    tz: chrono_tz::Tz,
+    mut after: u64,
+    below: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<Vec<Row>>,
+) -> Result<usize, SupersetError> {
+    let mut requests = 0;
+    loop {
+        let (rows, _) = keyset_page(client, tz, after, below).await?;
+        requests += 1;
+        let Some(&(last, _)) = rows.last() else {
+            return Ok(requests);
+        };
+        after = last;
+        if tx.send(rows).await.is_err() {
+            // The cycle stopped taking pages: its own error is the one to tell.
+            return Ok(requests);
+        }
+    }
+}
+
 /// The id of row `i` of a users page: the row's own, or the answer's `ids` at its place when
 /// the row is beyond reading (so an unreadable record is still known by its id).
 fn user_row_id(raw: &RawValue, ids: &[u64], i: usize) -> Result<u64, SupersetError> {
@@ -970,12 +1261,7 @@ fn truncated(t: DateTime<Utc>) -> DateTime<Utc> {
 impl SupersetSource {
     /// Read the action log past the cursor. A log that cannot be read (disabled, forbidden,
     /// down) is a warning recorded in the cursor: the users stream never waits for it.
-    async fn action_log(
-        &mut self,
-        fresh: &Snapshot,
-        cursor: &mut Cursor,
-        now: DateTime<Utc>,
-    ) -> Vec<Derived> {
+    async fn action_log(&mut self, cursor: &mut Cursor, now: DateTime<Utc>) -> Vec<Derived> {
         let overlap = span(self.config.incremental_overlap, MAX_OVERLAP);
         let backfill = span(self.config.log_backfill, config::MAX_LOG_BACKFILL);
         let since = cursor.log.since(overlap, backfill, now);
@@ -992,10 +1278,7 @@ impl SupersetSource {
         };
         let judge = Judge {
             filter: &self.filter,
-            service_account: fresh
-                .values()
-                .find(|u| u.username == self.config.username)
-                .map(|u| u.id),
+            service_account: cursor.service_account_id,
             overlap,
         };
         if !read.complete {
@@ -1054,27 +1337,23 @@ impl Source for SupersetSource {
 
     async fn observe(
         &mut self,
-        prev: &Snapshot,
+        known: &Known<User>,
         cursor: &mut Cursor,
         mode: Mode,
+        fresh: &mut dyn Fresh<User>,
     ) -> Result<Observation<User>, SourceError> {
-        Ok(self.observe_users(prev, cursor, mode).await?)
+        Ok(self.observe_users(known, cursor, mode, fresh).await?)
     }
 
     async fn probe(&mut self) -> Vec<crate::source::Probe> {
         self.probe_reads().await
     }
 
-    async fn native_events(
-        &mut self,
-        fresh: &Snapshot,
-        cursor: &mut Cursor,
-        now: DateTime<Utc>,
-    ) -> Vec<Derived> {
+    async fn native_events(&mut self, cursor: &mut Cursor, now: DateTime<Utc>) -> Vec<Derived> {
         if !self.config.action_log {
             return Vec::new();
         }
-        self.action_log(fresh, cursor, now).await
+        self.action_log(cursor, now).await
     }
 }
 
