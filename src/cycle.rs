@@ -28,10 +28,10 @@ use crate::user::{Account, Key};
 /// writes, and what a crash makes it read again.
 const CHUNK: usize = 2_000;
 
-/// How stale the stored poll time may grow while cycles change nothing: within it, an idle
-/// cycle writes nothing and this process remembers the poll in memory (`status` and `/readyz`
-/// see it); past it, the time is written so that a `status` of a stopped rollcall is right to
-/// the minute.
+/// How stale the stored source state may grow while cycles change nothing: within it, an
+/// idle cycle writes nothing and this process keeps the poll time and cursor in memory
+/// (`status`, `/readyz` and its next cycle see them); past it, they are written, so that a
+/// `status` of a stopped rollcall is right to the minute.
 const POLL_TIME_WRITTEN_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
 pub(crate) async fn poll_source<S: Source>(
@@ -44,7 +44,7 @@ pub(crate) async fn poll_source<S: Source>(
     let started = std::time::Instant::now();
     let now = Utc::now();
     let stored_state = store.stored_source_state(&name)?;
-    let mut state = stored_state.clone().unwrap_or_default();
+    let mut state = store.source_state(&name)?;
     let mut cursor: S::Cursor = read_cursor(&state.cursor).map_err(|e| StoreError::Corrupt {
         what: format!("cursor of source {name}"),
         detail: e.to_string(),
@@ -129,17 +129,24 @@ pub(crate) async fn poll_source<S: Source>(
     if changed || state_is_due(stored_state.as_ref(), &state, now) {
         apply.commit(removals, &state)?;
     } else {
-        store.polled(&name, now);
+        store.keep_unsaved(&name, state.clone());
     }
     // Native events (the action log) come after the user events are committed, in a commit
     // of their own: however long the source takes to read them, the sinks already have the
     // user events. A crash between the two commits re-reads them from the stored cursor.
     let native = source.native_events(&mut cursor, now).await;
     let read = stored_cursor(&cursor);
-    if !native.is_empty() || read != state.cursor {
+    if !native.is_empty() {
         state.cursor = read;
         apply.push(None, native);
         apply.commit(Vec::new(), &state)?;
+    } else if read != state.cursor {
+        state.cursor = read;
+        if state_is_due(stored_state.as_ref(), &state, now) {
+            apply.commit(Vec::new(), &state)?;
+        } else {
+            store.keep_unsaved(&name, state.clone());
+        }
     }
     let report = SourceReport {
         source: name.clone(),
@@ -179,13 +186,17 @@ fn due(last: Option<DateTime<Utc>>, every: std::time::Duration, now: DateTime<Ut
 }
 
 /// Whether a cycle that changed no user must still write the source state: anything in it
-/// other than the poll time changed, or the stored poll time has grown stale.
+/// other than the poll time and the source's cursor changed, or the stored poll time has
+/// grown stale. The cursor holds lower bounds of the next read (high-water marks, how far a
+/// log was read): a crash that loses a newer one makes the next cycle read a little more, and
+/// find nothing new in it.
 fn state_is_due(stored: Option<&SourceState>, now_state: &SourceState, now: DateTime<Utc>) -> bool {
     let Some(stored) = stored else {
         return true;
     };
     let same = SourceState {
         last_poll: stored.last_poll,
+        cursor: stored.cursor.clone(),
         ..now_state.clone()
     };
     same != *stored

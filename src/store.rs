@@ -37,6 +37,9 @@ const KEY_LOG_START: &[u8] = b"log_start";
 /// Bytes of the events in the log and the offset up to which they are counted (2 × u64 BE):
 /// counted incrementally, so a size cap costs a scan of the new events, not of the whole log.
 const KEY_LOG_BYTES: &[u8] = b"log_bytes";
+/// sled's page cache (its default is 1 GiB): a cycle walks the stored users once in key order,
+/// so a large cache would only hold every user in memory (docs/performance.md, Memory).
+const CACHE_BYTES: u64 = 16 << 20;
 /// Events removed per sled batch when compacting: bounds the memory of one batch.
 const COMPACT_BATCH: usize = 10_000;
 
@@ -292,10 +295,11 @@ pub struct Store {
     /// Commits hold it shared; an export holds it alone, so it sees no commit half-way (sled
     /// has no snapshot that spans trees).
     gate: Arc<RwLock<()>>,
-    /// When each source last polled successfully, newer than what is stored: a cycle that
-    /// changed nothing writes nothing (docs/performance.md, Idle cycles), yet `status` and
-    /// `/readyz` of this process see every poll.
-    polls: Arc<Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
+    /// Source states newer than the stored ones, of cycles that found no change: such a cycle
+    /// writes nothing (docs/performance.md, Idle cycles), yet `status`, `/readyz` and the next
+    /// cycle of this process see it. Losing it in a crash costs nothing: it holds only the poll
+    /// time and cursors, which are lower bounds of what the next cycle reads.
+    unsaved: Arc<Mutex<std::collections::HashMap<String, SourceState>>>,
 }
 
 impl Store {
@@ -334,7 +338,11 @@ impl Store {
                 source,
             },
         };
-        let db = sled::Config::new().path(path).open().map_err(opened)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(opened)?;
         let tree = |name: &str| db.open_tree(name).map_err(opened);
         let (events, cursors, meta) = (tree("events")?, tree("cursors")?, tree("meta")?);
         let schema = meta.get(KEY_SCHEMA).map_err(opened)?;
@@ -379,7 +387,7 @@ impl Store {
             fault: Arc::new(Mutex::new(None)),
             head: Arc::new(watch::channel(head).0),
             gate: Arc::new(RwLock::new(())),
-            polls: Arc::default(),
+            unsaved: Arc::default(),
         })
     }
 
@@ -469,28 +477,26 @@ impl Store {
         })
     }
 
-    /// Remember a successful poll that wrote nothing (see `polls`).
-    pub fn polled(&self, source: &str, at: DateTime<Utc>) {
-        let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
-        polls.insert(source.to_owned(), at);
+    /// Keep the state of a cycle that found no change in memory only (see `unsaved`).
+    pub fn keep_unsaved(&self, source: &str, state: SourceState) {
+        self.unsaved_states().insert(source.to_owned(), state);
     }
 
+    fn unsaved_states(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SourceState>> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest state of a source: as this process last left it, or as stored.
     pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
-        let mut state: SourceState = match self.meta.get(state_key(source))? {
-            None => SourceState::default(),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                what: format!("state of source {source}"),
-                detail: e.to_string(),
-            })?,
-        };
-        let polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = polls.get(source) {
-            state.last_poll = state.last_poll.max(Some(*at));
+        if let Some(state) = self.unsaved_states().get(source) {
+            return Ok(state.clone());
         }
-        Ok(state)
+        Ok(self.stored_source_state(source)?.unwrap_or_default())
     }
 
-    /// The source state as stored, without the polls of this process that wrote nothing.
+    /// The source state as stored, without what cycles of this process kept unsaved.
     pub fn stored_source_state(&self, source: &str) -> Result<Option<SourceState>, StoreError> {
         self.meta
             .get(state_key(source))?
@@ -544,7 +550,9 @@ impl Store {
             self.meta.insert(state_key(source), json_bytes(&state))?;
             self.db.flush()?;
             Ok(())
-        })
+        })?;
+        self.unsaved_states().remove(source);
+        Ok(())
     }
 
     /// Commit a cycle atomically and durably; returns the offsets its events got.
@@ -579,6 +587,9 @@ impl Store {
         state: Option<&SourceState>,
     ) -> Result<Range<u64>, StoreError> {
         let range = self.writing(|| self.commit_durably(c, state))?;
+        if state.is_some() {
+            self.unsaved_states().remove(c.source);
+        }
         self.head.send_replace(range.end);
         Ok(range)
     }

@@ -1,0 +1,259 @@
+//! Scale benchmark (issue: Scale): the real `rollcall once` as a child process against the
+//! Superset simulator, per user count, in one run.
+//!
+//! For each size it reports: the first full reconcile (into an empty store), an unchanged full
+//! reconcile next to a bare sequential keyset read of the same pages (best of two each,
+//! interleaved: the ratio compares like with like), and an idle incremental cycle: wall time,
+//! the process's own peak RSS (`ru_maxrss` from `wait4`, the kernel's high-water mark of the
+//! whole process, not only its heap), requests made and bytes the store grew by. The simulator
+//! spends [`ANSWER_TIME`] per request outside its lock, as a threaded Superset spends its own
+//! time (tests/fixtures/superset-releases/v6.0.0/timing.json: 22–47 ms a page of 100 users).
+//! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
+//! `ROLLCALL_BENCH_1M=1`, which takes long); under `cargo test` it runs 300 users as a smoke test.
+
+#[path = "support/mod.rs"]
+mod support;
+use support::report;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollcall_sim::superset::{Sim, SimOptions};
+
+const ANSWER_TIME: Duration = Duration::from_millis(20);
+const USERS_PATH: &str = "/api/v1/security/users/";
+
+fn main() {
+    let sizes: Vec<usize> = if !support::full_size() {
+        vec![300]
+    } else if std::env::var_os("ROLLCALL_BENCH_1M").is_some() {
+        vec![10_000, 100_000, 1_000_000]
+    } else {
+        vec![10_000, 100_000]
+    };
+    support::run("rollcall scale benchmark", "scale", async move {
+        report!("| users | measure | time | peak RSS | requests | store growth |");
+        report!("|---|---|---|---|---|---|");
+        for n in sizes {
+            scale(n).await;
+        }
+    });
+}
+
+/// What one child process took.
+struct Run {
+    took: Duration,
+    peak_rss_kib: i64,
+    requests: usize,
+    growth: i64,
+}
+
+async fn scale(n: usize) {
+    let answer_time = if support::full_size() {
+        ANSWER_TIME
+    } else {
+        Duration::ZERO
+    };
+    let sim = Sim::start(SimOptions {
+        answer_time,
+        ..SimOptions::default()
+    })
+    .await;
+    sim.add_users(n, &[4]);
+    // Idle means nothing changed within the polls' overlap but the one change that set the
+    // high-water mark: users made a day ago, one edited now.
+    sim.age_users(Duration::from_secs(24 * 3600));
+    sim.update_user(2, |u| u.last_name = "Recent".into());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim.url);
+
+    let first = once(&sim, &config, &["--full"]).await;
+    row(n, "first full reconcile (empty store)", &first);
+
+    let http = reqwest::Client::new();
+    let token = login(&http, &sim.url).await;
+    let (mut bare, mut full) = (Duration::MAX, None::<Run>);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let rows = bare_read(&http, &sim.url, &token).await;
+        assert_eq!(rows, n + 1, "the bare read sees every user");
+        bare = bare.min(started.elapsed());
+        let run = once(&sim, &config, &["--full"]).await;
+        if full.as_ref().is_none_or(|f| run.took < f.took) {
+            full = Some(run);
+        }
+    }
+    let full = full.expect("two runs");
+    report!(
+        "| {n} | bare sequential keyset read | {} ms | | {} | |",
+        bare.as_millis(),
+        n / 100 + 2
+    );
+    row(n, "unchanged full reconcile", &full);
+    report!(
+        "| {n} | **full reconcile / bare read** | **{:.2}** (target ≤ 0.75) | | | |",
+        full.took.as_secs_f64() / bare.as_secs_f64()
+    );
+
+    let idle = once(&sim, &config, &[]).await;
+    row(n, "idle incremental cycle", &idle);
+    let own = idle.took.saturating_sub(answer_time * idle.requests as u32);
+    report!(
+        "| {n} | idle cycle beyond Superset's answer time ({} requests × {} ms) | **{} ms** (target ≤ 500) | | | |",
+        idle.requests,
+        answer_time.as_millis(),
+        own.as_millis()
+    );
+    // The first run after one that wrote pays sled's rewrite of its own snapshot file at
+    // open (a few bytes, not a write of this cycle); the next idle cycle shows the cycle's own.
+    let again = once(&sim, &config, &[]).await;
+    let status = child(&sim, &config, "status", &[]).await;
+    row(
+        n,
+        "baseline: `rollcall status` (opens the store, reads no user)",
+        &status,
+    );
+    row(n, "next idle incremental cycle", &again);
+    assert_eq!(again.growth, 0, "an idle cycle writes nothing");
+}
+
+fn row(n: usize, what: &str, run: &Run) {
+    report!(
+        "| {n} | {what} | {} ms | {:.0} MiB | {} | {} bytes |",
+        run.took.as_millis(),
+        run.peak_rss_kib as f64 / 1024.0,
+        run.requests,
+        run.growth
+    );
+}
+
+fn write_config(dir: &Path, url: &str) -> std::path::PathBuf {
+    let password = dir.join("pw");
+    std::fs::write(&password, "admin").unwrap();
+    let path = dir.join("rollcall.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\npath = {:?}\n\n[[sources]]\nkind = \"superset\"\nname = \"bench\"\nurl = \"{url}\"\nusername = \"admin\"\npassword_file = {:?}\n\n[[sinks]]\nkind = \"jsonl\"\nname = \"file\"\npath = {:?}\n",
+            dir.join("data").display().to_string(),
+            password.display().to_string(),
+            dir.join("events.jsonl").display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Run `rollcall once` to its end in a child process.
+async fn once(sim: &Sim, config: &Path, args: &[&str]) -> Run {
+    child(sim, config, "once", args).await
+}
+
+/// Run a rollcall command to its end in a child process.
+async fn child(sim: &Sim, config: &Path, command: &'static str, args: &[&str]) -> Run {
+    let store = config.parent().unwrap().join("data");
+    let before = dir_size(&store);
+    let requests = sim.requests().len();
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // `wait4` below reaps the child: `Child::wait` cannot return its resource use.
+    #[allow(clippy::zombie_processes)]
+    let (took, peak_rss_kib) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg(command)
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rollcall starts");
+        let (status, rss) = wait_with_rusage(child.id());
+        assert!(
+            status == 0,
+            "rollcall {command} exited with status {status}"
+        );
+        (started.elapsed(), rss)
+    })
+    .await
+    .unwrap();
+    Run {
+        took,
+        peak_rss_kib,
+        requests: sim.requests().len() - requests,
+        growth: dir_size(&store) as i64 - before as i64,
+    }
+}
+
+/// Wait for the child and read its resource use: `std` waits without it.
+fn wait_with_rusage(pid: u32) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data the kernel fills; `pid` is our own unwaited child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid as i32, "wait4 failed");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    // Linux reports ru_maxrss in KiB.
+    (code, usage.ru_maxrss)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+async fn login(http: &reqwest::Client, url: &str) -> String {
+    let v: serde_json::Value = http
+        .post(format!("{url}/api/v1/security/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "admin", "provider": "db"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The baseline: keyset pages one after another, each parsed into `serde_json::Value` and
+/// nothing else. Returns the rows read.
+async fn bare_read(http: &reqwest::Client, url: &str, token: &str) -> usize {
+    let mut last = 0u64;
+    let mut rows = 0;
+    loop {
+        let q = format!(
+            "(filters:!((col:id,opr:gt,value:{last})),order_column:id,order_direction:asc,page_size:100)"
+        );
+        let v: serde_json::Value = http
+            .get(format!("{url}{USERS_PATH}"))
+            .query(&[("q", q)])
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids = v["ids"].as_array().unwrap();
+        if ids.is_empty() {
+            return rows;
+        }
+        rows += ids.len();
+        last = ids.iter().filter_map(|i| i.as_u64()).max().unwrap();
+    }
+}
