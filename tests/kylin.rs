@@ -402,3 +402,50 @@ async fn rollcall_demo_walks_a_kylin_source_through_every_step() {
         .count();
     assert_eq!(demo_logins, 1, "the service account authenticates once");
 }
+
+#[tokio::test]
+async fn one_unreadable_kylin_record_stops_no_other_user_and_deletes_no_one() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    for name in ["alice", "bob", "carol"] {
+        sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    }
+    let mut h = Harness::kylin(&sim.url, "");
+    h.cycle().await;
+    h.new_events();
+    // bob's record comes back broken; alice and carol change meanwhile.
+    sim.update_user("alice", |u| u.disabled = true);
+    sim.update_user("bob", |u| u.disabled = true);
+    sim.update_user("carol", |u| u.disabled = true);
+    sim.inject(Fault {
+        path_contains: "/api/user".into(),
+        skip: 0,
+        times: 1,
+        kind: FaultKind::RawField {
+            username: "bob".into(),
+            field: "disabled".into(),
+            value: serde_json::json!("not a boolean"),
+        },
+    });
+    h.cycle().await;
+    assert_eq!(
+        kinds(&h.new_events()),
+        [
+            kind("user.deactivated", "alice"),
+            kind("user.deactivated", "carol")
+        ],
+        "bob is neither deleted nor changed"
+    );
+    let state = h.store().source_state("test").unwrap();
+    assert!(
+        state.cursor["unreadable_users"]["bob"]
+            .as_str()
+            .is_some_and(|r| r.contains("unreadable record")),
+        "{:?}",
+        state.cursor
+    );
+    // Once Kylin answers for bob properly, his change comes through and the report clears.
+    h.cycle().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.deactivated", "bob")]);
+    let state = h.store().source_state("test").unwrap();
+    assert_eq!(state.cursor["unreadable_users"], serde_json::json!({}));
+}

@@ -159,6 +159,13 @@ pub enum FaultKind {
     InsertUser(String),
     /// 302 to this `Location` (a proxy sending the request elsewhere), before authentication.
     Redirect(String),
+    /// Process the request normally, then give `field` of the listed user `username` this
+    /// value: a record no real Kylin would send (a hostile or broken one).
+    RawField {
+        username: String,
+        field: String,
+        value: serde_json::Value,
+    },
 }
 
 /// What a login attempt came to (K5).
@@ -1213,6 +1220,25 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 s.insert_user(&name, SEEDED_PASSWORD, Vec::new(), false);
             }
             s.process(&r)
+        }
+        Some(FaultKind::RawField {
+            username,
+            field,
+            value,
+        }) => {
+            let mut reply = shared.lock().process(&r);
+            if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                let rows = body
+                    .pointer_mut("/data/value")
+                    .and_then(|v| v.as_array_mut());
+                for row in rows.into_iter().flatten() {
+                    if row.get("username").and_then(|u| u.as_str()) == Some(username.as_str()) {
+                        row[field.as_str()] = value.clone();
+                    }
+                }
+                reply.body = serde_json::to_vec(&body).unwrap_or_default();
+            }
+            reply
         }
         None => shared.lock().process(&r),
     };
