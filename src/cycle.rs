@@ -19,10 +19,43 @@ use tracing::{debug, error, info, warn};
 
 use crate::diff::{self, Derived, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
-use crate::runner::{CycleOptions, RunnerError, SourceReport};
-use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source};
+use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source, SourceError};
 use crate::store::{Commit, DeletionGuard, Known, Record, SourceState, Store, StoreError};
 use crate::user::{Account, Key};
+
+/// Choices an operator can make for one cycle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CycleOptions {
+    /// Read every user even if a full reconcile is not due.
+    pub full: bool,
+    /// Apply deletions the mass-delete guard would hold back.
+    pub confirm_deletes: bool,
+}
+
+/// What one source's cycle did.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    pub source: String,
+    pub full: bool,
+    pub users: usize,
+    pub events: usize,
+    /// User records written to the store: zero when nothing changed.
+    pub users_written: usize,
+    pub held_deletions: usize,
+}
+
+/// Why a cycle failed: its source, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("source '{source_name}'")]
+    Source {
+        source_name: String,
+        #[source]
+        error: SourceError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Changed records (or events) per commit at most: what a cycle holds in memory before it
 /// writes, and what a crash makes it read again.
@@ -38,7 +71,7 @@ pub(crate) async fn poll_source<S: Source>(
     store: &Store,
     source: &mut S,
     opts: CycleOptions,
-) -> Result<SourceReport, RunnerError> {
+) -> Result<SourceReport, CycleError> {
     let name = source.name().to_owned();
     let schedule = source.schedule();
     let started = std::time::Instant::now();
@@ -87,7 +120,7 @@ pub(crate) async fn poll_source<S: Source>(
     let observation = source
         .observe(&known, &mut cursor, mode, &mut apply)
         .await
-        .map_err(|error| RunnerError::Source {
+        .map_err(|error| CycleError::Source {
             source_name: name.clone(),
             error,
         })?;

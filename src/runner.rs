@@ -38,26 +38,7 @@ pub enum RunnerError {
     StoppedWithStoreFailing(#[source] StoreError),
 }
 
-/// Choices an operator can make for one cycle.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CycleOptions {
-    /// Read every user even if a full reconcile is not due.
-    pub full: bool,
-    /// Apply deletions the mass-delete guard would hold back.
-    pub confirm_deletes: bool,
-}
-
-/// What one source's cycle did.
-#[derive(Debug, Clone)]
-pub struct SourceReport {
-    pub source: String,
-    pub full: bool,
-    pub users: usize,
-    pub events: usize,
-    /// User records written to the store: zero when nothing changed.
-    pub users_written: usize,
-    pub held_deletions: usize,
-}
+pub use crate::cycle::{CycleOptions, SourceReport};
 
 /// How long sinks may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -121,7 +102,16 @@ impl<S: Source> Poll for S {
         store: &'a Store,
         opts: CycleOptions,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
-        Box::pin(crate::cycle::poll_source(store, self, opts))
+        Box::pin(async move {
+            crate::cycle::poll_source(store, self, opts)
+                .await
+                .map_err(|e| match e {
+                    crate::cycle::CycleError::Source { source_name, error } => {
+                        RunnerError::Source { source_name, error }
+                    }
+                    crate::cycle::CycleError::Store(e) => RunnerError::Store(e),
+                })
+        })
     }
 }
 
