@@ -4,8 +4,8 @@
 //! For each size it reports: the first full reconcile (into an empty store), an unchanged full
 //! reconcile next to a bare sequential keyset read of the same pages (best of two each,
 //! interleaved: the ratio compares like with like), and an idle incremental cycle: wall time,
-//! the process's own peak RSS (`ru_maxrss` from `wait4`, the kernel's high-water mark of the
-//! whole process, not only its heap), requests made and bytes the store grew by. The simulator
+//! the process's own peak RSS (`VmHWM`, the kernel's high-water mark of the whole process, not
+//! only its heap, sampled every 5 ms), requests made and bytes the store grew by. The simulator
 //! spends [`ANSWER_TIME`] per request outside its lock, as a threaded Superset spends its own
 //! time (tests/fixtures/superset-releases/v6.0.0/timing.json: 22–47 ms a page of 100 users).
 //! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
@@ -157,11 +157,9 @@ async fn child(sim: &Sim, config: &Path, command: &'static str, args: &[&str]) -
     let requests = sim.requests().len();
     let config = config.to_owned();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    // `wait4` below reaps the child: `Child::wait` cannot return its resource use.
-    #[allow(clippy::zombie_processes)]
     let (took, peak_rss_kib) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
             .arg(command)
             .arg("--config")
             .arg(&config)
@@ -170,12 +168,19 @@ async fn child(sim: &Sim, config: &Path, command: &'static str, args: &[&str]) -
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("rollcall starts");
-        let (status, rss) = wait_with_rusage(child.id());
-        assert!(
-            status == 0,
-            "rollcall {command} exited with status {status}"
-        );
-        (started.elapsed(), rss)
+        // The child's own high-water mark, sampled until it exits. Not `ru_maxrss` from
+        // `wait4`: Linux carries the forking process's peak into a child across `exec`, and
+        // this process holds the simulator's users.
+        let mut peak = 0;
+        let status = loop {
+            peak = peak.max(vm_hwm_kib(child.id()).unwrap_or(0));
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(status.success(), "rollcall {command} exited with {status}");
+        (started.elapsed(), peak)
     })
     .await
     .unwrap();
@@ -187,20 +192,11 @@ async fn child(sim: &Sim, config: &Path, command: &'static str, args: &[&str]) -
     }
 }
 
-/// Wait for the child and read its resource use: `std` waits without it.
-fn wait_with_rusage(pid: u32) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: `rusage` is plain data the kernel fills; `pid` is our own unwaited child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid as i32, "wait4 failed");
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    // Linux reports ru_maxrss in KiB.
-    (code, usage.ru_maxrss)
+/// `VmHWM` of a running process: the kernel's high-water mark of its resident memory.
+fn vm_hwm_kib(pid: u32) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn dir_size(path: &Path) -> u64 {

@@ -39,7 +39,7 @@ const KEY_LOG_START: &[u8] = b"log_start";
 const KEY_LOG_BYTES: &[u8] = b"log_bytes";
 /// sled's page cache (its default is 1 GiB): a cycle walks the stored users once in key order,
 /// so a large cache would only hold every user in memory (docs/performance.md, Memory).
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 4 << 20;
 /// Events removed per sled batch when compacting: bounds the memory of one batch.
 const COMPACT_BATCH: usize = 10_000;
 

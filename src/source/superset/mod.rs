@@ -609,23 +609,37 @@ impl SupersetSource {
         out: &mut Out<'_>,
     ) -> Result<Vec<u64>, SupersetError> {
         let (roles, groups) = self.membership(role_membership).await?;
-        let mut unknown: HashSet<u64> = roles
+        let mut listed: Vec<u64> = roles
             .iter()
-            .flat_map(|r| r.members.keys())
-            .chain(groups.members.keys())
-            .copied()
+            .flat_map(Membership::users)
+            .chain(groups.users())
             .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        // Stored records come in id order: walking `listed` beside them finds the users listed
+        // but not stored without a set of every id.
+        let mut next = 0;
         let mut suspects = Vec::new();
         let mut renamed = Vec::new();
         for record in known.records::<Memberships>() {
             let (id, stored) = record?;
-            unknown.remove(&id);
-            let role_ids: BTreeSet<u64> = stored.roles.iter().filter_map(number).collect();
-            let group_ids: BTreeSet<u64> = stored.groups.iter().filter_map(number).collect();
+            while listed.get(next).is_some_and(|l| *l < id) {
+                suspects.push(listed[next]);
+                next += 1;
+            }
+            if listed.get(next) == Some(&id) {
+                next += 1;
+            }
+            let ids = |list: &[Member]| {
+                let mut ids: Vec<u64> = list.iter().filter_map(number).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
             let roles_differ = roles
                 .as_ref()
-                .is_some_and(|r| r.members.get(&id).cloned().unwrap_or_default() != role_ids);
-            if roles_differ || groups.members.get(&id).cloned().unwrap_or_default() != group_ids {
+                .is_some_and(|r| !r.of(id).eq(ids(&stored.roles)));
+            if roles_differ || !groups.of(id).eq(ids(&stored.groups)) {
                 suspects.push(id);
             } else if roles.as_ref().is_some_and(|r| r.renames(&stored.roles))
                 || groups.renames(&stored.groups)
@@ -633,6 +647,7 @@ impl SupersetSource {
                 renamed.push(id);
             }
         }
+        suspects.extend(listed.get(next..).unwrap_or_default());
         // Same membership, new names (roles can be renamed, docs/superset.md S32).
         for ids in renamed.chunks(api::PAGE_SIZE as usize) {
             let mut users = Vec::with_capacity(ids.len());
@@ -647,7 +662,6 @@ impl SupersetSource {
             }
             out.hand(users)?;
         }
-        suspects.extend(unknown);
         self.confirm(suspects, out).await
     }
 
@@ -960,11 +974,10 @@ impl SupersetSource {
             RoleMembership::RoleSearch => {
                 let mut roles = Membership::default();
                 for role in self.all_pages::<RoleWithMembers>(ROLES_SEARCH).await? {
-                    for uid in &role.user_ids {
-                        roles.members.entry(*uid).or_default().insert(role.id);
-                    }
+                    roles.pairs.extend(role.user_ids.iter().map(|uid| (*uid, role.id)));
                     roles.names.insert(role.id, role.name);
                 }
+                roles.seal();
                 Some(roles)
             }
         };
@@ -972,11 +985,10 @@ impl SupersetSource {
         match self.all_pages::<GroupWithMembers>(GROUPS).await {
             Ok(list) => {
                 for group in list {
-                    for u in &group.users {
-                        groups.members.entry(u.id).or_default().insert(group.id);
-                    }
+                    groups.pairs.extend(group.users.iter().map(|u| (u.id, group.id)));
                     groups.names.insert(group.id, group.name);
                 }
+                groups.seal();
             }
             // Groups arrived with Superset 6; on older servers there is nothing to compare.
             Err(SupersetError::SecurityApiDisabled { .. }) => {}
@@ -1103,13 +1115,34 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// Who is a member of what: (user, role or group) pairs sorted by user, 16 bytes a membership
+/// where a map of sets took ten times that (docs/performance.md, Memory).
 #[derive(Default)]
 struct Membership {
-    members: BTreeMap<u64, BTreeSet<u64>>,
+    pairs: Vec<(u64, u64)>,
     names: BTreeMap<u64, String>,
 }
 
 impl Membership {
+    fn seal(&mut self) {
+        self.pairs.sort_unstable();
+        self.pairs.dedup();
+    }
+
+    /// The roles or groups `user` is a member of, ascending.
+    fn of(&self, user: u64) -> impl Iterator<Item = u64> + '_ {
+        let start = self.pairs.partition_point(|p| p.0 < user);
+        self.pairs[start..]
+            .iter()
+            .take_while(move |p| p.0 == user)
+            .map(|p| p.1)
+    }
+
+    /// Every user listed, ascending.
+    fn users(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pairs.chunk_by(|a, b| a.0 == b.0).map(|c| c[0].0)
+    }
+
     /// Whether the names now listed would rename any member of `list`.
     fn renames(&self, list: &[Member]) -> bool {
         list.iter().any(|m| {
