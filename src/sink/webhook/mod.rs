@@ -246,7 +246,11 @@ impl WebhookSink {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
-            .pool_max_idle_per_host(config.max_in_flight)
+            // A request that finds no idle connection opens a new one, even when another
+            // is on its way back to the pool; with room for only `max_in_flight` idle ones,
+            // the surplus was closed again and the churn repeated (623 connections for 60,000
+            // deliveries in the benchmark, against 56 with this room).
+            .pool_max_idle_per_host(2 * config.max_in_flight)
             .user_agent(concat!("rollcall/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WebhookError::Client {
