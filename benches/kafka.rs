@@ -1,16 +1,19 @@
-//! Kafka sink throughput (issue: Kafka sink, point 5).
+//! Kafka sink throughput (issue: Kafka sink, point 5; issue: OCSF output, point 5).
 //!
-//! `cargo bench --bench kafka` stores 1,000,000 events, then in the same run and on the same
-//! broker measures (a) a bare rdkafka `FutureProducer` sending the same messages (same keys,
-//! values and `ce_*` headers, already encoded, with the same idempotent `acks=all` settings),
-//! and (b) rollcall's Kafka sink delivering the stored events from its cursor (reading the
-//! log, encoding, moving the cursor). Two runs of each, interleaved, best of each; it prints
-//! both rates and their ratio (target ≥ 0.8). Under `cargo test` it runs the same code on
-//! 10,000 events as a smoke test; `ROLLCALL_BENCH_EVENTS` sets another size.
+//! `cargo bench --bench kafka` stores 300,000 schema-shaped `user.updated` events, then in
+//! the same run and on the same broker measures (a) a bare rdkafka `FutureProducer` sending the
+//! same messages (same keys, values and `ce_*` headers, already encoded, with the same
+//! idempotent `acks=all` settings), (b) rollcall's Kafka sink delivering the stored events from
+//! its cursor (reading the log, encoding, moving the cursor) in CloudEvents, and (c) the same
+//! sink with `format = "ocsf"` (each event also encoded as an OCSF record). Three runs of each,
+//! interleaved, alternating which goes first, best of each; it prints the rates and the ratios
+//! rollcall / bare (target ≥ 0.8) and OCSF / CloudEvents (target ≥ 0.9). Under `cargo test` it
+//! runs the same code on 10,000 events as a smoke test; `ROLLCALL_BENCH_EVENTS` sets another
+//! size.
 //!
 //! The broker is rdkafka's in-process `MockCluster` unless `ROLLCALL_BENCH_BROKERS` names a
 //! real one (e.g. tansu, see scripts/e2e-kafka.sh), which must auto-create or already hold the
-//! topics `rollcall-bench-bare` and `rollcall-bench-sink`.
+//! topics `rollcall-bench-bare`, `rollcall-bench-sink` and `rollcall-bench-ocsf`.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -36,13 +39,18 @@ use rollcall::store::{Commit, SourceState, Store};
 
 const BARE_TOPIC: &str = "rollcall-bench-bare";
 const SINK_TOPIC: &str = "rollcall-bench-sink";
+const OCSF_TOPIC: &str = "rollcall-bench-ocsf";
 const SINK: &str = "bench-sink";
-const RUNS: usize = 2;
+const OCSF_SINK: &str = "bench-ocsf";
+const USERS: u64 = 10_000;
+const RUNS: usize = 3;
 
 fn main() {
     let n: u64 = match std::env::var("ROLLCALL_BENCH_EVENTS") {
         Ok(v) => v.parse().expect("ROLLCALL_BENCH_EVENTS is a number"),
-        Err(_) if support::full_size() => 1_000_000,
+        // The broker keeps every message of every run in memory: 300,000 events of this size
+        // make about 4 GB over the nine runs.
+        Err(_) if support::full_size() => 300_000,
         Err(_) => 10_000,
     };
     support::run("rollcall Kafka sink benchmark", "kafka", bench(n));
@@ -54,7 +62,7 @@ async fn bench(n: u64) {
         Ok(b) => (b.clone(), format!("broker at {b}")),
         Err(_) => {
             mock = MockCluster::new(1).unwrap();
-            for topic in [BARE_TOPIC, SINK_TOPIC] {
+            for topic in [BARE_TOPIC, SINK_TOPIC, OCSF_TOPIC] {
                 mock.create_topic(topic, 3, 1).unwrap();
             }
             (mock.bootstrap_servers(), "rdkafka MockCluster".to_owned())
@@ -106,16 +114,37 @@ async fn bench(n: u64) {
 
     // Interleaved, alternating which goes first, best of each: other load on the machine
     // drifts, and the broker holds more messages as the run goes on.
-    let (mut bare, mut ours) = (Duration::MAX, Duration::MAX);
+    let (mut bare, mut ours, mut ocsf) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    // OCSF / CloudEvents of each run: the two ran back to back, so they saw the same load.
+    let mut ratios = Vec::with_capacity(RUNS);
     for run in 0..RUNS {
-        for rollcall_first in [run % 2 == 1, run % 2 == 0] {
-            if rollcall_first {
-                ours = ours.min(rollcall(&store, &config, n).await);
-            } else {
-                bare = bare.min(bare_producer(&producer, &messages).await);
+        let mut order = [Run::Bare, Run::CloudEvents, Run::Ocsf];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        let (mut bare_took, mut cloudevents_took, mut ocsf_took) =
+            (Duration::MAX, Duration::MAX, Duration::MAX);
+        for which in order {
+            match which {
+                Run::Bare => bare_took = bare_producer(&producer, &messages).await,
+                Run::CloudEvents => cloudevents_took = rollcall(&store, &config, 0, n).await,
+                Run::Ocsf => ocsf_took = rollcall(&store, &config, 1, n).await,
             }
         }
+        let rate = |d: Duration| n as f64 / d.as_secs_f64();
+        report!(
+            "  run {}: bare {:>7.0}/s, rollcall CloudEvents {:>7.0}/s, rollcall OCSF {:>7.0}/s",
+            run + 1,
+            rate(bare_took),
+            rate(cloudevents_took),
+            rate(ocsf_took)
+        );
+        bare = bare.min(bare_took);
+        ours = ours.min(cloudevents_took);
+        ocsf = ocsf.min(ocsf_took);
+        ratios.push(cloudevents_took.as_secs_f64() / ocsf_took.as_secs_f64());
     }
+    ratios.sort_by(f64::total_cmp);
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     report!(
         "  bare rdkafka producer:  {bare:>10.2?}  {:>10.0} events/s  (best of {RUNS})",
@@ -126,9 +155,26 @@ async fn bench(n: u64) {
         rate(ours)
     );
     report!(
+        "  rollcall sink, OCSF:    {ocsf:>10.2?}  {:>10.0} events/s  (best of {RUNS})",
+        rate(ocsf)
+    );
+    report!(
         "  ratio rollcall / bare:  {:.2} (target ≥ 0.80)",
         rate(ours) / rate(bare)
     );
+    report!(
+        "  ratio OCSF / CloudEvents: {:.2} best of each, {:.2} median of the runs' own ratios (target ≥ 0.90)",
+        rate(ocsf) / rate(ours),
+        ratios[RUNS / 2]
+    );
+}
+
+/// What one measurement of a run sends.
+#[derive(Clone, Copy)]
+enum Run {
+    Bare,
+    CloudEvents,
+    Ocsf,
 }
 
 type Encoded = (String, Vec<u8>, Vec<(String, Vec<u8>)>);
@@ -171,15 +217,16 @@ async fn bare_producer(producer: &FutureProducer, messages: &[Encoded]) -> Durat
     t.elapsed()
 }
 
-/// rollcall: a fresh sink delivers the whole log from cursor 0, in binary mode.
-async fn rollcall(store: &Store, config: &Config, n: u64) -> Duration {
-    store.set_cursor(SINK, 0).unwrap();
-    let sink = SinkConfig::build(&config.sinks[0]).unwrap();
+/// rollcall: a fresh sink (the config's `sink`th: CloudEvents in binary mode, or OCSF)
+/// delivers the whole log from cursor 0.
+async fn rollcall(store: &Store, config: &Config, sink: usize, n: u64) -> Duration {
+    let sink = SinkConfig::build(&config.sinks[sink]).unwrap();
+    store.set_cursor(sink.name(), 0).unwrap();
     let t = Instant::now();
     let delivered = deliver::drain(store, sink.as_ref()).await.unwrap();
     let took = t.elapsed();
     assert_eq!(delivered, n);
-    assert_eq!(store.cursor(SINK).unwrap(), n);
+    assert_eq!(store.cursor(sink.name()).unwrap(), n);
     took
 }
 
@@ -200,13 +247,22 @@ kind = "kafka"
 name = "{SINK}"
 brokers = "{brokers}"
 topic = "{SINK_TOPIC}"
+
+[[sinks]]
+kind = "kafka"
+name = "{OCSF_SINK}"
+brokers = "{brokers}"
+topic = "{OCSF_TOPIC}"
+format = "ocsf"
 "#,
         store = dir.join("data").display().to_string(),
     );
     Config::parse(&raw, Path::new("bench.toml")).unwrap()
 }
 
-/// `n` events spread over 10,000 users, shaped like `user.updated` events.
+/// `n` events spread over 10,000 users: `user.updated` (a last-name edit) with the full user
+/// record before and after, in the shape of schemas/user.updated.schema.json (the OCSF encoder
+/// reads `data`, so it needs the real shape, and an update is the heaviest event to encode).
 fn fill(store: &Store, n: u64) {
     let now = Utc::now();
     let mut offset = 0;
@@ -214,7 +270,28 @@ fn fill(store: &Store, n: u64) {
         let chunk = (n - offset).min(10_000);
         let events = (offset..offset + chunk)
             .map(|i| {
-                let user = i % 10_000 + 1;
+                let user = i % USERS + 1;
+                let record = |last_name: &str| {
+                    serde_json::json!({
+                        "id": user,
+                        "username": format!("user{user}"),
+                        "first_name": "Bench",
+                        "last_name": last_name,
+                        "email": format!("user{user}@example.com"),
+                        "active": true,
+                        "roles": [{"id": 4, "name": "Gamma"}, {"id": 5, "name": "sql_lab"}],
+                        "groups": [{"id": 1, "name": "analysts"}],
+                        "login_count": i,
+                        "fail_login_count": 0,
+                        "last_login": "2026-11-21T09:30:00Z",
+                        "created_on": "2026-01-02T03:04:05Z",
+                        "changed_on": "2026-11-20T10:00:00Z",
+                        "created_by": 1,
+                        "changed_by": 1
+                    })
+                };
+                let (before, after) =
+                    (format!("User {}", i.saturating_sub(1)), format!("User {i}"));
                 Event {
                     specversion: SPEC_VERSION.into(),
                     id: uuid::Uuid::now_v7(),
@@ -226,16 +303,9 @@ fn fill(store: &Store, n: u64) {
                     dataschema: None,
                     sequence: String::new(),
                     data: serde_json::json!({
-                        "user": {
-                            "id": user,
-                            "username": format!("user{user}"),
-                            "email": format!("user{user}@example.com"),
-                            "first_name": "Bench",
-                            "last_name": format!("User {user}"),
-                            "active": true,
-                            "roles": ["Gamma"],
-                        },
-                        "changes": {"last_name": {"old": "Old", "new": format!("User {user}")}},
+                        "user": record(&after),
+                        "before": record(&before),
+                        "changes": [{"field": "last_name", "before": before, "after": after}]
                     }),
                 }
             })

@@ -5,8 +5,8 @@
 //! per-user ordering, Standard Webhooks signing, cursor writes) in CloudEvents, the same sink
 //! with `format = "ocsf"` (each event also encoded as an OCSF record), and a bare reqwest
 //! client posting the stored bodies with the same concurrency and nothing else. It prints the
-//! rates and the ratios rollcall / bare and OCSF / CloudEvents. Under `cargo test` it runs the
-//! same code on 600 events.
+//! rates and the ratios rollcall / bare and OCSF / CloudEvents, each best of each and as the
+//! median of the runs' own ratios. Under `cargo test` it runs the same code on 600 events.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -72,8 +72,9 @@ async fn bench(n: usize) {
         .pool_max_idle_per_host(IN_FLIGHT)
         .build()
         .unwrap();
-    // OCSF / CloudEvents of each run: the two ran back to back, so they saw the same load.
-    let mut ratios = Vec::with_capacity(RUNS);
+    // rollcall / bare and OCSF / CloudEvents of each run: each pair ran back to back, so it
+    // saw the same load.
+    let (mut sink_ratios, mut ratios) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
     let (mut best_bare, mut best_sink, mut best_ocsf) =
         (Duration::MAX, Duration::MAX, Duration::MAX);
     for run in 0..RUNS {
@@ -129,8 +130,10 @@ async fn bench(n: usize) {
         best_bare = best_bare.min(bare);
         best_sink = best_sink.min(signed);
         best_ocsf = best_ocsf.min(ocsf);
+        sink_ratios.push(bare.as_secs_f64() / signed.as_secs_f64());
         ratios.push(signed.as_secs_f64() / ocsf.as_secs_f64());
     }
+    sink_ratios.sort_by(f64::total_cmp);
     ratios.sort_by(f64::total_cmp);
     report!(
         "best of {RUNS}: bare reqwest {:.0} deliveries/s ({} ms), rollcall webhook sink {:.0} signed deliveries/s ({} ms)",
@@ -140,8 +143,9 @@ async fn bench(n: usize) {
         best_sink.as_millis()
     );
     report!(
-        "ratio rollcall / bare (throughput): {:.2} (target >= 0.80, and >= 5,000/s)",
-        rate(n, best_sink) / rate(n, best_bare)
+        "ratio rollcall / bare (throughput): {:.2} best of each, {:.2} median of the runs' own ratios (target >= 0.90, and >= 5,000/s)",
+        rate(n, best_sink) / rate(n, best_bare),
+        sink_ratios[RUNS / 2]
     );
     report!(
         "best of {RUNS}: rollcall webhook sink in OCSF {:.0} signed deliveries/s ({} ms)",

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
@@ -24,6 +24,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -364,6 +365,9 @@ struct Ctx<'a> {
     /// Health was reported as not ok and has not been reported ok since.
     degraded: AtomicBool,
     delivered: AtomicU64,
+    /// The sink's delivery latency histogram, looked up once rather than by its labels for
+    /// every event.
+    latency: OnceLock<metrics::Histogram>,
 }
 
 impl<'a> Ctx<'a> {
@@ -383,6 +387,13 @@ impl<'a> Ctx<'a> {
             retrying: AtomicUsize::new(0),
             degraded: AtomicBool::new(reported != SinkHealth::Ok),
             delivered: AtomicU64::new(0),
+            latency: OnceLock::new(),
+        })
+    }
+
+    fn latency(&self) -> &metrics::Histogram {
+        self.latency.get_or_init(|| {
+            metrics::histogram!("rollcall_delivery_latency_seconds", "sink" => self.name.clone())
         })
     }
 
@@ -421,30 +432,45 @@ impl<'a> Ctx<'a> {
     /// Deliver from the stored cursor until the log head is reached (`once`: `wake` is
     /// `None`), or until shutdown or an operator's restart (`run`: more is read whenever the
     /// head moves). Returns how many events were delivered, and the restart if one came.
-    async fn pass(
+    async fn pass(&self, wake: Option<Wake<'_>>) -> Result<(u64, Option<Restart>), DeliverError> {
+        let mut w = Window::open(self)?;
+        let result = self.deliver(&mut w, wake).await;
+        // However the pass ended, a cursor save still running must land (or fail) before
+        // anyone reads or moves the cursor: the next pass, an operator's restart.
+        let saved = w.saved().await;
+        let outcome = result?;
+        saved?;
+        Ok(outcome)
+    }
+
+    /// [`Ctx::pass`] in the window `w`.
+    async fn deliver(
         &self,
+        w: &mut Window<'_, 'a>,
         mut wake: Option<Wake<'_>>,
     ) -> Result<(u64, Option<Restart>), DeliverError> {
-        let mut w = Window::open(self)?;
         self.sink.prepare(w.cursor).await?;
         loop {
             if let Some(wake) = &mut wake {
                 if *wake.shutdown.borrow_and_update() {
-                    w.save_cursor(true)?;
+                    w.save_cursor(true).await?;
                     return Ok((w.delivered, None));
                 }
             }
+            // What can start goes before the read: reading and encoding a chunk takes a while,
+            // and the destination is busy with what is in flight meanwhile.
+            w.launch();
             w.fill()?;
             w.launch();
-            w.save_cursor(false)?;
+            w.save_cursor(false).await?;
             if let Some(e) = w.stopped.take() {
                 // A permanent failure: what is still in flight is abandoned (re-sent later).
-                w.save_cursor(true)?;
+                w.save_cursor(true).await?;
                 return Err(e.into());
             }
             if w.tasks.is_empty() {
                 if let Some(e) = w.failure.take() {
-                    w.save_cursor(true)?;
+                    w.save_cursor(true).await?;
                     return Err(e.into());
                 }
                 w.calm_down()?;
@@ -462,17 +488,17 @@ impl<'a> Ctx<'a> {
                 changed = wake.head.changed(), if w.head_alive => w.head_alive = changed.is_ok(),
                 // A dropped sender means nobody can ask any more: stop as if asked.
                 stopped = wake.shutdown.changed() => if stopped.is_err() {
-                    w.save_cursor(true)?;
+                    w.save_cursor(true).await?;
                     return Ok((w.delivered, None));
                 },
                 Some(restart) = wake.restarts.recv() => {
-                    w.save_cursor(true)?;
+                    w.save_cursor(true).await?;
                     return Ok((w.delivered, Some(restart)));
                 }
                 _ = tokio::time::sleep(CURSOR_EVERY), if dirty => {}
             }
         }
-        w.save_cursor(true)?;
+        w.save_cursor(true).await?;
         if let Some(last_error) = w.last_deferral.take() {
             return Err(DeliverError::StillFailing {
                 sink: self.name.clone(),
@@ -486,9 +512,9 @@ impl<'a> Ctx<'a> {
     /// Send one event through the sink's retry schedule (or until a retry would come later
     /// than the patience), honouring what the destination asks (`Retry-After`).
     async fn deliver_one(&self, message: &Arc<Message>) -> Outcome {
-        let schedule = match &self.delivery.order {
-            Order::PerUser { schedule } => schedule.clone(),
-            Order::Pipelined => Vec::new(),
+        let schedule: &[Duration] = match &self.delivery.order {
+            Order::PerUser { schedule } => schedule,
+            Order::Pipelined => &[],
         };
         let attempts = AtomicU64::new(0);
         let deferred = AtomicBool::new(false);
@@ -498,7 +524,7 @@ impl<'a> Ctx<'a> {
             attempts.fetch_add(1, Relaxed);
             self.sink.send(vec![message.clone()]).await
         })
-        .retry(Jittered(schedule.into_iter().skip(1)))
+        .retry(Jittered(schedule.iter().copied().skip(1)))
         .sleep(tokio::time::sleep)
         .when(|r: &Refusal| !r.error.is_permanent())
         .adjust(|r, next| {
@@ -614,14 +640,21 @@ impl<I: Iterator<Item = Duration>> Iterator for Jittered<I> {
 
 type Landed = Vec<(Arc<Message>, Outcome)>;
 
+/// The per-user maps are looked up several times for every event, so they hash with foldhash
+/// rather than SipHash; each map still gets a random seed.
+type UserHasher = foldhash::fast::RandomState;
+
 /// The events between the cursor and the read position, and what is in flight.
 struct Window<'c, 'a> {
     ctx: &'c Ctx<'a>,
     /// Next log offset to read.
     read: u64,
-    /// As stored.
+    /// As stored, or being stored by `saving`.
     cursor: u64,
     saved_at: Instant,
+    /// A cursor save on the blocking pool: a flush waits for the disk, which must not stall
+    /// the deliveries (under disk load, a flush can take longer than many deliveries).
+    saving: Option<JoinHandle<Result<(), StoreError>>>,
     /// The last read reached the log head.
     at_head: bool,
     head_alive: bool,
@@ -629,10 +662,10 @@ struct Window<'c, 'a> {
     open: BTreeSet<u64>,
     /// [`Order::PerUser`]: per user, its open events in order; the front one is in flight
     /// unless the user is in `ready` or `held`.
-    queues: HashMap<Arc<str>, VecDeque<Arc<Message>>>,
+    queues: HashMap<Arc<str>, VecDeque<Arc<Message>>, UserHasher>,
     ready: VecDeque<Arc<str>>,
     /// Users whose front event was deferred (`once`): the rest of theirs wait for the next run.
-    held: HashSet<Arc<str>>,
+    held: HashSet<Arc<str>, UserHasher>,
     /// [`Order::Pipelined`]: read and not yet sent, in log order.
     pending: VecDeque<Arc<Message>>,
     in_flight: usize,
@@ -653,12 +686,13 @@ impl<'c, 'a> Window<'c, 'a> {
             read: cursor,
             cursor,
             saved_at: Instant::now(),
+            saving: None,
             at_head: false,
             head_alive: true,
             open: BTreeSet::new(),
-            queues: HashMap::new(),
+            queues: HashMap::default(),
             ready: VecDeque::new(),
-            held: HashSet::new(),
+            held: HashSet::default(),
             pending: VecDeque::new(),
             in_flight: 0,
             tasks: FuturesUnordered::new(),
@@ -783,8 +817,7 @@ impl<'c, 'a> Window<'c, 'a> {
                         .observed
                         .and_then(|t| (Utc::now() - t).to_std().ok())
                     {
-                        metrics::histogram!("rollcall_delivery_latency_seconds", "sink" => ctx.name.clone())
-                            .record(latency.as_secs_f64());
+                        ctx.latency().record(latency.as_secs_f64());
                     }
                     debug!(sink = %ctx.name, offset = message.offset, "delivered");
                     let calm = self.held.is_empty()
@@ -863,13 +896,40 @@ impl<'c, 'a> Window<'c, 'a> {
         self.safe_cursor() != self.cursor
     }
 
-    fn save_cursor(&mut self, now: bool) -> Result<(), StoreError> {
+    /// Save the cursor if it moved: `now`, waiting for the write; otherwise at most every
+    /// [`CURSOR_EVERY`] (or as soon as nothing is in flight), in the background, one save at a
+    /// time so that saves land in order.
+    async fn save_cursor(&mut self, now: bool) -> Result<(), StoreError> {
+        if self.saving.as_ref().is_some_and(JoinHandle::is_finished) || now {
+            self.saved().await?;
+        }
         let quiet = self.tasks.is_empty();
-        if self.dirty() && (now || quiet || self.saved_at.elapsed() >= CURSOR_EVERY) {
-            self.cursor = self.safe_cursor();
-            self.ctx.store.set_cursor(&self.ctx.name, self.cursor)?;
-            self.saved_at = Instant::now();
+        let due = now || quiet || self.saved_at.elapsed() >= CURSOR_EVERY;
+        if !self.dirty() || !due || self.saving.is_some() {
+            return Ok(());
+        }
+        self.cursor = self.safe_cursor();
+        self.saved_at = Instant::now();
+        let (store, name, cursor) = (self.ctx.store.clone(), self.ctx.name.clone(), self.cursor);
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            store.set_cursor(&name, cursor)
+        }));
+        if now {
+            self.saved().await?;
         }
         Ok(())
+    }
+
+    /// Wait for the cursor save in the background, if any, and say how it went.
+    async fn saved(&mut self) -> Result<(), StoreError> {
+        match self.saving.take() {
+            None => Ok(()),
+            Some(save) => match save.await {
+                Ok(saved) => saved,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only a runtime shutting down cancels it; the stored cursor stays as it was.
+                Err(e) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(e)))),
+            },
+        }
     }
 }

@@ -12,8 +12,8 @@
 //! table and the severity choices are in the README ("OCSF output").
 
 use std::borrow::Cow;
+use std::fmt;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -281,6 +281,21 @@ struct Change<'a> {
     field: Cow<'a, str>,
 }
 
+/// The changed fields, comma-separated, for the record's `message`.
+struct Fields<'c, 'a>(&'c [Change<'a>]);
+
+impl fmt::Display for Fields<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, change) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(&change.field)?;
+        }
+        Ok(())
+    }
+}
+
 /// A role or group: Superset numbers them, Kylin names them.
 #[derive(Deserialize)]
 struct Member<'a> {
@@ -296,12 +311,69 @@ enum MemberId {
     Name(String),
 }
 
-impl MemberId {
-    fn uid(&self) -> String {
+/// A role's or group's id as OCSF's string `uid`.
+impl Serialize for MemberId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            MemberId::Number(n) => n.to_string(),
-            MemberId::Name(s) => s.clone(),
+            MemberId::Number(n) => Uid::Number(*n).serialize(s),
+            MemberId::Name(name) => s.serialize_str(name),
         }
+    }
+}
+
+/// A string `uid` that may be a number in the stored event: written as a string straight into
+/// the body, with no string allocated per record.
+#[derive(Clone, Copy)]
+enum Uid<'r> {
+    Number(u64),
+    Signed(i64),
+    Text(&'r str),
+}
+
+impl fmt::Display for Uid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uid::Number(n) => n.fmt(f),
+            Uid::Signed(n) => n.fmt(f),
+            Uid::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for Uid<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Uid::Number(n) => s.collect_str(n),
+            Uid::Signed(n) => s.collect_str(n),
+            Uid::Text(text) => s.serialize_str(text),
+        }
+    }
+}
+
+/// `full_name`: the first and last names, trimmed, those not empty, joined by a space.
+struct FullName<'r>([Option<&'r str>; 2]);
+
+impl<'r> FullName<'r> {
+    fn of(first: Option<&'r str>, last: Option<&'r str>) -> Option<FullName<'r>> {
+        let part = |p: Option<&'r str>| p.map(str::trim).filter(|p| !p.is_empty());
+        let parts = [part(first), part(last)];
+        parts.iter().any(Option::is_some).then_some(FullName(parts))
+    }
+}
+
+impl fmt::Display for FullName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [Some(first), Some(last)] => write!(f, "{first} {last}"),
+            [Some(one), None] | [None, Some(one)] => f.write_str(one),
+            [None, None] => Ok(()),
+        }
+    }
+}
+
+impl Serialize for FullName<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -398,11 +470,11 @@ struct Product {
 #[derive(Serialize)]
 struct User<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    uid: Option<Cow<'r, str>>,
+    uid: Option<Uid<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    full_name: Option<String>,
+    full_name: Option<FullName<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email_addr: Option<&'r str>,
 }
@@ -415,7 +487,7 @@ struct Actor<'r> {
 #[derive(Serialize)]
 struct Group<'r> {
     name: &'r str,
-    uid: String,
+    uid: &'r MemberId,
 }
 
 #[derive(Serialize)]
@@ -459,7 +531,7 @@ struct Url<'r> {
 struct Resource {
     #[serde(rename = "type")]
     kind: &'static str,
-    uid: String,
+    uid: Uid<'static>,
 }
 
 #[derive(Serialize)]
@@ -569,8 +641,7 @@ fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
             let name = account(&mut r, t, &d, service, &e.source)?;
             match (&d.changes, &d.note) {
                 (Some(c), _) if !c.is_empty() => {
-                    let fields: Vec<&str> = c.iter().map(|c| c.field.as_ref()).collect();
-                    format!("{service} user {name} updated: {}", fields.join(", "))
+                    format!("{service} user {name} updated: {}", Fields(c))
                 }
                 (_, Some(note)) => {
                     format!("{service} user {name} saved without a visible change: {note}")
@@ -624,7 +695,7 @@ fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
             let group = d.group.as_ref().ok_or(missing("group"))?;
             r.group = Some(Group {
                 name: &group.name,
-                uid: group.id.uid(),
+                uid: &group.id,
             });
             let verb = if t == EventType::UserGroupAdded {
                 "added to"
@@ -685,10 +756,12 @@ fn audit<'r>(
             full_name: None,
             email_addr: None,
         });
-    let message = format!(
-        "{} called {action} on {service}",
-        actor.name.or(actor.uid.as_deref()).unwrap_or("a user")
-    );
+    let who: &dyn fmt::Display = match (&actor.name, &actor.uid) {
+        (Some(name), _) => name,
+        (None, Some(uid)) => uid,
+        (None, None) => &"a user",
+    };
+    let message = format!("{who} called {action} on {service}");
     r.actor = Some(Actor { user: actor });
     r.api = Some(Api {
         operation: action,
@@ -715,7 +788,7 @@ fn audit<'r>(
         .filter_map(|(kind, id)| {
             id.map(|id| Resource {
                 kind,
-                uid: id.to_string(),
+                uid: Uid::Signed(id),
             })
         })
         .collect();
@@ -764,30 +837,18 @@ fn account<'r>(
 /// A stored account as an OCSF user; `None` when it has neither a name nor an id to go by.
 fn user<'r>(a: &'r Account<'_>) -> Option<User<'r>> {
     let uid = match (a.id, a.uuid.as_deref()) {
-        (Some(id), _) => Some(Cow::Owned(id.to_string())),
-        (None, Some(uuid)) => Some(Cow::Borrowed(uuid)),
+        (Some(id), _) => Some(Uid::Number(id)),
+        (None, Some(uuid)) => Some(Uid::Text(uuid)),
         (None, None) => None,
     };
     let name = a.username.as_deref();
     if uid.is_none() && name.is_none() {
         return None;
     }
-    let mut full_name = String::new();
-    for part in [a.first_name.as_deref(), a.last_name.as_deref()]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if !full_name.is_empty() {
-            full_name.push(' ');
-        }
-        full_name.push_str(part);
-    }
     Some(User {
         uid,
         name,
-        full_name: (!full_name.is_empty()).then_some(full_name),
+        full_name: FullName::of(a.first_name.as_deref(), a.last_name.as_deref()),
         // Superset accepts any text as an email; OCSF's `email_addr` does not. A value OCSF
         // would reject stays only in `unmapped.data`.
         email_addr: a.email.as_deref().filter(|s| is_email(s)),
@@ -807,7 +868,7 @@ fn actor<'r>(t: EventType, now: &Account<'_>, before: Option<&Account<'_>>) -> O
         _ => None,
     }?;
     Some(User {
-        uid: Some(Cow::Owned(id.to_string())),
+        uid: Some(Uid::Number(id)),
         name: None,
         full_name: None,
         email_addr: None,
@@ -815,7 +876,7 @@ fn actor<'r>(t: EventType, now: &Account<'_>, before: Option<&Account<'_>>) -> O
 }
 
 fn millis(field: &'static str, text: &str) -> Result<i64, MappingError> {
-    text.parse::<DateTime<Utc>>()
+    super::parse_time(text)
         .map(|t| t.timestamp_millis())
         .map_err(|source| MappingError::Time {
             field,

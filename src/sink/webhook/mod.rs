@@ -14,7 +14,7 @@ mod config;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,6 +22,7 @@ use base64::Engine;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
+use reqwest::header::HeaderName;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
@@ -201,6 +202,29 @@ pub struct WebhookSink {
     /// The `type`s to send; `None`: all.
     filter: Option<HashSet<&'static str>>,
     max_in_flight: usize,
+    responses: Responses,
+}
+
+/// The classes of `rollcall_webhook_responses_total`, by index: no answer, then the status
+/// classes in order.
+const RESPONSE_CLASSES: [&str; 5] = ["none", "2xx", "3xx", "4xx", "5xx"];
+const NO_ANSWER: usize = 0;
+const ANSWERED_2XX: usize = 1;
+
+/// The sink's response counters, one per class, each registered at its first use (so that
+/// only classes seen are exported) and then kept: looking a counter up by its labels for every
+/// request costs allocations and a registry lookup.
+#[derive(Default)]
+struct Responses([OnceLock<metrics::Counter>; RESPONSE_CLASSES.len()]);
+
+impl Responses {
+    fn increment(&self, sink: &str, class: usize) {
+        self.0[class]
+            .get_or_init(|| {
+                metrics::counter!("rollcall_webhook_responses_total", "sink" => sink.to_owned(), "class" => RESPONSE_CLASSES[class])
+            })
+            .increment(1);
+    }
 }
 
 impl WebhookConfig {
@@ -222,7 +246,11 @@ impl WebhookSink {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
-            .pool_max_idle_per_host(config.max_in_flight)
+            // A request that finds no idle connection opens a new one, even when another
+            // is on its way back to the pool; with room for only `max_in_flight` idle ones,
+            // the surplus was closed again and the churn repeated (623 connections for 60,000
+            // deliveries in the benchmark, against 56 with this room).
+            .pool_max_idle_per_host(2 * config.max_in_flight)
             .user_agent(concat!("rollcall/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WebhookError::Client {
@@ -249,42 +277,41 @@ impl WebhookSink {
                 .as_ref()
                 .map(|t| t.iter().map(|t| t.as_str()).collect()),
             max_in_flight: config.max_in_flight,
+            responses: Responses::default(),
         })
     }
 
     /// One signed POST of one event.
     async fn attempt(&self, message: &Message) -> Result<(), Refusal> {
         let timestamp = Utc::now().timestamp();
+        // Static header names: a name parsed from a string is copied for every request.
         let mut request = self
             .client
             .post(self.url.clone())
-            .header("webhook-id", &message.id)
-            .header("webhook-timestamp", timestamp)
+            .header(HeaderName::from_static("webhook-id"), &message.id)
+            .header(HeaderName::from_static("webhook-timestamp"), timestamp)
             .header(
-                "webhook-signature",
+                HeaderName::from_static("webhook-signature"),
                 self.signer.sign(&message.id, timestamp, &message.body),
             )
             .header(reqwest::header::CONTENT_TYPE, self.content_type_of(message));
         for (name, value) in &message.headers {
-            request = request.header(*name, value);
+            request = request.header(HeaderName::from_static(name), value);
         }
-        let answered = |class: &'static str| {
-            metrics::counter!("rollcall_webhook_responses_total", "sink" => self.name.clone(), "class" => class)
-                .increment(1);
-        };
+        let answered = |class: usize| self.responses.increment(&self.name, class);
         let response = match request.body(message.body.clone()).send().await {
             Ok(response) => response,
             Err(e) => {
-                answered("none");
+                answered(NO_ANSWER);
                 return Err(Refusal::new(self.transport(e)));
             }
         };
         let status = response.status();
         answered(match status.as_u16() {
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            200..=299 => ANSWERED_2XX,
+            300..=399 => ANSWERED_2XX + 1,
+            400..=499 => ANSWERED_2XX + 2,
+            _ => ANSWERED_2XX + 3,
         });
         let retry_after = match status.as_u16() {
             429 | 503 => response
