@@ -974,7 +974,9 @@ impl SupersetSource {
             RoleMembership::RoleSearch => {
                 let mut roles = Membership::default();
                 for role in self.all_pages::<RoleWithMembers>(ROLES_SEARCH).await? {
-                    roles.pairs.extend(role.user_ids.iter().map(|uid| (*uid, role.id)));
+                    roles
+                        .pairs
+                        .extend(role.user_ids.iter().map(|uid| (*uid, role.id)));
                     roles.names.insert(role.id, role.name);
                 }
                 roles.seal();
@@ -985,7 +987,9 @@ impl SupersetSource {
         match self.all_pages::<GroupWithMembers>(GROUPS).await {
             Ok(list) => {
                 for group in list {
-                    groups.pairs.extend(group.users.iter().map(|u| (u.id, group.id)));
+                    groups
+                        .pairs
+                        .extend(group.users.iter().map(|u| (u.id, group.id)));
                     groups.names.insert(group.id, group.name);
                 }
                 groups.seal();
