@@ -115,7 +115,11 @@ async fn scale(n: usize) {
         &status,
     );
     row(n, "next idle incremental cycle", &again);
-    assert_eq!(again.growth, 0, "an idle cycle writes nothing");
+    // Only at full size: the stored poll time is rewritten once a minute, and a smoke run on
+    // a loaded machine may take that long (tests/scale.rs checks the rule itself).
+    if support::full_size() {
+        assert_eq!(again.growth, 0, "an idle cycle writes nothing");
+    }
 }
 
 fn row(n: usize, what: &str, run: &Run) {
