@@ -7,9 +7,12 @@
 //! and filters) a full reconcile's time per user and an idle poll's requests and time. Under
 //! `cargo test` it runs the same code on small sizes as a smoke test.
 
+#[path = "support/superset.rs"]
+mod superset_baseline;
 #[path = "support/mod.rs"]
 mod support;
 use rollcall_sim::superset as sim;
+use superset_baseline::{bare_keyset_read, login};
 use support::report;
 
 use std::time::{Duration, Instant};
@@ -174,45 +177,10 @@ async fn releases(n: usize) {
     }
 }
 
-async fn login(http: &reqwest::Client, url: &str) -> String {
-    let token: serde_json::Value = http
-        .post(format!("{url}/api/v1/security/login"))
-        .json(&serde_json::json!({"username": "admin", "password": "admin", "provider": "db", "refresh": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_owned()
-}
-
 /// The baseline: fetch the same keyset pages and parse them, nothing else.
 async fn bare_reqwest(http: &reqwest::Client, token: &str, url: &str, expect: usize) -> Duration {
     let start = Instant::now();
-    let mut last = 0u64;
-    let mut seen = 0;
-    loop {
-        let q = format!("(filters:!((col:id,opr:gt,value:{last})),order_column:id,order_direction:asc,page_size:100)");
-        let page: serde_json::Value = http
-            .get(format!("{url}/api/v1/security/users/"))
-            .query(&[("q", q)])
-            .bearer_auth(token)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rows = page["result"].as_array().unwrap();
-        if rows.is_empty() {
-            break;
-        }
-        seen += rows.len();
-        last = rows.last().unwrap()["id"].as_u64().unwrap();
-    }
-    assert_eq!(seen, expect);
+    assert_eq!(bare_keyset_read(http, url, token).await, expect);
     start.elapsed()
 }
 

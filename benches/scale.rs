@@ -11,8 +11,11 @@
 //! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
 //! `ROLLCALL_BENCH_1M=1`, which takes long); under `cargo test` it runs 300 users as a smoke test.
 
+#[path = "support/superset.rs"]
+mod superset_baseline;
 #[path = "support/mod.rs"]
 mod support;
+use superset_baseline::{bare_keyset_read, login};
 use support::report;
 
 use std::path::Path;
@@ -22,7 +25,6 @@ use std::time::{Duration, Instant};
 use rollcall_sim::superset::{Sim, SimOptions};
 
 const ANSWER_TIME: Duration = Duration::from_millis(20);
-const USERS_PATH: &str = "/api/v1/security/users/";
 
 fn main() {
     let sizes: Vec<usize> = if !support::full_size() {
@@ -76,7 +78,7 @@ async fn scale(n: usize) {
     let (mut bare, mut full) = (Duration::MAX, None::<Run>);
     for _ in 0..2 {
         let started = Instant::now();
-        let rows = bare_read(&http, &sim.url, &token).await;
+        let rows = bare_keyset_read(&http, &sim.url, &token).await;
         assert_eq!(rows, n + 1, "the bare read sees every user");
         bare = bare.min(started.elapsed());
         let run = once(&sim, &config, &["--full"]).await;
@@ -215,45 +217,4 @@ fn dir_size(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-async fn login(http: &reqwest::Client, url: &str) -> String {
-    let v: serde_json::Value = http
-        .post(format!("{url}/api/v1/security/login"))
-        .json(&serde_json::json!({"username": "admin", "password": "admin", "provider": "db"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
-}
-
-/// The baseline: keyset pages one after another, each parsed into `serde_json::Value` and
-/// nothing else. Returns the rows read.
-async fn bare_read(http: &reqwest::Client, url: &str, token: &str) -> usize {
-    let mut last = 0u64;
-    let mut rows = 0;
-    loop {
-        let q = format!(
-            "(filters:!((col:id,opr:gt,value:{last})),order_column:id,order_direction:asc,page_size:100)"
-        );
-        let v: serde_json::Value = http
-            .get(format!("{url}{USERS_PATH}"))
-            .query(&[("q", q)])
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ids = v["ids"].as_array().unwrap();
-        if ids.is_empty() {
-            return rows;
-        }
-        rows += ids.len();
-        last = ids.iter().filter_map(|i| i.as_u64()).max().unwrap();
-    }
 }
