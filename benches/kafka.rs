@@ -316,7 +316,7 @@ fn fill(store: &Store, n: u64) {
                 upserts: Vec::new(),
                 removals: Vec::new(),
                 events,
-                state: &SourceState::default(),
+                state: Some(&SourceState::default()),
             })
             .unwrap();
         offset += chunk;

@@ -293,7 +293,7 @@ fn append(store: &Store, n: usize) {
             upserts: vec![],
             removals: vec![],
             events,
-            state: &SourceState::default(),
+            state: Some(&SourceState::default()),
         })
         .unwrap();
 }

@@ -160,7 +160,7 @@ pub(crate) async fn poll_source<S: Source>(
     let users_written = apply.written + apply.upserts.len() + removals.len();
     let changed = !apply.upserts.is_empty() || !apply.events.is_empty() || !removals.is_empty();
     if changed || state_is_due(stored_state.as_ref(), &state, now) {
-        apply.commit(removals, &state)?;
+        apply.commit(removals, Some(&state))?;
     } else {
         store.keep_unsaved(&name, state.clone());
     }
@@ -172,11 +172,11 @@ pub(crate) async fn poll_source<S: Source>(
     if !native.is_empty() {
         state.cursor = read;
         apply.push(None, native);
-        apply.commit(Vec::new(), &state)?;
+        apply.commit(Vec::new(), Some(&state))?;
     } else if read != state.cursor {
         state.cursor = read;
         if state_is_due(stored_state.as_ref(), &state, now) {
-            apply.commit(Vec::new(), &state)?;
+            apply.commit(Vec::new(), Some(&state))?;
         } else {
             store.keep_unsaved(&name, state.clone());
         }
@@ -293,7 +293,7 @@ impl<U: Account> Fresh<U> for Apply<'_, U> {
             self.one(user)?;
         }
         if self.upserts.len() >= CHUNK || self.events.len() >= CHUNK {
-            self.commit_part()?;
+            self.commit(Vec::new(), None)?;
         }
         Ok(())
     }
@@ -304,14 +304,23 @@ impl<U: Account> Apply<'_, U> {
     /// another key (an earlier version trusted a by-id answer for another id) is not this
     /// user's: [`heal`] moves it at the next full reconcile.
     fn current(&self, key: &U::Key) -> Result<Option<U>, StoreError> {
-        let bytes = match self.upserts.get(&key.to_bytes()) {
-            Some(pending) => Some(pending.as_slice().into()),
-            None => self.known.raw(key)?,
-        };
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
-        let record: U = self.known.parse(key, &bytes)?;
+        match self.current_bytes(key)? {
+            Some(bytes) => self.record_of(key, &bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes of what the cycle knows of `key`: read this cycle, or as stored.
+    fn current_bytes(&self, key: &U::Key) -> Result<Option<sled::IVec>, StoreError> {
+        match self.upserts.get(&key.to_bytes()) {
+            Some(pending) => Ok(Some(pending.as_slice().into())),
+            None => self.known.raw(key),
+        }
+    }
+
+    /// Parse the bytes known of `key`: `None` when they are the record of another key.
+    fn record_of(&self, key: &U::Key, bytes: &[u8]) -> Result<Option<U>, StoreError> {
+        let record: U = self.known.parse(key, bytes)?;
         Ok((record.key() == *key).then_some(record))
     }
 
@@ -322,15 +331,15 @@ impl<U: Account> Apply<'_, U> {
             what: format!("record of user {key} read from source {}", self.source),
             detail: e.to_string(),
         })?;
+        let known = self.current_bytes(&key)?;
         // The same bytes are the same record: most users of a full read end here, unparsed.
-        let same = match self.upserts.get(&key_bytes) {
-            Some(pending) => *pending == bytes,
-            None => self.known.raw(&key)?.is_some_and(|s| *s == *bytes),
-        };
-        if same {
+        if known.as_deref() == Some(bytes.as_slice()) {
             return Ok(());
         }
-        let before = self.current(&key)?;
+        let before = match &known {
+            Some(known) => self.record_of(&key, known)?,
+            None => None,
+        };
         let mut derived = Vec::new();
         if self.initialized {
             diff::change(before.as_ref(), Some(&user), &self.opts, &mut derived);
@@ -379,18 +388,13 @@ impl<U: Account> Apply<'_, U> {
         });
     }
 
-    /// Commit the records and events found so far, leaving the source state as it was.
-    fn commit_part(&mut self) -> Result<(), StoreError> {
-        let upserts = self.take_upserts();
-        let range = self
-            .store
-            .commit_part(self.source, upserts, Vec::new(), self.take_events())?;
-        self.note(range);
-        Ok(())
-    }
-
-    /// Commit the rest of the cycle with its state.
-    fn commit(&mut self, removals: Vec<Vec<u8>>, state: &SourceState) -> Result<(), StoreError> {
+    /// Commit the records and events found so far and `removals`: with the cycle's `state` at
+    /// its end, without (the state as it was) for a part.
+    fn commit(
+        &mut self,
+        removals: Vec<Vec<u8>>,
+        state: Option<&SourceState>,
+    ) -> Result<(), StoreError> {
         let range = self.store.commit(Commit {
             source: self.source,
             upserts: self.take_upserts(),
@@ -440,7 +444,13 @@ fn heal<U: Account>(store: &Store, known: &Known<U>, source: &str) -> Result<(),
         }
         removals.push(key.to_bytes());
     }
-    store.commit_part(source, upserts, removals, Vec::new())?;
+    store.commit(Commit {
+        source,
+        upserts,
+        removals,
+        events: Vec::new(),
+        state: None,
+    })?;
     Ok(())
 }
 

@@ -210,7 +210,10 @@ pub struct Commit<'a> {
     pub removals: Vec<Vec<u8>>,
     /// Events without offsets; the store assigns them in order.
     pub events: Vec<Event>,
-    pub state: &'a SourceState,
+    /// The source state as of this commit; `None` for a part of a cycle (its users, removals
+    /// and their events): the state stays as the last complete cycle stored it, so a crash
+    /// after this part re-reads what is left, and finds this part's users already as they are.
+    pub state: Option<&'a SourceState>,
 }
 
 /// What the store holds of one source's users, read record by record in key order: a cycle
@@ -557,52 +560,19 @@ impl Store {
 
     /// Commit a cycle atomically and durably; returns the offsets its events got.
     pub fn commit(&self, c: Commit<'_>) -> Result<Range<u64>, StoreError> {
-        self.commit_with(&c, Some(c.state))
-    }
-
-    /// Commit part of a cycle (users, removals and their events) atomically and durably, leaving the
-    /// source state as the last complete cycle stored it: a crash after this part and before
-    /// the cycle's end re-reads what is left, and finds this part's users already as they are.
-    pub fn commit_part(
-        &self,
-        source: &str,
-        upserts: Vec<Record>,
-        removals: Vec<Vec<u8>>,
-        events: Vec<Event>,
-    ) -> Result<Range<u64>, StoreError> {
-        let state = SourceState::default();
-        let c = Commit {
-            source,
-            upserts,
-            removals,
-            events,
-            state: &state,
-        };
-        self.commit_with(&c, None)
-    }
-
-    fn commit_with(
-        &self,
-        c: &Commit<'_>,
-        state: Option<&SourceState>,
-    ) -> Result<Range<u64>, StoreError> {
-        let range = self.writing(|| self.commit_durably(c, state))?;
-        if state.is_some() {
+        let range = self.writing(|| self.commit_durably(&c))?;
+        if c.state.is_some() {
             self.unsaved_states().remove(c.source);
         }
         self.head.send_replace(range.end);
         Ok(range)
     }
 
-    fn commit_durably(
-        &self,
-        c: &Commit<'_>,
-        state: Option<&SourceState>,
-    ) -> Result<Range<u64>, StoreError> {
+    fn commit_durably(&self, c: &Commit<'_>) -> Result<Range<u64>, StoreError> {
         // A poisoned gate only means an export panicked: commits go on.
         let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let snapshot = self.snapshot_tree(c.source)?;
-        let state = state.map(json_bytes);
+        let state = c.state.map(json_bytes);
         let result = (&self.events, &snapshot, &self.meta).transaction(|(events, snap, meta)| {
             let first = match meta.get(KEY_NEXT_OFFSET)? {
                 Some(v) => {
@@ -1061,7 +1031,7 @@ mod tests {
                 upserts: vec![Record::of(&a), Record::of(&b)],
                 removals: vec![],
                 events: vec![event("1"), event("2")],
-                state: &state,
+                state: Some(&state),
             })
             .unwrap();
         assert_eq!(range, 0..2);
@@ -1071,7 +1041,7 @@ mod tests {
                 upserts: vec![],
                 removals: vec![1u64.to_be_bytes().to_vec()],
                 events: vec![event("1")],
-                state: &state,
+                state: Some(&state),
             })
             .unwrap();
         assert_eq!(range, 2..3);
@@ -1104,7 +1074,7 @@ mod tests {
                     upserts: vec![Record::of(&u)],
                     removals: vec![],
                     events: vec![event("5")],
-                    state: &state,
+                    state: Some(&state),
                 })
                 .unwrap();
             store.set_cursor("siem", 1).unwrap();
@@ -1173,7 +1143,7 @@ mod tests {
                 upserts: vec![],
                 removals: vec![],
                 events,
-                state: &state,
+                state: Some(&state),
             })
             .unwrap();
         let sizes: Vec<u64> = store

@@ -166,7 +166,7 @@ async fn a_full_reconcile_heals_a_record_stored_under_another_users_key() {
             }],
             removals: vec![],
             events: vec![],
-            state: &state,
+            state: Some(&state),
         })
         .unwrap();
     h.full().await;

@@ -95,7 +95,7 @@ fn append(store: &Store, events: Vec<Event>) {
             upserts: Vec::new(),
             removals: Vec::new(),
             events,
-            state: &SourceState::default(),
+            state: Some(&SourceState::default()),
         })
         .unwrap();
 }

@@ -77,7 +77,7 @@ fn store_with(config: &Config, fast: u64, slow: u64) -> Store {
             upserts: Vec::new(),
             removals: Vec::new(),
             events: events(10),
-            state: &SourceState::default(),
+            state: Some(&SourceState::default()),
         })
         .unwrap();
     store.set_cursor("fast", fast).unwrap();

@@ -286,7 +286,7 @@ fn append(store: &Store, events: &[(EventType, &str)]) -> Vec<Event> {
             upserts: vec![],
             removals: vec![],
             events,
-            state: &SourceState::default(),
+            state: Some(&SourceState::default()),
         })
         .unwrap();
     store
@@ -561,7 +561,7 @@ async fn an_ocsf_webhook_is_signed_over_the_ocsf_body_and_a_dead_letter_retries_
             upserts: vec![],
             removals: vec![],
             events: examples,
-            state: &SourceState::default(),
+            state: Some(&SourceState::default()),
         })
         .unwrap();
     let sink = s.sink();
@@ -1038,7 +1038,7 @@ async fn audit_rows_of_one_actor_do_not_wait_behind_one_another() {
             upserts: vec![],
             removals: vec![],
             events: rows,
-            state: &SourceState::default(),
+            state: Some(&SourceState::default()),
         })
         .unwrap();
     assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 10);

@@ -180,6 +180,23 @@ impl Login<'_> {
 
 pub use crate::store::StoredCursor;
 
+/// Count and log a user record that could not be read: a warning the first time a reason is
+/// seen for that user, a debug line while it stays (`before` is what the last cycle kept).
+pub fn note_unreadable<K: Ord + std::fmt::Display>(
+    source: &str,
+    before: &std::collections::BTreeMap<K, String>,
+    user: &K,
+    reason: &str,
+) {
+    metrics::counter!("rollcall_unreadable_records_total", "source" => source.to_owned())
+        .increment(1);
+    if before.get(user).map(String::as_str) == Some(reason) {
+        tracing::debug!(%user, %reason, "user record still unreadable");
+    } else {
+        tracing::warn!(%user, %reason, "user record unreadable: its stored record is kept and other users go on; see `rollcall status`");
+    }
+}
+
 /// Read a stored cursor as the source's own type; nothing stored yet reads as its default.
 pub fn read_cursor<C: DeserializeOwned>(stored: &StoredCursor) -> Result<C, serde_json::Error> {
     serde_json::from_value(serde_json::Value::Object(stored.clone()))

@@ -18,11 +18,13 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::diff::Derived;
 use crate::settings::SecretError;
-use crate::source::{Fresh, Known, Mode, Observation, Schedule, Source, SourceError};
+use crate::source::{
+    note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,
+};
 use crate::store::StoreError;
 use api::{ApiUser, DataResult};
 use client::Client;
@@ -235,13 +237,7 @@ impl KylinSource {
     /// `status`.
     fn report_unreadable(&self, cursor: &mut Cursor, failed: BTreeMap<String, String>) {
         for (name, reason) in &failed {
-            metrics::counter!("rollcall_unreadable_records_total", "source" => self.config.name.clone())
-                .increment(1);
-            if cursor.unreadable_users.get(name) == Some(reason) {
-                debug!(user = %name, %reason, "user record still unreadable");
-            } else {
-                warn!(user = %name, %reason, "user record unreadable: its stored record is kept and other users go on; see `rollcall status`");
-            }
+            note_unreadable(&self.config.name, &cursor.unreadable_users, name, reason);
         }
         cursor.unreadable_users = failed;
     }

@@ -26,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::diff::Derived;
 use crate::settings::SecretError;
-use crate::source::{Fresh, Known, Mode, Observation, Schedule, Source, SourceError};
+use crate::source::{
+    note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,
+};
 use crate::store::StoreError;
 use crate::user::{Member, MemberId};
 use api::{Filter, FilterValue, GroupWithMembers, IdRef, ListQuery, RoleWithMembers, UsersInfo};
@@ -295,9 +297,16 @@ impl SupersetSource {
                 .flatten(),
             now,
         };
+        // Roles edited through the roles API show only in the role lists (`membership_interval`).
+        let compare_roles = mode == Mode::Incremental
+            && strategy.role_membership == RoleMembership::RoleSearch
+            && self.membership_due(cursor, now);
         let read = match mode {
             Mode::Full => self.full(known, strategy, &mut out).await,
-            Mode::Incremental => self.incremental(known, cursor, strategy, &mut out).await,
+            Mode::Incremental => {
+                self.incremental(known, cursor, strategy, compare_roles, &mut out)
+                    .await
+            }
         };
         let gone = match read {
             Ok(gone) => gone,
@@ -316,10 +325,7 @@ impl SupersetSource {
         cursor.hwm_changed_on = out.hwm_changed_on;
         cursor.hwm_last_login = out.hwm_last_login;
         cursor.service_account_id = out.service_account_id;
-        if mode == Mode::Incremental
-            && strategy.role_membership == RoleMembership::RoleSearch
-            && self.membership_due(cursor, now)
-        {
+        if compare_roles {
             cursor.membership_read_at = Some(now);
         }
         // A record that could not be read leaves the stored one standing: it was never handed
@@ -353,13 +359,7 @@ impl SupersetSource {
         };
         list.retain(|id, _| !reads.settled.contains(id));
         for (id, reason) in reads.failed {
-            metrics::counter!("rollcall_unreadable_records_total", "source" => self.config.name.clone())
-                .increment(1);
-            if cursor.unreadable_users.get(&id) == Some(&reason) {
-                debug!(id, %reason, "user record still unreadable");
-            } else {
-                warn!(id, %reason, "user record unreadable: its stored record is kept and other users go on; see `rollcall status`");
-            }
+            note_unreadable(&self.config.name, &cursor.unreadable_users, &id, &reason);
             list.insert(id, reason);
         }
         cursor.unreadable_users = list;
@@ -424,17 +424,29 @@ impl SupersetSource {
         };
         // A user missing from the list is deleted only if Superset confirms it by id: a list
         // can hide users (EXCLUDE_USERS_FROM_LISTS, docs/superset.md S45) or race with writes.
-        let mut vanished = Vec::new();
+        let vanished = self.unlisted(known, &listed, &gone)?;
+        drop(listed);
+        gone.extend(self.confirm(vanished, out).await?);
+        Ok(gone)
+    }
+
+    /// The stored users a whole list did not show: neither listed, nor unreadable this cycle,
+    /// nor already confirmed `gone`. Each is for [`Self::confirm`] to settle by id.
+    fn unlisted(
+        &self,
+        known: &Known<User>,
+        listed: &HashSet<u64>,
+        gone: &[u64],
+    ) -> Result<Vec<u64>, SupersetError> {
+        let mut out = Vec::new();
         for id in known.keys() {
             let id = id?;
             if !listed.contains(&id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
             {
-                vanished.push(id);
+                out.push(id);
             }
         }
-        drop(listed);
-        gone.extend(self.confirm(vanished, out).await?);
-        Ok(gone)
+        Ok(out)
     }
 
     /// Every user by keyset on id: the first page, then, when its `count` shows a large
@@ -446,7 +458,7 @@ impl SupersetSource {
     async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<HashSet<u64>, SupersetError> {
         let tz = self.config.timezone;
         let mut listed = HashSet::new();
-        let (rows, count) = keyset_page(&self.client, tz, 0, None).await?;
+        let (rows, count) = keyset_page(&self.client, tz, 0, &[], None).await?;
         self.requests += 1;
         let Some(&(after, _)) = rows.last() else {
             return Ok(listed);
@@ -507,6 +519,7 @@ impl SupersetSource {
         known: &Known<User>,
         state: &Cursor,
         strategy: Strategy,
+        compare_roles: bool,
         out: &mut Out<'_>,
     ) -> Result<Vec<u64>, SupersetError> {
         let overlap = span(self.config.incremental_overlap, MAX_OVERLAP);
@@ -535,12 +548,10 @@ impl SupersetSource {
             self.filtered(changed_since, login_since, out).await?;
         }
         let mut gone = Vec::new();
-        // Roles edited through the roles API show only in the role lists; before 6.0 there is
-        // none, and groups are cheap: those are compared at every poll.
-        let roles = strategy.role_membership == RoleMembership::RoleSearch
-            && self.membership_due(state, Utc::now());
-        if roles || strategy.role_membership == RoleMembership::AtFullRead {
-            let membership = if roles {
+        // Before 6.0 there is no role list, and the groups alone are cheap: they are compared at
+        // every poll.
+        if compare_roles || strategy.role_membership == RoleMembership::AtFullRead {
+            let membership = if compare_roles {
                 strategy.role_membership
             } else {
                 RoleMembership::AtFullRead
@@ -682,14 +693,7 @@ impl SupersetSource {
             return Ok(Vec::new());
         }
         let (listed, mut gone) = self.by_pages(None).await?;
-        let mut missing = Vec::new();
-        for id in known.keys() {
-            let id = id?;
-            if !listed.contains(&id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
-            {
-                missing.push(id);
-            }
-        }
+        let missing = self.unlisted(known, &listed, &gone)?;
         let mut unknown = Vec::new();
         for id in listed {
             if known.raw(&id)?.is_none() {
@@ -898,24 +902,16 @@ impl SupersetSource {
             .collect::<Vec<_>>()
             .join(", ");
         loop {
-            let page = self
-                .client
-                .list::<Box<RawValue>>(USERS, &ListQuery::keyset(last, filters.clone()))
-                .await?;
+            let (rows, _) =
+                keyset_page(&self.client, self.config.timezone, last, &filters, None).await?;
             self.requests += 1;
-            if page.result.is_empty() {
+            let Some(&(end, _)) = rows.last() else {
                 return Ok(());
-            }
-            let mut users = Vec::with_capacity(page.result.len());
-            for (i, raw) in page.result.iter().enumerate() {
-                let id = user_row_id(raw, &page.ids, i)?;
-                if id <= last {
-                    return Err(SupersetError::FilterIgnored {
-                        detail: format!("asked for users with id > {last}, got id {id}"),
-                    });
-                }
-                last = id;
-                let user = match api::read_user(raw, self.config.timezone) {
+            };
+            last = end;
+            let mut users = Vec::with_capacity(rows.len());
+            for (id, row) in rows {
+                let user = match row {
                     Ok(user) => user,
                     Err(reason) => {
                         self.reads.failed.insert(id, reason);
@@ -1193,22 +1189,22 @@ fn take(
     out.hand(users)
 }
 
-/// One keyset page of users with `after` < id (< `below`), each row checked against that;
-/// with the answer's `count`.
+/// One keyset page of the users matching `filters` with `after` < id (< `below`), each row's
+/// id checked against that (Superset drops a filter it does not understand silently,
+/// docs/superset.md S17); with the answer's `count`.
 async fn keyset_page(
     client: &Client,
     tz: chrono_tz::Tz,
     after: u64,
+    filters: &[Filter],
     below: Option<u64>,
 ) -> Result<(Vec<Row>, u64), SupersetError> {
-    let filters: Vec<Filter> = below
-        .map(|below| Filter {
-            col: "id",
-            opr: "lt",
-            value: FilterValue::Int(below),
-        })
-        .into_iter()
-        .collect();
+    let mut filters = filters.to_vec();
+    filters.extend(below.map(|below| Filter {
+        col: "id",
+        opr: "lt",
+        value: FilterValue::Int(below),
+    }));
     let page = client
         .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters))
         .await?;
@@ -1241,7 +1237,7 @@ async fn read_range(
 ) -> Result<usize, SupersetError> {
     let mut requests = 0;
     loop {
-        let (rows, _) = keyset_page(client, tz, after, below).await?;
+        let (rows, _) = keyset_page(client, tz, after, &[], below).await?;
         requests += 1;
         let Some(&(last, _)) = rows.last() else {
             return Ok(requests);
