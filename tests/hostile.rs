@@ -223,6 +223,75 @@ async fn a_lone_surrogate_in_one_name_blocks_no_other_user_and_deletes_no_one() 
 }
 
 #[tokio::test]
+async fn one_unreadable_role_hides_no_other_membership_change_and_removes_no_member() {
+    const ROLES: &str = "/api/v1/security/roles/search/";
+    const GAMMA: u64 = 4;
+    const ALPHA: u64 = 3;
+    let (sim, mut h, alice, bob) = baseline().await;
+    sim.set_role_members(ALPHA, &[alice]);
+    sim.update_user(bob, |u| u.first_name = "Robert".into());
+    // Gamma, the role of both, cannot be read: had it been read as an empty role, both would
+    // have left it.
+    sim.inject(fault(
+        ROLES,
+        1,
+        FaultKind::RawField {
+            user_id: GAMMA,
+            field: "name".into(),
+            raw: r#""Gamma\ud800""#.into(),
+        },
+    ));
+    h.cycle().await;
+    assert_eq!(
+        kinds(&h.new_events()),
+        [kind("user.role_added", alice), kind("user.updated", bob)]
+    );
+    // A row whose own id cannot be read is known by the answer's `ids`.
+    sim.inject(fault(
+        ROLES,
+        1,
+        FaultKind::RawField {
+            user_id: GAMMA,
+            field: "id".into(),
+            raw: r#""four""#.into(),
+        },
+    ));
+    sim.update_user(alice, |u| u.last_name = "Liddell".into());
+    h.cycle().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.updated", alice)]);
+    // Readable again: nothing had changed in it.
+    h.cycle().await;
+    assert!(h.new_events().is_empty());
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_utf8_in_one_name_block_no_other_user_and_delete_no_one() {
+    let (sim, mut h, alice, bob) = baseline().await;
+    sim.update_user(alice, |u| u.first_name = "Alicia".into());
+    // Both pages of one full read (the rows, then the empty page that ends it).
+    sim.inject(fault(
+        USERS,
+        2,
+        FaultKind::NotUtf8 {
+            user_id: bob,
+            field: "first_name".into(),
+        },
+    ));
+    h.full().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.updated", alice)]);
+    let state = h.store().source_state("test").unwrap();
+    assert!(
+        state.cursor["unreadable_users"][bob.to_string()]
+            .as_str()
+            .is_some_and(|r| r.contains("not a Superset user")),
+        "{:?}",
+        state.cursor
+    );
+    h.full().await;
+    assert!(h.new_events().is_empty(), "bob was never changed");
+}
+
+#[tokio::test]
 async fn an_extreme_last_login_panics_no_poll_of_the_real_binary() {
     let (sim, mut h, _, bob) = baseline().await;
     h.stop();

@@ -169,6 +169,9 @@ pub enum FaultKind {
         field: String,
         raw: String,
     },
+    /// The string `field` of row `user_id` holds bytes that are not UTF-8 (`\xC3\x28`), as a
+    /// broken proxy or a database in another encoding would send them.
+    NotUtf8 { user_id: u64, field: String },
     /// Answer with this 3xx status and `Location`, without touching state.
     Redirect { status: u16, location: String },
     /// Answer with this status (429 or 503) and `Retry-After: <value>`.
@@ -933,7 +936,7 @@ fn parse_dt(s: &str) -> Option<NaiveDateTime> {
 /// `body` with `field` of the record whose `id` is `user_id` (the single `result`, or a row of
 /// a `result` list) replaced by the JSON text `raw`. A placeholder string marks the spot, so
 /// that `raw` may be what no JSON value can hold (a lone surrogate escape).
-fn with_raw_field(body: &[u8], user_id: u64, field: &str, raw: &str) -> Vec<u8> {
+fn with_raw_field(body: &[u8], user_id: u64, field: &str, raw: &[u8]) -> Vec<u8> {
     const MARK: &str = "rollcall-sim-raw-field-mark";
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
         return body.to_vec();
@@ -948,9 +951,12 @@ fn with_raw_field(body: &[u8], user_id: u64, field: &str, raw: &str) -> Vec<u8> 
             row[field] = json!(MARK);
         }
     }
-    v.to_string()
-        .replace(&format!("\"{MARK}\""), raw)
-        .into_bytes()
+    let text = v.to_string();
+    let parts: Vec<&[u8]> = text
+        .split(&format!("\"{MARK}\""))
+        .map(str::as_bytes)
+        .collect();
+    parts.join(raw)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1150,7 +1156,12 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             raw,
         })) => {
             let mut r = lock().process(&method, &path, q.as_deref(), &headers, &body);
-            r.body = with_raw_field(&r.body, user_id, &field, &raw);
+            r.body = with_raw_field(&r.body, user_id, &field, raw.as_bytes());
+            r
+        }
+        Some(Ok(FaultKind::NotUtf8 { user_id, field })) => {
+            let mut r = lock().process(&method, &path, q.as_deref(), &headers, &body);
+            r.body = with_raw_field(&r.body, user_id, &field, b"\"name\xC3\x28\"");
             r
         }
         Some(Ok(FaultKind::Redirect { status, location })) => Reply {

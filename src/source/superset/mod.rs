@@ -205,6 +205,9 @@ pub struct SupersetSource {
     reads: Reads,
     /// Whether this process has asked the release what it allows yet.
     detected: bool,
+    /// Role and group rows the last membership read could not read, by kind and id, with
+    /// why: a warning is for a new one.
+    unreadable_lists: BTreeMap<(&'static str, Option<u64>), String>,
 }
 
 /// Hands the users a cycle reads to the cycle, noting on the way what the cursor keeps of
@@ -262,6 +265,7 @@ impl SupersetSource {
             requests: 0,
             reads: Reads::default(),
             detected: false,
+            unreadable_lists: BTreeMap::new(),
         })
     }
 
@@ -622,8 +626,8 @@ impl SupersetSource {
         let (roles, groups) = self.membership(role_membership).await?;
         let mut listed: Vec<u64> = roles
             .iter()
+            .chain(&groups)
             .flat_map(Membership::users)
-            .chain(groups.users())
             .collect();
         listed.sort_unstable();
         listed.dedup();
@@ -641,20 +645,15 @@ impl SupersetSource {
             if listed.get(next) == Some(&id) {
                 next += 1;
             }
-            let ids = |list: &[Member]| {
-                let mut ids: Vec<u64> = list.iter().filter_map(number).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
+            let differs = |m: &Option<Membership>, list: &[Member]| {
+                m.as_ref().is_some_and(|m| m.differs(id, list))
             };
-            let roles_differ = roles
-                .as_ref()
-                .is_some_and(|r| !r.of(id).eq(ids(&stored.roles)));
-            if roles_differ || !groups.of(id).eq(ids(&stored.groups)) {
+            let renames = |m: &Option<Membership>, list: &[Member]| {
+                m.as_ref().is_some_and(|m| m.renames(list))
+            };
+            if differs(&roles, &stored.roles) || differs(&groups, &stored.groups) {
                 suspects.push(id);
-            } else if roles.as_ref().is_some_and(|r| r.renames(&stored.roles))
-                || groups.renames(&stored.groups)
-            {
+            } else if renames(&roles, &stored.roles) || renames(&groups, &stored.groups) {
                 renamed.push(id);
             }
         }
@@ -667,7 +666,9 @@ impl SupersetSource {
                     if let Some(roles) = &roles {
                         rename(&mut user.roles, &roles.names);
                     }
-                    rename(&mut user.groups, &groups.names);
+                    if let Some(groups) = &groups {
+                        rename(&mut user.groups, &groups.names);
+                    }
                     users.push(user);
                 }
             }
@@ -960,41 +961,76 @@ impl SupersetSource {
     }
 
     /// Role membership by user id from the role search where the release has one, and group
-    /// membership from the group list.
+    /// membership from the group list; `None` for what is not compared this cycle.
     async fn membership(
         &mut self,
         role_membership: RoleMembership,
-    ) -> Result<(Option<Membership>, Membership), SupersetError> {
+    ) -> Result<(Option<Membership>, Option<Membership>), SupersetError> {
         let roles = match role_membership {
             RoleMembership::AtFullRead => None,
             RoleMembership::RoleSearch => {
-                let mut roles = Membership::default();
-                for role in self.all_pages::<RoleWithMembers>(ROLES_SEARCH).await? {
-                    roles
-                        .pairs
-                        .extend(role.user_ids.iter().map(|uid| (*uid, role.id)));
-                    roles.names.insert(role.id, role.name);
-                }
-                roles.seal();
-                Some(roles)
+                let rows = self.all_rows::<RoleWithMembers>(ROLES_SEARCH).await?;
+                let roles = rows.read.into_iter().map(|r| (r.id, r.name, r.user_ids));
+                self.membership_of("role", roles, rows.failed)
             }
         };
-        let mut groups = Membership::default();
-        match self.all_pages::<GroupWithMembers>(GROUPS).await {
-            Ok(list) => {
-                for group in list {
-                    groups
-                        .pairs
-                        .extend(group.users.iter().map(|u| (u.id, group.id)));
-                    groups.names.insert(group.id, group.name);
-                }
-                groups.seal();
+        let groups = match self.all_rows::<GroupWithMembers>(GROUPS).await {
+            Ok(rows) => {
+                let groups = rows
+                    .read
+                    .into_iter()
+                    .map(|g| (g.id, g.name, g.users.into_iter().map(|u| u.id).collect()));
+                self.membership_of("group", groups, rows.failed)
             }
             // Groups arrived with Superset 6; on older servers there is nothing to compare.
-            Err(SupersetError::SecurityApiDisabled { .. }) => {}
+            Err(SupersetError::SecurityApiDisabled { .. }) => None,
             Err(e) => return Err(e),
-        }
+        };
         Ok((roles, groups))
+    }
+
+    /// The membership the readable rows of a role or group list show, reporting each row
+    /// that could not be read. Membership in an unreadable role is left out of the comparison
+    /// (so no member is thought to have left it); a row without even an id leaves the whole
+    /// list out this cycle, as no one can tell which role it was.
+    fn membership_of(
+        &mut self,
+        kind: &'static str,
+        rows: impl Iterator<Item = (u64, String, Vec<u64>)>,
+        failed: Vec<(Option<u64>, String)>,
+    ) -> Option<Membership> {
+        let mut membership = Membership::default();
+        for (id, name, users) in rows {
+            membership.pairs.extend(users.into_iter().map(|u| (u, id)));
+            membership.names.insert(id, name);
+        }
+        membership.seal();
+        let mut blind = false;
+        let before = std::mem::take(&mut self.unreadable_lists);
+        self.unreadable_lists = before
+            .iter()
+            .filter(|((k, _), _)| *k != kind)
+            .map(|(key, reason)| (*key, reason.clone()))
+            .collect();
+        for (id, reason) in failed {
+            match id {
+                Some(id) => membership.unknown.insert(id),
+                None => std::mem::replace(&mut blind, true),
+            };
+            metrics::counter!("rollcall_unreadable_records_total", "source" => self.config.name.clone())
+                .increment(1);
+            let what = match id {
+                Some(id) => format!("{kind} {id}"),
+                None => format!("a {kind} without an id"),
+            };
+            if before.get(&(kind, id)) == Some(&reason) {
+                debug!(%what, %reason, "membership record still unreadable");
+            } else {
+                warn!(%what, %reason, "membership record unreadable: membership in it is not compared until it reads again, and other users go on");
+            }
+            self.unreadable_lists.insert((kind, id), reason);
+        }
+        (!blind).then_some(membership)
     }
 
     /// The action-log rows logged after `since`, oldest first, with their ids: all of them, or
@@ -1074,23 +1110,47 @@ impl SupersetSource {
         Ok(read)
     }
 
-    async fn all_pages<T: serde::de::DeserializeOwned>(
+    /// Every row of a role or group list, each read on its own so that one row that cannot
+    /// be read spoils no other; failures by the row's id where it has one.
+    async fn all_rows<T: serde::de::DeserializeOwned>(
         &mut self,
         path: &str,
-    ) -> Result<Vec<T>, SupersetError> {
-        let mut out = Vec::new();
+    ) -> Result<Rows<T>, SupersetError> {
+        let mut rows = Rows {
+            read: Vec::new(),
+            failed: Vec::new(),
+        };
         for page in 0.. {
-            let result = self.client.list::<T>(path, &ListQuery::page(page)).await?;
+            let result = self
+                .client
+                .list::<Box<RawValue>>(path, &ListQuery::page(page))
+                .await?;
             self.requests += 1;
-            let done = result.result.len() < api::PAGE_SIZE as usize
-                || out.len() as u64 + result.result.len() as u64 >= result.count;
-            out.extend(result.result);
+            let n = result.result.len() as u64;
+            let done = n < u64::from(api::PAGE_SIZE)
+                || (rows.read.len() + rows.failed.len()) as u64 + n >= result.count;
+            for (i, raw) in result.result.iter().enumerate() {
+                match serde_json::from_str::<T>(raw.get()) {
+                    Ok(row) => rows.read.push(row),
+                    Err(e) => rows.failed.push((
+                        api::row_id(raw).or_else(|| result.ids.get(i).copied()),
+                        crate::text::one_line(&e.to_string()),
+                    )),
+                }
+            }
             if done {
                 break;
             }
         }
-        Ok(out)
+        Ok(rows)
     }
+}
+
+/// The rows of a list read one by one.
+struct Rows<T> {
+    read: Vec<T>,
+    /// The rows that could not be read: their id where it could be, and why.
+    failed: Vec<(Option<u64>, String)>,
 }
 
 /// What one cycle read of the action log.
@@ -1121,6 +1181,8 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 struct Membership {
     pairs: Vec<(u64, u64)>,
     names: BTreeMap<u64, String>,
+    /// Roles or groups whose row could not be read: membership in them is not compared.
+    unknown: BTreeSet<u64>,
 }
 
 impl Membership {
@@ -1136,6 +1198,18 @@ impl Membership {
             .iter()
             .take_while(move |p| p.0 == user)
             .map(|p| p.1)
+    }
+
+    /// Whether `user`'s stored memberships `list` differ from those listed now.
+    fn differs(&self, user: u64, list: &[Member]) -> bool {
+        let mut stored: Vec<u64> = list
+            .iter()
+            .filter_map(number)
+            .filter(|id| !self.unknown.contains(id))
+            .collect();
+        stored.sort_unstable();
+        stored.dedup();
+        !self.of(user).eq(stored)
     }
 
     /// Every user listed, ascending.
