@@ -88,6 +88,44 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A JSON answer from `url` ready to parse: as it came, or with its bytes that are not
+/// UTF-8 marked (see [`mark_invalid_utf8`]) and a warning naming the answer.
+pub fn json_body<'a>(body: &'a [u8], url: &str) -> std::borrow::Cow<'a, [u8]> {
+    match mark_invalid_utf8(body) {
+        Some(marked) => {
+            tracing::warn!(%url, "the answer holds bytes that are not UTF-8: the rows holding them are reported unreadable and the others read");
+            marked.into()
+        }
+        None => body.into(),
+    }
+}
+
+/// `body` with each run of bytes that are not UTF-8 replaced by the escape of a lone UTF-16
+/// surrogate, or `None` when it is all UTF-8. JSON must be UTF-8, and a parser rejects the
+/// whole answer for one bad byte; the escape instead keeps the answer's shape and makes just
+/// the string that held the bytes unreadable, so that one row with a broken name is reported
+/// while the other rows are read (docs/reliability.md, Sources and config).
+/// Not `from_utf8_lossy`: its U+FFFD would read as a real, changed name. A run right after an
+/// escaping backslash is left alone: the answer is broken JSON either way.
+fn mark_invalid_utf8(body: &[u8]) -> Option<Vec<u8>> {
+    if std::str::from_utf8(body).is_ok() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    for chunk in body.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            let backslashes = out.iter().rev().take_while(|b| **b == b'\\').count();
+            if backslashes % 2 == 1 {
+                out.extend_from_slice(chunk.invalid());
+            } else {
+                out.extend_from_slice(br"\ud800");
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +182,30 @@ mod tests {
             prop_assert!(!line.chars().any(|c| c.is_control() || needs_escape(c)), "{line:?}");
             prop_assert!(line.chars().count() <= SNIPPET * 11 + 1);
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_spoil_only_the_string_holding_them() {
+        assert_eq!(mark_invalid_utf8(br#"{"a":"ok"}"#), None);
+        let body = b"[{\"id\":1,\"name\":\"b\xC3\x28d\"},{\"id\":2,\"name\":\"ok\"}]";
+        let marked = mark_invalid_utf8(body).expect("marked");
+        let page: Vec<Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(&marked).expect("the page keeps its shape");
+        assert!(serde_json::from_str::<serde_json::Value>(page[0].get()).is_err());
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(page[1].get()).unwrap()["name"],
+            "ok"
+        );
+    }
+
+    #[test]
+    fn a_bad_byte_after_an_escaping_backslash_is_not_turned_into_valid_json() {
+        let marked = mark_invalid_utf8(b"{\"a\":\"x\\\xFF\"}").expect("marked");
+        assert!(serde_json::from_slice::<serde_json::Value>(&marked).is_err());
+        let marked = mark_invalid_utf8(b"{\"a\":\"x\\\\\xFF\"}").expect("marked");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&marked).is_err(),
+            "the surrogate stays lone"
+        );
     }
 }

@@ -449,3 +449,33 @@ async fn one_unreadable_kylin_record_stops_no_other_user_and_deletes_no_one() {
     let state = h.store().source_state("test").unwrap();
     assert_eq!(state.cursor["unreadable_users"], serde_json::json!({}));
 }
+
+#[tokio::test]
+async fn bytes_that_are_not_utf8_in_one_kylin_record_stop_no_other_user_and_delete_no_one() {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    for name in ["alice", "bob"] {
+        sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    }
+    let mut h = Harness::kylin(&sim.url, "");
+    h.cycle().await;
+    h.new_events();
+    sim.update_user("alice", |u| u.disabled = true);
+    sim.inject(Fault {
+        path_contains: "/api/user".into(),
+        skip: 0,
+        times: 1,
+        kind: FaultKind::NotUtf8 {
+            username: "bob".into(),
+            field: "uuid".into(),
+        },
+    });
+    h.cycle().await;
+    assert_eq!(kinds(&h.new_events()), [kind("user.deactivated", "alice")]);
+    let state = h.store().source_state("test").unwrap();
+    assert!(state.cursor["unreadable_users"]["bob"].is_string());
+    h.cycle().await;
+    assert!(
+        h.new_events().is_empty(),
+        "bob was never changed nor deleted"
+    );
+}

@@ -166,6 +166,9 @@ pub enum FaultKind {
         field: String,
         value: serde_json::Value,
     },
+    /// Process the request normally, then put bytes that are not UTF-8 (`\xC3\x28`) in the
+    /// string `field` of the listed user `username`, as a broken proxy would.
+    NotUtf8 { username: String, field: String },
 }
 
 /// What a login attempt came to (K5).
@@ -178,6 +181,22 @@ pub enum LoginOutcome {
     Locked,
     /// Disabled, checked before the password (401 KE-010003008).
     Disabled,
+}
+
+/// `body` (a users list) with `field` of the row of `username` set to `value`.
+fn with_field(body: &[u8], username: &str, field: &str, value: serde_json::Value) -> Vec<u8> {
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    let rows = body
+        .pointer_mut("/data/value")
+        .and_then(|v| v.as_array_mut());
+    for row in rows.into_iter().flatten() {
+        if row.get("username").and_then(|u| u.as_str()) == Some(username) {
+            row[field] = value.clone();
+        }
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// A running simulator. Dropping it stops accepting connections and releases hung requests.
@@ -1227,17 +1246,16 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             value,
         }) => {
             let mut reply = shared.lock().process(&r);
-            if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
-                let rows = body
-                    .pointer_mut("/data/value")
-                    .and_then(|v| v.as_array_mut());
-                for row in rows.into_iter().flatten() {
-                    if row.get("username").and_then(|u| u.as_str()) == Some(username.as_str()) {
-                        row[field.as_str()] = value.clone();
-                    }
-                }
-                reply.body = serde_json::to_vec(&body).unwrap_or_default();
-            }
+            reply.body = with_field(&reply.body, &username, &field, value);
+            reply
+        }
+        Some(FaultKind::NotUtf8 { username, field }) => {
+            const MARK: &str = "rollcall-sim-not-utf8";
+            let mut reply = shared.lock().process(&r);
+            reply.body = with_field(&reply.body, &username, &field, MARK.into());
+            let text = String::from_utf8_lossy(&reply.body).into_owned();
+            let parts: Vec<&[u8]> = text.split(MARK).map(str::as_bytes).collect();
+            reply.body = parts.join(&b"name\xC3\x28"[..]);
             reply
         }
         None => shared.lock().process(&r),

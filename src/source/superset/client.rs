@@ -20,7 +20,7 @@ use url::Url;
 
 use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
 use super::SupersetError;
-use crate::text::{error_chain, one_line, snippet};
+use crate::text::{error_chain, json_body, one_line, snippet};
 
 /// Renew the access token this long before its `exp`, so a request never races expiry.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -432,14 +432,7 @@ impl Client {
                 snippet: answer.snippet(),
             });
         }
-        let marked = mark_invalid_utf8(&answer.body);
-        if marked.is_some() {
-            warn!(
-                url = %self.url(path),
-                "the answer holds bytes that are not UTF-8: the rows holding them are reported unreadable and the others read"
-            );
-        }
-        serde_json::from_slice(marked.as_deref().unwrap_or(&answer.body)).map_err(|e| {
+        serde_json::from_slice(&json_body(&answer.body, self.url(path).as_str())).map_err(|e| {
             SupersetError::BadJson {
                 url: self.url(path).to_string(),
                 bytes: answer.body.len(),
@@ -476,32 +469,6 @@ impl Client {
     }
 }
 
-/// `body` with each run of bytes that are not UTF-8 replaced by the escape of a lone UTF-16
-/// surrogate, or `None` when it is all UTF-8. JSON must be UTF-8, and a parser rejects the
-/// whole answer for one bad byte; the escape instead keeps the answer's shape and makes just
-/// the string that held the bytes unreadable, so that one row with a broken name is reported
-/// while the other rows are read (docs/reliability.md, Sources and config).
-/// Not `from_utf8_lossy`: its U+FFFD would read as a real, changed name. A run right after an
-/// escaping backslash is left alone: the answer is broken JSON either way.
-fn mark_invalid_utf8(body: &[u8]) -> Option<Vec<u8>> {
-    if std::str::from_utf8(body).is_ok() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len() + 16);
-    for chunk in body.utf8_chunks() {
-        out.extend_from_slice(chunk.valid().as_bytes());
-        if !chunk.invalid().is_empty() {
-            let backslashes = out.iter().rev().take_while(|b| **b == b'\\').count();
-            if backslashes % 2 == 1 {
-                out.extend_from_slice(chunk.invalid());
-            } else {
-                out.extend_from_slice(br"\ud800");
-            }
-        }
-    }
-    Some(out)
-}
-
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -530,30 +497,5 @@ mod tests {
             .encode(br#"{"exp":1764000000,"sub":"1"}"#);
         assert_eq!(jwt_exp(&format!("h.{claims}.s")), Some(1_764_000_000));
         assert_eq!(jwt_exp("garbage"), None);
-    }
-
-    #[test]
-    fn bytes_that_are_not_utf8_spoil_only_the_string_holding_them() {
-        assert_eq!(mark_invalid_utf8(br#"{"a":"ok"}"#), None);
-        let body = b"{\"count\":2,\"result\":[{\"id\":1,\"name\":\"b\xC3\x28d\"},{\"id\":2,\"name\":\"ok\"}]}";
-        let marked = mark_invalid_utf8(body).expect("marked");
-        let page: Page<Box<serde_json::value::RawValue>> =
-            serde_json::from_slice(&marked).expect("the page keeps its shape");
-        assert!(serde_json::from_str::<Value>(page.result[0].get()).is_err());
-        assert_eq!(
-            serde_json::from_str::<Value>(page.result[1].get()).unwrap()["name"],
-            "ok"
-        );
-    }
-
-    #[test]
-    fn a_bad_byte_after_an_escaping_backslash_is_not_turned_into_valid_json() {
-        let marked = mark_invalid_utf8(b"{\"a\":\"x\\\xFF\"}").expect("marked");
-        assert!(serde_json::from_slice::<Value>(&marked).is_err());
-        let marked = mark_invalid_utf8(b"{\"a\":\"x\\\\\xFF\"}").expect("marked");
-        assert!(
-            serde_json::from_slice::<Value>(&marked).is_err(),
-            "the surrogate stays lone"
-        );
     }
 }
