@@ -13,6 +13,7 @@
 //! beyond "Admin may use the security and log endpoints".
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -2185,6 +2186,38 @@ impl Inner {
         }
     }
 
+    /// The ids a list asks for when its only filters are `id` `gt`/`lt` with integer values
+    /// and the release applies them: the users are kept in id order, so such a list (every
+    /// page of a keyset read) is a range of them rather than a scan of every user, which made
+    /// one full read at 1,000,000 users take tens of minutes. Same answer either way.
+    fn id_range(&self, filters: &[Value]) -> Option<(Bound<u64>, Bound<u64>)> {
+        let id = self.user_filters().iter().find(|c| c.name == "id")?;
+        let (mut low, mut high) = (Bound::Unbounded, Bound::Unbounded);
+        for f in filters {
+            let value = f.get("value")?.as_u64()?;
+            match (f.get("col")?.as_str()?, f.get("opr")?.as_str()?) {
+                ("id", "gt") if id.oprs.contains(&"gt") => {
+                    low = match low {
+                        Bound::Excluded(v) if v >= value => low,
+                        _ => Bound::Excluded(value),
+                    }
+                }
+                ("id", "lt") if id.oprs.contains(&"lt") => {
+                    high = match high {
+                        Bound::Excluded(v) if v <= value => high,
+                        _ => Bound::Excluded(value),
+                    }
+                }
+                _ => return None,
+            }
+        }
+        // An empty range would make `BTreeMap::range` panic.
+        match (low, high) {
+            (Bound::Excluded(l), Bound::Excluded(h)) if l >= h => None,
+            _ => Some((low, high)),
+        }
+    }
+
     fn users_list(&self, q: Option<&str>) -> Reply {
         let args = match parse_list_args(q) {
             Ok(a) => a,
@@ -2208,14 +2241,24 @@ impl Inner {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let (count, page) = run_list(
-            self.users.values(),
-            &args,
-            &preds,
-            order,
-            &user_cell,
-            &|u| Cell::Int(u.id as i64),
-        );
+        let (count, page) = match self.id_range(&args.filters).filter(|_| order.is_none()) {
+            Some(range) => {
+                let rows = || self.users.range(range).map(|(_, u)| u);
+                let page = rows()
+                    .skip(args.page.saturating_mul(args.page_size))
+                    .take(args.page_size)
+                    .collect();
+                (rows().count(), page)
+            }
+            None => run_list(
+                self.users.values(),
+                &args,
+                &preds,
+                order,
+                &user_cell,
+                &|u| Cell::Int(u.id as i64),
+            ),
+        };
         let columns: Option<Vec<String>> = args.columns.as_ref().map(|c| {
             c.iter()
                 .filter(|c| USER_COLUMNS.contains(&c.as_str()))
