@@ -1,8 +1,11 @@
 //! The store: rollcall's only state, in one sled database.
 //!
-//! Owns four kinds of trees: `snapshot/<source>` (user id, big-endian → user JSON), `events`
-//! (offset, big-endian u64 → event JSON, append-only), `cursors` (sink name → next offset to
-//! deliver) and `meta` (schema version, next offset, per-source state such as high-water marks).
+//! Owns five kinds of trees: `snapshot/<source>` (user id, big-endian → user JSON),
+//! `members/<source>` (the same keys → only the record's `roles` and `groups`, kept with each
+//! snapshot write so that comparing membership walks a tenth of the bytes, docs/performance.md,
+//! Memory), `events` (offset, big-endian u64 → event JSON, append-only), `cursors` (sink name →
+//! next offset to deliver) and `meta` (schema version, next offset, per-source state such as
+//! high-water marks).
 //! A cycle's snapshot changes, its events and its source state commit in ONE transaction, and
 //! are flushed before any sink sees them: a crash at any instant loses nothing and derives
 //! nothing twice. Nothing outside this module touches sled, and this module never talks to
@@ -25,7 +28,8 @@ use tokio::sync::watch;
 use crate::event::Event;
 use crate::user::{Account, Key, Snapshot};
 
-const SCHEMA_VERSION: u64 = 1;
+/// 2: `members/<source>` beside each snapshot (a version 1 store gains them when opened).
+const SCHEMA_VERSION: u64 = 2;
 const KEY_SCHEMA: &[u8] = b"schema_version";
 /// A UUID made with the store: a new id means a new log, whose offsets start again at 0.
 const KEY_STORE_ID: &[u8] = b"store_id";
@@ -192,6 +196,43 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
+/// What `members/<source>` holds of a record: its top-level `roles` and `groups` as stored,
+/// whatever the source's shape of them (`{}` for a record that is not a JSON object).
+fn members_of(record: &[u8]) -> Vec<u8> {
+    #[derive(Deserialize, Serialize)]
+    struct Members<'a> {
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        roles: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        groups: Option<&'a serde_json::value::RawValue>,
+    }
+    match serde_json::from_slice::<Members>(record) {
+        Ok(m) => json_bytes(&m),
+        Err(_) => b"{}".to_vec(),
+    }
+}
+
+/// Schema 1 → 2: a `members/<source>` tree for each snapshot, written in one batch per source
+/// (a crash leaves schema 1, and the next open builds it again), then the new version.
+fn add_members(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
+    for name in db.tree_names() {
+        let Some(source) = name.strip_prefix(b"snapshot/") else {
+            continue;
+        };
+        let snapshot = db.open_tree(&name)?;
+        let members = db.open_tree([b"members/".as_slice(), source].concat())?;
+        let mut batch = sled::Batch::default();
+        for kv in snapshot.iter() {
+            let (k, v) = kv?;
+            batch.insert(k, members_of(&v));
+        }
+        members.apply_batch(batch)?;
+    }
+    meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+    db.flush()?;
+    Ok(())
+}
+
 impl Record {
     pub fn of<U: Account>(user: &U) -> Record {
         Record {
@@ -221,6 +262,7 @@ pub struct Commit<'a> {
 pub struct Known<U> {
     source: String,
     tree: sled::Tree,
+    members: sled::Tree,
     user: std::marker::PhantomData<fn() -> U>,
 }
 
@@ -272,6 +314,19 @@ impl<U: Account> Known<U> {
             let key = self.key(&k)?;
             let record = self.parse(&key, &v)?;
             Ok((key, record))
+        })
+    }
+
+    /// Every stored user's `roles` and `groups` in key order, each parsed as `T`: what
+    /// comparing membership reads, from a tree a tenth the size of the records.
+    pub fn memberships<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> impl Iterator<Item = Result<(U::Key, T), StoreError>> + '_ {
+        self.members.iter().map(|kv| {
+            let (k, v) = kv?;
+            let key = self.key(&k)?;
+            let members = self.parse(&key, &v)?;
+            Ok((key, members))
         })
     }
 
@@ -354,15 +409,16 @@ impl Store {
             None => {
                 meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
             }
-            Some(v) => {
-                let found = be_u64(&v, "schema version")?;
-                if found != SCHEMA_VERSION {
+            Some(v) => match be_u64(&v, "schema version")? {
+                SCHEMA_VERSION => {}
+                1 => add_members(&db, &meta)?,
+                found => {
                     return Err(StoreError::Schema {
                         path: path.to_owned(),
                         found,
-                    });
+                    })
                 }
-            }
+            },
         }
         // Stores made before ids existed get one now: it is new to their consumers only from
         // here on, which is as much as anyone can tell.
@@ -463,6 +519,10 @@ impl Store {
         Ok(self.db.open_tree(format!("snapshot/{source}"))?)
     }
 
+    fn members_tree(&self, source: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(format!("members/{source}"))?)
+    }
+
     /// The whole stored snapshot of a source, in memory: for tests and tools. A cycle reads
     /// it through [`Known`], record by record.
     pub fn snapshot<U: Account>(&self, source: &str) -> Result<Snapshot<U>, StoreError> {
@@ -476,6 +536,7 @@ impl Store {
         Ok(Known {
             source: source.to_owned(),
             tree: self.snapshot_tree(source)?,
+            members: self.members_tree(source)?,
             user: std::marker::PhantomData,
         })
     }
@@ -572,8 +633,11 @@ impl Store {
         // A poisoned gate only means an export panicked: commits go on.
         let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let snapshot = self.snapshot_tree(c.source)?;
+        let members_tree = self.members_tree(c.source)?;
         let state = c.state.map(json_bytes);
-        let result = (&self.events, &snapshot, &self.meta).transaction(|(events, snap, meta)| {
+        let members: Vec<Vec<u8>> = c.upserts.iter().map(|r| members_of(&r.value)).collect();
+        let trees = (&self.events, &snapshot, &members_tree, &self.meta);
+        let result = trees.transaction(|(events, snap, snap_members, meta)| {
             let first = match meta.get(KEY_NEXT_OFFSET)? {
                 Some(v) => {
                     be_u64(&v, "next offset").map_err(ConflictableTransactionError::Abort)?
@@ -591,11 +655,13 @@ impl Store {
             if let Some(state) = &state {
                 meta.insert(state_key(c.source).as_slice(), state.as_slice())?;
             }
-            for r in &c.upserts {
+            for (r, m) in c.upserts.iter().zip(&members) {
                 snap.insert(r.key.as_slice(), r.value.as_slice())?;
+                snap_members.insert(r.key.as_slice(), m.as_slice())?;
             }
             for key in &c.removals {
                 snap.remove(key.as_slice())?;
+                snap_members.remove(key.as_slice())?;
             }
             Ok(first..next)
         });
@@ -1059,6 +1125,90 @@ mod tests {
         assert_eq!(stored.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(stored[1].event().unwrap().sequence, "00000000000000000002");
         assert!(store.source_state("t").unwrap().initialized);
+    }
+
+    /// What comparing membership reads of each stored user, as raw JSON by key.
+    fn memberships(store: &Store) -> Vec<(u64, serde_json::Value)> {
+        store
+            .known::<User>("t")
+            .unwrap()
+            .memberships::<serde_json::Value>()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn record(id: u64, roles: serde_json::Value) -> Record {
+        let value = serde_json::json!({"id": id, "name": "x", "roles": roles, "groups": []});
+        Record {
+            key: id.to_be_bytes().to_vec(),
+            value: value.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn each_commit_keeps_the_stored_memberships_beside_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let commit = |upserts, removals| {
+            store
+                .commit(Commit {
+                    source: "t",
+                    upserts,
+                    removals,
+                    events: vec![],
+                    state: None,
+                })
+                .unwrap()
+        };
+        let gamma = serde_json::json!([{"id": 4, "name": "Gamma"}]);
+        commit(
+            vec![record(1, gamma.clone()), record(2, gamma.clone())],
+            vec![],
+        );
+        commit(
+            vec![record(2, serde_json::json!([]))],
+            vec![1u64.to_be_bytes().to_vec()],
+        );
+        assert_eq!(
+            memberships(&store),
+            [(2, serde_json::json!({"roles": [], "groups": []}))]
+        );
+    }
+
+    #[test]
+    fn a_store_of_schema_1_gains_the_stored_memberships_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(KEY_SCHEMA, &1u64.to_be_bytes())
+                .unwrap();
+            let snapshot = db.open_tree("snapshot/t").unwrap();
+            let r = record(7, serde_json::json!([{"id": 3, "name": "Alpha"}]));
+            snapshot.insert(r.key, r.value).unwrap();
+            snapshot
+                .insert(8u64.to_be_bytes(), b"not json".as_slice())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            memberships(&store),
+            [
+                (
+                    7,
+                    serde_json::json!({"roles": [{"id": 3, "name": "Alpha"}], "groups": []})
+                ),
+                (8, serde_json::json!({}))
+            ]
+        );
+        drop(store);
+        let meta = sled::open(dir.path()).unwrap().open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get(KEY_SCHEMA).unwrap().unwrap().as_ref(),
+            SCHEMA_VERSION.to_be_bytes()
+        );
     }
 
     #[test]

@@ -636,7 +636,7 @@ impl SupersetSource {
         let mut next = 0;
         let mut suspects = Vec::new();
         let mut renamed = Vec::new();
-        for record in known.records::<Memberships>() {
+        for record in known.memberships::<Memberships>() {
             let (id, stored) = record?;
             while listed.get(next).is_some_and(|l| *l < id) {
                 suspects.push(listed[next]);
