@@ -108,7 +108,8 @@ async fn scale(n: usize) {
         own.as_millis()
     );
     // The first run after one that wrote pays sled's rewrite of its own snapshot file at
-    // open (a few bytes, not a write of this cycle); the next idle cycle shows the cycle's own.
+    // open (a few bytes either way, not a write of this cycle); the next idle cycle shows the
+    // cycle's own.
     let again = once(&sim, &config, &[]).await;
     let status = child(&sim, &config, "status", &[]).await;
     row(
@@ -120,7 +121,13 @@ async fn scale(n: usize) {
     // Only at full size: the stored poll time is rewritten once a minute, and a smoke run on
     // a loaded machine may take that long (tests/scale.rs checks the rule itself).
     if support::full_size() {
-        assert_eq!(again.growth, 0, "an idle cycle writes nothing");
+        // sled may also shrink its own files when it opens (a smaller snapshot file): what a
+        // write of the cycle would show is growth.
+        assert!(
+            again.growth <= 0,
+            "an idle cycle writes nothing, grew {}",
+            again.growth
+        );
     }
 }
 
