@@ -309,12 +309,7 @@ impl<U: Account> Known<U> {
     pub fn records<T: serde::de::DeserializeOwned>(
         &self,
     ) -> impl Iterator<Item = Result<(U::Key, T), StoreError>> + '_ {
-        self.tree.iter().map(|kv| {
-            let (k, v) = kv?;
-            let key = self.key(&k)?;
-            let record = self.parse(&key, &v)?;
-            Ok((key, record))
-        })
+        self.walk(&self.tree)
     }
 
     /// Every stored user's `roles` and `groups` in key order, each parsed as `T`: what
@@ -322,11 +317,18 @@ impl<U: Account> Known<U> {
     pub fn memberships<T: serde::de::DeserializeOwned>(
         &self,
     ) -> impl Iterator<Item = Result<(U::Key, T), StoreError>> + '_ {
-        self.members.iter().map(|kv| {
+        self.walk(&self.members)
+    }
+
+    fn walk<'a, T: serde::de::DeserializeOwned>(
+        &'a self,
+        tree: &'a sled::Tree,
+    ) -> impl Iterator<Item = Result<(U::Key, T), StoreError>> + 'a {
+        tree.iter().map(|kv| {
             let (k, v) = kv?;
             let key = self.key(&k)?;
-            let members = self.parse(&key, &v)?;
-            Ok((key, members))
+            let value = self.parse(&key, &v)?;
+            Ok((key, value))
         })
     }
 
