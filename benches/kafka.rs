@@ -15,6 +15,8 @@
 //! real one (e.g. tansu, see scripts/e2e-kafka.sh), which must auto-create or already hold the
 //! topics `rollcall-bench-bare`, `rollcall-bench-sink` and `rollcall-bench-ocsf`.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/mod.rs"]
 mod support;
 use std::collections::VecDeque;
@@ -31,7 +33,6 @@ use rdkafka::ClientConfig;
 use rollcall::config::Config;
 use rollcall::deliver;
 use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
-use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
 use rollcall::sink::kafka::headers;
 use rollcall::sink::Message;
 use rollcall::sink::SinkConfig;
@@ -269,46 +270,7 @@ fn fill(store: &Store, n: u64) {
     while offset < n {
         let chunk = (n - offset).min(10_000);
         let events = (offset..offset + chunk)
-            .map(|i| {
-                let user = i % USERS + 1;
-                let record = |last_name: &str| {
-                    serde_json::json!({
-                        "id": user,
-                        "username": format!("user{user}"),
-                        "first_name": "Bench",
-                        "last_name": last_name,
-                        "email": format!("user{user}@example.com"),
-                        "active": true,
-                        "roles": [{"id": 4, "name": "Gamma"}, {"id": 5, "name": "sql_lab"}],
-                        "groups": [{"id": 1, "name": "analysts"}],
-                        "login_count": i,
-                        "fail_login_count": 0,
-                        "last_login": "2026-11-21T09:30:00Z",
-                        "created_on": "2026-01-02T03:04:05Z",
-                        "changed_on": "2026-11-20T10:00:00Z",
-                        "created_by": 1,
-                        "changed_by": 1
-                    })
-                };
-                let (before, after) =
-                    (format!("User {}", i.saturating_sub(1)), format!("User {i}"));
-                Event {
-                    specversion: SPEC_VERSION.into(),
-                    id: uuid::Uuid::now_v7(),
-                    source: "superset://bench".into(),
-                    event_type: EventType::UserUpdated,
-                    subject: user.to_string(),
-                    time: now,
-                    datacontenttype: DATA_CONTENT_TYPE.into(),
-                    dataschema: None,
-                    sequence: String::new(),
-                    data: serde_json::json!({
-                        "user": record(&after),
-                        "before": record(&before),
-                        "changes": [{"field": "last_name", "before": before, "after": after}]
-                    }),
-                }
-            })
+            .map(|i| events::user_updated(i, i % USERS + 1, now))
             .collect();
         store
             .commit(Commit {

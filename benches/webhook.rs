@@ -8,6 +8,8 @@
 //! rates and the ratios rollcall / bare and OCSF / CloudEvents, each best of each and as the
 //! median of the runs' own ratios. Under `cargo test` it runs the same code on 600 events.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/mod.rs"]
 mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +25,6 @@ use futures::StreamExt;
 use rollcall::config::Config;
 use rollcall::deliver;
 use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
-use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
 use rollcall::sink::SinkConfig;
 use rollcall::store::{Commit, SourceState, Store};
 
@@ -244,48 +245,7 @@ format = "{format}"
 fn append(store: &Store, n: usize) {
     let now = chrono::Utc::now();
     let events = (0..n)
-        .map(|i| {
-            let user = i % USERS;
-            let record = |last_name: String| {
-                serde_json::json!({
-                    "id": user,
-                    "username": format!("user{user}"),
-                    "first_name": "Ada",
-                    "last_name": last_name,
-                    "email": format!("user{user}@example.com"),
-                    "active": true,
-                    "roles": [{"id": 4, "name": "Gamma"}, {"id": 5, "name": "sql_lab"}],
-                    "groups": [{"id": 1, "name": "analysts"}],
-                    "login_count": i,
-                    "fail_login_count": 0,
-                    "last_login": "2026-11-21T09:30:00Z",
-                    "created_on": "2026-01-02T03:04:05Z",
-                    "changed_on": "2026-11-20T10:00:00Z",
-                    "created_by": 1,
-                    "changed_by": 1
-                })
-            };
-            let (before, after) = (
-                format!("Lovelace {}", i.saturating_sub(1)),
-                format!("Lovelace {i}"),
-            );
-            Event {
-                specversion: SPEC_VERSION.into(),
-                id: uuid::Uuid::now_v7(),
-                source: "superset://bench".into(),
-                event_type: EventType::UserUpdated,
-                subject: user.to_string(),
-                time: now,
-                datacontenttype: DATA_CONTENT_TYPE.into(),
-                dataschema: None,
-                sequence: String::new(),
-                data: serde_json::json!({
-                    "user": record(after.clone()),
-                    "before": record(before.clone()),
-                    "changes": [{"field": "last_name", "before": before, "after": after}]
-                }),
-            }
-        })
+        .map(|i| events::user_updated(i as u64, (i % USERS) as u64, now))
         .collect();
     store
         .commit(Commit {
