@@ -8,6 +8,7 @@
 //! only its heap, sampled every 5 ms), requests made and bytes the store grew by. The simulator
 //! spends [`ANSWER_TIME`] per request outside its lock, as a threaded Superset spends its own
 //! time (tests/fixtures/superset-releases/v6.0.0/timing.json: 22–47 ms a page of 100 users).
+//! Then a Kylin source at 100,000 users, whose every cycle is a whole read: time and peak RSS.
 //! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
 //! `ROLLCALL_BENCH_1M=1`, which takes long); under `cargo test` it runs 300 users as a smoke test.
 
@@ -22,6 +23,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
 use rollcall_sim::superset::{Sim, SimOptions};
 
 const ANSWER_TIME: Duration = Duration::from_millis(20);
@@ -37,9 +39,10 @@ fn main() {
     support::run("rollcall scale benchmark", "scale", async move {
         report!("| users | measure | time | peak RSS | requests | store growth |");
         report!("|---|---|---|---|---|---|");
-        for n in sizes {
+        for &n in &sizes {
             scale(n).await;
         }
+        kylin(if support::full_size() { 100_000 } else { 300 }).await;
     });
 }
 
@@ -68,7 +71,11 @@ async fn scale(n: usize) {
     sim.age_users(Duration::from_secs(24 * 3600));
     sim.update_user(2, |u| u.last_name = "Recent".into());
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sim.url);
+    let source = format!(
+        "kind = \"superset\"\nurl = \"{}\"\nusername = \"admin\"",
+        sim.url
+    );
+    let config = write_config(dir.path(), &source, "admin");
 
     let first = once(&sim, &config, &["--full"]).await;
     row(n, "first full reconcile (empty store)", &first);
@@ -111,7 +118,7 @@ async fn scale(n: usize) {
     // open (a few bytes either way, not a write of this cycle); the next idle cycle shows the
     // cycle's own.
     let again = once(&sim, &config, &[]).await;
-    let status = child(&sim, &config, "status", &[]).await;
+    let status = child(&|| sim.requests().len(), &config, "status", &[]).await;
     row(
         n,
         "baseline: `rollcall status` (opens the store, reads no user)",
@@ -141,16 +148,36 @@ fn row(n: usize, what: &str, run: &Run) {
     );
 }
 
-fn write_config(dir: &Path, url: &str) -> std::path::PathBuf {
-    let password = dir.join("pw");
-    std::fs::write(&password, "admin").unwrap();
+/// A Kylin source at `n` users (issue Scale, point 4): its list has no filter by change, so
+/// every cycle is a whole read, compared user by user with what is stored; its memory must
+/// not hold the users either. Time against a bare read is `benches/kylin.rs`'s.
+async fn kylin(n: usize) {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_users(n);
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        "kind = \"kylin\"\nurl = \"{}\"\nusername = \"{ADMIN}\"",
+        sim.url
+    );
+    let config = write_config(dir.path(), &source, ADMIN_PASSWORD);
+    let requests = || sim.requests().len();
+    let first = child(&requests, &config, "once", &[]).await;
+    row(n, "Kylin: first cycle (empty store)", &first);
+    let unchanged = child(&requests, &config, "once", &[]).await;
+    row(n, "Kylin: unchanged cycle (reads every user)", &unchanged);
+}
+
+/// A config of one source (its `kind`, `url` and `username` lines) and a JSONL sink.
+fn write_config(dir: &Path, source: &str, password: &str) -> std::path::PathBuf {
+    let password_file = dir.join("pw");
+    std::fs::write(&password_file, password).unwrap();
     let path = dir.join("rollcall.toml");
     std::fs::write(
         &path,
         format!(
-            "[store]\npath = {:?}\n\n[[sources]]\nkind = \"superset\"\nname = \"bench\"\nurl = \"{url}\"\nusername = \"admin\"\npassword_file = {:?}\n\n[[sinks]]\nkind = \"jsonl\"\nname = \"file\"\npath = {:?}\n",
+            "[store]\npath = {:?}\n\n[[sources]]\n{source}\nname = \"bench\"\npassword_file = {:?}\n\n[[sinks]]\nkind = \"jsonl\"\nname = \"file\"\npath = {:?}\n",
             dir.join("data").display().to_string(),
-            password.display().to_string(),
+            password_file.display().to_string(),
             dir.join("events.jsonl").display().to_string(),
         ),
     )
@@ -160,14 +187,20 @@ fn write_config(dir: &Path, url: &str) -> std::path::PathBuf {
 
 /// Run `rollcall once` to its end in a child process.
 async fn once(sim: &Sim, config: &Path, args: &[&str]) -> Run {
-    child(sim, config, "once", args).await
+    child(&|| sim.requests().len(), config, "once", args).await
 }
 
-/// Run a rollcall command to its end in a child process.
-async fn child(sim: &Sim, config: &Path, command: &'static str, args: &[&str]) -> Run {
+/// Run a rollcall command to its end in a child process; `requests` counts what the
+/// simulator has received.
+async fn child(
+    requests: &dyn Fn() -> usize,
+    config: &Path,
+    command: &'static str,
+    args: &[&str],
+) -> Run {
     let store = config.parent().unwrap().join("data");
     let before = dir_size(&store);
-    let requests = sim.requests().len();
+    let requests_before = requests();
     let config = config.to_owned();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let (took, peak_rss_kib) = tokio::task::spawn_blocking(move || {
@@ -200,7 +233,7 @@ async fn child(sim: &Sim, config: &Path, command: &'static str, args: &[&str]) -
     Run {
         took,
         peak_rss_kib,
-        requests: sim.requests().len() - requests,
+        requests: requests() - requests_before,
         growth: dir_size(&store) as i64 - before as i64,
     }
 }
