@@ -17,7 +17,7 @@ mod config;
 mod probe;
 pub mod user;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,10 @@ pub use user::{Snapshot, User};
 pub use SupersetError as Error;
 
 const USERS: &str = "/api/v1/security/users/";
+/// A set of user ids. Superset numbers its users densely, so a compressed bitmap holds a
+/// million of them in kilobytes, where a hash set took tens of megabytes (docs/performance.md,
+/// Memory).
+type Ids = roaring::RoaringTreemap;
 const USERS_INFO: &str = "/api/v1/security/users/_info";
 /// Passes of a read by page index at most while pages shift under it; the users a shift still
 /// hid are confirmed by id, or found by the next poll.
@@ -176,7 +180,7 @@ pub struct Cursor {
 #[derive(Default)]
 struct Reads {
     /// Ids read and understood, or confirmed gone.
-    settled: BTreeSet<u64>,
+    settled: Ids,
     /// Ids whose record could not be understood, with why.
     failed: BTreeMap<u64, String>,
 }
@@ -361,7 +365,7 @@ impl SupersetSource {
             Mode::Full => BTreeMap::new(),
             Mode::Incremental => std::mem::take(&mut cursor.unreadable_users),
         };
-        list.retain(|id, _| !reads.settled.contains(id));
+        list.retain(|id, _| !reads.settled.contains(*id));
         for (id, reason) in reads.failed {
             note_unreadable(&self.config.name, &cursor.unreadable_users, &id, &reason);
             list.insert(id, reason);
@@ -439,13 +443,13 @@ impl SupersetSource {
     fn unlisted(
         &self,
         known: &Known<User>,
-        listed: &HashSet<u64>,
+        listed: &Ids,
         gone: &[u64],
     ) -> Result<Vec<u64>, SupersetError> {
         let mut out = Vec::new();
         for id in known.keys() {
             let id = id?;
-            if !listed.contains(&id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
+            if !listed.contains(id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
             {
                 out.push(id);
             }
@@ -459,9 +463,9 @@ impl SupersetSource {
     /// over as they arrive: every page of a range in id order, the ranges interleaved (the
     /// cycle compares users by key, so their order across ranges does not matter). Returns
     /// every id listed.
-    async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<HashSet<u64>, SupersetError> {
+    async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<Ids, SupersetError> {
         let tz = self.config.timezone;
-        let mut listed = HashSet::new();
+        let mut listed = Ids::new();
         let (rows, count) = keyset_page(&self.client, tz, 0, &[], None).await?;
         self.requests += 1;
         let Some(&(after, _)) = rows.last() else {
@@ -739,11 +743,11 @@ impl SupersetSource {
     async fn by_pages(
         &mut self,
         mut out: Option<&mut Out<'_>>,
-    ) -> Result<(HashSet<u64>, Vec<u64>), SupersetError> {
-        let mut earlier: HashSet<u64> = HashSet::new();
-        let mut ids: HashSet<u64> = HashSet::new();
+    ) -> Result<(Ids, Vec<u64>), SupersetError> {
+        let mut earlier = Ids::new();
+        let mut ids = Ids::new();
         for pass in 1..=MAX_PASSES {
-            earlier.extend(ids.drain());
+            earlier |= std::mem::take(&mut ids);
             let mut counts: BTreeSet<u64> = BTreeSet::new();
             for page in 0.. {
                 let mut query = ListQuery::ordered_page("id", false, page);
@@ -794,7 +798,7 @@ impl SupersetSource {
                     break;
                 }
             }
-            if counts.len() == 1 && counts.first() == Some(&(ids.len() as u64)) {
+            if counts.len() == 1 && counts.first() == Some(&ids.len()) {
                 break;
             }
             debug!(
@@ -803,7 +807,7 @@ impl SupersetSource {
             );
         }
         let mut gone = Vec::new();
-        let hidden: Vec<u64> = earlier.difference(&ids).copied().collect();
+        let hidden: Vec<u64> = (earlier - &ids).into_iter().collect();
         for id in hidden {
             match self.user(id).await? {
                 Lookup::Found(user) => {
@@ -831,7 +835,7 @@ impl SupersetSource {
         recent: impl Fn(&User) -> Option<bool>,
         out: &mut Out<'_>,
     ) -> Result<(), SupersetError> {
-        let mut seen: HashSet<u64> = HashSet::new();
+        let mut seen = Ids::new();
         let mut valued = false;
         for page in 0.. {
             let answer = self
@@ -1244,7 +1248,7 @@ const SPLIT_ABOVE: u64 = 2_000;
 fn take(
     rows: Vec<Row>,
     reads: &mut Reads,
-    listed: &mut HashSet<u64>,
+    listed: &mut Ids,
     out: &mut Out<'_>,
 ) -> Result<(), SupersetError> {
     let mut users = Vec::with_capacity(rows.len());
