@@ -612,7 +612,7 @@ impl Inner {
                 continue;
             }
             f.seen += 1;
-            if f.seen > f.fault.skip && f.seen <= f.fault.skip + f.fault.times {
+            if f.seen > f.fault.skip && f.seen <= f.fault.skip.saturating_add(f.fault.times) {
                 fired = Some(f.fault.kind.clone());
                 break;
             }

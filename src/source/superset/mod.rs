@@ -449,8 +449,7 @@ impl SupersetSource {
         let mut out = Vec::new();
         for id in known.keys() {
             let id = id?;
-            if !listed.contains(id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id)
-            {
+            if !listed.contains(id) && !self.reads.failed.contains_key(&id) && !gone.contains(&id) {
                 out.push(id);
             }
         }
@@ -466,8 +465,9 @@ impl SupersetSource {
     async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<Ids, SupersetError> {
         let tz = self.config.timezone;
         let mut listed = Ids::new();
-        let (rows, count) = keyset_page(&self.client, tz, 0, &[], None).await?;
-        self.requests += 1;
+        let first = keyset_page(&self.client, tz, 0, &[], None, &|_| true).await?;
+        self.requests += first.requests;
+        let (rows, count) = (first.rows, first.count);
         let Some(&(after, _)) = rows.last() else {
             return Ok(listed);
         };
@@ -897,41 +897,36 @@ impl SupersetSource {
     async fn users_where(
         &mut self,
         filters: Vec<Filter>,
-        check: impl Fn(&User) -> bool,
+        check: impl Fn(&User) -> bool + Sync,
         out: &mut Out<'_>,
     ) -> Result<(), SupersetError> {
         let mut last = 0u64;
-        let described = filters
-            .iter()
-            .map(|f| format!("{} {}", f.col, f.opr))
-            .collect::<Vec<_>>()
-            .join(", ");
         loop {
-            let (rows, _) =
-                keyset_page(&self.client, self.config.timezone, last, &filters, None).await?;
-            self.requests += 1;
-            let Some(&(end, _)) = rows.last() else {
+            let page = keyset_page(
+                &self.client,
+                self.config.timezone,
+                last,
+                &filters,
+                None,
+                &check,
+            )
+            .await?;
+            self.requests += page.requests;
+            let Some(&(end, _)) = page.rows.last() else {
                 return Ok(());
             };
             last = end;
-            let mut users = Vec::with_capacity(rows.len());
-            for (id, row) in rows {
-                let user = match row {
-                    Ok(user) => user,
+            let mut users = Vec::with_capacity(page.rows.len());
+            for (id, row) in page.rows {
+                match row {
+                    Ok(user) => {
+                        self.reads.settled.insert(id);
+                        users.push(user);
+                    }
                     Err(reason) => {
                         self.reads.failed.insert(id, reason);
-                        continue;
                     }
-                };
-                if !check(&user) {
-                    return Err(SupersetError::FilterIgnored {
-                        detail: format!(
-                            "filter `{described}` returned user {id} that does not match it"
-                        ),
-                    });
                 }
-                self.reads.settled.insert(id);
-                users.push(user);
             }
             out.hand(users)?;
         }
@@ -1267,24 +1262,68 @@ fn take(
     out.hand(users)
 }
 
-/// One keyset page of the users matching `filters` with `after` < id (< `below`), each row's
-/// id checked against that (Superset drops a filter it does not understand silently,
-/// docs/superset.md S17); with the answer's `count`.
+/// How often a page that breaks its own query is asked for again before rollcall takes the
+/// filter for one Superset ignores: Flask-AppBuilder keeps a list's filters in one object
+/// shared by every request it serves at once, so under concurrent requests (rollcall's own
+/// id ranges, or anyone else's lists) a page can come back filtered by another request's
+/// filters (docs/superset.md S47). That race passes; a dropped filter does not.
+const FILTER_RACE_RETRIES: usize = 3;
+
+/// What one keyset page brought: its rows, the answer's `count`, the requests it took.
+struct KeysetPage {
+    rows: Vec<Row>,
+    count: u64,
+    requests: usize,
+}
+
+/// One keyset page of the users matching `filters` with `after` < id (< `below`), each row
+/// checked against that and against `matches` (Superset drops a filter it does not
+/// understand silently, docs/superset.md S17), asked for again while it breaks them, up to
+/// [`FILTER_RACE_RETRIES`] times.
 async fn keyset_page(
     client: &Client,
     tz: chrono_tz::Tz,
     after: u64,
     filters: &[Filter],
     below: Option<u64>,
-) -> Result<(Vec<Row>, u64), SupersetError> {
+    matches: &(dyn Fn(&User) -> bool + Sync),
+) -> Result<KeysetPage, SupersetError> {
     let mut filters = filters.to_vec();
     filters.extend(below.map(|below| Filter {
         col: "id",
         opr: "lt",
         value: FilterValue::Int(below),
     }));
+    let mut requests = 0;
+    loop {
+        requests += 1;
+        match checked_page(client, tz, after, &filters, below, matches).await {
+            Ok((rows, count)) => {
+                return Ok(KeysetPage {
+                    rows,
+                    count,
+                    requests,
+                })
+            }
+            Err(SupersetError::FilterIgnored { detail }) if requests <= FILTER_RACE_RETRIES => {
+                debug!(%detail, "a page broke its own query; asking again (docs/superset.md S47)");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One request of [`keyset_page`].
+async fn checked_page(
+    client: &Client,
+    tz: chrono_tz::Tz,
+    after: u64,
+    filters: &[Filter],
+    below: Option<u64>,
+    matches: &(dyn Fn(&User) -> bool + Sync),
+) -> Result<(Vec<Row>, u64), SupersetError> {
     let page = client
-        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters))
+        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.to_vec()))
         .await?;
     let mut last = after;
     let mut rows = Vec::with_capacity(page.result.len());
@@ -1299,7 +1338,18 @@ async fn keyset_page(
             });
         }
         last = id;
-        rows.push((id, api::read_user(raw, tz)));
+        let row = api::read_user(raw, tz);
+        if row.as_ref().is_ok_and(|user| !matches(user)) {
+            let described = filters
+                .iter()
+                .map(|f| format!("{} {}", f.col, f.opr))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(SupersetError::FilterIgnored {
+                detail: format!("filter `{described}` returned user {id} that does not match it"),
+            });
+        }
+        rows.push((id, row));
     }
     Ok((rows, page.count))
 }
@@ -1315,8 +1365,9 @@ async fn read_range(
 ) -> Result<usize, SupersetError> {
     let mut requests = 0;
     loop {
-        let (rows, _) = keyset_page(client, tz, after, &[], below).await?;
-        requests += 1;
+        let page = keyset_page(client, tz, after, &[], below, &|_| true).await?;
+        requests += page.requests;
+        let rows = page.rows;
         let Some(&(last, _)) = rows.last() else {
             return Ok(requests);
         };
