@@ -259,6 +259,18 @@ impl ListQuery {
         }
     }
 
+    /// A page past the end of any list: its answer has no rows, so it says only whether the
+    /// endpoint exists. `roles/search/` builds the member list of every role it returns
+    /// (3.4 s for a page holding a role of 100,000 members; 13 ms for this one,
+    /// docs/superset.md S35).
+    pub fn past_the_end() -> ListQuery {
+        ListQuery {
+            page: Some(1_000_000),
+            page_size: 1,
+            ..ListQuery::page(0)
+        }
+    }
+
     /// A page of the action log after `since` (a filter value), oldest first. The log cannot
     /// be sorted or filtered by id (docs/superset.md S39), so it pages by index; duplicates are dropped by id.
     pub fn log_page(since: String, page: u32) -> ListQuery {

@@ -171,6 +171,7 @@ impl Client {
     ) -> Result<Answer, SupersetError> {
         let url = self.url(path);
         let once = || async {
+            let started = std::time::Instant::now();
             let mut req = self.http.request(method.clone(), url.clone());
             if let Some(q) = q {
                 req = req.query(&[("q", q)]);
@@ -197,6 +198,15 @@ impl Client {
                 _ => None,
             };
             let body = resp.bytes().await.map_err(Attempt::Transport)?;
+            // How long Superset took, apart from rollcall's own work (scripts/scale-superset.sh
+            // sums these for an idle cycle).
+            debug!(
+                path,
+                status = status.as_u16(),
+                bytes = body.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "Superset answered"
+            );
             let answer = Answer {
                 status,
                 content_type,

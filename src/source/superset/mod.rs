@@ -391,7 +391,7 @@ impl SupersetSource {
             }
             Err(e) => return Err(e),
         };
-        let probe = ListQuery::page(0);
+        let probe = ListQuery::past_the_end();
         let role_search = self.client.exists(ROLES_SEARCH, &probe.to_rison()).await?;
         let caps = Capabilities::new(info, role_search, Utc::now());
         let strategy = caps.strategy();
