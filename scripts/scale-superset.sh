@@ -81,8 +81,9 @@ run() {
   answered=$(grep -o 'ms=[0-9]*' "$DIR/answers.log" | awk -F= '{ t += $2 } END { print t + 0 }')
   row "$what" "$(awk -v s="$secs" 'BEGIN { printf "%.0f ms", s * 1000 }')" "$((kib / 1024))" "$((after - before))"
   if [ "${1:-}" != "--full" ]; then
-    row "$what: beyond Superset's answers ($(grep -c 'Superset answered' "$DIR/answers.log") requests, $answered ms)" \
-      "$(awk -v s="$secs" -v a="$answered" 'BEGIN { printf "%.0f ms", s * 1000 - a }')" "" ""
+    printf '| %s: beyond Superset'"'"'s answers (%s requests, %s ms) | %s | | |\n' "$what" \
+      "$(grep -c 'Superset answered' "$DIR/answers.log")" "$answered" \
+      "$(awk -v s="$secs" -v a="$answered" 'BEGIN { printf "%.0f ms", s * 1000 - a }')"
   fi
 }
 
