@@ -110,3 +110,4 @@ EOF
 run "unchanged full reconcile" --full
 run "idle incremental cycle"
 run "next idle incremental cycle"
+echo "[scale] Superset stays up for another run; stop it with: ROLLCALL_SUPERSET_DIR=$DIR SUPERSET_PORT=$SUPERSET_PORT scripts/superset.sh stop" >&2
