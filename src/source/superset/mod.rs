@@ -1294,10 +1294,16 @@ async fn keyset_page(
         opr: "lt",
         value: FilterValue::Int(below),
     }));
+    let query = Keyset {
+        after,
+        filters,
+        below,
+        matches,
+    };
     let mut requests = 0;
     loop {
         requests += 1;
-        match checked_page(client, tz, after, &filters, below, matches).await {
+        match checked_page(client, tz, &query).await {
             Ok((rows, count)) => {
                 return Ok(KeysetPage {
                     rows,
@@ -1313,17 +1319,29 @@ async fn keyset_page(
     }
 }
 
+/// What one keyset page asks for: the users matching `filters` (`below` among them) with
+/// `after` < id (< `below`), each matching `matches` as well.
+struct Keyset<'a> {
+    after: u64,
+    filters: Vec<Filter>,
+    below: Option<u64>,
+    matches: &'a (dyn Fn(&User) -> bool + Sync),
+}
+
 /// One request of [`keyset_page`].
 async fn checked_page(
     client: &Client,
     tz: chrono_tz::Tz,
-    after: u64,
-    filters: &[Filter],
-    below: Option<u64>,
-    matches: &(dyn Fn(&User) -> bool + Sync),
+    query: &Keyset<'_>,
 ) -> Result<(Vec<Row>, u64), SupersetError> {
+    let Keyset {
+        after,
+        ref filters,
+        below,
+        matches,
+    } = *query;
     let page = client
-        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.to_vec()))
+        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.clone()))
         .await?;
     let mut last = after;
     let mut rows = Vec::with_capacity(page.result.len());
