@@ -221,6 +221,9 @@ fn add_members(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
         };
         let snapshot = db.open_tree(&name)?;
         let members = db.open_tree([b"members/".as_slice(), source].concat())?;
+        // What an interrupted migration left may be stale by now (an older rollcall may have
+        // written the snapshot since): built again from nothing.
+        members.clear()?;
         let mut batch = sled::Batch::default();
         for kv in snapshot.iter() {
             let (k, v) = kv?;
@@ -1191,6 +1194,11 @@ mod tests {
             snapshot.insert(r.key, r.value).unwrap();
             snapshot
                 .insert(8u64.to_be_bytes(), b"not json".as_slice())
+                .unwrap();
+            // Left by a migration that was interrupted, for a user deleted since.
+            db.open_tree("members/t")
+                .unwrap()
+                .insert(9u64.to_be_bytes(), b"{}".as_slice())
                 .unwrap();
             db.flush().unwrap();
         }
