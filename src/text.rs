@@ -88,16 +88,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// A JSON answer from `url` ready to parse: as it came, or with its bytes that are not
-/// UTF-8 marked (see [`mark_invalid_utf8`]) and a warning naming the answer.
-pub fn json_body<'a>(body: &'a [u8], url: &str) -> std::borrow::Cow<'a, [u8]> {
-    match mark_invalid_utf8(body) {
+/// Parse a JSON answer. One that fails for bytes that are not UTF-8 is parsed again with
+/// them marked (see [`mark_invalid_utf8`]), after a warning naming the answer (`url` is asked
+/// for only then): the rows holding them are then unreadable on their own, the others read.
+/// An answer that parses is read once, as it came.
+pub fn parse_answer<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    url: impl FnOnce() -> String,
+) -> serde_json::Result<T> {
+    serde_json::from_slice(body).or_else(|e| match mark_invalid_utf8(body) {
         Some(marked) => {
-            tracing::warn!(%url, "the answer holds bytes that are not UTF-8: the rows holding them are reported unreadable and the others read");
-            marked.into()
+            tracing::warn!(url = %url(), "the answer holds bytes that are not UTF-8: the rows holding them are reported unreadable and the others read");
+            serde_json::from_slice(&marked)
         }
-        None => body.into(),
-    }
+        None => Err(e),
+    })
 }
 
 /// `body` with each run of bytes that are not UTF-8 replaced by the escape of a lone UTF-16

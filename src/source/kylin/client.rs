@@ -17,7 +17,7 @@ use url::Url;
 
 use super::api::Envelope;
 use super::KylinError;
-use crate::text::{error_chain, json_body, one_line, snippet};
+use crate::text::{error_chain, one_line, parse_answer, snippet};
 
 /// The only `Accept` Kylin's public user controller serves (docs/kylin.md K8).
 const ACCEPT: &str = "application/vnd.apache.kylin-v4-public+json";
@@ -191,8 +191,8 @@ impl Client {
                 snippet: snippet(&answer.body),
             });
         }
-        let envelope: Envelope<T> = serde_json::from_slice(&json_body(&answer.body, url.as_str()))
-            .map_err(|e| KylinError::BadJson {
+        let envelope: Envelope<T> =
+            parse_answer(&answer.body, || url.to_string()).map_err(|e| KylinError::BadJson {
                 url: url.to_string(),
                 bytes: answer.body.len(),
                 detail: e.to_string(),

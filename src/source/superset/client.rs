@@ -20,7 +20,7 @@ use url::Url;
 
 use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
 use super::SupersetError;
-use crate::text::{error_chain, json_body, one_line, snippet};
+use crate::text::{error_chain, one_line, parse_answer, snippet};
 
 /// Renew the access token this long before its `exp`, so a request never races expiry.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -442,7 +442,7 @@ impl Client {
                 snippet: answer.snippet(),
             });
         }
-        serde_json::from_slice(&json_body(&answer.body, self.url(path).as_str())).map_err(|e| {
+        parse_answer(&answer.body, || self.url(path).to_string()).map_err(|e| {
             SupersetError::BadJson {
                 url: self.url(path).to_string(),
                 bytes: answer.body.len(),
