@@ -471,7 +471,8 @@ impl SupersetSource {
         let Some(&(after, _)) = rows.last() else {
             return Ok(listed);
         };
-        take(rows, &mut self.reads, &mut listed, out)?;
+        listed.extend(rows.iter().map(|(id, _)| *id));
+        take(rows, &mut self.reads, out)?;
         let ranges = match self.config.reconcile_concurrency {
             n if n > 1 && count > SPLIT_ABOVE => self.ranges(after, n as u64).await?,
             _ => vec![(after, None)],
@@ -487,7 +488,8 @@ impl SupersetSource {
         let reads = &mut self.reads;
         let consume = async {
             while let Some(rows) = rx.recv().await {
-                take(rows, reads, &mut listed, out)?;
+                listed.extend(rows.iter().map(|(id, _)| *id));
+                take(rows, reads, out)?;
             }
             Ok::<_, SupersetError>(())
         };
@@ -916,19 +918,7 @@ impl SupersetSource {
                 return Ok(());
             };
             last = end;
-            let mut users = Vec::with_capacity(page.rows.len());
-            for (id, row) in page.rows {
-                match row {
-                    Ok(user) => {
-                        self.reads.settled.insert(id);
-                        users.push(user);
-                    }
-                    Err(reason) => {
-                        self.reads.failed.insert(id, reason);
-                    }
-                }
-            }
-            out.hand(users)?;
+            take(page.rows, &mut self.reads, out)?;
         }
     }
 
@@ -1005,12 +995,8 @@ impl SupersetSource {
         }
         membership.seal();
         let mut blind = false;
-        let before = std::mem::take(&mut self.unreadable_lists);
-        self.unreadable_lists = before
-            .iter()
-            .filter(|((k, _), _)| *k != kind)
-            .map(|(key, reason)| (*key, reason.clone()))
-            .collect();
+        let before = self.unreadable_lists.clone();
+        self.unreadable_lists.retain(|(k, _), _| *k != kind);
         for (id, reason) in failed {
             match id {
                 Some(id) => membership.unknown.insert(id),
@@ -1240,15 +1226,9 @@ struct Memberships {
 const SPLIT_ABOVE: u64 = 2_000;
 
 /// Note the rows of a users page as read (or failed) and hand over their users.
-fn take(
-    rows: Vec<Row>,
-    reads: &mut Reads,
-    listed: &mut Ids,
-    out: &mut Out<'_>,
-) -> Result<(), SupersetError> {
+fn take(rows: Vec<Row>, reads: &mut Reads, out: &mut Out<'_>) -> Result<(), SupersetError> {
     let mut users = Vec::with_capacity(rows.len());
     for (id, row) in rows {
-        listed.insert(id);
         match row {
             Ok(user) => {
                 reads.settled.insert(id);
