@@ -1253,9 +1253,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             const MARK: &str = "rollcall-sim-not-utf8";
             let mut reply = shared.lock().process(&r);
             reply.body = with_field(&reply.body, &username, &field, MARK.into());
-            let text = String::from_utf8_lossy(&reply.body).into_owned();
-            let parts: Vec<&[u8]> = text.split(MARK).map(str::as_bytes).collect();
-            reply.body = parts.join(&b"name\xC3\x28"[..]);
+            reply.body = crate::splice(&String::from_utf8_lossy(&reply.body), MARK, b"name\xC3\x28");
             reply
         }
         None => shared.lock().process(&r),

@@ -952,12 +952,7 @@ fn with_raw_field(body: &[u8], user_id: u64, field: &str, raw: &[u8]) -> Vec<u8>
             row[field] = json!(MARK);
         }
     }
-    let text = v.to_string();
-    let parts: Vec<&[u8]> = text
-        .split(&format!("\"{MARK}\""))
-        .map(str::as_bytes)
-        .collect();
-    parts.join(raw)
+    crate::splice(&v.to_string(), &format!("\"{MARK}\""), raw)
 }
 
 // ---------------------------------------------------------------------------------------------
