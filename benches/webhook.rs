@@ -86,25 +86,13 @@ async fn bench(n: usize) {
     let (mut best_bare, mut best_sink, mut best_ocsf, mut best_minimal) =
         (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
     for run in 0..RUNS {
-        hits.store(0, Ordering::Relaxed);
-        let started = Instant::now();
-        futures::stream::iter(bodies.iter().cloned())
-            .map(|body| {
-                let request = bare_client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body);
-                async move {
-                    let response = request.send().await.unwrap();
-                    assert!(response.status().is_success());
-                    response.bytes().await.unwrap();
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect::<()>()
-            .await;
-        let bare = started.elapsed();
-        assert_eq!(hits.load(Ordering::Relaxed), n);
+        let requests = futures::stream::iter(bodies.iter().cloned()).map(|body| {
+            bare_client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+        });
+        let bare = post_all(requests, &hits, n).await;
         let minimal = minimal_sender(&store, &bare_client, &url, &signer, &hits, n).await;
 
         // Which format goes first alternates: the store's cache and the machine's load drift.
@@ -193,14 +181,12 @@ async fn minimal_sender(
     n: usize,
 ) -> Duration {
     const CHUNK: usize = 512;
-    hits.store(0, Ordering::Relaxed);
-    let started = Instant::now();
-    futures::stream::iter((0..n as u64).step_by(CHUNK))
+    let requests = futures::stream::iter((0..n as u64).step_by(CHUNK))
         .flat_map(|from| futures::stream::iter(store.events_from(from, CHUNK).unwrap()))
         .map(|event| {
             let envelope = Envelope::parse(&event).unwrap();
             let timestamp = chrono::Utc::now().timestamp();
-            let request = client
+            client
                 .post(url)
                 .header("webhook-id", envelope.id.as_ref())
                 .header("webhook-timestamp", timestamp)
@@ -209,12 +195,25 @@ async fn minimal_sender(
                     signer.sign(&envelope.id, timestamp, &event.bytes),
                 )
                 .header("content-type", "application/cloudevents+json")
-                .body(Bytes::from_owner(event.bytes.clone()));
-            async move {
-                let response = request.send().await.unwrap();
-                assert!(response.status().is_success());
-                response.bytes().await.unwrap();
-            }
+                .body(Bytes::from_owner(event.bytes.clone()))
+        });
+    post_all(requests, hits, n).await
+}
+
+/// Sends the requests `IN_FLIGHT` at a time (their building included: the stream is lazy),
+/// checks every answer and that all `n` arrived, and says how long it took.
+async fn post_all(
+    requests: impl futures::Stream<Item = reqwest::RequestBuilder>,
+    hits: &AtomicUsize,
+    n: usize,
+) -> Duration {
+    hits.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    requests
+        .map(|request| async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success());
+            response.bytes().await.unwrap();
         })
         .buffer_unordered(IN_FLIGHT)
         .collect::<()>()
