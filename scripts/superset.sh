@@ -12,6 +12,8 @@
 # Another release gets its own venv and directory, .venv-<release>/ and .superset-<release>/ (a
 # database one release initialised is not for another), and the pins it needs to start
 # (docs/superset.md, Releases 4.1 to 6.1).
+# SUPERSET_DATABASE_URI, read when the config is first written, puts the metadata database
+# elsewhere than SQLite (scripts/e2e-postgres.sh: PostgreSQL; its driver is installed here).
 # Re-running reuses whatever exists. Set SUPERSET_JWT_EXPIRES_SECONDS before the first start for
 # short-lived access tokens (the tests use it to prove token refresh).
 set -euo pipefail
@@ -37,11 +39,18 @@ export SUPERSET_HOME="$DIR" SUPERSET_CONFIG_PATH="$DIR/superset_config.py" FLASK
 say() { printf '[superset] %s\n' "$*" >&2; }
 
 install() {
-  if [ -x "$VENV/bin/superset" ]; then return; fi
-  say "installing apache-superset $RELEASE into $VENV (two to three minutes, once; pip shows each package)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off \
-    "apache-superset==$RELEASE" ${PINS[@]+"${PINS[@]}"} >&2
+  if [ ! -x "$VENV/bin/superset" ]; then
+    say "installing apache-superset $RELEASE into $VENV (two to three minutes, once; pip shows each package)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off \
+      "apache-superset==$RELEASE" ${PINS[@]+"${PINS[@]}"} >&2
+  fi
+  # A PostgreSQL metadata database needs its driver, which Superset does not install itself.
+  case "${SUPERSET_DATABASE_URI:-}" in
+    postgresql*)
+      "$VENV/bin/python" -c 'import psycopg2' 2> /dev/null ||
+        "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off psycopg2-binary >&2 ;;
+  esac
 }
 
 configure() {
@@ -51,7 +60,7 @@ configure() {
   secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
   {
     echo "SECRET_KEY = \"$secret\""
-    echo "SQLALCHEMY_DATABASE_URI = \"sqlite:///$DIR/superset.db\""
+    echo "SQLALCHEMY_DATABASE_URI = \"${SUPERSET_DATABASE_URI:-sqlite:///$DIR/superset.db}\""
     echo "FAB_ADD_SECURITY_API = True"
     if [ -n "${SUPERSET_JWT_EXPIRES_SECONDS:-}" ]; then
       echo "import datetime"
