@@ -1,7 +1,7 @@
 //! Webhook sink throughput (issue: webhook sink, point 7; issue: OCSF output, point 5).
 //!
 //! `cargo bench --bench webhook` posts 30,000 stored events (1,000 users) to a local axum
-//! receiver three times per run, interleaved, best of five: through the real sink (sled reads,
+//! receiver four times per run, interleaved, best of five: through the real sink (sled reads,
 //! per-user ordering, Standard Webhooks signing, cursor writes) in CloudEvents, the same sink
 //! with `format = "ocsf"` (each event also encoded as an OCSF record), a bare reqwest client
 //! posting the stored bodies with the same concurrency and nothing else, and a minimal signed
@@ -78,8 +78,8 @@ async fn bench(n: usize) {
         .pool_max_idle_per_host(IN_FLIGHT)
         .build()
         .unwrap();
-    // rollcall / bare and OCSF / CloudEvents of each run: each pair ran back to back, so it
-    // saw the same load.
+    // rollcall / bare, rollcall / minimal sender and OCSF / CloudEvents of each run: the four
+    // senders of a run went back to back, so each pair saw the same load.
     let signer = Signer::new("bench", &std::fs::read_to_string(&secret).unwrap()).unwrap();
     let (mut sink_ratios, mut ratios) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
     let mut minimal_ratios = Vec::with_capacity(RUNS);
