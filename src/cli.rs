@@ -188,6 +188,14 @@ pub enum Command {
         #[command(subcommand)]
         action: SinkCommand,
     },
+    /// Manage a source while rollcall runs (or before it starts).
+    #[command(
+        after_help = "Example:\n  rollcall source retry-login cubes   # once its account is unlocked upstream"
+    )]
+    Source {
+        #[command(subcommand)]
+        action: SourceCommand,
+    },
     /// Make demo changes in the first source, a TEST Superset or Kylin, so every event type it
     /// can show appears: create, edit, deactivate, reactivate, regroup and delete two `demo…`
     /// users; in Superset also re-role them, log in and read dashboards as one, fail logins; in
@@ -241,6 +249,31 @@ pub enum SinkCommand {
     PublicKey {
         /// The sink's `name` in the config.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Forget that the upstream refused this source's login, so the next poll (of the running
+    /// `rollcall run`, or of the next command that polls) logs in once more with the same
+    /// credentials. Until then no process sends them: each refused login counts towards
+    /// locking the account. Changed credentials need no retry-login: they are tried at once.
+    #[command(after_help = "Example:\n  rollcall source retry-login cubes")]
+    RetryLogin {
+        /// The source's `name` in the config.
+        name: String,
+    },
+    /// Whether a refused login of these credentials is remembered: JSON `{"at", "message"}`
+    /// or `null`; with `--refused`, remember one first. For `doctor` and `demo`, which log in
+    /// outside a cycle and must neither send refused credentials again nor forget a refusal;
+    /// `credentials` is what `source::Login::credentials` makes of them.
+    #[command(hide = true)]
+    LoginState {
+        name: String,
+        credentials: String,
+        /// The upstream's answer to a login it has just refused.
+        #[arg(long)]
+        refused: Option<String>,
     },
 }
 
@@ -322,6 +355,14 @@ pub enum CliError {
     Admin(#[from] crate::admin::AdminError),
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
+    #[error("no source named '{name}' in the config; its sources are: {known}")]
+    UnknownSource { name: String, known: String },
+    #[error("source '{name}': {error}")]
+    RefusedBefore {
+        name: String,
+        #[source]
+        error: crate::source::SourceError,
+    },
 }
 
 /// Exit codes, one per kind of trouble, so scripts and orchestrators can tell them apart
@@ -352,10 +393,13 @@ impl CliError {
             | CliError::NoPublicKey(_)
             | CliError::NotRunning(_)
             | CliError::NoStore(_)
+            | CliError::UnknownSource { .. }
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
             }
-            CliError::Runner(RunnerError::Source { .. }) | CliError::Demo(_) => exit::SOURCE,
+            CliError::Runner(RunnerError::Source { .. })
+            | CliError::Demo(_)
+            | CliError::RefusedBefore { .. } => exit::SOURCE,
             CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
             | CliError::Sink(_)
             | CliError::Deliver(_)
@@ -390,7 +434,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { send_test_event } => {
-            doctor(&Config::load(&cli.config)?, send_test_event).await
+            doctor(&cli.config, &Config::load(&cli.config)?, send_test_event).await
         }
         Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
         Command::Run => run(Config::load(&cli.config)?).await,
@@ -408,7 +452,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { pause } => demo(&Config::load(&cli.config)?, pause).await,
+        Command::Demo { pause } => demo(&cli.config, &Config::load(&cli.config)?, pause).await,
         Command::Store {
             action: StoreCommand::Import { input },
         } => {
@@ -445,16 +489,42 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Status { .. }
         | Command::Replay { .. }
         | Command::Dlq { .. }
-        | Command::Sink { .. }) => on_the_store(&cli.config, command).await,
+        | Command::Sink { .. }
+        | Command::Source { .. }) => {
+            let args = std::env::args().skip(1).collect();
+            let reply = on_the_store(&cli.config, command, args).await?;
+            std::io::stdout().write_all(&reply.stdout)?;
+            std::io::stderr().write_all(reply.stderr.as_bytes())?;
+            Ok(ExitCode::from(reply.code))
+        }
+    }
+}
+
+/// What a store command printed and its exit code, wherever it ran.
+struct Said {
+    stdout: Vec<u8>,
+    stderr: String,
+    code: u8,
+}
+
+impl From<crate::admin::Reply> for Said {
+    fn from(reply: crate::admin::Reply) -> Said {
+        Said {
+            stdout: reply.stdout.into_bytes(),
+            stderr: reply.stderr,
+            code: reply.code,
+        }
     }
 }
 
 /// A command that reads or changes the store: run here when the store is free, or by the
-/// running `rollcall run` that holds it, over its admin socket. Same output, same exit code.
+/// running `rollcall run` that holds it, over its admin socket (`args` are its command line
+/// there). Same output, same exit code.
 async fn on_the_store(
     config_path: &std::path::Path,
     command: Command,
-) -> Result<ExitCode, CliError> {
+    args: Vec<String>,
+) -> Result<Said, CliError> {
     let config = Config::load(config_path)?;
     // Opening would create an empty store and report it as healthy.
     if !config.store.path.exists() {
@@ -463,25 +533,20 @@ async fn on_the_store(
     let socket = crate::admin::socket_path(&config.store.path);
     let request = crate::admin::Request {
         config: std::path::absolute(config_path)?,
-        args: std::env::args().skip(1).collect(),
-    };
-    let print = |reply: crate::admin::Reply| -> Result<ExitCode, CliError> {
-        std::io::stdout().write_all(reply.stdout.as_bytes())?;
-        std::io::stderr().write_all(reply.stderr.as_bytes())?;
-        Ok(ExitCode::from(reply.code))
+        args,
     };
     // A live socket means `run` holds the store: ask it first rather than wait on the lock.
     // A dead process's socket refuses the connection, and the store is opened here.
     if socket.exists() {
         if let Ok(reply) = crate::admin::ask(&socket, &request).await {
-            return print(reply);
+            return Ok(reply.into());
         }
     }
     let store = match Store::open(&config.store.path) {
         Ok(store) => store,
         Err(e @ StoreError::InUse { .. }) => {
             return match crate::admin::ask(&socket, &request).await {
-                Ok(reply) => print(reply),
+                Ok(reply) => Ok(reply.into()),
                 // A `run` from before the admin channel still answers /status over HTTP.
                 Err(why) if matches!(command, Command::Status { .. }) => {
                     let status = status_over_http(&config).await.map_err(|http| {
@@ -490,23 +555,90 @@ async fn on_the_store(
                             http: format!("{http}; {}", error_chain(&why)),
                         }
                     })?;
-                    let mut out = Vec::new();
+                    let mut stdout = Vec::new();
                     let Command::Status { json } = command else {
                         unreachable!("matched above")
                     };
-                    status.print(json, &mut out)?;
-                    std::io::stdout().write_all(&out)?;
-                    Ok(ExitCode::SUCCESS)
+                    status.print(json, &mut stdout)?;
+                    Ok(Said {
+                        stdout,
+                        stderr: String::new(),
+                        code: 0,
+                    })
                 }
                 Err(why) => Err(why.into()),
             };
         }
         Err(e) => return Err(e.into()),
     };
-    let mut out = Vec::new();
-    let result = operate(&config, command, &store, None, &mut out).await;
-    std::io::stdout().write_all(&out)?;
-    result.map(ExitCode::from)
+    let mut stdout = Vec::new();
+    let result = operate(&config, command, &store, None, &mut stdout).await;
+    match result {
+        Ok(code) => Ok(Said {
+            stdout,
+            stderr: String::new(),
+            code,
+        }),
+        Err(e) => {
+            // What was printed before the failure still shows.
+            std::io::stdout().write_all(&stdout)?;
+            Err(e)
+        }
+    }
+}
+
+/// The login of `source` refused before with the credentials the config names now, if the
+/// store remembers one (asked of the running `rollcall run` when it holds the store); with
+/// `refused`, the upstream has just refused them, and the store remembers that first (in a
+/// new store if there is none yet: the next `run` must not try them again either). For the
+/// commands that log in outside a cycle (`doctor`, `demo`).
+async fn login_state(
+    config_path: &std::path::Path,
+    config: &Config,
+    source: &crate::source::SourceConfig,
+    refused: Option<String>,
+) -> Result<Option<crate::store::LoginRefusal>, CliError> {
+    let name = source.name();
+    // Without a readable password there is no login to hold back; the command says why.
+    let Ok(credentials) = source.kind().login().current_credentials() else {
+        return Ok(None);
+    };
+    if !config.store.path.exists() {
+        if refused.is_none() {
+            return Ok(None);
+        }
+        drop(Store::open(&config.store.path)?);
+    }
+    let mut args = vec![
+        "source".to_owned(),
+        "login-state".to_owned(),
+        name.to_owned(),
+        credentials.0.clone(),
+    ];
+    if let Some(message) = &refused {
+        args.extend(["--refused".to_owned(), message.clone()]);
+    }
+    let command = Command::Source {
+        action: SourceCommand::LoginState {
+            name: name.to_owned(),
+            credentials: credentials.0.clone(),
+            refused,
+        },
+    };
+    let said = on_the_store(config_path, command, args).await?;
+    #[derive(Deserialize)]
+    struct Refused {
+        at: chrono::DateTime<Utc>,
+        message: String,
+    }
+    Ok(serde_json::from_slice::<Option<Refused>>(&said.stdout)
+        .ok()
+        .flatten()
+        .map(|r| crate::store::LoginRefusal {
+            at: r.at,
+            message: r.message,
+            credentials,
+        }))
 }
 
 /// Answer one admin-socket request with the running process's store and sinks.
@@ -595,6 +727,43 @@ async fn operate(
             replay(config, store, controls, &request, out).await
         }
         Command::Dlq { action } => dlq(config, store, action, out).await,
+        Command::Source {
+            action: SourceCommand::RetryLogin { name },
+        } => {
+            source_config(config, &name)?;
+            if store.clear_login_refusal(&name)? {
+                writeln!(out, "source {name}: the refused login is forgotten; its next poll logs in once with the configured credentials")?;
+            } else {
+                writeln!(
+                    out,
+                    "source {name}: no refused login is remembered; nothing to do"
+                )?;
+            }
+            Ok(0)
+        }
+        Command::Source {
+            action:
+                SourceCommand::LoginState {
+                    name,
+                    credentials,
+                    refused,
+                },
+        } => {
+            if let Some(message) = refused {
+                let refusal = crate::store::LoginRefusal {
+                    at: Utc::now(),
+                    message,
+                    credentials: crate::store::Credentials(credentials.clone()),
+                };
+                store.record_login_refusal(&name, &refusal)?;
+            }
+            let refused = store
+                .login_refusal(&name)?
+                .filter(|r| r.credentials.0 == credentials)
+                .map(|r| serde_json::json!({"at": r.at, "message": r.message}));
+            serde_json::to_writer(&mut *out, &refused).map_err(std::io::Error::from)?;
+            Ok(0)
+        }
         Command::Sink {
             action: SinkCommand::Enable { name },
         } => sink_enable(config, store, controls, &name, out).await,
@@ -631,6 +800,24 @@ async fn operate(
         | Command::Healthcheck { .. }
         | Command::Demo { .. } => Err(CliError::NotOverAdmin),
     }
+}
+
+/// The source named `name` in `config`, or an error listing the ones there are.
+fn source_config<'c>(
+    config: &'c Config,
+    name: &str,
+) -> Result<&'c crate::source::SourceConfig, CliError> {
+    config
+        .sources
+        .iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
+            CliError::UnknownSource {
+                name: name.to_owned(),
+                known: known.join(", "),
+            }
+        })
 }
 
 /// The sink named `name` in `config`, or an error listing the ones there are.
@@ -785,10 +972,30 @@ async fn dlq(
     }
 }
 
-async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<ExitCode, CliError> {
+async fn demo(
+    config_path: &std::path::Path,
+    config: &Config,
+    pause: Option<std::time::Duration>,
+) -> Result<ExitCode, CliError> {
     let source = config.sources.first().ok_or(CliError::DemoNeedsSource)?;
     let name = source.name();
-    let mut tour = crate::demo::Tour::start(source).await?;
+    if let Some(refusal) = login_state(config_path, config, source, None).await? {
+        return Err(CliError::RefusedBefore {
+            name: name.to_owned(),
+            error: crate::source::SourceError::RefusedBefore {
+                name: name.to_owned(),
+                refusal,
+            },
+        });
+    }
+    let mut tour = match crate::demo::Tour::start(source).await {
+        Ok(tour) => tour,
+        Err(e @ crate::demo::DemoError::LoginRefused { .. }) => {
+            login_state(config_path, config, source, Some(e.to_string())).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     // Waiting for the running rollcall's next poll, not for a fixed time, keeps two steps
     // from landing in one poll on a busy machine (a deactivation and a reactivation in one
     // poll are no change at all).
@@ -958,29 +1165,54 @@ impl crate::source::Visit for Probing {
 }
 
 /// `rollcall doctor`: one line per check, `ok` or `FAIL` and what to fix.
-async fn doctor(config: &Config, send_test_event: bool) -> Result<ExitCode, CliError> {
+async fn doctor(
+    config_path: &std::path::Path,
+    config: &Config,
+    send_test_event: bool,
+) -> Result<ExitCode, CliError> {
+    let mut refused = Vec::new();
+    for source in &config.sources {
+        refused.push(login_state(config_path, config, source, None).await?);
+    }
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut line = |ok: bool, what: String| -> std::io::Result<()> {
         failed += usize::from(!ok);
         writeln!(out, "{}  {what}", if ok { "ok  " } else { "FAIL" })
     };
-    for source in &config.sources {
+    let mut newly_refused = Vec::new();
+    for (source, refused) in config.sources.iter().zip(refused) {
         let name = source.name();
+        if let Some(refusal) = refused {
+            let error = crate::source::SourceError::RefusedBefore {
+                name: name.to_owned(),
+                refusal,
+            };
+            line(false, format!("source {name}: log in: {error}"))?;
+            continue;
+        }
         match source.build(Probing) {
             Err(e) => line(false, format!("source {name}: {}", error_chain(&e)))?,
             Ok(probe) => {
                 for p in probe.await {
                     match p.result {
                         Ok(()) => line(true, format!("source {name}: {}", p.what))?,
-                        Err(e) => line(
-                            false,
-                            format!("source {name}: {}: {}", p.what, error_chain(&e)),
-                        )?,
+                        Err(e) => {
+                            if e.refused_login() {
+                                newly_refused.push((source, e.to_string()));
+                            }
+                            line(
+                                false,
+                                format!("source {name}: {}: {}", p.what, error_chain(&e)),
+                            )?
+                        }
                     }
                 }
             }
         }
+    }
+    for (source, message) in newly_refused {
+        login_state(config_path, config, source, Some(message)).await?;
     }
     for sink in &config.sinks {
         let name = sink.name();
@@ -1312,8 +1544,9 @@ impl Status {
             if let Some(stop) = &st.stopped {
                 writeln!(
                     out,
-                    "  STOPPED since {}, sending no requests until rollcall restarts: {}",
+                    "  STOPPED since {}, sending no requests until its credentials change or `rollcall source retry-login {}`: {}",
                     stop.at.to_rfc3339(),
+                    s.name,
                     printable(&stop.message)
                 )?;
             } else if let Some(e) = &st.last_error {

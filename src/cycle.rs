@@ -20,7 +20,9 @@ use tracing::{debug, error, info, warn};
 use crate::diff::{self, Derived, DiffOptions};
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source, SourceError};
-use crate::store::{Commit, DeletionGuard, Known, Record, SourceState, Store, StoreError};
+use crate::store::{
+    Commit, DeletionGuard, Known, LoginRefusal, Record, SourceState, Store, StoreError,
+};
 use crate::user::{Account, Key};
 
 /// Choices an operator can make for one cycle.
@@ -57,6 +59,31 @@ pub enum CycleError {
     Store(#[from] StoreError),
 }
 
+/// Refuses to poll with credentials the upstream refused before, in this process or an earlier
+/// one, without sending a request: each refused login counts towards locking the account. A
+/// refusal of other credentials (the password was changed since) is forgotten.
+fn check_login<S: Source>(store: &Store, source: &S) -> Result<(), CycleError> {
+    let name = source.name();
+    let Some(refusal) = store.login_refusal(name)? else {
+        return Ok(());
+    };
+    if &refusal.credentials == source.credentials() {
+        return Err(CycleError::Source {
+            source_name: name.to_owned(),
+            error: SourceError::RefusedBefore {
+                name: name.to_owned(),
+                refusal,
+            },
+        });
+    }
+    info!(
+        source = %name,
+        "the credentials changed since the refused login: logging in with the new ones"
+    );
+    store.clear_login_refusal(name)?;
+    Ok(())
+}
+
 /// Changed records (or events) per commit at most: what a cycle holds in memory before it
 /// writes, and what a crash makes it read again.
 const CHUNK: usize = 2_000;
@@ -76,6 +103,7 @@ pub(crate) async fn poll_source<S: Source>(
     let schedule = source.schedule();
     let started = std::time::Instant::now();
     let now = Utc::now();
+    check_login(store, source)?;
     let stored_state = store.stored_source_state(&name)?;
     let mut state = store.source_state(&name)?;
     let mut cursor: S::Cursor = read_cursor(&state.cursor).map_err(|e| StoreError::Corrupt {
@@ -117,13 +145,26 @@ pub(crate) async fn poll_source<S: Source>(
         derived: 0,
         offsets: None,
     };
-    let observation = source
-        .observe(&known, &mut cursor, mode, &mut apply)
-        .await
-        .map_err(|error| CycleError::Source {
-            source_name: name.clone(),
-            error,
-        })?;
+    let observed = source.observe(&known, &mut cursor, mode, &mut apply).await;
+    let observation = match observed {
+        Ok(observation) => observation,
+        Err(error) => {
+            if error.refused_login() {
+                store.record_login_refusal(
+                    &name,
+                    &LoginRefusal {
+                        at: Utc::now(),
+                        message: error.to_string(),
+                        credentials: source.credentials().clone(),
+                    },
+                )?;
+            }
+            return Err(CycleError::Source {
+                source_name: name,
+                error,
+            });
+        }
+    };
 
     let mut gone = observation.gone;
     let held = guard_deletions(

@@ -3,8 +3,8 @@
 //! - `/healthz` — the process can make progress: 503 once the store has refused every write
 //!   for [`STORE_DEAD_AFTER`] (sled takes no write after an I/O error: only a restart helps);
 //! - `/readyz` — the store takes writes, every source polled successfully within three poll
-//!   intervals, none stopped itself (a Kylin that refused the login: unready at once, with the
-//!   reason), and no sink is stuck (disabled, or degraded for longer than [`STUCK_AFTER`]);
+//!   intervals, none stopped itself (a login Kylin or Superset refused: unready at once, with
+//!   the reason), and no sink is stuck (disabled, or degraded for longer than [`STUCK_AFTER`]);
 //!   503 with reasons otherwise;
 //! - `/metrics` — Prometheus text format (see [`describe`] for the names);
 //! - `/status` — what `rollcall status --json` prints, for when `run` holds the store.

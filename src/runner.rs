@@ -189,10 +189,6 @@ impl Runner {
         } else {
             info!(store = %store.path().display(), store_id = %store.id(), "store opened");
         }
-        // A source stopped in an earlier process is tried again in this one.
-        for source in &config.sources {
-            store.clear_stop(source.name())?;
-        }
         let (senders, restarts): (std::collections::HashMap<_, _>, Vec<_>) = sinks
             .iter()
             .map(|s| {
@@ -395,9 +391,9 @@ impl Runner {
         match &result {
             Err(RunnerError::Source { error, .. }) if error.stops_source() => {
                 // Said once at error level: every later cycle fails the same way, sending
-                // nothing, until a restart.
+                // nothing, until the credentials change or an operator retries the login.
                 if self.store.source_state(&name)?.stopped.is_none() {
-                    error!(source = %name, error = %error, "source stopped: it sends no requests until rollcall restarts");
+                    error!(source = %name, error = %error, "source stopped: it sends no requests until its credentials change or `rollcall source retry-login {name}`");
                 } else {
                     debug!(source = %name, "source still stopped");
                 }

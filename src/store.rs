@@ -89,8 +89,8 @@ pub struct SourceState {
     pub last_poll: Option<DateTime<Utc>>,
     pub last_full_reconcile: Option<DateTime<Utc>>,
     pub last_error: Option<ErrorRecord>,
-    /// The source stopped itself and why (e.g. Kylin refused the login); cleared by a
-    /// restart and by a successful poll.
+    /// The source stopped itself and why (its login was refused); cleared by changed
+    /// credentials, by `rollcall source retry-login`, and by a successful poll.
     #[serde(default)]
     pub stopped: Option<ErrorRecord>,
     pub users_known: usize,
@@ -106,6 +106,25 @@ pub struct SourceState {
 pub struct ErrorRecord {
     pub at: DateTime<Utc>,
     pub message: String,
+}
+
+/// What identifies the credentials a source logs in with, without holding them: a SHA-256 over
+/// the URL, the username and the password (made by `source::Login::credentials`). The store
+/// keeps it only beside a refused login, and never shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credentials(pub String);
+
+/// A login the upstream refused, and the credentials it refused. Each refused login counts
+/// towards locking the account (Kylin locks it after three, for good after ten: docs/kylin.md
+/// K30, K32), so no process sends these credentials again, whatever restarts it: only other
+/// credentials, or an operator's `rollcall source retry-login`, lift it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginRefusal {
+    pub at: DateTime<Utc>,
+    /// The upstream's answer, as the source's error put it.
+    pub message: String,
+    pub credentials: Credentials,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -600,12 +619,47 @@ impl Store {
         })
     }
 
-    /// Forget that a source stopped: a new process tries it again.
-    pub fn clear_stop(&self, source: &str) -> Result<(), StoreError> {
-        if self.source_state(source)?.stopped.is_none() {
-            return Ok(());
+    /// The login of `source` the upstream refused, if one is remembered.
+    pub fn login_refusal(&self, source: &str) -> Result<Option<LoginRefusal>, StoreError> {
+        self.meta
+            .get(refusal_key(source))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: format!("refused login of source {source}"),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Remember a refused login (durably: the next process must not try it again).
+    pub fn record_login_refusal(
+        &self,
+        source: &str,
+        refusal: &LoginRefusal,
+    ) -> Result<(), StoreError> {
+        self.writing(|| {
+            self.meta.insert(refusal_key(source), json_bytes(refusal))?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Forget a refused login and that the source stopped for it: the next poll logs in once.
+    /// Returns whether one was remembered.
+    pub fn clear_login_refusal(&self, source: &str) -> Result<bool, StoreError> {
+        let had = self.login_refusal(source)?.is_some();
+        if had {
+            self.writing(|| {
+                self.meta.remove(refusal_key(source))?;
+                self.db.flush()?;
+                Ok(())
+            })?;
         }
-        self.update_source_state(source, |state| state.stopped = None)
+        if self.source_state(source)?.stopped.is_some() {
+            self.update_source_state(source, |state| state.stopped = None)?;
+        }
+        Ok(had)
     }
 
     fn update_source_state(
@@ -1014,6 +1068,10 @@ fn dlq_name(sink: &str) -> String {
 
 fn state_key(source: &str) -> Vec<u8> {
     format!("source/{source}").into_bytes()
+}
+
+fn refusal_key(source: &str) -> Vec<u8> {
+    format!("login_refused/{source}").into_bytes()
 }
 
 fn json_bytes<T: Serialize + ?Sized>(t: &T) -> Vec<u8> {

@@ -311,3 +311,36 @@ async fn token_still_rejected_after_renewal_is_a_clear_error() {
     );
     assert_eq!(h.store().head().unwrap(), head);
 }
+
+/// A pod without the security API (or a proxy) answers a user's read with the JSON 404 of a
+/// missing route: that is no proof the user is gone, so no deletion may follow from it.
+#[tokio::test]
+async fn a_json_404_from_a_missing_route_confirms_no_deletion() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let alice = sim.add_user("alice", "pw", &[4]);
+    let mut h = Harness::new(&sim.url, "");
+    h.cycle().await;
+    // Taken out of her only role through the roles API: missing from every role's member list,
+    // so the incremental poll asks for her by id.
+    sim.set_role_members(4, &[]);
+    sim.inject(fault(
+        &format!("{USERS}{alice}"),
+        1,
+        FaultKind::MissingRoute,
+    ));
+    let err = h.try_cycle(CycleOptions::default()).await.unwrap_err();
+    let err = error_chain(&err);
+    assert!(
+        err.contains("404 but not with Superset's own answer for a missing user")
+            && err.contains("FAB_ADD_SECURITY_API"),
+        "{err}"
+    );
+    assert!(
+        !kinds(&h.events()).contains(&kind("user.deleted", alice)),
+        "alice exists: {:?}",
+        kinds(&h.events())
+    );
+    // Superset answers for itself again: she is there, without her role, and never deleted.
+    h.cycle().await;
+    assert_eq!(kinds(&h.events()), [kind("user.role_removed", alice)]);
+}

@@ -441,7 +441,7 @@ async fn a_hanging_webhook_endpoint_never_delays_another_sink() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_clears_it() {
+async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_new_credentials_clear_it() {
     use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
     let sim = KylinSim::start(KylinOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -461,7 +461,7 @@ async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_
     assert!(
         body.contains("source cubes: stopped")
             && body.contains("KE-010003208")
-            && body.contains("restart"),
+            && body.contains("retry-login"),
         "{body}"
     );
     let (_, status) = get(format!("{}/status", r.base)).await;
@@ -481,7 +481,7 @@ async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_
     let out = h.rollcall(&["status"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("STOPPED since") && text.contains("until rollcall restarts"),
+        text.contains("STOPPED since") && text.contains("retry-login cubes"),
         "{text}"
     );
 
@@ -496,6 +496,88 @@ async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_a_restart_
     let text = String::from_utf8_lossy(&h.rollcall(&["status"]).await.stdout).into_owned();
     assert!(!text.contains("STOPPED"), "{text}");
     assert_eq!(sim.failed_logins(ADMIN), 1);
+}
+
+/// Cron, a crash-looping service manager and an operator's checks start rollcall again and
+/// again: Kylin must see the refused credentials once, whatever starts follow, until they
+/// change or an operator asks for one more try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_sent_once_across_every_kind_of_start() {
+    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Harness::kylin_source(&dir, "cubes", &sim.url, ADMIN, "wrong-password", "");
+    let h = Harness::with_sources(dir, &sources);
+    let logins = || sim.requests().iter().filter(|r| r.basic_auth).count();
+    let refused = |out: &std::process::Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{text}");
+        text
+    };
+
+    let first = refused(&h.rollcall(&["once"]).await);
+    assert!(first.contains("KE-010003208"), "{first}");
+    for _ in 0..2 {
+        let again = refused(&h.rollcall(&["once"]).await);
+        assert!(
+            again.contains("refused at") && again.contains("retry-login cubes"),
+            "{again}"
+        );
+    }
+    let doctor = refused(&h.rollcall(&["doctor"]).await);
+    assert!(
+        doctor.contains(
+            "FAIL  source cubes: log in: the login with these credentials was refused at"
+        ),
+        "{doctor}"
+    );
+    let demo = refused(&h.rollcall(&["demo", "--pause", "0s"]).await);
+    assert!(demo.contains("refused at"), "{demo}");
+    for _ in 0..2 {
+        let r = run(&h).await;
+        let metrics = format!("{}/metrics", r.base);
+        wait_for("run's first poll of the stopped source", async || {
+            sample(
+                &get(metrics.clone()).await.1,
+                "rollcall_poll_errors_total",
+                ("source", "cubes"),
+            ) >= 1.0
+        })
+        .await;
+    }
+    assert_eq!(logins(), 1, "one login for eight starts");
+    assert_eq!(sim.failed_logins(ADMIN), 1);
+
+    // Asked for by hand while `run` holds the store: exactly one more try, refused and
+    // remembered again.
+    let r = run(&h).await;
+    let out = h.rollcall(&["source", "retry-login", "cubes"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("refused login is forgotten"),
+        "{out:?}"
+    );
+    wait::until("the running process to try the login once more", || {
+        sim.failed_logins(ADMIN) == 2
+    })
+    .await;
+    drop(r);
+    refused(&h.rollcall(&["once"]).await);
+    assert_eq!(sim.failed_logins(ADMIN), 2);
+
+    // A new password is other credentials: tried at once, with no retry-login.
+    std::fs::write(h.dir.path().join("cubes.password"), ADMIN_PASSWORD).unwrap();
+    let out = h.rollcall(&["once"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sim.failed_logins(ADMIN), 2);
+    assert!(!sim.user(ADMIN).unwrap().locked);
 }
 
 /// Every line of the JSONL file and of the files rotated or moved away from it.

@@ -157,6 +157,10 @@ pub enum FaultKind {
     /// Create this user (as an admin would, password `SEEDED_PASSWORD`, `ALL_USERS`) just before
     /// processing the request normally: shifts later pages under a paging reader.
     InsertUser(String),
+    /// Delete the user `delete` and create the user `create` (as `InsertUser` does) just
+    /// before processing the request normally: an admin's delete and create landing together
+    /// between two page reads keep `total_size` and shift the rows between them (K14).
+    Replace { delete: String, create: String },
     /// 302 to this `Location` (a proxy sending the request elsewhere), before authentication.
     Redirect(String),
     /// Process the request normally, then give `field` of the listed user `username` this
@@ -1237,6 +1241,16 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             let mut s = shared.lock();
             if s.find(&name).is_none() {
                 s.insert_user(&name, SEEDED_PASSWORD, Vec::new(), false);
+            }
+            s.process(&r)
+        }
+        Some(FaultKind::Replace { delete, create }) => {
+            let mut s = shared.lock();
+            if let Some(key) = s.find(&delete) {
+                s.users.remove(&key);
+            }
+            if s.find(&create).is_none() {
+                s.insert_user(&create, SEEDED_PASSWORD, Vec::new(), false);
             }
             s.process(&r)
         }

@@ -177,6 +177,10 @@ pub enum FaultKind {
     Redirect { status: u16, location: String },
     /// Answer with this status (429 or 503) and `Retry-After: <value>`.
     RetryAfter { status: u16, value: String },
+    /// 404 with the JSON Superset sends for a route it does not have (with `Accept:
+    /// application/json`, docs/superset.md S7), without touching state: what a pod without the
+    /// security API, or a proxy, answers for a user who may well exist.
+    MissingRoute,
     /// User `id` is deleted, then the request is processed: an administrator's delete landing
     /// between two page reads, which shifts later rows of offset paging (docs/superset.md S21).
     DeleteFirst(u64),
@@ -1115,6 +1119,15 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
         Some(Ok(FaultKind::Html)) => Reply::html(
             200,
             "<!doctype html><html><head><title>Superset</title></head><body>Please log in</body></html>",
+        ),
+        Some(Ok(FaultKind::MissingRoute)) => Reply::json(
+            404,
+            serde_json::json!({"errors": [{
+                "message": "404 Not Found: The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.",
+                "error_type": "GENERIC_BACKEND_ERROR",
+                "level": "error",
+                "extra": {"issue_codes": [{"code": 1011, "message": "Issue 1011 - Superset encountered an unexpected error."}]},
+            }]}),
         ),
         Some(Ok(FaultKind::ExpiredToken)) => Reply::jwt(401, "Token has expired"),
         Some(Ok(FaultKind::IgnoreFilters)) => {

@@ -62,6 +62,7 @@ impl Admin {
             || (status == StatusCode::BAD_REQUEST && envelope.is_code(LOCKED));
         if refused {
             return Err(DemoError::LoginRefused {
+                product: "Kylin",
                 username: username.to_owned(),
                 answer: envelope.describe(status),
             });

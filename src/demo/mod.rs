@@ -99,8 +99,12 @@ pub enum DemoError {
         what: String,
         source: reqwest::Error,
     },
-    #[error("demo: Kylin refused the login of '{username}' ({answer}). The demo tried once and stopped, because three failed logins lock the account (docs/kylin.md K30): check the source's `username` and password, and that the account has ROLE_ADMIN")]
-    LoginRefused { username: String, answer: String },
+    #[error("demo: {product} refused the login of '{username}' ({answer}). The demo tried once and stopped, and no rollcall sends these credentials again, because failed logins lock the account (Kylin after three, docs/kylin.md K30): check the source's `username` and password, and that the account is an admin")]
+    LoginRefused {
+        product: &'static str,
+        username: String,
+        answer: String,
+    },
     #[error("demo: cannot read the password of source '{0}'")]
     Secret(String, #[source] SecretError),
 }

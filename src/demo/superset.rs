@@ -45,7 +45,17 @@ impl Admin {
                 Some(body),
                 "login",
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                DemoError::Status {
+                    status: 401, body, ..
+                } => DemoError::LoginRefused {
+                    product: "Superset",
+                    username: username.to_owned(),
+                    answer: format!("HTTP 401: {body}"),
+                },
+                e => e,
+            })?;
         admin.set_token(&tokens);
         admin.refresh = tokens["refresh_token"]
             .as_str()

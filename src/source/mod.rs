@@ -23,7 +23,7 @@ use toml::Spanned;
 use crate::diff::Derived;
 use crate::settings::{Entry, Problems, SecretError, SecretRef};
 pub use crate::store::Known;
-use crate::store::StoreError;
+use crate::store::{Credentials, LoginRefusal, StoreError};
 use crate::user::Account;
 
 /// How much of its upstream a cycle reads.
@@ -86,6 +86,10 @@ pub trait Source: Send + 'static {
     /// The account rollcall logs in with, whose own logins are not events.
     fn service_account(&self) -> Option<&str>;
 
+    /// The credentials this source logs in with ([`Login::credentials`]): the cycle sends no
+    /// request with credentials the upstream refused before.
+    fn credentials(&self) -> &Credentials;
+
     /// Read the users `mode` asks for and hand them to `fresh`; `known` is what is stored.
     /// On an error, what was handed over may be committed already: each user as read, so
     /// the next cycle finds it unchanged.
@@ -116,6 +120,8 @@ pub trait Source: Send + 'static {
 /// What a source kind's config offers the registry.
 pub trait SourceKind {
     fn name(&self) -> &str;
+    /// Where and as whom the source logs in.
+    fn login(&self) -> Login<'_>;
     fn poll_interval(&self) -> Duration;
     /// Checks beyond the shape of the table, each problem at its key.
     fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>);
@@ -131,6 +137,7 @@ pub trait SourceKind {
 pub struct Login<'a> {
     pub name: &'a str,
     pub url: &'a url::Url,
+    pub username: &'a str,
     pub password_env: Option<&'a str>,
     pub password_file: Option<&'a std::path::Path>,
 }
@@ -175,6 +182,28 @@ impl Login<'_> {
             file: self.password_file,
         }
         .read()
+    }
+
+    /// What a refused login is remembered under: changing any of the URL, the username or the
+    /// password makes other credentials, which are tried. Each part is length-prefixed, so no
+    /// two different triples hash alike; a fixed label keeps the hash from matching any other
+    /// use of these inputs.
+    pub fn credentials(&self, password: &secrecy::SecretString) -> Credentials {
+        use secrecy::ExposeSecret;
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"rollcall login credentials v1");
+        for part in [self.url.as_str(), self.username, password.expose_secret()] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest = hash.finalize();
+        Credentials(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The credentials as the config says now (reading the password).
+    pub fn current_credentials(&self) -> Result<Credentials, SecretError> {
+        Ok(self.credentials(&self.password()?))
     }
 }
 
@@ -261,22 +290,24 @@ macro_rules! registry {
                 #[error(transparent)]
                 $variant(#[from] $module::Error),
             )*
+            #[error("the login with these credentials was refused at {} ({}), so rollcall sends it no more: each refused login counts towards locking the account. Fix `username` or the password (other credentials are tried at once), or, once the account is fixed upstream, run `rollcall source retry-login {name}` to try these again", .refusal.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), .refusal.message)]
+            RefusedBefore { name: String, refusal: LoginRefusal },
         }
 
         impl SourceError {
-            /// The source stopped itself (e.g. Kylin refused its login, and another attempt
-            /// could lock the account): it polls no more until rollcall restarts.
-            pub fn stops_source(&self) -> bool {
+            /// The upstream refused the credentials: no request is sent with them again
+            /// ([`LoginRefusal`]).
+            pub fn refused_login(&self) -> bool {
                 match self {
-                    $(SourceError::$variant(e) => e.stops_source()),*
+                    $(SourceError::$variant(e) => e.refused_login(),)*
+                    SourceError::RefusedBefore { .. } => false,
                 }
             }
 
-            /// Errors a later cycle may not see (the server or network recovers).
-            pub fn is_transient(&self) -> bool {
-                match self {
-                    $(SourceError::$variant(e) => e.is_transient()),*
-                }
+            /// The source has stopped: it polls no more until its credentials change or an
+            /// operator runs `rollcall source retry-login`.
+            pub fn stops_source(&self) -> bool {
+                self.refused_login() || matches!(self, SourceError::RefusedBefore { .. })
             }
         }
     };

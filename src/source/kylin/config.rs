@@ -46,6 +46,7 @@ impl KylinConfig {
         Login {
             name: &self.name,
             url: &self.url,
+            username: &self.username,
             password_env: self.password_env.as_deref(),
             password_file: self.password_file.as_deref(),
         }
@@ -60,6 +61,10 @@ impl KylinConfig {
 impl SourceKind for KylinConfig {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn login(&self) -> Login<'_> {
+        KylinConfig::login(self)
     }
 
     fn poll_interval(&self) -> Duration {

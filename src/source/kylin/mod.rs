@@ -3,8 +3,9 @@
 //!
 //! Owns what Kylin's quirks mean for polling (docs/kylin.md): paging by page index over a list
 //! sorted by name that concurrent creates and deletes shift (K12, K14), so a read is repeated
-//! when `total_size` moved; and never locking the service account (K7, K30): once Kylin refuses
-//! the credentials, the source stops and sends nothing more until rollcall restarts. One row
+//! when `total_size` moved and every user missing from it is asked for by name before it is
+//! taken for deleted; and never locking the service account (K7, K30): a refused login is an
+//! error the cycle remembers in the store, so these credentials are not sent again. One row
 //! it cannot read stops no other user and deletes no one. It never writes to the store and
 //! never derives events; it keeps only the usernames of a read, never the records.
 
@@ -25,7 +26,7 @@ use crate::settings::SecretError;
 use crate::source::{
     note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,
 };
-use crate::store::StoreError;
+use crate::store::{Credentials, StoreError};
 use api::{ApiUser, DataResult};
 use client::Client;
 pub use config::KylinConfig;
@@ -39,16 +40,13 @@ const MAX_READS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KylinError {
-    #[error("Kylin at {url} refused the login of '{username}' ({answer}). rollcall has stopped polling this source and will send no more requests with these credentials until it is restarted, because Kylin locks an account after three failed logins (docs/kylin.md K30). Check `username` and the password in `password_env`/`password_file`; if the account is disabled, enable it; if it is locked, wait for the lock to expire or have an admin reset its password (PUT /kylin/api/user/password). Then restart rollcall")]
+    #[error("Kylin at {url} refused the login of '{username}' ({answer}). rollcall sends these credentials no more, in this process or any later one, because Kylin locks an account after three failed logins (docs/kylin.md K30). Check `username` and the password in `password_env`/`password_file` (changed credentials are tried at the next poll); if the account is disabled, enable it; if it is locked, wait for the lock to expire or have an admin reset its password (PUT /kylin/api/user/password), then run `rollcall source retry-login` for this source")]
     LoginRefused {
         url: String,
         username: String,
         /// HTTP status, `error_code` and `msg`.
         answer: String,
     },
-    /// A later cycle of a source stopped by a refused login: no request is made.
-    #[error("{0}")]
-    Stopped(String),
     #[error("Kylin answered {url} with `KE-010024001` (no access): '{username}' needs the ROLE_ADMIN group (docs/kylin.md K4, K6)")]
     NotAdmin { url: String, username: String },
     #[error("Kylin answered HTTP {status} for {url}: {msg} (error code {}). See Kylin's server log", error_code.as_deref().unwrap_or("none"))]
@@ -94,20 +92,9 @@ pub enum KylinError {
 }
 
 impl KylinError {
-    /// The source has stopped itself and sends nothing until rollcall restarts.
-    pub fn stops_source(&self) -> bool {
-        matches!(self, KylinError::Stopped(_))
-    }
-
-    /// Errors that a later cycle may not see (the server or network recovers).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            KylinError::Unreachable { .. }
-                | KylinError::Empty { .. }
-                | KylinError::BadJson { .. }
-                | KylinError::Unsettled { .. }
-        ) || matches!(self, KylinError::Api { status, .. } if *status >= 500)
+    /// Kylin refused the credentials: sending them again could lock the account.
+    pub fn refused_login(&self) -> bool {
+        matches!(self, KylinError::LoginRefused { .. })
     }
 }
 
@@ -133,14 +120,14 @@ struct Listed {
 pub struct KylinSource {
     config: KylinConfig,
     client: Client,
-    /// Why Kylin refused the credentials; set once, never cleared (until a restart).
-    stopped: Option<String>,
+    credentials: Credentials,
     requests: usize,
 }
 
 impl KylinSource {
     pub fn new(config: KylinConfig) -> Result<KylinSource, KylinError> {
         let password = config.password().map_err(KylinError::Secret)?;
+        let credentials = config.login().credentials(&password);
         let client = Client::new(
             config.url.clone(),
             config.username.clone(),
@@ -150,7 +137,7 @@ impl KylinSource {
         Ok(KylinSource {
             config,
             client,
-            stopped: None,
+            credentials,
             requests: 0,
         })
     }
@@ -233,6 +220,62 @@ impl KylinSource {
         Ok((Some(listed.names.len() as u64) == total).then_some(listed))
     }
 
+    /// Whether the user named `name`, missing from a read of the whole list, is really gone.
+    /// A list read page by page is no proof of absence: a delete and a create landing between
+    /// two pages slide a user onto a page already read, with the total and the count of
+    /// distinct names unchanged (docs/kylin.md K14). So each would-be deletion is asked for by
+    /// name, case-sensitively (docs/kylin.md K11: `name` matches substrings, so the answer is
+    /// searched for the exact name), with every match in one page: one answer is one
+    /// consistent view. A user found is handed over as read (or noted unreadable).
+    async fn confirm_gone(
+        &mut self,
+        name: &str,
+        listed: &mut Listed,
+        fresh: &mut dyn Fresh<KylinUser>,
+    ) -> Result<bool, KylinError> {
+        let mut page_size = u64::from(self.config.page_size);
+        for _ in 0..MAX_READS {
+            let data: DataResult<Box<RawValue>> = self
+                .client
+                .get(
+                    USERS,
+                    &[
+                        ("name", name.to_owned()),
+                        ("is_case_sensitive", "true".to_owned()),
+                        ("page_offset", "0".to_owned()),
+                        ("page_size", page_size.to_string()),
+                    ],
+                )
+                .await?;
+            self.requests += 1;
+            let Some(raw) = data
+                .value
+                .iter()
+                .find(|raw| username_of(raw).as_deref() == Some(name))
+            else {
+                if data.value.len() as u64 >= data.total_size {
+                    return Ok(true);
+                }
+                // More users contain the name than one page held: ask for all of them at once.
+                page_size = data.total_size.max(page_size.saturating_mul(2));
+                continue;
+            };
+            match serde_json::from_str::<ApiUser>(raw.get()) {
+                Ok(u) => fresh.users(vec![u.into_user()])?,
+                Err(e) => {
+                    listed
+                        .failed
+                        .insert(name.to_owned(), format!("unreadable record: {e}"));
+                }
+            }
+            listed.names.insert(name.to_owned());
+            return Ok(false);
+        }
+        Err(KylinError::Unsettled {
+            url: self.config.url.to_string(),
+        })
+    }
+
     /// Say, once per new problem, which users could not be read, and keep the list for
     /// `status`.
     fn report_unreadable(&self, cursor: &mut Cursor, failed: BTreeMap<String, String>) {
@@ -283,9 +326,14 @@ impl Source for KylinSource {
         Some(&self.config.username)
     }
 
+    fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// `mode` is ignored: Kylin's list cannot be filtered by change. A stored user missing
-    /// from a settled read of the whole list is gone (Kylin has no read by name that could
-    /// confirm it; the mass-delete guard stands between a bad read and mass deletions).
+    /// from a settled read of the whole list is gone only once a read by its name finds no
+    /// such user ([`KylinSource::confirm_gone`]); the mass-delete guard stands between a bad
+    /// read and mass deletions.
     async fn observe(
         &mut self,
         known: &Known<KylinUser>,
@@ -293,32 +341,26 @@ impl Source for KylinSource {
         _: Mode,
         fresh: &mut dyn Fresh<KylinUser>,
     ) -> Result<Observation<KylinUser>, SourceError> {
-        if let Some(reason) = &self.stopped {
-            return Err(KylinError::Stopped(reason.clone()).into());
-        }
         self.requests = 0;
-        match self.users(fresh).await {
-            Ok(listed) => {
-                let mut gone = Vec::new();
-                for name in known.keys() {
-                    let name = name.map_err(KylinError::Stored)?;
-                    if !listed.names.contains(&name) {
-                        gone.push(name);
-                    }
-                }
-                self.report_unreadable(cursor, listed.failed);
-                Ok(Observation {
-                    gone,
-                    requests: self.requests,
-                })
+        let mut listed = self.users(fresh).await?;
+        let mut missing = Vec::new();
+        for name in known.keys() {
+            let name = name.map_err(KylinError::Stored)?;
+            if !listed.names.contains(&name) {
+                missing.push(name);
             }
-            Err(e @ KylinError::LoginRefused { .. }) => {
-                let reason = e.to_string();
-                self.stopped = Some(reason.clone());
-                Err(KylinError::Stopped(reason).into())
-            }
-            Err(e) => Err(e.into()),
         }
+        let mut gone = Vec::new();
+        for name in missing {
+            if self.confirm_gone(&name, &mut listed, fresh).await? {
+                gone.push(name);
+            }
+        }
+        self.report_unreadable(cursor, listed.failed);
+        Ok(Observation {
+            gone,
+            requests: self.requests,
+        })
     }
 
     /// Kylin has no audit API (docs/kylin.md K53).

@@ -54,6 +54,20 @@ impl Answer {
         self.content_type.contains("json")
     }
 
+    /// Superset's own answer for a missing object of a known endpoint: JSON
+    /// `{"message": "Not found"}` and nothing else (docs/superset.md S7). An unknown route
+    /// answers differently (an `errors` list, or an HTML page), and so does anything before
+    /// Superset.
+    fn is_missing_object(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Missing {
+            message: String,
+        }
+        self.is_json()
+            && serde_json::from_slice::<Missing>(&self.body).is_ok_and(|m| m.message == "Not found")
+    }
+
     /// Flask-JWT-Extended answers a bad token with 401 or 422 and a `msg` key (docs/superset.md S5).
     fn token_problem(&self) -> Option<String> {
         if !matches!(self.status.as_u16(), 401 | 422) {
@@ -418,16 +432,19 @@ impl Client {
         }
     }
 
-    /// `GET /api/v1/security/users/<id>`; `None` when Superset answers 404.
+    /// `GET /api/v1/security/users/<id>`; `None` only when Superset itself says the user does
+    /// not exist. Any other 404 (an unknown route, answered by a proxy, a pod without the
+    /// security API, or Superset's own "requested URL was not found") proves nothing about the
+    /// user, so it is an error and no deletion follows from it (docs/superset.md S7).
     pub async fn user<T: DeserializeOwned>(&self, id: u64) -> Result<Option<T>, SupersetError> {
         let path = format!("/api/v1/security/users/{id}");
         let answer = self.get(&path, None).await?;
         match answer.status.as_u16() {
             200 => Ok(Some(self.json::<One<T>>(&path, &answer)?.result)),
-            404 if answer.is_json() => Ok(None),
-            404 => Err(SupersetError::SecurityApiDisabled {
-                url: self.base.to_string(),
-                path,
+            404 if answer.is_missing_object() => Ok(None),
+            404 => Err(SupersetError::NotFoundUnconfirmed {
+                url: self.url(&path).to_string(),
+                answer: answer.snippet(),
             }),
             _ => Err(self.checked(&path, &answer)),
         }

@@ -90,6 +90,7 @@ impl SupersetConfig {
         Login {
             name: &self.name,
             url: &self.url,
+            username: &self.username,
             password_env: self.password_env.as_deref(),
             password_file: self.password_file.as_deref(),
         }
@@ -109,6 +110,10 @@ impl SupersetConfig {
 impl SourceKind for SupersetConfig {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn login(&self) -> Login<'_> {
+        SupersetConfig::login(self)
     }
 
     fn poll_interval(&self) -> Duration {

@@ -29,7 +29,7 @@ use crate::settings::SecretError;
 use crate::source::{
     note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,
 };
-use crate::store::StoreError;
+use crate::store::{Credentials, StoreError};
 use crate::user::{Member, MemberId};
 use api::{Filter, FilterValue, GroupWithMembers, IdRef, ListQuery, RoleWithMembers, UsersInfo};
 use audit::{ActionFilter, Judge, LogCursor, RawRow};
@@ -62,12 +62,14 @@ const LOG_TIME_PER_CYCLE: std::time::Duration = std::time::Duration::from_secs(2
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupersetError {
-    #[error("Superset at {url} refused the login of '{username}' (401 Not authorized): the password is wrong, the user does not exist, or the account is inactive. Check `username`, the password in `password_env`/`password_file`, and that the account is active in Superset")]
+    #[error("Superset at {url} refused the login of '{username}' (401 Not authorized): the password is wrong, the user does not exist, or the account is inactive. rollcall sends these credentials no more, in this process or any later one, since an identity provider behind Superset may lock the account. Check `username`, the password in `password_env`/`password_file` (changed credentials are tried at the next poll), and that the account is active in Superset; then, if only the account was fixed, run `rollcall source retry-login` for this source")]
     LoginRejected { url: String, username: String },
     #[error("Superset answered 403 Forbidden to '{username}' for {path}: the service account needs the Admin role, or a role holding `can_get` on User, `can_get` on Group and `can_list_roles` on RoleRestAPI (see README, section The Superset account)")]
     Forbidden { username: String, path: String },
     #[error("Superset at {url} answered 404 for {path}: its security REST API is off. Add `FAB_ADD_SECURITY_API = True` to superset_config.py and restart Superset")]
     SecurityApiDisabled { url: String, path: String },
+    #[error("{url} answered 404 but not with Superset's own answer for a missing user (`{{\"message\": \"Not found\"}}`, docs/superset.md S7): `{answer}`. A route that is missing there (the security API off on one Superset behind a load balancer, or a proxy answering) says nothing about the user, so its deletion is held back until Superset itself confirms it. Check that every Superset behind `url` has `FAB_ADD_SECURITY_API = True` and that `url` reaches Superset directly")]
+    NotFoundUnconfirmed { url: String, answer: String },
     #[error("Superset rejected rollcall's access token even after renewing it (HTTP {status}: {msg}). Superset's SECRET_KEY or JWT settings may have changed, or a proxy alters the Authorization header")]
     TokenRejected { status: u16, msg: String },
     #[error("expected JSON from {url} but got `{content_type}` (HTTP {status}): {snippet}. Check that `url` is Superset's base URL and not a proxy or single-sign-on page")]
@@ -125,22 +127,10 @@ pub enum SupersetError {
 }
 
 impl SupersetError {
-    /// A Superset source never stops itself: a refused login there locks no account, so the
-    /// next cycle may try again.
-    pub fn stops_source(&self) -> bool {
-        false
-    }
-
-    /// Errors that a later cycle may not see (the server or network recovers).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SupersetError::Unreachable { .. }
-                | SupersetError::ServerError { .. }
-                | SupersetError::Throttled { .. }
-                | SupersetError::BadJson { .. }
-                | SupersetError::QueryRefused { .. }
-        )
+    /// Superset refused the credentials. Superset itself locks no account by default, but an
+    /// identity provider behind it (LDAP, OAuth) may, so they are not sent again either.
+    pub fn refused_login(&self) -> bool {
+        matches!(self, SupersetError::LoginRejected { .. })
     }
 }
 
@@ -204,6 +194,7 @@ pub struct LogError {
 pub struct SupersetSource {
     config: SupersetConfig,
     client: Client,
+    credentials: Credentials,
     filter: ActionFilter,
     requests: usize,
     reads: Reads,
@@ -253,6 +244,7 @@ type Row = (u64, Result<User, String>);
 impl SupersetSource {
     pub fn new(config: SupersetConfig) -> Result<SupersetSource, SupersetError> {
         let password = config.password().map_err(SupersetError::Secret)?;
+        let credentials = config.login().credentials(&password);
         let client = Client::new(
             config.url.clone(),
             config.username.clone(),
@@ -265,6 +257,7 @@ impl SupersetSource {
         Ok(SupersetSource {
             config,
             client,
+            credentials,
             filter,
             requests: 0,
             reads: Reads::default(),
@@ -1493,6 +1486,10 @@ impl Source for SupersetSource {
 
     fn service_account(&self) -> Option<&str> {
         Some(&self.config.username)
+    }
+
+    fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     async fn observe(
