@@ -355,6 +355,10 @@ pub enum CliError {
     Admin(#[from] crate::admin::AdminError),
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
+    #[error("sink '{0}' writes a file (or stdout) that the running `rollcall run` holds: a second writer would interleave its lines with the sink's. Use `rollcall replay --rewind` (the running sink re-sends from there, in order), or stop `rollcall run` and replay then")]
+    LiveSingleWriter(String),
+    #[error("`rollcall store export` to stdout would pass the whole store through the admin socket of the running `rollcall run`: give `--output FILE` (the running process writes it), or stop `rollcall run` first")]
+    ExportToStdoutWhileRunning,
     #[error("no source named '{name}' in the config; its sources are: {known}")]
     UnknownSource { name: String, known: String },
     #[error("source '{name}': {error}")]
@@ -394,6 +398,8 @@ impl CliError {
             | CliError::NotRunning(_)
             | CliError::NoStore(_)
             | CliError::UnknownSource { .. }
+            | CliError::LiveSingleWriter(_)
+            | CliError::ExportToStdoutWhileRunning
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
             }
@@ -491,7 +497,21 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Dlq { .. }
         | Command::Sink { .. }
         | Command::Source { .. }) => {
-            let args = std::env::args().skip(1).collect();
+            let mut args: Vec<String> = std::env::args().skip(1).collect();
+            // The running process has another working directory: it writes where this one
+            // resolved the path.
+            if let Command::Store {
+                action: StoreCommand::Export { output: Some(path) },
+            } = &command
+            {
+                let path = std::path::absolute(path)?;
+                args = vec![
+                    "store".into(),
+                    "export".into(),
+                    "--output".into(),
+                    path.display().to_string(),
+                ];
+            }
             let reply = on_the_store(&cli.config, command, args).await?;
             std::io::stdout().write_all(&reply.stdout)?;
             std::io::stderr().write_all(reply.stderr.as_bytes())?;
@@ -780,7 +800,14 @@ async fn operate(
                     writeln!(out, "exported {entries} entries to {}", path.display())?;
                     entries
                 }
-                None => store.export(out)?,
+                None if controls.is_some() => return Err(CliError::ExportToStdoutWhileRunning),
+                // Straight out, not through `out`: a store can be far larger than memory.
+                None => {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                    let entries = store.export(&mut stdout)?;
+                    stdout.flush()?;
+                    entries
+                }
             };
             tracing::info!(entries, "store exported");
             Ok(0)
@@ -1345,6 +1372,11 @@ async fn replay(
     out: &mut Vec<u8>,
 ) -> Result<u8, CliError> {
     let sink = &request.sink;
+    let sends = !request.rewind && !request.dry_run;
+    let live = controls.is_some_and(|c| c.serves(sink));
+    if sends && live && sink_config(config, sink)?.single_writer() {
+        return Err(CliError::LiveSingleWriter(sink.clone()));
+    }
     // A running sink keeps its cursor in memory: it moves the stored one itself, between
     // two passes, or its next save would undo the rewind.
     let live_rewind = request.rewind && !request.dry_run && controls.is_some();

@@ -143,6 +143,11 @@ pub struct SinkControls(
 );
 
 impl SinkControls {
+    /// Whether the running process serves a sink of this name.
+    pub fn serves(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
     /// Ask sink `name` to stop sending, run `then` with nothing in flight, and start again;
     /// returns what `then` said. `None` when no running sink has that name.
     pub async fn restart(

@@ -374,9 +374,12 @@ pub struct Store {
     meta: sled::Tree,
     fault: Arc<Mutex<Option<StoreFault>>>,
     head: Arc<watch::Sender<u64>>,
-    /// Commits hold it shared; an export holds it alone, so it sees no commit half-way (sled
-    /// has no snapshot that spans trees).
+    /// Commits hold it shared; an export holds it alone while it copies everything but the
+    /// log, so it sees no commit half-way (sled has no snapshot that spans trees).
     gate: Arc<RwLock<()>>,
+    /// An export holds it from start to end, compaction while it removes events: the log an
+    /// export copies after the gate opens again loses nothing below the head it noted.
+    compacting: Arc<Mutex<()>>,
     /// Source states newer than the stored ones, of cycles that found no change: such a cycle
     /// writes nothing (docs/performance.md, Idle cycles), yet `status`, `/readyz` and the next
     /// cycle of this process see it. Losing it in a crash costs nothing: it holds only the poll
@@ -470,6 +473,7 @@ impl Store {
             fault: Arc::new(Mutex::new(None)),
             head: Arc::new(watch::channel(head).0),
             gate: Arc::new(RwLock::new(())),
+            compacting: Arc::new(Mutex::new(())),
             unsaved: Arc::default(),
         })
     }
@@ -805,6 +809,7 @@ impl Store {
     /// start; returns the offsets that are gone now. Never moves a cursor: choosing a bound
     /// that spares undelivered events is the caller's job (see `retention`).
     pub fn compact(&self, below: u64) -> Result<Range<u64>, StoreError> {
+        let _no_export = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
         self.writing(|| self.compact_below(below))
     }
 
@@ -967,31 +972,54 @@ impl Store {
     /// Make everything written so far durable.
     /// Write every tree of the store (log, snapshots, source states, cursors, sink states,
     /// dead letters) as JSON lines: a line naming each tree, then one line per entry, keys and
-    /// values in base64 as stored. No commit lands while it runs, so the copy is consistent
-    /// even under `run`. Returns the entries written. sled's own `export` does the reading.
+    /// values in base64 as stored. The copy is consistent even under `run`, without holding
+    /// commits for the whole of it: no commit lands while every tree but the log is copied,
+    /// and the log is copied afterwards up to the head it had then (it only grows at the end,
+    /// and compaction waits for the export). It streams: what it holds at once is one entry.
+    /// Returns the entries written. sled's own `export` does the reading.
     pub fn export(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
         use base64::Engine;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-        let _closed = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let write = |out: &mut dyn std::io::Write, line: serde_json::Value| {
             serde_json::to_writer(&mut *out, &line)
                 .map_err(std::io::Error::from)
                 .and_then(|()| out.write_all(b"\n"))
                 .map_err(|source| StoreError::Export { source })
         };
+        let _no_compaction = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
         write(
             out,
             serde_json::json!({"rollcall_store_export": 1, "store_id": self.id, "schema": SCHEMA_VERSION}),
         )?;
         let mut entries = 0;
-        for (kind, name, items) in self.db.export() {
+        let (log_kind, head) = {
+            let _closed = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            let mut log_kind = None;
+            for (kind, name, items) in self.db.export() {
+                if *name == *self.events.name() {
+                    log_kind = Some(kind);
+                    continue;
+                }
+                write(
+                    out,
+                    serde_json::json!({"tree": b64(&name), "type": b64(&kind)}),
+                )?;
+                for item in items {
+                    let kv: Vec<String> = item.iter().map(|b| b64(b)).collect();
+                    write(out, serde_json::json!({"kv": kv}))?;
+                    entries += 1;
+                }
+            }
+            (log_kind, self.head()?)
+        };
+        if let Some(kind) = log_kind {
             write(
                 out,
-                serde_json::json!({"tree": b64(&name), "type": b64(&kind)}),
+                serde_json::json!({"tree": b64(&self.events.name()), "type": b64(&kind)}),
             )?;
-            for item in items {
-                let kv: Vec<String> = item.iter().map(|b| b64(b)).collect();
-                write(out, serde_json::json!({"kv": kv}))?;
+            for kv in self.events.range(..head.to_be_bytes()) {
+                let (k, v) = kv?;
+                write(out, serde_json::json!({"kv": [b64(&k), b64(&v)]}))?;
                 entries += 1;
             }
         }

@@ -491,3 +491,74 @@ async fn a_store_exported_while_run_holds_it_imports_into_a_new_store_with_the_s
     assert_eq!(again.status.code(), Some(6), "{}", text(&again.stderr));
     assert!(text(&again.stderr).contains("never merges"));
 }
+
+/// Commands sent to a running `rollcall run` act as if run here: a relative `--output` is the
+/// one this shell resolved, a store never passes whole through the admin socket, and a JSONL
+/// file the running sink writes gets no second writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_run_holds_the_store_export_writes_where_the_cli_resolved_and_a_live_file_gets_no_second_writer(
+) {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(5, &[4]);
+    let h = Harness::new(
+        &sim.url,
+        "emit_initial_snapshot = true\npoll_interval = \"1s\"",
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&h.config_path)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = h.dir.path().join("events.jsonl");
+    wait::until("the running sink to write the first events", || {
+        std::fs::read_to_string(&events).is_ok_and(|t| t.lines().count() == 6)
+    })
+    .await;
+    let in_dir = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&h.config_path)
+            .args(args)
+            .current_dir(h.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let out = in_dir(&["store", "export", "--output", "backup.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let backup = std::fs::read_to_string(h.dir.path().join("backup.jsonl")).unwrap();
+    assert!(
+        backup.starts_with("{\"rollcall_store_export\":1"),
+        "{backup}"
+    );
+    assert!(
+        !std::path::Path::new("backup.jsonl").exists(),
+        "written in the running process's directory instead"
+    );
+
+    let out = in_dir(&["store", "export"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--output FILE"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = in_dir(&["replay", "--sink", "siem", "--from-offset", "0"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("interleave") && text(&out.stderr).contains("--rewind"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&events).unwrap().lines().count(),
+        6,
+        "nothing written beside the running sink"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+}

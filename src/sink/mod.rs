@@ -176,7 +176,8 @@ pub trait Sink: Send + Sync {
 
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
-/// provides `name`, `validate`, `describe`, `check` and `build`; each error, `is_permanent`.
+/// provides `name`, `validate`, `describe`, `single_writer`, `check` and `build`; each error,
+/// `is_permanent`.
 macro_rules! sinks {
     ($($kind:ident => $variant:ident($config:ty, $error:ty)),+ $(,)?) => {
         /// One `[[sinks]]` entry, of any kind.
@@ -236,6 +237,14 @@ macro_rules! sinks {
             pub fn describe(&self) -> String {
                 match self {
                     $(SinkConfig::$variant(c) => c.describe(),)+
+                }
+            }
+
+            /// Whether the destination takes one writer only (a file): while `run` serves the
+            /// sink, nothing else may send to it.
+            pub fn single_writer(&self) -> bool {
+                match self {
+                    $(SinkConfig::$variant(c) => c.single_writer(),)+
                 }
             }
 

@@ -85,6 +85,12 @@ impl JsonlConfig {
         Ok(())
     }
 
+    /// A file (or stdout) takes one writer: a second one would interleave its lines with the
+    /// running sink's and miss its rotations.
+    pub fn single_writer(&self) -> bool {
+        true
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "jsonl to {}",

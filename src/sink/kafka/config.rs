@@ -107,6 +107,11 @@ impl KafkaConfig {
         }
     }
 
+    /// A topic takes any number of producers.
+    pub fn single_writer(&self) -> bool {
+        false
+    }
+
     pub fn describe(&self) -> String {
         format!("kafka topic {} at {}", self.topic, self.brokers)
     }

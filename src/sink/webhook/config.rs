@@ -142,6 +142,11 @@ impl WebhookConfig {
         }
     }
 
+    /// Each request stands alone: any number of senders.
+    pub fn single_writer(&self) -> bool {
+        false
+    }
+
     /// Scheme and host only: a path or query may carry a token.
     pub fn describe(&self) -> String {
         format!(
