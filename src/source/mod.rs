@@ -246,6 +246,27 @@ pub trait Visit {
     fn visit<S: Source>(self, source: S) -> Self::Output;
 }
 
+/// What the wire formats know of a source kind, found by the scheme of its events' `source`
+/// (`superset://prod`). The registry lists one per kind from the kind's own module
+/// (`PRODUCT`, `ADMIN_ROLES`), so a kind cannot be added without them.
+#[derive(Debug)]
+pub struct KindFacts {
+    /// The scheme of the kind's `source` URIs: its `kind = "…"`.
+    pub scheme: &'static str,
+    /// The upstream product's name (OCSF `metadata.product.name`, `service.name`).
+    pub product: &'static str,
+    /// The roles (or groups) whose grant makes a user an administrator.
+    pub admin_roles: &'static [&'static str],
+}
+
+impl KindFacts {
+    /// The facts of the kind that emitted events with this `source` URI.
+    pub fn of(source_uri: &str) -> Option<&'static KindFacts> {
+        let (scheme, _) = source_uri.split_once("://")?;
+        KIND_FACTS.iter().find(|k| k.scheme == scheme)
+    }
+}
+
 macro_rules! registry {
     ($($kind:literal => $variant:ident($module:ident :: $config:ident, $source:path)),* $(,)?) => {
         /// One `[[sources]]` table, by kind.
@@ -253,6 +274,13 @@ macro_rules! registry {
         pub enum SourceConfig {
             $($variant($module::$config)),*
         }
+
+        /// Every kind's [`KindFacts`].
+        pub const KIND_FACTS: &[KindFacts] = &[$(KindFacts {
+            scheme: $kind,
+            product: $module::PRODUCT,
+            admin_roles: $module::ADMIN_ROLES,
+        }),*];
 
         impl SourceConfig {
             /// Every kind, as written in `kind = "…"`.

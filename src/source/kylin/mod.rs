@@ -34,6 +34,11 @@ pub use user::{KylinUser, Snapshot};
 /// The registry's name for this kind's error.
 pub use KylinError as Error;
 
+/// The product, as OCSF records name it.
+pub const PRODUCT: &str = "Kylin";
+/// The authority that makes a user an administrator (docs/kylin.md K4, K19).
+pub const ADMIN_ROLES: &[&str] = &["ROLE_ADMIN"];
+
 const USERS: &str = "/api/user";
 /// Reads of the whole list before giving up when every one raced with creates or deletes.
 const MAX_READS: usize = 3;

@@ -40,6 +40,11 @@ pub use user::{Snapshot, User};
 /// The registry's name for this kind's error.
 pub use SupersetError as Error;
 
+/// The product, as OCSF records name it.
+pub const PRODUCT: &str = "Superset";
+/// The built-in role that makes a user an administrator (docs/superset.md S6).
+pub const ADMIN_ROLES: &[&str] = &["Admin"];
+
 const USERS: &str = "/api/v1/security/users/";
 /// A set of user ids. Superset numbers its users densely, so a compressed bitmap holds a
 /// million of them in kilobytes, where a hash set took tens of megabytes (docs/performance.md,

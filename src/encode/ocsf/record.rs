@@ -1,393 +1,22 @@
-//! OCSF 1.8.0 on the wire: every rollcall event as one JSON record of the OCSF class a SIEM
-//! files it under (Account Change, Authentication, User Access Management, Group Management,
-//! User Inventory Info, API Activity).
-//!
-//! Owns the mapping: class, activity, severity and captions per event type, and which OCSF
-//! attribute holds which part of the stored event. A record is built from the stored event
-//! alone, so it is the same on every redelivery and replay, and `metadata.uid` is the event id
-//! for SIEMs to de-duplicate on. It must never do I/O, never invent a value the stored event
-//! does not hold (no client address, no actor Superset did not record), and never emit an
-//! attribute OCSF 1.8.0 does not define: what has no attribute stays in `unmapped.data`, the
-//! CloudEvents `data` verbatim. The rules it follows are in docs/ocsf-rules.md; the mapping
-//! table and the severity choices are in the README ("OCSF output").
+//! The OCSF record of one stored event: its attributes (what is written), and how each is
+//! filled from the stored event (the class, activity and severity come from `mapping`). Never
+//! an attribute OCSF 1.8.0 does not define: the rest stays in `unmapped.data`.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Encoded, Envelope, Unreadable};
+use super::input::{Account, Data, Details, Fields, FullName, MemberId, Uid};
+use super::mapping::{api_activity, class_of, severity, Class};
+use super::{MappingError, VERSION};
+use crate::encode::Envelope;
 use crate::event::EventType;
-
-/// The OCSF schema version every record declares in `metadata.version`.
-pub const VERSION: &str = "1.8.0";
-/// Plain JSON: what SIEM HTTP collectors and Kafka connectors expect of an OCSF record.
-pub const CONTENT_TYPE: &str = "application/json";
-
-/// Superset's built-in administrator role and Kylin's administrator authority: granting either
-/// is the privilege escalation a SIEM alerts on, so it is High rather than Low.
-const ADMIN_ROLES: [&str; 2] = ["Admin", "ROLE_ADMIN"];
-/// New failed logins within one poll from which a burst is Medium rather than Low.
-const FAILURE_BURST: u64 = 5;
-
-/// Why a stored event has no OCSF record. Reported as the source of [`Unreadable`].
-#[derive(Debug, thiserror::Error)]
-pub enum MappingError {
-    #[error("its `data` is not the payload of a `{event_type}` event ({source}); deliver it with `format = \"cloudevents\"`, which sends it unchanged")]
-    Data {
-        event_type: String,
-        source: serde_json::Error,
-    },
-    #[error("a `{event_type}` event without `data.{field}`, which its OCSF record needs; deliver it with `format = \"cloudevents\"`, which sends it unchanged")]
-    Missing {
-        event_type: &'static str,
-        field: &'static str,
-    },
-    #[error("`{field}` is `{text}`, not an RFC 3339 time ({source})")]
-    Time {
-        field: &'static str,
-        text: String,
-        source: chrono::ParseError,
-    },
-    #[error("event type `{0}` has no OCSF mapping in this rollcall version: upgrade rollcall, or deliver it with `format = \"cloudevents\"`")]
-    UnknownType(String),
-    #[error("source `{0}` is of a kind this rollcall version cannot name in OCSF: upgrade rollcall, or deliver it with `format = \"cloudevents\"`")]
-    UnknownSource(String),
-}
-
-/// The record of one stored event, as the body of an [`Encoded`] event keyed like CloudEvents
-/// (per user), with no attribute headers.
-pub fn encode<'a>(e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
-    let body = record(e).map_err(|source| Unreadable {
-        offset: e.offset,
-        source: source.into(),
-    })?;
-    Ok(Encoded {
-        key: e.key(),
-        headers: Vec::new(),
-        content_type: CONTENT_TYPE,
-        body: Cow::Owned(body),
-    })
-}
-
-/// The OCSF classes rollcall emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    AccountChange,
-    Authentication,
-    UserAccessManagement,
-    GroupManagement,
-    UserInventoryInfo,
-    ApiActivity,
-}
-
-impl Class {
-    fn uid(self) -> u32 {
-        match self {
-            Class::AccountChange => 3001,
-            Class::Authentication => 3002,
-            Class::UserAccessManagement => 3005,
-            Class::GroupManagement => 3006,
-            Class::UserInventoryInfo => 5003,
-            Class::ApiActivity => 6003,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Class::AccountChange => "Account Change",
-            Class::Authentication => "Authentication",
-            Class::UserAccessManagement => "User Access Management",
-            Class::GroupManagement => "Group Management",
-            Class::UserInventoryInfo => "User Inventory Info",
-            Class::ApiActivity => "API Activity",
-        }
-    }
-
-    fn category_name(self) -> &'static str {
-        match self {
-            Class::AccountChange
-            | Class::Authentication
-            | Class::UserAccessManagement
-            | Class::GroupManagement => "Identity & Access Management",
-            Class::UserInventoryInfo => "Discovery",
-            Class::ApiActivity => "Application Activity",
-        }
-    }
-}
-
-/// The class and activity (id, caption) of every event type; `audit.action`'s activity depends
-/// on the action, so its `Unknown` here is always replaced (see [`api_activity`]).
-fn class_of(t: EventType) -> (Class, u8, &'static str) {
-    use Class::*;
-    match t {
-        EventType::UserObserved => (UserInventoryInfo, 2, "Collect"),
-        EventType::UserCreated => (AccountChange, 1, "Create"),
-        EventType::UserReactivated => (AccountChange, 2, "Enable"),
-        EventType::UserPasswordChanged => (AccountChange, 3, "Password Change"),
-        EventType::UserDeactivated => (AccountChange, 5, "Disable"),
-        EventType::UserDeleted => (AccountChange, 6, "Delete"),
-        EventType::UserLocked => (AccountChange, 9, "Lock"),
-        EventType::UserUnlocked => (AccountChange, 12, "Unlock"),
-        EventType::UserUpdated => (AccountChange, 99, "Other"),
-        EventType::UserLogin | EventType::UserLoginFailed => (Authentication, 1, "Logon"),
-        EventType::UserRoleAdded => (UserAccessManagement, 1, "Assign Privileges"),
-        EventType::UserRoleRemoved => (UserAccessManagement, 2, "Revoke Privileges"),
-        EventType::UserGroupAdded => (GroupManagement, 3, "Add User"),
-        EventType::UserGroupRemoved => (GroupManagement, 4, "Remove User"),
-        EventType::AuditAction => (ApiActivity, 0, "Unknown"),
-    }
-}
-
-/// API Activity's activity from the method part of a Superset action name
-/// (`ChartRestApi.get_list` → Read); `None` when the name says nothing about it (`explore_json`,
-/// `mcp.generate_chart.db_write`), which becomes 99 Other with the action as `activity_name`.
-fn api_activity(action: &str) -> Option<(u8, &'static str)> {
-    let method = action.rsplit_once('.')?.1;
-    match method {
-        "post" => Some((1, "Create")),
-        "get" | "get_list" | "info" | "export" | "related" => Some((2, "Read")),
-        "put" => Some((3, "Update")),
-        "delete" | "bulk_delete" => Some((4, "Delete")),
-        _ => None,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    Informational = 1,
-    Low = 2,
-    Medium = 3,
-    High = 4,
-}
-
-impl Severity {
-    fn caption(self) -> &'static str {
-        match self {
-            Severity::Informational => "Informational",
-            Severity::Low => "Low",
-            Severity::Medium => "Medium",
-            Severity::High => "High",
-        }
-    }
-}
-
-/// The severity of each event type, as the README documents it: changes that grant or restore
-/// access, or that cannot be undone, rank above those that only describe an account.
-fn severity(t: EventType, d: &Data<'_>) -> Severity {
-    let admin = |m: &Option<Member<'_>>| {
-        m.as_ref()
-            .is_some_and(|m| ADMIN_ROLES.contains(&m.name.as_ref()))
-    };
-    match t {
-        EventType::UserObserved
-        | EventType::UserUpdated
-        | EventType::UserRoleRemoved
-        | EventType::UserGroupRemoved
-        | EventType::UserLogin
-        | EventType::AuditAction => Severity::Informational,
-        EventType::UserRoleAdded if admin(&d.role) => Severity::High,
-        EventType::UserGroupAdded if admin(&d.group) => Severity::High,
-        EventType::UserLoginFailed if d.new_failures.unwrap_or(0) >= FAILURE_BURST => {
-            Severity::Medium
-        }
-        EventType::UserCreated
-        | EventType::UserDeactivated
-        | EventType::UserRoleAdded
-        | EventType::UserGroupAdded
-        | EventType::UserLoginFailed
-        | EventType::UserUnlocked
-        | EventType::UserPasswordChanged => Severity::Low,
-        EventType::UserReactivated | EventType::UserDeleted => Severity::Medium,
-        EventType::UserLocked => Severity::High,
-    }
-}
-
-// --- what is read from the stored `data` (schemas/), borrowed where JSON allows ---------------
-
-/// The union of every type's `data`: each type has a subset, checked where it is needed.
-#[derive(Deserialize)]
-struct Data<'a> {
-    #[serde(borrow, default)]
-    user: Option<Account<'a>>,
-    #[serde(borrow, default)]
-    before: Option<Account<'a>>,
-    #[serde(borrow, default)]
-    changes: Option<Vec<Change<'a>>>,
-    #[serde(borrow, default)]
-    note: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    role: Option<Member<'a>>,
-    #[serde(borrow, default)]
-    group: Option<Member<'a>>,
-    #[serde(default)]
-    fail_login_count: Option<u64>,
-    #[serde(default)]
-    new_failures: Option<u64>,
-    #[serde(default)]
-    wrong_time: Option<u64>,
-    #[serde(borrow, default)]
-    locked_at: Option<Cow<'a, str>>,
-    #[serde(default)]
-    permanent: Option<bool>,
-    #[serde(borrow, default)]
-    locked_until: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    action: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    dttm: Option<Cow<'a, str>>,
-    #[serde(default)]
-    dashboard_id: Option<i64>,
-    #[serde(default)]
-    slice_id: Option<i64>,
-    #[serde(default)]
-    duration_ms: Option<i64>,
-    #[serde(borrow, default)]
-    referrer: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    details: Option<&'a RawValue>,
-}
-
-/// A user record of either shape (Superset's has `id`, Kylin's `uuid`), or the action log's
-/// short one; only what OCSF has attributes for.
-#[derive(Deserialize)]
-struct Account<'a> {
-    #[serde(default)]
-    id: Option<u64>,
-    #[serde(borrow, default)]
-    uuid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    username: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    first_name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    last_name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    email: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    last_login: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    changed_on: Option<Cow<'a, str>>,
-    #[serde(default)]
-    created_by: Option<u64>,
-    #[serde(default)]
-    changed_by: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Change<'a> {
-    #[serde(borrow)]
-    field: Cow<'a, str>,
-}
-
-/// The changed fields, comma-separated, for the record's `message`.
-struct Fields<'c, 'a>(&'c [Change<'a>]);
-
-impl fmt::Display for Fields<'_, '_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, change) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            f.write_str(&change.field)?;
-        }
-        Ok(())
-    }
-}
-
-/// A role or group: Superset numbers them, Kylin names them.
-#[derive(Deserialize)]
-struct Member<'a> {
-    id: MemberId,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum MemberId {
-    Number(u64),
-    Name(String),
-}
-
-/// A role's or group's id as OCSF's string `uid`.
-impl Serialize for MemberId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            MemberId::Number(n) => Uid::Number(*n).serialize(s),
-            MemberId::Name(name) => s.serialize_str(name),
-        }
-    }
-}
-
-/// A string `uid` that may be a number in the stored event: written as a string straight into
-/// the body, with no string allocated per record.
-#[derive(Clone, Copy)]
-enum Uid<'r> {
-    Number(u64),
-    Signed(i64),
-    Text(&'r str),
-}
-
-impl fmt::Display for Uid<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Uid::Number(n) => n.fmt(f),
-            Uid::Signed(n) => n.fmt(f),
-            Uid::Text(text) => f.write_str(text),
-        }
-    }
-}
-
-impl Serialize for Uid<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Uid::Number(n) => s.collect_str(n),
-            Uid::Signed(n) => s.collect_str(n),
-            Uid::Text(text) => s.serialize_str(text),
-        }
-    }
-}
-
-/// `full_name`: the first and last names, trimmed, those not empty, joined by a space.
-struct FullName<'r>([Option<&'r str>; 2]);
-
-impl<'r> FullName<'r> {
-    fn of(first: Option<&'r str>, last: Option<&'r str>) -> Option<FullName<'r>> {
-        let part = |p: Option<&'r str>| p.map(str::trim).filter(|p| !p.is_empty());
-        let parts = [part(first), part(last)];
-        parts.iter().any(Option::is_some).then_some(FullName(parts))
-    }
-}
-
-impl fmt::Display for FullName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            [Some(first), Some(last)] => write!(f, "{first} {last}"),
-            [Some(one), None] | [None, Some(one)] => f.write_str(one),
-            [None, None] => Ok(()),
-        }
-    }
-}
-
-impl Serialize for FullName<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// The part of the action log's `json` column OCSF has an attribute for.
-#[derive(Deserialize)]
-struct Details<'a> {
-    #[serde(borrow)]
-    path: Option<Cow<'a, str>>,
-}
-
-// --- what is written ---------------------------------------------------------------------------
+use crate::source::KindFacts;
 
 #[derive(Serialize)]
-struct Record<'r> {
+pub(super) struct Record<'r> {
     class_uid: u32,
     class_name: &'static str,
     category_uid: u32,
@@ -437,7 +66,7 @@ struct Record<'r> {
 }
 
 /// `type_name`, "<class>: <activity>", written straight into the body: no string per record.
-struct TypeName<'r>(&'static str, &'r str);
+pub(super) struct TypeName<'r>(&'static str, &'r str);
 
 impl Serialize for TypeName<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -446,7 +75,7 @@ impl Serialize for TypeName<'_> {
 }
 
 #[derive(Serialize)]
-struct Metadata<'r> {
+pub(super) struct Metadata<'r> {
     version: &'static str,
     uid: &'r str,
     product: Product,
@@ -462,13 +91,13 @@ struct Metadata<'r> {
 }
 
 #[derive(Serialize)]
-struct Product {
+pub(super) struct Product {
     name: &'static str,
     version: &'static str,
 }
 
 #[derive(Serialize)]
-struct User<'r> {
+pub(super) struct User<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<Uid<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -480,31 +109,31 @@ struct User<'r> {
 }
 
 #[derive(Serialize)]
-struct Actor<'r> {
+pub(super) struct Actor<'r> {
     user: User<'r>,
 }
 
 #[derive(Serialize)]
-struct Group<'r> {
+pub(super) struct Group<'r> {
     name: &'r str,
     uid: &'r MemberId,
 }
 
 #[derive(Serialize)]
-struct Service<'r> {
+pub(super) struct Service<'r> {
     name: &'static str,
     uid: &'r str,
 }
 
 #[derive(Serialize)]
-struct Api<'r> {
+pub(super) struct Api<'r> {
     operation: &'r str,
     service: Service<'r>,
 }
 
 /// The action log records no client address; see [`UNKNOWN_ENDPOINT`].
 #[derive(Serialize)]
-struct Endpoint {
+pub(super) struct Endpoint {
     name: &'static str,
 }
 
@@ -512,10 +141,10 @@ struct Endpoint {
 /// request came from. Rather than an invented address (or the Superset host, which is the
 /// destination), the endpoint is named `unknown`: the value Splunk's CIM and most OCSF mappers
 /// use for "the source did not say", which no IP or hostname rule can match.
-const UNKNOWN_ENDPOINT: &str = "unknown";
+pub(super) const UNKNOWN_ENDPOINT: &str = "unknown";
 
 #[derive(Serialize)]
-struct HttpRequest<'r> {
+pub(super) struct HttpRequest<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     referrer: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -523,36 +152,32 @@ struct HttpRequest<'r> {
 }
 
 #[derive(Serialize)]
-struct Url<'r> {
+pub(super) struct Url<'r> {
     path: Cow<'r, str>,
 }
 
 #[derive(Serialize)]
-struct Resource {
+pub(super) struct Resource {
     #[serde(rename = "type")]
     kind: &'static str,
     uid: Uid<'static>,
 }
 
 #[derive(Serialize)]
-struct Unmapped<'r> {
+pub(super) struct Unmapped<'r> {
     /// The CloudEvents `data`, verbatim: every value OCSF has no attribute for (roles, counters,
     /// Kylin's lock fields, the log row's `json`) is here, and nothing is lost.
     data: &'r RawValue,
 }
 
-// --- the mapping -------------------------------------------------------------------------------
-
-fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
+pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
     let t = EventType::ALL
         .into_iter()
         .find(|t| t.as_str() == e.event_type)
         .ok_or_else(|| MappingError::UnknownType(e.event_type.to_string()))?;
-    let service = match e.source.split_once("://") {
-        Some(("superset", _)) => "Superset",
-        Some(("kylin", _)) => "Kylin",
-        _ => return Err(MappingError::UnknownSource(e.source.to_string())),
-    };
+    let kind = KindFacts::of(&e.source)
+        .ok_or_else(|| MappingError::UnknownSource(e.source.to_string()))?;
+    let service = kind.product;
     let d: Data<'_> = serde_json::from_str(e.data.get()).map_err(|source| MappingError::Data {
         event_type: t.as_str().to_owned(),
         source,
@@ -562,7 +187,7 @@ fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
         field,
     };
     let (class, activity_id, activity_name) = class_of(t);
-    let severity = severity(t, &d);
+    let severity = severity(t, &d, kind);
 
     // When it happened, if the source says so; else when rollcall observed it.
     let occurred: Option<(&'static str, &str)> = match t {
@@ -734,7 +359,7 @@ fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
 }
 
 /// The API Activity attributes of an action-log row; returns the record's `message`.
-fn audit<'r>(
+pub(super) fn audit<'r>(
     r: &mut Record<'r>,
     d: &'r Data<'_>,
     service: &'static str,
@@ -798,7 +423,7 @@ fn audit<'r>(
 
 /// The attributes every account event has (the user, the status, the actor, the service of an
 /// authentication); returns the user's name for the record's `message`.
-fn account<'r>(
+pub(super) fn account<'r>(
     r: &mut Record<'r>,
     t: EventType,
     d: &'r Data<'_>,
@@ -835,7 +460,7 @@ fn account<'r>(
 }
 
 /// A stored account as an OCSF user; `None` when it has neither a name nor an id to go by.
-fn user<'r>(a: &'r Account<'_>) -> Option<User<'r>> {
+pub(super) fn user<'r>(a: &'r Account<'_>) -> Option<User<'r>> {
     let uid = match (a.id, a.uuid.as_deref()) {
         (Some(id), _) => Some(Uid::Number(id)),
         (None, Some(uuid)) => Some(Uid::Text(uuid)),
@@ -858,7 +483,11 @@ fn user<'r>(a: &'r Account<'_>) -> Option<User<'r>> {
 /// Who made the change, only where Superset's own record says so: `created_by` for a creation,
 /// `changed_by` for an edit of the record that moved its `changed_on` (role and group changes
 /// made through the roles and groups APIs leave both untouched, so they get no actor).
-fn actor<'r>(t: EventType, now: &Account<'_>, before: Option<&Account<'_>>) -> Option<User<'r>> {
+pub(super) fn actor<'r>(
+    t: EventType,
+    now: &Account<'_>,
+    before: Option<&Account<'_>>,
+) -> Option<User<'r>> {
     let id = match t {
         EventType::UserCreated => now.created_by,
         EventType::UserUpdated | EventType::UserDeactivated | EventType::UserReactivated => {
@@ -875,8 +504,8 @@ fn actor<'r>(t: EventType, now: &Account<'_>, before: Option<&Account<'_>>) -> O
     })
 }
 
-fn millis(field: &'static str, text: &str) -> Result<i64, MappingError> {
-    super::parse_time(text)
+pub(super) fn millis(field: &'static str, text: &str) -> Result<i64, MappingError> {
+    crate::encode::parse_time(text)
         .map(|t| t.timestamp_millis())
         .map_err(|source| MappingError::Time {
             field,
@@ -887,7 +516,7 @@ fn millis(field: &'static str, text: &str) -> Result<i64, MappingError> {
 
 /// OCSF's `email_t`: `^[a-zA-Z0-9!#$%&'*+-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$`. In
 /// the local part `+-/` is a range, so `,` is allowed too.
-fn is_email(s: &str) -> bool {
+pub(super) fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
@@ -909,7 +538,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn email_check_follows_ocsf_email_t() {
+    pub(super) fn email_check_follows_ocsf_email_t() {
         for ok in ["alice@example.com", "a.b+c@ex-ample.co.uk", "x,y@a.b"] {
             assert!(is_email(ok), "{ok}");
         }
@@ -925,18 +554,5 @@ mod tests {
         ] {
             assert!(!is_email(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn api_activity_comes_from_the_method_part_of_the_action() {
-        assert_eq!(api_activity("ChartRestApi.get_list"), Some((2, "Read")));
-        assert_eq!(api_activity("DashboardRestApi.post"), Some((1, "Create")));
-        assert_eq!(api_activity("DashboardRestApi.put"), Some((3, "Update")));
-        assert_eq!(
-            api_activity("ChartRestApi.bulk_delete"),
-            Some((4, "Delete"))
-        );
-        assert_eq!(api_activity("mcp.generate_chart.db_write"), None);
-        assert_eq!(api_activity("explore_json"), None);
     }
 }
