@@ -9,87 +9,53 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Every event type rollcall emits, with its CloudEvents `type` string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum EventType {
-    #[serde(rename = "user.observed")]
-    UserObserved,
-    #[serde(rename = "user.created")]
-    UserCreated,
-    #[serde(rename = "user.updated")]
-    UserUpdated,
-    #[serde(rename = "user.deactivated")]
-    UserDeactivated,
-    #[serde(rename = "user.reactivated")]
-    UserReactivated,
-    #[serde(rename = "user.deleted")]
-    UserDeleted,
-    #[serde(rename = "user.role_added")]
-    UserRoleAdded,
-    #[serde(rename = "user.role_removed")]
-    UserRoleRemoved,
-    #[serde(rename = "user.group_added")]
-    UserGroupAdded,
-    #[serde(rename = "user.group_removed")]
-    UserGroupRemoved,
-    #[serde(rename = "user.login")]
-    UserLogin,
-    #[serde(rename = "user.login_failed")]
-    UserLoginFailed,
-    /// Kylin locked the account after failed logins (docs/kylin.md K29, K48).
-    #[serde(rename = "user.locked")]
-    UserLocked,
-    /// A Kylin lock was lifted: a login after it expired, or a password change (K49).
-    #[serde(rename = "user.unlocked")]
-    UserUnlocked,
-    /// Kylin's `default_password` went true → false: the user set their own password (K52).
-    #[serde(rename = "user.password_changed")]
-    UserPasswordChanged,
-    /// A row of Superset's action log (`/api/v1/log/`): what a user did.
-    #[serde(rename = "audit.action")]
-    AuditAction,
+/// Declares [`EventType`] once: each variant with its CloudEvents `type` string, from which
+/// serde's names, [`EventType::ALL`] and [`EventType::as_str`] all follow.
+macro_rules! event_types {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// Every event type rollcall emits, with its CloudEvents `type` string.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum EventType {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $name)]
+                $variant,
+            )+
+        }
+
+        impl EventType {
+            pub const ALL: [EventType; [$($name),+].len()] = [$(EventType::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl EventType {
-    pub const ALL: [EventType; 16] = [
-        EventType::UserObserved,
-        EventType::UserCreated,
-        EventType::UserUpdated,
-        EventType::UserDeactivated,
-        EventType::UserReactivated,
-        EventType::UserDeleted,
-        EventType::UserRoleAdded,
-        EventType::UserRoleRemoved,
-        EventType::UserGroupAdded,
-        EventType::UserGroupRemoved,
-        EventType::UserLogin,
-        EventType::UserLoginFailed,
-        EventType::UserLocked,
-        EventType::UserUnlocked,
-        EventType::UserPasswordChanged,
-        EventType::AuditAction,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::UserObserved => "user.observed",
-            EventType::UserCreated => "user.created",
-            EventType::UserUpdated => "user.updated",
-            EventType::UserDeactivated => "user.deactivated",
-            EventType::UserReactivated => "user.reactivated",
-            EventType::UserDeleted => "user.deleted",
-            EventType::UserRoleAdded => "user.role_added",
-            EventType::UserRoleRemoved => "user.role_removed",
-            EventType::UserGroupAdded => "user.group_added",
-            EventType::UserGroupRemoved => "user.group_removed",
-            EventType::UserLogin => "user.login",
-            EventType::UserLoginFailed => "user.login_failed",
-            EventType::UserLocked => "user.locked",
-            EventType::UserUnlocked => "user.unlocked",
-            EventType::UserPasswordChanged => "user.password_changed",
-            EventType::AuditAction => "audit.action",
-        }
-    }
+event_types! {
+    UserObserved => "user.observed",
+    UserCreated => "user.created",
+    UserUpdated => "user.updated",
+    UserDeactivated => "user.deactivated",
+    UserReactivated => "user.reactivated",
+    UserDeleted => "user.deleted",
+    UserRoleAdded => "user.role_added",
+    UserRoleRemoved => "user.role_removed",
+    UserGroupAdded => "user.group_added",
+    UserGroupRemoved => "user.group_removed",
+    UserLogin => "user.login",
+    UserLoginFailed => "user.login_failed",
+    /// Kylin locked the account after failed logins (docs/kylin.md K29, K48).
+    UserLocked => "user.locked",
+    /// A Kylin lock was lifted: a login after it expired, or a password change (K49).
+    UserUnlocked => "user.unlocked",
+    /// Kylin's `default_password` went true → false: the user set their own password (K52).
+    UserPasswordChanged => "user.password_changed",
+    /// A row of Superset's action log (`/api/v1/log/`): what a user did.
+    AuditAction => "audit.action",
 }
 
 impl EventType {
