@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
 use crate::runner::{CycleOptions, Runner, RunnerError};
-use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError, StoreFault};
+use crate::store::{
+    SinkHealth, SinkState, SourceActivity, SourceState, Store, StoreError, StoreFault,
+};
 use crate::text::{error_chain, printable};
 
 #[derive(Debug, Parser)]
@@ -355,7 +357,8 @@ impl CliError {
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
             }
-            CliError::Runner(RunnerError::Source { .. }) | CliError::Demo(_) => exit::SOURCE,
+            CliError::Runner(RunnerError::Source { .. } | RunnerError::Deadline { .. })
+            | CliError::Demo(_) => exit::SOURCE,
             CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
             | CliError::Sink(_)
             | CliError::Deliver(_)
@@ -684,7 +687,13 @@ async fn sink_enable(
 fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     let config = Config::load(path)?;
     // Secrets are resolved before anything is printed, so the verdict comes first and is one.
-    let mut lines = vec![format!("  store: {}", config.store.path.display())];
+    let mut lines = vec![
+        format!("  store: {}", config.store.path.display()),
+        format!(
+            "  polls: at most {} at once (max_concurrent_polls)",
+            config.max_concurrent_polls
+        ),
+    ];
     let mut problems = Vec::new();
     for s in &config.sources {
         lines.push(format!("  source {}: {}", s.name(), s.kind().describe()));
@@ -1204,6 +1213,9 @@ struct SourceStatus {
     details: serde_json::Value,
     #[serde(flatten)]
     state: SourceState,
+    /// What the running process is doing with the source (all null when none polls it).
+    #[serde(flatten)]
+    activity: SourceActivity,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -1232,6 +1244,7 @@ impl Status {
                     name: s.name().to_owned(),
                     details: s.kind().status(&cursor),
                     state,
+                    activity: store.activity(s.name()),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -1304,6 +1317,26 @@ impl Status {
             let st = &s.state;
             writeln!(out, "source {}: {} users known", s.name, st.users_known)?;
             writeln!(out, "  last successful poll: {}", when(st.last_poll))?;
+            let act = &s.activity;
+            if let Some(since) = act.polling_since {
+                writeln!(
+                    out,
+                    "  polling now, since:   {} ({}s)",
+                    since.to_rfc3339(),
+                    (Utc::now() - since).num_seconds()
+                )?;
+            } else if let Some(next) = act.next_poll {
+                let wait = (next - Utc::now()).num_seconds();
+                let due = if wait >= 0 {
+                    format!("in {wait}s")
+                } else {
+                    format!("due {}s ago, waiting for a turn among max_concurrent_polls or for the store", -wait)
+                };
+                writeln!(out, "  next poll:            {} ({due})", next.to_rfc3339())?;
+            }
+            if let Some(took) = act.last_cycle_seconds {
+                writeln!(out, "  last cycle took:      {took:.3}s")?;
+            }
             writeln!(
                 out,
                 "  last full reconcile:  {}",
