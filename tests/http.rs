@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::process::Command;
 
 use support::harness::Harness;
 use support::running::{get, run, sample, wait_for, Running};
