@@ -69,9 +69,10 @@ impl Drop for Reaped {
 }
 
 fn created(h: &Harness, id: u64) -> bool {
+    let subject = id.to_string();
     h.events()
         .iter()
-        .any(|e| e["type"] == "user.created" && e["subject"] == id.to_string())
+        .any(|e| e["type"] == "user.created" && e["subject"].as_str() == Some(&subject))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
