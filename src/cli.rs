@@ -1317,6 +1317,11 @@ impl Status {
             let st = &s.state;
             writeln!(out, "source {}: {} users known", s.name, st.users_known)?;
             writeln!(out, "  last successful poll: {}", when(st.last_poll))?;
+            writeln!(
+                out,
+                "  last full reconcile:  {}",
+                when(st.last_full_reconcile)
+            )?;
             let act = &s.activity;
             if let Some(since) = act.polling_since {
                 writeln!(
@@ -1337,11 +1342,6 @@ impl Status {
             if let Some(took) = act.last_cycle_seconds {
                 writeln!(out, "  last cycle took:      {took:.3}s")?;
             }
-            writeln!(
-                out,
-                "  last full reconcile:  {}",
-                when(st.last_full_reconcile)
-            )?;
             if let Some(stop) = &st.stopped {
                 writeln!(
                     out,

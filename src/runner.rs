@@ -55,7 +55,7 @@ pub enum RunnerError {
 
 /// A cycle ran past its source's `poll_deadline` and was cancelled.
 #[derive(Debug, thiserror::Error)]
-#[error("the cycle did not end within its poll_deadline of {} and was cancelled: what it committed stays, the next poll reads the rest again. Check that the source answers (`rollcall doctor`), or raise `poll_deadline` if its cycles take this long", humantime::format_duration(*.deadline))]
+#[error("the cycle did not end within its poll_deadline of {} and was cancelled. Check that the source answers (`rollcall doctor`), or raise `poll_deadline` if its cycles take this long", humantime::format_duration(*.deadline))]
 pub struct DeadlinePassed {
     pub deadline: Duration,
 }
