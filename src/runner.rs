@@ -831,8 +831,8 @@ mod scheduling {
             let _ = stopped.await;
         }));
         let mut polls = Vec::new();
-        // Virtual time: an hour passes at once when nothing else can run; the old runner,
-        // which polled one source after another, never came back from the hung one.
+        // A runner that polled one source after another would never come back from the hung
+        // one: the paused clock's hour then passes at once, and the wait fails.
         within_an_hour(async {
             while polls.iter().filter(|s| *s == "healthy").count() < 3 {
                 polls.push(w.started.recv().await.unwrap());
