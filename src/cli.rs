@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
 use crate::runner::{CycleOptions, Runner, RunnerError};
-use crate::store::{SinkHealth, SinkState, SourceState, Store, StoreError, StoreFault};
+use crate::store::{
+    SinkHealth, SinkState, SourceActivity, SourceState, Store, StoreError, StoreFault,
+};
 use crate::text::{error_chain, printable};
 
 #[derive(Debug, Parser)]
@@ -403,7 +405,7 @@ impl CliError {
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
             }
-            CliError::Runner(RunnerError::Source { .. })
+            CliError::Runner(RunnerError::Source { .. } | RunnerError::Deadline { .. })
             | CliError::Demo(_)
             | CliError::RefusedBefore { .. } => exit::SOURCE,
             CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
@@ -898,7 +900,13 @@ async fn sink_enable(
 fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError> {
     let config = Config::load(path)?;
     // Secrets are resolved before anything is printed, so the verdict comes first and is one.
-    let mut lines = vec![format!("  store: {}", config.store.path.display())];
+    let mut lines = vec![
+        format!("  store: {}", config.store.path.display()),
+        format!(
+            "  polls: at most {} at once (max_concurrent_polls)",
+            config.max_concurrent_polls
+        ),
+    ];
     let mut problems = Vec::new();
     for s in &config.sources {
         lines.push(format!("  source {}: {}", s.name(), s.kind().describe()));
@@ -1468,6 +1476,9 @@ struct SourceStatus {
     details: serde_json::Value,
     #[serde(flatten)]
     state: SourceState,
+    /// What the running process is doing with the source (all null when none polls it).
+    #[serde(flatten)]
+    activity: SourceActivity,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -1496,6 +1507,7 @@ impl Status {
                     name: s.name().to_owned(),
                     details: s.kind().status(&cursor),
                     state,
+                    activity: store.activity(s.name()),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -1573,6 +1585,26 @@ impl Status {
                 "  last full reconcile:  {}",
                 when(st.last_full_reconcile)
             )?;
+            let act = &s.activity;
+            if let Some(since) = act.polling_since {
+                writeln!(
+                    out,
+                    "  polling now, since:   {} ({}s)",
+                    since.to_rfc3339(),
+                    (Utc::now() - since).num_seconds()
+                )?;
+            } else if let Some(next) = act.next_poll {
+                let wait = (next - Utc::now()).num_seconds();
+                let due = if wait >= 0 {
+                    format!("in {wait}s")
+                } else {
+                    format!("due {}s ago, waiting for a turn among max_concurrent_polls or for the store", -wait)
+                };
+                writeln!(out, "  next poll:            {} ({due})", next.to_rfc3339())?;
+            }
+            if let Some(took) = act.last_cycle_seconds {
+                writeln!(out, "  last cycle took:      {took:.3}s")?;
+            }
             if let Some(stop) = &st.stopped {
                 writeln!(
                     out,

@@ -28,6 +28,9 @@ pub struct Config {
     /// Where `run` serves /healthz, /readyz, /metrics and /status.
     pub listen: std::net::SocketAddr,
     pub store: StoreConfig,
+    /// How many sources `run` and `once` poll at once at most; each source keeps its own
+    /// schedule, and one waits for a turn only when this many polls are running.
+    pub max_concurrent_polls: usize,
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
 }
@@ -53,7 +56,20 @@ mod defaults {
     pub fn listen() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     }
+
+    /// Four polls per core: a poll mostly waits for its upstream's answers, and its own work
+    /// (comparing and committing) is a fraction of its time (docs/scaling.md).
+    pub fn max_concurrent_polls() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores * super::POLLS_PER_CORE).min(super::MAX_CONCURRENT_POLLS)
+    }
 }
+
+/// Polls at once per core when `max_concurrent_polls` is not set.
+pub const POLLS_PER_CORE: usize = 4;
+/// More polls at once than any config needs: each running full reconcile holds its pages and
+/// a chunk of changed records in memory (docs/performance.md, Memory).
+pub const MAX_CONCURRENT_POLLS: usize = 1024;
 
 /// `listen` names an IP address and a port: a host name would need a resolver at start, and
 /// the default error ("invalid socket address syntax") does not say what is wanted.
@@ -75,6 +91,7 @@ struct TopLevel {
     #[serde(default = "defaults::listen", deserialize_with = "socket_address")]
     listen: std::net::SocketAddr,
     store: StoreConfig,
+    max_concurrent_polls: Option<usize>,
     #[serde(default)]
     #[allow(dead_code)] // read again, kind by kind, in `parse_kinds`
     sources: Vec<IgnoredAny>,
@@ -133,6 +150,9 @@ impl Config {
             path: path.to_owned(),
             listen: top.listen,
             store: top.store,
+            max_concurrent_polls: top
+                .max_concurrent_polls
+                .unwrap_or_else(defaults::max_concurrent_polls),
             sources,
             sinks,
         });
@@ -170,6 +190,20 @@ impl Config {
             );
         }
         self.validate_store(doc, p);
+        if !(1..=MAX_CONCURRENT_POLLS).contains(&self.max_concurrent_polls) {
+            let at = doc
+                .get_ref()
+                .get("max_concurrent_polls")
+                .map_or(0..0, |v| v.span());
+            p.at(
+                at,
+                format!(
+                    "`max_concurrent_polls` must be between 1 and {MAX_CONCURRENT_POLLS}, not {}: it is how many sources are polled at once. Remove it for the default, {} on this machine ({POLLS_PER_CORE} per core)",
+                    self.max_concurrent_polls,
+                    defaults::max_concurrent_polls()
+                ),
+            );
+        }
         let mut names = HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             check_name(
@@ -558,6 +592,58 @@ format = "ocsf"
     }
 
     #[test]
+    fn max_concurrent_polls_defaults_to_four_per_core_and_zero_is_refused_at_its_line() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            parse(EXAMPLE).unwrap().max_concurrent_polls,
+            (cores * POLLS_PER_CORE).min(MAX_CONCURRENT_POLLS)
+        );
+        let c = parse(&format!("max_concurrent_polls = 3\n{EXAMPLE}")).unwrap();
+        assert_eq!(c.max_concurrent_polls, 3);
+        for value in ["0", "1025"] {
+            let err = parse(&format!("max_concurrent_polls = {value}\n{EXAMPLE}")).unwrap_err();
+            assert!(
+                err.contains("rollcall.toml:1:")
+                    && err.contains(&format!(
+                        "`max_concurrent_polls` must be between 1 and 1024, not {value}"
+                    )),
+                "{err}"
+            );
+        }
+        let err = parse(&format!("max_concurrent_polls = -1\n{EXAMPLE}")).unwrap_err();
+        assert!(err.contains("rollcall.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn poll_deadline_defaults_to_an_hour_or_five_request_timeouts_and_is_bounded() {
+        let deadline = |raw: &str| parse(raw).unwrap().sources[0].kind().poll_deadline();
+        assert_eq!(deadline(EXAMPLE), Duration::from_secs(3600));
+        let slow = EXAMPLE.replace(
+            "poll_interval = \"30s\"",
+            "poll_interval = \"30s\"\nrequest_timeout = \"20m\"",
+        );
+        assert_eq!(deadline(&slow), Duration::from_secs(100 * 60));
+        let set = EXAMPLE.replace(
+            "poll_interval = \"30s\"",
+            "poll_interval = \"30s\"\npoll_deadline = \"90s\"",
+        );
+        assert_eq!(deadline(&set), Duration::from_secs(90));
+        for (value, said) in [("0s", "not 0s"), ("2days", "not 2days")] {
+            let raw = EXAMPLE.replace(
+                "poll_interval = \"30s\"",
+                &format!("poll_interval = \"30s\"\npoll_deadline = \"{value}\""),
+            );
+            let err = parse(&raw).unwrap_err();
+            assert!(
+                err.contains("rollcall.toml:11:")
+                    && err.contains("`poll_deadline` must be between 1s and 1day")
+                    && err.contains(said),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_password_in_the_source_url_is_refused_without_being_repeated() {
         let raw = EXAMPLE.replace(
             "url = \"http://127.0.0.1:8088\"",
@@ -630,6 +716,8 @@ format = "ocsf"
             "timezone",
             "incremental_overlap",
             "request_timeout",
+            "poll_deadline",
+            "max_concurrent_polls",
             "max_retries",
             "action_log",
             "log_backfill",
@@ -656,6 +744,7 @@ format = "ocsf"
             "timezone",
             "incremental_overlap",
             "request_timeout",
+            "poll_deadline",
             "max_retries",
             "log_backfill",
         ]);
@@ -694,10 +783,14 @@ format = "ocsf"
                     continue;
                 };
                 let now = chrono::Utc::now();
+                prop_assert!((1..=MAX_CONCURRENT_POLLS).contains(&c.max_concurrent_polls));
                 for s in &c.sources {
                     let every = s.kind().poll_interval();
                     prop_assert!(std::time::Instant::now().checked_add(every.saturating_mul(3)).is_some());
                     prop_assert!(every >= Duration::from_secs(1));
+                    let deadline = s.kind().poll_deadline();
+                    prop_assert!(tokio::time::Instant::now().checked_add(deadline).is_some());
+                    prop_assert!(deadline >= Duration::from_secs(1));
                     if let Some(s) = s.as_superset() {
                         for d in [s.incremental_overlap, s.log_backfill, s.full_reconcile_interval] {
                             let d = chrono::Duration::from_std(d).unwrap();

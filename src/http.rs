@@ -76,6 +76,25 @@ pub fn describe() {
         Unit::Seconds,
         "Unix time of the last successful poll, by source."
     );
+    describe_gauge!(
+        "rollcall_source_last_error_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last failed poll (an error, or its deadline passed), by source."
+    );
+    describe_gauge!(
+        "rollcall_source_cycle_seconds",
+        Unit::Seconds,
+        "Duration of the last cycle, by source, whether it succeeded or not."
+    );
+    describe_gauge!(
+        "rollcall_source_next_poll_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the next poll is due, by source; in the past while it waits for a turn among max_concurrent_polls or for the store."
+    );
+    describe_gauge!(
+        "rollcall_source_polling",
+        "1 while a poll of the source is running, 0 otherwise."
+    );
     describe_counter!(
         "rollcall_events_derived_total",
         "Events appended to the log, by source and type."
@@ -144,6 +163,10 @@ pub const METRICS: &[&str] = &[
     "rollcall_poll_errors_total",
     "rollcall_users_known",
     "rollcall_last_poll_success_timestamp_seconds",
+    "rollcall_source_last_error_timestamp_seconds",
+    "rollcall_source_cycle_seconds",
+    "rollcall_source_next_poll_timestamp_seconds",
+    "rollcall_source_polling",
     "rollcall_events_derived_total",
     "rollcall_events_delivered_total",
     "rollcall_delivery_failures_total",

@@ -12,7 +12,8 @@
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor, each sink
 //!   putting on the wire what its [`encode`] encoder makes of a stored event;
 //!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
-//! - [`runner`] drives cycles; [`cli`], [`config`] (with [`settings`], the machinery every
+//! - [`runner`] schedules every source's polls, each source on its own schedule and a bounded
+//!   number at once, and drives the sinks; [`cli`], [`config`] (with [`settings`], the machinery every
 //!   config table is read with) and [`http`] (health, metrics) are the operator's side.
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours; [`text`]

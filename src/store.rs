@@ -14,7 +14,10 @@
 //! Every handle of one open store shares two things no write may bypass: the [`StoreFault`]
 //! (a write that failed, until one succeeds: sled keeps refusing writes after an I/O error, so
 //! `status`, `/readyz` and `/healthz` must hear of it even though it cannot be stored), and the
-//! log head, which wakes the sinks at every commit.
+//! log head, which wakes the sinks at every commit. They also share, in memory only, what this
+//! process's runner is doing with each source ([`SourceActivity`]: a poll running, the last
+//! cycle's time, the next poll), so that `status` answered by a running process shows it; it
+//! changes at every poll and means nothing to another process, so it is never written.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -169,6 +172,17 @@ pub struct StoreFault {
     pub failures: u64,
     /// Why the latest one failed, with every cause.
     pub message: String,
+}
+
+/// What the runner of this process is doing with one source; kept in memory only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceActivity {
+    /// A poll of the source is running, since then.
+    pub polling_since: Option<DateTime<Utc>>,
+    /// How long the last cycle took, whether it succeeded, failed or passed its deadline.
+    pub last_cycle_seconds: Option<f64>,
+    /// When the next poll is due; it may then wait for a turn among `max_concurrent_polls`.
+    pub next_poll: Option<DateTime<Utc>>,
 }
 
 /// An event a sink gave up on, kept with its bytes (so compaction of the log cannot lose it).
@@ -385,6 +399,8 @@ pub struct Store {
     /// cycle of this process see it. Losing it in a crash costs nothing: it holds only the poll
     /// time and cursors, which are lower bounds of what the next cycle reads.
     unsaved: Arc<Mutex<std::collections::HashMap<String, SourceState>>>,
+    /// What this process's runner is doing with each source (see [`SourceActivity`]).
+    activity: Arc<Mutex<std::collections::HashMap<String, SourceActivity>>>,
 }
 
 impl Store {
@@ -475,6 +491,7 @@ impl Store {
             gate: Arc::new(RwLock::new(())),
             compacting: Arc::new(Mutex::new(())),
             unsaved: Arc::default(),
+            activity: Arc::default(),
         })
     }
 
@@ -578,6 +595,19 @@ impl Store {
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SourceState>> {
         self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change what this process's runner says it is doing with `source`.
+    pub fn note_activity(&self, source: &str, note: impl FnOnce(&mut SourceActivity)) {
+        let mut all = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        note(all.entry(source.to_owned()).or_default());
+    }
+
+    /// What this process's runner is doing with `source`: all `None` in a process that does
+    /// not poll it.
+    pub fn activity(&self, source: &str) -> SourceActivity {
+        let all = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(source).cloned().unwrap_or_default()
     }
 
     /// The latest state of a source: as this process last left it, or as stored.
@@ -688,7 +718,9 @@ impl Store {
         if c.state.is_some() {
             self.unsaved_states().remove(c.source);
         }
-        self.head.send_replace(range.end);
+        // Sources commit concurrently: the later of two commits may report first, and the
+        // head must not step back to the earlier one's end. Every commit still wakes the sinks.
+        self.head.send_modify(|head| *head = (*head).max(range.end));
         Ok(range)
     }
 

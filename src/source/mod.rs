@@ -123,6 +123,8 @@ pub trait SourceKind {
     /// Where and as whom the source logs in.
     fn login(&self) -> Login<'_>;
     fn poll_interval(&self) -> Duration;
+    /// How long one cycle may run before the runner cancels it (see [`poll_deadline`]).
+    fn poll_deadline(&self) -> Duration;
     /// Checks beyond the shape of the table, each problem at its key.
     fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>);
     /// One line for `check-config`: never a secret.
@@ -131,6 +133,18 @@ pub trait SourceKind {
     fn check_secrets(&self) -> Result<(), SourceError>;
     /// What `status` shows of the stored cursor: what an operator can act on, no internals.
     fn status(&self, cursor: &StoredCursor) -> serde_json::Value;
+}
+
+/// A cycle's deadline when `poll_deadline` is not set: an hour, or five request timeouts when
+/// that is longer. Far beyond any cycle that makes progress (a full reconcile of 100,000 users
+/// against a real Superset took about a minute, README "Large Supersets"), so that it only
+/// ends a cycle that is stuck, and never one that a large source needs.
+pub const DEFAULT_POLL_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The deadline of one cycle of a source: `set` (its `poll_deadline`), or the default that
+/// follows from its `request_timeout`.
+pub fn poll_deadline(set: Option<Duration>, request_timeout: Duration) -> Duration {
+    set.unwrap_or_else(|| DEFAULT_POLL_DEADLINE.max(request_timeout.saturating_mul(5)))
 }
 
 /// How every source kind's table says where to log in: checked and read alike for each kind.

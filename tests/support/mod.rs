@@ -2,6 +2,7 @@
 pub mod events;
 pub mod harness;
 pub mod ocsf;
+pub mod running;
 pub mod schema;
 pub mod sim;
 pub mod wait;

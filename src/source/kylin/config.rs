@@ -34,6 +34,10 @@ pub struct KylinConfig {
     pub page_size: u32,
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long one cycle may run before it is cancelled and recorded as an error; what it
+    /// committed stays. Unset: see [`crate::source::poll_deadline`].
+    #[serde(default, with = "humantime_serde")]
+    pub poll_deadline: Option<Duration>,
     /// On the first run, emit one `user.observed` per existing user instead of storing the
     /// snapshot silently.
     #[serde(default)]
@@ -71,6 +75,10 @@ impl SourceKind for KylinConfig {
         self.poll_interval
     }
 
+    fn poll_deadline(&self) -> Duration {
+        crate::source::poll_deadline(self.poll_deadline, self.request_timeout)
+    }
+
     fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
         self.login().check(entry, p);
         if self.page_size == 0 {
@@ -85,17 +93,19 @@ impl SourceKind for KylinConfig {
             &[
                 ("poll_interval", self.poll_interval, SECOND..=DAY),
                 ("request_timeout", self.request_timeout, SECOND..=HOUR),
+                ("poll_deadline", self.poll_deadline(), SECOND..=DAY),
             ],
         );
     }
 
     fn describe(&self) -> String {
         format!(
-            "kylin at {} as '{}', poll every {} (every poll reads all users, {} per page)",
+            "kylin at {} as '{}', poll every {} (every poll reads all users, {} per page), each cycle cancelled after {}",
             self.url,
             self.username,
             humantime::format_duration(self.poll_interval),
-            self.page_size
+            self.page_size,
+            humantime::format_duration(self.poll_deadline())
         )
     }
 

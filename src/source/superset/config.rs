@@ -67,6 +67,10 @@ pub struct SupersetConfig {
     pub emit_initial_snapshot: bool,
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long one cycle may run before it is cancelled and recorded as an error; what it
+    /// committed stays. Unset: see [`crate::source::poll_deadline`].
+    #[serde(default, with = "humantime_serde")]
+    pub poll_deadline: Option<Duration>,
     /// Attempts per request on connection errors, timeouts and 5xx, with exponential backoff.
     #[serde(default = "defaults::retries")]
     pub max_retries: usize,
@@ -120,6 +124,10 @@ impl SourceKind for SupersetConfig {
         self.poll_interval
     }
 
+    fn poll_deadline(&self) -> Duration {
+        crate::source::poll_deadline(self.poll_deadline, self.request_timeout)
+    }
+
     fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
         self.login().check(entry, p);
         for (key, globs) in [
@@ -146,6 +154,7 @@ impl SourceKind for SupersetConfig {
                     SECOND..=30 * DAY,
                 ),
                 ("request_timeout", self.request_timeout, SECOND..=HOUR),
+                ("poll_deadline", self.poll_deadline(), SECOND..=DAY),
                 (
                     "incremental_overlap",
                     self.incremental_overlap,
@@ -176,12 +185,13 @@ impl SourceKind for SupersetConfig {
 
     fn describe(&self) -> String {
         format!(
-            "superset at {} as '{}', poll every {}, full reconcile every {}, times in {}",
+            "superset at {} as '{}', poll every {}, full reconcile every {}, times in {}, each cycle cancelled after {}",
             self.url,
             self.username,
             humantime::format_duration(self.poll_interval),
             humantime::format_duration(self.full_reconcile_interval),
-            self.timezone
+            self.timezone,
+            humantime::format_duration(self.poll_deadline())
         )
     }
 
