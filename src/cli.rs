@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
-use crate::runner::{CycleOptions, Runner, RunnerError};
+use crate::runner::{CycleError, CycleOptions, Runner, RunnerError};
 use crate::store::{
     SinkHealth, SinkState, SourceActivity, SourceState, Store, StoreError, StoreFault,
 };
@@ -405,7 +405,9 @@ impl CliError {
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
             }
-            CliError::Runner(RunnerError::Source { .. } | RunnerError::Deadline { .. })
+            CliError::Runner(
+                RunnerError::Cycle(CycleError::Source { .. }) | RunnerError::Deadline { .. },
+            )
             | CliError::Demo(_)
             | CliError::RefusedBefore { .. } => exit::SOURCE,
             CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
@@ -413,7 +415,9 @@ impl CliError {
             | CliError::Deliver(_)
             | CliError::Replay(ReplayError::Sink(_) | ReplayError::Deliver(_)) => exit::DELIVERY,
             CliError::Store(_)
-            | CliError::Runner(RunnerError::Store(_) | RunnerError::StoppedWithStoreFailing(_))
+            | CliError::Runner(
+                RunnerError::Cycle(CycleError::Store(_)) | RunnerError::StoppedWithStoreFailing(_),
+            )
             | CliError::Replay(ReplayError::Store(_))
             | CliError::Admin(_)
             | CliError::StatusUnavailable { .. } => exit::STORE,

@@ -17,7 +17,8 @@ use std::ops::Range;
 use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
-use crate::diff::{self, Derived, DiffOptions};
+use crate::diff::{self, DiffOptions};
+use crate::event::Derived;
 use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source, SourceError};
 use crate::store::{

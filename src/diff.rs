@@ -10,19 +10,10 @@
 
 use serde_json::{json, Value};
 
-use crate::event::EventType;
+use crate::event::{Derived, EventType};
 use crate::user::{Account, Member, Snapshot};
 
 pub use crate::user::FieldChange;
-
-/// An event before it gets an id, a time and an offset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Derived {
-    pub event_type: EventType,
-    /// The user the event is about (its key); `None` for an action-log row without a user.
-    pub subject: Option<String>,
-    pub data: Value,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct DiffOptions {

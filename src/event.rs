@@ -71,6 +71,16 @@ impl fmt::Display for EventType {
     }
 }
 
+/// An event before it gets an id, a time and an offset: what the diff derives and a source
+/// reads natively.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    pub event_type: EventType,
+    /// The user the event is about (its key); `None` for an action-log row without a user.
+    pub subject: Option<String>,
+    pub data: serde_json::Value,
+}
+
 pub const SPEC_VERSION: &str = "1.0";
 pub const DATA_CONTENT_TYPE: &str = "application/json";
 

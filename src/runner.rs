@@ -25,18 +25,15 @@ use crate::config::Config;
 use crate::deliver::{self, DeliverError};
 use crate::retention::Retention;
 use crate::sink::{Sink, SinkConfig, SinkError};
-use crate::source::{Source, SourceError, Visit};
+use crate::source::{Source, Visit};
 use crate::store::{Store, StoreError};
 use crate::text::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("source '{source_name}'")]
-    Source {
-        source_name: String,
-        #[source]
-        error: SourceError,
-    },
+    /// What a cycle failed on: its source, or the store.
+    #[error(transparent)]
+    Cycle(#[from] CycleError),
     #[error("source '{source_name}'")]
     Deadline {
         source_name: String,
@@ -44,13 +41,17 @@ pub enum RunnerError {
         error: DeadlinePassed,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
     Deliver(#[from] DeliverError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("stopped while the store refuses writes: everything committed before it failed is safe, and what was found since is derived again at the next start")]
     StoppedWithStoreFailing(#[source] StoreError),
+}
+
+impl From<StoreError> for RunnerError {
+    fn from(e: StoreError) -> RunnerError {
+        RunnerError::Cycle(CycleError::Store(e))
+    }
 }
 
 /// A cycle ran past its source's `poll_deadline` and was cancelled.
@@ -60,7 +61,7 @@ pub struct DeadlinePassed {
     pub deadline: Duration,
 }
 
-pub use crate::cycle::{CycleOptions, SourceReport};
+pub use crate::cycle::{CycleError, CycleOptions, SourceReport};
 
 /// How long sinks may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -127,16 +128,7 @@ impl<S: Source> Poll for S {
         store: &'a Store,
         opts: CycleOptions,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
-        Box::pin(async move {
-            crate::cycle::poll_source(store, self, opts)
-                .await
-                .map_err(|e| match e {
-                    crate::cycle::CycleError::Source { source_name, error } => {
-                        RunnerError::Source { source_name, error }
-                    }
-                    crate::cycle::CycleError::Store(e) => RunnerError::Store(e),
-                })
-        })
+        Box::pin(async move { Ok(crate::cycle::poll_source(store, self, opts).await?) })
     }
 }
 
@@ -214,7 +206,7 @@ impl Runner {
             .sources
             .iter()
             .map(|s| {
-                let source = s.build(Boxed).map_err(|error| RunnerError::Source {
+                let source = s.build(Boxed).map_err(|error| CycleError::Source {
                     source_name: s.name().to_owned(),
                     error,
                 })?;
@@ -431,7 +423,7 @@ impl Polls {
                         );
                     }
                 }
-                Err(RunnerError::Store(e)) => {
+                Err(RunnerError::Cycle(CycleError::Store(e))) => {
                     pause.send_replace(true);
                     error!(
                         source = %name,
@@ -498,7 +490,7 @@ impl Polls {
                 .after_commit(store);
         }
         match &result {
-            Err(RunnerError::Source { error, .. }) if error.stops_source() => {
+            Err(RunnerError::Cycle(CycleError::Source { error, .. })) if error.stops_source() => {
                 // Said once at error level: every later cycle fails the same way, sending
                 // nothing, until the credentials change or an operator retries the login.
                 if store.source_state(&name)?.stopped.is_none() {
@@ -508,7 +500,7 @@ impl Polls {
                 }
                 store.record_stop(&name, error.to_string())?;
             }
-            Err(RunnerError::Source { error, .. }) => {
+            Err(RunnerError::Cycle(CycleError::Source { error, .. })) => {
                 error!(source = %name, error = %error, "poll failed; what it had committed stays (each user as read, with its events), the rest is read again by the next poll");
                 store.record_error(&name, error.to_string())?;
             }

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use rollcall::runner::{CycleOptions, RunnerError};
+use rollcall::runner::{CycleError, CycleOptions, RunnerError};
 use rollcall::store::SourceState;
 use rollcall::text::error_chain;
 use support::harness::{kind, kinds, Harness};
@@ -33,7 +33,7 @@ async fn fails_then_recovers(fault: Fault, expect: &[&str]) {
     for e in expect {
         assert!(msg.contains(e), "error {msg:?} should mention {e:?}");
     }
-    assert!(matches!(err, RunnerError::Source { .. }));
+    assert!(matches!(err, RunnerError::Cycle(CycleError::Source { .. })));
     let state = h.store().source_state("test").unwrap();
     assert_eq!(
         h.store().head().unwrap(),

@@ -20,7 +20,7 @@ use serde::Serialize;
 use toml::de::DeValue;
 use toml::Spanned;
 
-use crate::diff::Derived;
+use crate::event::Derived;
 use crate::settings::{Entry, Problems, SecretError, SecretRef};
 pub use crate::store::Known;
 use crate::store::{Credentials, LoginRefusal, StoreError};

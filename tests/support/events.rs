@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
-use rollcall::diff::{diff, observe_all, Derived, DiffOptions};
+use rollcall::diff::{diff, observe_all, DiffOptions};
+use rollcall::event::Derived;
 use rollcall::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use rollcall::source::superset::{Snapshot, User};
 use rollcall::user::Member;

@@ -192,7 +192,8 @@ impl Account for KylinUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{diff, Derived, DiffOptions};
+    use crate::diff::{diff, DiffOptions};
+    use crate::event::Derived;
     use crate::user::MemberId;
     use chrono::TimeZone;
 

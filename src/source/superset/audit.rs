@@ -14,7 +14,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::diff::Derived;
+use crate::event::Derived;
 use crate::event::EventType;
 
 /// Which actions to emit: those matching an `include` glob and no `exclude` glob.

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
-use crate::diff::Derived;
+use crate::event::Derived;
 use crate::settings::SecretError;
 use crate::source::{
     note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,

@@ -138,7 +138,8 @@ impl Account for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{diff, observe_all, Derived, DiffOptions};
+    use crate::diff::{diff, observe_all, DiffOptions};
+    use crate::event::Derived;
     use chrono::{DateTime, TimeZone, Utc};
     use proptest::prelude::*;
 
