@@ -320,6 +320,8 @@ pub enum CliError {
     NotRunning(String),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("this command names the config {named}, but the running `rollcall run` that holds the store was started with {running} and acts on that config only: run the command with `--config {running}`")]
+    OtherConfig { named: PathBuf, running: PathBuf },
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
 }
@@ -351,6 +353,7 @@ impl CliError {
             | CliError::NotWebhook(_)
             | CliError::NoPublicKey(_)
             | CliError::NotRunning(_)
+            | CliError::OtherConfig { .. }
             | CliError::NoStore(_)
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
@@ -393,7 +396,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             doctor(&Config::load(&cli.config)?, send_test_event).await
         }
         Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
-        Command::Run => run(Config::load(&cli.config)?).await,
+        Command::Run => run(Started::load(&cli.config)?).await,
         Command::Once {
             full,
             confirm_deletes,
@@ -509,9 +512,32 @@ async fn on_the_store(
     result.map(ExitCode::from)
 }
 
-/// Answer one admin-socket request with the running process's store and sinks.
-pub async fn answer(
+/// The config `run` was started with: the only one it acts on, also for requests over its
+/// admin socket. The file is kept resolved (symlinks followed) to tell a request naming another
+/// file, and its text to tell that the file changed since.
+struct Started {
+    config: Config,
+    path: PathBuf,
+    text: Vec<u8>,
+}
+
+impl Started {
+    fn load(path: &std::path::Path) -> Result<Started, CliError> {
+        let config = Config::load(path)?;
+        // Loading read the file just now: it is there, and readable.
+        let path = std::fs::canonicalize(path)?;
+        let text = std::fs::read(&path)?;
+        Ok(Started { config, path, text })
+    }
+}
+
+/// Answer one admin-socket request with the running process's store, sinks and config: a
+/// request naming another config file than the one `run` started with is refused (acting on
+/// it would mix sinks `run` does not serve with its store), and one naming the same file,
+/// changed since, is told that the changes wait for a restart.
+async fn answer(
     request: crate::admin::Request,
+    started: std::sync::Arc<Started>,
     store: Store,
     controls: crate::runner::SinkControls,
 ) -> crate::admin::Reply {
@@ -527,20 +553,39 @@ pub async fn answer(
         }
     };
     let mut out = Vec::new();
-    let result = match Config::load(&request.config) {
-        Ok(config) => operate(&config, cli.command, &store, Some(&controls), &mut out).await,
-        Err(e) => Err(e.into()),
+    let mut note = String::new();
+    let result = match std::fs::canonicalize(&request.config) {
+        Ok(named) if named == started.path => {
+            if std::fs::read(&named).ok().as_ref() != Some(&started.text) {
+                note = format!(
+                    "note: {} changed since this `rollcall run` started; it acts on the config it started with until it is restarted\n",
+                    named.display()
+                );
+            }
+            operate(
+                &started.config,
+                cli.command,
+                &store,
+                Some(&controls),
+                &mut out,
+            )
+            .await
+        }
+        _ => Err(CliError::OtherConfig {
+            named: request.config,
+            running: started.path.clone(),
+        }),
     };
     let stdout = String::from_utf8_lossy(&out).into_owned();
     match result {
         Ok(code) => crate::admin::Reply {
             stdout,
+            stderr: note,
             code,
-            ..Default::default()
         },
         Err(e) => crate::admin::Reply {
             stdout,
-            stderr: format!("error: {}\n", error_chain(&e)),
+            stderr: format!("{note}error: {}\n", error_chain(&e)),
             code: e.exit_code(),
         },
     }
@@ -822,10 +867,11 @@ async fn demo(config: &Config, pause: Option<std::time::Duration>) -> Result<Exi
 
 /// `run`: poll and deliver until Ctrl-C or SIGTERM, serving /healthz, /readyz, /metrics and
 /// /status on `listen` meanwhile.
-async fn run(config: Config) -> Result<ExitCode, CliError> {
+async fn run(started: Started) -> Result<ExitCode, CliError> {
+    let config = &started.config;
     let store = Store::open(&config.store.path)?;
     let metrics = crate::http::install_metrics();
-    let runner = Runner::new(&config, store.clone())?;
+    let runner = Runner::new(config, store.clone())?;
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
     match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => {
@@ -891,13 +937,15 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
     tracing::info!(socket = %socket.display(), "serving events, status, replay, dlq and sink commands");
     {
         let (store, controls) = (store.clone(), runner.controls());
+        let started = std::sync::Arc::new(started);
         let mut stopped = stop_http.subscribe();
         let until = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         tokio::spawn(crate::admin::serve(
             listener,
-            move |request| answer(request, store.clone(), controls.clone()),
+            crate::admin::Limits::default(),
+            move |request| answer(request, started.clone(), store.clone(), controls.clone()),
             until,
         ));
     }
