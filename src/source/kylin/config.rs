@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
+use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 /// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
@@ -34,6 +35,9 @@ pub struct KylinConfig {
     pub page_size: u32,
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The largest answer read from Kylin; a larger one fails the read.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: u64,
     /// On the first run, emit one `user.observed` per existing user instead of storing the
     /// snapshot silently.
     #[serde(default)]
@@ -82,6 +86,7 @@ impl SourceKind for KylinConfig {
                 ("request_timeout", self.request_timeout, SECOND..=HOUR),
             ],
         );
+        check_max_response_bytes(entry, p, self.max_response_bytes);
     }
 
     fn describe(&self) -> String {
@@ -124,5 +129,8 @@ mod defaults {
     }
     pub fn request_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn max_response_bytes() -> u64 {
+        super::DEFAULT_MAX_RESPONSE_BYTES
     }
 }
