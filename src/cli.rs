@@ -1262,6 +1262,9 @@ struct SinkStatus {
     /// Age of the oldest undelivered event.
     lag_seconds: Option<i64>,
     dead_letters: usize,
+    /// Events retention compacted away before this sink received them, over the store's life.
+    #[serde(default)]
+    events_skipped: u64,
     #[serde(flatten)]
     state: SinkState,
 }
@@ -1299,6 +1302,7 @@ impl Status {
                     lag_events: head.saturating_sub(cursor),
                     lag_seconds: oldest.map(|e| (Utc::now() - e.time).num_seconds()),
                     dead_letters: store.dead_letter_count(s.name())?,
+                    events_skipped: store.skipped(s.name())?,
                     state: store.sink_state(s.name())?,
                 })
             })
@@ -1435,6 +1439,13 @@ impl Status {
             )?;
             if let (Some(e), false) = (&s.state.last_error, s.state.health == SinkHealth::Ok) {
                 writeln!(out, "  last error: {}", printable(e))?;
+            }
+            if s.events_skipped > 0 {
+                writeln!(
+                    out,
+                    "  EVENTS SKIPPED: {} events were compacted away by retention before this sink received them; they are lost to it (see the log for which offsets)",
+                    s.events_skipped
+                )?;
             }
         }
         Ok(())
