@@ -524,10 +524,17 @@ struct Started {
 impl Started {
     fn load(path: &std::path::Path) -> Result<Started, CliError> {
         let config = Config::load(path)?;
-        // Loading read the file just now: it is there, and readable.
-        let path = std::fs::canonicalize(path)?;
-        let text = std::fs::read(&path)?;
-        Ok(Started { config, path, text })
+        let unreadable = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let resolved = std::fs::canonicalize(path).map_err(unreadable)?;
+        let text = std::fs::read(&resolved).map_err(unreadable)?;
+        Ok(Started {
+            config,
+            path: resolved,
+            text,
+        })
     }
 }
 
