@@ -914,7 +914,7 @@ impl<'c, 'a> Window<'c, 'a> {
             from,
             to,
             total,
-            "sink '{}' skipped {skipped} events (offsets {from}..{to}): retention compacted them away before it received them, so they are lost to it. Raise `retain`/`max_bytes`, or leave `force` unset so that retention waits for every sink",
+            "sink '{}' skipped {skipped} events (offsets {from}..{to}): retention compacted them away before it received them (with `force`, or before the sink was configured), so they are lost to it. To keep it from happening again, raise `retain`/`max_bytes`, or leave `force` unset so that retention waits for every configured sink",
             ctx.name
         );
         Ok(())
