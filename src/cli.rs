@@ -355,6 +355,8 @@ pub enum CliError {
     NotRunning(String),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("this command names the config {named}, but the running `rollcall run` that holds the store was started with {running} and acts on that config only: run the command with `--config {running}`")]
+    OtherConfig { named: PathBuf, running: PathBuf },
     #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
     NoStore(PathBuf),
     #[error("sink '{0}' writes a file (or stdout) that the running `rollcall run` holds: a second writer would interleave its lines with the sink's. Use `rollcall replay --rewind` (the running sink re-sends from there, in order), or stop `rollcall run` and replay then")]
@@ -398,6 +400,7 @@ impl CliError {
             | CliError::NotWebhook(_)
             | CliError::NoPublicKey(_)
             | CliError::NotRunning(_)
+            | CliError::OtherConfig { .. }
             | CliError::NoStore(_)
             | CliError::UnknownSource { .. }
             | CliError::LiveSingleWriter(_)
@@ -449,7 +452,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             doctor(&cli.config, &Config::load(&cli.config)?, send_test_event).await
         }
         Command::Healthcheck { ready } => healthcheck(&Config::load(&cli.config)?, ready).await,
-        Command::Run => run(Config::load(&cli.config)?).await,
+        Command::Run => run(Started::load(&cli.config)?).await,
         Command::Once {
             full,
             confirm_deletes,
@@ -667,9 +670,39 @@ async fn login_state(
         }))
 }
 
-/// Answer one admin-socket request with the running process's store and sinks.
-pub async fn answer(
+/// The config `run` was started with: the only one it acts on, also for requests over its
+/// admin socket. The file is kept resolved (symlinks followed) to tell a request naming another
+/// file, and its text to tell that the file changed since.
+struct Started {
+    config: Config,
+    path: PathBuf,
+    text: Vec<u8>,
+}
+
+impl Started {
+    fn load(path: &std::path::Path) -> Result<Started, CliError> {
+        let config = Config::load(path)?;
+        let unreadable = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let resolved = std::fs::canonicalize(path).map_err(unreadable)?;
+        let text = std::fs::read(&resolved).map_err(unreadable)?;
+        Ok(Started {
+            config,
+            path: resolved,
+            text,
+        })
+    }
+}
+
+/// Answer one admin-socket request with the running process's store, sinks and config: a
+/// request naming another config file than the one `run` started with is refused (acting on
+/// it would mix sinks `run` does not serve with its store), and one naming the same file,
+/// changed since, is told that the changes wait for a restart.
+async fn answer(
     request: crate::admin::Request,
+    started: std::sync::Arc<Started>,
     store: Store,
     controls: crate::runner::SinkControls,
 ) -> crate::admin::Reply {
@@ -685,20 +718,39 @@ pub async fn answer(
         }
     };
     let mut out = Vec::new();
-    let result = match Config::load(&request.config) {
-        Ok(config) => operate(&config, cli.command, &store, Some(&controls), &mut out).await,
-        Err(e) => Err(e.into()),
+    let mut note = String::new();
+    let result = match std::fs::canonicalize(&request.config) {
+        Ok(named) if named == started.path => {
+            if std::fs::read(&named).ok().as_ref() != Some(&started.text) {
+                note = format!(
+                    "note: {} changed since this `rollcall run` started; it acts on the config it started with until it is restarted\n",
+                    named.display()
+                );
+            }
+            operate(
+                &started.config,
+                cli.command,
+                &store,
+                Some(&controls),
+                &mut out,
+            )
+            .await
+        }
+        _ => Err(CliError::OtherConfig {
+            named: request.config,
+            running: started.path.clone(),
+        }),
     };
     let stdout = String::from_utf8_lossy(&out).into_owned();
     match result {
         Ok(code) => crate::admin::Reply {
             stdout,
+            stderr: note,
             code,
-            ..Default::default()
         },
         Err(e) => crate::admin::Reply {
             stdout,
-            stderr: format!("error: {}\n", error_chain(&e)),
+            stderr: format!("{note}error: {}\n", error_chain(&e)),
             code: e.exit_code(),
         },
     }
@@ -1068,10 +1120,11 @@ async fn demo(
 
 /// `run`: poll and deliver until Ctrl-C or SIGTERM, serving /healthz, /readyz, /metrics and
 /// /status on `listen` meanwhile.
-async fn run(config: Config) -> Result<ExitCode, CliError> {
+async fn run(started: Started) -> Result<ExitCode, CliError> {
+    let config = &started.config;
     let store = Store::open(&config.store.path)?;
     let metrics = crate::http::install_metrics();
-    let runner = Runner::new(&config, store.clone())?;
+    let runner = Runner::new(config, store.clone())?;
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
     match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => {
@@ -1137,13 +1190,15 @@ async fn run(config: Config) -> Result<ExitCode, CliError> {
     tracing::info!(socket = %socket.display(), "serving events, status, replay, dlq and sink commands");
     {
         let (store, controls) = (store.clone(), runner.controls());
+        let started = std::sync::Arc::new(started);
         let mut stopped = stop_http.subscribe();
         let until = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         tokio::spawn(crate::admin::serve(
             listener,
-            move |request| answer(request, store.clone(), controls.clone()),
+            crate::admin::Limits::default(),
+            move |request| answer(request, started.clone(), store.clone(), controls.clone()),
             until,
         ));
     }
@@ -1493,6 +1548,9 @@ struct SinkStatus {
     /// Age of the oldest undelivered event.
     lag_seconds: Option<i64>,
     dead_letters: usize,
+    /// Events retention compacted away before this sink received them, over the store's life.
+    #[serde(default)]
+    events_skipped: u64,
     #[serde(flatten)]
     state: SinkState,
 }
@@ -1531,6 +1589,7 @@ impl Status {
                     lag_events: head.saturating_sub(cursor),
                     lag_seconds: oldest.map(|e| (Utc::now() - e.time).num_seconds()),
                     dead_letters: store.dead_letter_count(s.name())?,
+                    events_skipped: store.skipped(s.name())?,
                     state: store.sink_state(s.name())?,
                 })
             })
@@ -1688,6 +1747,13 @@ impl Status {
             )?;
             if let (Some(e), false) = (&s.state.last_error, s.state.health == SinkHealth::Ok) {
                 writeln!(out, "  last error: {}", printable(e))?;
+            }
+            if s.events_skipped > 0 {
+                writeln!(
+                    out,
+                    "  EVENTS SKIPPED: {} events were compacted away by retention before this sink received them; they are lost to it (see the log for which offsets)",
+                    s.events_skipped
+                )?;
             }
         }
         Ok(())

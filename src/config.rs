@@ -644,6 +644,33 @@ format = "ocsf"
     }
 
     #[test]
+    fn max_response_bytes_below_64_kib_or_above_4_gib_is_refused_for_each_source_kind() {
+        let kylin = "\n[[sources]]\nkind = \"kylin\"\nname = \"cubes\"\nurl = \"http://127.0.0.1:7070/kylin\"\nusername = \"rollcall\"\npassword_env = \"KYLIN_PASSWORD\"\nmax_response_bytes = 5000000000\n";
+        let raw = EXAMPLE.replace(
+            "full_reconcile_interval = \"15m\"",
+            "full_reconcile_interval = \"15m\"\nmax_response_bytes = 1000",
+        ) + kylin;
+        let err = parse(&raw).unwrap_err();
+        assert_eq!(
+            err.matches(
+                "`max_response_bytes` must be between 65536 (64 KiB) and 4294967296 (4 GiB)"
+            )
+            .count(),
+            2,
+            "{err}"
+        );
+        assert!(
+            err.contains("not 1000") && err.contains("not 5000000000"),
+            "{err}"
+        );
+        let fine = EXAMPLE.replace(
+            "full_reconcile_interval = \"15m\"",
+            "full_reconcile_interval = \"15m\"\nmax_response_bytes = 65536",
+        );
+        parse(&fine).unwrap();
+    }
+
+    #[test]
     fn a_password_in_the_source_url_is_refused_without_being_repeated() {
         let raw = EXAMPLE.replace(
             "url = \"http://127.0.0.1:8088\"",

@@ -12,7 +12,9 @@
 //!
 //! Under `run` every sink is served by its own task, so a slow or dead sink never delays
 //! another one, nor the polling. It must never move a cursor past an event the sink did not
-//! confirm, and never drop an event: a sink that cannot go on stops and says why.
+//! confirm, and never drop an event: a sink that cannot go on stops and says why. Events that
+//! retention removed before the sink read them are gone from the log; the sink passes them
+//! only loudly (a warning, a metric, and a count in the store that `status` shows).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -462,6 +464,10 @@ impl<'a> Ctx<'a> {
             w.launch();
             w.fill()?;
             w.launch();
+            if w.gap.is_some() && w.open.is_empty() {
+                w.skip_gap().await?;
+                continue;
+            }
             w.save_cursor(false).await?;
             if let Some(e) = w.stopped.take() {
                 // A permanent failure: what is still in flight is abandoned (re-sent later).
@@ -655,8 +661,11 @@ struct Window<'c, 'a> {
     /// A cursor save on the blocking pool: a flush waits for the disk, which must not stall
     /// the deliveries (under disk load, a flush can take longer than many deliveries).
     saving: Option<JoinHandle<Result<(), StoreError>>>,
-    /// The last read reached the log head.
+    /// The last read reached the log head, or a gap that stops reading for now.
     at_head: bool,
+    /// Where the log goes on after events retention compacted away before this sink read them
+    /// (from `read` up to here): they are skipped once nothing read before them is open.
+    gap: Option<u64>,
     head_alive: bool,
     /// Read and not yet delivered or dead-lettered.
     open: BTreeSet<u64>,
@@ -688,6 +697,7 @@ impl<'c, 'a> Window<'c, 'a> {
             saved_at: Instant::now(),
             saving: None,
             at_head: false,
+            gap: None,
             head_alive: true,
             open: BTreeSet::new(),
             queues: HashMap::default(),
@@ -707,10 +717,21 @@ impl<'c, 'a> Window<'c, 'a> {
         WINDOW.max(self.ctx.delivery.max_in_flight)
     }
 
-    /// Read from the log while the window has room.
+    /// Read from the log while the window has room, up to a gap left by retention.
     fn fill(&mut self) -> Result<(), DeliverError> {
-        while self.open.len() + READ_CHUNK <= self.capacity() {
+        while self.gap.is_none() && self.open.len() + READ_CHUNK <= self.capacity() {
             let events = self.ctx.store.events_from(self.read, READ_CHUNK)?;
+            // Offsets are dense but for what retention removed: a first offset past the read
+            // position (or a log start past it) means those events are gone.
+            let resumes = match events.first() {
+                Some(e) => e.offset,
+                None => self.ctx.store.log_start()?,
+            };
+            if resumes > self.read {
+                self.gap = Some(resumes);
+                self.at_head = true;
+                return Ok(());
+            }
             self.at_head = events.len() < READ_CHUNK;
             let Some(last) = events.last() else {
                 return Ok(());
@@ -868,6 +889,34 @@ impl<'c, 'a> Window<'c, 'a> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Skip a gap in the log once nothing read before it is open: the cursor moves past it
+    /// without counting its events as delivered, the store counts them for `status`, and the
+    /// log and a metric say how many this sink will never receive.
+    async fn skip_gap(&mut self) -> Result<(), DeliverError> {
+        let Some(to) = self.gap.take() else {
+            return Ok(());
+        };
+        // What was delivered before the gap is saved as delivered first.
+        self.save_cursor(true).await?;
+        let (ctx, from) = (self.ctx, self.read);
+        let total = ctx.store.skip_compacted(&ctx.name, from, to)?;
+        self.read = to;
+        self.cursor = to;
+        let skipped = to - from;
+        metrics::counter!("rollcall_events_skipped_total", "sink" => ctx.name.clone())
+            .increment(skipped);
+        warn!(
+            sink = %ctx.name,
+            skipped,
+            from,
+            to,
+            total,
+            "sink '{}' skipped {skipped} events (offsets {from}..{to}): retention compacted them away before it received them (with `force`, or before the sink was configured), so they are lost to it. To keep it from happening again, raise `retain`/`max_bytes`, or leave `force` unset so that retention waits for every configured sink",
+            ctx.name
+        );
         Ok(())
     }
 

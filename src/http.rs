@@ -112,6 +112,10 @@ pub fn describe() {
         "Deliveries retried after a failure, by sink."
     );
     describe_counter!(
+        "rollcall_events_skipped_total",
+        "Events retention compacted away before the sink received them, by sink."
+    );
+    describe_counter!(
         "rollcall_events_dead_lettered_total",
         "Events given up on and parked in the dead-letter tree, by sink."
     );
@@ -171,6 +175,7 @@ pub const METRICS: &[&str] = &[
     "rollcall_events_delivered_total",
     "rollcall_delivery_failures_total",
     "rollcall_delivery_retries_total",
+    "rollcall_events_skipped_total",
     "rollcall_events_dead_lettered_total",
     "rollcall_sink_lag_events",
     "rollcall_sink_lag_seconds",

@@ -5,7 +5,8 @@
 //! snapshot write so that comparing membership walks a tenth of the bytes, docs/performance.md,
 //! Memory), `events` (offset, big-endian u64 → event JSON, append-only), `cursors` (sink name →
 //! next offset to deliver) and `meta` (schema version, next offset, per-source state such as
-//! high-water marks).
+//! high-water marks, per-sink health and the count of events it skipped because retention
+//! compacted them away first).
 //! A cycle's snapshot changes, its events and its source state commit in ONE transaction, and
 //! are flushed before any sink sees them: a crash at any instant loses nothing and derives
 //! nothing twice. Nothing outside this module touches sled, and this module never talks to
@@ -903,6 +904,42 @@ impl Store {
         Ok(())
     }
 
+    /// Events retention compacted away before the sink received them, over the store's life
+    /// (see [`Store::skip_compacted`]).
+    pub fn skipped(&self, sink: &str) -> Result<u64, StoreError> {
+        match self.meta.get(skipped_key(sink))? {
+            Some(v) => be_u64(&v, "skipped events"),
+            None => Ok(0),
+        }
+    }
+
+    /// Move a sink's cursor from `from` to `to` over events retention compacted away before
+    /// the sink received them, adding them to its skipped count in the same durable write;
+    /// returns the count now. They are not counted as delivered.
+    pub fn skip_compacted(&self, sink: &str, from: u64, to: u64) -> Result<u64, StoreError> {
+        self.writing(|| {
+            let key = skipped_key(sink);
+            let total = (&self.cursors, &self.meta)
+                .transaction(|(cursors, meta)| {
+                    let before = match meta.get(&key)? {
+                        Some(v) => be_u64(&v, "skipped events")
+                            .map_err(ConflictableTransactionError::Abort)?,
+                        None => 0,
+                    };
+                    let total = before.saturating_add(to.saturating_sub(from));
+                    cursors.insert(sink.as_bytes(), &to.to_be_bytes())?;
+                    meta.insert(key.as_slice(), &total.to_be_bytes())?;
+                    Ok(total)
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => StoreError::Sled(e),
+                })?;
+            self.db.flush()?;
+            Ok(total)
+        })
+    }
+
     pub fn sink_state(&self, sink: &str) -> Result<SinkState, StoreError> {
         match self.meta.get(format!("sink/{sink}"))? {
             None => Ok(SinkState::default()),
@@ -1124,6 +1161,11 @@ impl Store {
 
 fn dlq_name(sink: &str) -> String {
     format!("dlq/{sink}")
+}
+
+/// Beside the sink's state in `meta`: how many events it skipped (see [`Store::skipped`]).
+fn skipped_key(sink: &str) -> Vec<u8> {
+    format!("skipped/{sink}").into_bytes()
 }
 
 fn state_key(source: &str) -> Vec<u8> {

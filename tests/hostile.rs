@@ -389,3 +389,119 @@ async fn check_config_refuses_absurd_durations_and_a_password_in_the_url() {
         "the password is never repeated: {err}"
     );
 }
+
+/// Fails the test instead of hanging it when a read goes on for ever.
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(300), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end"))
+}
+
+#[tokio::test]
+async fn a_superset_answer_larger_than_max_response_bytes_is_refused_naming_the_url_the_bound_and_the_key(
+) {
+    let (sim, mut h, _, _) = baseline().await;
+    h.stop();
+    h.edit_config(|c| {
+        c.replace(
+            "max_retries = 2",
+            "max_retries = 2\nmax_response_bytes = 65536",
+        )
+    });
+    for declared in [true, false] {
+        sim.inject(fault(
+            USERS,
+            1,
+            FaultKind::Oversized {
+                bytes: 1 << 20,
+                declared,
+            },
+        ));
+        let err = bounded("the oversized read", h.try_cycle(CycleOptions::default()))
+            .await
+            .unwrap_err();
+        let err = error_chain(&err);
+        assert!(
+            err.contains(&format!("{}{USERS}", sim.url))
+                && err.contains("`max_response_bytes` (65536")
+                && err.contains("raise `max_response_bytes` for this source"),
+            "{err}"
+        );
+        let how = if declared {
+            "its Content-Length of 1048576 bytes is more than"
+        } else {
+            "it went on past"
+        };
+        assert!(err.contains(how), "{err}");
+    }
+    // Within the bound, the same padded answer is read as usual.
+    sim.inject(fault(
+        USERS,
+        1,
+        FaultKind::Oversized {
+            bytes: 60_000,
+            declared: false,
+        },
+    ));
+    h.cycle().await;
+}
+
+#[tokio::test]
+async fn a_superset_whose_user_pages_never_end_fails_the_read_after_a_bounded_number_of_pages() {
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(50, &[4]);
+    let mut h = Harness::new(&sim.url, "");
+    // Every request under the users path first creates 150 users: each keyset page is full,
+    // and the next one always has more.
+    sim.inject(fault(USERS, u32::MAX, FaultKind::Grow(150)));
+    let err = bounded("the endless read", h.try_cycle(CycleOptions::default()))
+        .await
+        .unwrap_err();
+    let err = error_chain(&err);
+    assert!(
+        err.contains(&format!("pages of {USERS} did not end")),
+        "{err}"
+    );
+    // Limited by what the first page's count (a few hundred users) needs, not by the server.
+    let pages = sim.requests().iter().filter(|r| r.path == USERS).count();
+    assert!(pages < 200, "{pages} pages read");
+}
+
+#[tokio::test]
+async fn a_kylin_answer_larger_than_max_response_bytes_is_refused_naming_the_url_the_bound_and_the_key(
+) {
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    let mut h = Harness::kylin(&sim.url, "max_response_bytes = 65536");
+    for declared in [true, false] {
+        sim.inject(KylinFault {
+            path_contains: "/api/user".into(),
+            skip: 0,
+            times: 1,
+            kind: KylinFaultKind::Oversized {
+                bytes: 1 << 20,
+                declared,
+            },
+        });
+        let err = bounded("the oversized read", h.try_cycle(CycleOptions::default()))
+            .await
+            .unwrap_err();
+        let err = error_chain(&err);
+        assert!(
+            err.contains(&format!("{}/api/user", sim.url))
+                && err.contains("`max_response_bytes` (65536")
+                && err.contains("raise `max_response_bytes` for this source"),
+            "{err}"
+        );
+    }
+    sim.inject(KylinFault {
+        path_contains: "/api/user".into(),
+        skip: 0,
+        times: 1,
+        kind: KylinFaultKind::Oversized {
+            bytes: 60_000,
+            declared: true,
+        },
+    });
+    h.cycle().await;
+    assert_eq!(sim.failed_logins(rollcall_sim::kylin::ADMIN), 0);
+}

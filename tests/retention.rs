@@ -53,14 +53,16 @@ password_env = "UNUSED"
 [[sinks]]
 kind = "jsonl"
 name = "fast"
-path = "-"
+path = {fast:?}
 
 [[sinks]]
 kind = "jsonl"
 name = "slow"
-path = "-"
+path = {slow:?}
 "#,
         store = dir.join("data").display().to_string(),
+        fast = dir.join("fast.jsonl").display().to_string(),
+        slow = dir.join("slow.jsonl").display().to_string(),
     )
 }
 
@@ -246,4 +248,211 @@ async fn once_compacts_delivered_events_after_its_commit() {
     sim.add_users(1, &[1]);
     h.cycle().await;
     assert_eq!(h.store().log_start().unwrap(), head);
+}
+
+/// What runs on this thread inside `f` logged and counted.
+fn captured<T>(f: impl FnOnce() -> T) -> (T, String, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Buffer::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let out = {
+        let _log = tracing::subscriber::set_default(subscriber);
+        let _metrics = metrics::set_default_local_recorder(&recorder);
+        f()
+    };
+    let log = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    (out, log, metrics.render())
+}
+
+/// The `n` field of each event in a sink's JSONL file.
+fn delivered(dir: &Path, sink: &str) -> Vec<u64> {
+    std::fs::read_to_string(dir.join(format!("{sink}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn sink(config: &Config, name: &str) -> Box<dyn rollcall::sink::Sink> {
+    config
+        .sinks
+        .iter()
+        .find(|s| s.name() == name)
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+fn rollcall(path: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_sink_whose_events_were_compacted_before_it_got_them_skips_them_loudly_and_status_counts_them_after_a_restart(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcall.toml");
+    std::fs::write(
+        &path,
+        config_text(dir.path(), "retain = \"3days\"\nforce = true"),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    {
+        let store = store_with(&config, 10, 2);
+        let c = Retention::new(&config)
+            .enforce(&store, base() + Duration::days(9))
+            .unwrap();
+        assert_eq!((c.removed, c.overrun), (0..6, vec!["slow".to_owned()]));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let slow = sink(&config, "slow");
+        let (sent, log, metrics) =
+            captured(|| runtime.block_on(rollcall::deliver::drain(&store, slow.as_ref())));
+        assert_eq!(sent.unwrap(), 4);
+        assert_eq!(delivered(dir.path(), "slow"), [6, 7, 8, 9]);
+        assert_eq!(store.cursor("slow").unwrap(), 10);
+        assert_eq!(
+            (
+                store.skipped("slow").unwrap(),
+                store.skipped("fast").unwrap()
+            ),
+            (4, 0)
+        );
+        assert!(
+            log.contains("WARN") && log.contains("sink 'slow' skipped 4 events (offsets 2..6)"),
+            "{log}"
+        );
+        assert!(
+            metrics.contains("rollcall_events_skipped_total{sink=\"slow\"} 4"),
+            "{metrics}"
+        );
+        // Once past the gap, nothing more is skipped or said.
+        let (sent, log, _) =
+            captured(|| runtime.block_on(rollcall::deliver::drain(&store, slow.as_ref())));
+        assert_eq!(sent.unwrap(), 0);
+        assert_eq!(store.skipped("slow").unwrap(), 4);
+        assert!(!log.contains("skipped"), "{log}");
+    }
+    // Another process, later: the count was stored beside the cursor.
+    let status: serde_json::Value =
+        serde_json::from_slice(&rollcall(&path, &["status", "--json"]).stdout).unwrap();
+    let skipped: Vec<_> = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["events_skipped"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(skipped, [("fast", 0), ("slow", 4)]);
+    let human = String::from_utf8_lossy(&rollcall(&path, &["status"]).stdout).into_owned();
+    assert!(
+        human.contains("sink slow: ok, cursor 10")
+            && human.contains("EVENTS SKIPPED: 4 events were compacted away by retention before this sink received them"),
+        "{human}"
+    );
+    assert_eq!(human.matches("EVENTS SKIPPED").count(), 1, "{human}");
+}
+
+#[test]
+fn events_compacted_while_a_running_sink_waits_for_them_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "retain = \"3days\"\nforce = true");
+    let store = store_with(&config, 10, 10);
+    let commit = |n: u64| {
+        store
+            .commit(Commit {
+                source: "test",
+                upserts: Vec::new(),
+                removals: Vec::new(),
+                events: events(n),
+                state: Some(&SourceState::default()),
+            })
+            .unwrap()
+    };
+    // One thread: the sink's task runs only when this one waits, so the commit and the
+    // compaction below land together between two of its reads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ((), log, metrics) = captured(|| {
+        runtime.block_on(async {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let (_restart, restarts) = tokio::sync::mpsc::channel(1);
+            let task = tokio::spawn(rollcall::deliver::serve(
+                store.clone(),
+                sink(&config, "slow"),
+                store.watch_head(),
+                stopped,
+                restarts,
+            ));
+            let cursor_at = |at: u64| {
+                let store = store.clone();
+                async move {
+                    for _ in 0..6000 {
+                        if store.cursor("slow").unwrap() == at {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    panic!("the sink's cursor never reached {at}");
+                }
+            };
+            assert_eq!(commit(5), 10..15);
+            cursor_at(15).await;
+            assert_eq!(commit(5), 15..20);
+            assert_eq!(store.compact(18).unwrap(), 0..18);
+            cursor_at(20).await;
+            stop.send_replace(true);
+            task.await.unwrap();
+        })
+    });
+    assert_eq!(delivered(dir.path(), "slow"), [0, 1, 2, 3, 4, 3, 4]);
+    assert_eq!(store.skipped("slow").unwrap(), 3);
+    assert!(
+        log.contains("sink 'slow' skipped 3 events (offsets 15..18)"),
+        "{log}"
+    );
+    assert!(
+        metrics.contains("rollcall_events_skipped_total{sink=\"slow\"} 3"),
+        "{metrics}"
+    );
 }

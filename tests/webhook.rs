@@ -865,7 +865,7 @@ async fn cli(config: &Path, args: &[&str]) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_run_up_the_cli_retries_dead_letters_re_enables_a_gone_endpoint_replays_to_a_new_sink_and_lists_events(
+async fn with_run_up_the_cli_retries_dead_letters_re_enables_a_gone_endpoint_replays_and_lists_events(
 ) {
     use support::sim::{Sim, SimOptions};
     let sim = Sim::start(SimOptions::default()).await;
@@ -958,39 +958,80 @@ retry_schedule = ["0s", "10ms"]
     })
     .await;
 
-    // A sink added to the config for the occasion gets a replay; `events` lists the log.
-    let archive = dir.path().join("archive.jsonl");
-    let mut raw = std::fs::read_to_string(&config).unwrap();
-    raw.push_str(&format!(
-        "\n[[sinks]]\nkind = \"jsonl\"\nname = \"archive\"\npath = {:?}\n",
-        archive.display().to_string()
-    ));
-    std::fs::write(&config, raw).unwrap();
-    let (fine, said) = cli(
-        &config,
-        &["replay", "--sink", "archive", "--from-offset", "0"],
-    )
-    .await;
-    assert!(fine && said.contains("2 sent"), "{said}");
+    // `events` lists the log; a replay through the running process re-sends it with the
+    // same ids.
     let (fine, listed) = cli(&config, &["events"]).await;
     assert!(fine, "{listed}");
-    assert_eq!(std::fs::read_to_string(&archive).unwrap(), listed);
     for subject in [alice, bob] {
         assert!(
             listed.contains(&format!("\"subject\":\"{subject}\"")),
             "{listed}"
         );
     }
+    let logged: Vec<String> = listed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let before = rx.accepted().len();
+    let (fine, said) = cli(
+        &config,
+        &["replay", "--sink", "hooks", "--from-offset", "0"],
+    )
+    .await;
+    assert!(fine && said.contains("2 sent"), "{said}");
+    let accepted: Vec<String> = rx.accepted().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(accepted[before..], logged[..]);
+
+    // The running process acts on the config it started with: a sink added to the file since
+    // waits for a restart, and the command says so.
+    let archive = dir.path().join("archive.jsonl");
+    let mut raw = std::fs::read_to_string(&config).unwrap();
+    raw.push_str(&format!(
+        "\n[[sinks]]\nkind = \"jsonl\"\nname = \"archive\"\npath = {:?}\n",
+        archive.display().to_string()
+    ));
+    std::fs::write(&config, &raw).unwrap();
+    let (fine, said) = cli(
+        &config,
+        &["replay", "--sink", "archive", "--from-offset", "0"],
+    )
+    .await;
+    assert!(
+        !fine
+            && said.contains("changed since this `rollcall run` started")
+            && said.contains("no sink named 'archive'"),
+        "{said}"
+    );
+    assert!(!archive.exists());
+    // Another config file naming the same store is refused, naming both files.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, &raw).unwrap();
+    let (fine, said) = cli(&other, &["status"]).await;
+    assert!(
+        !fine
+            && said.contains("other.toml")
+            && said.contains(&format!(
+                "--config {}",
+                config.canonicalize().unwrap().display()
+            )),
+        "{said}"
+    );
 
     assert!(
         run.try_wait().unwrap().is_none(),
         "the same process ran throughout"
     );
     use std::os::unix::fs::PermissionsExt;
-    let socket = dir.path().join("data.sock");
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    let socket = dir.path().join("data.admin").join("rollcall.sock");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(
-        mode, 0o600,
+        (mode(socket.parent().unwrap()), mode(&socket)),
+        (0o700, 0o600),
         "only the store's owner may use the admin socket"
     );
     run.kill().unwrap();

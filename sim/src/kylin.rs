@@ -173,6 +173,10 @@ pub enum FaultKind {
     /// Process the request normally, then put bytes that are not UTF-8 (`\xC3\x28`) in the
     /// string `field` of the listed user `username`, as a broken proxy would.
     NotUtf8 { username: String, field: String },
+    /// Process the request normally, then pad its body with spaces to `bytes` bytes (the same
+    /// JSON). `declared`: sent with its `Content-Length`; otherwise streamed in chunks without
+    /// one.
+    Oversized { bytes: usize, declared: bool },
 }
 
 /// What a login attempt came to (K5).
@@ -1207,7 +1211,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
 
     let fault = shared.lock().take_fault(&record.path);
-    let reply = match fault {
+    let streamed = matches!(
+        fault,
+        Some(FaultKind::Oversized {
+            declared: false,
+            ..
+        })
+    );
+    let mut reply = match fault {
         Some(FaultKind::Status(code)) => Reply::new(
             code,
             JSON_CT,
@@ -1270,12 +1281,23 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             reply.body = crate::splice(&String::from_utf8_lossy(&reply.body), MARK, b"name\xC3\x28");
             reply
         }
+        Some(FaultKind::Oversized { bytes, .. }) => {
+            let mut reply = shared.lock().process(&r);
+            reply.body = crate::padded(reply.body, bytes);
+            reply
+        }
         None => shared.lock().process(&r),
     };
     shared.lock().requests.push(RecordedRequest {
         status: reply.status,
         ..record
     });
+    if streamed {
+        let body = std::mem::take(&mut reply.body);
+        let mut response = reply.into_response();
+        *response.body_mut() = crate::chunked(body);
+        return response;
+    }
     reply.into_response()
 }
 

@@ -14,3 +14,19 @@ fn splice(text: &str, mark: &str, raw: &[u8]) -> Vec<u8> {
     let parts: Vec<&[u8]> = text.split(mark).map(str::as_bytes).collect();
     parts.join(raw)
 }
+
+/// `body` padded with spaces to `bytes` bytes (whitespace after JSON leaves the same JSON).
+fn padded(mut body: Vec<u8>, bytes: usize) -> Vec<u8> {
+    if body.len() < bytes {
+        body.resize(bytes, b' ');
+    }
+    body
+}
+
+/// `body` as a response body of unknown length, sent in chunks without a `Content-Length`,
+/// as a server generating its answer (or a proxy re-encoding it) sends one.
+fn chunked(body: Vec<u8>) -> axum::body::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    axum::body::Body::from_stream(futures::stream::iter(chunks))
+}

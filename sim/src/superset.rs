@@ -184,6 +184,13 @@ pub enum FaultKind {
     /// User `id` is deleted, then the request is processed: an administrator's delete landing
     /// between two page reads, which shifts later rows of offset paging (docs/superset.md S21).
     DeleteFirst(u64),
+    /// The request is processed, then its body is padded with spaces to `bytes` bytes (the
+    /// same JSON). `declared`: sent with its `Content-Length`; otherwise streamed in chunks
+    /// without one.
+    Oversized { bytes: usize, declared: bool },
+    /// This many users (`grown<id>`, Gamma) are created just before the request is processed:
+    /// users created faster than a reader pages through them, so that its pages never end.
+    Grow(usize),
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -1106,7 +1113,14 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             s.take_fault(&path).map(Ok)
         }
     };
-    let reply = match fault {
+    let streamed = matches!(
+        fault,
+        Some(Ok(FaultKind::Oversized {
+            declared: false,
+            ..
+        }))
+    );
+    let mut reply = match fault {
         Some(Err(())) => Reply::html(
             503,
             "<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service Unavailable</h1></body></html>",
@@ -1184,6 +1198,20 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             retry_after: Some(value),
             ..Reply::message(status, "Too Many Requests")
         },
+        Some(Ok(FaultKind::Oversized { bytes, .. })) => {
+            let mut r = lock().process(&method, &path, q.as_deref(), &headers, &body);
+            r.body = crate::padded(r.body, bytes);
+            r
+        }
+        Some(Ok(FaultKind::Grow(n))) => {
+            let mut state = lock();
+            let now = state.now_local();
+            for _ in 0..n {
+                let name = format!("grown{}", state.next_user_id());
+                state.insert_user(&name, &name, &[GAMMA_ROLE], now);
+            }
+            state.process(&method, &path, q.as_deref(), &headers, &body)
+        }
         Some(Ok(FaultKind::Truncated)) => {
             let mut r = lock().process(&method, &path, q.as_deref(), &headers, &body);
             let half = r.body.len() / 2;
@@ -1200,6 +1228,12 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
         q,
         status: reply.status,
     });
+    if streamed {
+        let body = std::mem::take(&mut reply.body);
+        let mut response = reply.into_response();
+        *response.body_mut() = crate::chunked(body);
+        return response;
+    }
     reply.into_response()
 }
 

@@ -8,6 +8,7 @@
 //! action log). It never writes to the store and never derives user events itself: the cycle
 //! compares and commits. Adding a kind is one folder and one line in [`registry!`] below.
 
+mod bounds;
 pub mod kylin;
 pub mod superset;
 

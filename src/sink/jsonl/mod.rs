@@ -3,7 +3,9 @@
 //! Owns the file and how a batch lands in it. Writes each event's encoded body (in
 //! CloudEvents, the stored bytes unchanged), so a line is byte-identical on every redelivery
 //! and replay. A batch counts as acknowledged only once it is written and fsynced; `deliver`
-//! moves the cursor after that. Writes are blocking: a batch is small, and the file is local.
+//! moves the cursor after that. The file's name is durable before any batch lands in it:
+//! whenever the sink opens a file (new, reopened, or after renaming the old one to rotate) it
+//! fsyncs the directory too. Writes are blocking: a batch is small, and the file is local.
 //!
 //! The file must never hold a partial line where a reader could see it for long: a batch that
 //! fails half-way (a full disk) is cut back to where it began before the failure is reported,
@@ -17,6 +19,7 @@ mod config;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,7 +130,10 @@ impl JsonlConfig {
     }
 }
 
-/// Open `path` for appending (creating it), cutting a partial last line a crash left.
+/// Open `path` for appending (creating it), cutting a partial last line a crash left, then
+/// fsync its directory: a file just created, or the renames of a rotation before it, are in
+/// the directory only once that is synced, and a power loss before would lose the name of a
+/// file whose lines were fsynced (and acknowledged).
 fn open(sink: &str, path: &str) -> io::Result<Open> {
     let file = OpenOptions::new()
         .create(true)
@@ -138,6 +144,7 @@ fn open(sink: &str, path: &str) -> io::Result<Open> {
     if cut > 0 {
         tracing::warn!(sink, path, bytes = cut, "cut a partial last line (left by a crash or a full disk) from the JSONL file; its events are written again");
     }
+    sync_dir(Path::new(path))?;
     Ok(Open {
         file,
         since: Instant::now(),
@@ -237,6 +244,18 @@ impl JsonlSink {
     }
 }
 
+/// fsync the directory that holds `path`.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    tests::synced(dir);
+    Ok(())
+}
+
 /// Cut the file after its last newline; returns how many bytes went. Reads backwards from
 /// the end in blocks, so a long file costs one block unless its last line is huge.
 fn cut_partial_line(file: &File) -> io::Result<u64> {
@@ -300,6 +319,66 @@ impl Sink for JsonlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    thread_local! {
+        /// Each directory synced on this thread, with the names in it at that moment.
+        static SYNCED: RefCell<Vec<(PathBuf, Vec<String>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn synced(dir: &Path) {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        SYNCED.with(|s| s.borrow_mut().push((dir.to_owned(), names)));
+    }
+
+    fn take_synced() -> Vec<(PathBuf, Vec<String>)> {
+        SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    #[test]
+    fn a_new_file_and_each_rotation_are_synced_into_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let config: JsonlConfig = toml::from_str(&format!(
+            "name = \"siem\"\npath = {:?}\nrotate_bytes = 4\n",
+            path.display().to_string()
+        ))
+        .unwrap();
+        take_synced();
+        let sink = config.build().unwrap();
+        // Created: the directory is synced with the new name in it.
+        assert_eq!(
+            take_synced(),
+            [(dir.path().to_owned(), vec!["events.jsonl".to_owned()])]
+        );
+        std::fs::write(&path, "{}\n{}\n").unwrap();
+        // Past `rotate_bytes`: the next batch renames the file and starts a new one, and the
+        // directory is synced after both.
+        futures::executor::block_on(sink.send(Vec::new())).unwrap();
+        assert_eq!(
+            take_synced(),
+            [(
+                dir.path().to_owned(),
+                vec!["events.jsonl".to_owned(), "events.jsonl.1".to_owned()]
+            )]
+        );
+        assert_eq!(
+            std::fs::read(path.with_extension("jsonl.1")).unwrap(),
+            b"{}\n{}\n"
+        );
+    }
+
+    #[test]
+    fn a_file_named_without_a_directory_syncs_the_working_directory() {
+        take_synced();
+        sync_dir(Path::new("events.jsonl")).unwrap();
+        assert_eq!(take_synced()[0].0, Path::new("."));
+    }
 
     fn cut(content: &[u8]) -> (u64, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();

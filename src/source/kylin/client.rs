@@ -17,6 +17,7 @@ use url::Url;
 
 use super::api::Envelope;
 use super::KylinError;
+use crate::source::bounds::{read_body, BodyError};
 use crate::text::{error_chain, one_line, parse_answer, snippet};
 
 /// The only `Accept` Kylin's public user controller serves (docs/kylin.md K8).
@@ -38,6 +39,7 @@ pub struct Client {
     base: Url,
     username: String,
     password: SecretString,
+    max_response_bytes: u64,
     /// Kylin has accepted the credentials and set a session cookie: send it alone.
     session: bool,
 }
@@ -48,6 +50,7 @@ impl Client {
         username: String,
         password: SecretString,
         timeout: Duration,
+        max_response_bytes: u64,
     ) -> Result<Client, KylinError> {
         let mut headers = reqwest::header::HeaderMap::new();
         // reqwest sends `*/*` otherwise, which both controllers match (docs/kylin.md K8).
@@ -69,6 +72,7 @@ impl Client {
             base,
             username,
             password,
+            max_response_bytes,
             session: false,
         })
     }
@@ -128,7 +132,16 @@ impl Client {
         let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
         let location = header(reqwest::header::LOCATION);
         let status = resp.status();
-        let body = resp.bytes().await.map_err(unreachable)?;
+        let body = read_body(resp, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { declared } => KylinError::TooLarge {
+                    url: url.to_string(),
+                    max: self.max_response_bytes,
+                    declared,
+                },
+                BodyError::Transport(e) => unreachable(e),
+            })?;
         Ok(Answer {
             status,
             content_type,

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
+use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 /// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
@@ -38,6 +39,9 @@ pub struct KylinConfig {
     /// committed stays. Unset: see [`crate::source::poll_deadline`].
     #[serde(default, with = "humantime_serde")]
     pub poll_deadline: Option<Duration>,
+    /// The largest answer read from Kylin; a larger one fails the read.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: u64,
     /// On the first run, emit one `user.observed` per existing user instead of storing the
     /// snapshot silently.
     #[serde(default)]
@@ -96,6 +100,7 @@ impl SourceKind for KylinConfig {
                 ("poll_deadline", self.poll_deadline(), SECOND..=DAY),
             ],
         );
+        check_max_response_bytes(entry, p, self.max_response_bytes);
     }
 
     fn describe(&self) -> String {
@@ -139,5 +144,8 @@ mod defaults {
     }
     pub fn request_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn max_response_bytes() -> u64 {
+        super::DEFAULT_MAX_RESPONSE_BYTES
     }
 }

@@ -23,6 +23,7 @@ use tracing::warn;
 
 use crate::event::Derived;
 use crate::settings::SecretError;
+use crate::source::bounds::{describe_excess, page_limit};
 use crate::source::{
     note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,
 };
@@ -86,6 +87,14 @@ pub enum KylinError {
     Unreachable { url: String, detail: String },
     #[error("the user list of Kylin at {url} changed during each of {MAX_READS} reads (users were created or deleted meanwhile); nothing was stored, the next cycle tries again")]
     Unsettled { url: String },
+    #[error("Kylin's answer to {url} is too large: {}. rollcall stopped reading it; the next cycle asks again. If Kylin's answers are this large (a big `page_size`), raise `max_response_bytes` for this source or lower `page_size`; otherwise look for a proxy answering in Kylin's place", describe_excess(*max, *declared))]
+    TooLarge {
+        url: String,
+        max: u64,
+        declared: Option<u64>,
+    },
+    #[error("the user pages of Kylin at {url} did not end: {pages} pages read, more than its `total_size` of {total} users needs even with room for users added meanwhile. rollcall stopped this read so that it cannot go on for ever; the next cycle reads again. Look for a proxy that rewrites `page_offset`")]
+    EndlessPages { url: String, pages: u64, total: u64 },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
     #[error("cannot read the password")]
@@ -138,6 +147,7 @@ impl KylinSource {
             config.username.clone(),
             password,
             config.request_timeout,
+            config.max_response_bytes,
         )?;
         Ok(KylinSource {
             config,
@@ -191,6 +201,13 @@ impl KylinSource {
             self.requests += 1;
             if *total.get_or_insert(data.total_size) != data.total_size {
                 return Ok(None);
+            }
+            if page >= page_limit(data.total_size, page_size.into()) {
+                return Err(KylinError::EndlessPages {
+                    url: self.config.url.to_string(),
+                    pages: page + 1,
+                    total: data.total_size,
+                });
             }
             let n = data.value.len() as u64;
             seen += n;

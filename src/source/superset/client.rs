@@ -20,6 +20,7 @@ use url::Url;
 
 use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
 use super::SupersetError;
+use crate::source::bounds::{read_body, BodyError};
 use crate::text::{error_chain, one_line, parse_answer, snippet};
 
 /// Renew the access token this long before its `exp`, so a request never races expiry.
@@ -93,6 +94,8 @@ impl Answer {
 enum Attempt {
     Transport(reqwest::Error),
     Server(Answer),
+    /// Larger than `max_response_bytes` (as declared, if it was): never retried.
+    TooLarge(Option<u64>),
 }
 
 impl Attempt {
@@ -100,6 +103,7 @@ impl Attempt {
         match self {
             Attempt::Transport(_) => true,
             Attempt::Server(a) => retried(a.status),
+            Attempt::TooLarge(_) => false,
         }
     }
 
@@ -107,7 +111,7 @@ impl Attempt {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Attempt::Server(a) => a.retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
-            Attempt::Transport(_) => None,
+            Attempt::Transport(_) | Attempt::TooLarge(_) => None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct Client {
     username: String,
     password: SecretString,
     max_retries: usize,
+    max_response_bytes: u64,
     /// Shared by the reads of one cycle that run at once (a full reconcile's id ranges): one
     /// of them logs in or renews while the others wait for its token.
     session: tokio::sync::Mutex<Option<Session>>,
@@ -136,6 +141,7 @@ impl Client {
         password: SecretString,
         timeout: Duration,
         max_retries: usize,
+        max_response_bytes: u64,
     ) -> Result<Client, SupersetError> {
         let mut headers = reqwest::header::HeaderMap::new();
         // Without it, Superset answers unknown URLs with an HTML page (docs/superset.md S7).
@@ -158,6 +164,7 @@ impl Client {
             username,
             password,
             max_retries,
+            max_response_bytes,
             session: tokio::sync::Mutex::new(None),
         })
     }
@@ -211,7 +218,12 @@ impl Client {
                     .and_then(|v| crate::retry_after::parse(&v, chrono::Utc::now())),
                 _ => None,
             };
-            let body = resp.bytes().await.map_err(Attempt::Transport)?;
+            let body = read_body(resp, self.max_response_bytes)
+                .await
+                .map_err(|e| match e {
+                    BodyError::TooLarge { declared } => Attempt::TooLarge(declared),
+                    BodyError::Transport(e) => Attempt::Transport(e),
+                })?;
             // How long Superset took, apart from rollcall's own work (scripts/scale-superset.sh
             // sums these for an idle cycle).
             debug!(
@@ -248,6 +260,7 @@ impl Client {
                 let why = match e {
                     Attempt::Transport(e) => e.to_string(),
                     Attempt::Server(a) => format!("HTTP {}", a.status),
+                    Attempt::TooLarge(_) => "answer too large".to_owned(),
                 };
                 warn!(path, error = %why, retry_in = ?wait, "Superset request failed; retrying");
             })
@@ -271,6 +284,11 @@ impl Client {
                         status: a.status.as_u16(),
                         attempts,
                         detail: a.message(),
+                    },
+                    Attempt::TooLarge(declared) => SupersetError::TooLarge {
+                        url: url.to_string(),
+                        max: self.max_response_bytes,
+                        declared,
                     },
                 }
             })?;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::audit::ActionFilter;
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
+use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 const ZERO: Duration = Duration::ZERO;
@@ -74,6 +75,9 @@ pub struct SupersetConfig {
     /// Attempts per request on connection errors, timeouts and 5xx, with exponential backoff.
     #[serde(default = "defaults::retries")]
     pub max_retries: usize,
+    /// The largest answer read from Superset; a larger one fails the read.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: u64,
     /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events.
     #[serde(default = "defaults::action_log")]
     pub action_log: bool,
@@ -172,6 +176,7 @@ impl SourceKind for SupersetConfig {
                 ),
             );
         }
+        check_max_response_bytes(entry, p, self.max_response_bytes);
         if self.max_retries > MAX_RETRIES {
             p.at(
                 entry.key("max_retries"),
@@ -228,6 +233,9 @@ mod defaults {
     }
     pub fn retries() -> usize {
         4
+    }
+    pub fn max_response_bytes() -> u64 {
+        super::DEFAULT_MAX_RESPONSE_BYTES
     }
     /// Four ranges measured 0.69× a sequential read on Superset's dev server (issue Scale).
     pub fn reconcile_concurrency() -> usize {

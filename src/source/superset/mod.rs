@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::event::Derived;
 use crate::settings::SecretError;
+use crate::source::bounds::{describe_excess, page_limit};
 use crate::source::{
     note_unreadable, Fresh, Known, Mode, Observation, Schedule, Source, SourceError,
 };
@@ -123,6 +124,18 @@ pub enum SupersetError {
     QueryRefused { detail: String },
     #[error("a row of {path} has no readable `id` ({detail}), so rollcall cannot tell whose it is; nothing was stored. See what Superset (or a proxy before it) answers there")]
     NoId { path: String, detail: String },
+    #[error("Superset's answer to {url} is too large: {}. rollcall stopped reading it; the next cycle asks again. If Superset's answers are this large, raise `max_response_bytes` for this source; otherwise look for a proxy answering in Superset's place", describe_excess(*max, *declared))]
+    TooLarge {
+        url: String,
+        max: u64,
+        declared: Option<u64>,
+    },
+    #[error("Superset's pages of {path} did not end: {pages} pages read, more than its first page's count of {total} rows needs even with room for rows added meanwhile. rollcall stopped this read so that it cannot go on for ever; the next cycle reads again. Look for a proxy that rewrites paging arguments, or for rows being created faster than rollcall reads them")]
+    EndlessPages {
+        path: String,
+        pages: u64,
+        total: u64,
+    },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
     #[error("cannot read the password")]
@@ -256,6 +269,7 @@ impl SupersetSource {
             password,
             config.request_timeout,
             config.max_retries,
+            config.max_response_bytes,
         )?;
         let filter = ActionFilter::new(&config.log_include, &config.log_exclude)
             .map_err(|e| SupersetError::Setup(format!("`log_include`/`log_exclude`: {e}")))?;
@@ -749,6 +763,7 @@ impl SupersetSource {
         for pass in 1..=MAX_PASSES {
             earlier |= std::mem::take(&mut ids);
             let mut counts: BTreeSet<u64> = BTreeSet::new();
+            let mut pages = Pages::new(USERS);
             for page in 0.. {
                 let mut query = ListQuery::ordered_page("id", false, page);
                 if out.is_none() {
@@ -756,6 +771,7 @@ impl SupersetSource {
                 }
                 let answer = self.client.list::<Box<RawValue>>(USERS, &query).await?;
                 self.requests += 1;
+                pages.count(answer.count)?;
                 counts.insert(answer.count);
                 let mut last = 0u64;
                 let mut brought_new = false;
@@ -837,12 +853,14 @@ impl SupersetSource {
     ) -> Result<(), SupersetError> {
         let mut seen = Ids::new();
         let mut valued = false;
+        let mut pages = Pages::new(USERS);
         for page in 0.. {
             let answer = self
                 .client
                 .list::<Box<RawValue>>(USERS, &ListQuery::ordered_page(column, true, page))
                 .await?;
             self.requests += 1;
+            pages.count(answer.count)?;
             let mut reached_old = false;
             let mut brought_new = false;
             let mut users = Vec::new();
@@ -901,6 +919,7 @@ impl SupersetSource {
         out: &mut Out<'_>,
     ) -> Result<(), SupersetError> {
         let mut last = 0u64;
+        let mut pages = Pages::new(USERS);
         loop {
             let page = keyset_page(
                 &self.client,
@@ -912,6 +931,7 @@ impl SupersetSource {
             )
             .await?;
             self.requests += page.requests;
+            pages.count(page.count)?;
             let Some(&(end, _)) = page.rows.last() else {
                 return Ok(());
             };
@@ -1103,12 +1123,14 @@ impl SupersetSource {
             read: Vec::new(),
             failed: Vec::new(),
         };
+        let mut pages = Pages::new(path);
         for page in 0.. {
             let result = self
                 .client
                 .list::<Box<RawValue>>(path, &ListQuery::page(page))
                 .await?;
             self.requests += 1;
+            pages.count(result.count)?;
             let n = result.result.len() as u64;
             let done = n < u64::from(api::PAGE_SIZE)
                 || (rows.read.len() + rows.failed.len()) as u64 + n >= result.count;
@@ -1247,6 +1269,39 @@ fn take(rows: Vec<Row>, reads: &mut Reads, out: &mut Out<'_>) -> Result<(), Supe
 /// filters (docs/superset.md S47). That race passes; a dropped filter does not.
 const FILTER_RACE_RETRIES: usize = 3;
 
+/// The pages of one read of a list, counted against what the total its first page announced
+/// allows ([`page_limit`]): a server whose pages never end fails the read instead of holding
+/// the cycle for ever.
+struct Pages<'a> {
+    path: &'a str,
+    read: u64,
+    total: Option<u64>,
+}
+
+impl<'a> Pages<'a> {
+    fn new(path: &'a str) -> Pages<'a> {
+        Pages {
+            path,
+            read: 0,
+            total: None,
+        }
+    }
+
+    /// One more page read, whose answer announced `total` rows.
+    fn count(&mut self, total: u64) -> Result<(), SupersetError> {
+        self.read += 1;
+        let total = *self.total.get_or_insert(total);
+        if self.read > page_limit(total, api::PAGE_SIZE.into()) {
+            return Err(SupersetError::EndlessPages {
+                path: self.path.to_owned(),
+                pages: self.read,
+                total,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What one keyset page brought: its rows, the answer's `count`, the requests it took.
 struct KeysetPage {
     rows: Vec<Row>,
@@ -1360,9 +1415,11 @@ async fn read_range(
     tx: tokio::sync::mpsc::Sender<Vec<Row>>,
 ) -> Result<usize, SupersetError> {
     let mut requests = 0;
+    let mut pages = Pages::new(USERS);
     loop {
         let page = keyset_page(client, tz, after, &[], below, &|_| true).await?;
         requests += page.requests;
+        pages.count(page.count)?;
         let rows = page.rows;
         let Some(&(last, _)) = rows.last() else {
             return Ok(requests);
