@@ -1,5 +1,6 @@
-//! The local admin channel: how `events`, `status`, `replay`, `dlq` and `sink enable` reach a
-//! running `rollcall run`, which holds the store (sled allows one process per store).
+//! The local admin channel: how `events`, `status`, `replay`, `dlq`, `sink enable`, `source`
+//! (`retry-login`, and the refused-login checks of `doctor` and `demo`) and `store export` reach
+//! a running `rollcall run`, which holds the store (sled allows one process per store).
 //!
 //! Owns the socket (a Unix socket beside the store, `<store path>.sock`, owner-only), the
 //! one-request-per-connection protocol (a JSON line each way) and the client side. It never

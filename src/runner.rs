@@ -1,8 +1,9 @@
 //! The runner: one cycle is poll → diff → commit → deliver, for every source and sink.
 //!
-//! Owns scheduling (incremental polls, periodic full reconciles), the mass-delete guard, and
-//! stamping derived events with ids and times. It holds no state of its own between cycles:
-//! everything that must survive a restart is in the store.
+//! Owns scheduling (incremental polls, periodic full reconciles), running each source's cycle
+//! (`cycle`, which owns the mass-delete guard and stamping derived events with ids and times),
+//! serving each sink under `run`, and pausing polls while the store refuses writes. It holds no
+//! state of its own between cycles: everything that must survive a restart is in the store.
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! does not hold (no client address, no actor Superset did not record), and never emit an
 //! attribute OCSF 1.8.0 does not define: what has no attribute stays in `unmapped.data`, the
 //! CloudEvents `data` verbatim. The rules it follows are in docs/ocsf-rules.md; the mapping
-//! table and the severity choices are in the README ("OCSF output").
+//! table and the severity choices are in docs/ocsf.md.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -173,8 +173,8 @@ impl Severity {
     }
 }
 
-/// The severity of each event type, as the README documents it: changes that grant or restore
-/// access, or that cannot be undone, rank above those that only describe an account.
+/// The severity of each event type, as docs/ocsf.md (Severity) documents it: changes that grant
+/// or restore access, or that cannot be undone, rank above those that only describe an account.
 fn severity(t: EventType, d: &Data<'_>) -> Severity {
     let admin = |m: &Option<Member<'_>>| {
         m.as_ref()
