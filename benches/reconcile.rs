@@ -1,4 +1,5 @@
-//! Full-reconcile and diff benchmarks (issue: core pipeline, point 11).
+//! Full-reconcile and diff benchmarks: rollcall's work on top of reading Superset's pages must
+//! stay small next to the reading itself.
 //!
 //! `cargo bench --bench reconcile` runs the full sizes: a simulator with 100,000 users, a full
 //! reconcile compared with a bare reqwest loop fetching the same pages in the same run, an
@@ -128,7 +129,8 @@ async fn reconcile(n: usize) {
 /// Superset 5.0 (no id or time filters: pages by index, newest-first polls; docs/superset.md,
 /// Releases 4.1 to 6.1) against 6.1 (keyset and filters), on the same users. The simulator
 /// answers either in time linear in the users, so this measures rollcall's side; offset paging's
-/// cost in a real database grows with the offset (see README, Superset releases).
+/// cost in a real database grows with the offset (see docs/superset-setup.md, Superset releases
+/// 4.1 to 6.1).
 async fn releases(n: usize) {
     report!("per release, {} users (best of {RUNS}):", n + 1);
     for release in [Release::V6_1, Release::V5_0] {

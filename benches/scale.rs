@@ -1,5 +1,6 @@
-//! Scale benchmark (issue: Scale): the real `rollcall once` as a child process against the
-//! Superset simulator, per user count, in one run.
+//! Scale benchmark: that a cycle's memory and time do not grow with the number of users beyond
+//! reading them. The real `rollcall once` as a child process against the Superset simulator,
+//! per user count, in one run.
 //!
 //! For each size it reports: the first full reconcile (into an empty store), an unchanged full
 //! reconcile next to a bare sequential keyset read of the same pages (best of two each,
@@ -148,7 +149,7 @@ fn row(n: usize, what: &str, run: &Run) {
     );
 }
 
-/// A Kylin source at `n` users (issue Scale, point 4): its list has no filter by change, so
+/// A Kylin source at `n` users: its list has no filter by change, so
 /// every cycle is a whole read, compared user by user with what is stored; its memory must
 /// not hold the users either. Time against a bare read is `benches/kylin.rs`'s.
 async fn kylin(n: usize) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# rollcall against a real Superset holding many users (issue "Scale"), measured the way
-# README "Large Supersets" reports it. Not part of the test command: it takes minutes.
+# rollcall against a real Superset holding many users, to show that a cycle's memory and time
+# do not grow with them beyond Superset's own answers, measured the way docs/superset-setup.md
+# ("Large Supersets") reports it. Not part of the test command: it takes minutes.
 #
 #   scripts/scale-superset.sh [USERS]      default 100000
 #

@@ -1,5 +1,6 @@
-//! The local admin channel: how `events`, `status`, `replay`, `dlq` and `sink enable` reach a
-//! running `rollcall run`, which holds the store (sled allows one process per store).
+//! The local admin channel: how `events`, `status`, `replay`, `dlq`, `sink enable`, `source`
+//! (`retry-login`, and the refused-login checks of `doctor` and `demo`) and `store export` reach
+//! a running `rollcall run`, which holds the store (sled allows one process per store).
 //!
 //! Owns the socket (a Unix socket in a directory of its own beside the store,
 //! `<store path>.admin/rollcall.sock`, the directory made with mode 0700 and refused when

@@ -374,7 +374,7 @@ pub enum CliError {
 }
 
 /// Exit codes, one per kind of trouble, so scripts and orchestrators can tell them apart
-/// (README, "Commands"). 2 is clap's own, for a command line it cannot parse.
+/// (docs/operations.md, Commands). 2 is clap's own, for a command line it cannot parse.
 pub mod exit {
     /// The command ran, and something it checked or sent failed (see its output).
     pub const FAILED: u8 = 1;

@@ -4,9 +4,9 @@
 //! Owns the rules every source shares: created, deleted (including a re-created user under a
 //! reused key), updated field by field, deactivated and reactivated, roles and groups added and
 //! removed; what only one source shows (logins, locks, password changes) comes from its
-//! `Account::activity`. It must never do I/O, read the clock or assign ids: the runner stamps
-//! ids, times and offsets, and the source decides what the fresh snapshot is (including which
-//! deletions are confirmed). It imports only the event and user vocabulary.
+//! `Account::activity`. It must never do I/O, read the clock or assign ids: the cycle stamps
+//! ids and times, the store assigns offsets, and the source decides what the fresh snapshot is
+//! (including which deletions are confirmed). It imports only the event and user vocabulary.
 
 use serde_json::{json, Value};
 

@@ -1,23 +1,27 @@
-//! rollcall: turns identity changes in Apache Superset into a reliable stream of events.
+//! rollcall: turns identity changes in Apache Superset (and Apache Kylin 5) into a reliable
+//! stream of events.
 //!
 //! The flow is `source → diff → store → sinks`, one module per step:
 //!
 //! - [`source`] is the one interface every kind of source implements and the registry that
 //!   lists them; [`source::superset`] polls Superset's REST API (users, membership, and the
-//!   action log) and returns a fresh snapshot of its users;
+//!   action log) and [`source::kylin`] Kylin's, each handing its users over a page at a time;
 //! - [`diff`] is a pure function from (stored snapshot, fresh snapshot) to events, for any
 //!   source's [`user::Account`];
 //! - [`store`] keeps the snapshot, the append-only event log and one cursor per sink in sled,
-//!   committing a snapshot change and the events it produced in one transaction;
+//!   committing a snapshot change and the events it produced in one transaction (a cycle,
+//!   in `cycle`, commits in chunks of bounded size);
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor, each sink
 //!   putting on the wire what its [`encode`] encoder makes of a stored event;
 //!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
 //! - [`runner`] schedules every source's polls, each source on its own schedule and a bounded
-//!   number at once, and drives the sinks; [`cli`], [`config`] (with [`settings`], the machinery every
-//!   config table is read with) and [`http`] (health, metrics) are the operator's side.
+//!   number at once, and drives the sinks; [`cli`], [`config`] (with [`settings`], the machinery
+//!   every config table is read with), [`http`] (health, metrics) and [`admin`] (the socket
+//!   commands reach a running process on) are the operator's side.
 //!
-//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours; [`text`]
-//! (outside text made safe to print) and [`retry_after`] are shared by every HTTP client.
+//! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours (`user`
+//! imports only `event`); [`text`] (outside text made safe to print) and [`retry_after`] are
+//! shared by every HTTP client.
 //! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
 //! never uses it.
 

@@ -1,16 +1,18 @@
 //! The store: rollcall's only state, in one sled database.
 //!
-//! Owns five kinds of trees: `snapshot/<source>` (user id, big-endian → user JSON),
-//! `members/<source>` (the same keys → only the record's `roles` and `groups`, kept with each
-//! snapshot write so that comparing membership walks a tenth of the bytes, docs/performance.md,
-//! Memory), `events` (offset, big-endian u64 → event JSON, append-only), `cursors` (sink name →
-//! next offset to deliver) and `meta` (schema version, next offset, per-source state such as
-//! high-water marks, per-sink health and the count of events it skipped because retention
-//! compacted them away first).
-//! A cycle's snapshot changes, its events and its source state commit in ONE transaction, and
-//! are flushed before any sink sees them: a crash at any instant loses nothing and derives
-//! nothing twice. Nothing outside this module touches sled, and this module never talks to
-//! Superset or to a sink.
+//! Owns six kinds of trees: `snapshot/<source>` (user key → user JSON), `members/<source>`
+//! (the same keys → only the record's `roles` and `groups`, kept with each snapshot write so
+//! that comparing membership walks a tenth of the bytes, docs/performance.md, Memory), `events`
+//! (offset, big-endian u64 → event JSON, append-only), `cursors` (sink name → next offset to
+//! deliver), `dlq/<sink>` (a sink's dead letters) and `meta` (schema version, store id, next
+//! offset, per-source state such as high-water marks, sink health and the count of events each
+//! sink skipped because retention compacted them away first, refused logins).
+//! Each commit (snapshot changes, the events they produced, and the source state when given)
+//! is one transaction, flushed before any sink sees it; a cycle commits in chunks of bounded
+//! size (see `cycle`), each holding its users as read, so a crash at any instant loses nothing
+//! and derives nothing twice. No other module opens the database or reads or writes a tree
+//! (they only pass sled's `IVec` buffers along, or wrap a store error), and this module never
+//! talks to an upstream or to a sink.
 //!
 //! Every handle of one open store shares two things no write may bypass: the [`StoreFault`]
 //! (a write that failed, until one succeeds: sled keeps refusing writes after an I/O error, so

@@ -3,8 +3,8 @@
 //!
 //! Owns the generic vocabulary only; each source defines its own user record (with the exact
 //! shape its events publish) in its folder and implements [`Account`] for it. This module must
-//! never import other rollcall modules or do I/O: the diff, the store and every source build on
-//! it.
+//! never import other rollcall modules than `event` (the list of event types), nor do I/O: the
+//! diff, the store and every source build on it.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,7 +1,7 @@
-//! What makes a cycle's cost independent of the number of users (README, Large Supersets):
-//! full reconciles that read id ranges at once and still see everyone, an id range whose
-//! filter Superset drops refused like any keyset page, membership read on its own interval,
-//! and idle cycles that write nothing.
+//! What makes a cycle's cost independent of the number of users (docs/superset-setup.md,
+//! Large Supersets): full reconciles that read id ranges at once and still see everyone, an id
+//! range whose filter Superset drops refused like any keyset page, membership read on its own
+//! interval, and idle cycles that write nothing.
 
 #[path = "support/mod.rs"]
 mod support;

@@ -2,10 +2,11 @@
 //! kind implements.
 //!
 //! Owns the list of kinds (one line each in the `sinks!` invocation below), the [`Sink`] trait
-//! and the vocabulary it speaks ([`Message`], [`Refusal`], [`Order`]). Nothing outside this
-//! file matches on a sink's kind: config, check-config, delivery, replay and dead letters all
-//! go through [`SinkConfig`] and [`Sink`]. Each kind lives in its own folder with its config
-//! (`config.rs`) and must never import another kind, nor `deliver`.
+//! and the vocabulary it speaks ([`Message`], [`Refusal`], [`Order`]). Config, check-config,
+//! delivery, replay and dead letters all go through [`SinkConfig`] and [`Sink`]; outside tests,
+//! only `rollcall sink public-key` (in `cli`) names a kind, the webhook, the one kind with keys
+//! to show. Each kind lives in its own folder with its config (`config.rs`) and must never
+//! import another kind, nor `deliver`.
 //!
 //! A sink only sends what it is given and says what was acknowledged. Everything that makes
 //! delivery at-least-once (the cursor, the window of events in flight, retries and their

@@ -1,12 +1,13 @@
-//! Sources: where user data comes from. One folder per kind (`superset/`), each owning its
-//! client, wire shapes, config and cursor; this module is the one interface they implement and
-//! the one registry that lists them.
+//! Sources: where user data comes from. One folder per kind (`superset/`, `kylin/`), each
+//! owning its client, wire shapes, config and cursor; this module is the one interface they
+//! implement and the one registry that lists them.
 //!
 //! A source reads "what is there now" and hands it over a page at a time ([`Fresh`]), reading
 //! what it stored last time only through [`Known`], record by record, so that no cycle holds
 //! every user (docs/performance.md, Memory); plus any events it reads natively (Superset's
 //! action log). It never writes to the store and never derives user events itself: the cycle
-//! compares and commits. Adding a kind is one folder and one line in [`registry!`] below.
+//! compares and commits. Adding a kind is one folder and one line in [`registry!`] below (and
+//! its `rollcall demo`, in `src/demo/`).
 
 mod bounds;
 pub mod kylin;

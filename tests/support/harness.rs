@@ -282,7 +282,7 @@ pub fn superset_event_types() -> std::collections::BTreeSet<String> {
     .into()
 }
 
-/// Every event type a Kylin source emits in a running pipeline, which the README's tour
+/// Every event type a Kylin source emits in a running pipeline, which docs/kylin-setup.md
 /// promises the Kylin demo shows (Kylin shows no successful login, no roles apart from its
 /// groups, and no actions: docs/kylin.md K53).
 pub fn kylin_event_types() -> std::collections::BTreeSet<String> {

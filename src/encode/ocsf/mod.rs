@@ -10,7 +10,7 @@
 //! does not hold (no client address, no actor Superset did not record), and never emit an
 //! attribute OCSF 1.8.0 does not define: what has no attribute stays in `unmapped.data`, the
 //! CloudEvents `data` verbatim. The rules it follows are in docs/ocsf-rules.md; the mapping
-//! table and the severity choices are in the README ("OCSF output").
+//! table and the severity choices are in docs/ocsf.md.
 
 mod input;
 mod mapping;

@@ -1,5 +1,6 @@
 //! Superset's wire format: the JSON shapes of the endpoints rollcall reads, and the rison
-//! queries it sends. Only this file knows Superset's field names.
+//! queries it sends. Only this file parses Superset's answers; the columns a query filters or
+//! orders by are chosen where the way of reading is (`capabilities`, the source in `mod.rs`).
 
 use std::collections::BTreeMap;
 

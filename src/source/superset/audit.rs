@@ -2,7 +2,7 @@
 //!
 //! Owns, as pure functions, the log cursor (a high-water mark plus the row ids seen near it),
 //! the rule that drops rollcall's own reads, the include/exclude filter and the row → event
-//! mapping. It never does I/O: the Superset source fetches rows, and the runner commits the
+//! mapping. It never does I/O: the Superset source fetches rows, and the cycle commits the
 //! events and the new cursor in one transaction.
 //!
 //! Why a set of ids and not just a timestamp: the log API cannot sort or filter by id, many

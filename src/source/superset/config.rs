@@ -48,7 +48,7 @@ pub struct SupersetConfig {
     /// How often an incremental poll also compares membership through the roles and groups
     /// lists (edits made through the roles or groups API move no `changed_on`); unset, at every
     /// poll. A longer interval trades how soon such edits are seen for load on Superset, which
-    /// builds every member list of a role for that read (README, Large Supersets).
+    /// builds every member list of a role for that read (docs/superset-setup.md, Large Supersets).
     #[serde(default, with = "humantime_serde")]
     pub membership_interval: Option<Duration>,
     /// Id ranges a full reconcile reads at once, where the release filters users by id.
@@ -237,7 +237,7 @@ mod defaults {
     pub fn max_response_bytes() -> u64 {
         super::DEFAULT_MAX_RESPONSE_BYTES
     }
-    /// Four ranges measured 0.69× a sequential read on Superset's dev server (issue Scale).
+    /// Four ranges measured 0.69× a sequential read on Superset's dev server.
     pub fn reconcile_concurrency() -> usize {
         4
     }

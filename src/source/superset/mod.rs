@@ -1,5 +1,6 @@
 //! The Superset source: reads `/api/v1/security/users/` (plus role and group membership) and
-//! returns a fresh, complete snapshot of the users.
+//! hands the users it read over a page at a time (every user at a full reconcile, those that
+//! changed at an incremental poll), with the deletions it confirmed.
 //!
 //! Owns what Superset's quirks mean for polling (see docs/superset.md): what the release allows,
 //! detected at start and at each full reconcile (section Releases 4.1 to 6.1), and a way of
@@ -70,7 +71,7 @@ const LOG_TIME_PER_CYCLE: std::time::Duration = std::time::Duration::from_secs(2
 pub enum SupersetError {
     #[error("Superset at {url} refused the login of '{username}' (401 Not authorized): the password is wrong, the user does not exist, or the account is inactive. rollcall sends these credentials no more, in this process or any later one, since an identity provider behind Superset may lock the account. Check `username`, the password in `password_env`/`password_file` (changed credentials are tried at the next poll), and that the account is active in Superset; then, if only the account was fixed, run `rollcall source retry-login` for this source")]
     LoginRejected { url: String, username: String },
-    #[error("Superset answered 403 Forbidden to '{username}' for {path}: the service account needs the Admin role, or a role holding `can_get` on User, `can_get` on Group and `can_list_roles` on RoleRestAPI (see README, section The Superset account)")]
+    #[error("Superset answered 403 Forbidden to '{username}' for {path}: the service account needs the Admin role, or a role holding `can_get` on User, `can_get` on Group and `can_list_roles` on RoleRestAPI (see docs/superset-setup.md, The Superset account)")]
     Forbidden { username: String, path: String },
     #[error("Superset at {url} answered 404 for {path}: its security REST API is off. Add `FAB_ADD_SECURITY_API = True` to superset_config.py and restart Superset")]
     SecurityApiDisabled { url: String, path: String },
