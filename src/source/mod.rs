@@ -139,7 +139,7 @@ pub trait SourceKind {
 
 /// A cycle's deadline when `poll_deadline` is not set: an hour, or five request timeouts when
 /// that is longer. Far beyond any cycle that makes progress (a full reconcile of 100,000 users
-/// against a real Superset took about a minute, README "Large Supersets"), so that it only
+/// against a real Superset took about a minute, docs/superset-setup.md "Large Supersets"), so that it only
 /// ends a cycle that is stuck, and never one that a large source needs.
 pub const DEFAULT_POLL_DEADLINE: Duration = Duration::from_secs(3600);
 
