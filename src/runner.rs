@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::deliver::{self, DeliverError};
 use crate::retention::Retention;
 use crate::sink::{Sink, SinkConfig, SinkError};
-use crate::source::{Source, Visit};
+use crate::source::{Source, SourceConfig, Visit};
 use crate::store::{Store, StoreError};
 use crate::text::error_chain;
 
@@ -145,6 +145,8 @@ impl Visit for Boxed {
 /// A source and its deadline: what one source's task owns.
 struct Slot {
     source: Box<dyn Poll>,
+    /// What the source was built from, to build it again with credentials changed since.
+    config: SourceConfig,
     /// A cycle still running this long after it started is cancelled.
     deadline: Duration,
 }
@@ -212,6 +214,7 @@ impl Runner {
                 })?;
                 Ok(Slot {
                     source,
+                    config: s.clone(),
                     deadline: s.kind().poll_deadline(),
                 })
             })
@@ -450,6 +453,7 @@ impl Polls {
             .expect("the runner never closes its turns");
         let name = slot.source.name().to_owned();
         let store = &self.store;
+        renew_credentials(store, slot)?;
         store.note_activity(&name, |a| {
             a.polling_since = Some(Utc::now());
             a.next_poll = None;
@@ -546,6 +550,30 @@ async fn store_back(
             }
         }
     }
+}
+
+/// After a refused login, builds the source again when its password (or user, or URL) no longer
+/// is what was refused: a password fixed in its file or variable is then tried at the next poll,
+/// without a restart. Reads the password only while a refusal is remembered.
+fn renew_credentials(store: &Store, slot: &mut Slot) -> Result<(), RunnerError> {
+    let name = slot.config.name();
+    let Some(refusal) = store.login_refusal(name)? else {
+        return Ok(());
+    };
+    match slot.config.kind().login().current_credentials() {
+        Ok(now) if now != refusal.credentials => {
+            slot.source = slot
+                .config
+                .build(Boxed)
+                .map_err(|error| CycleError::Source {
+                    source_name: name.to_owned(),
+                    error,
+                })?;
+        }
+        // Unchanged, or unreadable now: the source as built says so at its cycle.
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The next pause of a schedule that never runs out; 60 s if it does.
@@ -711,6 +739,8 @@ mod scheduling {
                     started: tx.clone(),
                     ends,
                 }),
+                // Never rebuilt: no login of it is refused.
+                config: config.sources[0].clone(),
                 deadline,
             })
             .collect();

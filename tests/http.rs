@@ -481,6 +481,46 @@ async fn a_refused_login_is_sent_once_across_every_kind_of_start() {
     assert!(!sim.user(ADMIN).unwrap().locked);
 }
 
+/// The operator fixes the password in its file while `run` goes on: the running process reads
+/// it again after the refusal and polls with it at once, with no restart and no retry-login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_fixed_in_its_file_is_used_by_the_running_process_without_a_restart() {
+    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_user("kim", rollcall_sim::kylin::SEEDED_PASSWORD, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Harness::kylin_source(
+        &dir,
+        "cubes",
+        &sim.url,
+        ADMIN,
+        "wrong-password",
+        "poll_interval = \"1s\"\nemit_initial_snapshot = true",
+    );
+    let h = Harness::with_sources(dir, &sources);
+    let r = run(&h).await;
+    let readyz = format!("{}/readyz", r.base);
+    wait_for("the refused login to stop the source", async || {
+        get(readyz.clone())
+            .await
+            .1
+            .contains("source cubes: stopped")
+    })
+    .await;
+    std::fs::write(h.dir.path().join("cubes.password"), ADMIN_PASSWORD).unwrap();
+    let events = h.events_path();
+    wait::until("kim's first event from the fixed password", || {
+        std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"kim\""))
+    })
+    .await;
+    wait_for("the source to be ready again", async || {
+        get(readyz.clone()).await.0 == 200
+    })
+    .await;
+    drop(r);
+    assert_eq!(sim.failed_logins(ADMIN), 1);
+}
+
 /// Every line of the JSONL file and of the files rotated or moved away from it.
 fn lines_of_all_files(dir: &std::path::Path) -> Vec<String> {
     let mut lines = Vec::new();
