@@ -1,0 +1,119 @@
+//! `rollcall run`: the long-running process. Wires the runner, the HTTP endpoints, the admin
+//! socket and the signals (SIGHUP reopens files, SIGTERM and Ctrl-C stop), and acts only on
+//! the config it started with.
+
+use std::process::ExitCode;
+
+use super::error::CliError;
+use super::forward::{answer, Started};
+use super::status::Status;
+use crate::runner::Runner;
+use crate::store::Store;
+use crate::text::error_chain;
+
+/// `run`: poll and deliver until Ctrl-C or SIGTERM, serving /healthz, /readyz, /metrics and
+/// /status on `listen` meanwhile.
+pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
+    let config = &started.config;
+    let store = Store::open(&config.store.path)?;
+    let metrics = crate::http::install_metrics();
+    let runner = Runner::new(config, store.clone())?;
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => {
+            let address = listener
+                .local_addr()
+                .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+            tracing::info!(address = %address, "serving /healthz /readyz /metrics /status");
+            let status: crate::http::StatusFn = {
+                let (config, store) = (config.clone(), store.clone());
+                std::sync::Arc::new(move || match Status::read(&config, &store) {
+                    Ok(s) => serde_json::to_value(s).map_err(|e| e.to_string()),
+                    // sled may refuse reads too once a write failed: show the failure itself,
+                    // which is what an operator looking at /status needs then.
+                    Err(e) => match store.fault() {
+                        Some(fault) => Ok(serde_json::json!({
+                            "store": store.path().display().to_string(),
+                            "store_id": store.id(),
+                            "store_error": fault,
+                            "unreadable": error_chain(&e),
+                        })),
+                        None => Err(error_chain(&e)),
+                    },
+                })
+            };
+            let mut stopped = stopped;
+            let until = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let http = crate::http::serve(
+                listener,
+                store.clone(),
+                std::sync::Arc::new(config.clone()),
+                metrics,
+                status,
+                until,
+            );
+            tokio::spawn(async move {
+                if let Err(e) = http.await {
+                    tracing::error!(error = %e, "the HTTP endpoints stopped");
+                }
+            });
+        }
+        // Polling matters more than the endpoints: go on without them, loudly.
+        Err(e) => {
+            tracing::error!(address = %config.listen, error = %e, "cannot serve HTTP endpoints; set `listen` to a free address")
+        }
+    }
+    // SIGHUP: JSONL sinks reopen their files by path (after logrotate renamed them).
+    #[cfg(unix)]
+    {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(CliError::Stdout)?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: JSONL sinks reopen their files before their next batch");
+                crate::sink::jsonl::reopen_all();
+            }
+        });
+    }
+    // The admin socket: other commands reach this process's store through it.
+    let socket = crate::admin::socket_path(&config.store.path);
+    let listener = crate::admin::bind(&socket)?;
+    tracing::info!(socket = %socket.display(), "serving events, status, replay, dlq and sink commands");
+    {
+        let (store, controls) = (store.clone(), runner.controls());
+        let started = std::sync::Arc::new(started);
+        let mut stopped = stop_http.subscribe();
+        let until = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::admin::serve(
+            listener,
+            crate::admin::Limits::default(),
+            move |request| answer(request, started.clone(), store.clone(), controls.clone()),
+            until,
+        ));
+    }
+    let result = runner.run(shutdown_signal()).await;
+    let _ = stop_http.send(true);
+    let _ = std::fs::remove_file(&socket);
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(super) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,116 @@
+//! The command line's one error type and the exit codes it maps to, one per kind of trouble,
+//! so scripts and orchestrators can tell them apart (docs/operations.md, exit codes).
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::runner::{CycleError, RunnerError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error("{store}; asking the running process over HTTP failed too ({http}). Check `listen` in the config")]
+    StatusUnavailable { store: String, http: String },
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[from] std::io::Error),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
+    #[error(transparent)]
+    Replay(#[from] crate::replay::ReplayError),
+    #[error("no sink named '{name}' in the config; its sinks are: {known}")]
+    UnknownSink { name: String, known: String },
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Deliver(#[from] crate::deliver::DeliverError),
+    #[error("`rollcall demo` changes users in the first source, and the config has none: add a `[[sources]]` table for a TEST Superset or Kylin")]
+    DemoNeedsSource,
+    #[error("this command needs the store to itself, or no store yet (run, once, check-config, doctor, demo, healthcheck, completions, man, store import): stop `rollcall run` first, or run it where no `rollcall run` holds the store")]
+    NotOverAdmin,
+    #[error("sink '{0}' is not a webhook sink: only webhooks sign")]
+    NotWebhook(String),
+    #[error("sink '{0}' has no Ed25519 (`whsk_`) secret, so there is no public key: its `whsec_` secrets are shared with the receiver as they are")]
+    NoPublicKey(String),
+    #[error("sink '{0}' is in the config but not among the sinks the running `rollcall run` serves (it started with another config): restart it with this one")]
+    NotRunning(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("this command names the config {named}, but the running `rollcall run` that holds the store was started with {running} and acts on that config only: run the command with `--config {running}`")]
+    OtherConfig { named: PathBuf, running: PathBuf },
+    #[error("there is no store at {0}: rollcall has not run with this config yet, or `[store] path` points elsewhere")]
+    NoStore(PathBuf),
+    #[error("sink '{0}' writes a file (or stdout) that the running `rollcall run` holds: a second writer would interleave its lines with the sink's. Use `rollcall replay --rewind` (the running sink re-sends from there, in order), or stop `rollcall run` and replay then")]
+    LiveSingleWriter(String),
+    #[error("`rollcall store export` to stdout would pass the whole store through the admin socket of the running `rollcall run`: give `--output FILE` (the running process writes it), or stop `rollcall run` first")]
+    ExportToStdoutWhileRunning,
+    #[error("no source named '{name}' in the config; its sources are: {known}")]
+    UnknownSource { name: String, known: String },
+    #[error("source '{name}': {error}")]
+    RefusedBefore {
+        name: String,
+        #[source]
+        error: crate::source::SourceError,
+    },
+}
+
+/// Exit codes, one per kind of trouble, so scripts and orchestrators can tell them apart
+/// (docs/operations.md, Commands). 2 is clap's own, for a command line it cannot parse.
+pub mod exit {
+    /// The command ran, and something it checked or sent failed (see its output).
+    pub const FAILED: u8 = 1;
+    /// The config file is missing, unreadable or invalid, or names what is not there.
+    pub const CONFIG: u8 = 3;
+    /// A source could not be read (down, refusing the login, answering nonsense).
+    pub const SOURCE: u8 = 4;
+    /// Events were not all delivered: a sink failed or stopped (they stay in the log).
+    pub const DELIVERY: u8 = 5;
+    /// The store cannot be opened, read or written, or is held by another process.
+    pub const STORE: u8 = 6;
+}
+
+impl CliError {
+    /// The process's exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        use crate::replay::ReplayError;
+        match self {
+            CliError::Config(_)
+            | CliError::UnknownSink { .. }
+            | CliError::DemoNeedsSource
+            | CliError::NotOverAdmin
+            | CliError::NotWebhook(_)
+            | CliError::NoPublicKey(_)
+            | CliError::NotRunning(_)
+            | CliError::OtherConfig { .. }
+            | CliError::NoStore(_)
+            | CliError::UnknownSource { .. }
+            | CliError::LiveSingleWriter(_)
+            | CliError::ExportToStdoutWhileRunning
+            | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
+                exit::CONFIG
+            }
+            CliError::Runner(
+                RunnerError::Cycle(CycleError::Source { .. }) | RunnerError::Deadline { .. },
+            )
+            | CliError::Demo(_)
+            | CliError::RefusedBefore { .. } => exit::SOURCE,
+            CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
+            | CliError::Sink(_)
+            | CliError::Deliver(_)
+            | CliError::Replay(ReplayError::Sink(_) | ReplayError::Deliver(_)) => exit::DELIVERY,
+            CliError::Store(_)
+            | CliError::Runner(
+                RunnerError::Cycle(CycleError::Store(_)) | RunnerError::StoppedWithStoreFailing(_),
+            )
+            | CliError::Replay(ReplayError::Store(_))
+            | CliError::Admin(_)
+            | CliError::StatusUnavailable { .. } => exit::STORE,
+            CliError::Stdout(_) | CliError::Replay(_) => exit::FAILED,
+        }
+    }
+}
