@@ -150,10 +150,9 @@ pub fn describe() {
         Unit::Seconds,
         "From when rollcall observed an event to when a sink acknowledged it, by sink."
     );
-    describe_counter!(
-        "rollcall_webhook_responses_total",
-        "Webhook answers by sink and class (2xx, 3xx, 4xx, 5xx, or none: no answer)."
-    );
+    for (name, help) in crate::sink::SinkConfig::kind_metrics() {
+        describe_counter!(*name, *help);
+    }
     describe_counter!(
         "rollcall_unreadable_records_total",
         "User records a source answered that could not be read, by source."
@@ -359,5 +358,19 @@ async fn status_json(State(ops): State<Ops>) -> Response {
     match (ops.status)() {
         Ok(v) => Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e}))).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_only_some_sink_kinds_export_is_listed_for_alert_rules() {
+        let mut kinds = crate::sink::SinkConfig::kind_metrics().peekable();
+        assert!(kinds.peek().is_some(), "the webhook kind has one");
+        for (name, _) in kinds {
+            assert!(METRICS.contains(name), "{name} is missing from METRICS");
+        }
     }
 }

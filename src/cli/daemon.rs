@@ -65,7 +65,8 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
             tracing::error!(address = %config.listen, error = %e, "cannot serve HTTP endpoints; set `listen` to a free address")
         }
     }
-    // SIGHUP: JSONL sinks reopen their files by path (after logrotate renamed them).
+    // SIGHUP: each sink kind does what it does on it; JSONL sinks reopen their files by path
+    // (after logrotate renamed them).
     #[cfg(unix)]
     {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -73,7 +74,7 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 tracing::info!("SIGHUP: JSONL sinks reopen their files before their next batch");
-                crate::sink::jsonl::reopen_all();
+                crate::sink::SinkConfig::on_hangup();
             }
         });
     }

@@ -33,8 +33,10 @@ pub enum CliError {
     DemoNeedsSource,
     #[error("this command needs the store to itself, or no store yet (run, once, check-config, doctor, demo, healthcheck, completions, man, store import): stop `rollcall run` first, or run it where no `rollcall run` holds the store")]
     NotOverAdmin,
-    #[error("sink '{0}' is not a webhook sink: only webhooks sign")]
-    NotWebhook(String),
+    #[error(
+        "sink '{0}' signs nothing, so it has no public key: only webhook sinks sign their events"
+    )]
+    Unsigned(String),
     #[error("sink '{0}' has no Ed25519 (`whsk_`) secret, so there is no public key: its `whsec_` secrets are shared with the receiver as they are")]
     NoPublicKey(String),
     #[error("sink '{0}' is in the config but not among the sinks the running `rollcall run` serves (it started with another config): restart it with this one")]
@@ -83,7 +85,7 @@ impl CliError {
             | CliError::UnknownSink { .. }
             | CliError::DemoNeedsSource
             | CliError::NotOverAdmin
-            | CliError::NotWebhook(_)
+            | CliError::Unsigned(_)
             | CliError::NoPublicKey(_)
             | CliError::NotRunning(_)
             | CliError::OtherConfig { .. }

@@ -87,13 +87,10 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             action: SinkCommand::PublicKey { name },
         } => {
             let config = Config::load(&cli.config)?;
-            let crate::sink::SinkConfig::Webhook(webhook) = operate::sink_config(&config, &name)?
-            else {
-                return Err(CliError::NotWebhook(name));
+            let Some(keys) = operate::sink_config(&config, &name)?.kind().public_keys() else {
+                return Err(CliError::Unsigned(name));
             };
-            let keys = webhook
-                .public_keys()
-                .map_err(crate::sink::SinkError::from)?;
+            let keys = keys?;
             if keys.is_empty() {
                 return Err(CliError::NoPublicKey(name));
             }

@@ -17,7 +17,7 @@ pub(super) async fn replay(
     let sink = &request.sink;
     let sends = !request.rewind && !request.dry_run;
     let live = controls.is_some_and(|c| c.serves(sink));
-    if sends && live && sink_config(config, sink)?.single_writer() {
+    if sends && live && sink_config(config, sink)?.kind().single_writer() {
         return Err(CliError::LiveSingleWriter(sink.clone()));
     }
     // A running sink keeps its cursor in memory: it moves the stored one itself, between

@@ -175,10 +175,28 @@ pub trait Sink: Send + Sync {
     fn recover(&self) {}
 }
 
+/// What a sink kind does beyond sending, where only some kinds do anything: each kind's config
+/// implements it, and the defaults do nothing. With the registry's per-kind `METRICS` and
+/// `on_hangup`, it is how the rest of rollcall asks a kind without naming it.
+pub trait SinkKind {
+    /// The destination takes one writer only (a file): while `run` serves the sink, nothing
+    /// else may send to it.
+    fn single_writer(&self) -> bool {
+        false
+    }
+
+    /// The public keys receivers verify this sink's signatures with (`rollcall sink
+    /// public-key`); `None` when the kind signs nothing.
+    fn public_keys(&self) -> Option<Result<Vec<String>, SinkError>> {
+        None
+    }
+}
+
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
-/// provides `name`, `validate`, `describe`, `single_writer`, `check` and `build`; each error,
-/// `is_permanent`.
+/// provides `name`, `validate`, `describe`, `check` and `build`, and implements [`SinkKind`];
+/// each error, `is_permanent`; each kind's module, `METRICS` (the metrics only it exports,
+/// with their help) and `on_hangup` (what it does on SIGHUP).
 macro_rules! sinks {
     ($($kind:ident => $variant:ident($config:ty, $error:ty)),+ $(,)?) => {
         /// One `[[sinks]]` entry, of any kind.
@@ -241,12 +259,21 @@ macro_rules! sinks {
                 }
             }
 
-            /// Whether the destination takes one writer only (a file): while `run` serves the
-            /// sink, nothing else may send to it.
-            pub fn single_writer(&self) -> bool {
+            /// What only some kinds do, asked of this sink's kind.
+            pub fn kind(&self) -> &dyn SinkKind {
                 match self {
-                    $(SinkConfig::$variant(c) => c.single_writer(),)+
+                    $(SinkConfig::$variant(c) => c,)+
                 }
+            }
+
+            /// The metrics only some kinds export, with their help text.
+            pub fn kind_metrics() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+                [$($kind::METRICS),+].into_iter().flatten()
+            }
+
+            /// SIGHUP: each kind does what it does on it (JSONL reopens its files by path).
+            pub fn on_hangup() {
+                $($kind::on_hangup();)+
             }
 
             /// What `check-config` can check without reaching the destination (secrets).

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::encode::Format;
 use crate::settings::{Entry, Problems};
+use crate::sink::SinkKind;
 
 /// Appends one JSON event per line: the format SIEM file shippers read.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,12 +86,6 @@ impl JsonlConfig {
         Ok(())
     }
 
-    /// A file (or stdout) takes one writer: a second one would interleave its lines with the
-    /// running sink's and miss its rotations.
-    pub fn single_writer(&self) -> bool {
-        true
-    }
-
     pub fn describe(&self) -> String {
         format!(
             "jsonl to {}",
@@ -100,5 +95,13 @@ impl JsonlConfig {
                 &self.path
             }
         )
+    }
+}
+
+impl SinkKind for JsonlConfig {
+    /// A file (or stdout) takes one writer: a second one would interleave its lines with the
+    /// running sink's and miss its rotations.
+    fn single_writer(&self) -> bool {
+        true
     }
 }

@@ -58,16 +58,19 @@ impl JsonlError {
     }
 }
 
-/// Bumped on SIGHUP (see [`reopen_all`]); each file remembers the value it was opened at.
+/// Bumped on SIGHUP (see [`on_hangup`]); each file remembers the value it was opened at.
 /// A process-wide counter, not a message to each sink: the signal belongs to the process, and
 /// a sink's task may be in the middle of a batch when it comes.
 static REOPENS: AtomicU64 = AtomicU64::new(0);
 
 /// Make every JSONL sink reopen its file by path before its next batch (`rollcall run` calls
 /// this on SIGHUP, after logrotate renamed the files).
-pub fn reopen_all() {
+pub fn on_hangup() {
     REOPENS.fetch_add(1, Relaxed);
 }
+
+/// The JSONL sink exports only the metrics every sink does.
+pub const METRICS: &[(&str, &str)] = &[];
 
 enum Target {
     Stdout,

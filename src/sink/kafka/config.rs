@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::KafkaError;
 use crate::encode::{Format, Mode};
 use crate::settings::{Entry, Problems, SecretRef};
+use crate::sink::SinkKind;
 
 /// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding (or as
 /// OCSF records with `format = "ocsf"`).
@@ -107,11 +108,6 @@ impl KafkaConfig {
         }
     }
 
-    /// A topic takes any number of producers.
-    pub fn single_writer(&self) -> bool {
-        false
-    }
-
     pub fn describe(&self) -> String {
         format!("kafka topic {} at {}", self.topic, self.brokers)
     }
@@ -147,6 +143,9 @@ impl KafkaConfig {
         Ok(out)
     }
 }
+
+/// A topic takes any number of producers, and Kafka verifies no signature of rollcall's.
+impl SinkKind for KafkaConfig {}
 
 #[cfg(test)]
 mod tests {

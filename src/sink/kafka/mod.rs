@@ -452,3 +452,10 @@ impl Sink for KafkaSink {
         }
     }
 }
+
+/// The Kafka sink exports only the metrics every sink does (librdkafka's own statistics are
+/// the broker's side).
+pub const METRICS: &[(&str, &str)] = &[];
+
+/// A Kafka sink has nothing to reopen on SIGHUP.
+pub fn on_hangup() {}

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::WebhookError;
 use crate::encode::Format;
 use crate::settings::{out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::sink::{SinkError, SinkKind};
 
 const MILLISECOND: Duration = Duration::from_millis(1);
 
@@ -142,11 +143,6 @@ impl WebhookConfig {
         }
     }
 
-    /// Each request stands alone: any number of senders.
-    pub fn single_writer(&self) -> bool {
-        false
-    }
-
     /// Scheme and host only: a path or query may carry a token.
     pub fn describe(&self) -> String {
         format!(
@@ -160,12 +156,6 @@ impl WebhookConfig {
 
     /// The signing secrets, from the environment or the file the config names, as written
     /// (`whsec_<base64>`, space-separated). Errors name where to look, never the value.
-    /// The public keys receivers verify `v1a` signatures with (`rollcall sink public-key`).
-    pub fn public_keys(&self) -> Result<Vec<String>, WebhookError> {
-        use secrecy::ExposeSecret;
-        Ok(super::Signer::new(&self.name, self.secrets()?.expose_secret())?.public_keys())
-    }
-
     pub fn secrets(&self) -> Result<SecretString, WebhookError> {
         SecretRef {
             env_key: "secret_env",
@@ -178,6 +168,18 @@ impl WebhookConfig {
             sink: self.name.clone(),
             source,
         })
+    }
+}
+
+/// Each request stands alone (any number of senders), and each is signed.
+impl SinkKind for WebhookConfig {
+    /// The public keys receivers verify `v1a` signatures with (`rollcall sink public-key`).
+    fn public_keys(&self) -> Option<Result<Vec<String>, SinkError>> {
+        use secrecy::ExposeSecret;
+        let keys = self
+            .secrets()
+            .and_then(|s| Ok(super::Signer::new(&self.name, s.expose_secret())?.public_keys()));
+        Some(keys.map_err(SinkError::from))
     }
 }
 

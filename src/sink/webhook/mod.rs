@@ -205,6 +205,15 @@ pub struct WebhookSink {
     responses: Responses,
 }
 
+/// What only webhook sinks export, with its help text.
+pub const METRICS: &[(&str, &str)] = &[(
+    "rollcall_webhook_responses_total",
+    "Webhook answers by sink and class (2xx, 3xx, 4xx, 5xx, or none: no answer).",
+)];
+
+/// A webhook sink has nothing to reopen on SIGHUP.
+pub fn on_hangup() {}
+
 /// The classes of `rollcall_webhook_responses_total`, by index: no answer, then the status
 /// classes in order.
 const RESPONSE_CLASSES: [&str; 5] = ["none", "2xx", "3xx", "4xx", "5xx"];
