@@ -465,7 +465,8 @@ impl SupersetSource {
     async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<Ids, SupersetError> {
         let tz = self.config.timezone;
         let mut listed = Ids::new();
-        let first = keyset_page(&self.client, tz, 0, &[], None, &|_| true).await?;
+        let size = self.config.page_size;
+        let first = keyset_page(&self.client, tz, size, 0, &[], None, &|_| true).await?;
         self.requests += first.requests;
         let (rows, count) = (first.rows, first.count);
         let Some(&(after, _)) = rows.last() else {
@@ -482,7 +483,7 @@ impl SupersetSource {
         let readers = async move {
             let reads = ranges
                 .into_iter()
-                .map(|(after, below)| read_range(client, tz, after, below, tx.clone()));
+                .map(|(after, below)| read_range(client, tz, size, after, below, tx.clone()));
             futures::future::try_join_all(reads).await
         };
         let reads = &mut self.reads;
@@ -509,7 +510,10 @@ impl SupersetSource {
     ) -> Result<Vec<(u64, Option<u64>)>, SupersetError> {
         let top = self
             .client
-            .list::<IdRef>(USERS, &ListQuery::ordered_page("id", true, 0).ids_only())
+            .list::<IdRef>(
+                USERS,
+                &ListQuery::ordered_page("id", true, 0, self.config.page_size).ids_only(),
+            )
             .await?;
         self.requests += 1;
         let highest = top.result.iter().map(|r| r.id).max().unwrap_or(after);
@@ -693,7 +697,10 @@ impl SupersetSource {
     ) -> Result<Vec<u64>, SupersetError> {
         let first = self
             .client
-            .list::<IdRef>(USERS, &ListQuery::ordered_page("id", false, 0).ids_only())
+            .list::<IdRef>(
+                USERS,
+                &ListQuery::ordered_page("id", false, 0, self.config.page_size).ids_only(),
+            )
             .await?;
         self.requests += 1;
         if first.count == known.len() as u64 {
@@ -752,7 +759,7 @@ impl SupersetSource {
             earlier |= std::mem::take(&mut ids);
             let mut counts: BTreeSet<u64> = BTreeSet::new();
             for page in 0.. {
-                let mut query = ListQuery::ordered_page("id", false, page);
+                let mut query = ListQuery::ordered_page("id", false, page, self.config.page_size);
                 if out.is_none() {
                     query = query.ids_only();
                 }
@@ -796,7 +803,7 @@ impl SupersetSource {
                         ),
                     });
                 }
-                if answer.result.len() < api::PAGE_SIZE as usize {
+                if answer.result.len() < self.config.page_size as usize {
                     break;
                 }
             }
@@ -842,7 +849,10 @@ impl SupersetSource {
         for page in 0.. {
             let answer = self
                 .client
-                .list::<Box<RawValue>>(USERS, &ListQuery::ordered_page(column, true, page))
+                .list::<Box<RawValue>>(
+                    USERS,
+                    &ListQuery::ordered_page(column, true, page, self.config.page_size),
+                )
                 .await?;
             self.requests += 1;
             let mut reached_old = false;
@@ -885,7 +895,7 @@ impl SupersetSource {
                     ),
                 });
             }
-            if reached_old || answer.result.len() < api::PAGE_SIZE as usize {
+            if reached_old || answer.result.len() < self.config.page_size as usize {
                 break;
             }
         }
@@ -907,6 +917,7 @@ impl SupersetSource {
             let page = keyset_page(
                 &self.client,
                 self.config.timezone,
+                self.config.page_size,
                 last,
                 &filters,
                 None,
@@ -1046,7 +1057,10 @@ impl SupersetSource {
             }
             let result = self
                 .client
-                .list::<serde_json::Value>(LOG, &ListQuery::log_page(value.clone(), page))
+                .list::<serde_json::Value>(
+                    LOG,
+                    &ListQuery::log_page(value.clone(), page, self.config.page_size),
+                )
                 .await?;
             self.requests += 1;
             if page == 0 && result.count > PROGRESS_ABOVE {
@@ -1085,7 +1099,7 @@ impl SupersetSource {
             if let Some(bar) = &progress {
                 bar.set_position(read.rows.len() as u64);
             }
-            if n < api::PAGE_SIZE as usize {
+            if n < self.config.page_size as usize {
                 break;
             }
         }
@@ -1108,11 +1122,11 @@ impl SupersetSource {
         for page in 0.. {
             let result = self
                 .client
-                .list::<Box<RawValue>>(path, &ListQuery::page(page))
+                .list::<Box<RawValue>>(path, &ListQuery::page(page, self.config.page_size))
                 .await?;
             self.requests += 1;
             let n = result.result.len() as u64;
-            let done = n < u64::from(api::PAGE_SIZE)
+            let done = n < u64::from(self.config.page_size)
                 || (rows.read.len() + rows.failed.len()) as u64 + n >= result.count;
             for (i, raw) in result.result.iter().enumerate() {
                 match serde_json::from_str::<T>(raw.get()) {
@@ -1263,6 +1277,7 @@ struct KeysetPage {
 async fn keyset_page(
     client: &Client,
     tz: chrono_tz::Tz,
+    page_size: u32,
     after: u64,
     filters: &[Filter],
     below: Option<u64>,
@@ -1279,6 +1294,7 @@ async fn keyset_page(
         filters,
         below,
         matches,
+        page_size,
     };
     let mut requests = 0;
     loop {
@@ -1306,6 +1322,7 @@ struct Keyset<'a> {
     filters: Vec<Filter>,
     below: Option<u64>,
     matches: &'a (dyn Fn(&User) -> bool + Sync),
+    page_size: u32,
 }
 
 /// One request of [`keyset_page`].
@@ -1319,9 +1336,10 @@ async fn checked_page(
         ref filters,
         below,
         matches,
+        page_size,
     } = *query;
     let page = client
-        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.clone()))
+        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.clone(), page_size))
         .await?;
     let mut last = after;
     let mut rows = Vec::with_capacity(page.result.len());
@@ -1357,13 +1375,14 @@ async fn checked_page(
 async fn read_range(
     client: &Client,
     tz: chrono_tz::Tz,
+    page_size: u32,
     mut after: u64,
     below: Option<u64>,
     tx: tokio::sync::mpsc::Sender<Vec<Row>>,
 ) -> Result<usize, SupersetError> {
     let mut requests = 0;
     loop {
-        let page = keyset_page(client, tz, after, &[], below, &|_| true).await?;
+        let page = keyset_page(client, tz, page_size, after, &[], below, &|_| true).await?;
         requests += page.requests;
         let rows = page.rows;
         let Some(&(last, _)) = rows.last() else {
