@@ -140,7 +140,10 @@ pub(crate) async fn poll_source<S: Source>(
             continue;
         };
         apply.upserts.remove(&key.to_bytes());
-        if apply.initialized {
+        // A first cycle that emits the initial snapshot has told of every user it holds (this
+        // cycle's `user.observed`, or an earlier attempt's committed with its record): one it
+        // then confirms gone (a read by pages repeated while they shifted) is told gone too.
+        if apply.initialized || apply.emit_initial {
             let mut derived = Vec::new();
             diff::change(Some(&before), None, &apply.opts, &mut derived);
             apply.push(Some(key.to_bytes()), derived);
