@@ -837,7 +837,10 @@ impl SupersetSource {
     /// no value there (`recent` is `None`) come all first (PostgreSQL sorts NULLs first in
     /// descending order) or all last (SQLite, MySQL): before any value they are passed over,
     /// after one they are the end. A recent row after an old one means the order was not
-    /// honoured, and the read is refused.
+    /// honoured, and the read is refused. A page of users all read already is a shift: users
+    /// changed meanwhile moved to the front and pushed read ones onto it (they are newer than
+    /// anything read, so the next poll reads them). Two such pages in a row mean the server
+    /// ignores `page`, and the read is refused.
     async fn newest_first(
         &mut self,
         column: &'static str,
@@ -846,6 +849,7 @@ impl SupersetSource {
     ) -> Result<(), SupersetError> {
         let mut seen = Ids::new();
         let mut valued = false;
+        let mut stale = 0;
         for page in 0.. {
             let answer = self
                 .client
@@ -888,10 +892,15 @@ impl SupersetSource {
                 valued |= recent.is_some();
             }
             out.hand(users)?;
-            if !answer.result.is_empty() && !brought_new {
+            stale = if !answer.result.is_empty() && !brought_new {
+                stale + 1
+            } else {
+                0
+            };
+            if stale == 2 {
                 return Err(SupersetError::FilterIgnored {
                     detail: format!(
-                        "page {page} of the users by {column} brought only users of earlier pages: `page` is ignored, and reading on would never end"
+                        "page {page} of the users by {column}, as the one before it, brought only users of earlier pages: `page` is ignored, and reading on would never end"
                     ),
                 });
             }
