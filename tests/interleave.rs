@@ -156,6 +156,10 @@ trait Kind: 'static {
     fn cancel_changes(sim: &Self::Handle) -> usize;
     /// Requests the simulator answered so far.
     fn requests(sim: &Self::Handle) -> usize;
+    /// What is known of a broken property (its line starts with `what`), if anything.
+    fn known_issue(_what: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,6 +625,12 @@ impl Kind for Kylin {
     fn requests(sim: &kylin::Handle) -> usize {
         sim.requests().len()
     }
+
+    fn known_issue(what: &str) -> Option<&'static str> {
+        what.starts_with("INVENTED: user.deleted").then_some(
+            "KNOWN ISSUE, being fixed: the Kylin source takes a user missing from a read whose pages shifted for deleted (a delete and a create between two pages keep `total_size` and the count of names). The fix confirms each deletion with a read by exact name (`name` and `is_case_sensitive`).",
+        )
+    }
 }
 
 /// A Kylin with ADMIN, `case.users` users `ka1`… and `svc`, and a harness reading it.
@@ -874,6 +884,21 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// What a run came to when a property broke: what is known of each broken one first, then the
+/// cycles, then what broke.
+fn failure<K: Kind>(log: &[String], broken: &[String]) -> String {
+    let mut known: Vec<&str> = broken.iter().filter_map(|b| K::known_issue(b)).collect();
+    known.dedup();
+    let mut text = known.join("\n");
+    for line in log.iter().chain(broken) {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(line);
+    }
+    text
+}
+
 /// A failure a cycle may end in while changes keep landing: Kylin's list moved under each of
 /// its reads (docs/kylin.md K14). Nothing is stored then, and the next cycle reads again.
 fn allowed_failure(text: &str) -> bool {
@@ -932,7 +957,7 @@ async fn run<K: Kind>(
         }
         let broken = oracle.check_cycle(from, &events);
         if !broken.is_empty() {
-            return Err(format!("{}\n{}", log.join("\n"), broken.join("\n")));
+            return Err(failure::<K>(&log, &broken));
         }
     }
     // Settle: an incremental cycle, then full ones until none holds deletions back.
@@ -953,14 +978,11 @@ async fn run<K: Kind>(
         log.push(format!("settling cycle {n}: {} events", events.len()));
         let broken = oracle.check_cycle(from, &events);
         if !broken.is_empty() {
-            return Err(format!("{}\n{}", log.join("\n"), broken.join("\n")));
+            return Err(failure::<K>(&log, &broken));
         }
         if full && report.held_deletions == 0 {
             break;
         }
-    }
-    if std::env::var("DEBUG_LOG").is_ok() {
-        eprintln!("{}", log.join("\n"));
     }
     let stored = h
         .store()
@@ -971,7 +993,7 @@ async fn run<K: Kind>(
         .collect();
     let broken = oracle.check_settled(&K::world(sim), &stored);
     if !broken.is_empty() {
-        return Err(format!("{}\n{}", log.join("\n"), broken.join("\n")));
+        return Err(failure::<K>(&log, &broken));
     }
     Ok(())
 }
