@@ -2,19 +2,22 @@
 //! random requests of full and incremental reads (and between reads), against the Superset
 //! simulator answering like 4.1 and 5.0 (pages by index) or 6.0 and 6.1 (keyset on id), and
 //! against the Kylin simulator, with pages of two or three users; some cycles start from a
-//! restart (a new runner on the same store). rollcall runs in-process on a real sled store and
-//! a JSONL sink. The properties (docs/reliability.md, Changes during a read):
+//! restart (a new runner on the same store), and settings vary (`emit_initial_snapshot`, and
+//! for Superset the release, `membership_interval`, `incremental_overlap`). rollcall runs
+//! in-process on a real sled store and a JSONL sink. The properties (docs/reliability.md,
+//! Changes during a read):
 //!
-//! - **nothing invented**: every state an event states of a user (its `data.user`) is one the
-//!   source held at some moment of that cycle, and a `user.deleted` comes only in a cycle in
-//!   which that user (that incarnation: Superset's `created_on`, Kylin's `uuid`) was absent
-//!   at some moment;
+//! - **nothing invented**: every state an event states of a user (its `data.user`), or a
+//!   silent first cycle stores, is one the source held at some moment of that cycle, and a
+//!   `user.deleted` comes only in a cycle in which that user (that incarnation: Superset's
+//!   `created_on`, Kylin's `uuid`) was absent at some moment;
 //! - **nothing derived twice**: event ids are unique, and the events of each user form one
 //!   chain: every group of events stating one new state is exactly what rollcall's diff
 //!   derives from the state the events before it left (so no duplicate, no event from a
 //!   stale record);
 //! - **nothing lost**: after cycles without changes (one of them full), the state the events
-//!   leave and the store's snapshot both equal the source.
+//!   leave (in what they report: Superset's `changed_on` moves without one) and the store's
+//!   snapshot both equal the source.
 //!
 //! `ROLLCALL_PROPTEST_CASES` sets the cases per property, `ROLLCALL_PROPTEST_SEED` the seed
 //! (random by default); both are printed, so a failure can be run again.
@@ -59,12 +62,17 @@ struct Step<C> {
     changes: Vec<(When, C)>,
 }
 
-/// One run: the users seeded, the page size, and the cycles. The first cycle is the first
-/// ever (it stores what it reads, emitting `user.observed`).
+/// One run: the users seeded, the page size, settings, and the cycles. The first cycle is the
+/// first ever: it stores what it reads.
 #[derive(Debug, Clone)]
 struct Case<C> {
     users: u8,
     page_size: u32,
+    /// Whether the first cycle emits a `user.observed` per user (`emit_initial_snapshot`) or
+    /// stores them silently.
+    observe: bool,
+    /// Settings each kind reads its own way (Superset: [`SupersetKnobs`]).
+    knobs: u8,
     steps: Vec<Step<C>>,
 }
 
@@ -88,13 +96,20 @@ fn case<C: Debug + Clone>(
             restart,
             changes,
         });
-    (3u8..=6, 2u32..=3, prop::collection::vec(step, 1..5)).prop_map(|(users, page_size, steps)| {
-        Case {
+    (
+        3u8..=6,
+        2u32..=3,
+        prop::bool::weighted(0.8),
+        any::<u8>(),
+        prop::collection::vec(step, 1..5),
+    )
+        .prop_map(|(users, page_size, observe, knobs, steps)| Case {
             users,
             page_size,
+            observe,
+            knobs,
             steps,
-        }
-    })
+        })
 }
 
 /// Which existing user a change picks: the n-th (modulo) of those it may change when it is
@@ -416,14 +431,39 @@ async fn superset(release: Release, case: &Case<SupersetChange>) -> (Sim, Harnes
             .collect();
         sim.add_group(&format!("g{g}"), &members);
     }
-    let h = Harness::new(
-        &sim.url,
-        &format!(
-            "emit_initial_snapshot = true\naction_log = false\npage_size = {}",
-            case.page_size
-        ),
+    let knobs = SupersetKnobs(case.knobs);
+    let mut config = format!(
+        "emit_initial_snapshot = {}\naction_log = false\npage_size = {}\n",
+        case.observe, case.page_size
     );
+    if knobs.hourly_membership() {
+        config.push_str("membership_interval = \"1h\"\n");
+    }
+    if knobs.no_overlap() {
+        config.push_str("incremental_overlap = \"0s\"\n");
+    }
+    let h = Harness::new(&sim.url, &config);
     (sim, h)
+}
+
+/// How a Superset case varies its settings, from [`Case::knobs`].
+#[derive(Debug, Clone, Copy)]
+struct SupersetKnobs(u8);
+
+impl SupersetKnobs {
+    /// Which of the property's releases.
+    fn release(self, of: &[Release]) -> Release {
+        of[usize::from(self.0 & 1) % of.len()]
+    }
+    /// Membership compared by incremental polls once an hour, not at each: in these runs,
+    /// only by full reads.
+    fn hourly_membership(self) -> bool {
+        self.0 & 2 != 0
+    }
+    /// Incremental polls re-read nothing before the high-water marks.
+    fn no_overlap(self) -> bool {
+        self.0 & 4 != 0
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,8 +683,8 @@ async fn kylin_sim(case: &Case<KylinChange>) -> (KylinSim, Harness) {
     let h = Harness::kylin(
         &sim.url,
         &format!(
-            "emit_initial_snapshot = true\npage_size = {}",
-            case.page_size
+            "emit_initial_snapshot = {}\npage_size = {}",
+            case.observe, case.page_size
         ),
     );
     (sim, h)
@@ -809,6 +849,33 @@ impl<K: Kind> Oracle<K> {
         broken
     }
 
+    /// After a first cycle that stored the users silently (it emitted nothing, `events`): each
+    /// record it stored held at some moment of it (the history from `from`), and is where
+    /// the events of the next cycles start from.
+    fn adopt(
+        &mut self,
+        from: usize,
+        events: &[Value],
+        stored: BTreeMap<String, K::User>,
+    ) -> Vec<String> {
+        let window = self.history.since(from);
+        let mut broken: Vec<String> = events
+            .iter()
+            .map(|e| format!("EVENT FROM A SILENT FIRST CYCLE: {}", brief(e)))
+            .collect();
+        for (key, user) in &stored {
+            let fact = K::fact(user);
+            if !window.iter().any(|w| w.get(key) == Some(&fact)) {
+                broken.push(format!(
+                    "INVENTED: the first cycle stored {key} as {fact}, which it held in none of the cycle's {} states",
+                    window.len()
+                ));
+            }
+        }
+        self.told = stored;
+        broken
+    }
+
     /// After the cycles without changes: the events and the store tell what the source holds.
     fn check_settled(&self, world: &World, stored: &BTreeMap<String, K::User>) -> Vec<String> {
         let mut broken = Vec::new();
@@ -863,6 +930,16 @@ fn reported<K: Kind>(data: &Value) -> Value {
     data
 }
 
+/// The users the store holds, by subject.
+fn stored<K: Kind>(h: &mut Harness) -> Result<BTreeMap<String, K::User>, String> {
+    Ok(h.store()
+        .snapshot::<K::User>("test")
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(k, u)| (k.to_string(), u))
+        .collect())
+}
+
 /// `type subject` of an event, for messages.
 fn brief(e: &Value) -> String {
     format!(
@@ -914,6 +991,9 @@ async fn run<K: Kind>(
 ) -> Result<(), String> {
     let mut oracle = Oracle::<K>::new(sim);
     let mut log = Vec::new();
+    // Until a first cycle stores the users silently: what it stored is what the events
+    // leave (the next cycles tell changes from there).
+    let mut silent = !case.observe;
     let cycle_of = |full| CycleOptions {
         full,
         confirm_deletes: false,
@@ -955,7 +1035,11 @@ async fn run<K: Kind>(
                 return Err(format!("{}\ncycle {n} failed: {text}", log.join("\n")));
             }
         }
-        let broken = oracle.check_cycle(from, &events);
+        let mut broken = oracle.check_cycle(from, &events);
+        if silent && result.is_ok() {
+            silent = false;
+            broken.extend(oracle.adopt(from, &events, stored::<K>(h)?));
+        }
         if !broken.is_empty() {
             return Err(failure::<K>(&log, &broken));
         }
@@ -976,7 +1060,11 @@ async fn run<K: Kind>(
             .remove(0);
         let events = h.new_events();
         log.push(format!("settling cycle {n}: {} events", events.len()));
-        let broken = oracle.check_cycle(from, &events);
+        let mut broken = oracle.check_cycle(from, &events);
+        if silent {
+            silent = false;
+            broken.extend(oracle.adopt(from, &events, stored::<K>(h)?));
+        }
         if !broken.is_empty() {
             return Err(failure::<K>(&log, &broken));
         }
@@ -984,14 +1072,7 @@ async fn run<K: Kind>(
             break;
         }
     }
-    let stored = h
-        .store()
-        .snapshot::<K::User>("test")
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(k, u)| (k.to_string(), u))
-        .collect();
-    let broken = oracle.check_settled(&K::world(sim), &stored);
+    let broken = oracle.check_settled(&K::world(sim), &stored::<K>(h)?);
     if !broken.is_empty() {
         return Err(failure::<K>(&log, &broken));
     }
@@ -1003,8 +1084,8 @@ async fn run<K: Kind>(
 // ---------------------------------------------------------------------------------------------
 
 /// Cases per property unless `ROLLCALL_PROPTEST_CASES` says otherwise: the file runs in about
-/// two minutes on two busy cores.
-const DEFAULT_CASES: u32 = 200;
+/// two minutes on two cores.
+const DEFAULT_CASES: u32 = 700;
 
 fn env_u64(name: &str) -> Option<u64> {
     let raw = std::env::var(name).ok()?;
@@ -1067,12 +1148,20 @@ fn superset_property(
 ) -> impl Fn(&Case<SupersetChange>) -> Result<(), String> {
     move |case| {
         block_on(async {
-            // The release varies with the seed: each case picks one from its users count.
-            let release = releases[case.users as usize % releases.len()];
+            let knobs = SupersetKnobs(case.knobs);
+            let release = knobs.release(releases);
             let (sim, mut h) = superset(release, case).await;
-            run::<Superset>(&sim, &mut h, case)
-                .await
-                .map_err(|e| format!("release {release:?}:\n{e}"))
+            run::<Superset>(&sim, &mut h, case).await.map_err(|e| {
+                format!(
+                    "release {release:?}, membership compared {}, overlap {}:\n{e}",
+                    if knobs.hourly_membership() {
+                        "hourly"
+                    } else {
+                        "at each poll"
+                    },
+                    if knobs.no_overlap() { "0s" } else { "60s" },
+                )
+            })
         })
     }
 }
