@@ -1126,7 +1126,7 @@ fn check<C: Debug + Clone>(
     );
     let started = std::time::Instant::now();
     let result = runner.run(&strategy, |case| {
-        property(&case).map_err(|why| TestCaseError::fail(why))
+        property(&case).map_err(TestCaseError::fail)
     });
     eprintln!("{name}: {:.1?}", started.elapsed());
     if let Err(e) = result {
