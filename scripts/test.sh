@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test rollcall has: README's second command; .ci/run calls exactly this.
 #
-# 1. format, lint, and every cargo test (unit, property, simulator, crash, benchmark smoke runs),
-#    every test binary even when another fails (`--no-fail-fast`), so one failure hides nothing;
+# 1. format, lint, and every cargo test (unit, property, simulator, crash, benchmark smoke runs,
+#    and tests/interleave.rs, changes landing during reads: 700 cases per property, about two
+#    minutes; ROLLCALL_PROPTEST_CASES=N for a longer run), every test binary even when another
+#    fails (`--no-fail-fast`), so one failure hides nothing;
 # 2. the end-to-end tests against REAL Superset 6.1.0 and 5.0.0, which this script installs
 #    into .venv and .venv-5.0.0 (first run: a few minutes each), starts on 127.0.0.1:18088 and
 #    :18089 with fresh databases and 20-second access tokens, and stops again.

@@ -570,6 +570,28 @@ format = "ocsf"
     }
 
     #[test]
+    fn a_superset_page_size_of_0_or_above_superset_s_cap_of_100_is_refused() {
+        for value in [0, 101] {
+            let raw = EXAMPLE.replace(
+                "poll_interval = \"30s\"",
+                &format!("poll_interval = \"30s\"\npage_size = {value}"),
+            );
+            let err = parse(&raw).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "`page_size` must be between 1 and 100, not {value}"
+                )),
+                "{err}"
+            );
+        }
+        let raw = EXAMPLE.replace(
+            "poll_interval = \"30s\"",
+            "poll_interval = \"30s\"\npage_size = 2",
+        );
+        assert!(parse(&raw).is_ok());
+    }
+
+    #[test]
     fn overlap_backfill_retain_and_retries_of_absurd_size_are_refused() {
         let raw = EXAMPLE
             .replace(

@@ -182,7 +182,10 @@ pub(crate) async fn poll_source<S: Source>(
             continue;
         };
         apply.upserts.remove(&key.to_bytes());
-        if apply.initialized {
+        // A first cycle that emits the initial snapshot has told of every user it holds (this
+        // cycle's `user.observed`, or an earlier attempt's committed with its record): one it
+        // then confirms gone (a read by pages repeated while they shifted) is told gone too.
+        if apply.initialized || apply.emit_initial {
             let mut derived = Vec::new();
             diff::change(Some(&before), None, &apply.opts, &mut derived);
             apply.push(Some(key.to_bytes()), derived);
@@ -383,10 +386,16 @@ impl<U: Account> Apply<'_, U> {
             None => None,
         };
         let mut derived = Vec::new();
-        if self.initialized {
-            diff::change(before.as_ref(), Some(&user), &self.opts, &mut derived);
-        } else if self.emit_initial && before.is_none() {
-            derived.push(diff::observed(&user));
+        match (&before, self.initialized) {
+            (_, true) => diff::change(before.as_ref(), Some(&user), &self.opts, &mut derived),
+            (None, false) if self.emit_initial => derived.push(diff::observed(&user)),
+            // A first cycle that emits the initial snapshot has told of every user it holds:
+            // one it reads again (pages read again while they shifted) and finds changed is
+            // told what changed, as a later cycle would tell it.
+            (Some(before), false) if self.emit_initial => {
+                diff::change(Some(before), Some(&user), &self.opts, &mut derived)
+            }
+            _ => {}
         }
         // The service account's own logins derive no event; storing them would make every
         // cycle of a process that logs in write (docs/performance.md, Idle cycles).

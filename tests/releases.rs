@@ -234,3 +234,33 @@ async fn a_release_changed_underneath_is_detected_again_and_polling_goes_on() {
         .iter()
         .any(|r| r.path == USERS && r.q.as_deref().is_some_and(|q| q.contains("col:id,opr:gt"))));
 }
+
+/// A server (or a proxy) that ignores `page` answers page 0 to every page of a 5.0 incremental
+/// poll's newest-first read: the poll fails saying so, instead of reading for ever. (One page
+/// that brings nothing new can be a shift by concurrent changes; two in a row are not.)
+#[tokio::test]
+async fn a_newest_first_read_that_ignores_page_fails_instead_of_reading_forever() {
+    let sim = Sim::start(SimOptions {
+        release: Release::V5_0,
+        ..SimOptions::default()
+    })
+    .await;
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        sim.add_user(name, "pw", &[GAMMA]);
+    }
+    let mut h = Harness::new(&sim.url, "action_log = false\npage_size = 2");
+    h.cycle().await;
+    sim.inject(Fault {
+        path_contains: USERS.into(),
+        skip: 0,
+        times: 100,
+        kind: FaultKind::IgnorePage,
+    });
+    let error = error_chain(&h.try_cycle(CycleOptions::default()).await.unwrap_err());
+    assert!(
+        error.contains(
+            "page 2 of the users by changed_on, as the one before it, brought only users of earlier pages"
+        ),
+        "{error}"
+    );
+}

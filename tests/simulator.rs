@@ -1209,6 +1209,34 @@ async fn unknown_api_url_is_json_with_accept_and_html_without() {
 }
 
 #[tokio::test]
+async fn a_change_before_a_request_lands_between_two_page_reads_and_reuses_the_max_id() {
+    let (sim, auth) = seeded().await; // admin 1, alice 2, bob 3, carol 4
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    // Counted among the users requests only: the second (page 1) sees the change.
+    sim.before_request("/security/users/", 1, move |s| {
+        assert!(s.delete_user(2));
+        assert!(s.delete_user(4));
+        let reused = s.add_user("dave", "pw-dave", &[GAMMA_ROLE]);
+        s.set_role_members(ALPHA_ROLE, &[reused]);
+        *record.lock().unwrap() = s.users().into_iter().map(|u| (u.id, u.username)).collect();
+    });
+    let page = |n: u32| format!("(order_column:id,order_direction:asc,page:{n},page_size:2)");
+    let p0 = list_ids(&sim, &auth, &page(0)).await;
+    assert!(seen.lock().unwrap().is_empty(), "not made before page 0");
+    let p1 = list_ids(&sim, &auth, &page(1)).await;
+    assert_eq!(p0, [1, 2]);
+    // Alice's delete shifted bob onto page 0, already read; carol's id went to dave (S33).
+    assert_eq!(p1, [4]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(1, "admin".into()), (3, "bob".into()), (4, "dave".into())]
+    );
+    assert_eq!(sim.user(4).unwrap().roles, [GAMMA_ROLE, ALPHA_ROLE]);
+    assert_eq!(sim.cancel_changes(), 0, "made once, then gone");
+}
+
+#[tokio::test]
 async fn injected_faults_hit_after_skip_for_times_then_clear() {
     let sim = Sim::start(SimOptions::default()).await;
     let auth = admin(&sim).await;

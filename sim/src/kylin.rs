@@ -11,8 +11,9 @@
 //! The simulator owns: the user store (a `BTreeMap` keyed by the case-folded username, which is
 //! both Kylin's uniqueness rule and its list order), the group names, the sessions, a clock the
 //! test controls (`advance`), recorded requests and injectable faults. Tests reach into the state
-//! directly (`add_user`, `set_disabled`, `lock`, …) to make changes the way an administrator or a
-//! failing login would.
+//! directly through the sim's `Handle` (`add_user`, `set_disabled`, `lock`, …) to make changes
+//! the way an administrator or a failing login would, now or just before a chosen request is
+//! answered (`before_request`).
 //!
 //! Not modelled: LDAP/SAML profiles, project ACLs, the internal (`kylin-v4+json`) group
 //! controller, `/api/user/authentication`, `/api/user/update_user`, `/api/user/refresh`,
@@ -208,19 +209,39 @@ fn with_field(body: &[u8], username: &str, field: &str, value: serde_json::Value
 }
 
 /// A running simulator. Dropping it stops accepting connections and releases hung requests.
+/// Tests change and read its state through its [`Handle`], which it derefs to.
 pub struct KylinSim {
     /// Base URL including the `/kylin` context path, e.g. `http://127.0.0.1:PORT/kylin`.
     pub url: String,
-    shared: Arc<Shared>,
+    handle: Handle,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for KylinSim {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = self.shared.closed.send(true);
+        let _ = self.handle.shared.closed.send(true);
     }
 }
+
+impl std::ops::Deref for KylinSim {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// The simulator's state as a test reaches into it: the changes an administrator or a failing
+/// login would make, the clock, faults, changes made while a reader is mid-way
+/// ([`Handle::before_request`]), and the requests received. A change given to
+/// `before_request` is made through one.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// A change [`Handle::before_request`] makes before answering a request.
+pub type Change = Box<dyn FnOnce(&Handle) + Send>;
 
 impl KylinSim {
     /// Start on 127.0.0.1 with an ephemeral port, seeded like a fresh Kylin 5 in the `testing`
@@ -233,27 +254,31 @@ impl KylinSim {
     /// Like `start`, on a fixed port of 127.0.0.1 (0 = ephemeral). Used by the example runner.
     pub async fn start_on(port: u16, opts: KylinOptions) -> KylinSim {
         let (closed, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(Inner::new(opts)),
-            closed,
-        });
+        let state = Handle {
+            shared: Arc::new(Shared {
+                state: Mutex::new(Inner::new(opts)),
+                closed,
+            }),
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let app = axum::Router::new()
             .fallback(handle)
-            .with_state(shared.clone());
+            .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         KylinSim {
             url: format!("http://{addr}/kylin"),
-            shared,
+            handle: state,
             task,
         }
     }
+}
 
+impl Handle {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.shared.lock()
     }
@@ -414,6 +439,33 @@ impl KylinSim {
     pub fn clear_requests(&self) {
         self.inner().requests.clear();
     }
+
+    /// Among requests whose path and query contain `path_contains` (`""` matches all), let
+    /// `skip` through, then make `change` just before the next one is answered, before any
+    /// fault for it: an administrator's write (or a failing login) landing between two page
+    /// reads, at the request a test names. Counting starts with this call; changes due at the
+    /// same request are made in the order given. `change` is called without the simulator's
+    /// lock held, so it may use every method of the handle it gets, to change the state and to
+    /// read it back. [`FaultKind::InsertUser`] is the special case of one create.
+    pub fn before_request(
+        &self,
+        path_contains: &str,
+        skip: u32,
+        change: impl FnOnce(&Handle) + Send + 'static,
+    ) {
+        self.inner().changes.push(ArmedChange {
+            path_contains: path_contains.to_string(),
+            skip,
+            seen: 0,
+            change: Box::new(change),
+        });
+    }
+
+    /// Drop the changes of [`Handle::before_request`] not made yet, because the requests they
+    /// wait for did not come; returns how many.
+    pub fn cancel_changes(&self) -> usize {
+        std::mem::take(&mut self.inner().changes).len()
+    }
 }
 
 fn outcome(r: Result<String, AuthFail>) -> LoginOutcome {
@@ -459,6 +511,14 @@ struct ArmedFault {
     seen: u32,
 }
 
+/// A change of [`Handle::before_request`] waiting for its request.
+struct ArmedChange {
+    path_contains: String,
+    skip: u32,
+    seen: u32,
+    change: Change,
+}
+
 /// The last value of `wrong_time`: the 10th consecutive failure locks for good (ULR:33-46).
 const MAX_WRONG_TIME: u32 = 10;
 
@@ -478,6 +538,7 @@ struct Inner {
     /// By `fold(username)`; see `KylinSim::failed_logins`.
     failed_logins: HashMap<String, u32>,
     faults: Vec<ArmedFault>,
+    changes: Vec<ArmedChange>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -503,6 +564,7 @@ impl Inner {
             sessions: HashMap::new(),
             failed_logins: HashMap::new(),
             faults: Vec::new(),
+            changes: Vec::new(),
             requests: Vec::new(),
         };
         let pw = s.opts.admin_password.clone();
@@ -611,6 +673,23 @@ impl Inner {
             self.write_user(&m, |u| u.authorities.retain(|a| a != name));
         }
         self.groups.remove(name);
+    }
+
+    /// The changes due before answering a request to `path_and_query`, in the order given; the
+    /// others count it if it is theirs.
+    fn due_changes(&mut self, path_and_query: &str) -> Vec<Change> {
+        let mut due = Vec::new();
+        for mut armed in std::mem::take(&mut self.changes) {
+            if path_and_query.contains(&armed.path_contains) {
+                armed.seen += 1;
+                if armed.seen > armed.skip {
+                    due.push(armed.change);
+                    continue;
+                }
+            }
+            self.changes.push(armed);
+        }
+        due
     }
 
     fn take_fault(&mut self, path_and_query: &str) -> Option<FaultKind> {
@@ -1171,7 +1250,8 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+async fn handle(State(handle): State<Handle>, req: Request) -> Response {
+    let shared = &handle.shared;
     let headers = req.headers().clone();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -1210,6 +1290,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         status: 0,
     };
 
+    let due = shared.lock().due_changes(&record.path);
+    for change in due {
+        change(&handle);
+    }
     let fault = shared.lock().take_fault(&record.path);
     let streamed = matches!(
         fault,

@@ -6,8 +6,10 @@
 //! It is a real HTTP server (axum on 127.0.0.1, ephemeral port) so the production HTTP client is
 //! exercised end to end. Behaviour follows docs/superset.md, captured from a real Superset 6.1.0
 //! (Flask-AppBuilder 5.3.0, SQLite); comments cite its sections (`F12` = section S12). The test
-//! code can also reach into the state directly (`add_user`, `update_user`, …) to make changes the
-//! way an administrator would, inject faults, and read back every request received.
+//! code can also reach into the state directly through the sim's `Handle` (`add_user`,
+//! `update_user`, …) to make changes the way an administrator would, now or just before a
+//! chosen request is answered (`before_request`), inject faults, and read back every request
+//! received.
 //!
 //! Not a goal: password hashing latency, cookies/CSRF, chart/dashboard endpoints, permissions
 //! beyond "Admin may use the security and log endpoints".
@@ -193,10 +195,11 @@ pub enum FaultKind {
     Grow(usize),
 }
 
-/// A running simulator. Dropping it stops accepting connections.
+/// A running simulator. Dropping it stops accepting connections. Tests change and read its
+/// state through its [`Handle`], which it derefs to.
 pub struct Sim {
     pub url: String,
-    state: Arc<Mutex<Inner>>,
+    handle: Handle,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -205,6 +208,24 @@ impl Drop for Sim {
         self.task.abort();
     }
 }
+
+impl std::ops::Deref for Sim {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// The simulator's state as a test reaches into it: the changes an administrator would make,
+/// faults, changes made while a reader is mid-way ([`Handle::before_request`]), and the
+/// requests received. A change given to `before_request` is made through one.
+#[derive(Clone)]
+pub struct Handle {
+    state: Arc<Mutex<Inner>>,
+}
+
+/// A change [`Handle::before_request`] makes before answering a request.
+pub type Change = Box<dyn FnOnce(&Handle) + Send>;
 
 /// Id of the seeded Admin role; holding it is what grants access to the security API (F6).
 pub const ADMIN_ROLE: u64 = 1;
@@ -223,7 +244,9 @@ impl Sim {
 
     /// Like `start`, on a fixed port of 127.0.0.1 (0 = ephemeral). Used by the example runner.
     pub async fn start_on(port: u16, opts: SimOptions) -> Sim {
-        let state = Arc::new(Mutex::new(Inner::new(opts)));
+        let state = Handle {
+            state: Arc::new(Mutex::new(Inner::new(opts))),
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
@@ -236,11 +259,13 @@ impl Sim {
         });
         Sim {
             url: format!("http://{addr}"),
-            state,
+            handle: state,
             task,
         }
     }
+}
 
+impl Handle {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -331,6 +356,37 @@ impl Sim {
 
     pub fn user(&self, id: u64) -> Option<SimUser> {
         self.inner().users.get(&id).cloned()
+    }
+
+    /// Every user, in id order.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.inner().users.values().cloned().collect()
+    }
+
+    /// Among requests whose path contains `path_contains` (`""` matches all), let `skip` through,
+    /// then make `change` just before the next one is answered, before any fault for it: an
+    /// administrator's write landing between two reads, at the request a test names. Counting
+    /// starts with this call; changes due at the same request are made in the order given.
+    /// `change` is called without the simulator's lock held, so it may use every method of
+    /// the handle it gets, to change the state and to read it back.
+    pub fn before_request(
+        &self,
+        path_contains: &str,
+        skip: u32,
+        change: impl FnOnce(&Handle) + Send + 'static,
+    ) {
+        self.inner().changes.push(ArmedChange {
+            path_contains: path_contains.to_string(),
+            skip,
+            seen: 0,
+            change: Box::new(change),
+        });
+    }
+
+    /// Drop the changes of [`Handle::before_request`] not made yet, because the requests they
+    /// wait for did not come; returns how many.
+    pub fn cancel_changes(&self) -> usize {
+        std::mem::take(&mut self.inner().changes).len()
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -426,6 +482,14 @@ struct ArmedFault {
     seen: u32,
 }
 
+/// A change of [`Handle::before_request`] waiting for its request.
+struct ArmedChange {
+    path_contains: String,
+    skip: u32,
+    seen: u32,
+    change: Change,
+}
+
 /// A row of Superset's action log (`logs` table).
 struct LogRow {
     id: u64,
@@ -446,6 +510,7 @@ struct Inner {
     /// verification" just as a forged one would.
     tokens: HashMap<String, IssuedToken>,
     faults: Vec<ArmedFault>,
+    changes: Vec<ArmedChange>,
     requests: Vec<RecordedRequest>,
     /// Paths of requests as they arrive, before any fault delays them.
     arrived: Vec<String>,
@@ -464,6 +529,7 @@ impl Inner {
             groups: BTreeMap::new(),
             tokens: HashMap::new(),
             faults: Vec::new(),
+            changes: Vec::new(),
             requests: Vec::new(),
             arrived: Vec::new(),
             logs: Vec::new(),
@@ -654,6 +720,23 @@ impl Inner {
         self.faults
             .retain(|f| f.seen < f.fault.skip.saturating_add(f.fault.times));
         fired
+    }
+
+    /// The changes due before answering a request to `path`, in the order given; the others
+    /// count it if it is theirs.
+    fn due_changes(&mut self, path: &str) -> Vec<Change> {
+        let mut due = Vec::new();
+        for mut armed in std::mem::take(&mut self.changes) {
+            if path.contains(&armed.path_contains) {
+                armed.seen += 1;
+                if armed.seen > armed.skip {
+                    due.push(armed.change);
+                    continue;
+                }
+            }
+            self.changes.push(armed);
+        }
+        due
     }
 
     fn issue_token(&mut self, user_id: u64, kind: TokenKind) -> String {
@@ -1086,7 +1169,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 // HTTP entry point
 // ---------------------------------------------------------------------------------------------
 
-async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
+async fn handle(State(state): State<Handle>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -1097,10 +1180,14 @@ async fn handle(State(state): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
     let q = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "q")
         .map(|(_, v)| v.into_owned());
-    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = || state.inner();
     let answer_time = lock().opts.answer_time;
     if !answer_time.is_zero() {
         tokio::time::sleep(answer_time).await;
+    }
+    let due = lock().due_changes(&path);
+    for change in due {
+        change(&state);
     }
 
     // `Err(())` = the server is down; `Ok(Some(kind))` = a fault fires for this request.

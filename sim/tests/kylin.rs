@@ -1736,6 +1736,64 @@ async fn fault_insert_user_shifts_the_next_page_under_a_paging_reader() {
 }
 
 #[tokio::test]
+async fn a_change_before_a_request_is_made_just_before_that_request_is_answered() {
+    let sim = sim().await;
+    sim.add_users(4); // ADMIN, user000001 … user000004
+                      // Counted among the list requests only: the second one (page 1) sees the change, the first
+                      // does not, and the handle the change gets reads the state back.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    sim.before_request("page_offset", 1, move |s| {
+        assert!(s.delete_user("user000001"));
+        s.add_user("zz_new", PW, &[]);
+        s.lock("user000003", 3);
+        *record.lock().unwrap() = s.users().into_iter().map(|u| u.username).collect();
+    });
+    assert_eq!(
+        list(&sim, "").await.status,
+        200,
+        "not counted: no page_offset"
+    );
+    let p0 = list(&sim, "?page_offset=0&page_size=3").await.names();
+    assert!(seen.lock().unwrap().is_empty(), "not made before page 0");
+    let p1 = list(&sim, "?page_offset=1&page_size=3").await.names();
+    assert_eq!(p0, ["ADMIN", "user000001", "user000002"]);
+    // user000001 went and zz_new came last: user000003 slid onto page 0, already read.
+    assert_eq!(p1, ["user000004", "zz_new"]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["ADMIN", "user000002", "user000003", "user000004", "zz_new"]
+    );
+    assert!(sim.user("user000003").unwrap().locked);
+    assert_eq!(sim.cancel_changes(), 0, "made once, then gone");
+}
+
+#[tokio::test]
+async fn changes_due_at_one_request_are_made_in_order_and_those_never_due_can_be_cancelled() {
+    let sim = sim().await;
+    sim.before_request("", 0, |s| {
+        s.add_user("first", PW, &[]);
+    });
+    sim.before_request("", 0, |s| {
+        assert!(s.user("first").is_some(), "made after the first");
+        s.set_disabled("first", true);
+    });
+    sim.before_request("", 5, |s| {
+        s.delete_user("first");
+    });
+    assert_eq!(list(&sim, "").await.names(), ["ADMIN", "first"]);
+    assert!(sim.user("first").unwrap().disabled);
+    assert_eq!(sim.cancel_changes(), 1);
+    for _ in 0..6 {
+        list(&sim, "").await;
+    }
+    assert!(
+        sim.user("first").is_some(),
+        "the cancelled change was never made"
+    );
+}
+
+#[tokio::test]
 async fn fault_delay_answers_normally_after_the_delay() {
     let sim = sim().await;
     sim.inject(Fault {

@@ -3,8 +3,8 @@
 //! Owns the normalised shape of one Kylin 5 user (epoch-millisecond times as UTC, `0` as
 //! absent, authorities as groups sorted by name without `ALL_USERS`), which is exactly what
 //! events carry as `data.user`, and what counts as a change: failed logins, locks and unlocks
-//! (docs/kylin.md K26–K32, K48–K50), password changes (K52) and writes with no visible change
-//! (K24). It does no I/O.
+//! (docs/kylin.md K26–K32, K48–K50), password changes (K52), failures cleared with no lock to
+//! lift (K50) and writes with no visible change (K24). It does no I/O.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,17 @@ impl KylinUser {
     fn same_but_last_modified(&self, other: &KylinUser) -> bool {
         KylinUser {
             last_modified: other.last_modified,
+            ..self.clone()
+        } == *other
+    }
+
+    /// Everything but `last_modified` and the failed-login streak (`wrong_time`,
+    /// `first_login_failed_time`) is equal.
+    fn same_but_streak(&self, other: &KylinUser) -> bool {
+        KylinUser {
+            last_modified: other.last_modified,
+            wrong_time: other.wrong_time,
+            first_login_failed_time: other.first_login_failed_time,
             ..self.clone()
         } == *other
     }
@@ -174,14 +185,27 @@ impl Account for KylinUser {
                 json!({ "user": after, "before": before }),
             ));
         }
-        if before.last_modified != after.last_modified && before.same_but_last_modified(after) {
+        // Failures cleared with no lock to lift (which `user.unlocked` would tell): a
+        // successful login or a password change, which nothing else shows (K50, K52).
+        let streak_cleared =
+            before.wrong_time > 0 && after.wrong_time == 0 && before.same_but_streak(after);
+        let note = if streak_cleared {
+            Some("the failed-login streak was cleared: a successful login or a password change (docs/kylin.md K50, K52)")
+        } else if before.last_modified != after.last_modified
+            && before.same_but_last_modified(after)
+        {
+            Some("the record was written with no visible change: a password reset or a save that changed nothing (docs/kylin.md K24, K52)")
+        } else {
+            None
+        };
+        if let Some(note) = note {
             out.push((
                 EventType::UserUpdated,
                 json!({
                     "user": after,
                     "before": before,
                     "changes": [],
-                    "note": "the record was written with no visible change: a password reset or a save that changed nothing (docs/kylin.md K24, K52)",
+                    "note": note,
                 }),
             ));
         }
@@ -315,6 +339,23 @@ mod tests {
         assert_eq!(types(&events), ["user.updated"]);
         assert_eq!(events[0].data["changes"], json!([]));
         assert!(events[0].data["note"].is_string());
+    }
+
+    #[test]
+    fn a_failed_login_streak_cleared_without_a_lock_is_an_update_with_a_note() {
+        let mut before = user("a");
+        before.default_password = false;
+        before.wrong_time = 2;
+        before.first_login_failed_time = t(1);
+        let mut after = user("a");
+        after.default_password = false;
+        after.last_modified = t(9);
+        let events = run(before, after);
+        assert_eq!(types(&events), ["user.updated"]);
+        assert!(events[0].data["note"]
+            .as_str()
+            .unwrap()
+            .contains("failed-login streak was cleared"));
     }
 
     #[test]

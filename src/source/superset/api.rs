@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 use super::User;
 use crate::user::Member;
 
-/// Superset silently clamps larger page sizes to 100 (docs/superset.md S18).
+/// Superset silently clamps larger page sizes to 100 (docs/superset.md S18): the most a
+/// source's `page_size` may ask for, and its default.
 pub const PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, Deserialize)]
@@ -232,7 +233,7 @@ pub struct ListQuery {
 impl ListQuery {
     /// Keyset pagination: the page of ids greater than `after`, id-ascending. Offset paging
     /// loses rows when users are deleted between pages (docs/superset.md S21).
-    pub fn keyset(after: u64, mut filters: Vec<Filter>) -> ListQuery {
+    pub fn keyset(after: u64, mut filters: Vec<Filter>, page_size: u32) -> ListQuery {
         filters.push(Filter {
             col: "id",
             opr: "gt",
@@ -244,19 +245,19 @@ impl ListQuery {
             order_column: Some("id"),
             order_direction: Some("asc"),
             page: None,
-            page_size: PAGE_SIZE,
+            page_size,
         }
     }
 
     /// Plain page-index paging, for the short role and group lists.
-    pub fn page(page: u32) -> ListQuery {
+    pub fn page(page: u32, page_size: u32) -> ListQuery {
         ListQuery {
             columns: vec![],
             filters: vec![],
             order_column: Some("id"),
             order_direction: Some("asc"),
             page: Some(page),
-            page_size: PAGE_SIZE,
+            page_size,
         }
     }
 
@@ -265,16 +266,12 @@ impl ListQuery {
     /// (3.4 s for a page holding a role of 100,000 members; 13 ms for this one,
     /// docs/superset.md S35).
     pub fn past_the_end() -> ListQuery {
-        ListQuery {
-            page: Some(1_000_000),
-            page_size: 1,
-            ..ListQuery::page(0)
-        }
+        ListQuery::page(1_000_000, 1)
     }
 
     /// A page of the action log after `since` (a filter value), oldest first. The log cannot
     /// be sorted or filtered by id (docs/superset.md S39), so it pages by index; duplicates are dropped by id.
-    pub fn log_page(since: String, page: u32) -> ListQuery {
+    pub fn log_page(since: String, page: u32, page_size: u32) -> ListQuery {
         ListQuery {
             columns: vec![],
             filters: vec![Filter {
@@ -285,21 +282,26 @@ impl ListQuery {
             order_column: Some("dttm"),
             order_direction: Some("asc"),
             page: Some(page),
-            page_size: PAGE_SIZE,
+            page_size,
         }
     }
 
     /// Page-index paging of the users ordered by `column`, for releases whose users cannot be
     /// filtered by `id` or by time (docs/superset.md, Releases 4.1 to 6.1): ordering works on
     /// every list column there.
-    pub fn ordered_page(column: &'static str, descending: bool, page: u32) -> ListQuery {
+    pub fn ordered_page(
+        column: &'static str,
+        descending: bool,
+        page: u32,
+        page_size: u32,
+    ) -> ListQuery {
         ListQuery {
             columns: vec![],
             filters: vec![],
             order_column: Some(column),
             order_direction: Some(if descending { "desc" } else { "asc" }),
             page: Some(page),
-            page_size: PAGE_SIZE,
+            page_size,
         }
     }
 
@@ -328,6 +330,7 @@ mod tests {
                 opr: "gt",
                 value: FilterValue::Text("2026-11-23T07:30:25".into()),
             }],
+            PAGE_SIZE,
         );
         assert_eq!(
             q.to_rison(),

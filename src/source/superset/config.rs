@@ -51,6 +51,11 @@ pub struct SupersetConfig {
     /// builds every member list of a role for that read (docs/superset-setup.md, Large Supersets).
     #[serde(default, with = "humantime_serde")]
     pub membership_interval: Option<Duration>,
+    /// Rows per page of every list read, at most 100 (Superset clamps larger pages to 100,
+    /// docs/superset.md S18). A read takes a page shorter than this for the last one, so it
+    /// must not exceed what the server answers per page.
+    #[serde(default = "defaults::page_size")]
+    pub page_size: u32,
     /// Id ranges a full reconcile reads at once, where the release filters users by id.
     #[serde(default = "defaults::reconcile_concurrency")]
     pub reconcile_concurrency: usize,
@@ -167,6 +172,16 @@ impl SourceKind for SupersetConfig {
                 ("log_backfill", self.log_backfill, ZERO..=MAX_LOG_BACKFILL),
             ],
         );
+        if !(1..=super::api::PAGE_SIZE).contains(&self.page_size) {
+            p.at(
+                entry.key("page_size"),
+                format!(
+                    "`page_size` must be between 1 and {}, not {}: Superset answers at most {0} rows per page (docs/superset.md S18), and rollcall takes a shorter page for the last one",
+                    super::api::PAGE_SIZE,
+                    self.page_size
+                ),
+            );
+        }
         if !(1..=MAX_CONCURRENCY).contains(&self.reconcile_concurrency) {
             p.at(
                 entry.key("reconcile_concurrency"),
@@ -236,6 +251,9 @@ mod defaults {
     }
     pub fn max_response_bytes() -> u64 {
         super::DEFAULT_MAX_RESPONSE_BYTES
+    }
+    pub fn page_size() -> u32 {
+        super::super::api::PAGE_SIZE
     }
     /// Four ranges measured 0.69× a sequential read on Superset's dev server.
     pub fn reconcile_concurrency() -> usize {

@@ -478,7 +478,8 @@ impl SupersetSource {
     async fn keyset_ranges(&mut self, out: &mut Out<'_>) -> Result<Ids, SupersetError> {
         let tz = self.config.timezone;
         let mut listed = Ids::new();
-        let first = keyset_page(&self.client, tz, 0, &[], None, &|_| true).await?;
+        let size = self.config.page_size;
+        let first = keyset_page(&self.client, tz, size, 0, &[], None, &|_| true).await?;
         self.requests += first.requests;
         let (rows, count) = (first.rows, first.count);
         let Some(&(after, _)) = rows.last() else {
@@ -495,7 +496,7 @@ impl SupersetSource {
         let readers = async move {
             let reads = ranges
                 .into_iter()
-                .map(|(after, below)| read_range(client, tz, after, below, tx.clone()));
+                .map(|(after, below)| read_range(client, tz, size, after, below, tx.clone()));
             futures::future::try_join_all(reads).await
         };
         let reads = &mut self.reads;
@@ -522,7 +523,10 @@ impl SupersetSource {
     ) -> Result<Vec<(u64, Option<u64>)>, SupersetError> {
         let top = self
             .client
-            .list::<IdRef>(USERS, &ListQuery::ordered_page("id", true, 0).ids_only())
+            .list::<IdRef>(
+                USERS,
+                &ListQuery::ordered_page("id", true, 0, self.config.page_size).ids_only(),
+            )
             .await?;
         self.requests += 1;
         let highest = top.result.iter().map(|r| r.id).max().unwrap_or(after);
@@ -706,7 +710,10 @@ impl SupersetSource {
     ) -> Result<Vec<u64>, SupersetError> {
         let first = self
             .client
-            .list::<IdRef>(USERS, &ListQuery::ordered_page("id", false, 0).ids_only())
+            .list::<IdRef>(
+                USERS,
+                &ListQuery::ordered_page("id", false, 0, self.config.page_size).ids_only(),
+            )
             .await?;
         self.requests += 1;
         if first.count == known.len() as u64 {
@@ -764,9 +771,9 @@ impl SupersetSource {
         for pass in 1..=MAX_PASSES {
             earlier |= std::mem::take(&mut ids);
             let mut counts: BTreeSet<u64> = BTreeSet::new();
-            let mut pages = Pages::new(USERS);
+            let mut pages = Pages::new(USERS, self.config.page_size);
             for page in 0.. {
-                let mut query = ListQuery::ordered_page("id", false, page);
+                let mut query = ListQuery::ordered_page("id", false, page, self.config.page_size);
                 if out.is_none() {
                     query = query.ids_only();
                 }
@@ -811,7 +818,7 @@ impl SupersetSource {
                         ),
                     });
                 }
-                if answer.result.len() < api::PAGE_SIZE as usize {
+                if answer.result.len() < self.config.page_size as usize {
                     break;
                 }
             }
@@ -845,7 +852,10 @@ impl SupersetSource {
     /// no value there (`recent` is `None`) come all first (PostgreSQL sorts NULLs first in
     /// descending order) or all last (SQLite, MySQL): before any value they are passed over,
     /// after one they are the end. A recent row after an old one means the order was not
-    /// honoured, and the read is refused.
+    /// honoured, and the read is refused. A page of users all read already is a shift: users
+    /// changed meanwhile moved to the front and pushed read ones onto it (they are newer than
+    /// anything read, so the next poll reads them). Two such pages in a row mean the server
+    /// ignores `page`, and the read is refused.
     async fn newest_first(
         &mut self,
         column: &'static str,
@@ -854,11 +864,15 @@ impl SupersetSource {
     ) -> Result<(), SupersetError> {
         let mut seen = Ids::new();
         let mut valued = false;
-        let mut pages = Pages::new(USERS);
+        let mut pages = Pages::new(USERS, self.config.page_size);
+        let mut stale = 0;
         for page in 0.. {
             let answer = self
                 .client
-                .list::<Box<RawValue>>(USERS, &ListQuery::ordered_page(column, true, page))
+                .list::<Box<RawValue>>(
+                    USERS,
+                    &ListQuery::ordered_page(column, true, page, self.config.page_size),
+                )
                 .await?;
             self.requests += 1;
             pages.count(answer.count)?;
@@ -895,14 +909,19 @@ impl SupersetSource {
                 valued |= recent.is_some();
             }
             out.hand(users)?;
-            if !answer.result.is_empty() && !brought_new {
+            stale = if !answer.result.is_empty() && !brought_new {
+                stale + 1
+            } else {
+                0
+            };
+            if stale == 2 {
                 return Err(SupersetError::FilterIgnored {
                     detail: format!(
-                        "page {page} of the users by {column} brought only users of earlier pages: `page` is ignored, and reading on would never end"
+                        "page {page} of the users by {column}, as the one before it, brought only users of earlier pages: `page` is ignored, and reading on would never end"
                     ),
                 });
             }
-            if reached_old || answer.result.len() < api::PAGE_SIZE as usize {
+            if reached_old || answer.result.len() < self.config.page_size as usize {
                 break;
             }
         }
@@ -920,11 +939,12 @@ impl SupersetSource {
         out: &mut Out<'_>,
     ) -> Result<(), SupersetError> {
         let mut last = 0u64;
-        let mut pages = Pages::new(USERS);
+        let mut pages = Pages::new(USERS, self.config.page_size);
         loop {
             let page = keyset_page(
                 &self.client,
                 self.config.timezone,
+                self.config.page_size,
                 last,
                 &filters,
                 None,
@@ -1065,7 +1085,10 @@ impl SupersetSource {
             }
             let result = self
                 .client
-                .list::<serde_json::Value>(LOG, &ListQuery::log_page(value.clone(), page))
+                .list::<serde_json::Value>(
+                    LOG,
+                    &ListQuery::log_page(value.clone(), page, self.config.page_size),
+                )
                 .await?;
             self.requests += 1;
             if page == 0 && result.count > PROGRESS_ABOVE {
@@ -1104,7 +1127,7 @@ impl SupersetSource {
             if let Some(bar) = &progress {
                 bar.set_position(read.rows.len() as u64);
             }
-            if n < api::PAGE_SIZE as usize {
+            if n < self.config.page_size as usize {
                 break;
             }
         }
@@ -1124,16 +1147,16 @@ impl SupersetSource {
             read: Vec::new(),
             failed: Vec::new(),
         };
-        let mut pages = Pages::new(path);
+        let mut pages = Pages::new(path, self.config.page_size);
         for page in 0.. {
             let result = self
                 .client
-                .list::<Box<RawValue>>(path, &ListQuery::page(page))
+                .list::<Box<RawValue>>(path, &ListQuery::page(page, self.config.page_size))
                 .await?;
             self.requests += 1;
             pages.count(result.count)?;
             let n = result.result.len() as u64;
-            let done = n < u64::from(api::PAGE_SIZE)
+            let done = n < u64::from(self.config.page_size)
                 || (rows.read.len() + rows.failed.len()) as u64 + n >= result.count;
             for (i, raw) in result.result.iter().enumerate() {
                 match serde_json::from_str::<T>(raw.get()) {
@@ -1275,14 +1298,17 @@ const FILTER_RACE_RETRIES: usize = 3;
 /// the cycle for ever.
 struct Pages<'a> {
     path: &'a str,
+    /// Rows a page holds (the source's `page_size`): the bound follows from it.
+    size: u32,
     read: u64,
     total: Option<u64>,
 }
 
 impl<'a> Pages<'a> {
-    fn new(path: &'a str) -> Pages<'a> {
+    fn new(path: &'a str, size: u32) -> Pages<'a> {
         Pages {
             path,
+            size,
             read: 0,
             total: None,
         }
@@ -1292,7 +1318,7 @@ impl<'a> Pages<'a> {
     fn count(&mut self, total: u64) -> Result<(), SupersetError> {
         self.read += 1;
         let total = *self.total.get_or_insert(total);
-        if self.read > page_limit(total, api::PAGE_SIZE.into()) {
+        if self.read > page_limit(total, self.size.into()) {
             return Err(SupersetError::EndlessPages {
                 path: self.path.to_owned(),
                 pages: self.read,
@@ -1317,6 +1343,7 @@ struct KeysetPage {
 async fn keyset_page(
     client: &Client,
     tz: chrono_tz::Tz,
+    page_size: u32,
     after: u64,
     filters: &[Filter],
     below: Option<u64>,
@@ -1333,6 +1360,7 @@ async fn keyset_page(
         filters,
         below,
         matches,
+        page_size,
     };
     let mut requests = 0;
     loop {
@@ -1360,6 +1388,7 @@ struct Keyset<'a> {
     filters: Vec<Filter>,
     below: Option<u64>,
     matches: &'a (dyn Fn(&User) -> bool + Sync),
+    page_size: u32,
 }
 
 /// One request of [`keyset_page`].
@@ -1373,9 +1402,10 @@ async fn checked_page(
         ref filters,
         below,
         matches,
+        page_size,
     } = *query;
     let page = client
-        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.clone()))
+        .list::<Box<RawValue>>(USERS, &ListQuery::keyset(after, filters.clone(), page_size))
         .await?;
     let mut last = after;
     let mut rows = Vec::with_capacity(page.result.len());
@@ -1411,14 +1441,15 @@ async fn checked_page(
 async fn read_range(
     client: &Client,
     tz: chrono_tz::Tz,
+    page_size: u32,
     mut after: u64,
     below: Option<u64>,
     tx: tokio::sync::mpsc::Sender<Vec<Row>>,
 ) -> Result<usize, SupersetError> {
     let mut requests = 0;
-    let mut pages = Pages::new(USERS);
+    let mut pages = Pages::new(USERS, page_size);
     loop {
-        let page = keyset_page(client, tz, after, &[], below, &|_| true).await?;
+        let page = keyset_page(client, tz, page_size, after, &[], below, &|_| true).await?;
         requests += page.requests;
         pages.count(page.count)?;
         let rows = page.rows;

@@ -12,14 +12,23 @@ impl SupersetSource {
             chrono::Utc::now() - chrono::Duration::minutes(1),
             chrono_tz::UTC,
         );
+        let size = self.config.page_size;
         let mut reads = vec![
-            ("log in and read users", USERS, ListQuery::page(0)),
-            ("read role membership", ROLES_SEARCH, ListQuery::page(0)),
-            ("read groups", GROUPS, ListQuery::page(0)),
+            ("log in and read users", USERS, ListQuery::page(0, size)),
+            (
+                "read role membership",
+                ROLES_SEARCH,
+                ListQuery::page(0, size),
+            ),
+            ("read groups", GROUPS, ListQuery::page(0, size)),
         ];
         if self.config.action_log {
             // The log cannot be ordered by id (docs/superset.md S39): ask as a cycle does.
-            reads.push(("read the action log", LOG, ListQuery::log_page(since, 0)));
+            reads.push((
+                "read the action log",
+                LOG,
+                ListQuery::log_page(since, 0, size),
+            ));
         }
         let mut out = Vec::new();
         for (what, path, query) in reads {
