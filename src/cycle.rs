@@ -61,28 +61,20 @@ pub enum CycleError {
 }
 
 /// Refuses to poll with credentials the upstream refused before, in this process or an earlier
-/// one, without sending a request: each refused login counts towards locking the account. A
-/// refusal of other credentials (the password was changed since) is forgotten.
+/// one, without sending a request: each refused login counts towards locking the account.
+/// Other credentials (the password was changed since) are tried.
 fn check_login<S: Source>(store: &Store, source: &S) -> Result<(), CycleError> {
     let name = source.name();
-    let Some(refusal) = store.login_refusal(name)? else {
-        return Ok(());
-    };
-    if &refusal.credentials == source.credentials() {
-        return Err(CycleError::Source {
+    match store.login_refusal(name, source.credentials())? {
+        Some(refusal) => Err(CycleError::Source {
             source_name: name.to_owned(),
             error: SourceError::RefusedBefore {
                 name: name.to_owned(),
                 refusal,
             },
-        });
+        }),
+        None => Ok(()),
     }
-    info!(
-        source = %name,
-        "the credentials changed since the refused login: logging in with the new ones"
-    );
-    store.clear_login_refusal(name)?;
-    Ok(())
 }
 
 /// Changed records (or events) per commit at most: what a cycle holds in memory before it

@@ -26,7 +26,7 @@ use crate::deliver::{self, DeliverError};
 use crate::retention::Retention;
 use crate::sink::{Sink, SinkConfig, SinkError};
 use crate::source::{Source, SourceConfig, Visit};
-use crate::store::{Store, StoreError};
+use crate::store::{Credentials, Store, StoreError};
 use crate::text::error_chain;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,8 @@ impl Quiet {
 trait Poll: Send {
     fn name(&self) -> &str;
     fn poll_interval(&self) -> Duration;
+    /// What the source logs in with ([`Source::credentials`]).
+    fn credentials(&self) -> &Credentials;
     fn poll<'a>(
         &'a mut self,
         store: &'a Store,
@@ -119,6 +121,9 @@ trait Poll: Send {
 impl<S: Source> Poll for S {
     fn name(&self) -> &str {
         Source::name(self)
+    }
+    fn credentials(&self) -> &Credentials {
+        Source::credentials(self)
     }
     fn poll_interval(&self) -> Duration {
         self.schedule().poll_interval
@@ -557,11 +562,14 @@ async fn store_back(
 /// without a restart. Reads the password only while a refusal is remembered.
 fn renew_credentials(store: &Store, slot: &mut Slot) -> Result<(), RunnerError> {
     let name = slot.config.name();
-    let Some(refusal) = store.login_refusal(name)? else {
+    if store
+        .login_refusal(name, slot.source.credentials())?
+        .is_none()
+    {
         return Ok(());
-    };
+    }
     match slot.config.kind().login().current_credentials() {
-        Ok(now) if now != refusal.credentials => {
+        Ok(now) if &now != slot.source.credentials() => {
             slot.source = slot
                 .config
                 .build(Boxed)
@@ -673,11 +681,15 @@ mod scheduling {
         count: Arc<Count>,
         started: UnboundedSender<String>,
         ends: Ends,
+        credentials: Credentials,
     }
 
     impl Poll for Fake {
         fn name(&self) -> &str {
             &self.name
+        }
+        fn credentials(&self) -> &Credentials {
+            &self.credentials
         }
         fn poll_interval(&self) -> Duration {
             Duration::from_secs(1)
@@ -738,6 +750,7 @@ mod scheduling {
                     count: count.clone(),
                     started: tx.clone(),
                     ends,
+                    credentials: Credentials(String::new()),
                 }),
                 // Never rebuilt: no login of it is refused.
                 config: config.sources[0].clone(),

@@ -656,37 +656,54 @@ impl Store {
         })
     }
 
-    /// The login of `source` the upstream refused, if one is remembered.
-    pub fn login_refusal(&self, source: &str) -> Result<Option<LoginRefusal>, StoreError> {
-        self.meta
-            .get(refusal_key(source))?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    what: format!("refused login of source {source}"),
-                    detail: e.to_string(),
-                })
-            })
-            .transpose()
+    /// Every refused login of `source` remembered, oldest first.
+    fn login_refusals(&self, source: &str) -> Result<Vec<LoginRefusal>, StoreError> {
+        let Some(v) = self.meta.get(refusal_key(source))? else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            what: format!("refused logins of source {source}"),
+            detail: e.to_string(),
+        })
     }
 
-    /// Remember a refused login (durably: the next process must not try it again).
+    /// The upstream's refusal of these credentials of `source`, if one is remembered.
+    pub fn login_refusal(
+        &self,
+        source: &str,
+        credentials: &Credentials,
+    ) -> Result<Option<LoginRefusal>, StoreError> {
+        Ok(self
+            .login_refusals(source)?
+            .into_iter()
+            .find(|r| &r.credentials == credentials))
+    }
+
+    /// Remember a refused login (durably: no later process may try it again). Refusals of other
+    /// credentials stay: a password changed back to one refused before is not tried again
+    /// either. The newest [`REFUSALS_KEPT`] are kept.
     pub fn record_login_refusal(
         &self,
         source: &str,
         refusal: &LoginRefusal,
     ) -> Result<(), StoreError> {
+        let mut refusals = self.login_refusals(source)?;
+        refusals.retain(|r| r.credentials != refusal.credentials);
+        refusals.push(refusal.clone());
+        let extra = refusals.len().saturating_sub(REFUSALS_KEPT);
+        refusals.drain(..extra);
         self.writing(|| {
-            self.meta.insert(refusal_key(source), json_bytes(refusal))?;
+            self.meta.insert(refusal_key(source), json_bytes(&refusals))?;
             self.db.flush()?;
             Ok(())
         })
     }
 
-    /// Forget a refused login and that the source stopped for it: the next poll logs in once.
-    /// Returns whether one was remembered.
-    pub fn clear_login_refusal(&self, source: &str) -> Result<bool, StoreError> {
-        let had = self.login_refusal(source)?.is_some();
-        if had {
+    /// Forget every refused login of `source`, and that the source stopped for one: its next
+    /// poll logs in once. Returns how many were remembered.
+    pub fn clear_login_refusals(&self, source: &str) -> Result<usize, StoreError> {
+        let had = self.login_refusals(source)?.len();
+        if had > 0 {
             self.writing(|| {
                 self.meta.remove(refusal_key(source))?;
                 self.db.flush()?;
@@ -1173,6 +1190,9 @@ fn skipped_key(sink: &str) -> Vec<u8> {
 fn state_key(source: &str) -> Vec<u8> {
     format!("source/{source}").into_bytes()
 }
+
+/// Refused logins kept per source: a password changed back to one of these is not sent again.
+pub const REFUSALS_KEPT: usize = 16;
 
 fn refusal_key(source: &str) -> Vec<u8> {
     format!("login_refused/{source}").into_bytes()

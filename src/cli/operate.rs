@@ -67,7 +67,7 @@ pub(super) async fn operate(
             action: SourceCommand::RetryLogin { name },
         } => {
             source_config(config, &name)?;
-            if store.clear_login_refusal(&name)? {
+            if store.clear_login_refusals(&name)? > 0 {
                 writeln!(out, "source {name}: the refused login is forgotten; its next poll logs in once with the configured credentials")?;
             } else {
                 writeln!(
@@ -94,8 +94,7 @@ pub(super) async fn operate(
                 store.record_login_refusal(&name, &refusal)?;
             }
             let refused = store
-                .login_refusal(&name)?
-                .filter(|r| r.credentials.0 == credentials)
+                .login_refusal(&name, &crate::store::Credentials(credentials))?
                 .map(|r| serde_json::json!({"at": r.at, "message": r.message}));
             serde_json::to_writer(&mut *out, &refused).map_err(std::io::Error::from)?;
             Ok(0)
