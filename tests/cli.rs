@@ -1,7 +1,7 @@
 //! The binary as an operator meets it: help texts, exit codes, `status`, `events`,
 //! `check-config`, and a second process on a store that is in use.
 
-mod support;
+use crate::support;
 use support::wait;
 
 use std::process::{Command, Output, Stdio};

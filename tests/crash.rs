@@ -2,7 +2,7 @@
 //! mid-delivery, then restarted. Every change must be derived exactly once in the log and delivered
 //! at least once to the JSONL file, with the same event ids and bytes.
 
-mod support;
+use crate::support;
 use support::wait;
 
 use std::collections::{BTreeMap, HashSet};

@@ -2,7 +2,7 @@
 //! file size limit (`RLIMIT_FSIZE`, so a write past it fails with EFBIG as on a full disk), a
 //! damaged sled config, or a store directory that vanished. Each test drives the real binary.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

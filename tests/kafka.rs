@@ -3,7 +3,7 @@
 //! decoded back by a consumer, a broker that is down and comes back, SIGKILL of the real
 //! binary mid-delivery, and the errors that must stop the sink instead of skipping an event.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

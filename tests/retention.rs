@@ -2,7 +2,7 @@
 //! the slowest sink's cursor unless `force` is set; `status` shows the oldest retained offset;
 //! bad `[store]` keys are named with their line; `once` compacts after its commit.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

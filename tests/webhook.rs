@@ -2,7 +2,7 @@
 //! official `standardwebhooks` crate, retries, `Retry-After`, 410, timeouts, dead letters and
 //! `rollcall dlq`, SIGKILL mid-delivery, per-user ordering under parallelism, type filtering.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
