@@ -4,7 +4,10 @@
 //! `cargo bench --bench kylin` runs the full size: the Kylin simulator with 100,000 users, a
 //! rollcall cycle of a Kylin source compared with a bare reqwest loop reading the same pages
 //! (same session, `Accept` and `page_size`) in the same run, and the store writes of an
-//! unchanged cycle. Under `cargo test` it runs the same code on 1,000 users as a smoke test.
+//! unchanged cycle. It also times the simulator itself, which every Kylin test and benchmark
+//! stands on: seeding the 100,000 users, and answering all of them in one page, against the
+//! paged read of the same users. Under `cargo test` it runs the same code on 1,000 users as a
+//! smoke test.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -28,7 +31,9 @@ fn main() {
 
 async fn full_read(n: usize) {
     let sim = KylinSim::start(KylinOptions::default()).await;
+    let start = Instant::now();
     sim.add_users(n);
+    let seeded = start.elapsed();
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("pw");
     std::fs::write(&password, ADMIN_PASSWORD).unwrap();
@@ -77,6 +82,7 @@ async fn full_read(n: usize) {
             runner.store().size_on_disk().unwrap() as i64 - size_before as i64,
         ));
     }
+    let one_page = baseline.one_page(&sim.url, n).await;
     // The baseline logs in once and keeps its cookie, as rollcall does: two sessions in all.
     let logins = sim.requests().iter().filter(|r| r.basic_auth).count();
     assert_eq!(logins, 2, "one Basic login per client, then the session");
@@ -93,6 +99,19 @@ async fn full_read(n: usize) {
         o.as_secs_f64() / b.as_secs_f64()
     );
     report!("  first cycle (stores every user): {:>8.1} ms", ms(initial));
+    report!("the Kylin simulator itself:");
+    report!(
+        "  seeding {n} users:           {:>8.1} ms   (target < 5000 ms)",
+        ms(seeded)
+    );
+    report!(
+        "  {n} users in one page:       {:>8.1} ms   (target < 10000 ms)",
+        ms(one_page)
+    );
+    report!(
+        "  ratio one page / paged read:    {:>8.2}",
+        one_page.as_secs_f64() / b.as_secs_f64()
+    );
     for (users, bytes) in &written {
         report!(
             "  unchanged cycle: {users} user records written, store size change {bytes:+} bytes"
@@ -145,6 +164,27 @@ impl Bare {
         }
         assert_eq!(seen, expect);
         start.elapsed()
+    }
+
+    /// The first `n` users in one page (the session is open by now), as a client that asks
+    /// for everyone at once would read them.
+    async fn one_page(&self, url: &str, n: usize) -> Duration {
+        let start = Instant::now();
+        let body: serde_json::Value = self
+            .http
+            .get(format!("{url}/api/user"))
+            .query(&[("page_offset", 0), ("page_size", n)])
+            .header("Accept", PUBLIC_ACCEPT)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(body["data"]["value"].as_array().unwrap().len(), n);
+        assert_eq!(body["data"]["total_size"], n + 1);
+        elapsed
     }
 }
 

@@ -43,7 +43,7 @@ done
 
 echo "== end to end: rollcall → tansu → consumer group"
 ROLLCALL_E2E_BROKERS="$brokers" ROLLCALL_E2E_TOPIC="$topic" \
-  cargo test --locked --test kafka -- --ignored --test-threads=1
+  cargo test --locked --test tests kafka:: -- --ignored --test-threads=1
 
 if [ "${ROLLCALL_E2E_BENCH:-}" = 1 ]; then
   echo "== benchmark against tansu"

@@ -14,4 +14,4 @@ scripts/superset.sh stop 2> /dev/null || true
 rm -rf "$ROLLCALL_SUPERSET_DIR"
 trap 'scripts/superset.sh stop' EXIT
 scripts/superset.sh start || exit 1
-cargo test --locked --test real_superset -- --ignored --test-threads=1
+cargo test --locked --test tests real_superset:: -- --ignored --test-threads=1

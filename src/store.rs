@@ -693,7 +693,8 @@ impl Store {
         let extra = refusals.len().saturating_sub(REFUSALS_KEPT);
         refusals.drain(..extra);
         self.writing(|| {
-            self.meta.insert(refusal_key(source), json_bytes(&refusals))?;
+            self.meta
+                .insert(refusal_key(source), json_bytes(&refusals))?;
             self.db.flush()?;
             Ok(())
         })

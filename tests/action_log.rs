@@ -1,7 +1,7 @@
 //! The action log as a second event stream, against the simulator: `audit.action` events for
 //! what other users do, none for rollcall's own reads, each row exactly once.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -1,13 +1,14 @@
 //! The binary as an operator meets it: help texts, exit codes, `status`, `events`,
 //! `check-config`, and a second process on a store that is in use.
 
-mod support;
+use crate::support;
 use support::wait;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::harness::Harness;
+use support::running;
 use support::sim::{Sim, SimOptions};
 
 fn rollcall(h: Option<&Harness>, args: &[&str]) -> Output {
@@ -129,13 +130,7 @@ async fn once_exits_nonzero_when_superset_is_unreachable() {
 async fn a_second_process_is_told_the_store_is_in_use() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("--config")
-        .arg(&h.config_path)
-        .arg("run")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = running::run(&h).await;
     let mut err = String::new();
     // `once` polls and delivers itself: it is never handed to the running process.
     wait::until("`once` to find the store held by `run`", || {
@@ -144,8 +139,7 @@ async fn a_second_process_is_told_the_store_is_in_use() {
         !out.status.success() && err.contains("already in use")
     })
     .await;
-    run.kill().unwrap();
-    run.wait().unwrap();
+    drop(run);
     assert!(
         err.contains("already in use by another rollcall process"),
         "{err}"
@@ -450,13 +444,7 @@ async fn a_store_exported_while_run_holds_it_imports_into_a_new_store_with_the_s
         &sim.url,
         "emit_initial_snapshot = true\npoll_interval = \"1s\"",
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("--config")
-        .arg(&h.config_path)
-        .arg("run")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = running::run(&h).await;
     wait::until_async("the first events", || async {
         text(&h.rollcall(&["events"]).await.stdout).lines().count() == 21
     })
@@ -468,8 +456,7 @@ async fn a_store_exported_while_run_holds_it_imports_into_a_new_store_with_the_s
     assert!(out.status.success(), "{}", text(&out.stderr));
     let before = text(&h.rollcall(&["events"]).await.stdout);
     let id_before = text(&h.rollcall(&["status", "--json"]).await.stdout);
-    run.kill().unwrap();
-    run.wait().unwrap();
+    drop(run);
 
     let old_store = h.dir.path().join("data").display().to_string();
     let new_store = h.dir.path().join("restored").display().to_string();
@@ -504,13 +491,7 @@ async fn while_run_holds_the_store_export_writes_where_the_cli_resolved_and_a_li
         &sim.url,
         "emit_initial_snapshot = true\npoll_interval = \"1s\"",
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("--config")
-        .arg(&h.config_path)
-        .arg("run")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = running::run(&h).await;
     let events = h.dir.path().join("events.jsonl");
     wait::until("the running sink to write the first events", || {
         std::fs::read_to_string(&events).is_ok_and(|t| t.lines().count() == 6)
@@ -559,6 +540,5 @@ async fn while_run_holds_the_store_export_writes_where_the_cli_resolved_and_a_li
         6,
         "nothing written beside the running sink"
     );
-    run.kill().unwrap();
-    run.wait().unwrap();
+    drop(run);
 }

@@ -4,7 +4,7 @@
 //! kill landed where it says (nothing committed yet, part of a reconcile committed, part of the
 //! log delivered).
 
-mod support;
+use crate::support;
 use support::wait;
 
 use std::collections::{BTreeMap, HashSet};

@@ -2,15 +2,14 @@
 //! file size limit (`RLIMIT_FSIZE`, so a write past it fails with EFBIG as on a full disk), a
 //! damaged sled config, or a store directory that vanished. Each test drives the real binary.
 
-mod support;
+use crate::support;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use support::harness::Harness;
+use support::running;
 use support::sim::{Sim, SimOptions};
 use support::wait;
 
@@ -51,78 +50,6 @@ async fn output(mut cmd: Command) -> Output {
         .unwrap()
 }
 
-/// `rollcall run` with its log collected; killed when dropped.
-struct Running {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "rollcall run's log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-        }
-    }
-}
-
-impl Running {
-    async fn start(h: &Harness) -> Running {
-        let mut child = rollcall(h, &["--log-format", "json", "run"], None)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut running = Running {
-            child,
-            base: String::new(),
-            log,
-        };
-        let mut address = None;
-        wait::until("rollcall run to log the address it serves on", || {
-            address = running.logged(|v| Some(v["fields"]["address"].as_str()?.to_owned()));
-            address.is_some()
-        })
-        .await;
-        running.base = format!("http://{}", address.unwrap());
-        running
-    }
-
-    /// The first log line (parsed) for which `pick` gives something.
-    fn logged<T>(&self, pick: impl Fn(&Value) -> Option<T>) -> Option<T> {
-        self.log.lock().unwrap().iter().find_map(|line| {
-            let v: Value = serde_json::from_str(line).ok()?;
-            pick(&v)
-        })
-    }
-
-    fn logged_message(&self, start: &str) -> Option<Value> {
-        self.logged(|v| {
-            v["fields"]["message"]
-                .as_str()?
-                .starts_with(start)
-                .then(|| v.clone())
-        })
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let resp = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-}
-
 fn store_file(h: &Harness) -> std::path::PathBuf {
     h.config().store.path.join("db")
 }
@@ -139,7 +66,7 @@ fn created_subjects(h: &Harness) -> Vec<String> {
 async fn a_store_that_cannot_write_is_logged_shown_unready_unhealthy_and_pauses_polling() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "poll_interval = \"1s\"\naction_log = false");
-    let mut r = Running::start(&h).await;
+    let mut r = running::start(rollcall(&h, &[], None)).await;
     wait::until_async("the first poll", || async {
         r.get("/readyz").await.0 == 200
     })

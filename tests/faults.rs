@@ -1,7 +1,7 @@
 //! Bad input from Superset: each gives a clear error and changes nothing in the store, and a
 //! later cycle recovers without losing or duplicating a derivation.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,9 +4,10 @@
 //!
 //! Only what differs between runs is masked: event ids (UUIDv7), and timestamps (rollcall's
 //! observation time and the simulator's clock). After a deliberate change of the wire format,
-//! re-create the file with `ROLLCALL_BLESS=1 cargo test --test golden` and review the diff.
+//! re-create the file with `ROLLCALL_BLESS=1 cargo test --test tests golden::` and review the
+//! diff.
 
-mod support;
+use crate::support;
 
 use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::store::StoredEvent;

@@ -3,7 +3,7 @@
 //! nothing panics, no secret leaves, and the other users' events go on. docs/reliability.md
 //! lists each fault with the test here that shows it.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! availability and says why a Kylin source stopped, Prometheus metrics that parse and move, and
 //! status while `run` holds the store.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -22,7 +22,7 @@
 //! `ROLLCALL_PROPTEST_CASES` sets the cases per property, `ROLLCALL_PROPTEST_SEED` the seed
 //! (random by default); both are printed, so a failure can be run again.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
@@ -1094,7 +1094,7 @@ fn check<C: Debug + Clone>(
         t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
     });
     eprintln!(
-        "{name}: {cases} cases, seed {seed} (again: ROLLCALL_PROPTEST_SEED={seed} ROLLCALL_PROPTEST_CASES={cases} cargo test --test interleave {name})"
+        "{name}: {cases} cases, seed {seed} (again: ROLLCALL_PROPTEST_SEED={seed} ROLLCALL_PROPTEST_CASES={cases} cargo test --test tests interleave::{name})"
     );
     let mut bytes = [0u8; 32];
     for chunk in bytes.chunks_mut(8) {

@@ -4,7 +4,7 @@
 //! source once its `poll_deadline` passed. The real binary against the simulators; the hung
 //! source is a Kylin whose every request the simulator holds (`FaultKind::Hang`).
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 

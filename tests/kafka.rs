@@ -3,7 +3,7 @@
 //! decoded back by a consumer, a broker that is down and comes back, SIGKILL of the real
 //! binary mid-delivery, and the errors that must stop the sink instead of skipping an event.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -11,55 +11,40 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::OwnedMessage;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use rollcall::config::Config;
 use rollcall::deliver;
-use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::event::{Event, EventType};
 use rollcall::sink::{Sink, SinkConfig};
-use rollcall::store::{Commit, SinkHealth, SourceState, Store};
+use rollcall::store::{SinkHealth, Store};
 use support::harness::Harness;
+use support::kafka as mock;
+use support::log::{append, event, stored_from};
 use support::sim::{Sim, SimOptions};
 use tokio::sync::watch;
 
 const TOPIC: &str = "superset.user-events";
 const SINK: &str = "siem-kafka";
 
-type Cluster = MockCluster<'static, DefaultProducerContext>;
-
-fn cluster(partitions: i32) -> Cluster {
-    let c = MockCluster::new(1).unwrap();
-    c.create_topic(TOPIC, partitions, 1).unwrap();
-    c
-}
-
 /// A config with one Kafka sink; `extra` is appended to the sink's table.
 fn config(dir: &Path, brokers: &str, extra: &str) -> Config {
-    let raw = format!(
-        r#"[store]
-path = {store:?}
-
-[[sources]]
-kind = "superset"
-name = "test"
-url = "http://127.0.0.1:1"
-username = "admin"
-password_env = "UNUSED"
-
-[[sinks]]
+    let sink = format!(
+        r#"[[sinks]]
 kind = "kafka"
 name = "{SINK}"
 brokers = "{brokers}"
 topic = "{TOPIC}"
 {extra}
-"#,
-        store = dir.join("data").display().to_string(),
+"#
     );
-    Config::parse(&raw, Path::new("rollcall.toml")).unwrap()
+    Config::parse(
+        &support::config::offline(dir, "", &sink),
+        Path::new("rollcall.toml"),
+    )
+    .unwrap()
 }
 
 fn sink(config: &Config) -> Box<dyn Sink> {
@@ -71,42 +56,15 @@ fn events(users: u64, rounds: u64) -> Vec<Event> {
     let mut out = Vec::new();
     for round in 0..rounds {
         for user in 1..=users {
-            out.push(Event {
-                specversion: SPEC_VERSION.into(),
-                id: uuid::Uuid::now_v7(),
-                source: "superset://test".into(),
-                event_type: EventType::UserUpdated,
-                subject: user.to_string(),
-                time: Utc::now(),
-                datacontenttype: DATA_CONTENT_TYPE.into(),
-                dataschema: None,
-                sequence: String::new(),
-                data: serde_json::json!({"user": {"id": user, "username": format!("u{user}")}, "round": round}),
-            });
+            out.push(event(
+                EventType::UserUpdated,
+                &user.to_string(),
+                Utc::now(),
+                serde_json::json!({"user": {"id": user, "username": format!("u{user}")}, "round": round}),
+            ));
         }
     }
     out
-}
-
-fn append(store: &Store, events: Vec<Event>) {
-    store
-        .commit(Commit {
-            source: "test",
-            upserts: Vec::new(),
-            removals: Vec::new(),
-            events,
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
-}
-
-fn stored(store: &Store) -> Vec<Event> {
-    store
-        .events_from(0, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| e.event().unwrap())
-        .collect()
 }
 
 /// One consumed message: partition, key, decoded event, and the raw value.
@@ -119,24 +77,12 @@ struct Consumed {
     headers: BTreeMap<String, String>,
 }
 
-fn headers(m: &BorrowedMessage<'_>) -> BTreeMap<String, String> {
-    m.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Decode a message in either binding mode back into the event, as a stock consumer would.
-fn decode(m: &BorrowedMessage<'_>) -> Consumed {
-    let headers = headers(m);
+fn decode(m: &OwnedMessage) -> Consumed {
+    let headers: BTreeMap<String, String> = mock::headers(m)
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .collect();
     let value = m.payload().unwrap().to_vec();
     let event = if headers["content-type"] == "application/cloudevents+json" {
         serde_json::from_slice(&value).unwrap()
@@ -171,28 +117,8 @@ async fn consume_at_least(brokers: &str, n: usize, quiet: Duration) -> Vec<Consu
 }
 
 async fn consume_topic(brokers: &str, topic: &str, n: usize, quiet: Duration) -> Vec<Consumed> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let wait = if out.len() < n {
-            deadline.saturating_duration_since(Instant::now())
-        } else {
-            quiet
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(m) => out.push(decode(&m.unwrap())),
-            Err(_) if out.len() >= n => return out,
-            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
-        }
-    }
+    let got = mock::consume(brokers, topic, n, quiet).await;
+    got.iter().map(decode).collect()
 }
 
 /// Exactly `n` messages: one more arriving within a second fails the test.
@@ -237,7 +163,7 @@ fn assert_delivered_in_order(log: &[Event], got: &[Consumed]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_mode_delivers_every_event_in_order_per_user_with_ce_headers() {
-    let cluster = cluster(3);
+    let cluster = mock::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     // Small batches, so many batches are in flight and the cursor moves many times.
@@ -247,7 +173,7 @@ async fn binary_mode_delivers_every_event_in_order_per_user_with_ce_headers() {
     let sink = sink(&config);
     assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 500);
     assert_eq!(store.cursor(SINK).unwrap(), 500);
-    let log = stored(&store);
+    let log = stored_from(&store, 0);
     let got = consume(&brokers, 500).await;
     assert_delivered_in_order(&log, &got);
     let first = got.iter().find(|c| c.event.id == log[0].id).unwrap();
@@ -275,7 +201,7 @@ async fn binary_mode_delivers_every_event_in_order_per_user_with_ce_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn structured_mode_sends_the_stored_event_bytes_unchanged() {
-    let cluster = cluster(3);
+    let cluster = mock::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let config = config(
@@ -287,7 +213,7 @@ async fn structured_mode_sends_the_stored_event_bytes_unchanged() {
     append(&store, events(10, 20));
     let sink = sink(&config);
     assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 200);
-    let log = stored(&store);
+    let log = stored_from(&store, 0);
     let got = consume(&brokers, 200).await;
     assert_delivered_in_order(&log, &got);
     let bytes: HashMap<String, Vec<u8>> = store
@@ -316,7 +242,7 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
-    let cluster = cluster(3);
+    let cluster = mock::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let config = config(
@@ -380,7 +306,7 @@ async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
     stop_tx.send_replace(true);
     task.await.unwrap();
 
-    let log = stored(&store);
+    let log = stored_from(&store, 0);
     let got = consume_at_least(&brokers, log.len(), Duration::from_secs(1)).await;
     let ids: HashSet<_> = got.iter().map(|c| c.event.id).collect();
     assert!(log.iter().all(|e| ids.contains(&e.id)), "nothing lost");
@@ -389,7 +315,7 @@ async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_delivery_then_restart_delivers_every_event_with_the_same_id() {
-    let cluster = cluster(3);
+    let cluster = mock::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "");
@@ -462,7 +388,7 @@ async fn sigkill_during_delivery_then_restart_delivers_every_event_with_the_same
     );
 
     let store = Store::open(&h.config().store.path).unwrap();
-    let log = stored(&store);
+    let log = stored_from(&store, 0);
     assert_eq!(
         log.iter()
             .filter(|e| e.event_type == EventType::UserCreated)
@@ -486,7 +412,7 @@ async fn sigkill_during_delivery_then_restart_delivers_every_event_with_the_same
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_stops_the_sink_naming_its_offset_and_keeps_the_prefix() {
-    let cluster = cluster(1);
+    let cluster = mock::cluster(TOPIC, 1);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let config = config(
@@ -538,7 +464,7 @@ async fn an_event_too_large_stops_the_sink_naming_its_offset_and_keeps_the_prefi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorization_failure_stops_the_sink_naming_the_offset() {
-    let cluster = cluster(1);
+    let cluster = mock::cluster(TOPIC, 1);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &brokers, "");
@@ -637,7 +563,7 @@ async fn e2e_a_real_broker_receives_every_event_in_order_per_user() {
     sim.add_users(30, &[4]);
     once();
     let store = Store::open(&h.config().store.path).unwrap();
-    let log = stored(&store);
+    let log = stored_from(&store, 0);
     assert!(log.len() >= 80, "{} events", log.len());
     for mode in ["binary", "structured"] {
         assert_eq!(
@@ -669,7 +595,7 @@ async fn doctor_names_an_unknown_topic_and_finds_an_existing_one() {
         err.contains(&format!("topic `{TOPIC}` does not exist")) && err.contains("create_topic"),
         "{err}"
     );
-    let with_topic = cluster(1);
+    let with_topic = mock::cluster(TOPIC, 1);
     let found = sink(&config(dir.path(), &with_topic.bootstrap_servers(), ""))
         .probe()
         .await

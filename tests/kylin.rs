@@ -3,7 +3,7 @@
 //! reported, paging under concurrent creates, a 100k-user Kylin, a Superset and a Kylin source
 //! side by side, and `rollcall demo` against a Kylin.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the schemas cannot check; the validator itself rejects broken records; the mapping, the
 //! severities and the de-duplication id are the documented ones; no stored input panics.
 
-mod support;
+use crate::support;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;

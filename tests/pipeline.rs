@@ -1,7 +1,7 @@
 //! End to end against the Superset simulator: each event type, from a change made in
 //! "Superset" to a line in the JSONL file.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

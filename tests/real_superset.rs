@@ -6,7 +6,7 @@
 //! what earlier tests or runs left in Superset does not matter. Changes are made as `admin`;
 //! rollcall polls as the `rollcall` service account.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the same lifecycle yields the same events whatever the release allows, and offset paging on
 //! the releases without keyset paging neither loses nor invents a user when pages shift.
 
-mod support;
+use crate::support;
 
 use rollcall::runner::CycleOptions;
 use rollcall::text::error_chain;

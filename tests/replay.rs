@@ -3,23 +3,23 @@
 //! (or moves back with `--rewind`), starts by offset, time and event id, the type filter, the
 //! dry run, and ranges that retention compacted away.
 
+use crate::support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use rollcall::config::Config;
 use rollcall::deliver;
-use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::event::{Event, EventType};
 use rollcall::replay::{replay, ReplayError, Request, Start};
 use rollcall::sink::SinkConfig;
-use rollcall::store::{Commit, SourceState, Store};
+use rollcall::store::Store;
+use support::kafka as mock;
+use support::log::{append, event};
 
 const TOPIC: &str = "superset.user-events";
 
@@ -30,65 +30,35 @@ fn base() -> DateTime<Utc> {
 /// `n` events, one minute apart from [`base`], alternating `user.updated` and `user.login`.
 fn events(n: u64) -> Vec<Event> {
     (0..n)
-        .map(|i| Event {
-            specversion: SPEC_VERSION.into(),
-            id: uuid::Uuid::now_v7(),
-            source: "superset://test".into(),
-            event_type: if i % 2 == 0 {
-                EventType::UserUpdated
-            } else {
-                EventType::UserLogin
-            },
-            subject: (i % 3 + 1).to_string(),
-            time: base() + chrono::Duration::minutes(i as i64),
-            datacontenttype: DATA_CONTENT_TYPE.into(),
-            dataschema: None,
-            sequence: String::new(),
-            data: serde_json::json!({"user": {"id": i % 3 + 1}, "n": i}),
+        .map(|i| {
+            event(
+                if i % 2 == 0 {
+                    EventType::UserUpdated
+                } else {
+                    EventType::UserLogin
+                },
+                &(i % 3 + 1).to_string(),
+                base() + chrono::Duration::minutes(i as i64),
+                serde_json::json!({"user": {"id": i % 3 + 1}, "n": i}),
+            )
         })
         .collect()
-}
-
-fn append(store: &Store, events: Vec<Event>) {
-    store
-        .commit(Commit {
-            source: "test",
-            upserts: Vec::new(),
-            removals: Vec::new(),
-            events,
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
 }
 
 /// A config with a JSONL sink `siem` writing `<dir>/events.jsonl`, plus `sinks` appended.
 fn write_config(dir: &Path, sinks: &str) -> std::path::PathBuf {
     let path = dir.join("rollcall.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[store]
-path = {store:?}
-
-[[sources]]
-kind = "superset"
-name = "test"
-url = "http://127.0.0.1:1"
-username = "admin"
-password_env = "UNUSED"
-
-[[sinks]]
+    let sinks = format!(
+        r#"[[sinks]]
 kind = "jsonl"
 name = "siem"
 path = {events:?}
 batch_size = 4
 {sinks}
 "#,
-            store = dir.join("data").display().to_string(),
-            events = dir.join("events.jsonl").display().to_string(),
-        ),
-    )
-    .unwrap();
+        events = dir.join("events.jsonl").display().to_string(),
+    );
+    std::fs::write(&path, support::config::offline(dir, "", &sinks)).unwrap();
     path
 }
 
@@ -375,58 +345,29 @@ async fn the_binary_replays_a_dry_run_and_refuses_while_the_store_is_in_use() {
     assert!(lines(dir.path()).is_empty());
 }
 
-type Cluster = MockCluster<'static, DefaultProducerContext>;
-
-/// Every message of the topic as (ce_id or id, key, value, headers), read from the start.
+/// Every message of the topic as (ce_id, key, value, headers), read from the start.
 async fn consume_all(
     brokers: &str,
     n: usize,
 ) -> Vec<(String, Vec<u8>, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[TOPIC]).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let wait = if out.len() < n {
-            deadline.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_secs(1)
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(m) => {
-                let m = m.unwrap();
-                let headers: BTreeMap<String, Vec<u8>> = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), h.value.unwrap().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let id = String::from_utf8(headers["ce_id"].clone()).unwrap();
-                out.push((
-                    id,
-                    m.key().unwrap().to_vec(),
-                    m.payload().unwrap().to_vec(),
-                    headers,
-                ));
-            }
-            Err(_) if out.len() >= n => return out,
-            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
-        }
-    }
+    let got = mock::consume(brokers, TOPIC, n, Duration::from_secs(1)).await;
+    got.iter()
+        .map(|m| {
+            let headers = mock::headers(m);
+            let id = String::from_utf8(headers["ce_id"].clone()).unwrap();
+            (
+                id,
+                m.key().unwrap().to_vec(),
+                m.payload().unwrap().to_vec(),
+                headers,
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_a_range_to_kafka_is_byte_identical_to_the_first_delivery() {
-    let cluster: Cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, 3, 1).unwrap();
+    let cluster = mock::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let config = config(

@@ -2,17 +2,18 @@
 //! the slowest sink's cursor unless `force` is set; `status` shows the oldest retained offset;
 //! bad `[store]` keys are named with their line; `once` compacts after its commit.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rollcall::config::Config;
-use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::event::{Event, EventType};
 use rollcall::retention::Retention;
 use rollcall::store::{Commit, SourceState, Store};
 use support::harness::Harness;
+use support::log::{append, event};
 use support::sim::{Sim, SimOptions};
 
 fn base() -> DateTime<Utc> {
@@ -22,35 +23,23 @@ fn base() -> DateTime<Utc> {
 /// `n` events one day apart from [`base`].
 fn events(n: u64) -> Vec<Event> {
     (0..n)
-        .map(|i| Event {
-            specversion: SPEC_VERSION.into(),
-            id: uuid::Uuid::now_v7(),
-            source: "superset://test".into(),
-            event_type: EventType::UserUpdated,
-            subject: "1".into(),
-            time: base() + Duration::days(i as i64),
-            datacontenttype: DATA_CONTENT_TYPE.into(),
-            dataschema: None,
-            sequence: String::new(),
-            data: serde_json::json!({"user": {"id": 1}, "n": i}),
+        .map(|i| {
+            event(
+                EventType::UserUpdated,
+                "1",
+                base() + Duration::days(i as i64),
+                serde_json::json!({"user": {"id": 1}, "n": i}),
+            )
         })
         .collect()
 }
 
 fn config_text(dir: &Path, store_keys: &str) -> String {
-    format!(
-        r#"[store]
-path = {store:?}
-{store_keys}
-
-[[sources]]
-kind = "superset"
-name = "test"
-url = "http://127.0.0.1:1"
-username = "admin"
-password_env = "UNUSED"
-
-[[sinks]]
+    support::config::offline(
+        dir,
+        store_keys,
+        &format!(
+            r#"[[sinks]]
 kind = "jsonl"
 name = "fast"
 path = {fast:?}
@@ -60,9 +49,9 @@ kind = "jsonl"
 name = "slow"
 path = {slow:?}
 "#,
-        store = dir.join("data").display().to_string(),
-        fast = dir.join("fast.jsonl").display().to_string(),
-        slow = dir.join("slow.jsonl").display().to_string(),
+            fast = dir.join("fast.jsonl").display().to_string(),
+            slow = dir.join("slow.jsonl").display().to_string(),
+        ),
     )
 }
 
@@ -73,15 +62,7 @@ fn config(dir: &Path, store_keys: &str) -> Config {
 /// A store holding 10 events (days 0..9) with both sinks' cursors at `fast` and `slow`.
 fn store_with(config: &Config, fast: u64, slow: u64) -> Store {
     let store = Store::open(&config.store.path).unwrap();
-    store
-        .commit(Commit {
-            source: "test",
-            upserts: Vec::new(),
-            removals: Vec::new(),
-            events: events(10),
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
+    append(&store, events(10));
     store.set_cursor("fast", fast).unwrap();
     store.set_cursor("slow", slow).unwrap();
     store

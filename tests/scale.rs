@@ -3,8 +3,7 @@
 //! range whose filter Superset drops refused like any keyset page, membership read on its own
 //! interval, and idle cycles that write nothing.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use rollcall::runner::CycleOptions;
 use rollcall::text::error_chain;

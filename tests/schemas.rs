@@ -1,7 +1,7 @@
 //! The JSON Schemas in `schemas/` against what rollcall actually emits: every event the diff can
 //! derive must validate, and malformed events must not.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! official `standardwebhooks` crate, retries, `Retry-After`, 410, timeouts, dead letters and
 //! `rollcall dlq`, SIGKILL mid-delivery, per-user ordering under parallelism, type filtering.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,9 +19,11 @@ use axum::Router;
 use bytes::Bytes;
 use rollcall::config::Config;
 use rollcall::deliver;
-use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::event::{Event, EventType};
 use rollcall::sink::{Sink, SinkConfig};
-use rollcall::store::{Commit, SinkHealth, SourceState, Store};
+use rollcall::store::{SinkHealth, Store};
+use support::log::{self, event};
+use support::running;
 use support::wait;
 use tempfile::TempDir;
 
@@ -195,32 +197,44 @@ fn header(headers: &HeaderMap, name: &str) -> String {
     headers[name].to_str().unwrap().to_owned()
 }
 
-/// A store and a config with one webhook sink named `hooks`, in a temp dir.
+/// A store and a config with one webhook sink named `hooks`, in a temp dir; `rollcall run`
+/// with it serves its endpoints on a port of its own.
 struct Setup {
     dir: TempDir,
     config_path: PathBuf,
 }
 
 impl Setup {
-    /// `sink` is appended to the `[[sinks]]` table (url and secret are set here).
+    /// `sink` is appended to the `[[sinks]]` table (url and secret are set here). Its source
+    /// is polled once an hour, and nothing answers there.
     fn new(url: &str, secrets: &str, sink: &str) -> Setup {
+        Setup::polling("http://127.0.0.1:9", "1h", url, secrets, sink)
+    }
+
+    /// The same, its source `test` polling the Superset at `source` as admin/admin `every` so
+    /// often.
+    fn polling(source: &str, every: &str, url: &str, secrets: &str, sink: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("webhook-secret");
         std::fs::write(&secret_file, format!("{secrets}\n")).unwrap();
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, "admin\n").unwrap();
         let config_path = dir.path().join("rollcall.toml");
         std::fs::write(
             &config_path,
             format!(
-                r#"[store]
+                r#"listen = "127.0.0.1:0"
+
+[store]
 path = {store:?}
 
 [[sources]]
 kind = "superset"
 name = "test"
-url = "http://127.0.0.1:9"
+url = "{source}"
 username = "admin"
-password_file = {secret_file:?}
-poll_interval = "1h"
+password_file = {password_file:?}
+poll_interval = "{every}"
 
 [[sinks]]
 kind = "webhook"
@@ -230,6 +244,7 @@ secret_file = {secret_file:?}
 {sink}
 "#,
                 store = dir.path().join("data").display().to_string(),
+                password_file = password_file.display().to_string(),
                 secret_file = secret_file.display().to_string(),
             ),
         )
@@ -267,34 +282,17 @@ secret_file = {secret_file:?}
 fn append(store: &Store, events: &[(EventType, &str)]) -> Vec<Event> {
     let events: Vec<Event> = events
         .iter()
-        .map(|(t, subject)| Event {
-            specversion: SPEC_VERSION.into(),
-            id: uuid::Uuid::now_v7(),
-            source: "superset://test".into(),
-            event_type: *t,
-            subject: (*subject).into(),
-            time: chrono::Utc::now(),
-            datacontenttype: DATA_CONTENT_TYPE.into(),
-            dataschema: None,
-            sequence: String::new(),
-            data: serde_json::json!({"user": {"id": subject}}),
+        .map(|(t, subject)| {
+            event(
+                *t,
+                subject,
+                chrono::Utc::now(),
+                serde_json::json!({"user": {"id": subject}}),
+            )
         })
         .collect();
-    let range = store
-        .commit(Commit {
-            source: "test",
-            upserts: vec![],
-            removals: vec![],
-            events,
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
-    store
-        .events_from(range.start, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| e.event().unwrap())
-        .collect()
+    let range = log::append(store, events);
+    log::stored_from(store, range.start)
 }
 
 fn created(subjects: &[&'static str]) -> Vec<(EventType, &'static str)> {
@@ -559,15 +557,7 @@ async fn an_ocsf_webhook_is_signed_over_the_ocsf_body_and_a_dead_letter_retries_
         .map(|e| serde_json::from_value(e).unwrap())
         .collect();
     let ids: Vec<String> = examples.iter().map(|e| e.id.to_string()).collect();
-    store
-        .commit(Commit {
-            source: "test",
-            upserts: vec![],
-            removals: vec![],
-            events: examples,
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
+    log::append(&store, examples);
     let sink = s.sink();
     assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 1);
     let letters = store.dead_letters("hooks").unwrap();
@@ -798,31 +788,19 @@ async fn sigkill_mid_delivery_redelivers_with_the_same_webhook_id() {
     .await;
     let s = Setup::new(&rx.url, SECRET, "timeout = \"60s\"\nmax_in_flight = 4");
     let events = append(&s.store(), &created(&["1", "2", "3", "4", "5", "6"]));
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .arg("--config")
-            .arg(&s.config_path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut child = run();
+    let run = running::run_config(&s.config_path).await;
     rx.wait_for_hits(4).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    drop(run); // SIGKILL
     let first: Vec<String> = rx.hits().iter().map(|h| h.id.clone()).collect();
     assert!(rx.accepted().is_empty());
 
     rx.script(|_, _| ok());
-    let mut child = run();
+    let run = running::run_config(&s.config_path).await;
     wait::until("every event accepted after the restart", || {
         rx.accepted().len() >= events.len()
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(run);
     let accepted: Vec<String> = rx.accepted().into_iter().map(|(id, _)| id).collect();
     for e in &events {
         assert!(
@@ -870,51 +848,15 @@ async fn with_run_up_the_cli_retries_dead_letters_re_enables_a_gone_endpoint_rep
     use support::sim::{Sim, SimOptions};
     let sim = Sim::start(SimOptions::default()).await;
     let rx = Receiver::start(|_, _| status(500)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let password = dir.path().join("password");
-    std::fs::write(&password, "admin").unwrap();
-    let config = dir.path().join("rollcall.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:0"
-
-[store]
-path = {store:?}
-
-[[sources]]
-kind = "superset"
-name = "test"
-url = "{sim}"
-username = "admin"
-password_file = {password:?}
-poll_interval = "1s"
-
-[[sinks]]
-kind = "webhook"
-name = "hooks"
-url = "{url}"
-secret_file = {secret:?}
-retry_schedule = ["0s", "10ms"]
-"#,
-            store = dir.path().join("data").display().to_string(),
-            sim = sim.url,
-            password = password.display().to_string(),
-            url = rx.url,
-            secret = secret.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let s = Setup::polling(
+        &sim.url,
+        "1s",
+        &rx.url,
+        SECRET,
+        "retry_schedule = [\"0s\", \"10ms\"]",
+    );
+    let config = s.config_path.clone();
+    let mut run = running::run_config(&config).await;
 
     // The first poll stores what is there without events: wait for it.
     wait::until_async("the first poll", || async {
@@ -989,7 +931,7 @@ retry_schedule = ["0s", "10ms"]
 
     // The running process acts on the config it started with: a sink added to the file since
     // waits for a restart, and the command says so.
-    let archive = dir.path().join("archive.jsonl");
+    let archive = s.path().join("archive.jsonl");
     let mut raw = std::fs::read_to_string(&config).unwrap();
     raw.push_str(&format!(
         "\n[[sinks]]\nkind = \"jsonl\"\nname = \"archive\"\npath = {:?}\n",
@@ -1009,7 +951,7 @@ retry_schedule = ["0s", "10ms"]
     );
     assert!(!archive.exists());
     // Another config file naming the same store is refused, naming both files.
-    let other = dir.path().join("other.toml");
+    let other = s.path().join("other.toml");
     std::fs::write(&other, &raw).unwrap();
     let (fine, said) = cli(&other, &["status"]).await;
     assert!(
@@ -1023,19 +965,18 @@ retry_schedule = ["0s", "10ms"]
     );
 
     assert!(
-        run.try_wait().unwrap().is_none(),
+        run.child.try_wait().unwrap().is_none(),
         "the same process ran throughout"
     );
     use std::os::unix::fs::PermissionsExt;
-    let socket = dir.path().join("data.admin").join("rollcall.sock");
+    let socket = s.path().join("data.admin").join("rollcall.sock");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(
         (mode(socket.parent().unwrap()), mode(&socket)),
         (0o700, 0o600),
         "only the store's owner may use the admin socket"
     );
-    run.kill().unwrap();
-    run.wait().unwrap();
+    drop(run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1064,28 +1005,16 @@ async fn audit_rows_of_one_actor_do_not_wait_behind_one_another() {
     );
     let store = s.store();
     let rows: Vec<Event> = (1..=10)
-        .map(|log_id| Event {
-            specversion: SPEC_VERSION.into(),
-            id: uuid::Uuid::now_v7(),
-            source: "superset://test".into(),
-            event_type: EventType::AuditAction,
-            subject: "7".into(),
-            time: chrono::Utc::now(),
-            datacontenttype: DATA_CONTENT_TYPE.into(),
-            dataschema: None,
-            sequence: String::new(),
-            data: serde_json::json!({"log_id": log_id, "action": "DashboardRestApi.get"}),
+        .map(|log_id| {
+            event(
+                EventType::AuditAction,
+                "7",
+                chrono::Utc::now(),
+                serde_json::json!({"log_id": log_id, "action": "DashboardRestApi.get"}),
+            )
         })
         .collect();
-    store
-        .commit(Commit {
-            source: "test",
-            upserts: vec![],
-            removals: vec![],
-            events: rows,
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
+    log::append(&store, rows);
     assert_eq!(deliver::drain(&store, s.sink().as_ref()).await.unwrap(), 10);
     assert_eq!(others.load(Ordering::SeqCst), 9);
     assert_eq!(

@@ -1851,19 +1851,13 @@ async fn the_clock_moves_only_when_advanced() {
 }
 
 #[tokio::test]
-async fn seeding_100k_users_and_listing_them_in_one_page_is_fast() {
+async fn seeding_100k_users_and_listing_them_in_one_page_answers_every_one() {
+    // How fast is the benchmarks' business (benches/kylin.rs); this checks the answer only.
     let sim = sim().await;
-    let start = Instant::now();
     sim.add_users(100_000);
-    let seeded = start.elapsed();
     assert_eq!(sim.user_count(), 100_001);
-    let start = Instant::now();
     let r = list(&sim, "?page_size=100000").await;
-    let listed = start.elapsed();
     assert_eq!(r.status, 200);
-    // Generous bounds for an unoptimised build on a busy machine.
-    assert!(seeded < Duration::from_secs(5), "seeding took {seeded:?}");
-    assert!(listed < Duration::from_secs(10), "listing took {listed:?}");
     let v = r.json();
     assert_eq!(v["data"]["value"].as_array().expect("value").len(), 100_000);
     assert_eq!(v["data"]["total_size"], 100_001);

@@ -1,8 +1,13 @@
-//! `rollcall run` as a child process serving its HTTP endpoints, and reading what they answer.
+//! `rollcall run` as a child process serving its HTTP endpoints, and reading what they answer
+//! and what it logs. A [`Running`] owns its child: dropping it, also when a test panics, kills
+//! the process (SIGKILL) and reaps it, and a failing test shows the process's log.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use serde_json::Value;
 
 use super::harness::Harness;
 use super::wait;
@@ -27,14 +32,55 @@ impl Drop for Running {
     }
 }
 
-/// `rollcall run` on `127.0.0.1:0`, once its endpoints answer. The child binds the port itself
-/// and logs the address it got, so no other process can take the port between a probe and the
-/// bind.
+impl Running {
+    /// The first log line (parsed) for which `pick` gives something.
+    pub fn logged<T>(&self, pick: impl Fn(&Value) -> Option<T>) -> Option<T> {
+        self.log.lock().unwrap().iter().find_map(|line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            pick(&v)
+        })
+    }
+
+    /// The first log line whose message starts with `start`.
+    pub fn logged_message(&self, start: &str) -> Option<Value> {
+        self.logged(|v| {
+            v["fields"]["message"]
+                .as_str()?
+                .starts_with(start)
+                .then(|| v.clone())
+        })
+    }
+
+    /// Status and body of `path` on the process's HTTP endpoints.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        get(format!("{}{path}", self.base)).await
+    }
+}
+
+/// The real binary with the config at `config`, to which a test adds what it needs before
+/// [`start`] runs it (`disk` limits the size of the files it may write).
+pub fn command(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
+    cmd.arg("--config").arg(config);
+    cmd
+}
+
+/// `rollcall run` with `h`'s config; see [`start`].
 pub async fn run(h: &Harness) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["--log-format", "json", "--config"])
-        .arg(&h.config_path)
-        .arg("run")
+    start(command(&h.config_path)).await
+}
+
+/// `rollcall run` with the config at `config` (which must set `listen`); see [`start`].
+pub async fn run_config(config: &Path) -> Running {
+    start(command(config)).await
+}
+
+/// `cmd` (see [`command`]) as `rollcall run`, once its endpoints answer. The config's `listen`
+/// must have port 0: the child binds the port itself and logs the address it got, so no other
+/// process can take the port between a probe and the bind.
+pub async fn start(mut cmd: Command) -> Running {
+    let mut child = cmd
+        .args(["--log-format", "json", "run"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -55,10 +101,7 @@ pub async fn run(h: &Harness) -> Running {
     };
     let mut address = None;
     wait::until("rollcall run to log the address it serves on", || {
-        address = running.log.lock().unwrap().iter().find_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            Some(v["fields"]["address"].as_str()?.to_owned())
-        });
+        address = running.logged(|v| Some(v["fields"]["address"].as_str()?.to_owned()));
         address.is_some()
     })
     .await;

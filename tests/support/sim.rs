@@ -1,4 +1,3 @@
-//! The Superset simulator lives in the `rollcall-sim` workspace crate (compiled once for every
-//! test binary); this re-export keeps `support::sim::…` paths short.
-#[allow(unused_imports)] // each test binary uses a different subset
+//! The Superset simulator lives in the `rollcall-sim` workspace crate; this re-export keeps
+//! `support::sim::…` paths short.
 pub use rollcall_sim::superset::*;

@@ -1,13 +1,13 @@
 //! Tests of the Superset 6.1.0 simulator itself (`sim/src/superset.rs`): each checks one fact
 //! of docs/superset.md, and `fixtures_replay_with_same_status_and_shape` replays the captured real
-//! responses in `tests/fixtures/superset/` against a seeded simulator.
-
-mod support;
+//! responses in the repository's `tests/fixtures/superset/` against a seeded simulator. They
+//! drive the simulator over HTTP as a client would and never touch rollcall (whose tests against
+//! the simulator are in the repository's `tests/`), so they build with this crate alone.
 
 use std::time::{Duration, Instant};
 
+use rollcall_sim::superset::*;
 use serde_json::{json, Value};
-use support::sim::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1603,7 +1603,10 @@ fn seed_as_captured(sim: &Sim, name: &str, req: &Value) {
 /// Replay every captured answer in `folder` against a simulator of `release`: same status,
 /// content type and shape.
 async fn replay(folder: &str, release: Release, at_least: usize) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+    // The captures live with rollcall's tests, one folder above this crate: both read them.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(folder);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())

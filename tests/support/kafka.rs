@@ -1,0 +1,59 @@
+//! rdkafka's in-process `MockCluster`, which speaks the real Kafka wire protocol on localhost,
+//! and a consumer that reads back what a sink sent to it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::ClientConfig;
+
+pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+/// One broker holding `topic` with `partitions` partitions.
+pub fn cluster(topic: &str, partitions: i32) -> Cluster {
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(topic, partitions, 1).unwrap();
+    c
+}
+
+/// Reads `topic` from the start with a fresh consumer group: at least `n` messages, then
+/// whatever else arrives before the topic is quiet for `quiet`. Fewer than `n` within a
+/// minute fails the test.
+pub async fn consume(brokers: &str, topic: &str, n: usize, quiet: Duration) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = if out.len() < n {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            quiet
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(m) => out.push(m.unwrap().detach()),
+            Err(_) if out.len() >= n => return out,
+            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
+        }
+    }
+}
+
+/// A message's headers by name, their values as sent.
+pub fn headers(m: &OwnedMessage) -> BTreeMap<String, Vec<u8>> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
