@@ -256,7 +256,7 @@ where
                 stderr: format!(
                     "error: the running `rollcall run` holding this store runs as uid {own} and answers only that user and root; this command ran as uid {peer}. Run it as the user that runs rollcall\n"
                 ),
-                code: crate::cli::exit::STORE,
+                code: crate::exit::STORE,
                 ..Reply::default()
             }
         }
@@ -556,7 +556,7 @@ mod tests {
             "the child connected as nobody (wait status {status})"
         );
         let refused = reply(&got);
-        assert_eq!(refused.code, crate::cli::exit::STORE);
+        assert_eq!(refused.code, crate::exit::STORE);
         assert!(
             refused.stderr.contains("runs as uid 0") && refused.stderr.contains("uid 65534"),
             "{}",

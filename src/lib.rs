@@ -34,6 +34,7 @@ pub mod demo;
 pub mod diff;
 pub mod encode;
 pub mod event;
+pub mod exit;
 #[cfg(test)]
 mod fuzz;
 pub mod http;

@@ -17,8 +17,9 @@ mod operate;
 mod replay;
 mod status;
 
+pub use crate::exit;
 pub use args::{Cli, Command, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand};
-pub use error::{exit, CliError};
+pub use error::CliError;
 
 use std::io::Write;
 use std::process::ExitCode;

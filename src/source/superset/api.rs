@@ -1,6 +1,7 @@
-//! Superset's wire format: the JSON shapes of the endpoints rollcall reads, and the rison
-//! queries it sends. Only this file parses Superset's answers; the columns a query filters or
-//! orders by are chosen where the way of reading is (`capabilities`, the source in `mod.rs`).
+//! Superset's wire format: the endpoints rollcall reads, the JSON shapes of their answers, and
+//! the rison queries it sends. Only this file parses Superset's answers; the columns a query
+//! filters or orders by are chosen where the way of reading is (`capabilities`, and the reads
+//! in `full.rs`, `incremental.rs`, `pages.rs` and `keyset.rs`).
 
 use std::collections::BTreeMap;
 
@@ -9,8 +10,14 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::User;
+use super::user::User;
 use crate::user::Member;
+
+pub const USERS: &str = "/api/v1/security/users/";
+pub const USERS_INFO: &str = "/api/v1/security/users/_info";
+pub const ROLES_SEARCH: &str = "/api/v1/security/roles/search/";
+pub const GROUPS: &str = "/api/v1/security/groups/";
+pub const LOG: &str = "/api/v1/log/";
 
 /// Superset silently clamps larger page sizes to 100 (docs/superset.md S18): the most a
 /// source's `page_size` may ask for, and its default.
@@ -198,6 +205,11 @@ pub fn to_filter_value(t: DateTime<Utc>, tz: Tz) -> String {
         .naive_local()
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string()
+}
+
+/// The filter value is sent in whole seconds; rows must be strictly after that.
+pub fn truncated(t: DateTime<Utc>) -> DateTime<Utc> {
+    t - chrono::Duration::nanoseconds(t.timestamp_subsec_nanos().into())
 }
 
 #[derive(Debug, Clone, Serialize)]

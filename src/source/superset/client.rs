@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::api::{ListQuery, LoginResponse, One, Page, RefreshResponse};
-use super::SupersetError;
+use super::error::SupersetError;
 use crate::source::bounds::{read_body, BodyError};
 use crate::text::{error_chain, one_line, parse_answer, snippet};
 

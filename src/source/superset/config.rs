@@ -11,6 +11,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::audit::ActionFilter;
+use super::cursor::Cursor;
+use super::error::SupersetError;
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
 use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
@@ -18,6 +20,8 @@ use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 const ZERO: Duration = Duration::ZERO;
 /// Ten years: far more than any Superset keeps of its log, and far from overflowing a date.
 pub const MAX_LOG_BACKFILL: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// The longest `incremental_overlap` validation accepts.
+pub const MAX_OVERLAP: Duration = DAY;
 /// Retries of one request; with backoff capped at 10 s each, 20 is minutes of trying.
 const MAX_RETRIES: usize = 20;
 /// More concurrent reads than a gunicorn's usual workers only queue inside Superset.
@@ -120,6 +124,12 @@ impl SupersetConfig {
     }
 }
 
+/// A configured duration for date arithmetic, capped at what validation accepts, so that no
+/// value can overflow a date even if it reached here unchecked.
+pub fn span(d: Duration, cap: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d.min(cap)).unwrap_or(chrono::Duration::zero())
+}
+
 impl SourceKind for SupersetConfig {
     fn name(&self) -> &str {
         &self.name
@@ -167,7 +177,7 @@ impl SourceKind for SupersetConfig {
                 (
                     "incremental_overlap",
                     self.incremental_overlap,
-                    ZERO..=super::MAX_OVERLAP,
+                    ZERO..=MAX_OVERLAP,
                 ),
                 ("log_backfill", self.log_backfill, ZERO..=MAX_LOG_BACKFILL),
             ],
@@ -216,7 +226,7 @@ impl SourceKind for SupersetConfig {
     }
 
     fn status(&self, cursor: &StoredCursor) -> serde_json::Value {
-        read_cursor::<super::Cursor>(cursor)
+        read_cursor::<Cursor>(cursor)
             .map(|c| c.status())
             .unwrap_or_else(|e| serde_json::json!({ "unreadable_cursor": e.to_string() }))
     }
@@ -224,7 +234,7 @@ impl SourceKind for SupersetConfig {
     fn check_secrets(&self) -> Result<(), SourceError> {
         self.password()
             .map(drop)
-            .map_err(|e| SourceError::Superset(super::SupersetError::Secret(e)))
+            .map_err(|e| SourceError::Superset(SupersetError::Secret(e)))
     }
 }
 

@@ -1,0 +1,255 @@
+//! What the store keeps of each source between cycles: its state (`source/<name>` in `meta`:
+//! the runner's part and the source's own cursor, opaque here), a login the upstream refused
+//! (`login_refused/<name>`), and, in memory only, the states of cycles that found no change and
+//! what this process's runner is doing with the source.
+//!
+//! Owns the latest state of a source as this process sees it, and keeping a refused login
+//! durably so that no process sends those credentials again. It never reads the source's
+//! cursor (only the source knows its type) and never holds a password: only a hash of the
+//! credentials, beside a refused login.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{json_bytes, Store, StoreError};
+
+/// A source's own cursor as the store keeps it: the fields of a JSON object, stored flat beside
+/// the generic source state. Only the source knows its type.
+pub type StoredCursor = serde_json::Map<String, serde_json::Value>;
+
+/// What the store remembers about one source between cycles: the generic part the runner
+/// keeps, and the source's own cursor, which only the source reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// The first full snapshot has been stored.
+    pub initialized: bool,
+    pub last_poll: Option<DateTime<Utc>>,
+    pub last_full_reconcile: Option<DateTime<Utc>>,
+    pub last_error: Option<ErrorRecord>,
+    /// The source stopped itself and why (its login was refused); cleared by changed
+    /// credentials, by `rollcall source retry-login`, and by a successful poll.
+    #[serde(default)]
+    pub stopped: Option<ErrorRecord>,
+    pub users_known: usize,
+    /// Deletions held back by the mass-delete guard.
+    pub deletion_guard: Option<DeletionGuard>,
+    /// The source's own cursor (high-water marks, how far a log was read), opaque here. Kept
+    /// flat beside the fields above, where earlier releases stored Superset's.
+    #[serde(flatten)]
+    pub cursor: StoredCursor,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// What identifies the credentials a source logs in with, without holding them: a SHA-256 over
+/// the URL, the username and the password (made by `source::Login::credentials`). The store
+/// keeps it only beside a refused login, and never shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credentials(pub String);
+
+/// A login the upstream refused, and the credentials it refused. Each refused login counts
+/// towards locking the account (Kylin locks it after three, for good after ten: docs/kylin.md
+/// K30, K32), so no process sends these credentials again, whatever restarts it: only other
+/// credentials, or an operator's `rollcall source retry-login`, lift it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginRefusal {
+    pub at: DateTime<Utc>,
+    /// The upstream's answer, as the source's error put it.
+    pub message: String,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionGuard {
+    pub since: DateTime<Utc>,
+    /// The users that vanished together, by key (their event `subject`).
+    #[serde(deserialize_with = "keys_as_strings")]
+    pub user_ids: Vec<String>,
+    /// How many users were known when they vanished.
+    pub known: usize,
+}
+
+/// Guard records written before keys were generic hold numeric ids.
+fn keys_as_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let values = Vec::<serde_json::Value>::deserialize(d)?;
+    Ok(values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        })
+        .collect())
+}
+
+/// What the runner of this process is doing with one source; kept in memory only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceActivity {
+    /// A poll of the source is running, since then.
+    pub polling_since: Option<DateTime<Utc>>,
+    /// How long the last cycle took, whether it succeeded, failed or passed its deadline.
+    pub last_cycle_seconds: Option<f64>,
+    /// When the next poll is due; it may then wait for a turn among `max_concurrent_polls`.
+    pub next_poll: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Keep the state of a cycle that found no change in memory only (see `unsaved`).
+    pub fn keep_unsaved(&self, source: &str, state: SourceState) {
+        self.unsaved_states().insert(source.to_owned(), state);
+    }
+
+    pub(super) fn unsaved_states(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SourceState>> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change what this process's runner says it is doing with `source`.
+    pub fn note_activity(&self, source: &str, note: impl FnOnce(&mut SourceActivity)) {
+        let mut all = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        note(all.entry(source.to_owned()).or_default());
+    }
+
+    /// What this process's runner is doing with `source`: all `None` in a process that does
+    /// not poll it.
+    pub fn activity(&self, source: &str) -> SourceActivity {
+        let all = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(source).cloned().unwrap_or_default()
+    }
+
+    /// The latest state of a source: as this process last left it, or as stored.
+    pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
+        if let Some(state) = self.unsaved_states().get(source) {
+            return Ok(state.clone());
+        }
+        Ok(self.stored_source_state(source)?.unwrap_or_default())
+    }
+
+    /// The source state as stored, without what cycles of this process kept unsaved.
+    pub fn stored_source_state(&self, source: &str) -> Result<Option<SourceState>, StoreError> {
+        self.meta
+            .get(state_key(source))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: format!("state of source {source}"),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Remember a failed poll without touching the snapshot.
+    pub fn record_error(&self, source: &str, message: String) -> Result<(), StoreError> {
+        self.update_source_state(source, |state| {
+            state.last_error = Some(ErrorRecord {
+                at: Utc::now(),
+                message,
+            })
+        })
+    }
+
+    /// Record that a source stopped itself, keeping when it first did.
+    pub fn record_stop(&self, source: &str, message: String) -> Result<(), StoreError> {
+        self.update_source_state(source, |state| {
+            let at = state.stopped.as_ref().map_or_else(Utc::now, |s| s.at);
+            state.last_error = Some(ErrorRecord {
+                at: Utc::now(),
+                message: message.clone(),
+            });
+            state.stopped = Some(ErrorRecord { at, message });
+        })
+    }
+
+    /// Every refused login of `source` remembered, oldest first.
+    fn login_refusals(&self, source: &str) -> Result<Vec<LoginRefusal>, StoreError> {
+        let Some(v) = self.meta.get(refusal_key(source))? else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            what: format!("refused logins of source {source}"),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The upstream's refusal of these credentials of `source`, if one is remembered.
+    pub fn login_refusal(
+        &self,
+        source: &str,
+        credentials: &Credentials,
+    ) -> Result<Option<LoginRefusal>, StoreError> {
+        Ok(self
+            .login_refusals(source)?
+            .into_iter()
+            .find(|r| &r.credentials == credentials))
+    }
+
+    /// Remember a refused login (durably: no later process may try it again). Refusals of other
+    /// credentials stay: a password changed back to one refused before is not tried again
+    /// either. The newest [`REFUSALS_KEPT`] are kept.
+    pub fn record_login_refusal(
+        &self,
+        source: &str,
+        refusal: &LoginRefusal,
+    ) -> Result<(), StoreError> {
+        let mut refusals = self.login_refusals(source)?;
+        refusals.retain(|r| r.credentials != refusal.credentials);
+        refusals.push(refusal.clone());
+        let extra = refusals.len().saturating_sub(REFUSALS_KEPT);
+        refusals.drain(..extra);
+        self.writing(|| {
+            self.meta
+                .insert(refusal_key(source), json_bytes(&refusals))?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Forget every refused login of `source`, and that the source stopped for one: its next
+    /// poll logs in once. Returns how many were remembered.
+    pub fn clear_login_refusals(&self, source: &str) -> Result<usize, StoreError> {
+        let had = self.login_refusals(source)?.len();
+        if had > 0 {
+            self.writing(|| {
+                self.meta.remove(refusal_key(source))?;
+                self.db.flush()?;
+                Ok(())
+            })?;
+        }
+        if self.source_state(source)?.stopped.is_some() {
+            self.update_source_state(source, |state| state.stopped = None)?;
+        }
+        Ok(had)
+    }
+
+    fn update_source_state(
+        &self,
+        source: &str,
+        update: impl FnOnce(&mut SourceState),
+    ) -> Result<(), StoreError> {
+        let mut state = self.source_state(source)?;
+        update(&mut state);
+        self.writing(|| {
+            self.meta.insert(state_key(source), json_bytes(&state))?;
+            self.db.flush()?;
+            Ok(())
+        })?;
+        self.unsaved_states().remove(source);
+        Ok(())
+    }
+}
+
+pub(super) fn state_key(source: &str) -> Vec<u8> {
+    format!("source/{source}").into_bytes()
+}
+
+/// Refused logins kept per source: a password changed back to one of these is not sent again.
+pub const REFUSALS_KEPT: usize = 16;
+
+fn refusal_key(source: &str) -> Vec<u8> {
+    format!("login_refused/{source}").into_bytes()
+}
