@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::args::DlqCommand;
 use super::error::CliError;
-use super::operate::sink_config;
+use super::named::sink_config;
 use crate::config::Config;
 use crate::store::Store;
 use crate::text::printable;

@@ -13,6 +13,7 @@ mod doctor;
 mod error;
 mod forward;
 mod healthcheck;
+mod named;
 mod operate;
 mod replay;
 mod status;
@@ -88,7 +89,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             action: SinkCommand::PublicKey { name },
         } => {
             let config = Config::load(&cli.config)?;
-            let Some(keys) = operate::sink_config(&config, &name)?.kind().public_keys() else {
+            let Some(keys) = named::sink_config(&config, &name)?.kind().public_keys() else {
                 return Err(CliError::Unsigned(name));
             };
             let keys = keys?;

@@ -9,6 +9,7 @@ use chrono::Utc;
 use super::args::{Command, SinkCommand, SourceCommand, StoreCommand};
 use super::dlq::dlq;
 use super::error::CliError;
+use super::named::{sink_config, source_config};
 use super::replay::replay;
 use super::status::Status;
 use crate::config::Config;
@@ -142,42 +143,6 @@ pub(super) async fn operate(
         | Command::Healthcheck { .. }
         | Command::Demo { .. } => Err(CliError::NotOverAdmin),
     }
-}
-
-/// The source named `name` in `config`, or an error listing the ones there are.
-pub(super) fn source_config<'c>(
-    config: &'c Config,
-    name: &str,
-) -> Result<&'c crate::source::SourceConfig, CliError> {
-    config
-        .sources
-        .iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| {
-            let known: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
-            CliError::UnknownSource {
-                name: name.to_owned(),
-                known: known.join(", "),
-            }
-        })
-}
-
-/// The sink named `name` in `config`, or an error listing the ones there are.
-pub(super) fn sink_config<'c>(
-    config: &'c Config,
-    name: &str,
-) -> Result<&'c crate::sink::SinkConfig, CliError> {
-    config
-        .sinks
-        .iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| {
-            let known: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
-            CliError::UnknownSink {
-                name: name.to_owned(),
-                known: known.join(", "),
-            }
-        })
 }
 
 pub(super) async fn sink_enable(

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::error::CliError;
-use super::operate::sink_config;
+use super::named::sink_config;
 use crate::config::Config;
 use crate::store::Store;
 
