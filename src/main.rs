@@ -14,10 +14,10 @@ async fn main() -> ExitCode {
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {
-            let code = e.exit_code();
-            let e = anyhow::Error::from(e);
-            eprintln!("error: {e:#}");
-            ExitCode::from(code)
+            // The whole chain, each cause once: the top error's message does not repeat its
+            // source's (thiserror's `#[source]`), so joining them loses and repeats nothing.
+            eprintln!("error: {}", rollcall::text::error_chain(&e));
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -7,10 +7,11 @@
 //! step the test compares Kylin's count of failed logins and each cycle's outcome with a model:
 //! a password is sent only if no refusal of it is remembered; a running process keeps the
 //! password it was built with (and its session) until a refusal makes it read the file again.
-//! `ROLLCALL_PROPTEST_CASES` sets the cases (default 64).
+//! `ROLLCALL_PROPTEST_CASES` sets the cases (default 256) and `ROLLCALL_PROPTEST_SEED` the seed
+//! (random by default); both are printed, so a failure can be run again.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use rollcall::runner::CycleOptions;
 use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
 
@@ -116,16 +117,28 @@ async fn run_case(steps: &[Step]) -> Result<(), String> {
 
 #[test]
 fn no_password_is_refused_twice_whatever_restarts_and_changes_follow() {
-    let cases = std::env::var("ROLLCALL_PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(64);
-    eprintln!("credentials: {cases} cases (ROLLCALL_PROPTEST_CASES)");
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let number = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().parse::<u64>().expect("a whole number"))
+    };
+    let cases = number("ROLLCALL_PROPTEST_CASES").unwrap_or(256) as u32;
+    let seed = number("ROLLCALL_PROPTEST_SEED").unwrap_or_else(rand::random);
+    eprintln!(
+        "credentials: {cases} cases, seed {seed} (again: ROLLCALL_PROPTEST_SEED={seed} ROLLCALL_PROPTEST_CASES={cases} cargo test --test tests credentials::)"
+    );
+    let mut bytes = [0u8; 32];
+    for chunk in bytes.chunks_mut(8) {
+        chunk.copy_from_slice(&seed.to_le_bytes());
+    }
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
