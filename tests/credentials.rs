@@ -11,7 +11,6 @@
 //! (random by default); both are printed, so a failure can be run again.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use rollcall::runner::CycleOptions;
 use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
 
@@ -117,27 +116,9 @@ async fn run_case(steps: &[Step]) -> Result<(), String> {
 
 #[test]
 fn no_password_is_refused_twice_whatever_restarts_and_changes_follow() {
-    let number = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .map(|v| v.trim().parse::<u64>().expect("a whole number"))
-    };
-    let cases = number("ROLLCALL_PROPTEST_CASES").unwrap_or(256) as u32;
-    let seed = number("ROLLCALL_PROPTEST_SEED").unwrap_or_else(rand::random);
-    eprintln!(
-        "credentials: {cases} cases, seed {seed} (again: ROLLCALL_PROPTEST_SEED={seed} ROLLCALL_PROPTEST_CASES={cases} cargo test --test tests credentials::)"
-    );
-    let mut bytes = [0u8; 32];
-    for chunk in bytes.chunks_mut(8) {
-        chunk.copy_from_slice(&seed.to_le_bytes());
-    }
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    let (mut runner, seed) = crate::support::generated::runner(
+        "credentials::no_password_is_refused_twice_whatever_restarts_and_changes_follow",
+        256,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -150,5 +131,5 @@ fn no_password_is_refused_twice_whatever_restarts_and_changes_follow() {
                 .block_on(run_case(&steps))
                 .map_err(TestCaseError::fail)
         })
-        .unwrap();
+        .unwrap_or_else(|e| panic!("seed {seed}: the smallest case proptest found:\n{e}"));
 }

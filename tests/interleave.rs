@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 use rollcall::diff::{self, DiffOptions};
 use rollcall::runner::CycleOptions;
 use rollcall::source::kylin::KylinUser;
@@ -1071,43 +1071,14 @@ async fn run<K: Kind>(
 /// two minutes on two cores.
 const DEFAULT_CASES: u32 = 700;
 
-fn env_u64(name: &str) -> Option<u64> {
-    let raw = std::env::var(name).ok()?;
-    Some(
-        raw.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number, not {raw:?}")),
-    )
-}
-
 /// Run `property` over `strategy`, with the cases and seed the environment asks for (printed).
 fn check<C: Debug + Clone>(
     name: &str,
     strategy: impl Strategy<Value = Case<C>>,
     property: impl Fn(&Case<C>) -> Result<(), String>,
 ) {
-    let cases = env_u64("ROLLCALL_PROPTEST_CASES").map_or(DEFAULT_CASES, |n| n as u32);
-    let seed = env_u64("ROLLCALL_PROPTEST_SEED").unwrap_or_else(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
-    });
-    eprintln!(
-        "{name}: {cases} cases, seed {seed} (again: ROLLCALL_PROPTEST_SEED={seed} ROLLCALL_PROPTEST_CASES={cases} cargo test --test tests interleave::{name})"
-    );
-    let mut bytes = [0u8; 32];
-    for chunk in bytes.chunks_mut(8) {
-        chunk.copy_from_slice(&seed.to_le_bytes());
-    }
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    );
+    let (mut runner, seed) =
+        support::generated::runner(&format!("interleave::{name}"), DEFAULT_CASES);
     let started = std::time::Instant::now();
     let result = runner.run(&strategy, |case| {
         property(&case).map_err(TestCaseError::fail)

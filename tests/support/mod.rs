@@ -2,6 +2,7 @@
 //! lives here once. Nothing here asserts a behaviour of rollcall on its own; the tests do.
 pub mod config;
 pub mod events;
+pub mod generated;
 pub mod harness;
 pub mod kafka;
 pub mod log;
