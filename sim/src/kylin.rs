@@ -241,7 +241,7 @@ pub struct Handle {
 }
 
 /// A change [`Handle::before_request`] makes before answering a request.
-pub type Change = Box<dyn FnOnce(&Handle) + Send>;
+pub type Change = crate::Change<Handle>;
 
 impl KylinSim {
     /// Start on 127.0.0.1 with an ephemeral port, seeded like a fresh Kylin 5 in the `testing`
@@ -453,18 +453,15 @@ impl Handle {
         skip: u32,
         change: impl FnOnce(&Handle) + Send + 'static,
     ) {
-        self.inner().changes.push(ArmedChange {
-            path_contains: path_contains.to_string(),
-            skip,
-            seen: 0,
-            change: Box::new(change),
-        });
+        self.inner()
+            .changes
+            .arm(path_contains, skip, Box::new(change));
     }
 
     /// Drop the changes of [`Handle::before_request`] not made yet, because the requests they
     /// wait for did not come; returns how many.
     pub fn cancel_changes(&self) -> usize {
-        std::mem::take(&mut self.inner().changes).len()
+        self.inner().changes.cancel()
     }
 }
 
@@ -511,14 +508,6 @@ struct ArmedFault {
     seen: u32,
 }
 
-/// A change of [`Handle::before_request`] waiting for its request.
-struct ArmedChange {
-    path_contains: String,
-    skip: u32,
-    seen: u32,
-    change: Change,
-}
-
 /// The last value of `wrong_time`: the 10th consecutive failure locks for good (ULR:33-46).
 const MAX_WRONG_TIME: u32 = 10;
 
@@ -538,7 +527,7 @@ struct Inner {
     /// By `fold(username)`; see `KylinSim::failed_logins`.
     failed_logins: HashMap<String, u32>,
     faults: Vec<ArmedFault>,
-    changes: Vec<ArmedChange>,
+    changes: crate::Changes<Handle>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -564,7 +553,7 @@ impl Inner {
             sessions: HashMap::new(),
             failed_logins: HashMap::new(),
             faults: Vec::new(),
-            changes: Vec::new(),
+            changes: crate::Changes::default(),
             requests: Vec::new(),
         };
         let pw = s.opts.admin_password.clone();
@@ -673,23 +662,6 @@ impl Inner {
             self.write_user(&m, |u| u.authorities.retain(|a| a != name));
         }
         self.groups.remove(name);
-    }
-
-    /// The changes due before answering a request to `path_and_query`, in the order given; the
-    /// others count it if it is theirs.
-    fn due_changes(&mut self, path_and_query: &str) -> Vec<Change> {
-        let mut due = Vec::new();
-        for mut armed in std::mem::take(&mut self.changes) {
-            if path_and_query.contains(&armed.path_contains) {
-                armed.seen += 1;
-                if armed.seen > armed.skip {
-                    due.push(armed.change);
-                    continue;
-                }
-            }
-            self.changes.push(armed);
-        }
-        due
     }
 
     fn take_fault(&mut self, path_and_query: &str) -> Option<FaultKind> {
@@ -1290,7 +1262,7 @@ async fn handle(State(handle): State<Handle>, req: Request) -> Response {
         status: 0,
     };
 
-    let due = shared.lock().due_changes(&record.path);
+    let due = shared.lock().changes.due(&record.path);
     for change in due {
         change(&handle);
     }

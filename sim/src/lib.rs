@@ -8,6 +8,62 @@
 pub mod kylin;
 pub mod superset;
 
+/// A change a test makes to a simulator's state through its handle `H`.
+pub type Change<H> = Box<dyn FnOnce(&H) + Send>;
+
+/// The changes a test armed to be made just before a request is answered (each simulator's
+/// `before_request`): counted per request whose path and query contain the change's text,
+/// due once `skip` of them have gone through.
+struct Changes<H> {
+    armed: Vec<Armed<H>>,
+}
+
+struct Armed<H> {
+    path_contains: String,
+    skip: u32,
+    seen: u32,
+    change: Change<H>,
+}
+
+impl<H> Default for Changes<H> {
+    fn default() -> Self {
+        Changes { armed: Vec::new() }
+    }
+}
+
+impl<H> Changes<H> {
+    fn arm(&mut self, path_contains: &str, skip: u32, change: Change<H>) {
+        self.armed.push(Armed {
+            path_contains: path_contains.to_string(),
+            skip,
+            seen: 0,
+            change,
+        });
+    }
+
+    /// The changes due before answering a request to `path`, in the order given; the others
+    /// count it if it is theirs.
+    fn due(&mut self, path: &str) -> Vec<Change<H>> {
+        let mut due = Vec::new();
+        for mut armed in std::mem::take(&mut self.armed) {
+            if path.contains(&armed.path_contains) {
+                armed.seen += 1;
+                if armed.seen > armed.skip {
+                    due.push(armed.change);
+                    continue;
+                }
+            }
+            self.armed.push(armed);
+        }
+        due
+    }
+
+    /// Drop the changes not made yet; returns how many.
+    fn cancel(&mut self) -> usize {
+        std::mem::take(&mut self.armed).len()
+    }
+}
+
 /// `text` with every `mark` in it replaced by `raw`, which may be bytes no `String` can hold
 /// (how the hostile-value faults put them into an answer built as JSON).
 fn splice(text: &str, mark: &str, raw: &[u8]) -> Vec<u8> {

@@ -225,7 +225,7 @@ pub struct Handle {
 }
 
 /// A change [`Handle::before_request`] makes before answering a request.
-pub type Change = Box<dyn FnOnce(&Handle) + Send>;
+pub type Change = crate::Change<Handle>;
 
 /// Id of the seeded Admin role; holding it is what grants access to the security API (F6).
 pub const ADMIN_ROLE: u64 = 1;
@@ -375,18 +375,15 @@ impl Handle {
         skip: u32,
         change: impl FnOnce(&Handle) + Send + 'static,
     ) {
-        self.inner().changes.push(ArmedChange {
-            path_contains: path_contains.to_string(),
-            skip,
-            seen: 0,
-            change: Box::new(change),
-        });
+        self.inner()
+            .changes
+            .arm(path_contains, skip, Box::new(change));
     }
 
     /// Drop the changes of [`Handle::before_request`] not made yet, because the requests they
     /// wait for did not come; returns how many.
     pub fn cancel_changes(&self) -> usize {
-        std::mem::take(&mut self.inner().changes).len()
+        self.inner().changes.cancel()
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -482,14 +479,6 @@ struct ArmedFault {
     seen: u32,
 }
 
-/// A change of [`Handle::before_request`] waiting for its request.
-struct ArmedChange {
-    path_contains: String,
-    skip: u32,
-    seen: u32,
-    change: Change,
-}
-
 /// A row of Superset's action log (`logs` table).
 struct LogRow {
     id: u64,
@@ -510,7 +499,7 @@ struct Inner {
     /// verification" just as a forged one would.
     tokens: HashMap<String, IssuedToken>,
     faults: Vec<ArmedFault>,
-    changes: Vec<ArmedChange>,
+    changes: crate::Changes<Handle>,
     requests: Vec<RecordedRequest>,
     /// Paths of requests as they arrive, before any fault delays them.
     arrived: Vec<String>,
@@ -529,7 +518,7 @@ impl Inner {
             groups: BTreeMap::new(),
             tokens: HashMap::new(),
             faults: Vec::new(),
-            changes: Vec::new(),
+            changes: crate::Changes::default(),
             requests: Vec::new(),
             arrived: Vec::new(),
             logs: Vec::new(),
@@ -720,23 +709,6 @@ impl Inner {
         self.faults
             .retain(|f| f.seen < f.fault.skip.saturating_add(f.fault.times));
         fired
-    }
-
-    /// The changes due before answering a request to `path`, in the order given; the others
-    /// count it if it is theirs.
-    fn due_changes(&mut self, path: &str) -> Vec<Change> {
-        let mut due = Vec::new();
-        for mut armed in std::mem::take(&mut self.changes) {
-            if path.contains(&armed.path_contains) {
-                armed.seen += 1;
-                if armed.seen > armed.skip {
-                    due.push(armed.change);
-                    continue;
-                }
-            }
-            self.changes.push(armed);
-        }
-        due
     }
 
     fn issue_token(&mut self, user_id: u64, kind: TokenKind) -> String {
@@ -1185,7 +1157,7 @@ async fn handle(State(state): State<Handle>, req: Request) -> Response {
     if !answer_time.is_zero() {
         tokio::time::sleep(answer_time).await;
     }
-    let due = lock().due_changes(&path);
+    let due = lock().changes.due(&path);
     for change in due {
         change(&state);
     }
@@ -1221,15 +1193,7 @@ async fn handle(State(state): State<Handle>, req: Request) -> Response {
             200,
             "<!doctype html><html><head><title>Superset</title></head><body>Please log in</body></html>",
         ),
-        Some(Ok(FaultKind::MissingRoute)) => Reply::json(
-            404,
-            serde_json::json!({"errors": [{
-                "message": "404 Not Found: The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.",
-                "error_type": "GENERIC_BACKEND_ERROR",
-                "level": "error",
-                "extra": {"issue_codes": [{"code": 1011, "message": "Issue 1011 - Superset encountered an unexpected error."}]},
-            }]}),
-        ),
+        Some(Ok(FaultKind::MissingRoute)) => missing_route(),
         Some(Ok(FaultKind::ExpiredToken)) => Reply::jwt(401, "Token has expired"),
         Some(Ok(FaultKind::IgnoreFilters)) => {
             let unfiltered = q.as_deref().and_then(|q| {
@@ -2239,6 +2203,14 @@ fn user_rel(u: &SimUser, col: &str) -> Vec<i64> {
         "created_by" => u.created_by.map(|v| v as i64).into_iter().collect(),
         _ => vec![],
     }
+}
+
+/// The 404 Superset sends for a route it does not have, with `Accept: application/json`: the
+/// captured answer itself (docs/superset.md S7).
+fn missing_route() -> Reply {
+    let captured = include_str!("../../tests/fixtures/superset/error_unknown_path_json.json");
+    let fixture: Value = serde_json::from_str(captured).unwrap_or(Value::Null);
+    Reply::json(404, fixture.get("body").cloned().unwrap_or(Value::Null))
 }
 
 fn users_info(q: Option<&str>, release: Release) -> Reply {
