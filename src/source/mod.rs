@@ -266,7 +266,7 @@ pub trait Visit {
 /// (`superset://prod`). The registry lists one per kind from the kind's own module
 /// (`PRODUCT`, `ADMIN_ROLES`), so a kind cannot be added without them.
 #[derive(Debug)]
-pub struct KindFacts {
+pub struct KindProduct {
     /// The scheme of the kind's `source` URIs: its `kind = "…"`.
     pub scheme: &'static str,
     /// The upstream product's name (OCSF `metadata.product.name`, `service.name`).
@@ -275,11 +275,11 @@ pub struct KindFacts {
     pub admin_roles: &'static [&'static str],
 }
 
-impl KindFacts {
+impl KindProduct {
     /// The facts of the kind that emitted events with this `source` URI.
-    pub fn of(source_uri: &str) -> Option<&'static KindFacts> {
+    pub fn of(source_uri: &str) -> Option<&'static KindProduct> {
         let (scheme, _) = source_uri.split_once("://")?;
-        KIND_FACTS.iter().find(|k| k.scheme == scheme)
+        KIND_PRODUCTS.iter().find(|k| k.scheme == scheme)
     }
 }
 
@@ -291,8 +291,8 @@ macro_rules! registry {
             $($variant($module::$config)),*
         }
 
-        /// Every kind's [`KindFacts`].
-        pub const KIND_FACTS: &[KindFacts] = &[$(KindFacts {
+        /// Every kind's [`KindProduct`].
+        pub const KIND_PRODUCTS: &[KindProduct] = &[$(KindProduct {
             scheme: $kind,
             product: $module::PRODUCT,
             admin_roles: $module::ADMIN_ROLES,

@@ -3,7 +3,7 @@
 
 use super::input::{Data, Member};
 use crate::event::EventType;
-use crate::source::KindFacts;
+use crate::source::KindProduct;
 
 /// New failed logins within one poll from which a burst is Medium rather than Low.
 const FAILURE_BURST: u64 = 5;
@@ -114,7 +114,7 @@ impl Severity {
 /// access, or that cannot be undone, rank above those that only describe an account. Granting
 /// one of the kind's administrator roles is the privilege escalation a SIEM alerts on, so it is
 /// High rather than Low.
-pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindFacts) -> Severity {
+pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindProduct) -> Severity {
     let admin = |m: &Option<Member<'_>>| {
         m.as_ref()
             .is_some_and(|m| kind.admin_roles.contains(&m.name.as_ref()))

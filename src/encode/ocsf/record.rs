@@ -13,7 +13,7 @@ use super::mapping::{api_activity, class_of, severity, Class};
 use super::{MappingError, VERSION};
 use crate::encode::Envelope;
 use crate::event::EventType;
-use crate::source::KindFacts;
+use crate::source::KindProduct;
 
 #[derive(Serialize)]
 pub(super) struct Record<'r> {
@@ -175,7 +175,7 @@ pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
         .into_iter()
         .find(|t| t.as_str() == e.event_type)
         .ok_or_else(|| MappingError::UnknownType(e.event_type.to_string()))?;
-    let kind = KindFacts::of(&e.source)
+    let kind = KindProduct::of(&e.source)
         .ok_or_else(|| MappingError::UnknownSource(e.source.to_string()))?;
     let service = kind.product;
     let d: Data<'_> = serde_json::from_str(e.data.get()).map_err(|source| MappingError::Data {
