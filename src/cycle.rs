@@ -18,8 +18,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::diff::{self, DiffOptions};
-use crate::event::Derived;
-use crate::event::{Event, DATA_CONTENT_TYPE, SPEC_VERSION};
+use crate::event::{Derived, Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source, SourceError};
 use crate::store::{
     Commit, DeletionGuard, Known, LoginRefusal, Record, SourceState, Store, StoreError,
@@ -378,16 +377,13 @@ impl<U: Account> Apply<'_, U> {
             None => None,
         };
         let mut derived = Vec::new();
-        match (&before, self.initialized) {
-            (_, true) => diff::change(before.as_ref(), Some(&user), &self.opts, &mut derived),
-            (None, false) if self.emit_initial => derived.push(diff::observed(&user)),
-            // A first cycle that emits the initial snapshot has told of every user it holds:
-            // one it reads again (pages read again while they shifted) and finds changed is
-            // told what changed, as a later cycle would tell it.
-            (Some(before), false) if self.emit_initial => {
-                diff::change(Some(before), Some(&user), &self.opts, &mut derived)
-            }
-            _ => {}
+        // A first cycle that emits the initial snapshot has told of every user it holds: one
+        // it reads again (pages read again while they shifted) and finds changed is told what
+        // changed, as a later cycle would tell it.
+        if self.initialized || (self.emit_initial && before.is_some()) {
+            diff::change(before.as_ref(), Some(&user), &self.opts, &mut derived);
+        } else if self.emit_initial {
+            derived.push(diff::observed(&user));
         }
         // The service account's own logins derive no event; storing them would make every
         // cycle of a process that logs in write (docs/performance.md, Idle cycles).
