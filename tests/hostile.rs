@@ -421,12 +421,7 @@ async fn a_superset_answer_larger_than_max_response_bytes_is_refused_naming_the_
             .await
             .unwrap_err();
         let err = error_chain(&err);
-        assert!(
-            err.contains(&format!("{}{USERS}", sim.url))
-                && err.contains("`max_response_bytes` (65536")
-                && err.contains("raise `max_response_bytes` for this source"),
-            "{err}"
-        );
+        names_the_url_the_bound_and_the_key(&err, &format!("{}{USERS}", sim.url));
         let how = if declared {
             "its Content-Length of 1048576 bytes is more than"
         } else {
@@ -486,12 +481,7 @@ async fn a_kylin_answer_larger_than_max_response_bytes_is_refused_naming_the_url
             .await
             .unwrap_err();
         let err = error_chain(&err);
-        assert!(
-            err.contains(&format!("{}/api/user", sim.url))
-                && err.contains("`max_response_bytes` (65536")
-                && err.contains("raise `max_response_bytes` for this source"),
-            "{err}"
-        );
+        names_the_url_the_bound_and_the_key(&err, &format!("{}/api/user", sim.url));
     }
     sim.inject(KylinFault {
         path_contains: "/api/user".into(),
@@ -504,4 +494,14 @@ async fn a_kylin_answer_larger_than_max_response_bytes_is_refused_naming_the_url
     });
     h.cycle().await;
     assert_eq!(sim.failed_logins(rollcall_sim::kylin::ADMIN), 0);
+}
+
+/// What the error of an answer over `max_response_bytes` (set to 64 KiB) must say.
+fn names_the_url_the_bound_and_the_key(err: &str, url: &str) {
+    assert!(
+        err.contains(url)
+            && err.contains("`max_response_bytes` (65536")
+            && err.contains("raise `max_response_bytes` for this source"),
+        "{err}"
+    );
 }

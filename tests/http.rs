@@ -6,6 +6,7 @@ use crate::support;
 
 use std::process::Command;
 
+use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
 use support::harness::Harness;
 use support::running::{get, run, sample, wait_for, Running};
 use support::sim::{Sim, SimOptions};
@@ -341,13 +342,18 @@ async fn a_hanging_webhook_endpoint_never_delays_another_sink() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_new_credentials_clear_it() {
-    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
+/// A Kylin, and a config polling it as `ADMIN` with a wrong password in the file
+/// `cubes.password` (`extra` added to the source's table).
+async fn kylin_with_a_wrong_password(extra: &str) -> (KylinSim, Harness) {
     let sim = KylinSim::start(KylinOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let sources = Harness::kylin_source(&dir, "cubes", &sim.url, ADMIN, "wrong-password", "");
-    let h = Harness::with_sources(dir, &sources);
+    let sources = Harness::kylin_source(&dir, "cubes", &sim.url, ADMIN, "wrong-password", extra);
+    (sim, Harness::with_sources(dir, &sources))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_new_credentials_clear_it() {
+    let (sim, h) = kylin_with_a_wrong_password("").await;
     let r = run(&h).await;
     let readyz = format!("{}/readyz", r.base);
     wait::until_async("/readyz to say the Kylin source stopped", || {
@@ -404,11 +410,7 @@ async fn readyz_and_status_say_at_once_why_a_kylin_source_stopped_and_new_creden
 /// change or an operator asks for one more try.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_is_sent_once_across_every_kind_of_start() {
-    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
-    let sim = KylinSim::start(KylinOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let sources = Harness::kylin_source(&dir, "cubes", &sim.url, ADMIN, "wrong-password", "");
-    let h = Harness::with_sources(dir, &sources);
+    let (sim, h) = kylin_with_a_wrong_password("").await;
     let logins = || sim.requests().iter().filter(|r| r.basic_auth).count();
     let refused = |out: &std::process::Output| {
         let text = format!(
@@ -485,19 +487,9 @@ async fn a_refused_login_is_sent_once_across_every_kind_of_start() {
 /// it again after the refusal and polls with it at once, with no restart and no retry-login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_fixed_in_its_file_is_used_by_the_running_process_without_a_restart() {
-    use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
-    let sim = KylinSim::start(KylinOptions::default()).await;
+    let (sim, h) =
+        kylin_with_a_wrong_password("poll_interval = \"1s\"\nemit_initial_snapshot = true").await;
     sim.add_user("kim", rollcall_sim::kylin::SEEDED_PASSWORD, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let sources = Harness::kylin_source(
-        &dir,
-        "cubes",
-        &sim.url,
-        ADMIN,
-        "wrong-password",
-        "poll_interval = \"1s\"\nemit_initial_snapshot = true",
-    );
-    let h = Harness::with_sources(dir, &sources);
     let r = run(&h).await;
     let readyz = format!("{}/readyz", r.base);
     wait_for("the refused login to stop the source", async || {
