@@ -399,13 +399,16 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// The message for a stored event; `None` when the sink leaves its type out.
+    /// The message for a stored event; `None` when the sink leaves its type out, or its format
+    /// has no form for it.
     fn message(&self, e: &StoredEvent) -> Result<Option<Message>, DeliverError> {
         let envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
             sink: self.name.clone(),
             source,
         })?;
-        if !self.sink.wants(&envelope.event_type) {
+        if !self.sink.wants(&envelope.event_type)
+            || !self.sink.encoder().carries(&envelope.event_type)
+        {
             return Ok(None);
         }
         let message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {

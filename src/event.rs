@@ -56,12 +56,20 @@ event_types! {
     UserPasswordChanged => "user.password_changed",
     /// A row of Superset's action log (`/api/v1/log/`): what a user did.
     AuditAction => "audit.action",
+    /// rollcall's own: a signature over the hash chain's head (docs/integrity.md).
+    Checkpoint => "rollcall.checkpoint",
 }
 
 impl EventType {
     /// The `$id` of this type's JSON Schema in `schemas/`, which events carry as `dataschema`.
     pub fn dataschema(self) -> String {
         format!("urn:rollcall:schema:{}", self.as_str())
+    }
+
+    /// What a source's users or its log produce; the others rollcall writes itself (the
+    /// checkpoints of the hash chain).
+    pub fn from_source(self) -> bool {
+        self != EventType::Checkpoint
     }
 }
 

@@ -19,6 +19,9 @@
 //!   every config table is read with), [`http`] (health, metrics) and [`admin`] (the socket
 //!   commands reach a running process on) are the operator's side.
 //!
+//! [`chain`] is the hash chain over the log: the rule the store links each event by, signed
+//! checkpoints, and the verifier `rollcall verify` checks a copy of the log with.
+//!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours (`user`
 //! imports only `event`); [`text`] (outside text made safe to print) and [`retry_after`] are
 //! shared by every HTTP client.
@@ -26,6 +29,7 @@
 //! never uses it.
 
 pub mod admin;
+pub mod chain;
 pub mod cli;
 pub mod config;
 mod cycle;

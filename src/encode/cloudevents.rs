@@ -59,6 +59,14 @@ impl Binding {
         }
     }
 
+    /// The hash chain's attributes (docs/integrity.md), sent when the event has them.
+    fn chain_headers(self) -> [&'static str; 3] {
+        match self {
+            Binding::Kafka => ["ce_chainprevid", "ce_chainprev", "ce_chainhash"],
+            Binding::Http => ["ce-chainprevid", "ce-chainprev", "ce-chainhash"],
+        }
+    }
+
     /// Both bindings say `application/cloudevents+json` for structured mode; a webhook sink
     /// can send plain `application/json` instead (its `content_type` key).
     fn structured_content_type(self) -> &'static str {
@@ -91,6 +99,12 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
                 .collect();
             if let Some(schema) = &e.dataschema {
                 headers.push((binding.dataschema_header(), schema.as_ref()));
+            }
+            let chain = [&e.chainprevid, &e.chainprev, &e.chainhash];
+            for (name, value) in binding.chain_headers().into_iter().zip(chain) {
+                if let Some(value) = value {
+                    headers.push((name, value.as_ref()));
+                }
             }
             Encoded {
                 key: e.key(),

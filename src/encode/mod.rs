@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::chain::{self, Link};
 use crate::event::EventType;
 use crate::store::{StoreError, StoredEvent};
 
@@ -75,6 +76,15 @@ pub struct Envelope<'a> {
     pub sequence: Cow<'a, str>,
     #[serde(borrow)]
     pub data: &'a RawValue,
+    /// The hash chain's attributes (`chainprevid`, `chainprev`, `chainhash`), absent from
+    /// events stored before the store chained them; read them as a [`Link`] with
+    /// [`Envelope::link`].
+    #[serde(borrow, default)]
+    pub chainprevid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub chainprev: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub chainhash: Option<Cow<'a, str>>,
 }
 
 impl<'a> Envelope<'a> {
@@ -108,6 +118,21 @@ impl<'a> Envelope<'a> {
             }
         }
         format!("{}:{}", self.source, self.subject)
+    }
+
+    /// The event's place in the hash chain, for an encoder that carries it (the hash, the
+    /// previous event's hash and id); `None` for an event stored before the chain began, or
+    /// whose chain attributes are not what the store writes.
+    pub fn link(&self) -> Option<Link> {
+        let prev_id = match &self.chainprevid {
+            Some(id) => Some(uuid::Uuid::parse_str(id).ok()?),
+            None => None,
+        };
+        Some(Link {
+            hash: chain::unhex(self.chainhash.as_deref()?)?,
+            prev: chain::unhex(self.chainprev.as_deref()?)?,
+            prev_id,
+        })
     }
 
     pub fn id(&self) -> Option<uuid::Uuid> {
@@ -162,6 +187,14 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Whether this format has a form for events of this `type`: CloudEvents for every one,
+    /// OCSF for those a source emits (a checkpoint is no OCSF event; the chain reaches OCSF
+    /// records through their own integrity attributes). Events it has none for are not sent,
+    /// and count as done.
+    pub fn carries(&self, event_type: &str) -> bool {
+        self.format == Format::Cloudevents || event_type != EventType::Checkpoint.as_str()
+    }
+
     /// Never fails in CloudEvents; in OCSF, fails when `data` lacks what its `type` promises.
     pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
         match self.format {

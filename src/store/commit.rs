@@ -1,6 +1,7 @@
 //! One commit: a part of a cycle (or the whole of it), as one sled transaction over the
 //! snapshot, its membership tree, the event log and `meta`: the changed records, the events
-//! they produced with consecutive offsets, and the source state when given.
+//! they produced with consecutive offsets and their links in the hash chain (`chain.rs`), and
+//! the source state when given.
 //!
 //! Owns the rule the rest of rollcall relies on: a commit lands whole or not at all, and is
 //! flushed to disk before any sink may see its events, so a crash at any instant loses nothing
@@ -11,6 +12,7 @@ use std::ops::Range;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::chain::Appender;
 use super::log::KEY_NEXT_OFFSET;
 use super::snapshot::{members_of, Record};
 use super::source_state::{state_key, SourceState};
@@ -33,7 +35,8 @@ pub struct Commit<'a> {
 }
 
 impl Store {
-    /// Commit a cycle atomically and durably; returns the offsets its events got.
+    /// Commit a cycle atomically and durably, each event chained to the one before it (and a
+    /// signed checkpoint after them when one is due); returns the offsets the log grew by.
     pub fn commit(&self, c: Commit<'_>) -> Result<Range<u64>, StoreError> {
         let range = self.writing(|| self.commit_durably(&c))?;
         if c.state.is_some() {
@@ -53,6 +56,7 @@ impl Store {
         let state = c.state.map(json_bytes);
         let members: Vec<Vec<u8>> = c.upserts.iter().map(|r| members_of(&r.value)).collect();
         let trees = (&self.events, &snapshot, &members_tree, &self.meta);
+        let now = chrono::Utc::now();
         let result = trees.transaction(|(events, snap, snap_members, meta)| {
             let first = match meta.get(KEY_NEXT_OFFSET)? {
                 Some(v) => {
@@ -60,13 +64,12 @@ impl Store {
                 }
                 None => 0,
             };
+            let mut chain = Appender::read(self, meta, now)?;
             let mut next = first;
             for e in &c.events {
-                let mut e = e.clone();
-                e.sequence = Event::sequence_for(next);
-                events.insert(&next.to_be_bytes(), json_bytes(&e))?;
-                next += 1;
+                next = chain.append(events, next, e)?;
             }
+            let next = chain.finish(events, meta, next)?;
             meta.insert(KEY_NEXT_OFFSET, &next.to_be_bytes())?;
             if let Some(state) = &state {
                 meta.insert(state_key(c.source).as_slice(), state.as_slice())?;

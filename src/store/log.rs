@@ -3,11 +3,13 @@
 //!
 //! Owns reading the log and compacting it: events are read as stored (the exact bytes every
 //! sink sends), the byte count is kept incrementally, and compaction removes events below a
-//! bound only, never reusing an offset. It never chooses that bound (`retention` does, sparing
+//! bound only, never reusing an offset, and keeps the hash of the last event it removed as
+//! where the hash chain now starts. It never chooses that bound (`retention` does, sparing
 //! what a sink has not delivered) and never appends: events enter the log only with a commit.
 
 use std::ops::Range;
 
+use super::chain::{encode_start, stored_hash, KEY_CHAIN_START};
 use super::{be_u64, Store, StoreError};
 use crate::event::Event;
 
@@ -113,6 +115,27 @@ impl Store {
         self.writing(|| self.compact_below(below))
     }
 
+    /// Where the chain starts once the log starts at `below`: `None` while it starts there
+    /// or later (or there is no chain).
+    fn chain_start_after(
+        &self,
+        below: u64,
+    ) -> Result<Option<(u64, crate::chain::Hash)>, StoreError> {
+        match self.chain_start()? {
+            Some((start, _)) if start < below => {}
+            _ => return Ok(None),
+        }
+        let last = below - 1;
+        let bytes = self
+            .events
+            .get(last.to_be_bytes())?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("event at offset {last}"),
+                detail: "missing from the log, though below its head and above its start".into(),
+            })?;
+        Ok(stored_hash(last, &bytes)?.map(|hash| (below, hash)))
+    }
+
     fn compact_below(&self, below: u64) -> Result<Range<u64>, StoreError> {
         let start = self.log_start()?;
         let below = below.min(self.head()?);
@@ -121,7 +144,14 @@ impl Store {
         }
         // The new start is durable before any key goes: a crash half-way leaves keys below
         // the start (removed by the next compaction), never a start that claims too much.
-        self.meta.insert(KEY_LOG_START, &below.to_be_bytes())?;
+        // With it, in the same batch, where the chain now starts: the hash of the last event
+        // that goes, so the first one kept still follows something provable.
+        let mut new_start = sled::Batch::default();
+        new_start.insert(KEY_LOG_START, &below.to_be_bytes());
+        if let Some(chain_start) = self.chain_start_after(below)? {
+            new_start.insert(KEY_CHAIN_START, encode_start(chain_start));
+        }
+        self.meta.apply_batch(new_start)?;
         self.db.flush()?;
         let (mut bytes, counted) = self.counted_bytes()?;
         loop {

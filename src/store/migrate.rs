@@ -10,12 +10,16 @@ use super::snapshot::members_of;
 use super::{be_u64, StoreError};
 
 /// 2: `members/<source>` beside each snapshot (a version 1 store gains them when opened).
-pub(super) const SCHEMA_VERSION: u64 = 2;
+/// 3: the hash chain (events carry `chainhash`; `meta` holds its head and start). A store of
+/// version 2 or 1 has no chained event: its chain begins at its next event, and an older
+/// rollcall, which would append unchained events after chained ones, is refused.
+pub(super) const SCHEMA_VERSION: u64 = 3;
 pub(super) const KEY_SCHEMA: &[u8] = b"schema_version";
 
 /// Bring the store at `path` to [`SCHEMA_VERSION`], `schema` being the version stored: a new
-/// store is stamped with it, a store of version 1 gains its membership trees, and a version
-/// this rollcall does not know is refused.
+/// store is stamped with it, a store of version 1 gains its membership trees, one of version 2
+/// only its new number (its chain begins at its next commit), and a version this rollcall does
+/// not know is refused.
 pub(super) fn upgrade(
     db: &sled::Db,
     meta: &sled::Tree,
@@ -29,6 +33,10 @@ pub(super) fn upgrade(
         Some(v) => match be_u64(&v, "schema version")? {
             SCHEMA_VERSION => {}
             1 => add_members(db, meta)?,
+            2 => {
+                meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
             found => {
                 return Err(StoreError::Schema {
                     path: path.to_owned(),
@@ -40,7 +48,7 @@ pub(super) fn upgrade(
     Ok(())
 }
 
-/// Schema 1 → 2: a `members/<source>` tree for each snapshot, written in one batch per source
+/// Schema 1 → 3: a `members/<source>` tree for each snapshot, written in one batch per source
 /// (a crash leaves schema 1, and the next open builds it again), then the new version.
 fn add_members(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
     for name in db.tree_names() {

@@ -30,6 +30,7 @@
 //! store and holds what every handle shares.
 
 mod backup;
+mod chain;
 mod commit;
 mod log;
 mod migrate;
@@ -38,12 +39,14 @@ mod snapshot;
 mod source_state;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use chain::{ChainHead, Checkpoints};
 pub use commit::Commit;
 pub use log::StoredEvent;
 use migrate::SCHEMA_VERSION;
@@ -130,6 +133,10 @@ pub struct Store {
     unsaved: Arc<Mutex<std::collections::HashMap<String, SourceState>>>,
     /// What this process's runner is doing with each source (see [`SourceActivity`]).
     activity: Arc<Mutex<std::collections::HashMap<String, SourceActivity>>>,
+    /// How checkpoints are signed, once `run` or `once` set it (see `chain.rs`).
+    checkpoints: Arc<OnceLock<Arc<Checkpoints>>>,
+    /// Events get their chain attributes; off only for a benchmark's baseline.
+    chaining: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -207,6 +214,8 @@ impl Store {
             compacting: Arc::new(Mutex::new(())),
             unsaved: Arc::default(),
             activity: Arc::default(),
+            checkpoints: Arc::default(),
+            chaining: Arc::new(AtomicBool::new(true)),
         })
     }
 

@@ -74,6 +74,7 @@ pub(super) fn class_of(t: EventType) -> (Class, u8, &'static str) {
         EventType::UserGroupAdded => (GroupManagement, 3, "Add User"),
         EventType::UserGroupRemoved => (GroupManagement, 4, "Remove User"),
         EventType::AuditAction => (ApiActivity, 0, "Unknown"),
+        EventType::Checkpoint => unreachable!("`record` maps only the types sources emit"),
     }
 }
 
@@ -125,7 +126,8 @@ pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindProduct) -> Severi
         | EventType::UserRoleRemoved
         | EventType::UserGroupRemoved
         | EventType::UserLogin
-        | EventType::AuditAction => Severity::Informational,
+        | EventType::AuditAction
+        | EventType::Checkpoint => Severity::Informational,
         EventType::UserRoleAdded if admin(&d.role) => Severity::High,
         EventType::UserGroupAdded if admin(&d.group) => Severity::High,
         EventType::UserLoginFailed if d.new_failures.unwrap_or(0) >= FAILURE_BURST => {

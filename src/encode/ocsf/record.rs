@@ -173,7 +173,7 @@ pub(super) struct Unmapped<'r> {
 pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
     let t = EventType::ALL
         .into_iter()
-        .find(|t| t.as_str() == e.event_type)
+        .find(|t| t.from_source() && t.as_str() == e.event_type)
         .ok_or_else(|| MappingError::UnknownType(e.event_type.to_string()))?;
     let kind = KindProduct::of(&e.source)
         .ok_or_else(|| MappingError::UnknownSource(e.source.to_string()))?;
@@ -253,6 +253,7 @@ pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
     };
 
     r.message = match t {
+        EventType::Checkpoint => unreachable!("found only among the types sources emit"),
         EventType::AuditAction => audit(&mut r, &d, service, &e.source)?,
         EventType::UserObserved => {
             let name = account(&mut r, t, &d, service, &e.source)?;

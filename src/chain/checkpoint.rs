@@ -1,0 +1,234 @@
+//! Signed checkpoints: an Ed25519 signature over the chain's head, carried by a
+//! `rollcall.checkpoint` event in the log itself.
+//!
+//! Owns the signing key file (`[store] signing_key_file`: PKCS#8 PEM, as `openssl genpkey
+//! -algorithm ed25519` writes it), the public key's text form (`ed25519:<base64>`), the exact
+//! bytes signed, and checking a checkpoint against a pinned key. It never puts the private key
+//! in any output, error or `Debug`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::{hex, Hash};
+
+/// What a public key's text starts with.
+const KEY_PREFIX: &str = "ed25519:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the checkpoint signing key {path} (`[store] signing_key_file`). Create one with `openssl genpkey -algorithm ed25519 -out {path}` (then `chmod 600` it), or remove `signing_key_file` to chain without signed checkpoints")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} (`[store] signing_key_file`) is not an Ed25519 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`): {why}. Create one with `openssl genpkey -algorithm ed25519 -out {path}`")]
+    Bad { path: PathBuf, why: String },
+    #[error("`{0}` is not a rollcall public key: expected `ed25519:` followed by the base64 of 32 bytes, as `rollcall pubkey` prints it")]
+    Public(String),
+}
+
+/// The key checkpoints are signed with.
+pub struct Signer {
+    key: SigningKey,
+}
+
+// Written by hand so that no derive can ever print key material.
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signer {{ public: {} }}", self.public())
+    }
+}
+
+impl Signer {
+    /// Read the key from `path`: a PKCS#8 PEM Ed25519 private key.
+    pub fn load(path: &Path) -> Result<Signer, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        // The decoder's error names what it expected, never the bytes it read.
+        let key = SigningKey::from_pkcs8_pem(&text).map_err(|e| KeyError::Bad {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })?;
+        Ok(Signer { key })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_seed(seed: [u8; 32]) -> Signer {
+        Signer {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The public key as `rollcall pubkey` prints it and checkpoints name it.
+    pub fn public(&self) -> String {
+        public_text(&self.key.verifying_key())
+    }
+
+    /// The `data` of a checkpoint of store `store` whose head is `head`, the hash of the event
+    /// at `offset`.
+    pub fn sign(&self, store: &str, offset: u64, head: &Hash) -> Data {
+        let signature = self.key.sign(&message(store, offset, head));
+        Data {
+            store: store.to_owned(),
+            offset,
+            head: hex(head),
+            key: self.public(),
+            signature: BASE64.encode(signature.to_bytes()),
+        }
+    }
+}
+
+/// The `data` of a `rollcall.checkpoint` event (`schemas/rollcall.checkpoint.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    /// The id of the store whose log this is.
+    pub store: String,
+    /// The offset of the event whose hash is `head`: the one just before the checkpoint.
+    pub offset: u64,
+    /// That event's `chainhash`.
+    pub head: String,
+    /// The public key that signed, `ed25519:<base64>`.
+    pub key: String,
+    /// The base64 Ed25519 signature of [`message`].
+    pub signature: String,
+}
+
+/// The bytes a checkpoint signs: one line of text, so that anyone can check a signature with
+/// any Ed25519 tool: `rollcall-checkpoint-v1 <store id> <offset> <head hex>`.
+pub fn message(store: &str, offset: u64, head: &Hash) -> Vec<u8> {
+    format!("rollcall-checkpoint-v1 {store} {offset} {}", hex(head)).into_bytes()
+}
+
+/// A public key in its text form.
+pub fn public_text(key: &VerifyingKey) -> String {
+    format!("{KEY_PREFIX}{}", BASE64.encode(key.to_bytes()))
+}
+
+/// A public key from its text form.
+pub fn parse_public(text: &str) -> Result<VerifyingKey, KeyError> {
+    let bad = || KeyError::Public(crate::text::one_line(text));
+    let bytes = text
+        .trim()
+        .strip_prefix(KEY_PREFIX)
+        .and_then(|b| BASE64.decode(b).ok())
+        .ok_or_else(bad)?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| bad())
+}
+
+/// Why a checkpoint does not prove its head.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("its `data` is not a checkpoint's ({0})")]
+    Shape(String),
+    #[error("it names the key `{0}`, which is not a public key")]
+    Key(String),
+    #[error("it is signed by {found}, not by the pinned key {pinned}")]
+    OtherKey { found: String, pinned: String },
+    #[error("its signature does not match what it signs")]
+    Signature,
+}
+
+/// Check a checkpoint's signature (with `pinned`, or else the key it names), and return the
+/// key that signed it.
+pub fn check(data: &Data, head: &Hash, pinned: Option<&VerifyingKey>) -> Result<String, Refused> {
+    let named =
+        parse_public(&data.key).map_err(|_| Refused::Key(crate::text::one_line(&data.key)))?;
+    if let Some(pinned) = pinned {
+        if pinned != &named {
+            return Err(Refused::OtherKey {
+                found: data.key.clone(),
+                pinned: public_text(pinned),
+            });
+        }
+    }
+    let signature = BASE64
+        .decode(&data.signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or(Refused::Signature)?;
+    named
+        .verify_strict(&message(&data.store, data.offset, head), &signature)
+        .map_err(|_| Refused::Signature)?;
+    Ok(data.key.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PKCS#8 PEM Ed25519 private key as `openssl genpkey -algorithm ed25519` writes it:
+    /// RFC 8410's fixed DER prefix, then the 32-byte seed.
+    pub(crate) fn pem(seed: &[u8; 32]) -> String {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(seed);
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            BASE64.encode(der)
+        )
+    }
+
+    #[test]
+    fn a_signed_head_checks_with_its_key_and_not_with_another_or_another_head() {
+        let signer = Signer::from_seed([7; 32]);
+        let head = super::super::next(&super::super::GENESIS, b"e");
+        let data = signer.sign("store-1", 41, &head);
+        let key = parse_public(&signer.public()).unwrap();
+        assert_eq!(check(&data, &head, Some(&key)), Ok(signer.public()));
+        assert_eq!(check(&data, &head, None), Ok(signer.public()));
+        let other = parse_public(&Signer::from_seed([8; 32]).public()).unwrap();
+        assert!(matches!(
+            check(&data, &head, Some(&other)),
+            Err(Refused::OtherKey { .. })
+        ));
+        let mut moved = data.clone();
+        moved.offset = 42;
+        assert_eq!(check(&moved, &head, None), Err(Refused::Signature));
+        assert_eq!(check(&data, &[1; 32], None), Err(Refused::Signature));
+    }
+
+    #[test]
+    fn a_key_file_is_read_from_pkcs8_pem_and_a_bad_one_says_what_to_do_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        let key = SigningKey::from_bytes(&[9; 32]);
+        std::fs::write(&path, pem(&[9; 32])).unwrap();
+        let signer = Signer::load(&path).unwrap();
+        assert_eq!(signer.public(), public_text(&key.verifying_key()));
+        assert!(!format!("{signer:?}").contains(&BASE64.encode([9; 32])));
+
+        let missing = Signer::load(&dir.path().join("nope.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("openssl genpkey -algorithm ed25519"),
+            "{missing}"
+        );
+        let secret = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXZhbHVlLW5ldmVyLXByaW50ZWQ=\n-----END PRIVATE KEY-----\n";
+        std::fs::write(&path, secret).unwrap();
+        let bad = Signer::load(&path).unwrap_err().to_string();
+        assert!(bad.contains("PKCS#8 PEM"), "{bad}");
+        assert!(!bad.contains("c2VjcmV0"), "{bad}");
+    }
+
+    #[test]
+    fn a_public_key_round_trips_through_its_text() {
+        let signer = Signer::from_seed([3; 32]);
+        let key = parse_public(&signer.public()).unwrap();
+        assert_eq!(public_text(&key), signer.public());
+        assert!(parse_public("ed25519:AAAA").is_err());
+        assert!(parse_public("whpk_AAAA").is_err());
+    }
+}

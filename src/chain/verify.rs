@@ -1,0 +1,419 @@
+//! Checking a copy of the log end to end, one delivered event at a time: a JSONL file, a Kafka
+//! topic read back, the store's own log.
+//!
+//! Owns what counts as broken and names the first place where it is: content that does not
+//! hash to its `chainhash` (a changed value), a `chainprev` that is not the hash of the event
+//! before (lines dropped, swapped or edited), an offset skipped (a dropped line), an offset seen
+//! again with other content, a chain attribute stripped after the chain began, a checkpoint
+//! whose signature fails or whose signed head is not the chain's (hashes recomputed after a
+//! change), a copy that ends before what it must reach (a cut tail). The same event twice (a
+//! redelivery, a replay) is no break: it is recognised by its offset and hash. Memory does not
+//! grow with the copy: the hashes a duplicate is compared with are kept in a temporary file.
+//!
+//! It reads nothing itself: readers feed it, and a [`Reference`] (the store) answers what the
+//! copy must agree with.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use ed25519_dalek::VerifyingKey;
+use uuid::Uuid;
+
+use super::checkpoint;
+use super::index::Index;
+use super::record::{Chained, Place, Record, Unreadable};
+use super::{hex, unhex, Hash, GENESIS};
+
+/// What a reference (the store) holds at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// A chained event with this hash.
+    Chained(Hash),
+    /// An event from before the chain began.
+    Unchained,
+    /// Nothing any more: retention compacted it away.
+    Compacted,
+    /// Nothing yet: the offset is past the log's head.
+    Beyond,
+}
+
+/// What a copy must agree with, offset by offset: the store's own chain. A copy verified
+/// against a reference may skip offsets (a sink that filters by type).
+pub trait Reference {
+    fn held(&mut self, offset: u64) -> Result<Held, String>;
+}
+
+/// The end a copy must reach.
+#[derive(Debug, Clone)]
+pub struct End {
+    /// The last offset the copy must hold (or pass).
+    pub offset: u64,
+    /// The hash the event there must have, when known.
+    pub hash: Option<Hash>,
+    /// Who says so, for the message (e.g. "the store's chain head").
+    pub who: String,
+}
+
+/// How a copy is checked.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// The key every checkpoint must be signed with; without it each checkpoint is checked with
+    /// the key it names, and the report lists those keys for the auditor to compare.
+    pub pinned: Option<VerifyingKey>,
+    /// What every event must agree with; gaps are then allowed.
+    pub reference: Option<&'a mut dyn Reference>,
+    /// Where the chain must start: its first offset and the hash that one follows (the store's
+    /// record of it, which compaction moves).
+    pub start: Option<(u64, Hash)>,
+    pub end: Option<End>,
+}
+
+/// The first broken place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    pub place: Place,
+    /// The log offset of the event there, when it could be read.
+    pub offset: Option<u64>,
+    pub what: String,
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            Some(o) if self.place != Place::Offset(o) => {
+                write!(f, "{} (log offset {o}): {}", self.place, self.what)
+            }
+            _ => write!(f, "{}: {}", self.place, self.what),
+        }
+    }
+}
+
+/// Why a verification could not even run (the temporary file, the reference).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot keep the hashes seen in a temporary file (check TMPDIR and its free space)")]
+    Index(#[from] std::io::Error),
+    #[error("cannot read the store to compare with: {0}")]
+    Reference(String),
+}
+
+/// What an intact (or unverifiable) copy holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Events read.
+    pub events: u64,
+    /// Chained events, each checked.
+    pub chained: u64,
+    /// Events without chain attributes, from before the chain began.
+    pub unchained: u64,
+    /// The same event again (redeliveries, replays), recognised and not counted as chained.
+    pub duplicates: u64,
+    /// The first and last chained offsets.
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    /// The first chained event follows no event (a chain's very start), rather than one
+    /// outside the copy.
+    pub from_genesis: bool,
+    /// Checkpoints whose signature was checked.
+    pub checkpoints: u64,
+    /// The last offset a checked checkpoint signs.
+    pub signed_through: Option<u64>,
+    /// The keys the checked checkpoints were signed with.
+    pub keys: BTreeSet<String>,
+    /// Checked against a pinned key.
+    pub pinned: bool,
+    /// The store the checkpoints name.
+    pub store: Option<String>,
+}
+
+impl Report {
+    /// Nothing in the copy can be checked: no chained event, or (with a pinned key) no
+    /// checkpoint it signed.
+    pub fn unverifiable(&self) -> Option<&'static str> {
+        if self.chained == 0 {
+            Some("it holds no chained event (events stored before the store began its chain, or a format that carries no chain)")
+        } else if self.pinned && self.checkpoints == 0 {
+            Some("the chain is whole, but no checkpoint in it is signed by the pinned key: nothing proves who wrote it")
+        } else {
+            None
+        }
+    }
+}
+
+/// The last chained event accepted, in log order.
+struct Tip {
+    offset: u64,
+    hash: Hash,
+    id: Option<Uuid>,
+}
+
+/// Checks a copy fed to it in the order the copy holds its events.
+pub struct Verifier<'a> {
+    options: Options<'a>,
+    index: Option<Index>,
+    tip: Option<Tip>,
+    /// The offset of the last checked checkpoint.
+    checkpoint: Option<u64>,
+    report: Report,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(options: Options<'a>) -> Verifier<'a> {
+        let pinned = options.pinned.is_some();
+        Verifier {
+            options,
+            index: None,
+            tip: None,
+            checkpoint: None,
+            report: Report {
+                pinned,
+                ..Report::default()
+            },
+        }
+    }
+
+    /// Check the next event of the copy, found at `place`.
+    pub fn feed(
+        &mut self,
+        place: Place,
+        event: Result<Record, Unreadable>,
+    ) -> Result<Result<(), Break>, VerifyError> {
+        let record = match event {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Err(Break {
+                    place,
+                    offset: None,
+                    what: e.to_string(),
+                }))
+            }
+        };
+        self.report.events += 1;
+        let broken = |what: String| {
+            Ok(Err(Break {
+                place,
+                offset: Some(record.offset),
+                what,
+            }))
+        };
+        let held = match self.options.reference.as_mut() {
+            Some(r) => Some(r.held(record.offset).map_err(VerifyError::Reference)?),
+            None => None,
+        };
+        let Some(chained) = &record.chain else {
+            let began = self.report.first.is_some_and(|f| record.offset >= f);
+            if began || matches!(held, Some(Held::Chained(_))) {
+                return broken("it carries no chain attributes, yet the chain had begun before it: they were removed".into());
+            }
+            self.report.unchained += 1;
+            return Ok(Ok(()));
+        };
+        if chained.computed != chained.link.hash {
+            return broken(
+                "its content does not hash to its `chainhash`: a value in it was changed".into(),
+            );
+        }
+        if let Some(tip) = &self.tip {
+            if record.offset <= tip.offset {
+                return self.duplicate(&record, chained, held).map(|r| {
+                    r.map_err(|what| Break {
+                        place,
+                        offset: Some(record.offset),
+                        what,
+                    })
+                });
+            }
+        }
+        if let Err(what) = self.follows(&record, chained, held) {
+            return broken(what);
+        }
+        if let Some(data) = &chained.checkpoint {
+            if let Err(what) = self.signed(record.offset, chained, data) {
+                return broken(what);
+            }
+        }
+        let index = match &mut self.index {
+            Some(index) => index,
+            None => self.index.insert(Index::new(record.offset)?),
+        };
+        index.push(record.offset, &chained.link.hash)?;
+        self.tip = Some(Tip {
+            offset: record.offset,
+            hash: chained.link.hash,
+            id: Uuid::parse_str(&record.id).ok(),
+        });
+        if self.report.first.is_none() {
+            self.report.first = Some(record.offset);
+            self.report.from_genesis = chained.link.prev == GENESIS;
+        }
+        self.report.last = Some(record.offset);
+        self.report.chained += 1;
+        Ok(Ok(()))
+    }
+
+    /// An offset at or before the tip: the same event again, or a break.
+    fn duplicate(
+        &mut self,
+        record: &Record,
+        chained: &Chained,
+        held: Option<Held>,
+    ) -> Result<Result<(), String>, VerifyError> {
+        let seen = match &mut self.index {
+            Some(index) => index.get(record.offset)?,
+            None => None,
+        };
+        let first = match (seen, held) {
+            (Some(hash), _) | (None, Some(Held::Chained(hash))) => hash,
+            (None, Some(held)) => return Ok(Err(not_in_store(held))),
+            (None, None) => {
+                let tip = self.tip.as_ref().map_or(0, |t| t.offset);
+                return Ok(Err(format!("it comes after log offset {tip}, out of order, and no earlier copy of it is here to compare with: lines were moved (a replay of events from before this copy's first one is verified with --against-store)")));
+            }
+        };
+        if first != chained.link.hash {
+            return Ok(Err(format!(
+                "log offset {} appears again with other content than its first copy (chainhash {} there, {} here)",
+                record.offset,
+                hex(&first),
+                hex(&chained.link.hash)
+            )));
+        }
+        self.report.duplicates += 1;
+        Ok(Ok(()))
+    }
+
+    /// A new offset past the tip: it must agree with the reference, and follow the tip.
+    fn follows(
+        &self,
+        record: &Record,
+        chained: &Chained,
+        held: Option<Held>,
+    ) -> Result<(), String> {
+        let link = &chained.link;
+        match held {
+            None | Some(Held::Compacted) => {}
+            Some(Held::Chained(hash)) if hash == link.hash => {}
+            Some(Held::Chained(hash)) => {
+                return Err(format!(
+                    "it differs from the store's event at this offset (chainhash {} in the store, {} here)",
+                    hex(&hash),
+                    hex(&link.hash)
+                ))
+            }
+            Some(held) => return Err(not_in_store(held)),
+        }
+        match &self.tip {
+            None => match self.options.start {
+                Some((start, prev)) if record.offset == start && link.prev != prev => Err(format!(
+                    "the chain starts here, but not from the hash the store recorded for its start ({}): the events before it were replaced",
+                    hex(&prev)
+                )),
+                Some((start, _)) if record.offset != start => Err(format!(
+                    "the chain should start at log offset {start}, but its first chained event is here"
+                )),
+                _ => Ok(()),
+            },
+            Some(tip) if record.offset == tip.offset + 1 => {
+                if link.prev != tip.hash {
+                    return Err(format!("its `chainprev` is not the `chainhash` of the event before it (log offset {}): an event between them was changed, dropped or moved", tip.offset));
+                }
+                if tip.id.is_some() && link.prev_id != tip.id {
+                    return Err(format!(
+                        "its `chainprevid` does not name the event before it (log offset {})",
+                        tip.offset
+                    ));
+                }
+                Ok(())
+            }
+            Some(_) if held.is_some() => Ok(()),
+            Some(tip) => Err(format!(
+                "log offsets {} to {} are missing before it: lines were dropped or moved (a copy that skips events on purpose, such as a webhook with `event_types`, is verified with --against-store)",
+                tip.offset + 1,
+                record.offset - 1
+            )),
+        }
+    }
+
+    /// A checkpoint: it signs the hash of the event just before it, with the right key.
+    fn signed(
+        &mut self,
+        offset: u64,
+        chained: &Chained,
+        data: &Result<checkpoint::Data, String>,
+    ) -> Result<(), String> {
+        let data = data
+            .as_ref()
+            .map_err(|e| format!("a checkpoint whose `data` is not a checkpoint's: {e}"))?;
+        let head = unhex(&data.head)
+            .ok_or_else(|| "a checkpoint whose `head` is not a hash".to_owned())?;
+        if data.offset + 1 != offset {
+            return Err(format!(
+                "a checkpoint signing log offset {}, not the event just before it",
+                data.offset
+            ));
+        }
+        if head != chained.link.prev {
+            let since = self.checkpoint.map_or_else(
+                || "the chain's start".to_owned(),
+                |c| format!("the checkpoint at log offset {c}"),
+            );
+            return Err(format!(
+                "this checkpoint signed head {} for log offset {}, but the chain before it hashes to {}: events since {since} were changed and their hashes recomputed",
+                data.head,
+                data.offset,
+                hex(&chained.link.prev)
+            ));
+        }
+        let key = checkpoint::check(data, &head, self.options.pinned.as_ref())
+            .map_err(|e| format!("a checkpoint that proves nothing: {e}"))?;
+        self.report.keys.insert(key);
+        self.report.store.get_or_insert_with(|| data.store.clone());
+        self.report.checkpoints += 1;
+        self.report.signed_through = Some(data.offset);
+        self.checkpoint = Some(offset);
+        Ok(())
+    }
+
+    /// The copy ended just before `end`: check it reached what it must, and report.
+    pub fn finish(self, end: Place) -> Result<Report, Break> {
+        if let Some(must) = &self.options.end {
+            let broken = |what: String| Break {
+                place: end,
+                offset: None,
+                what,
+            };
+            match &self.tip {
+                None if self.report.chained == 0 && self.report.unchained > 0 => {}
+                Some(tip) if tip.offset > must.offset => {}
+                Some(tip) if tip.offset == must.offset => {
+                    if must.hash.is_some_and(|h| h != tip.hash) {
+                        return Err(broken(format!(
+                            "the last event (log offset {}) is not the one {} names",
+                            tip.offset, must.who
+                        )));
+                    }
+                }
+                tip => {
+                    let at = tip.as_ref().map_or_else(
+                        || "before any chained event".to_owned(),
+                        |t| format!("at log offset {}", t.offset),
+                    );
+                    return Err(broken(format!(
+                        "the copy ends {at}, but {} reaches log offset {}: its last events were cut",
+                        must.who, must.offset
+                    )));
+                }
+            }
+        }
+        Ok(self.report)
+    }
+}
+
+fn not_in_store(held: Held) -> String {
+    match held {
+        Held::Chained(_) => unreachable!("a chained offset is compared, not refused"),
+        Held::Unchained => "the store holds this offset without a chain, yet here it is chained: it was not written by this store".into(),
+        Held::Compacted => "the store compacted this offset away, so a replay of it cannot be compared".into(),
+        Held::Beyond => "the store's log does not reach this offset yet: it was not written by this store".into(),
+    }
+}

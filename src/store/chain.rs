@@ -1,0 +1,362 @@
+//! The hash chain over the event log, as the store keeps it: every event appended gets its
+//! link in the same transaction that appends it, and `meta` holds the chain's head
+//! (`chain_head`: offset, hash and id of the last chained event), where it starts (`chain_start`:
+//! its first offset still in the log and the hash that one follows, which compaction moves), and
+//! when it was last signed (`checkpoint`).
+//!
+//! Owns appending events to the log (offsets, `sequence`, the link) and writing signed
+//! checkpoints into it, every `checkpoint_every` events or `checkpoint_interval`. It never
+//! decides what an event says, and never rewrites an event once appended. A store written
+//! before it chained (schema 2 and older) starts its chain at its next event, from
+//! [`GENESIS`]: the events before stay unchained.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+use uuid::Uuid;
+
+use super::log::KEY_NEXT_OFFSET;
+use super::{be_u64, json_bytes, Store, StoreError};
+use crate::chain::checkpoint::Signer;
+use crate::chain::verify::Held;
+use crate::chain::{self, Hash, GENESIS};
+use crate::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+
+/// The last chained event: offset (u64 BE), hash (32 bytes), id (16 bytes).
+const KEY_CHAIN_HEAD: &[u8] = b"chain_head";
+/// The first chained offset still in the log (u64 BE) and the hash it follows (32 bytes).
+pub(super) const KEY_CHAIN_START: &[u8] = b"chain_start";
+/// The last checkpoint and the events appended since (JSON, [`Signing`]).
+const KEY_CHECKPOINT: &[u8] = b"checkpoint";
+
+/// Signed checkpoints: who signs, and how often.
+pub struct Checkpoints {
+    pub signer: Signer,
+    /// A checkpoint after this many events since the last one.
+    pub every: u64,
+    /// A checkpoint once this long has passed since the last one, if any event came since.
+    pub interval: Duration,
+}
+
+/// The chain's last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub offset: u64,
+    pub hash: Hash,
+    pub id: Uuid,
+}
+
+/// When the chain was last signed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Signing {
+    /// The offset of the last checkpoint event.
+    last: Option<u64>,
+    at: Option<DateTime<Utc>>,
+    /// Events appended since, not counting checkpoints.
+    unsigned: u64,
+}
+
+type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(r: Result<T, StoreError>) -> Tx<T> {
+    r.map_err(ConflictableTransactionError::Abort)
+}
+
+/// Appends events to the log within one transaction, continuing the chain.
+pub(super) struct Appender<'a> {
+    store: &'a Store,
+    now: DateTime<Utc>,
+    head: Option<ChainHead>,
+    start: Option<(u64, Hash)>,
+    /// The chain began before this transaction.
+    started_before: bool,
+    signing: Signing,
+}
+
+impl<'a> Appender<'a> {
+    pub(super) fn read(store: &'a Store, meta: &TransactionalTree, now: DateTime<Utc>) -> Tx<Self> {
+        let head = abort(
+            meta.get(KEY_CHAIN_HEAD)?
+                .map(|v| decode_head(&v))
+                .transpose(),
+        )?;
+        let start = abort(
+            meta.get(KEY_CHAIN_START)?
+                .map(|v| decode_start(&v))
+                .transpose(),
+        )?;
+        let signing = abort(
+            meta.get(KEY_CHECKPOINT)?
+                .map(|v| decode_signing(&v))
+                .transpose(),
+        )?;
+        Ok(Appender {
+            store,
+            now,
+            head,
+            start,
+            started_before: start.is_some(),
+            signing: signing.unwrap_or_default(),
+        })
+    }
+
+    /// Append `event` at `offset` (setting its `sequence`), and a checkpoint after it when
+    /// `checkpoint_every` events are unsigned; returns the next offset.
+    pub(super) fn append(
+        &mut self,
+        events: &TransactionalTree,
+        offset: u64,
+        event: &Event,
+    ) -> Tx<u64> {
+        self.put(events, offset, event)?;
+        self.signing.unsigned += 1;
+        let store = self.store;
+        match store.checkpoints.get() {
+            Some(c) if self.signing.unsigned >= c.every => self.checkpoint(events, offset + 1, c),
+            _ => Ok(offset + 1),
+        }
+    }
+
+    /// After the last event of a transaction: a checkpoint if `checkpoint_interval` has passed
+    /// with events unsigned; then the chain's state goes to `meta`. Returns the next offset.
+    pub(super) fn finish(
+        mut self,
+        events: &TransactionalTree,
+        meta: &TransactionalTree,
+        next: u64,
+    ) -> Tx<u64> {
+        let store = self.store;
+        let next = match store.checkpoints.get() {
+            Some(c) if self.due_by_time(c) => self.checkpoint(events, next, c)?,
+            _ => next,
+        };
+        if let Some(h) = &self.head {
+            let mut v = h.offset.to_be_bytes().to_vec();
+            v.extend_from_slice(&h.hash);
+            v.extend_from_slice(h.id.as_bytes());
+            meta.insert(KEY_CHAIN_HEAD, v)?;
+        }
+        // Written only when the chain begins here: compaction moves it afterwards, outside
+        // any commit, and a commit writing back what it read would undo that.
+        if let (Some(start), false) = (self.start, self.started_before) {
+            meta.insert(KEY_CHAIN_START, encode_start(start))?;
+        }
+        meta.insert(KEY_CHECKPOINT, json_bytes(&self.signing))?;
+        Ok(next)
+    }
+
+    fn due_by_time(&self, c: &Checkpoints) -> bool {
+        self.signing.unsigned > 0
+            && self.signing.at.is_none_or(|at| {
+                (self.now - at)
+                    .to_std()
+                    .is_ok_and(|passed| passed >= c.interval)
+            })
+    }
+
+    fn put(&mut self, events: &TransactionalTree, offset: u64, event: &Event) -> Tx<()> {
+        let mut e = event.clone();
+        e.sequence = Event::sequence_for(offset);
+        if !self.store.chaining.load(Relaxed) {
+            events.insert(&offset.to_be_bytes(), json_bytes(&e))?;
+            return Ok(());
+        }
+        let (prev, prev_id) = self.head.map_or((GENESIS, None), |h| (h.hash, Some(h.id)));
+        let (link, bytes) = chain::chain(&e, &prev, prev_id);
+        events.insert(&offset.to_be_bytes(), bytes)?;
+        self.start.get_or_insert((offset, prev));
+        self.head = Some(ChainHead {
+            offset,
+            hash: link.hash,
+            id: e.id,
+        });
+        Ok(())
+    }
+
+    /// Append a checkpoint signing the head at `offset`; returns the next offset.
+    fn checkpoint(&mut self, events: &TransactionalTree, offset: u64, c: &Checkpoints) -> Tx<u64> {
+        let Some(head) = self.head else {
+            return Ok(offset);
+        };
+        let data = c.signer.sign(self.store.id(), head.offset, &head.hash);
+        let event = Event {
+            specversion: SPEC_VERSION.into(),
+            id: Uuid::now_v7(),
+            source: format!("rollcall://{}", self.store.id()),
+            event_type: EventType::Checkpoint,
+            subject: "chain".into(),
+            time: self.now,
+            datacontenttype: DATA_CONTENT_TYPE.into(),
+            dataschema: Some(EventType::Checkpoint.dataschema()),
+            sequence: String::new(),
+            data: serde_json::to_value(data).expect("a checkpoint serialises"),
+        };
+        self.put(events, offset, &event)?;
+        self.signing = Signing {
+            last: Some(offset),
+            at: Some(self.now),
+            unsigned: 0,
+        };
+        Ok(offset + 1)
+    }
+}
+
+impl Store {
+    /// Sign checkpoints with `c` from now on, in every handle of this open store (`run` and
+    /// `once` set it from `[store] signing_key_file`; a second call changes nothing).
+    pub fn sign_checkpoints(&self, c: Checkpoints) {
+        let _ = self.checkpoints.set(Arc::new(c));
+    }
+
+    /// Append events without their chain attributes, as a store before the chain did: only
+    /// for the benchmark's baseline and the tests of stores written before it. A log written
+    /// so is not verifiable from the first such event on.
+    #[doc(hidden)]
+    pub fn append_unchained(&self) {
+        self.chaining.store(false, Relaxed);
+    }
+
+    /// The chain's last event; `None` before the first chained event.
+    pub fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
+        self.meta
+            .get(KEY_CHAIN_HEAD)?
+            .map(|v| decode_head(&v))
+            .transpose()
+    }
+
+    /// The first chained offset still in the log, and the hash that event follows ([`GENESIS`]
+    /// at the chain's very start; the hash of the last compacted event after compaction).
+    pub fn chain_start(&self) -> Result<Option<(u64, Hash)>, StoreError> {
+        self.meta
+            .get(KEY_CHAIN_START)?
+            .map(|v| decode_start(&v))
+            .transpose()
+    }
+
+    /// What the log holds at `offset`, as `rollcall verify --against-store` compares a copy.
+    pub fn held(&self, offset: u64) -> Result<Held, StoreError> {
+        if offset >= self.head()? {
+            return Ok(Held::Beyond);
+        }
+        let Some(bytes) = self.events.get(offset.to_be_bytes())? else {
+            return Ok(Held::Compacted);
+        };
+        Ok(match stored_hash(offset, &bytes)? {
+            Some(hash) => Held::Chained(hash),
+            None => Held::Unchained,
+        })
+    }
+
+    /// Write a checkpoint now if one is due by time (`checkpoint_interval` passed with events
+    /// unsigned): after each poll, so a quiet store is signed too. Returns its offset.
+    pub fn checkpoint_if_due(&self) -> Result<Option<u64>, StoreError> {
+        let Some(c) = self.checkpoints.get() else {
+            return Ok(None);
+        };
+        let signing = self
+            .meta
+            .get(KEY_CHECKPOINT)?
+            .map(|v| decode_signing(&v))
+            .transpose()?;
+        let now = Utc::now();
+        let due = Appender {
+            store: self,
+            now,
+            head: None,
+            start: None,
+            started_before: false,
+            signing: signing.unwrap_or_default(),
+        }
+        .due_by_time(c);
+        if !due {
+            return Ok(None);
+        }
+        let written = self.writing(|| {
+            let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
+            let result = (&self.events, &self.meta).transaction(|(events, meta)| {
+                let first = match meta.get(KEY_NEXT_OFFSET)? {
+                    Some(v) => abort(be_u64(&v, "next offset"))?,
+                    None => 0,
+                };
+                let appender = Appender::read(self, meta, now)?;
+                let next = appender.finish(events, meta, first)?;
+                meta.insert(KEY_NEXT_OFFSET, &next.to_be_bytes())?;
+                Ok((first < next).then_some(first))
+            });
+            let written = result.map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+            self.db.flush()?;
+            Ok(written)
+        })?;
+        if let Some(offset) = written {
+            self.head
+                .send_modify(|head| *head = (*head).max(offset + 1));
+        }
+        Ok(written)
+    }
+}
+
+/// The `chainhash` of a stored event; `None` for one stored before the chain.
+pub(super) fn stored_hash(offset: u64, bytes: &[u8]) -> Result<Option<Hash>, StoreError> {
+    #[derive(Deserialize)]
+    struct Attrs<'a> {
+        #[serde(borrow, default)]
+        chainhash: Option<std::borrow::Cow<'a, str>>,
+    }
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: format!("event at offset {offset}"),
+        detail,
+    };
+    let attrs: Attrs<'_> = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    attrs
+        .chainhash
+        .map(|h| chain::unhex(&h).ok_or_else(|| corrupt("its `chainhash` is not a hash".into())))
+        .transpose()
+}
+
+pub(super) fn encode_start((offset, prev): (u64, Hash)) -> Vec<u8> {
+    let mut v = offset.to_be_bytes().to_vec();
+    v.extend_from_slice(&prev);
+    v
+}
+
+fn decode_head(v: &[u8]) -> Result<ChainHead, StoreError> {
+    let bad = || StoreError::Corrupt {
+        what: "chain head".into(),
+        detail: format!("expected 56 bytes, found {}", v.len()),
+    };
+    if v.len() != 56 {
+        return Err(bad());
+    }
+    Ok(ChainHead {
+        offset: be_u64(&v[..8], "chain head")?,
+        hash: v[8..40].try_into().map_err(|_| bad())?,
+        id: Uuid::from_slice(&v[40..]).map_err(|_| bad())?,
+    })
+}
+
+fn decode_start(v: &[u8]) -> Result<(u64, Hash), StoreError> {
+    if v.len() != 40 {
+        return Err(StoreError::Corrupt {
+            what: "chain start".into(),
+            detail: format!("expected 40 bytes, found {}", v.len()),
+        });
+    }
+    let hash: Hash = v[8..].try_into().expect("32 bytes");
+    Ok((be_u64(&v[..8], "chain start")?, hash))
+}
+
+fn decode_signing(v: &[u8]) -> Result<Signing, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        what: "checkpoint state".into(),
+        detail: e.to_string(),
+    })
+}
