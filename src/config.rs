@@ -50,9 +50,46 @@ pub struct StoreConfig {
     /// sink, so an outage never loses events.
     #[serde(default)]
     pub force: bool,
+    /// An Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`) that signs
+    /// checkpoints of the hash chain (docs/integrity.md). Unset: the chain is kept, unsigned.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// A signed checkpoint after this many events since the last one.
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// A signed checkpoint once this long has passed since the last one, if events came since.
+    #[serde(default = "defaults::checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl StoreConfig {
+    /// How checkpoints are signed, with the key read from `signing_key_file`; `None` without one.
+    pub fn checkpoints(
+        &self,
+    ) -> Result<Option<crate::store::Checkpoints>, crate::chain::checkpoint::KeyError> {
+        let Some(path) = &self.signing_key_file else {
+            return Ok(None);
+        };
+        Ok(Some(crate::store::Checkpoints {
+            signer: crate::chain::checkpoint::Signer::load(path)?,
+            every: self.checkpoint_every,
+            interval: self.checkpoint_interval,
+        }))
+    }
 }
 
 mod defaults {
+    /// Often enough that a cut tail loses a bounded number of signed events, rarely enough
+    /// that signatures are a thousandth of the log.
+    pub fn checkpoint_every() -> u64 {
+        1000
+    }
+
+    /// As often as CloudTrail signs its digests: hourly.
+    pub fn checkpoint_interval() -> std::time::Duration {
+        std::time::Duration::from_secs(3600)
+    }
+
     pub fn listen() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     }
@@ -280,6 +317,20 @@ impl Config {
                 "`max_bytes` must be at least 1; remove it for no size cap".into(),
             );
         }
+        if s.checkpoint_every == 0 {
+            p.at(
+                span("checkpoint_every"),
+                "`checkpoint_every` must be at least 1 (events between two signed checkpoints)"
+                    .into(),
+            );
+        }
+        if let Some(message) = out_of_range(
+            "`checkpoint_interval`",
+            s.checkpoint_interval,
+            &(Duration::from_secs(1)..=MAX_CHECKPOINT_INTERVAL),
+        ) {
+            p.at(span("checkpoint_interval"), message);
+        }
         if s.force && s.retain.is_none() && s.max_bytes.is_none() {
             p.at(
                 span("force"),
@@ -289,6 +340,9 @@ impl Config {
         }
     }
 }
+
+/// A checkpoint at least monthly: an auditor waits no longer for a signature over what came.
+const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30 * DAY.as_secs());
 
 /// A century: longer than any log needs keeping, and far from overflowing a date.
 const MAX_RETAIN: Duration = Duration::from_secs(36500 * DAY.as_secs());

@@ -12,3 +12,8 @@ pub const SOURCE: u8 = 4;
 pub const DELIVERY: u8 = 5;
 /// The store cannot be opened, read or written, or is held by another process.
 pub const STORE: u8 = 6;
+/// `rollcall verify`: the hash chain is broken; the output names the first broken place.
+pub const BROKEN: u8 = 7;
+/// `rollcall verify`: nothing could be checked (no chained event; or, with a pinned key, no
+/// checkpoint it signed).
+pub const UNVERIFIABLE: u8 = 8;

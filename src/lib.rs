@@ -20,7 +20,8 @@
 //!   commands reach a running process on) are the operator's side.
 //!
 //! [`chain`] is the hash chain over the log: the rule the store links each event by, signed
-//! checkpoints, and the verifier `rollcall verify` checks a copy of the log with.
+//! checkpoints, and the verifier; [`verify`] runs it over a file, a topic or the store for
+//! `rollcall verify`.
 //!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours (`user`
 //! imports only `event`); [`text`] (outside text made safe to print) and [`retry_after`] are
@@ -52,3 +53,4 @@ pub mod source;
 pub mod store;
 pub mod text;
 pub mod user;
+pub mod verify;

@@ -374,6 +374,11 @@ impl<'a> Verifier<'a> {
         Ok(())
     }
 
+    /// What was checked so far.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
     /// The copy ended just before `end`: check it reached what it must, and report.
     pub fn finish(self, end: Place) -> Result<Report, Break> {
         if let Some(must) = &self.options.end {

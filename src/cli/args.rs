@@ -185,6 +185,42 @@ pub enum Command {
         #[command(subcommand)]
         action: SourceCommand,
     },
+    /// Check the hash chain of a copy of the event log end to end: a JSONL file of CloudEvents,
+    /// the store's own log (--store), or a Kafka sink's topic read back (--topic). Names the
+    /// first broken place (a changed value, a dropped or moved line, a cut tail); the same
+    /// event twice (a redelivery, a replay) is no break. Exit 0 intact, 7 broken, 8
+    /// unverifiable (nothing chained in it). See docs/integrity.md.
+    #[command(
+        group(clap::ArgGroup::new("copy").required(true).args(["file", "store", "topic"])),
+        after_help = "Examples:\n  rollcall verify /var/log/rollcall/events.jsonl --key ed25519:…\n  rollcall verify received.jsonl --against-store   # a copy that skips events (a filtered webhook)\n  rollcall verify --store\n  rollcall verify --topic siem-kafka"
+    )]
+    Verify {
+        /// A JSONL file of CloudEvents, one per line, as a JSONL sink writes them (or a webhook
+        /// receiver keeps their bodies).
+        file: Option<PathBuf>,
+        /// Verify the store's own log.
+        #[arg(long)]
+        store: bool,
+        /// Verify the topic of this Kafka sink (its `name`), read back with its brokers and
+        /// options.
+        #[arg(long, value_name = "SINK")]
+        topic: Option<String>,
+        /// Compare each line of FILE with the store's event at its offset, so a copy that skips
+        /// events (a filtered sink's) verifies; when a JSONL sink of the config writes FILE,
+        /// the file must also reach what that sink confirmed writing.
+        #[arg(long, requires = "file")]
+        against_store: bool,
+        /// The public key checkpoints must be signed with, as `rollcall pubkey` prints it
+        /// (`ed25519:…`). Without it each checkpoint is checked with the key it names, and the
+        /// output shows that key to compare.
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        key: Option<String>,
+    },
+    /// Print the public key of `[store] signing_key_file`, which signs the hash chain's
+    /// checkpoints: give it to auditors to pin (`rollcall verify --key`). Never prints the
+    /// private key.
+    #[command(after_help = "Example:\n  rollcall pubkey > rollcall-checkpoints.pub")]
+    Pubkey,
     /// Make demo changes in the first source, a TEST Superset or Kylin, so every event type it
     /// can show appears: create, edit, deactivate, reactivate, regroup and delete two `demo…`
     /// users; in Superset also re-role them, log in and read dashboards as one, fail logins; in

@@ -54,6 +54,14 @@ pub enum CliError {
     ExportToStdoutWhileRunning,
     #[error("no source named '{name}' in the config; its sources are: {known}")]
     UnknownSource { name: String, known: String },
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error(transparent)]
+    SigningKey(#[from] crate::chain::checkpoint::KeyError),
+    #[error("the config has no `[store] signing_key_file`, so checkpoints are not signed and there is no public key. Create a key with `openssl genpkey -algorithm ed25519 -out rollcall-signing.pem` and name it in `[store] signing_key_file`")]
+    NoSigningKey,
+    #[error("sink '{0}' cannot be read back: --topic reads a Kafka sink's topic. A JSONL sink's file is verified with `rollcall verify FILE`")]
+    NotReadBack(String),
     #[error("source '{name}': {error}")]
     RefusedBefore {
         name: String,
@@ -78,6 +86,10 @@ impl CliError {
             | CliError::NoStore(_)
             | CliError::UnknownSource { .. }
             | CliError::LiveSingleWriter(_)
+            | CliError::SigningKey(_)
+            | CliError::NoSigningKey
+            | CliError::NotReadBack(_)
+            | CliError::Runner(RunnerError::SigningKey(_))
             | CliError::ExportToStdoutWhileRunning
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG
@@ -96,9 +108,10 @@ impl CliError {
                 RunnerError::Cycle(CycleError::Store(_)) | RunnerError::StoppedWithStoreFailing(_),
             )
             | CliError::Replay(ReplayError::Store(_))
+            | CliError::Verify(crate::verify::VerifyError::Store(_))
             | CliError::Admin(_)
             | CliError::StatusUnavailable { .. } => exit::STORE,
-            CliError::Stdout(_) | CliError::Replay(_) => exit::FAILED,
+            CliError::Stdout(_) | CliError::Replay(_) | CliError::Verify(_) => exit::FAILED,
         }
     }
 }

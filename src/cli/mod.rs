@@ -17,6 +17,7 @@ mod named;
 mod operate;
 mod replay;
 mod status;
+mod verify;
 
 pub use crate::exit;
 pub use args::{Cli, Command, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand};
@@ -85,6 +86,36 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify {
+            file: Some(path),
+            against_store: false,
+            key,
+            ..
+        } => {
+            let code = verify::file(&path, key.as_deref(), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Verify {
+            topic: Some(name),
+            key,
+            ..
+        } => {
+            let config = Config::load(&cli.config)?;
+            let code = verify::topic(
+                &config,
+                &name,
+                key.as_deref(),
+                &mut std::io::stdout().lock(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Pubkey => {
+            let config = Config::load(&cli.config)?;
+            Ok(ExitCode::from(verify::pubkey(
+                &config,
+                &mut std::io::stdout().lock(),
+            )?))
+        }
         Command::Sink {
             action: SinkCommand::PublicKey { name },
         } => {
@@ -102,6 +133,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         command @ (Command::Events { .. }
+        | Command::Verify { .. }
         | Command::Store { .. }
         | Command::Status { .. }
         | Command::Replay { .. }
@@ -109,6 +141,15 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Sink { .. }
         | Command::Source { .. }) => {
             let mut args: Vec<String> = std::env::args().skip(1).collect();
+            if let Command::Verify {
+                file,
+                against_store,
+                key,
+                ..
+            } = &command
+            {
+                args = verify::forwarded_args(file.as_deref(), *against_store, key.as_deref())?;
+            }
             // The running process has another working directory: it writes where this one
             // resolved the path.
             if let Command::Store {

@@ -1,5 +1,5 @@
 //! The store commands themselves (`events`, `status`, `replay`, `dlq`, `sink`, `source`,
-//! `store export`), run against a store handed to them by `forward`: here or in the running
+//! `store export`, `verify --store` and `verify FILE --against-store`), run against a store handed to them by `forward`: here or in the running
 //! process. They never open a store or a socket.
 
 use std::io::Write;
@@ -64,6 +64,12 @@ pub(super) async fn operate(
             replay(config, store, controls, &request, out).await
         }
         Command::Dlq { action } => dlq(config, store, action, out).await,
+        Command::Verify {
+            file,
+            key,
+            topic: None,
+            ..
+        } => super::verify::with_store(config, store, file, key, out).await,
         Command::Source {
             action: SourceCommand::RetryLogin { name },
         } => {
@@ -133,7 +139,9 @@ pub(super) async fn operate(
         }
         | Command::Sink {
             action: SinkCommand::PublicKey { .. },
-        } => Err(CliError::NotOverAdmin),
+        }
+        | Command::Verify { topic: Some(_), .. }
+        | Command::Pubkey => Err(CliError::NotOverAdmin),
         Command::Run
         | Command::Once { .. }
         | Command::CheckConfig

@@ -190,7 +190,31 @@ pub trait SinkKind {
     fn public_keys(&self) -> Option<Result<Vec<String>, SinkError>> {
         None
     }
+
+    /// The file the sink appends to; `None` when it writes elsewhere (stdout, the network).
+    fn file(&self) -> Option<&std::path::Path> {
+        None
+    }
+
+    /// What the destination holds, read back in log order for `rollcall verify --topic`;
+    /// `None` when the kind cannot be read back.
+    fn read_back(&self) -> Option<Result<ReadBack, SinkError>> {
+        None
+    }
 }
+
+/// A destination's events read back, each where it was found, in log order.
+pub type ReadBack = Box<
+    dyn Iterator<
+        Item = Result<
+            (
+                crate::chain::record::Place,
+                Result<crate::chain::record::Record, crate::chain::record::Unreadable>,
+            ),
+            SinkError,
+        >,
+    >,
+>;
 
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config

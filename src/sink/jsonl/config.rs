@@ -104,4 +104,8 @@ impl SinkKind for JsonlConfig {
     fn single_writer(&self) -> bool {
         true
     }
+
+    fn file(&self) -> Option<&std::path::Path> {
+        (self.path != "-").then(|| std::path::Path::new(&self.path))
+    }
 }

@@ -145,7 +145,12 @@ impl KafkaConfig {
 }
 
 /// A topic takes any number of producers, and Kafka verifies no signature of rollcall's.
-impl SinkKind for KafkaConfig {}
+impl SinkKind for KafkaConfig {
+    /// The topic, every partition merged into log order.
+    fn read_back(&self) -> Option<Result<crate::sink::ReadBack, crate::sink::SinkError>> {
+        Some(self.read_topic())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! stored event as the value).
 //!
 //! Owns the producer, the topic check and the mapping of Kafka's answers to errors that say
-//! what to do. Delivery (batches in flight, the cursor, retries) is `deliver`'s. It must never
+//! what to do; reading the topic back for `rollcall verify` is `read.rs`. Delivery (batches in flight, the cursor, retries) is `deliver`'s. It must never
 //! skip an event: an event Kafka refuses for good (too large, not authorized) stops the sink,
 //! naming the event's offset.
 //!
@@ -12,6 +12,7 @@
 //! through retries.
 
 mod config;
+mod read;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,12 @@ pub enum KafkaError {
     NotAuthorized {
         sink: String,
         offset: u64,
+        topic: String,
+        detail: String,
+    },
+    #[error("sink '{sink}': cannot read topic `{topic}` back: {detail}. Check `brokers`, [sinks.options] and that the principal may READ the topic")]
+    ReadBack {
+        sink: String,
         topic: String,
         detail: String,
     },

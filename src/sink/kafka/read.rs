@@ -1,0 +1,208 @@
+//! Reading a Kafka sink's topic back, for `rollcall verify --topic`: every partition from its
+//! first message to its end as the read begins, merged into log order by each event's
+//! `sequence`, with the sink's own brokers and options (security, SASL).
+//!
+//! Owns the consumer side: a consumer of its own (no group is joined, no offset committed), one
+//! queue per partition, and which message comes next. Memory holds one message per partition
+//! (and librdkafka's bounded prefetch): a partition is read only when its message is the next
+//! in log order. It never writes to the topic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::config::KafkaConfig;
+use super::KafkaError;
+use crate::chain::record::{read, Place, Record, Unreadable, Wire};
+use crate::sink::{ReadBack, SinkError};
+
+/// How long a partition may stay silent before its end, before the read counts as failed.
+const SILENCE: Duration = Duration::from_secs(60);
+/// librdkafka's prefetch per partition, at most: a bound on memory while other partitions are
+/// read.
+const PREFETCH_KBYTES: &str = "4096";
+
+type Queue = rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>;
+
+/// One partition: its queue and the message read from it but not handed on yet.
+struct Partition {
+    id: i32,
+    queue: Queue,
+    next: Option<(u64, Place, Result<Record, Unreadable>)>,
+    done: bool,
+}
+
+struct Topic {
+    sink: String,
+    topic: String,
+    consumer: Arc<BaseConsumer>,
+    partitions: Vec<Partition>,
+}
+
+impl KafkaConfig {
+    /// Every event of the topic, in log order.
+    pub(super) fn read_topic(&self) -> Result<ReadBack, SinkError> {
+        let fail = |detail: String| KafkaError::ReadBack {
+            sink: self.name.clone(),
+            topic: self.topic.clone(),
+            detail,
+        };
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", format!("rollcall-verify-{}", self.name))
+            .set(
+                "group.id",
+                format!("rollcall-verify-{}", uuid::Uuid::now_v7()),
+            );
+        for (key, value) in self.librdkafka_options()? {
+            config.set(key, value);
+        }
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
+        let consumer: Arc<BaseConsumer> =
+            Arc::new(config.create().map_err(|e| fail(e.to_string()))?);
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .map_err(|e| fail(e.to_string()))?;
+        let ids: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Err(fail("the topic does not exist, or has no partition".into()).into());
+        }
+        let mut assignment = TopicPartitionList::new();
+        for id in &ids {
+            assignment
+                .add_partition_offset(&self.topic, *id, Offset::Beginning)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| fail(e.to_string()))?;
+        let partitions = ids
+            .into_iter()
+            .map(|id| {
+                let queue = consumer
+                    .split_partition_queue(&self.topic, id)
+                    .ok_or_else(|| fail(format!("no queue for partition {id}")))?;
+                Ok(Partition {
+                    id,
+                    queue,
+                    next: None,
+                    done: false,
+                })
+            })
+            .collect::<Result<Vec<_>, KafkaError>>()?;
+        let mut topic = Topic {
+            sink: self.name.clone(),
+            topic: self.topic.clone(),
+            consumer,
+            partitions,
+        };
+        for i in 0..topic.partitions.len() {
+            topic.fill(i).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(Box::new(std::iter::from_fn(move || topic.next_event())))
+    }
+}
+
+impl Topic {
+    /// Read partition `i`'s next message, unless it has one waiting or has ended.
+    fn fill(&mut self, i: usize) -> Result<(), RdError> {
+        let consumer = self.consumer.clone();
+        let p = &mut self.partitions[i];
+        if p.next.is_some() || p.done {
+            return Ok(());
+        }
+        let silent_since = Instant::now();
+        loop {
+            // The consumer's own queue serves librdkafka's callbacks; messages come per partition.
+            let _ = consumer.poll(Duration::ZERO);
+            match p.queue.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let (place, record) = message(&m);
+                    let key = record.as_ref().map_or(0, |r| r.offset);
+                    p.next = Some((key, place, record));
+                    return Ok(());
+                }
+                Some(Err(RdError::PartitionEOF(_))) => {
+                    p.done = true;
+                    return Ok(());
+                }
+                Some(Err(e)) => return Err(e),
+                None if silent_since.elapsed() > SILENCE => {
+                    return Err(RdError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                    ))
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The waiting message of lowest `sequence` across partitions (an unreadable one first).
+    fn next_event(&mut self) -> Option<Result<(Place, Result<Record, Unreadable>), SinkError>> {
+        let i = self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.next.as_ref().map(|(key, _, _)| (*key, i)))
+            .min()?
+            .1;
+        let (_, place, record) = self.partitions[i].next.take()?;
+        if let Err(e) = self.fill(i) {
+            return Some(Err(KafkaError::ReadBack {
+                sink: self.sink.clone(),
+                topic: self.topic.clone(),
+                detail: format!("partition {}: {e}", self.partitions[i].id),
+            }
+            .into()));
+        }
+        Some(Ok((place, record)))
+    }
+}
+
+/// A message as the verifier reads it: binary mode when it has `ce_specversion`, else the
+/// value is the whole event.
+fn message(m: &BorrowedMessage<'_>) -> (Place, Result<Record, Unreadable>) {
+    let place = Place::Message {
+        partition: m.partition(),
+        offset: m.offset(),
+    };
+    let payload = m.payload().unwrap_or_default();
+    let mut attributes = Vec::new();
+    let mut binary = false;
+    if let Some(headers) = m.headers() {
+        for h in headers.iter() {
+            let Some(value) = h.value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                continue;
+            };
+            if let Some(name) = h.key.strip_prefix("ce_") {
+                binary |= name == "specversion";
+                attributes.push((name, value));
+            } else if h.key == "content-type" {
+                attributes.push(("datacontenttype", value));
+            }
+        }
+    }
+    let wire = if binary {
+        Wire::Binary {
+            attributes,
+            data: payload,
+        }
+    } else {
+        Wire::Structured(payload)
+    };
+    (place, read(wire))
+}
