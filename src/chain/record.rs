@@ -38,6 +38,9 @@ impl fmt::Display for Place {
     }
 }
 
+/// One event read from a copy of the log, and where it was.
+pub type Delivered = (Place, Result<Record, Unreadable>);
+
 /// An event as a destination holds it.
 pub enum Wire<'a> {
     /// The whole CloudEvent as JSON.

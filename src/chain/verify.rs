@@ -60,8 +60,11 @@ pub struct Options<'a> {
     /// The key every checkpoint must be signed with; without it each checkpoint is checked with
     /// the key it names, and the report lists those keys for the auditor to compare.
     pub pinned: Option<VerifyingKey>,
-    /// What every event must agree with; gaps are then allowed.
+    /// What every event must agree with.
     pub reference: Option<&'a mut dyn Reference>,
+    /// The copy may skip offsets (a sink that filters by type): each event is then checked
+    /// against the reference rather than linked to the one before. Only with a reference.
+    pub gaps: bool,
     /// Where the chain must start: its first offset and the hash that one follows (the store's
     /// record of it, which compaction moves).
     pub start: Option<(u64, Hash)>,
@@ -325,7 +328,7 @@ impl<'a> Verifier<'a> {
                 }
                 Ok(())
             }
-            Some(_) if held.is_some() => Ok(()),
+            Some(_) if self.options.gaps && held.is_some() => Ok(()),
             Some(tip) => Err(format!(
                 "log offsets {} to {} are missing before it: lines were dropped or moved (a copy that skips events on purpose, such as a webhook with `event_types`, is verified with --against-store)",
                 tip.offset + 1,
@@ -420,5 +423,260 @@ fn not_in_store(held: Held) -> String {
         Held::Unchained => "the store holds this offset without a chain, yet here it is chained: it was not written by this store".into(),
         Held::Compacted => "the store compacted this offset away, so a replay of it cannot be compared".into(),
         Held::Beyond => "the store's log does not reach this offset yet: it was not written by this store".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::checkpoint::Signer;
+    use crate::chain::record::{read, Wire};
+    use crate::chain::{chain, Link};
+    use crate::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+
+    fn event(offset: u64, event_type: EventType, data: serde_json::Value) -> Event {
+        Event {
+            specversion: SPEC_VERSION.into(),
+            id: Uuid::now_v7(),
+            source: "superset://t".into(),
+            event_type,
+            subject: "7".into(),
+            time: chrono::Utc::now(),
+            datacontenttype: DATA_CONTENT_TYPE.into(),
+            dataschema: None,
+            sequence: Event::sequence_for(offset),
+            data,
+        }
+    }
+
+    /// `n` events from offset 0, a checkpoint signed by `signer` after every `every`.
+    fn written(n: u64, signer: &Signer, every: u64) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let (mut prev, mut prev_id) = (GENESIS, None);
+        let mut since = 0;
+        let mut offset = 0;
+        while offset < n {
+            let e = if since == every {
+                since = 0;
+                let data = signer.sign("store", offset - 1, &prev);
+                event(
+                    offset,
+                    EventType::Checkpoint,
+                    serde_json::to_value(data).unwrap(),
+                )
+            } else {
+                since += 1;
+                event(
+                    offset,
+                    EventType::UserUpdated,
+                    serde_json::json!({"n": offset}),
+                )
+            };
+            let (link, bytes): (Link, Vec<u8>) = chain(&e, &prev, prev_id);
+            (prev, prev_id) = (link.hash, Some(e.id));
+            lines.push(bytes);
+            offset += 1;
+        }
+        lines
+    }
+
+    fn check(lines: &[Vec<u8>], options: Options<'_>) -> Result<Report, Break> {
+        let mut v = Verifier::new(options);
+        for (i, line) in lines.iter().enumerate() {
+            v.feed(Place::Line(i as u64 + 1), read(Wire::Structured(line)))
+                .unwrap()?;
+        }
+        v.finish(Place::Line(lines.len() as u64 + 1))
+    }
+
+    fn broken_at(lines: &[Vec<u8>]) -> u64 {
+        match check(lines, Options::default()) {
+            Err(Break {
+                place: Place::Line(n),
+                ..
+            }) => n,
+            other => panic!("not broken at a line: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_untouched_chain_is_intact_and_its_checkpoints_are_checked() {
+        let signer = Signer::from_seed([1; 32]);
+        let r = check(&written(20, &signer, 5), Options::default()).unwrap();
+        assert_eq!((r.chained, r.first, r.last), (20, Some(0), Some(19)));
+        assert!(r.from_genesis);
+        assert_eq!(r.checkpoints, 3);
+        assert_eq!(r.signed_through, Some(16));
+        assert_eq!(r.keys.into_iter().collect::<Vec<_>>(), [signer.public()]);
+    }
+
+    #[test]
+    fn a_changed_value_is_named_at_its_line() {
+        let mut lines = written(10, &Signer::from_seed([1; 32]), 100);
+        lines[4] = String::from_utf8(lines[4].clone())
+            .unwrap()
+            .replace("\"n\":4", "\"n\":5")
+            .into_bytes();
+        assert_eq!(broken_at(&lines), 5);
+    }
+
+    #[test]
+    fn a_dropped_line_is_named_where_the_gap_shows_and_two_swapped_lines_at_the_first() {
+        let lines = written(10, &Signer::from_seed([1; 32]), 100);
+        let mut dropped = lines.clone();
+        dropped.remove(3);
+        assert_eq!(broken_at(&dropped), 4);
+        let mut swapped = lines.clone();
+        swapped.swap(6, 7);
+        assert_eq!(broken_at(&swapped), 7);
+    }
+
+    #[test]
+    fn redeliveries_and_replays_are_recognised_not_broken() {
+        let lines = written(10, &Signer::from_seed([1; 32]), 4);
+        let mut copy = lines[..6].to_vec();
+        copy.extend_from_slice(&lines[3..]);
+        copy.extend_from_slice(&lines[0..2]);
+        let r = check(&copy, Options::default()).unwrap();
+        assert_eq!((r.chained, r.duplicates), (10, 5));
+    }
+
+    #[test]
+    fn an_offset_again_with_other_content_is_broken() {
+        let lines = written(6, &Signer::from_seed([1; 32]), 100);
+        let mut other = written(6, &Signer::from_seed([1; 32]), 100);
+        let mut copy = lines.clone();
+        copy.push(other.remove(2));
+        assert_eq!(broken_at(&copy), 7);
+    }
+
+    #[test]
+    fn stripped_chain_attributes_after_the_chain_began_are_broken() {
+        let mut lines = written(5, &Signer::from_seed([1; 32]), 100);
+        let mut v: serde_json::Value = serde_json::from_slice(&lines[3]).unwrap();
+        for name in [
+            crate::chain::HASH,
+            crate::chain::PREV,
+            crate::chain::PREV_ID,
+        ] {
+            v.as_object_mut().unwrap().remove(name);
+        }
+        lines[3] = serde_json::to_vec(&v).unwrap();
+        assert_eq!(broken_at(&lines), 4);
+    }
+
+    #[test]
+    fn hashes_recomputed_after_a_change_are_caught_by_the_next_checkpoint() {
+        let signer = Signer::from_seed([1; 32]);
+        let lines = written(12, &signer, 5);
+        // Rewrite offset 7 and chain everything after it again, as a forger would.
+        let mut events: Vec<Event> = lines
+            .iter()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        events[7].data = serde_json::json!({"n": 70});
+        let mut forged = lines[..7].to_vec();
+        let last: serde_json::Value = serde_json::from_slice(&lines[6]).unwrap();
+        let mut prev = crate::chain::unhex(last[crate::chain::HASH].as_str().unwrap()).unwrap();
+        let mut prev_id = Some(events[6].id);
+        for e in &events[7..] {
+            let (link, bytes) = chain(e, &prev, prev_id);
+            (prev, prev_id) = (link.hash, Some(e.id));
+            forged.push(bytes);
+        }
+        let b = check(&forged, Options::default()).unwrap_err();
+        assert_eq!(b.place, Place::Line(12), "the checkpoint after the change");
+        assert!(b.what.contains("recomputed"), "{}", b.what);
+    }
+
+    #[test]
+    fn a_checkpoint_by_another_key_than_the_pinned_one_is_broken() {
+        let lines = written(8, &Signer::from_seed([1; 32]), 3);
+        let pinned =
+            crate::chain::checkpoint::parse_public(&Signer::from_seed([2; 32]).public()).unwrap();
+        let b = check(
+            &lines,
+            Options {
+                pinned: Some(pinned),
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(b.place, Place::Line(4));
+    }
+
+    #[test]
+    fn a_copy_that_ends_before_what_it_must_reach_lost_its_tail() {
+        let lines = written(10, &Signer::from_seed([1; 32]), 4);
+        let end = |offset| Options {
+            end: Some(End {
+                offset,
+                hash: None,
+                who: "the sink".into(),
+            }),
+            ..Options::default()
+        };
+        assert!(check(&lines, end(9)).is_ok());
+        let b = check(&lines[..7], end(9)).unwrap_err();
+        assert_eq!(b.place, Place::Line(8));
+    }
+
+    /// A store that holds the first copy's chain.
+    struct Held(Vec<Hash>);
+
+    impl Reference for Held {
+        fn held(&mut self, offset: u64) -> Result<super::Held, String> {
+            Ok(self
+                .0
+                .get(offset as usize)
+                .map_or(super::Held::Beyond, |h| super::Held::Chained(*h)))
+        }
+    }
+
+    #[test]
+    fn a_filtered_copy_verifies_against_the_store_and_a_foreign_line_does_not() {
+        let lines = written(10, &Signer::from_seed([1; 32]), 100);
+        let hashes = lines
+            .iter()
+            .map(|l| read(Wire::Structured(l)).unwrap().chain.unwrap().link.hash)
+            .collect();
+        let mut store = Held(hashes);
+        let subset: Vec<Vec<u8>> = lines.iter().step_by(3).cloned().collect();
+        assert!(check(&subset, Options::default()).is_err(), "gaps alone");
+        let r = check(
+            &subset,
+            Options {
+                reference: Some(&mut store),
+                gaps: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.chained, 4);
+        let mut foreign = subset.clone();
+        foreign[2] = written(10, &Signer::from_seed([1; 32]), 100)[6].clone();
+        let b = check(
+            &foreign,
+            Options {
+                reference: Some(&mut store),
+                gaps: true,
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(b.place, Place::Line(3));
+    }
+
+    #[test]
+    fn a_copy_without_chain_is_unverifiable() {
+        let lines: Vec<Vec<u8>> = (0..3)
+            .map(|o| {
+                serde_json::to_vec(&event(o, EventType::UserCreated, serde_json::json!({})))
+                    .unwrap()
+            })
+            .collect();
+        let r = check(&lines, Options::default()).unwrap();
+        assert_eq!(r.unchained, 3);
+        assert!(r.unverifiable().is_some());
     }
 }

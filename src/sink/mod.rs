@@ -204,18 +204,7 @@ pub trait SinkKind {
 }
 
 /// A destination's events read back, each where it was found, in log order.
-pub type ReadBack = Box<
-    dyn Iterator<
-        Item = Result<
-            (
-                crate::chain::record::Place,
-                Result<crate::chain::record::Record, crate::chain::record::Unreadable>,
-            ),
-            SinkError,
-        >,
-    >,
->;
-
+pub type ReadBack = Box<dyn Iterator<Item = Result<crate::chain::record::Delivered, SinkError>>>;
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
 /// provides `name`, `validate`, `describe`, `check` and `build`, and implements [`SinkKind`];

@@ -360,3 +360,153 @@ fn decode_signing(v: &[u8]) -> Result<Signing, StoreError> {
         detail: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::record::{read, Place, Wire};
+    use crate::chain::verify::{End, Options, Report, Verifier};
+    use crate::store::Commit;
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                specversion: SPEC_VERSION.into(),
+                id: Uuid::now_v7(),
+                source: "superset://t".into(),
+                event_type: EventType::UserUpdated,
+                subject: i.to_string(),
+                time: Utc::now(),
+                datacontenttype: DATA_CONTENT_TYPE.into(),
+                dataschema: None,
+                sequence: String::new(),
+                data: serde_json::json!({"i": i}),
+            })
+            .collect()
+    }
+
+    fn commit(store: &Store, n: usize) -> std::ops::Range<u64> {
+        store
+            .commit(Commit {
+                source: "t",
+                upserts: vec![],
+                removals: vec![],
+                events: events(n),
+                state: None,
+            })
+            .unwrap()
+    }
+
+    /// The store's log through the verifier, as `rollcall verify --store` reads it.
+    fn verify(store: &Store) -> Report {
+        let head = store.chain_head().unwrap();
+        let mut v = Verifier::new(Options {
+            start: store.chain_start().unwrap(),
+            end: head.map(|h| End {
+                offset: h.offset,
+                hash: Some(h.hash),
+                who: "the head".into(),
+            }),
+            ..Options::default()
+        });
+        for e in store.events_from(0, usize::MAX).unwrap() {
+            v.feed(Place::Offset(e.offset), read(Wire::Structured(&e.bytes)))
+                .unwrap()
+                .unwrap();
+        }
+        v.finish(Place::Offset(store.head().unwrap())).unwrap()
+    }
+
+    fn types(store: &Store) -> Vec<EventType> {
+        store
+            .events_from(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.event().unwrap().event_type)
+            .collect()
+    }
+
+    #[test]
+    fn the_chain_goes_on_across_a_restart_and_a_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            commit(&store, 3);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        commit(&store, 2);
+        let r = verify(&store);
+        assert_eq!((r.chained, r.from_genesis), (5, true));
+        let Held::Chained(last_compacted) = store.held(2).unwrap() else {
+            panic!("offset 2 is chained")
+        };
+        store.compact(3).unwrap();
+        assert_eq!(store.chain_start().unwrap(), Some((3, last_compacted)));
+        assert_eq!(store.held(2).unwrap(), Held::Compacted);
+        commit(&store, 1);
+        let r = verify(&store);
+        assert_eq!((r.first, r.last, r.from_genesis), (Some(3), Some(5), false));
+    }
+
+    #[test]
+    fn a_store_from_before_the_chain_begins_it_at_its_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.append_unchained();
+            commit(&store, 3);
+            store
+                .meta
+                .insert(super::super::migrate::KEY_SCHEMA, &2u64.to_be_bytes())
+                .unwrap();
+            store.meta.remove(KEY_CHECKPOINT).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.chain_start().unwrap(), None);
+        commit(&store, 2);
+        assert_eq!(store.chain_start().unwrap(), Some((3, GENESIS)));
+        let r = verify(&store);
+        assert_eq!((r.unchained, r.chained, r.first), (3, 2, Some(3)));
+        assert_eq!(store.held(1).unwrap(), Held::Unchained);
+        assert!(matches!(store.held(4).unwrap(), Held::Chained(_)));
+        assert_eq!(store.held(5).unwrap(), Held::Beyond);
+    }
+
+    #[test]
+    fn checkpoints_come_every_n_events_and_not_again_before_their_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.sign_checkpoints(Checkpoints {
+            signer: Signer::from_seed([5; 32]),
+            every: 10,
+            interval: Duration::from_secs(3600),
+        });
+        // 25 events: a checkpoint after the 10th and the 20th.
+        assert_eq!(commit(&store, 25), 0..27);
+        let t = types(&store);
+        let at: Vec<usize> = (0..t.len())
+            .filter(|i| t[*i] == EventType::Checkpoint)
+            .collect();
+        assert_eq!(at, [10, 21]);
+        assert_eq!(store.checkpoint_if_due().unwrap(), None, "not an hour yet");
+        let r = verify(&store);
+        assert_eq!((r.checkpoints, r.signed_through), (2, Some(20)));
+    }
+
+    #[test]
+    fn a_store_never_signed_is_signed_at_its_first_chance_and_not_again_while_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        commit(&store, 2);
+        store.sign_checkpoints(Checkpoints {
+            signer: Signer::from_seed([5; 32]),
+            every: 1000,
+            interval: Duration::from_secs(3600),
+        });
+        assert_eq!(store.checkpoint_if_due().unwrap(), Some(2));
+        assert_eq!(*store.watch_head().borrow(), 3);
+        assert_eq!(store.checkpoint_if_due().unwrap(), None);
+        assert_eq!(verify(&store).signed_through, Some(1));
+    }
+}

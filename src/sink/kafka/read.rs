@@ -18,7 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::KafkaConfig;
 use super::KafkaError;
-use crate::chain::record::{read, Place, Record, Unreadable, Wire};
+use crate::chain::record::{read, Delivered, Place, Record, Unreadable, Wire};
 use crate::sink::{ReadBack, SinkError};
 
 /// How long a partition may stay silent before its end, before the read counts as failed.
@@ -152,7 +152,7 @@ impl Topic {
     }
 
     /// The waiting message of lowest `sequence` across partitions (an unreadable one first).
-    fn next_event(&mut self) -> Option<Result<(Place, Result<Record, Unreadable>), SinkError>> {
+    fn next_event(&mut self) -> Option<Result<Delivered, SinkError>> {
         let i = self
             .partitions
             .iter()
@@ -175,7 +175,7 @@ impl Topic {
 
 /// A message as the verifier reads it: binary mode when it has `ce_specversion`, else the
 /// value is the whole event.
-fn message(m: &BorrowedMessage<'_>) -> (Place, Result<Record, Unreadable>) {
+fn message(m: &BorrowedMessage<'_>) -> Delivered {
     let place = Place::Message {
         partition: m.partition(),
         offset: m.offset(),
