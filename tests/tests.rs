@@ -22,6 +22,7 @@ mod faults;
 mod golden;
 mod hostile;
 mod http;
+mod integrity;
 mod interleave;
 mod isolation;
 mod kafka;

@@ -218,7 +218,7 @@ impl<'a> Verifier<'a> {
         }
         if let Some(tip) = &self.tip {
             if record.offset <= tip.offset {
-                return self.duplicate(&record, chained, held).map(|r| {
+                return self.duplicate(&record, chained).map(|r| {
                     r.map_err(|what| Break {
                         place,
                         offset: Some(record.offset),
@@ -254,24 +254,21 @@ impl<'a> Verifier<'a> {
         Ok(Ok(()))
     }
 
-    /// An offset at or before the tip: the same event again, or a break.
+    /// An offset at or before the tip: the same event again, or a break. Its first copy must
+    /// be in this copy: an event older than the copy's first one, or than an offset it skipped,
+    /// cannot be told from a line moved.
     fn duplicate(
         &mut self,
         record: &Record,
         chained: &Chained,
-        held: Option<Held>,
     ) -> Result<Result<(), String>, VerifyError> {
         let seen = match &mut self.index {
             Some(index) => index.get(record.offset)?,
             None => None,
         };
-        let first = match (seen, held) {
-            (Some(hash), _) | (None, Some(Held::Chained(hash))) => hash,
-            (None, Some(held)) => return Ok(Err(not_in_store(held))),
-            (None, None) => {
-                let tip = self.tip.as_ref().map_or(0, |t| t.offset);
-                return Ok(Err(format!("it comes after log offset {tip}, out of order, and no earlier copy of it is here to compare with: lines were moved (a replay of events from before this copy's first one is verified with --against-store)")));
-            }
+        let Some(first) = seen else {
+            let tip = self.tip.as_ref().map_or(0, |t| t.offset);
+            return Ok(Err(format!("it comes after log offset {tip}, out of order, and this copy holds no earlier copy of it: lines were moved")));
         };
         if first != chained.link.hash {
             return Ok(Err(format!(
@@ -419,9 +416,9 @@ impl<'a> Verifier<'a> {
 
 fn not_in_store(held: Held) -> String {
     match held {
-        Held::Chained(_) => unreachable!("a chained offset is compared, not refused"),
+        Held::Chained(_) => "it differs from the store's event at this offset".into(),
         Held::Unchained => "the store holds this offset without a chain, yet here it is chained: it was not written by this store".into(),
-        Held::Compacted => "the store compacted this offset away, so a replay of it cannot be compared".into(),
+        Held::Compacted => "the store compacted this offset away: there is nothing to compare it with".into(),
         Held::Beyond => "the store's log does not reach this offset yet: it was not written by this store".into(),
     }
 }

@@ -1,5 +1,6 @@
 //! Helpers the test modules share: what each builds, starts or waits for in more than one place
 //! lives here once. Nothing here asserts a behaviour of rollcall on its own; the tests do.
+pub mod chain;
 pub mod config;
 pub mod events;
 pub mod generated;

@@ -1,0 +1,346 @@
+//! The tamper-evident trail end to end: a JSONL sink's file, the store and a filtered copy
+//! checked by the real `rollcall verify`, each exit code, damage of every kind named at its
+//! place (a generated property), and the chain through a restart and a compaction.
+
+use crate::support;
+
+use std::process::{Command, Output, Stdio};
+
+use proptest::prelude::*;
+use rollcall::chain::record::Place;
+use rollcall::store::Store;
+use rollcall::verify::Verdict;
+use support::chain::{created, Written};
+
+fn rollcall(w: &Written, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(&w.config_path)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The exit code and stdout of `rollcall verify` with `args`.
+fn verify(w: &Written, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["verify"];
+    all.extend_from_slice(args);
+    let out = rollcall(w, &all);
+    assert!(
+        out.stderr.is_empty() || out.status.code() != Some(0),
+        "{}",
+        text(&out.stderr)
+    );
+    (out.status.code().unwrap(), text(&out.stdout))
+}
+
+fn path(w: &Written) -> &str {
+    w.jsonl.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jsonl_sinks_file_is_intact_and_signed_by_the_key_rollcall_pubkey_prints() {
+    let w = Written::new(4);
+    w.commit_and_deliver(created(10)).await;
+    let out = rollcall(&w, &["pubkey"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).trim().to_owned();
+    assert_eq!(key, w.public_key());
+    assert!(!text(&out.stdout).contains("PRIVATE"));
+
+    let (code, said) = verify(&w, &[path(&w), "--key", &key]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.starts_with("intact: 12 chained events, log offsets 0 to 11, from the chain's start"),
+        "{said}"
+    );
+    assert!(said.contains("signed: 2 checkpoints"), "{said}");
+    assert!(said.contains("by the pinned key"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_exits_7_naming_the_line_of_a_changed_value_and_8_when_nothing_is_chained() {
+    let w = Written::new(100);
+    w.commit_and_deliver(created(5)).await;
+    let original = std::fs::read_to_string(&w.jsonl).unwrap();
+    let changed = original.replacen("\"id\":102", "\"id\":666", 1);
+    assert_ne!(changed, original);
+    std::fs::write(&w.jsonl, &changed).unwrap();
+    let (code, said) = verify(&w, &[path(&w)]);
+    assert_eq!(code, 7, "{said}");
+    assert!(
+        said.starts_with("BROKEN at line 3 (log offset 2): its content does not hash"),
+        "{said}"
+    );
+
+    let unchained: String = original
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for name in ["chainhash", "chainprev", "chainprevid"] {
+                v.as_object_mut().unwrap().remove(name);
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(&w.jsonl, unchained).unwrap();
+    let (code, said) = verify(&w, &[path(&w)]);
+    assert_eq!(code, 8, "{said}");
+    assert!(
+        said.starts_with("UNVERIFIABLE: it holds no chained event"),
+        "{said}"
+    );
+
+    // Chained, but the pinned key signed nothing in it (the first checkpoint, after the five
+    // events, is not in it): nothing proves who wrote it.
+    let first_five: String = original.lines().take(5).map(|l| format!("{l}\n")).collect();
+    assert!(!first_five.contains("rollcall.checkpoint"));
+    std::fs::write(&w.jsonl, first_five).unwrap();
+    let (code, said) = verify(&w, &[path(&w), "--key", &w.public_key()]);
+    assert_eq!(code, 8, "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_store_is_intact_and_names_the_offset_of_an_event_changed_in_the_store() {
+    let w = Written::new(3);
+    w.commit_and_deliver(created(7)).await;
+    let (code, said) = verify(&w, &["--store"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("intact: 9 chained events"), "{said}");
+
+    let db = sled::open(&w.config().store.path).unwrap();
+    let events = db.open_tree("events").unwrap();
+    let stored = events.get(5u64.to_be_bytes()).unwrap().unwrap();
+    let forged = text(&stored).replace("\"id\":104", "\"id\":4");
+    assert_ne!(forged.as_bytes(), &stored[..]);
+    events
+        .insert(5u64.to_be_bytes(), forged.as_bytes())
+        .unwrap();
+    db.flush().unwrap();
+    drop((events, db));
+    let (code, said) = verify(&w, &["--store"]);
+    assert_eq!(code, 7, "{said}");
+    assert!(said.starts_with("BROKEN at log offset 5: "), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filtered_copy_verifies_against_the_store_but_not_alone() {
+    let w = Written::new(3);
+    w.commit_and_deliver(created(7)).await;
+    // A receiver that took only the checkpoints (a webhook with `event_types`).
+    let kept: Vec<u8> = w
+        .lines()
+        .into_iter()
+        .filter(|l| text(l).contains("\"type\":\"rollcall.checkpoint\""))
+        .flatten()
+        .collect();
+    let copy = w.dir.path().join("received.jsonl");
+    std::fs::write(&copy, kept).unwrap();
+    let copy = copy.to_str().unwrap();
+    let (code, said) = verify(&w, &[copy]);
+    assert_eq!(code, 7, "{said}");
+    assert!(
+        said.contains("--against-store"),
+        "the break says how to verify it: {said}"
+    );
+    let (code, said) = verify(&w, &[copy, "--against-store", "--key", &w.public_key()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("intact: 2 chained events"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tail_cut_after_a_signed_checkpoint_is_named_against_the_store() {
+    let w = Written::new(3);
+    w.commit_and_deliver(created(7)).await;
+    let lines = w.lines();
+    // Cut right after the second checkpoint (offset 7): what the sink wrote after it is gone.
+    let kept: Vec<u8> = lines[..8].concat();
+    assert!(text(&lines[7]).contains("rollcall.checkpoint"));
+    std::fs::write(&w.jsonl, kept).unwrap();
+    let (code, said) = verify(&w, &[path(&w)]);
+    assert_eq!(
+        code, 0,
+        "a file alone cannot tell where it should end: {said}"
+    );
+    let (code, said) = verify(&w, &[path(&w), "--against-store"]);
+    assert_eq!(code, 7, "{said}");
+    assert!(
+        said.starts_with("BROKEN at line 9: the copy ends at log offset 7, but sink 'audit'"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chain_goes_on_through_a_restart_and_a_compaction() {
+    let w = Written::new(4);
+    w.commit_and_deliver(created(6)).await;
+    w.commit_and_deliver(created(6)).await;
+    {
+        let store = Store::open(&w.config().store.path).unwrap();
+        store.compact(5).unwrap();
+    }
+    w.commit_and_deliver(created(3)).await;
+    let (code, said) = verify(&w, &["--store"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("continuing a chain from before log offset 5"),
+        "{said}"
+    );
+    let (code, said) = verify(&w, &[path(&w), "--against-store", "--key", &w.public_key()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("from the chain's start"), "{said}");
+}
+
+#[test]
+fn a_missing_signing_key_stops_the_start_and_pubkey_naming_what_to_do() {
+    let w = Written::new(3);
+    std::fs::remove_file(w.dir.path().join("signing.pem")).unwrap();
+    for args in [&["pubkey"][..], &["once"]] {
+        // The source's password is there: only the key is missing.
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&w.config_path)
+            .args(args)
+            .env("UNUSED", "pw")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let said = text(&out.stderr);
+        assert!(
+            said.contains("openssl genpkey -algorithm ed25519"),
+            "{said}"
+        );
+    }
+}
+
+// --- damage of every kind, generated ------------------------------------------------------
+
+/// One kind of damage to a written file.
+#[derive(Debug, Clone)]
+enum Damage {
+    /// The byte at `at` (modulo the length) changed to another.
+    Byte { at: usize, xor: u8 },
+    /// A line removed.
+    Drop(usize),
+    /// A line and the next one swapped.
+    Swap(usize),
+    /// Only the first `at` bytes kept.
+    Truncate(usize),
+    /// A redelivery: a copy of `line` inserted after the line `after` lines later.
+    Again { line: usize, after: usize },
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        (any::<usize>(), 1..=255u8).prop_map(|(at, xor)| Damage::Byte { at, xor }),
+        any::<usize>().prop_map(Damage::Drop),
+        any::<usize>().prop_map(Damage::Swap),
+        any::<usize>().prop_map(Damage::Truncate),
+        (any::<usize>(), any::<usize>()).prop_map(|(line, after)| Damage::Again { line, after }),
+    ]
+}
+
+/// The damaged file, and the line the first break must be named at (`None`: not a break);
+/// `whole_lines_cut` when only a reference can tell (the tail was cut at a line's end).
+fn apply(lines: &[Vec<u8>], d: &Damage) -> (Vec<u8>, Option<u64>, bool) {
+    let n = lines.len();
+    let whole = lines.concat();
+    let line_of = |at: usize| whole[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    match *d {
+        Damage::Byte { at, xor } => {
+            let at = at % whole.len();
+            let mut out = whole.clone();
+            out[at] ^= xor;
+            (out, Some(line_of(at)), false)
+        }
+        // Without its first line, a copy is one that starts later (as a rotated file does):
+        // no break, and the report says where it starts (checked below).
+        Damage::Drop(i) => {
+            let i = i % n;
+            let mut out = lines.to_vec();
+            out.remove(i);
+            (out.concat(), (i > 0).then_some(i as u64 + 1), i == n - 1)
+        }
+        // The first two swapped: the copy starts at the second event, and the first comes
+        // after it, out of order.
+        Damage::Swap(i) => {
+            let i = i % (n - 1);
+            let mut out = lines.to_vec();
+            out.swap(i, i + 1);
+            (out.concat(), Some(i.max(1) as u64 + 1), false)
+        }
+        Damage::Truncate(at) => {
+            let at = at % whole.len();
+            let at_line_end = at == 0 || whole[at - 1] == b'\n';
+            (whole[..at].to_vec(), Some(line_of(at)), at_line_end)
+        }
+        Damage::Again { line, after } => {
+            let line = line % n;
+            let after = line + after % (n - line);
+            let mut out = lines.to_vec();
+            out.insert(after + 1, lines[line].clone());
+            (out.concat(), None, false)
+        }
+    }
+}
+
+fn broken_line(verdict: &Verdict) -> Option<u64> {
+    match verdict {
+        Verdict::Broken(b, _) => match b.place {
+            Place::Line(n) => Some(n),
+            other => panic!("a file's break named {other}"),
+        },
+        Verdict::Intact(_) => None,
+        Verdict::Unverifiable(_, why) => panic!("unverifiable: {why}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_damage_to_a_written_chain_is_named_at_its_line_and_redeliveries_are_not() {
+    let w = Written::new(4);
+    w.commit_and_deliver(created(12)).await;
+    let lines = w.lines();
+    assert_eq!(lines.len(), 15, "12 events and 3 checkpoints");
+    let config = w.config();
+    let store = Store::open(&config.store.path).unwrap();
+    let key = rollcall::chain::checkpoint::parse_public(&w.public_key()).unwrap();
+    let (mut runner, seed) = support::generated::runner(
+        "integrity::generated_damage_to_a_written_chain_is_named_at_its_line_and_redeliveries_are_not",
+        256,
+    );
+    let result = runner.run(&damage(), |d| {
+        let (bytes, expected, whole_lines_cut) = apply(&lines, &d);
+        std::fs::write(&w.jsonl, &bytes).unwrap();
+        let against = rollcall::verify::file(&w.jsonl, Some(key), Some((&store, &config))).unwrap();
+        prop_assert_eq!(
+            broken_line(&against),
+            expected,
+            "against the store: {:?}",
+            against
+        );
+        if let (Damage::Drop(i), Verdict::Intact(r)) = (&d, &against) {
+            if i % lines.len() == 0 {
+                prop_assert_eq!((r.first, r.from_genesis), (Some(1), false));
+            }
+        }
+        let alone = rollcall::verify::file(&w.jsonl, Some(key), None).unwrap();
+        let expected_alone = if whole_lines_cut { None } else { expected };
+        prop_assert_eq!(broken_line(&alone), expected_alone, "alone: {:?}", alone);
+        Ok(())
+    });
+    std::fs::write(&w.jsonl, lines.concat()).unwrap();
+    if let Err(e) = result {
+        panic!("{e} (seed {seed})");
+    }
+}
