@@ -13,6 +13,8 @@
 //! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
 //! `ROLLCALL_BENCH_1M=1`, which takes long); under `cargo test` it runs 300 users as a smoke test.
 
+#[path = "support/memory.rs"]
+mod memory;
 #[path = "support/superset.rs"]
 mod superset_baseline;
 #[path = "support/mod.rs"]
@@ -215,12 +217,11 @@ async fn child(
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("rollcall starts");
-        // The child's own high-water mark, sampled until it exits. Not `ru_maxrss` from
-        // `wait4`: Linux carries the forking process's peak into a child across `exec`, and
-        // this process holds the simulator's users.
+        // The child's own high-water mark, sampled until it exits (this process holds the
+        // simulator's users, which `ru_maxrss` would carry into the child).
         let mut peak = 0;
         let status = loop {
-            peak = peak.max(vm_hwm_kib(child.id()).unwrap_or(0));
+            peak = peak.max(memory::vm_hwm_kib(child.id()).unwrap_or(0));
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
@@ -237,13 +238,6 @@ async fn child(
         requests: requests() - requests_before,
         growth: dir_size(&store) as i64 - before as i64,
     }
-}
-
-/// `VmHWM` of a running process: the kernel's high-water mark of its resident memory.
-fn vm_hwm_kib(pid: u32) -> Option<i64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn dir_size(path: &Path) -> u64 {

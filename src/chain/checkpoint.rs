@@ -166,19 +166,10 @@ pub fn check(data: &Data, head: &Hash, pinned: Option<&VerifyingKey>) -> Result<
 mod tests {
     use super::*;
 
-    /// A PKCS#8 PEM Ed25519 private key as `openssl genpkey -algorithm ed25519` writes it:
-    /// RFC 8410's fixed DER prefix, then the 32-byte seed.
-    pub(crate) fn pem(seed: &[u8; 32]) -> String {
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
-        der.extend_from_slice(seed);
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            BASE64.encode(der)
-        )
-    }
+    /// A key `openssl genpkey -algorithm ed25519` wrote, and the public key `openssl pkey
+    /// -pubout` gives for it.
+    const OPENSSL_KEY: &str = include_str!("../../tests/fixtures/chain/signing.pem");
+    const OPENSSL_PUBLIC: &str = "ed25519:tF58sv94/Hw4osQztOqJ29YBbySSQzLsJqiTNnt+Edk=";
 
     #[test]
     fn a_signed_head_checks_with_its_key_and_not_with_another_or_another_head() {
@@ -203,11 +194,11 @@ mod tests {
     fn a_key_file_is_read_from_pkcs8_pem_and_a_bad_one_says_what_to_do_without_its_content() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.pem");
-        let key = SigningKey::from_bytes(&[9; 32]);
-        std::fs::write(&path, pem(&[9; 32])).unwrap();
+        std::fs::write(&path, OPENSSL_KEY).unwrap();
         let signer = Signer::load(&path).unwrap();
-        assert_eq!(signer.public(), public_text(&key.verifying_key()));
-        assert!(!format!("{signer:?}").contains(&BASE64.encode([9; 32])));
+        assert_eq!(signer.public(), OPENSSL_PUBLIC);
+        let seed = OPENSSL_KEY.lines().nth(1).unwrap();
+        assert!(!format!("{signer:?}").contains(seed));
 
         let missing = Signer::load(&dir.path().join("nope.pem"))
             .unwrap_err()

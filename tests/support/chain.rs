@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use rollcall::chain::checkpoint::Signer;
 use rollcall::config::Config;
 use rollcall::event::Event;
@@ -11,24 +10,14 @@ use rollcall::store::{Checkpoints, Store};
 
 use super::events::every_kind_of_event;
 
-/// A PKCS#8 PEM Ed25519 private key, as `openssl genpkey -algorithm ed25519` writes it: RFC
-/// 8410's fixed DER prefix, then the 32-byte seed.
-pub fn pem(seed: u8) -> String {
-    let mut der = vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    der.extend_from_slice(&[seed; 32]);
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(der)
-    )
-}
+/// The key checkpoints are signed with in the tests: one `openssl genpkey -algorithm ed25519`
+/// wrote.
+pub const KEY: &str = include_str!("../fixtures/chain/signing.pem");
 
-/// Writes the key of `seed` to `dir/signing.pem`; returns its path.
-pub fn key_file(dir: &Path, seed: u8) -> PathBuf {
+/// Writes [`KEY`] to `dir/signing.pem`; returns its path.
+pub fn key_file(dir: &Path) -> PathBuf {
     let path = dir.join("signing.pem");
-    std::fs::write(&path, pem(seed)).unwrap();
+    std::fs::write(&path, KEY).unwrap();
     path
 }
 
@@ -56,7 +45,7 @@ pub fn signed_store(every: u64) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data")).unwrap();
     store.sign_checkpoints(Checkpoints {
-        signer: Signer::load(&key_file(dir.path(), 7)).unwrap(),
+        signer: Signer::load(&key_file(dir.path())).unwrap(),
         every,
         interval: std::time::Duration::from_secs(3600),
     });
@@ -77,7 +66,7 @@ impl Written {
     /// the runner is dropped).
     pub fn new(every: u64) -> Written {
         let dir = tempfile::tempdir().unwrap();
-        let key = key_file(dir.path(), 7);
+        let key = key_file(dir.path());
         let jsonl = dir.path().join("events.jsonl");
         let text = super::config::offline(
             dir.path(),
