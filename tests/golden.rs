@@ -2,8 +2,8 @@
 //! events (as the JSONL sink writes them) and each wire encoding sinks put on the network.
 //! Restructuring the pipeline must not change a byte of them.
 //!
-//! Only what differs between runs is masked: event ids (UUIDv7), and timestamps (rollcall's
-//! observation time and the simulator's clock). After a deliberate change of the wire format,
+//! Only what differs between runs is masked: event ids (UUIDv7), timestamps (rollcall's
+//! observation time and the simulator's clock), and the hash chain's hashes, which cover both. After a deliberate change of the wire format,
 //! re-create the file with `ROLLCALL_BLESS=1 cargo test --test tests golden::` and review the
 //! diff.
 
@@ -77,6 +77,8 @@ fn mask(text: &str) -> String {
     fn masked(s: &str) -> Option<&'static str> {
         if uuid::Uuid::parse_str(s).is_ok() {
             Some("<uuid>")
+        } else if rollcall::chain::unhex(s).is_some() {
+            Some("<hash>")
         } else if chrono::DateTime::parse_from_rfc3339(s).is_ok()
             || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
         {

@@ -344,3 +344,92 @@ async fn generated_damage_to_a_written_chain_is_named_at_its_line_and_redeliveri
         panic!("{e} (seed {seed})");
     }
 }
+
+// --- the chain on the other sinks -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged_message() {
+    use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const TOPIC: &str = "audit-events";
+    let cluster = support::kafka::cluster(TOPIC, 3);
+    let brokers = cluster.bootstrap_servers();
+    let w = Written::with_sink(4, |_| {
+        format!("[[sinks]]\nkind = \"kafka\"\nname = \"siem\"\nbrokers = \"{brokers}\"\ntopic = \"{TOPIC}\"\n")
+    });
+    // Users of their own: their keys spread the events over the three partitions.
+    w.commit_and_deliver(created(10)).await;
+    let (code, said) = verify(&w, &["--topic", "siem", "--key", &w.public_key()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.starts_with("intact: 12 chained events, log offsets 0 to 11"),
+        "{said}"
+    );
+
+    // At least once: the sink sends again from an older cursor.
+    {
+        let store = w.store();
+        store.set_cursor("siem", 5).unwrap();
+    }
+    w.commit_and_deliver(Vec::new()).await;
+    let (code, said) = verify(&w, &["--topic", "siem"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("7 duplicates"), "{said}");
+
+    // A message written by someone else: the event at offset 6 again, with other data.
+    let messages =
+        support::kafka::consume(&brokers, TOPIC, 19, std::time::Duration::from_millis(500)).await;
+    let original = messages
+        .iter()
+        .find(|m| support::kafka::headers(m)["ce_sequence"] == b"00000000000000000006")
+        .unwrap();
+    let mut headers = OwnedHeaders::new();
+    for h in original.headers().unwrap().iter() {
+        headers = headers.insert(Header {
+            key: h.key,
+            value: h.value,
+        });
+    }
+    let payload = text(original.payload().unwrap());
+    let forged = payload.replace("\"id\":105", "\"id\":5");
+    assert_ne!(forged, payload);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let delivered = producer
+        .send(
+            FutureRecord::to(TOPIC)
+                .partition(original.partition())
+                .key(original.key().unwrap())
+                .payload(&forged)
+                .headers(headers),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let (code, said) = verify(&w, &["--topic", "siem"]);
+    assert_eq!(code, 7, "{said}");
+    assert!(
+        said.starts_with(&format!(
+            "BROKEN at partition {} offset {} (log offset 6): its content does not hash",
+            delivered.partition, delivered.offset
+        )),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ocsf_sink_leaves_the_checkpoints_out_and_moves_past_them() {
+    let w = Written::with_sink(3, |jsonl| {
+        format!(
+            "[[sinks]]\nkind = \"jsonl\"\nname = \"audit\"\nformat = \"ocsf\"\npath = {:?}\n",
+            jsonl.display().to_string()
+        )
+    });
+    w.commit_and_deliver(created(7)).await;
+    let lines = w.lines();
+    assert_eq!(lines.len(), 7, "the 7 user events, not the 2 checkpoints");
+    assert_eq!(w.store().cursor("audit").unwrap(), 9);
+}

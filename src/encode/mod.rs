@@ -226,6 +226,57 @@ mod tests {
     }
 
     #[test]
+    fn ocsf_carries_every_type_but_checkpoints_and_cloudevents_every_one() {
+        let encoder = |format| Encoder {
+            format,
+            mode: Mode::Structured,
+            binding: Binding::Http,
+        };
+        for t in EventType::ALL {
+            assert!(encoder(Format::Cloudevents).carries(t.as_str()));
+            assert_eq!(
+                encoder(Format::Ocsf).carries(t.as_str()),
+                t.from_source(),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_chain_attributes_are_read_as_a_link_and_travel_as_binary_headers() {
+        let hash = crate::chain::hex(&[0xab; 32]);
+        let prev = crate::chain::hex(&[0xcd; 32]);
+        let mut e = event("user.created", "7", serde_json::json!({}));
+        e["chainprevid"] = serde_json::json!("01900000-0000-7000-8000-000000000001");
+        e["chainprev"] = serde_json::json!(prev);
+        e["chainhash"] = serde_json::json!(hash);
+        let stored = StoredEvent {
+            offset: 0,
+            bytes: serde_json::to_vec(&e).unwrap().into(),
+        };
+        let envelope = Envelope::parse(&stored).unwrap();
+        let link = envelope.link().unwrap();
+        assert_eq!((link.hash, link.prev), ([0xab; 32], [0xcd; 32]));
+        assert_eq!(
+            link.prev_id.unwrap().to_string(),
+            "01900000-0000-7000-8000-000000000001"
+        );
+        for (binding, prefix) in [(Binding::Kafka, "ce_"), (Binding::Http, "ce-")] {
+            let encoded = cloudevents::encode(&envelope, Mode::Binary, binding);
+            let header = |name: &str| {
+                encoded
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == format!("{prefix}{name}"))
+                    .map(|(_, v)| *v)
+            };
+            assert_eq!(header("chainhash"), Some(hash.as_str()));
+            assert_eq!(header("chainprev"), Some(prev.as_str()));
+            assert!(header("chainprevid").is_some());
+        }
+    }
+
+    #[test]
     fn audit_rows_of_one_actor_are_ordered_by_row_and_user_events_by_user() {
         let row = |id: u64| event("audit.action", "7", serde_json::json!({"log_id": id}));
         assert_eq!(key_of(row(41)), "superset://prod:log/41");

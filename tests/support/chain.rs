@@ -53,8 +53,8 @@ pub fn signed_store(every: u64) -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-/// A store with a JSONL sink (`events.jsonl`) and a checkpoint every `every` events, as `run`
-/// would have it: its config file (`rollcall.toml`) and key (`signing.pem`) in `dir`.
+/// A store with one sink and a checkpoint every `every` events, as `run` would have it: its
+/// config file (`rollcall.toml`) and key (`signing.pem`) in `dir`.
 pub struct Written {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -62,9 +62,18 @@ pub struct Written {
 }
 
 impl Written {
-    /// The config, and the store opened with the runner that signs and delivers (closed when
-    /// the runner is dropped).
+    /// With a JSONL sink `audit` writing `events.jsonl`.
     pub fn new(every: u64) -> Written {
+        Written::with_sink(every, |jsonl| {
+            format!(
+                "[[sinks]]\nkind = \"jsonl\"\nname = \"audit\"\npath = {:?}\n",
+                jsonl.display().to_string()
+            )
+        })
+    }
+
+    /// With the one sink `sink` makes of the JSONL path.
+    pub fn with_sink(every: u64, sink: impl Fn(&Path) -> String) -> Written {
         let dir = tempfile::tempdir().unwrap();
         let key = key_file(dir.path());
         let jsonl = dir.path().join("events.jsonl");
@@ -74,10 +83,7 @@ impl Written {
                 "signing_key_file = {:?}\ncheckpoint_every = {every}",
                 key.display().to_string()
             ),
-            &format!(
-                "[[sinks]]\nkind = \"jsonl\"\nname = \"audit\"\npath = {:?}\n",
-                jsonl.display().to_string()
-            ),
+            &sink(&jsonl),
         );
         let config_path = dir.path().join("rollcall.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -100,7 +106,7 @@ impl Written {
         store
     }
 
-    /// Commit `events` and deliver them to the JSONL sink, then close the store.
+    /// Commit `events` and deliver them to the sink, then close the store.
     pub async fn commit_and_deliver(&self, events: Vec<Event>) {
         let store = self.store();
         super::log::append(&store, events);

@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
-use rdkafka::error::KafkaError as RdError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -27,7 +28,21 @@ const SILENCE: Duration = Duration::from_secs(60);
 /// read.
 const PREFETCH_KBYTES: &str = "4096";
 
-type Queue = rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>;
+type Queue = rdkafka::consumer::base_consumer::PartitionQueue<Reading>;
+
+/// The consumer's context: librdkafka reports each partition's end on the consumer's own
+/// queue too, where it is no error (the partition's queue says it, and ends that partition).
+struct Reading;
+
+impl ClientContext for Reading {
+    fn error(&self, error: RdError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Reading {}
 
 /// One partition: its queue and the message read from it but not handed on yet.
 struct Partition {
@@ -40,7 +55,7 @@ struct Partition {
 struct Topic {
     sink: String,
     topic: String,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Reading>>,
     partitions: Vec<Partition>,
 }
 
@@ -67,8 +82,11 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
-        let consumer: Arc<BaseConsumer> =
-            Arc::new(config.create().map_err(|e| fail(e.to_string()))?);
+        let consumer: Arc<BaseConsumer<Reading>> = Arc::new(
+            config
+                .create_with_context(Reading)
+                .map_err(|e| fail(e.to_string()))?,
+        );
         let metadata = consumer
             .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
             .map_err(|e| fail(e.to_string()))?;
@@ -143,7 +161,7 @@ impl Topic {
                 Some(Err(e)) => return Err(e),
                 None if silent_since.elapsed() > SILENCE => {
                     return Err(RdError::MessageConsumption(
-                        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                        RDKafkaErrorCode::RequestTimedOut,
                     ))
                 }
                 None => {}
