@@ -39,6 +39,8 @@ fn every_command_explains_itself_with_an_example() {
         "sink",
         "completions",
         "man",
+        "verify",
+        "pubkey",
     ] {
         let out = rollcall(None, &[cmd, "--help"]);
         assert!(out.status.success());

@@ -180,6 +180,8 @@ async fn binary_mode_delivers_every_event_in_order_per_user_with_ce_headers() {
     assert_eq!(
         first.headers.keys().collect::<Vec<_>>(),
         [
+            "ce_chainhash",
+            "ce_chainprev",
             "ce_id",
             "ce_sequence",
             "ce_source",
