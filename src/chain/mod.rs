@@ -11,14 +11,18 @@
 //! It imports no rollcall module but `event`, and does no I/O but the verifier's own
 //! temporary file: the store, the sinks and the command line hand it bytes.
 
+mod canonical;
 pub mod checkpoint;
 mod index;
 pub mod record;
 pub mod verify;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use canonical::Members;
 
 use crate::event::Event;
 
@@ -85,54 +89,43 @@ pub fn unhex(text: &str) -> Option<Hash> {
     Some(hash)
 }
 
-/// Serializes a hash as its hex string.
-struct HexHash<'a>(&'a Hash);
-
-impl Serialize for HexHash<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex(self.0))
-    }
-}
-
-/// An event with its chain attributes: what the store writes to the log once the event has its
-/// offset. Without `hash` and `prev` it is what the canonical bytes are made of.
+/// An event with the id of the one before it: what the log stores, but for `chainprev` and
+/// `chainhash`, and what the canonical bytes are made of.
 #[derive(Serialize)]
-struct Chained<'a> {
+struct Unlinked<'a> {
     #[serde(flatten)]
     event: &'a Event,
     #[serde(skip_serializing_if = "Option::is_none")]
     chainprevid: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chainprev: Option<HexHash<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chainhash: Option<HexHash<'a>>,
 }
 
 /// `event` (with its `sequence` set) chained after the event whose hash is `prev` and id
 /// `prev_id`: its link, and the JSON the log stores (the event with `chainprevid`, `chainprev`
 /// and `chainhash`).
 pub fn chain(event: &Event, prev: &Hash, prev_id: Option<Uuid>) -> (Link, Vec<u8>) {
-    let mut unlinked = Chained {
+    let unlinked = Unlinked {
         event,
         chainprevid: prev_id,
-        chainprev: None,
-        chainhash: None,
     };
-    let hash = next(prev, &canonical(&unlinked));
-    unlinked.chainprev = Some(HexHash(prev));
-    unlinked.chainhash = Some(HexHash(&hash));
-    let stored = serde_json::to_vec(&unlinked).expect("rollcall's own types always serialise");
+    let mut stored = serde_json::to_vec(&unlinked).expect("rollcall's own types always serialise");
+    let hash = match Members::scan(&stored) {
+        Some(members) => members.hash(prev),
+        None => {
+            let value: Value = serde_json::from_slice(&stored).expect("serde_json reads its own");
+            next(prev, &canonical::canonical(&value))
+        }
+    };
+    // The object serde_json wrote ends in `}`: the link goes before it, last.
+    stored.pop();
+    stored.extend_from_slice(
+        format!(r#","{PREV}":"{}","{HASH}":"{}"}}"#, hex(prev), hex(&hash)).as_bytes(),
+    );
     let link = Link {
         hash,
         prev: *prev,
         prev_id,
     };
     (link, stored)
-}
-
-/// The RFC 8785 form of a value: JSON values (finite numbers, string keys) always have one.
-pub(crate) fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json_canonicalizer::to_vec(value).expect("every JSON value has an RFC 8785 form")
 }
 
 #[cfg(test)]
@@ -182,6 +175,11 @@ mod tests {
         let mut without = v.as_object().unwrap().clone();
         without.remove(HASH);
         without.remove(PREV);
-        assert_eq!(link.hash, next(&prev, &canonical(&without)));
+        let jcs = serde_json_canonicalizer::to_vec(&without).unwrap();
+        assert_eq!(
+            link.hash,
+            next(&prev, &jcs),
+            "RFC 8785, as the crate writes it"
+        );
     }
 }

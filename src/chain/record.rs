@@ -7,12 +7,14 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::canonical::{self, Members};
 use super::checkpoint;
-use super::{canonical, next, unhex, Hash, Link, HASH, PREV, PREV_ID};
+use super::{unhex, Hash, Link, HASH, PREV, PREV_ID};
 use crate::event::EventType;
 
 /// Where a delivered event is: what a verifier names when it finds a break there.
@@ -83,39 +85,60 @@ pub struct Unreadable(pub String);
 /// Read one delivered event.
 pub fn read(wire: Wire<'_>) -> Result<Record, Unreadable> {
     let bad = |what: String| Unreadable(what);
-    let map = match wire {
+    match wire {
         Wire::Structured(bytes) => {
             let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
-            serde_json::from_str::<Map<String, Value>>(text).map_err(|e| bad(e.to_string()))?
+            match Members::scan(bytes) {
+                Some(members) => from_members(members),
+                None => {
+                    let map: Map<String, Value> =
+                        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+                    from_members(Members::of(&map))
+                }
+            }
         }
         Wire::Binary { attributes, data } => {
-            let mut map: Map<String, Value> = attributes
+            let not_json = |e: String| bad(format!("its data is not JSON: {e}"));
+            std::str::from_utf8(data).map_err(|e| not_json(e.to_string()))?;
+            let data = canonical::value(data).map_err(|e| not_json(e.to_string()))?;
+            let mut members: Vec<_> = attributes
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                .map(|(k, v)| {
+                    let text = serde_json::to_vec(v).expect("a string serialises");
+                    (Cow::Borrowed(k), Cow::Owned(text))
+                })
                 .collect();
-            let data = serde_json::from_slice(data)
-                .map_err(|e| bad(format!("its data is not JSON: {e}")))?;
-            map.insert("data".to_owned(), data);
-            map
+            members.push((Cow::Borrowed("data"), data));
+            from_members(Members(members))
         }
-    };
-    from_map(map)
+    }
 }
 
-fn from_map(mut map: Map<String, Value>) -> Result<Record, Unreadable> {
-    let text = |map: &Map<String, Value>, name: &str| match map.get(name) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Unreadable(format!("`{name}` is not a string"))),
-        None => Err(Unreadable(format!("it has no `{name}`"))),
-    };
-    let sequence = text(&map, "sequence")?;
+/// A member's string value, read from its JSON text.
+fn text(members: &Members<'_>, name: &str) -> Result<String, Unreadable> {
+    let raw = members
+        .get(name)
+        .ok_or_else(|| Unreadable(format!("it has no `{name}`")))?;
+    serde_json::from_slice(raw).map_err(|_| Unreadable(format!("`{name}` is not a string")))
+}
+
+/// A hash attribute's value: exactly 64 lowercase hex digits in quotes, as the store writes it.
+fn hash_of(raw: Option<Cow<'_, [u8]>>, name: &str) -> Result<Hash, Unreadable> {
+    raw.as_deref()
+        .and_then(|r| r.strip_prefix(b"\"")?.strip_suffix(b"\""))
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .and_then(unhex)
+        .ok_or_else(|| Unreadable(format!("`{name}` is missing or not 64 hex digits")))
+}
+
+fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
+    let sequence = text(&members, "sequence")?;
     let offset = sequence
         .parse()
         .map_err(|_| Unreadable(format!("`sequence` is `{sequence}`, not a log offset")))?;
-    let id = text(&map, "id")?;
-    let event_type = text(&map, "type")?;
-    let hash = map.remove(HASH);
-    let prev = map.remove(PREV);
+    let id = text(&members, "id")?;
+    let event_type = text(&members, "type")?;
+    let (hash, prev) = (members.take(HASH), members.take(PREV));
     if hash.is_none() && prev.is_none() {
         return Ok(Record {
             offset,
@@ -124,27 +147,24 @@ fn from_map(mut map: Map<String, Value>) -> Result<Record, Unreadable> {
             chain: None,
         });
     }
-    let hex = |v: Option<Value>, name: &str| {
-        v.as_ref()
-            .and_then(Value::as_str)
-            .and_then(unhex)
-            .ok_or_else(|| Unreadable(format!("`{name}` is missing or not 64 hex digits")))
-    };
-    let (claimed, prev) = (hex(hash, HASH)?, hex(prev, PREV)?);
-    let prev_id = match map.get(PREV_ID) {
+    let (claimed, prev) = (hash_of(hash, HASH)?, hash_of(prev, PREV)?);
+    let prev_id = match members.get(PREV_ID) {
         None => None,
-        Some(v) => Some(
-            v.as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
+        Some(raw) => Some(
+            serde_json::from_slice::<String>(raw)
+                .ok()
+                .and_then(|s| Uuid::parse_str(&s).ok())
                 .ok_or_else(|| Unreadable(format!("`{PREV_ID}` is not an event id")))?,
         ),
     };
-    let checkpoint = (event_type == EventType::Checkpoint.as_str()).then(|| {
-        map.get("data")
-            .map(|d| checkpoint::Data::deserialize(d).map_err(|e| e.to_string()))
-            .unwrap_or_else(|| Err("it has no `data`".to_owned()))
-    });
-    let computed = next(&prev, &canonical(&map));
+    let checkpoint =
+        (event_type == EventType::Checkpoint.as_str()).then(|| match members.get("data") {
+            Some(data) => {
+                serde_json::from_slice::<checkpoint::Data>(data).map_err(|e| e.to_string())
+            }
+            None => Err("it has no `data`".to_owned()),
+        });
+    let computed = members.hash(&prev);
     Ok(Record {
         offset,
         id,

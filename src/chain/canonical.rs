@@ -1,0 +1,349 @@
+//! The canonical bytes of an event (RFC 8785, JCS) and their hash, written straight into
+//! SHA-256.
+//!
+//! The RFC 8785 form is `serde_json_canonicalizer`'s, a maintained implementation. It builds
+//! each object in buffers of its own and reads every key twice, which at a commit of 2,000 events
+//! costs more than the 5 % of commit throughput the chain may take, and makes a million events
+//! take most of a minute to verify (docs/performance.md, Hash chain). Almost every event rollcall
+//! writes is already in RFC 8785 form but for the order of its top-level attributes: serde_json
+//! writes nested objects with sorted keys, integers as RFC 8785 does, and escapes strings as it
+//! does. So a strict scanner checks that the text is in a subset of JSON whose RFC 8785 form is
+//! the text itself (ASCII keys, sorted, without escapes; strings with only the escapes RFC 8785
+//! writes; integers of at most 2^53 in magnitude; no whitespace); if so, the top-level members
+//! are hashed in RFC 8785 order as they are. Anything else (a float, a large integer, a key
+//! outside ASCII, an edited line) goes through the crate. Both give the same bytes; a property
+//! test holds them to it.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::Hash;
+
+/// The largest integer magnitude an IEEE double holds exactly: RFC 8785 writes integers up to it
+/// as their digits.
+const EXACT: u64 = 1 << 53;
+/// Deeper nesting goes the slow way (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 64;
+
+/// A JSON object's members, each value as JSON text in RFC 8785 form.
+pub(super) struct Members<'a>(pub(super) Vec<(Cow<'a, str>, Cow<'a, [u8]>)>);
+
+impl<'a> Members<'a> {
+    /// The members of the object `text`, if it is in the fast subset (its top-level members
+    /// may come in any order); `None` for anything else.
+    pub(super) fn scan(text: &'a [u8]) -> Option<Members<'a>> {
+        let mut s = Scanner { text, at: 0 };
+        let members = s.object_members()?;
+        (s.at == text.len()).then_some(Members(members))
+    }
+
+    /// The members of an object parsed the slow way, each value in RFC 8785 form.
+    pub(super) fn of(map: &Map<String, Value>) -> Members<'static> {
+        Members(
+            map.iter()
+                .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(canonical(v))))
+                .collect(),
+        )
+    }
+
+    /// Take the member `name` out.
+    pub(super) fn take(&mut self, name: &str) -> Option<Cow<'a, [u8]>> {
+        let i = self.0.iter().position(|(k, _)| k == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// SHA-256 of `prev` followed by the RFC 8785 form of the object these members make.
+    pub(super) fn hash(mut self, prev: &Hash) -> Hash {
+        // RFC 8785 orders keys by their UTF-16 code units.
+        self.0
+            .sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        let mut h = Hashing(Sha256::new());
+        h.0.update(prev);
+        h.0.update(b"{");
+        for (i, (key, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                h.0.update(b",");
+            }
+            serde_json::to_writer(&mut h, key.as_ref()).expect("hashing never fails");
+            h.0.update(b":");
+            h.0.update(value);
+        }
+        h.0.update(b"}");
+        h.0.finalize().into()
+    }
+}
+
+/// The RFC 8785 form of one value, the slow way.
+pub(super) fn canonical(value: &Value) -> Vec<u8> {
+    serde_json_canonicalizer::to_vec(value).expect("every JSON value has an RFC 8785 form")
+}
+
+/// The RFC 8785 form of one value's JSON text: the text itself when it is in the fast subset.
+pub(super) fn value(text: &[u8]) -> Result<Cow<'_, [u8]>, serde_json::Error> {
+    let mut s = Scanner { text, at: 0 };
+    if s.value(0).is_some() && s.at == text.len() {
+        return Ok(Cow::Borrowed(text));
+    }
+    Ok(Cow::Owned(canonical(&serde_json::from_slice(text)?)))
+}
+
+/// SHA-256 as an `io::Write`, for serde_json to write keys into.
+struct Hashing(Sha256);
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks that JSON text is in the subset whose RFC 8785 form is the text itself.
+struct Scanner<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+type Member<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.at += 1)
+    }
+
+    /// The top-level object: its members in any order, none twice.
+    fn object_members(&mut self) -> Option<Vec<Member<'a>>> {
+        self.eat(b'{')?;
+        let mut members: Vec<Member<'a>> = Vec::with_capacity(16);
+        if self.eat(b'}').is_some() {
+            return Some(members);
+        }
+        loop {
+            let key = self.key()?;
+            if members.iter().any(|(k, _)| k == key) {
+                return None;
+            }
+            self.eat(b':')?;
+            let start = self.at;
+            self.value(1)?;
+            members.push((
+                Cow::Borrowed(key),
+                Cow::Borrowed(&self.text[start..self.at]),
+            ));
+            if self.eat(b'}').is_some() {
+                return Some(members);
+            }
+            self.eat(b',')?;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'{' => self.object(depth),
+            b'[' => self.array(depth),
+            b'"' => self.string(),
+            b'-' | b'0'..=b'9' => self.integer(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => None,
+        }
+    }
+
+    /// A nested object: keys strictly increasing.
+    fn object(&mut self, depth: usize) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        let mut last: Option<&str> = None;
+        loop {
+            let key = self.key()?;
+            if last.is_some_and(|l| l >= key) {
+                return None;
+            }
+            last = Some(key);
+            self.eat(b':')?;
+            self.value(depth + 1)?;
+            if self.eat(b'}').is_some() {
+                return Some(());
+            }
+            self.eat(b',')?;
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        self.eat(b'[')?;
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            self.value(depth + 1)?;
+            if self.eat(b']').is_some() {
+                return Some(());
+            }
+            self.eat(b',')?;
+        }
+    }
+
+    /// A key of printable ASCII without escapes, whose byte order is its UTF-16 order.
+    fn key(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.at;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b' '..=b'~' if self.peek()? != b'\\' => self.at += 1,
+                _ => return None,
+            }
+        }
+        let key = std::str::from_utf8(&self.text[start..self.at]).ok()?;
+        self.at += 1;
+        Some(key)
+    }
+
+    /// A string with only the escapes RFC 8785 writes: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`,
+    /// `\t`, and `\u00xx` (lowercase) for the other control characters.
+    fn string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.at += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                        b'u' => {
+                            let hex = self.text.get(self.at + 1..self.at + 5)?;
+                            let control = hex.starts_with(b"00")
+                                && matches!(hex[2], b'0' | b'1')
+                                && matches!(hex[3], b'0'..=b'9' | b'a'..=b'f')
+                                && !matches!(&hex[2..], b"08" | b"09" | b"0a" | b"0c" | b"0d");
+                            if !control {
+                                return None;
+                            }
+                            self.at += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+    }
+
+    /// An integer RFC 8785 writes as its own digits: no fraction, exponent or `-0`, and at most
+    /// 2^53 in magnitude.
+    fn integer(&mut self) -> Option<()> {
+        let negative = self.eat(b'-').is_some();
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        let digits = &self.text[start..self.at];
+        let leading_zero = digits.len() > 1 && digits[0] == b'0';
+        if digits.is_empty() || leading_zero || digits.len() > 16 {
+            return None;
+        }
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        (n <= EXACT && !(negative && n == 0)).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.text[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The slow way from start to end: the crate's RFC 8785 form of the whole object.
+    fn slow(prev: &Hash, text: &[u8]) -> Hash {
+        let v: Value = serde_json::from_slice(text).unwrap();
+        super::super::next(prev, &canonical(&v))
+    }
+
+    #[test]
+    fn what_serde_json_writes_of_rollcalls_events_is_in_the_fast_subset() {
+        let text = br#"{"type":"user.updated","id":"x","data":{"after":"A\"\n\u001f","before":[1,-2,true,null],"user":{"a":9007199254740992}}}"#;
+        let members = Members::scan(text).unwrap();
+        assert_eq!(members.0.len(), 3);
+        assert_eq!(members.hash(&[1; 32]), slow(&[1; 32], text));
+    }
+
+    #[test]
+    fn what_rfc_8785_writes_otherwise_is_left_to_the_crate() {
+        for text in [
+            &br#"{"a":1.5}"#[..],
+            br#"{"a":9007199254740993}"#,
+            br#"{"a":-0}"#,
+            br#"{"a":1e3}"#,
+            br#"{"a":{"b":1,"a":2}}"#,
+            br#"{"a":"\u0041"}"#,
+            br#"{"a":"\/"}"#,
+            br#"{"a":"\u001F"}"#,
+            br#"{"a":"\u000a"}"#,
+            br#"{"\u00e9":1}"#,
+            "{\"é\":1}".as_bytes(),
+            br#"{"a": 1}"#,
+            br#"{"a":1,"a":2}"#,
+            br#"{"a":1} "#,
+        ] {
+            assert!(
+                Members::scan(text).is_none(),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_way_and_the_crate_hash_any_json_object_alike(
+            v in crate::fuzz::any_json(),
+            key in "[a-z]{1,3}",
+        ) {
+            let object = serde_json::json!({"zz": v.clone(), key: [v.clone()], "data": {"n": v}});
+            let text = serde_json::to_vec(&object).unwrap();
+            let slow_hash = slow(&[7; 32], &text);
+            if let Some(members) = Members::scan(&text) {
+                prop_assert_eq!(members.hash(&[7; 32]), slow_hash);
+            }
+            let map = object.as_object().unwrap();
+            prop_assert_eq!(Members::of(map).hash(&[7; 32]), slow_hash);
+            let whole = value(&text).unwrap();
+            prop_assert_eq!(super::super::next(&[7; 32], &whole), slow_hash);
+        }
+    }
+}
