@@ -151,21 +151,7 @@ fn verify(n: usize) {
         every: 1000,
         interval: Duration::from_secs(3600),
     });
-    let now = Utc::now();
-    for start in (0..n).step_by(CHUNK) {
-        let events = (start..(start + CHUNK).min(n))
-            .map(|i| events::user_updated(i as u64, (i % 10_000) as u64, now))
-            .collect();
-        store
-            .commit(Commit {
-                source: "bench",
-                upserts: Vec::new(),
-                removals: Vec::new(),
-                events,
-                state: None,
-            })
-            .unwrap();
-    }
+    events::fill(&store, n as u64, 10_000);
     let file = dir.path().join("events.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
     let (mut lines, mut from) = (0u64, 0);

@@ -74,7 +74,7 @@ async fn bench(n: u64) {
     let config = config(dir.path(), &brokers);
     let store = Store::open(&config.store.path).unwrap();
     let t = Instant::now();
-    fill(&store, n);
+    events::fill(&store, n, USERS);
     let stored = store.events_from(0, usize::MAX).unwrap();
     let bytes: usize = stored.iter().map(|e| e.bytes.len()).sum();
     report!(
@@ -260,28 +260,4 @@ format = "ocsf"
         store = dir.join("data").display().to_string(),
     );
     Config::parse(&raw, Path::new("bench.toml")).unwrap()
-}
-
-/// `n` events spread over 10,000 users: `user.updated` (a last-name edit) with the full user
-/// record before and after, in the shape of schemas/user.updated.schema.json (the OCSF encoder
-/// reads `data`, so it needs the real shape, and an update is the heaviest event to encode).
-fn fill(store: &Store, n: u64) {
-    let now = Utc::now();
-    let mut offset = 0;
-    while offset < n {
-        let chunk = (n - offset).min(10_000);
-        let events = (offset..offset + chunk)
-            .map(|i| events::user_updated(i, i % USERS + 1, now))
-            .collect();
-        store
-            .commit(Commit {
-                source: "bench",
-                upserts: Vec::new(),
-                removals: Vec::new(),
-                events,
-                state: Some(&SourceState::default()),
-            })
-            .unwrap();
-        offset += chunk;
-    }
 }

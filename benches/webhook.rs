@@ -62,7 +62,7 @@ async fn bench(n: usize) {
     std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
     let store_path = dir.path().join("data");
     let store = Store::open(&store_path).unwrap();
-    append(&store, n);
+    events::fill(&store, n as u64, USERS as u64);
     let bodies: Vec<Bytes> = store
         .events_from(0, usize::MAX)
         .unwrap()
@@ -301,22 +301,4 @@ format = "{format}"
         secret = secret.display().to_string(),
     );
     Config::parse(&raw, std::path::Path::new("bench.toml")).unwrap()
-}
-
-/// `n` realistic events: `user.updated` (a last-name edit) with the full user record before
-/// and after, in the shape of schemas/user.updated.schema.json, round-robin over the users.
-fn append(store: &Store, n: usize) {
-    let now = chrono::Utc::now();
-    let events = (0..n)
-        .map(|i| events::user_updated(i as u64, (i % USERS) as u64, now))
-        .collect();
-    store
-        .commit(Commit {
-            source: "bench",
-            upserts: vec![],
-            removals: vec![],
-            events,
-            state: Some(&SourceState::default()),
-        })
-        .unwrap();
 }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use rollcall::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use rollcall::store::{Commit, SourceState, Store};
 
 /// The `i`-th event of a run, about user `user`, observed at `now`.
 pub fn user_updated(i: u64, user: u64, now: DateTime<Utc>) -> Event {
@@ -43,5 +44,27 @@ pub fn user_updated(i: u64, user: u64, now: DateTime<Utc>) -> Event {
             "before": record(&before),
             "changes": [{"field": "last_name", "before": before, "after": after}]
         }),
+    }
+}
+
+/// Commits `n` such events, round-robin over `users` users, 10,000 to a commit.
+pub fn fill(store: &Store, n: u64, users: u64) {
+    let now = Utc::now();
+    let mut offset = 0;
+    while offset < n {
+        let chunk = (n - offset).min(10_000);
+        let events = (offset..offset + chunk)
+            .map(|i| user_updated(i, i % users + 1, now))
+            .collect();
+        store
+            .commit(Commit {
+                source: "bench",
+                upserts: Vec::new(),
+                removals: Vec::new(),
+                events,
+                state: Some(&SourceState::default()),
+            })
+            .unwrap();
+        offset += chunk;
     }
 }

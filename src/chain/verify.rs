@@ -638,30 +638,22 @@ mod tests {
             .map(|l| read(Wire::Structured(l)).unwrap().chain.unwrap().link.hash)
             .collect();
         let mut store = Held(hashes);
+        let mut against_store = |copy: &[Vec<u8>]| {
+            check(
+                copy,
+                Options {
+                    reference: Some(&mut store),
+                    gaps: true,
+                    ..Options::default()
+                },
+            )
+        };
         let subset: Vec<Vec<u8>> = lines.iter().step_by(3).cloned().collect();
         assert!(check(&subset, Options::default()).is_err(), "gaps alone");
-        let r = check(
-            &subset,
-            Options {
-                reference: Some(&mut store),
-                gaps: true,
-                ..Options::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(r.chained, 4);
+        assert_eq!(against_store(&subset).unwrap().chained, 4);
         let mut foreign = subset.clone();
         foreign[2] = written(10, &Signer::from_seed([1; 32]), 100)[6].clone();
-        let b = check(
-            &foreign,
-            Options {
-                reference: Some(&mut store),
-                gaps: true,
-                ..Options::default()
-            },
-        )
-        .unwrap_err();
-        assert_eq!(b.place, Place::Line(3));
+        assert_eq!(against_store(&foreign).unwrap_err().place, Place::Line(3));
     }
 
     #[test]

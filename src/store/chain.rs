@@ -16,12 +16,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use uuid::Uuid;
 
-use super::log::KEY_NEXT_OFFSET;
 use super::{be_u64, json_bytes, Store, StoreError};
 use crate::chain::checkpoint::Signer;
 use crate::chain::verify::Held;
@@ -64,7 +61,7 @@ struct Signing {
 
 type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-fn abort<T>(r: Result<T, StoreError>) -> Tx<T> {
+pub(super) fn abort<T>(r: Result<T, StoreError>) -> Tx<T> {
     r.map_err(ConflictableTransactionError::Abort)
 }
 
@@ -253,19 +250,18 @@ impl Store {
         })
     }
 
-    /// Write a checkpoint now if one is due by time (`checkpoint_interval` passed with events
-    /// unsigned): after each poll, so a quiet store is signed too. Returns its offset.
-    pub fn checkpoint_if_due(&self) -> Result<Option<u64>, StoreError> {
+    /// A checkpoint is due by time: signing is on, `checkpoint_interval` has passed since the
+    /// last one, and events came since.
+    pub(super) fn checkpoint_due(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let Some(c) = self.checkpoints.get() else {
-            return Ok(None);
+            return Ok(false);
         };
         let signing = self
             .meta
             .get(KEY_CHECKPOINT)?
             .map(|v| decode_signing(&v))
             .transpose()?;
-        let now = Utc::now();
-        let due = Appender {
+        Ok(Appender {
             store: self,
             now,
             head: None,
@@ -273,34 +269,7 @@ impl Store {
             started_before: false,
             signing: signing.unwrap_or_default(),
         }
-        .due_by_time(c);
-        if !due {
-            return Ok(None);
-        }
-        let written = self.writing(|| {
-            let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
-            let result = (&self.events, &self.meta).transaction(|(events, meta)| {
-                let first = match meta.get(KEY_NEXT_OFFSET)? {
-                    Some(v) => abort(be_u64(&v, "next offset"))?,
-                    None => 0,
-                };
-                let appender = Appender::read(self, meta, now)?;
-                let next = appender.finish(events, meta, first)?;
-                meta.insert(KEY_NEXT_OFFSET, &next.to_be_bytes())?;
-                Ok((first < next).then_some(first))
-            });
-            let written = result.map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::Sled(e),
-            })?;
-            self.db.flush()?;
-            Ok(written)
-        })?;
-        if let Some(offset) = written {
-            self.head
-                .send_modify(|head| *head = (*head).max(offset + 1));
-        }
-        Ok(written)
+        .due_by_time(c))
     }
 }
 

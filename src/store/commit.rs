@@ -3,6 +3,9 @@
 //! they produced with consecutive offsets and their links in the hash chain (`chain.rs`), and
 //! the source state when given.
 //!
+//! A checkpoint due by time, written after a poll that committed nothing, is such a transaction
+//! of its own.
+//!
 //! Owns the rule the rest of rollcall relies on: a commit lands whole or not at all, and is
 //! flushed to disk before any sink may see its events, so a crash at any instant loses nothing
 //! and derives nothing twice. It never decides what changed (the cycle does), and never moves a
@@ -12,7 +15,7 @@ use std::ops::Range;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::chain::Appender;
+use super::chain::{abort, Appender};
 use super::log::KEY_NEXT_OFFSET;
 use super::snapshot::{members_of, Record};
 use super::source_state::{state_key, SourceState};
@@ -92,5 +95,37 @@ impl Store {
         // commit after delivery, and the next cycle would derive the same change under new ids.
         self.db.flush()?;
         Ok(range)
+    }
+
+    /// Write a checkpoint now if one is due by time (`checkpoint_interval` passed with events
+    /// unsigned): after each poll, so a quiet store is signed too. Returns its offset.
+    pub fn checkpoint_if_due(&self) -> Result<Option<u64>, StoreError> {
+        let now = chrono::Utc::now();
+        if !self.checkpoint_due(now)? {
+            return Ok(None);
+        }
+        let written = self.writing(|| {
+            let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
+            let result = (&self.events, &self.meta).transaction(|(events, meta)| {
+                let first = match meta.get(KEY_NEXT_OFFSET)? {
+                    Some(v) => abort(be_u64(&v, "next offset"))?,
+                    None => 0,
+                };
+                let next = Appender::read(self, meta, now)?.finish(events, meta, first)?;
+                meta.insert(KEY_NEXT_OFFSET, &next.to_be_bytes())?;
+                Ok((first < next).then_some(first))
+            });
+            let written = result.map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+            self.db.flush()?;
+            Ok(written)
+        })?;
+        if let Some(offset) = written {
+            self.head
+                .send_modify(|head| *head = (*head).max(offset + 1));
+        }
+        Ok(written)
     }
 }

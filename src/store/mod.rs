@@ -5,8 +5,9 @@
 //! that comparing membership walks a tenth of the bytes, docs/performance.md, Memory), `events`
 //! (offset, big-endian u64 → event JSON, append-only), `cursors` (sink name → next offset to
 //! deliver), `dlq/<sink>` (a sink's dead letters) and `meta` (schema version, store id, next
-//! offset, per-source state such as high-water marks, sink health and the count of events each
-//! sink skipped because retention compacted them away first, refused logins).
+//! offset, the hash chain's head, start and last checkpoint, per-source state such as
+//! high-water marks, sink health and the count of events each sink skipped because retention
+//! compacted them away first, refused logins).
 //! Each commit (snapshot changes, the events they produced, and the source state when given)
 //! is one transaction, flushed before any sink sees it; a cycle commits in chunks of bounded
 //! size (see `cycle`), each holding its users as read, so a crash at any instant loses nothing
@@ -23,11 +24,12 @@
 //! changes at every poll and means nothing to another process, so it is never written.
 //!
 //! One file per concern, each an `impl Store` of its own: `snapshot.rs` (the snapshots and
-//! [`Known`]), `commit.rs` (the one transaction a cycle's changes land in), `log.rs` (the event
-//! log, its head and compaction), `sink_state.rs` (sink cursors, sink health, dead letters),
-//! `source_state.rs` (source states, refused logins, in-memory activity), `backup.rs` (export
-//! and import) and `migrate.rs` (the schema version and the steps to it). This file opens the
-//! store and holds what every handle shares.
+//! [`Known`]), `commit.rs` (the one transaction a cycle's changes land in, or a checkpoint due
+//! by time), `chain.rs` (appending events with their links in the hash chain, and signed
+//! checkpoints), `log.rs` (the event log, its head and compaction), `sink_state.rs` (sink
+//! cursors, sink health, dead letters), `source_state.rs` (source states, refused logins,
+//! in-memory activity), `backup.rs` (export and import) and `migrate.rs` (the schema version
+//! and the steps to it). This file opens the store and holds what every handle shares.
 
 mod backup;
 mod chain;
