@@ -4,11 +4,12 @@
 //! last poll ended), in a task of its own, at most `max_concurrent_polls` polls at once, each
 //! cycle within its `poll_deadline`. So a source that never answers, answers slowly or has its
 //! login refused delays no other source's polls and no sink's deliveries (docs/scaling.md).
-//! Also owns what follows each poll (metrics, retention, a signed checkpoint when one is due by
-//! time, errors recorded in the store), the pause while the store refuses writes, and shutdown.
-//! One cycle of one source (observe, diff, commit) is `cycle`'s. It keeps nothing between cycles that must survive a restart (that is in
-//! the store); what it is doing with each source now, it tells the store's in-memory
-//! [`SourceActivity`](crate::store::SourceActivity), which `status` and `/metrics` show.
+//! Also owns what follows each poll (metrics, retention, a signed checkpoint once one is due,
+//! errors recorded in the store), the pause while the store refuses writes, and shutdown. One
+//! cycle of one source (observe, diff, commit) is `cycle`'s. It keeps nothing between cycles
+//! that must survive a restart (that is in the store); what it is doing with each source now,
+//! it tells the store's in-memory [`SourceActivity`](crate::store::SourceActivity), which
+//! `status` and `/metrics` show.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,8 +47,6 @@ pub enum RunnerError {
     Sink(#[from] SinkError),
     #[error("stopped while the store refuses writes: everything committed before it failed is safe, and what was found since is derived again at the next start")]
     StoppedWithStoreFailing(#[source] StoreError),
-    #[error(transparent)]
-    SigningKey(#[from] crate::chain::checkpoint::KeyError),
 }
 
 impl From<StoreError> for RunnerError {
@@ -231,10 +230,6 @@ impl Runner {
             .iter()
             .map(SinkConfig::build)
             .collect::<Result<_, _>>()?;
-        if let Some(checkpoints) = config.store.checkpoints()? {
-            info!(key = %checkpoints.signer.public(), every = checkpoints.every, "signing checkpoints of the hash chain");
-            store.sign_checkpoints(checkpoints);
-        }
         if store.created() {
             // Loud on purpose: a store that vanished is re-created here, and its offsets and
             // `sequence` start again at 0 in sinks that still hold the old store's events.

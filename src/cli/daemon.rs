@@ -1,6 +1,7 @@
 //! `rollcall run`: the long-running process. Wires the runner, the HTTP endpoints, the admin
 //! socket and the signals (SIGHUP reopens files, SIGTERM and Ctrl-C stop), and acts only on
-//! the config it started with.
+//! the config it started with. Also opens the store as every command that commits does
+//! (`run`, `once`): signing checkpoints when the config has a key.
 
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ use crate::text::error_chain;
 /// /status on `listen` meanwhile.
 pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
     let config = &started.config;
-    let store = Store::open(&config.store.path)?;
+    let store = open_signing(config)?;
     let metrics = crate::http::install_metrics();
     let runner = Runner::new(config, store.clone())?;
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
@@ -117,4 +118,15 @@ pub(super) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The store as the commands that commit (`run`, `once`) open it: signing checkpoints of the
+/// hash chain with `[store] signing_key_file`, when one is set.
+pub(super) fn open_signing(config: &crate::config::Config) -> Result<Store, CliError> {
+    let store = Store::open(&config.store.path)?;
+    if let Some(checkpoints) = config.store.checkpoints()? {
+        tracing::info!(key = %checkpoints.signer.public(), every = checkpoints.every, "signing checkpoints of the hash chain");
+        store.sign_checkpoints(checkpoints);
+    }
+    Ok(store)
 }

@@ -89,7 +89,6 @@ impl CliError {
             | CliError::SigningKey(_)
             | CliError::NoSigningKey
             | CliError::NotReadBack(_)
-            | CliError::Runner(RunnerError::SigningKey(_))
             | CliError::ExportToStdoutWhileRunning
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
                 exit::CONFIG

@@ -61,7 +61,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             confirm_deletes,
         } => {
             let config = Config::load(&cli.config)?;
-            let mut runner = Runner::new(&config, Store::open(&config.store.path)?)?;
+            let mut runner = Runner::new(&config, daemon::open_signing(&config)?)?;
             runner
                 .cycle(CycleOptions {
                     full,
