@@ -3,8 +3,9 @@
 //! `cargo bench --bench chain` runs the full sizes: commits of 2,000 changed users with their
 //! `user.updated` events (a cycle's chunk, `CHUNK` in `src/cycle.rs`) into a fresh store,
 //! chained (and with signed checkpoints) against the same commits without the chain in the same
-//! run, as events/s and the ratio; then `rollcall verify` (the real binary) of a JSONL file of
-//! 1,000,000 chained events, its time and peak memory. Under `cargo test` it runs the same code
+//! run, as events/s and the ratio, and the chain's own work per event without I/O; then
+//! `rollcall verify` (the real binary) of a JSONL file of 1,000,000 chained events, its time
+//! and peak memory. Under `cargo test` it runs the same code
 //! on small sizes as a smoke test.
 
 #[path = "support/events.rs"]
@@ -24,7 +25,7 @@ use chrono::Utc;
 use rollcall::store::{Checkpoints, Commit, Record, Store};
 
 const CHUNK: usize = 2000;
-const RUNS: usize = 5;
+const RUNS: usize = 9;
 
 /// How a commit run appends its events.
 #[derive(Clone, Copy, PartialEq)]
@@ -39,7 +40,7 @@ enum Chaining {
 
 fn main() {
     let (commits, verified) = if support::full_size() {
-        (100_000, 1_000_000)
+        (40_000, 1_000_000)
     } else {
         (4_000, 2_000)
     };
@@ -112,31 +113,72 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn commit_throughput(n: usize) {
     let (mut off, mut on, mut signed) = (Vec::new(), Vec::new(), Vec::new());
-    // Interleaved, so that a drift in the machine's load reaches all three alike.
-    for _ in 0..RUNS {
-        off.push(commit_run(n, Chaining::Off));
-        on.push(commit_run(n, Chaining::On));
-        signed.push(commit_run(n, Chaining::Signed));
+    // Each round runs the three in another order, so that neither a drift in the machine's load
+    // nor the disk still writing back the previous run's store favours one of them.
+    for round in 0..RUNS {
+        for i in 0..3 {
+            match (round + i) % 3 {
+                0 => off.push(commit_run(n, Chaining::Off)),
+                1 => on.push(commit_run(n, Chaining::On)),
+                _ => signed.push(commit_run(n, Chaining::Signed)),
+            }
+        }
     }
     let ratios = |v: &[f64]| median(v.iter().zip(&off).map(|(a, b)| a / b).collect());
     let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    report!("commits of {CHUNK} changed users and their events, {n} events, {RUNS} runs each:");
+    report!(
+        "commits of {CHUNK} changed users and their events, {n} events a run, {RUNS} runs each:"
+    );
     report!(
         "  without the chain (baseline): best {:.0} events/s, median {:.0}",
         best(&off),
         median(off.clone())
     );
+    for (what, v) in [("chained", &on), ("chained, signed every 1,000", &signed)] {
+        report!(
+            "  {what}: best {:.0} events/s, median {:.0}; ratio / baseline: best of each {:.3}, median of the rounds' own {:.3}",
+            best(v),
+            median(v.clone()),
+            best(v) / best(&off),
+            ratios(v)
+        );
+    }
+    chain_work(n, median(off));
+}
+
+/// The chain's own work per event, without I/O: what a commit does to an event without the chain
+/// (serialize it) against what it does with it (serialize, hash the canonical bytes, link), as a
+/// share of the baseline's time per committed event.
+fn chain_work(n: usize, baseline_per_s: f64) {
+    let now = Utc::now();
+    let events: Vec<_> = (0..n as u64)
+        .map(|i| {
+            let mut e = events::user_updated(i, i, now);
+            e.sequence = rollcall::event::Event::sequence_for(i);
+            e
+        })
+        .collect();
+    let time = |f: &dyn Fn(&rollcall::event::Event) -> usize| {
+        (0..RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                let bytes: usize = events.iter().map(f).sum();
+                assert!(bytes > 0);
+                started.elapsed().as_secs_f64() / n as f64
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let plain = time(&|e| serde_json::to_vec(e).unwrap().len());
+    let prev = [7; 32];
+    let chained = time(&|e| rollcall::chain::chain(e, &prev, Some(e.id)).1.len());
+    let extra = chained - plain;
     report!(
-        "  chained: best {:.0} events/s, median {:.0}; ratio chained / baseline, median of the runs' own: {:.3}",
-        best(&on),
-        median(on.clone()),
-        ratios(&on)
-    );
-    report!(
-        "  chained and signed every 1,000: best {:.0} events/s, median {:.0}; ratio / baseline, median of the runs' own: {:.3}",
-        best(&signed),
-        median(signed.clone()),
-        ratios(&signed)
+        "  the chain's own work: {:.2} µs an event (serialize {:.2} µs, serialize and chain {:.2} µs), {:.1} % of the baseline's {:.1} µs per committed event",
+        extra * 1e6,
+        plain * 1e6,
+        chained * 1e6,
+        100.0 * extra * baseline_per_s,
+        1e6 / baseline_per_s
     );
 }
 
