@@ -67,20 +67,42 @@ impl<'a> Members<'a> {
         // RFC 8785 orders keys by their UTF-16 code units.
         self.0
             .sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-        let mut h = Hashing(Sha256::new());
-        h.0.update(prev);
-        h.0.update(b"{");
+        let mut h = Hashing::after(prev);
+        h.put(b"{");
         for (i, (key, value)) in self.0.iter().enumerate() {
             if i > 0 {
-                h.0.update(b",");
+                h.put(b",");
             }
             serde_json::to_writer(&mut h, key.as_ref()).expect("hashing never fails");
-            h.0.update(b":");
-            h.0.update(value);
+            h.put(b":");
+            h.put(value);
         }
-        h.0.update(b"}");
-        h.0.finalize().into()
+        h.put(b"}");
+        h.finish()
     }
+}
+
+/// Whether serde_json writes `value` in its RFC 8785 form: keys in order by their UTF-16 code
+/// units (so ASCII keys, sorted), and integers of at most 2^53 in magnitude (serde_json escapes
+/// strings as RFC 8785 does).
+pub(super) fn is_canonical(value: &Value) -> bool {
+    fn walk(v: &Value, depth: usize) -> bool {
+        match v {
+            Value::Null | Value::Bool(_) | Value::String(_) => true,
+            Value::Number(n) => n
+                .as_u64()
+                .or_else(|| n.as_i64().map(i64::unsigned_abs))
+                .is_some_and(|n| n <= EXACT),
+            Value::Array(items) => depth < MAX_DEPTH && items.iter().all(|i| walk(i, depth + 1)),
+            Value::Object(map) => {
+                depth < MAX_DEPTH
+                    && map.keys().all(|k| k.is_ascii())
+                    && map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b)
+                    && map.values().all(|v| walk(v, depth + 1))
+            }
+        }
+    }
+    walk(value, 0)
 }
 
 /// The RFC 8785 form of one value, the slow way.
@@ -97,8 +119,25 @@ pub(super) fn value(text: &[u8]) -> Result<Cow<'_, [u8]>, serde_json::Error> {
     Ok(Cow::Owned(canonical(&serde_json::from_slice(text)?)))
 }
 
-/// SHA-256 as an `io::Write`, for serde_json to write keys into.
-struct Hashing(Sha256);
+/// SHA-256 of a previous hash and what is written after it; an `io::Write`, for serde_json to
+/// write into.
+pub(super) struct Hashing(Sha256);
+
+impl Hashing {
+    pub(super) fn after(prev: &Hash) -> Hashing {
+        let mut h = Sha256::new();
+        h.update(prev);
+        Hashing(h)
+    }
+
+    pub(super) fn put(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub(super) fn finish(self) -> Hash {
+        self.0.finalize().into()
+    }
+}
 
 impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -251,7 +290,14 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 0..=0x1f => return None,
-                _ => self.at += 1,
+                _ => {
+                    // Plain bytes up to the next quote, backslash or control character.
+                    let rest = &self.text[self.at..];
+                    self.at += rest
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                        .unwrap_or(rest.len());
+                }
             }
         }
     }

@@ -14,17 +14,14 @@
 mod canonical;
 pub mod checkpoint;
 mod index;
+mod link;
 pub mod record;
 pub mod verify;
 
-use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use canonical::Members;
-
-use crate::event::Event;
+pub use link::chain;
 
 /// The CloudEvents extension attribute holding an event's own hash (64 hex digits).
 pub const HASH: &str = "chainhash";
@@ -89,49 +86,10 @@ pub fn unhex(text: &str) -> Option<Hash> {
     Some(hash)
 }
 
-/// An event with the id of the one before it: what the log stores, but for `chainprev` and
-/// `chainhash`, and what the canonical bytes are made of.
-#[derive(Serialize)]
-struct Unlinked<'a> {
-    #[serde(flatten)]
-    event: &'a Event,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chainprevid: Option<Uuid>,
-}
-
-/// `event` (with its `sequence` set) chained after the event whose hash is `prev` and id
-/// `prev_id`: its link, and the JSON the log stores (the event with `chainprevid`, `chainprev`
-/// and `chainhash`).
-pub fn chain(event: &Event, prev: &Hash, prev_id: Option<Uuid>) -> (Link, Vec<u8>) {
-    let unlinked = Unlinked {
-        event,
-        chainprevid: prev_id,
-    };
-    let mut stored = serde_json::to_vec(&unlinked).expect("rollcall's own types always serialise");
-    let hash = match Members::scan(&stored) {
-        Some(members) => members.hash(prev),
-        None => {
-            let value: Value = serde_json::from_slice(&stored).expect("serde_json reads its own");
-            next(prev, &canonical::canonical(&value))
-        }
-    };
-    // The object serde_json wrote ends in `}`: the link goes before it, last.
-    stored.pop();
-    stored.extend_from_slice(
-        format!(r#","{PREV}":"{}","{HASH}":"{}"}}"#, hex(prev), hex(&hash)).as_bytes(),
-    );
-    let link = Link {
-        hash,
-        prev: *prev,
-        prev_id,
-    };
-    (link, stored)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+    use crate::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
 
     fn event() -> Event {
         Event {
@@ -158,28 +116,50 @@ mod tests {
     }
 
     #[test]
-    fn the_stored_event_carries_its_link_and_the_hash_covers_the_rest() {
-        let e = event();
-        let prev_id = Uuid::now_v7();
-        let prev = next(&GENESIS, b"before");
-        let (link, stored) = chain(&e, &prev, Some(prev_id));
-        let v: serde_json::Value = serde_json::from_slice(&stored).unwrap();
-        assert_eq!(v[HASH], hex(&link.hash));
-        assert_eq!(v[PREV], hex(&prev));
-        assert_eq!(v[PREV_ID], prev_id.to_string());
-        assert_eq!(
-            serde_json::from_slice::<Event>(&stored).unwrap(),
-            e,
-            "older readers see the event unchanged"
-        );
-        let mut without = v.as_object().unwrap().clone();
-        without.remove(HASH);
-        without.remove(PREV);
-        let jcs = serde_json_canonicalizer::to_vec(&without).unwrap();
-        assert_eq!(
-            link.hash,
-            next(&prev, &jcs),
-            "RFC 8785, as the crate writes it"
-        );
+    fn the_stored_event_is_serdes_with_its_link_and_the_hash_covers_its_rfc_8785_form() {
+        let datas = [
+            serde_json::json!({"user": {"id": 7, "name": "Zoë \"q\"\n", "roles": [1, -2, null]}}),
+            serde_json::json!({"user": {"b": 1.5, "a": "é\u{1}", "n": 12}}),
+            serde_json::json!({"big": 9007199254740993u64, "neg": -9007199254740993i64}),
+            serde_json::json!({"é": 1, "\u{e000}": 2, "\u{10000}": 3, "z": {"\"": 4}}),
+        ];
+        for (i, data) in datas.into_iter().enumerate() {
+            for (dataschema, prev_id) in [(None, None), (Some("urn:x"), Some(Uuid::now_v7()))] {
+                let mut e = event();
+                e.data = data.clone();
+                e.dataschema = dataschema.map(str::to_owned);
+                let prev = next(&GENESIS, &[i as u8]);
+                let (link, stored) = chain(&e, &prev, prev_id);
+                let v: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+                assert_eq!(
+                    serde_json::from_slice::<Event>(&stored).unwrap(),
+                    e,
+                    "older readers see the event unchanged"
+                );
+                let mut serde = serde_json::to_value(&e).unwrap();
+                if let Some(id) = prev_id {
+                    serde[PREV_ID] = serde_json::json!(id);
+                }
+                serde[PREV] = serde_json::json!(hex(&prev));
+                serde[HASH] = serde_json::json!(hex(&link.hash));
+                assert_eq!(v, serde, "the attributes serde writes, and the link");
+                let text = String::from_utf8(stored.clone()).unwrap();
+                let plain = String::from_utf8(serde_json::to_vec(&e).unwrap()).unwrap();
+                assert!(
+                    text.starts_with(&plain[..plain.len() - 1]),
+                    "in serde's order, the link last: {text}"
+                );
+                let mut without = v.as_object().unwrap().clone();
+                without.remove(HASH);
+                without.remove(PREV);
+                let jcs = serde_json_canonicalizer::to_vec(&without).unwrap();
+                assert_eq!(
+                    link.hash,
+                    next(&prev, &jcs),
+                    "RFC 8785, as the crate writes it: {text}"
+                );
+                assert_eq!((link.prev, link.prev_id), (prev, prev_id));
+            }
+        }
     }
 }
