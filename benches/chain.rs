@@ -3,7 +3,9 @@
 //! `cargo bench --bench chain` runs the full sizes: commits of 2,000 changed users with their
 //! `user.updated` events (a cycle's chunk, `CHUNK` in `src/cycle.rs`) into a fresh store,
 //! chained (and with signed checkpoints) against the same commits without the chain in the same
-//! run, as events/s and the ratio, and the chain's own work per event without I/O; then
+//! run, and without the chain but with events as long as chained ones (what the chain's bytes
+//! alone cost), as events/s and CPU time per event and their ratios, and the chain's own work
+//! per event without I/O; then
 //! `rollcall verify` (the real binary) of a JSONL file of 1,000,000 chained events, its time
 //! and peak memory. Under `cargo test` it runs the same code
 //! on small sizes as a smoke test.
@@ -32,10 +34,28 @@ const RUNS: usize = 9;
 enum Chaining {
     /// As a store before the chain: the baseline.
     Off,
+    /// As the baseline, each event made as long as the chain makes it (a `pad` in `data`): what
+    /// the chain's bytes alone cost.
+    Padded,
     /// Chained, no key.
     On,
     /// Chained, a signed checkpoint every 1,000 events (the default).
     Signed,
+}
+
+const ALL: [Chaining; 4] = [
+    Chaining::Off,
+    Chaining::Padded,
+    Chaining::On,
+    Chaining::Signed,
+];
+
+/// One run: events/s, and the process's CPU time per event (µs), which other processes' load
+/// on the cores does not inflate as it does the wall clock.
+#[derive(Clone, Copy)]
+struct Run {
+    per_s: f64,
+    cpu_us: f64,
 }
 
 fn main() {
@@ -50,8 +70,8 @@ fn main() {
     });
 }
 
-/// The chunks a run commits: each user's record and its event.
-fn chunks(n: usize) -> Vec<(Vec<Record>, Vec<rollcall::event::Event>)> {
+/// The chunks a run commits: each user's record and its event (with `pad` bytes more in it).
+fn chunks(n: usize, pad: usize) -> Vec<(Vec<Record>, Vec<rollcall::event::Event>)> {
     let now = Utc::now();
     (0..n)
         .collect::<Vec<_>>()
@@ -59,7 +79,13 @@ fn chunks(n: usize) -> Vec<(Vec<Record>, Vec<rollcall::event::Event>)> {
         .map(|chunk| {
             let events: Vec<_> = chunk
                 .iter()
-                .map(|&i| events::user_updated(i as u64, i as u64, now))
+                .map(|&i| {
+                    let mut e = events::user_updated(i as u64, i as u64, now);
+                    if pad > 0 {
+                        e.data["pad"] = serde_json::json!("x".repeat(pad));
+                    }
+                    e
+                })
                 .collect();
             let records = events
                 .iter()
@@ -73,13 +99,41 @@ fn chunks(n: usize) -> Vec<(Vec<Record>, Vec<rollcall::event::Event>)> {
         .collect()
 }
 
-/// Events/s of committing `n` events, a chunk at a time, into a fresh store.
-fn commit_run(n: usize, how: Chaining) -> f64 {
-    let chunks = chunks(n);
+/// What the chain adds to a stored event, in bytes.
+fn chain_bytes() -> usize {
+    let mut e = events::user_updated(5, 5, Utc::now());
+    e.sequence = rollcall::event::Event::sequence_for(5);
+    let chained = rollcall::chain::chain(&e, &[1; 32], Some(e.id)).1.len();
+    // `,"pad":""` is itself part of the padding.
+    chained - serde_json::to_vec(&e).unwrap().len() - r#","pad":"""#.len()
+}
+
+/// The CPU time this process has used, in µs.
+fn cpu_us() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF always exists.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
+/// Commit `n` events, a chunk at a time, into a fresh store.
+fn commit_run(n: usize, how: Chaining) -> Run {
+    let chunks = chunks(
+        n,
+        if how == Chaining::Padded {
+            chain_bytes()
+        } else {
+            0
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data")).unwrap();
     match how {
-        Chaining::Off => store.append_unchained(),
+        Chaining::Off | Chaining::Padded => store.append_unchained(),
         Chaining::On => {}
         Chaining::Signed => {
             std::fs::write(dir.path().join("key.pem"), key_pem()).unwrap();
@@ -91,7 +145,7 @@ fn commit_run(n: usize, how: Chaining) -> f64 {
             });
         }
     }
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_us());
     for (upserts, events) in chunks {
         store
             .commit(Commit {
@@ -103,7 +157,10 @@ fn commit_run(n: usize, how: Chaining) -> f64 {
             })
             .unwrap();
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    Run {
+        per_s: n as f64 / started.elapsed().as_secs_f64(),
+        cpu_us: (cpu_us() - cpu) / n as f64,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -112,38 +169,41 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn commit_throughput(n: usize) {
-    let (mut off, mut on, mut signed) = (Vec::new(), Vec::new(), Vec::new());
-    // Each round runs the three in another order, so that neither a drift in the machine's load
-    // nor the disk still writing back the previous run's store favours one of them.
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); ALL.len()];
+    // Each round runs them in another order, so that neither a drift in the machine's load nor
+    // the disk still writing back the previous run's store favours one of them.
     for round in 0..RUNS {
-        for i in 0..3 {
-            match (round + i) % 3 {
-                0 => off.push(commit_run(n, Chaining::Off)),
-                1 => on.push(commit_run(n, Chaining::On)),
-                _ => signed.push(commit_run(n, Chaining::Signed)),
-            }
+        for i in 0..ALL.len() {
+            let which = (round + i) % ALL.len();
+            runs[which].push(commit_run(n, ALL[which]));
         }
     }
-    let ratios = |v: &[f64]| median(v.iter().zip(&off).map(|(a, b)| a / b).collect());
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let off = &runs[0];
+    let ratio = |v: &[Run], f: fn(&Run) -> f64| {
+        median(v.iter().zip(off).map(|(a, b)| f(a) / f(b)).collect())
+    };
     report!(
-        "commits of {CHUNK} changed users and their events, {n} events a run, {RUNS} runs each:"
+        "commits of {CHUNK} changed users and their events, {n} events a run, {RUNS} rounds; the chain adds {} bytes to each event:",
+        chain_bytes()
     );
-    report!(
-        "  without the chain (baseline): best {:.0} events/s, median {:.0}",
-        best(&off),
-        median(off.clone())
-    );
-    for (what, v) in [("chained", &on), ("chained, signed every 1,000", &signed)] {
+    for (what, v) in [
+        "without the chain (baseline)",
+        "without the chain, events as long as chained ones",
+        "chained",
+        "chained, signed every 1,000",
+    ]
+    .into_iter()
+    .zip(&runs)
+    {
         report!(
-            "  {what}: best {:.0} events/s, median {:.0}; ratio / baseline: best of each {:.3}, median of the rounds' own {:.3}",
-            best(v),
-            median(v.clone()),
-            best(v) / best(&off),
-            ratios(v)
+            "  {what}: median {:.0} events/s, {:.1} µs CPU an event; against the baseline, median of the rounds' own: throughput {:.3}, CPU {:.3}",
+            median(v.iter().map(|r| r.per_s).collect()),
+            median(v.iter().map(|r| r.cpu_us).collect()),
+            ratio(v, |r| r.per_s),
+            ratio(v, |r| r.cpu_us)
         );
     }
-    chain_work(n, median(off));
+    chain_work(n, median(off.iter().map(|r| r.per_s).collect()));
 }
 
 /// The chain's own work per event, without I/O: what a commit does to an event without the chain
