@@ -372,6 +372,7 @@ format = "ocsf"
                 SinkConfig::Jsonl(c) => c.format,
                 SinkConfig::Webhook(c) => c.format,
                 SinkConfig::Kafka(c) => c.format,
+                SinkConfig::Ssf(_) => unreachable!("no SSF sink in this config"),
             })
             .collect();
         assert_eq!(formats, [Format::Ocsf; 3]);
@@ -809,6 +810,7 @@ format = "ocsf"
                 "[[sinks]]\nkind = \"jsonl\"",
                 "[[sinks]]\nkind = \"webhook\"",
                 "[[sinks]]\nkind = \"kafka\"",
+                "[[sinks]]\nkind = \"ssf\"",
             ]),
             prop::collection::vec(line(), 0..8),
         )

@@ -230,6 +230,15 @@ pub fn parse_kinds<T>(
     out
 }
 
+/// A list of durations as humantime strings (`["0s", "5m"]`), for `deserialize_with`.
+pub fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    use serde::Deserialize;
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// Units duration bounds are written in.
 pub const SECOND: Duration = Duration::from_secs(1);
 pub const HOUR: Duration = Duration::from_secs(3600);

@@ -39,7 +39,10 @@ pub struct WebhookConfig {
     pub max_in_flight: usize,
     /// Wait before each attempt; the first is normally `0s`. After the last, the event is
     /// dead-lettered.
-    #[serde(default = "defaults::retry_schedule", deserialize_with = "durations")]
+    #[serde(
+        default = "defaults::retry_schedule",
+        deserialize_with = "crate::settings::durations"
+    )]
     pub retry_schedule: Vec<Duration>,
     /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
     /// record per event, see `encode::ocsf`).
@@ -59,13 +62,6 @@ pub enum ContentType {
     Cloudevents,
     #[serde(rename = "application/json")]
     Json,
-}
-
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
-        .collect()
 }
 
 mod defaults {
