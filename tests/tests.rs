@@ -34,4 +34,5 @@ mod replay;
 mod retention;
 mod scale;
 mod schemas;
+mod ssf;
 mod webhook;
