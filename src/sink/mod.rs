@@ -80,6 +80,20 @@ impl Message {
     }
 }
 
+/// At most `cap` bytes of an HTTP answer's body (what HTTP sinks read of a receiver's answer:
+/// enough for an error message, never a flood).
+pub(crate) async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() == cap {
+            break;
+        }
+    }
+    buf
+}
+
 /// Why a batch was not acknowledged in full.
 #[derive(Debug)]
 pub struct Refusal {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -67,15 +67,24 @@ fn router(live: Arc<Live>) -> Router {
         .route(&format!("{base}/ssf/jwks.json"), get(jwks))
         .route(
             &format!("{base}/ssf/stream"),
-            get(read)
-                .post(create)
-                .patch(patch)
-                .put(replace)
-                .delete(delete),
+            get(stream_endpoint)
+                .post(stream_endpoint)
+                .patch(stream_endpoint)
+                .put(stream_endpoint)
+                .delete(stream_endpoint),
         )
-        .route(&format!("{base}/ssf/status"), get(status).post(set_status))
-        .route(&format!("{base}/ssf/subjects:add"), post(add_subject))
-        .route(&format!("{base}/ssf/subjects:remove"), post(remove_subject))
+        .route(
+            &format!("{base}/ssf/status"),
+            get(status_endpoint).post(status_endpoint),
+        )
+        .route(
+            &format!("{base}/ssf/subjects:add"),
+            post(|State(live): App, h: HeaderMap, b: Bytes| subject(live, h, b, true)),
+        )
+        .route(
+            &format!("{base}/ssf/subjects:remove"),
+            post(|State(live): App, h: HeaderMap, b: Bytes| subject(live, h, b, false)),
+        )
         .route(&format!("{base}/ssf/verify"), post(verify))
         .route(&format!("{base}/ssf/poll/{{stream_id}}"), post(poll))
         .layer(DefaultBodyLimit::max(limit))
@@ -171,23 +180,38 @@ fn unauthorised(live: &Live, headers: &HeaderMap) -> Option<Response> {
     Some(r)
 }
 
+/// What a management or poll request comes to: a status and a body, or why it is refused.
+type Outcome = Result<(StatusCode, Option<Value>), Refused>;
+
+/// The answer to an authorised request: `outcome` runs only once the token is checked.
+async fn guarded(
+    live: &Live,
+    headers: &HeaderMap,
+    outcome: impl std::future::Future<Output = Outcome>,
+) -> Response {
+    if let Some(r) = unauthorised(live, headers) {
+        return r;
+    }
+    match outcome.await {
+        Ok((status, body)) => answer(status, body),
+        Err(r) => refused(r),
+    }
+}
+
 /// The request body as JSON.
 fn json_body(body: &Bytes) -> Result<Value, Refused> {
     serde_json::from_slice(body).map_err(|e| Refused::Invalid(format!("the body is not JSON: {e}")))
 }
 
-/// Authorised, with a JSON body, or the handler answers at once.
-macro_rules! guarded {
-    ($live:expr, $headers:expr, $body:expr) => {{
-        if let Some(r) = unauthorised(&$live, &$headers) {
-            return r;
-        }
-        match json_body(&$body) {
-            Ok(v) => v,
-            Err(r) => return refused(r),
-        }
-    }};
+/// The `stream_id` query parameter, which these requests require.
+fn stream_id(query: &HashMap<String, String>) -> Result<&str, Refused> {
+    query
+        .get("stream_id")
+        .map(String::as_str)
+        .ok_or_else(|| Refused::Invalid("`stream_id` is required".into()))
 }
+
+type Params = Query<HashMap<String, String>>;
 
 async fn metadata(State(live): App) -> Response {
     let t = &live.t;
@@ -222,118 +246,72 @@ async fn jwks(State(live): App) -> Response {
     axum::Json(live.t.signer.jwks()).into_response()
 }
 
-async fn read(
+/// The configuration endpoint (SSF §8.1.1): every method of it.
+async fn stream_endpoint(
     State(live): App,
+    method: Method,
     headers: HeaderMap,
-    query: Query<HashMap<String, String>>,
+    Query(query): Params,
+    body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorised(&live, &headers) {
-        return r;
-    }
-    match live.read(query.get("stream_id").map(String::as_str)).await {
-        Ok(v) => answer(StatusCode::OK, Some(v)),
-        Err(r) => refused(r),
-    }
+    guarded(&live, &headers, async {
+        let id = query.get("stream_id").map(String::as_str);
+        let (status, body) = match method {
+            Method::GET => (StatusCode::OK, live.read(id).await?),
+            Method::POST => (StatusCode::CREATED, live.create(&json_body(&body)?).await?),
+            Method::PATCH => (
+                StatusCode::OK,
+                live.update(&json_body(&body)?, false).await?,
+            ),
+            Method::PUT => (StatusCode::OK, live.update(&json_body(&body)?, true).await?),
+            _ => {
+                live.delete(stream_id(&query)?).await?;
+                return Ok((StatusCode::NO_CONTENT, None));
+            }
+        };
+        Ok((status, Some(body)))
+    })
+    .await
 }
 
-async fn create(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.create(&body).await {
-        Ok(v) => answer(StatusCode::CREATED, Some(v)),
-        Err(r) => refused(r),
-    }
-}
-
-async fn patch(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.update(&body, false).await {
-        Ok(v) => answer(StatusCode::OK, Some(v)),
-        Err(r) => refused(r),
-    }
-}
-
-async fn replace(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.update(&body, true).await {
-        Ok(v) => answer(StatusCode::OK, Some(v)),
-        Err(r) => refused(r),
-    }
-}
-
-/// The `stream_id` query parameter, which these requests require.
-fn stream_id(query: &HashMap<String, String>) -> Result<&str, Refused> {
-    query
-        .get("stream_id")
-        .map(String::as_str)
-        .ok_or_else(|| Refused::Invalid("`stream_id` is required".into()))
-}
-
-async fn delete(
+/// The status endpoint (SSF §8.1.2): read with `GET`, set with `POST`.
+async fn status_endpoint(
     State(live): App,
+    method: Method,
     headers: HeaderMap,
-    query: Query<HashMap<String, String>>,
+    Query(query): Params,
+    body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorised(&live, &headers) {
-        return r;
-    }
-    let id = match stream_id(&query) {
-        Ok(id) => id,
-        Err(r) => return refused(r),
-    };
-    match live.delete(id).await {
-        Ok(()) => answer(StatusCode::NO_CONTENT, None),
-        Err(r) => refused(r),
-    }
+    guarded(&live, &headers, async {
+        let status = match method {
+            Method::GET => live.status(stream_id(&query)?).await?,
+            _ => live.set_status(&json_body(&body)?).await?,
+        };
+        Ok((StatusCode::OK, Some(status)))
+    })
+    .await
 }
 
-async fn status(
-    State(live): App,
-    headers: HeaderMap,
-    query: Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(r) = unauthorised(&live, &headers) {
-        return r;
-    }
-    let id = match stream_id(&query) {
-        Ok(id) => id,
-        Err(r) => return refused(r),
-    };
-    match live.status(id).await {
-        Ok(v) => answer(StatusCode::OK, Some(v)),
-        Err(r) => refused(r),
-    }
-}
-
-async fn set_status(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.set_status(&body).await {
-        Ok(v) => answer(StatusCode::OK, Some(v)),
-        Err(r) => refused(r),
-    }
-}
-
-async fn add_subject(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.subject(&body, true).await {
-        Ok(()) => answer(StatusCode::OK, None),
-        Err(r) => refused(r),
-    }
-}
-
-async fn remove_subject(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.subject(&body, false).await {
-        Ok(()) => answer(StatusCode::NO_CONTENT, None),
-        Err(r) => refused(r),
-    }
+/// Add (`add`) or remove a subject (SSF §8.1.3.2–3): 200 and 204 when done.
+async fn subject(live: Arc<Live>, headers: HeaderMap, body: Bytes, add: bool) -> Response {
+    guarded(&live, &headers, async {
+        live.subject(&json_body(&body)?, add).await?;
+        let done = if add {
+            StatusCode::OK
+        } else {
+            StatusCode::NO_CONTENT
+        };
+        Ok((done, None))
+    })
+    .await
 }
 
 async fn verify(State(live): App, headers: HeaderMap, body: Bytes) -> Response {
-    let body = guarded!(live, headers, body);
-    match live.verify(&body).await {
-        Ok(()) => answer(StatusCode::NO_CONTENT, None),
-        Err(r) => refused(r),
-    }
+    guarded(&live, &headers, async {
+        live.verify(&json_body(&body)?).await?;
+        Ok((StatusCode::NO_CONTENT, None))
+    })
+    .await
 }
 
 /// One RFC 8936 poll: acknowledgements and error reports first, then the SETs to fetch.
@@ -343,49 +321,41 @@ async fn poll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = guarded!(live, headers, body);
-    let Some(shared) = live.get(&id).await else {
-        return refused(Refused::NotFound);
-    };
-    if !is_poll(&shared.snapshot().delivery) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "this stream is a push stream",
-        );
-    }
-    let request = match PollRequest::read(&body) {
-        Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
-    };
-    for jti in request.ack {
-        shared.queue.settle(&jti, Ok(()));
-    }
-    for (jti, reported) in request.errors {
-        shared.queue.settle(&jti, Err(reported));
-    }
-    let config = &live.t.config;
-    let wait = match (request.max_events, request.return_immediately) {
-        (Some(0), _) | (_, true) => std::time::Duration::ZERO,
-        _ => config.poll_wait,
-    };
-    let batch = if request.max_events == Some(0) {
-        Default::default()
-    } else {
-        shared
-            .queue
-            .take(request.max_events, wait, config.poll_wait)
-            .await
-    };
-    let sets: serde_json::Map<String, Value> = batch
-        .sets
-        .into_iter()
-        .map(|(jti, set)| (jti, Value::String(set)))
-        .collect();
-    answer(
-        StatusCode::OK,
-        Some(json!({"sets": sets, "moreAvailable": batch.more_available})),
-    )
+    guarded(&live, &headers, async {
+        let request = PollRequest::read(&json_body(&body)?).map_err(Refused::Invalid)?;
+        let shared = live.get(&id).await.ok_or(Refused::NotFound)?;
+        if !is_poll(&shared.snapshot().delivery) {
+            return Err(Refused::Invalid("this stream is a push stream".into()));
+        }
+        for jti in request.ack {
+            shared.queue.settle(&jti, Ok(()));
+        }
+        for (jti, reported) in request.errors {
+            shared.queue.settle(&jti, Err(reported));
+        }
+        let config = &live.t.config;
+        let wait = match (request.max_events, request.return_immediately) {
+            (Some(0), _) | (_, true) => std::time::Duration::ZERO,
+            _ => config.poll_wait,
+        };
+        let batch = if request.max_events == Some(0) {
+            Default::default()
+        } else {
+            let mut stopping = live.stopping.clone();
+            tokio::select! {
+                batch = shared.queue.take(request.max_events, wait, config.poll_wait) => batch,
+                _ = stopping.wait_for(|stop| *stop) => Default::default(),
+            }
+        };
+        let sets: serde_json::Map<String, Value> = batch
+            .sets
+            .into_iter()
+            .map(|(jti, set)| (jti, Value::String(set)))
+            .collect();
+        let body = json!({"sets": sets, "moreAvailable": batch.more_available});
+        Ok((StatusCode::OK, Some(body)))
+    })
+    .await
 }
 
 /// A poll request's members (RFC 8936 §2.2), each checked.

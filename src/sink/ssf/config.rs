@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::SsfError;
-use crate::settings::{check_durations, out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::settings::{check_durations, check_retries, Entry, Problems, SecretRef, DAY, HOUR};
 
 /// An OpenID Shared Signals transmitter: its own listener serves the metadata, the JWKS, the
 /// stream management API and the poll endpoint; each stream a receiver creates is delivered
@@ -67,7 +67,7 @@ pub struct SsfConfig {
     pub max_in_flight: usize,
     /// Wait before each push attempt; after the last, the SET is dead-lettered.
     #[serde(
-        default = "defaults::retry_schedule",
+        default = "crate::settings::common_retry_schedule",
         deserialize_with = "crate::settings::durations"
     )]
     pub retry_schedule: Vec<Duration>,
@@ -119,22 +119,6 @@ mod defaults {
     }
     pub fn max_in_flight() -> usize {
         16
-    }
-    /// The webhook sink's schedule, about 27.6 hours in all: a receiver down for a day still
-    /// gets every SET.
-    pub fn retry_schedule() -> Vec<Duration> {
-        [
-            0,
-            5,
-            5 * 60,
-            30 * 60,
-            2 * 3600,
-            5 * 3600,
-            10 * 3600,
-            10 * 3600,
-        ]
-        .map(Duration::from_secs)
-        .to_vec()
     }
 }
 
@@ -215,25 +199,7 @@ impl SsfConfig {
                 "`max_request_bytes` must be between 1024 and 16777216".into(),
             );
         }
-        if self.max_in_flight == 0 {
-            problem("max_in_flight", "`max_in_flight` must be at least 1".into());
-        }
-        if self.retry_schedule.is_empty() {
-            problem(
-                "retry_schedule",
-                "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt"
-                    .into(),
-            );
-        }
-        if let Some(message) = self.retry_schedule.iter().find_map(|d| {
-            out_of_range(
-                "each `retry_schedule` entry",
-                *d,
-                &(Duration::ZERO..=30 * DAY),
-            )
-        }) {
-            problem("retry_schedule", message);
-        }
+        check_retries(entry, p, &self.retry_schedule, self.max_in_flight);
         let millisecond = Duration::from_millis(1);
         check_durations(
             entry,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -52,6 +52,8 @@ pub struct Live {
     store: Store,
     roster: mpsc::Sender<Roster>,
     streams: tokio::sync::Mutex<BTreeMap<String, Arc<Shared>>>,
+    /// Turns true at shutdown: long polls end then rather than hold the process up.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl Live {
@@ -60,9 +62,11 @@ impl Live {
         t: Arc<Transmitter>,
         store: Store,
         roster: mpsc::Sender<Roster>,
+        stopping: watch::Receiver<bool>,
     ) -> Arc<Live> {
         let live = Arc::new(Live {
             t,
+            stopping,
             store,
             roster,
             streams: tokio::sync::Mutex::default(),

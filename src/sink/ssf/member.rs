@@ -200,7 +200,7 @@ pub(crate) async fn push(t: &Transmitter, stream: &Stream, token: String) -> Res
     if status == 202 {
         return Ok(());
     }
-    let body = read_capped(response).await;
+    let body = crate::sink::read_capped(response, BODY_CAP).await;
     let said: Option<Value> = serde_json::from_slice(&body).ok();
     let code = said.as_ref().and_then(|v| v["err"].as_str());
     if let (400, Some(err)) = (status, code) {
@@ -225,18 +225,6 @@ pub(crate) async fn push(t: &Transmitter, stream: &Stream, token: String) -> Res
             body: crate::text::one_line(&body),
         })
     })
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = BODY_CAP - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() == BODY_CAP {
-            break;
-        }
-    }
-    buf
 }
 
 impl Sink for StreamSink {

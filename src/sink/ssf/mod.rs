@@ -252,7 +252,7 @@ impl Fleet for SsfSink {
     ) -> BoxFuture<'_, ()> {
         let t = self.transmitter.clone();
         Box::pin(async move {
-            let live = live::Live::start(t, store, roster).await;
+            let live = live::Live::start(t, store, roster, shutdown.clone()).await;
             api::serve(live, shutdown).await;
         })
     }

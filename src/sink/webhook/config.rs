@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::WebhookError;
 use crate::encode::Format;
-use crate::settings::{out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::settings::{check_retries, out_of_range, Entry, Problems, SecretRef, HOUR};
 use crate::sink::{SinkError, SinkKind};
 
 const MILLISECOND: Duration = Duration::from_millis(1);
@@ -40,7 +40,7 @@ pub struct WebhookConfig {
     /// Wait before each attempt; the first is normally `0s`. After the last, the event is
     /// dead-lettered.
     #[serde(
-        default = "defaults::retry_schedule",
+        default = "crate::settings::common_retry_schedule",
         deserialize_with = "crate::settings::durations"
     )]
     pub retry_schedule: Vec<Duration>,
@@ -73,25 +73,11 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         16
     }
-    /// The schedule Stripe and Svix made common: 99,305 s, about 27.6 hours, in all.
-    pub fn retry_schedule() -> Vec<Duration> {
-        [
-            0,
-            5,
-            5 * 60,
-            30 * 60,
-            2 * 3600,
-            5 * 3600,
-            10 * 3600,
-            10 * 3600,
-        ]
-        .map(Duration::from_secs)
-        .to_vec()
-    }
 }
 
 impl WebhookConfig {
     pub fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        check_retries(entry, p, &self.retry_schedule, self.max_in_flight);
         let mut problem = |key: &str, message: String| p.at(entry.key(key), message);
         if self.secret_env.is_some() == self.secret_file.is_some() {
             problem(
@@ -110,25 +96,6 @@ impl WebhookConfig {
         }
         if let Some(message) = out_of_range("`timeout`", self.timeout, &(MILLISECOND..=HOUR)) {
             problem("timeout", message);
-        }
-        if let Some(message) = self.retry_schedule.iter().find_map(|d| {
-            out_of_range(
-                "each `retry_schedule` entry",
-                *d,
-                &(Duration::ZERO..=30 * DAY),
-            )
-        }) {
-            problem("retry_schedule", message);
-        }
-        if self.max_in_flight == 0 {
-            problem("max_in_flight", "`max_in_flight` must be at least 1".into());
-        }
-        if self.retry_schedule.is_empty() {
-            problem(
-                "retry_schedule",
-                "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt"
-                    .into(),
-            );
         }
         if self.event_types.as_ref().is_some_and(|t| t.is_empty()) {
             problem(
