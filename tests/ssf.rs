@@ -8,6 +8,7 @@ use crate::support;
 use std::path::PathBuf;
 
 use rollcall::store::Store;
+use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 use support::running::{self, Running};
 use support::sim::{Sim, SimOptions};
@@ -41,22 +42,56 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Setup {
+struct Setup<S = Sim> {
     dir: TempDir,
     config: PathBuf,
     issuer: String,
-    sim: Sim,
+    sim: S,
 }
 
-impl Setup {
+impl Setup<Sim> {
     /// A config polling a fresh Superset simulator every second, with an SSF sink `signals`
     /// (`extra` added to its table) whose retries come fast.
-    async fn new(extra: &str) -> Setup {
+    async fn new(extra: &str) -> Setup<Sim> {
         let sim = Sim::start(SimOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), "admin\n").unwrap();
+        let source = format!(
+            r#"kind = "superset"
+name = "prod"
+url = "{url}"
+username = "admin"
+password_file = {password:?}"#,
+            url = sim.url,
+            password = dir.path().join("password").display().to_string(),
+        );
+        Setup::write(dir, sim, &source, extra)
+    }
+}
+
+impl Setup<KylinSim> {
+    /// The same with a Kylin simulator as the source `bi`.
+    async fn kylin() -> Setup<KylinSim> {
+        let sim = KylinSim::start(KylinOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), format!("{ADMIN_PASSWORD}\n")).unwrap();
+        let source = format!(
+            r#"kind = "kylin"
+name = "bi"
+url = "{url}"
+username = "{ADMIN}"
+password_file = {password:?}"#,
+            url = sim.url,
+            password = dir.path().join("password").display().to_string(),
+        );
+        Setup::write(dir, sim, &source, "")
+    }
+}
+
+impl<S> Setup<S> {
+    fn write(dir: TempDir, sim: S, source: &str, extra: &str) -> Setup<S> {
         let port = free_port();
         let issuer = format!("http://127.0.0.1:{port}");
-        std::fs::write(dir.path().join("password"), "admin\n").unwrap();
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
         let key = format!(
             "{}/tests/fixtures/ssf/rsa-2048.pem",
@@ -75,11 +110,7 @@ impl Setup {
 path = {store:?}
 
 [[sources]]
-kind = "superset"
-name = "prod"
-url = "{url}"
-username = "admin"
-password_file = {password:?}
+{source}
 poll_interval = "1s"
 
 [[sinks]]
@@ -95,8 +126,6 @@ subject_issuers = {{ prod = "https://superset.example.com/" }}
 {extra}
 "#,
                 store = dir.path().join("data").display().to_string(),
-                url = sim.url,
-                password = dir.path().join("password").display().to_string(),
                 token = dir.path().join("token").display().to_string(),
             ),
         )
@@ -357,7 +386,7 @@ async fn a_receiver_discovers_the_transmitter_and_gets_every_superset_change_as_
     assert_eq!(jtis, ids);
 }
 
-impl Setup {
+impl<S> Setup<S> {
     /// The events in the log, read once `run` has stopped.
     fn store_events(&self, run: Running) -> Vec<Value> {
         drop(run);
@@ -685,4 +714,58 @@ async fn bad_tokens_and_malformed_requests_are_refused_with_ssf_error_bodies() {
     assert_eq!((code, list), (200, json!([])));
     let log = run.log.lock().unwrap().join("\n");
     assert!(!log.contains(TOKEN), "the token is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kylin_locks_for_good_and_password_changes_become_risc_and_caep_sets() {
+    let s = Setup::kylin().await;
+    let carol = s.sim.add_user("carol", "pw", &["ROLE_ANALYST"]);
+    s.sim.add_user("dave", "pw", &["ROLE_ANALYST"]);
+    let run = s.run().await;
+    let rx = Receiver::start(RX_AUTH).await;
+    s.push_stream(&rx).await;
+
+    // A temporary lock expires unseen, so it is not sent: dave's next SET comes alone.
+    assert!(s.sim.lock("dave", 3));
+    let before = head(&run).await;
+    committed(&run, before).await;
+    assert!(s
+        .sim
+        .set_authorities("dave", &["ROLE_ANALYST", "ROLE_MODELER"]));
+    let got = accepted(&rx, 1).await;
+    assert!(got[0].event_type().ends_with("token-claims-change"));
+    assert_eq!(
+        got[0].event()["claims"],
+        json!({"groups": ["ROLE_ANALYST", "ROLE_MODELER"]})
+    );
+
+    // A lock for good disables; the password change that lifts it is a credential change and
+    // makes the account usable again.
+    assert!(s.sim.lock("carol", 10));
+    let got = accepted(&rx, 2).await;
+    assert!(got[1]
+        .event_type()
+        .ends_with("risc/event-type/account-disabled"));
+    assert_eq!(
+        got[1].claims["sub_id"],
+        json!({"format": "iss_sub", "iss": "kylin://bi", "sub": carol})
+    );
+    assert!(s.sim.change_password("carol", "new-pw"));
+    let got = accepted(&rx, 4).await;
+    let mut types: Vec<&str> = got[2..].iter().map(|a| a.event_type()).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "https://schemas.openid.net/secevent/caep/event-type/credential-change",
+            "https://schemas.openid.net/secevent/risc/event-type/account-enabled",
+        ]
+    );
+    let change = got[2..]
+        .iter()
+        .find(|a| a.event_type().ends_with("credential-change"))
+        .unwrap();
+    assert_eq!(change.event()["credential_type"], "password");
+    assert_eq!(change.event()["change_type"], "update");
+    assert!(change.event()["reason_admin"]["en"].is_string());
 }

@@ -76,7 +76,7 @@ pub enum SsfError {
     Client { sink: String, detail: String },
     #[error("sink '{sink}': cannot sign a SET: {detail}")]
     Sign { sink: String, detail: String },
-    #[error("sink '{sink}' is an SSF transmitter: only its streams take events, one by one under `rollcall run` (replay and dead letters are per stream, `<sink>/<stream id>`)")]
+    #[error("sink '{sink}' is an SSF transmitter: only its streams take events, each under `rollcall run` (`rollcall once` drains push streams); replaying to a stream is not supported, and each stream's dead letters show in `rollcall status` as `<sink>/<stream id>`")]
     NotADestination { sink: String },
     #[error("sink '{sink}': cannot read its streams from the store")]
     Store {
