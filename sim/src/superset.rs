@@ -48,6 +48,8 @@ pub struct SimOptions {
     /// benchmarks use what a real 6.0.0 took for a page of 100 users (22–47 ms,
     /// tests/fixtures/superset-releases timing).
     pub answer_time: Duration,
+    /// Counts the requests this simulator (and others given the same) answers at once.
+    pub in_flight: Option<Arc<crate::InFlight>>,
 }
 
 /// The Superset releases whose API differences the simulator reproduces (docs/superset.md,
@@ -95,6 +97,7 @@ impl Default for SimOptions {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             release: Release::default(),
             answer_time: Duration::ZERO,
+            in_flight: None,
         }
     }
 }
@@ -1153,6 +1156,7 @@ async fn handle(State(state): State<Handle>, req: Request) -> Response {
         .find(|(k, _)| k == "q")
         .map(|(_, v)| v.into_owned());
     let lock = || state.inner();
+    let _in_flight = lock().opts.in_flight.as_ref().map(|c| c.enter());
     let answer_time = lock().opts.answer_time;
     if !answer_time.is_zero() {
         tokio::time::sleep(answer_time).await;
