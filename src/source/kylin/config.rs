@@ -1,16 +1,19 @@
 //! The `[[sources]]` table of `kind = "kylin"`: its keys, defaults and checks.
 //!
 //! Owns what an operator may write for an Apache Kylin 5 source and what is wrong with it. It
-//! must never connect anywhere; reading the password happens only when asked.
+//! must never connect anywhere itself (the demo it hands `rollcall demo` does, from
+//! `demo.rs`); reading the password happens only when asked.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
 use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::source::demo::{DemoError, Steps};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 /// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
@@ -130,6 +133,17 @@ impl SourceKind for KylinConfig {
         self.password()
             .map(drop)
             .map_err(|e| SourceError::Kylin(super::KylinError::Secret(e)))
+    }
+
+    fn demo<'a>(
+        &'a self,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Box<dyn Steps>, DemoError>> {
+        Box::pin(super::demo::start(
+            self.url.as_str(),
+            &self.username,
+            password,
+        ))
     }
 }
 

@@ -1,12 +1,14 @@
 //! The `[[sources]]` table of `kind = "superset"`: its keys, defaults and checks.
 //!
 //! Owns what an operator may write for a Superset source and what is wrong with it. It must
-//! never connect anywhere; reading the password happens only when asked.
+//! never connect anywhere itself (the demo it hands `rollcall demo` does, from `demo.rs`);
+//! reading the password happens only when asked.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono_tz::Tz;
+use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -15,6 +17,7 @@ use super::cursor::Cursor;
 use super::error::SupersetError;
 use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
 use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::source::demo::{DemoError, Steps};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 const ZERO: Duration = Duration::ZERO;
@@ -235,6 +238,17 @@ impl SourceKind for SupersetConfig {
         self.password()
             .map(drop)
             .map_err(|e| SourceError::Superset(SupersetError::Secret(e)))
+    }
+
+    fn demo<'a>(
+        &'a self,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Box<dyn Steps>, DemoError>> {
+        Box::pin(super::demo::start(
+            self.url.as_str(),
+            &self.username,
+            password,
+        ))
     }
 }
 
