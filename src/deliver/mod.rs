@@ -6,9 +6,10 @@
 //! pauses, the sink's health in the store, dead letters, and how `once`, `run`, `replay` and
 //! `dlq retry` drive a sink. It speaks to sinks only through [`Sink`], and never knows a kind.
 //!
-//! Order per user is kept one of two ways, as the sink declares ([`Order`]): one event per user
-//! in flight with per-event retries and dead letters (webhooks), or batches back to back into
-//! a destination that keeps order itself, where a failure rewinds to the cursor (Kafka, JSONL).
+//! Order per user is kept one of two ways, as the sink declares ([`Order`](crate::sink::Order)):
+//! one event per user in flight with per-event retries and dead letters (webhooks), or batches
+//! back to back into a destination that keeps order itself, where a failure rewinds to the
+//! cursor (Kafka, JSONL).
 //!
 //! Under `run` every sink is served by its own task, so a slow or dead sink never delays
 //! another one, nor the polling. It must never move a cursor past an event the sink did not
