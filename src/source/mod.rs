@@ -27,7 +27,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::event::Derived;
-use crate::settings::{Entry, Problems, SecretError, SecretRef};
+use crate::settings::{table_schema, Entry, Problems, SecretError, SecretRef};
 pub use crate::store::Known;
 use crate::store::{Credentials, LoginRefusal, StoreError};
 use crate::user::Account;
@@ -312,6 +312,10 @@ macro_rules! registry {
         impl SourceConfig {
             /// Every kind, as written in `kind = "…"`.
             pub const KINDS: &[&str] = &[$($kind),*];
+
+            /// Every kind with the schema of its table, for `rollcall config reference`.
+            pub const TABLES: &[(&str, fn() -> schemars::Schema)] =
+                &[$(($kind, table_schema::<$module::$config>)),*];
 
             pub fn parse(
                 kind: &str,
