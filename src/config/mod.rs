@@ -25,11 +25,10 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::settings::{
-    check_name, one_of, out_of_range, parse_kinds, DurationText, Entry, Problems, DAY,
+    check_name, one_of, out_of_range, parse_kinds, table_schema, DurationText, Entry, Problems, DAY,
 };
 pub use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
-pub use reference::reference;
 
 /// The config file as read and checked: the top-level keys (each explained on `TopLevel`)
 /// with their defaults filled in, and every source and sink by kind.
@@ -79,6 +78,12 @@ mod defaults {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores * super::POLLS_PER_CORE).min(super::MAX_CONCURRENT_POLLS)
     }
+}
+
+/// `rollcall config reference`: every key of the file with its type, default and meaning, as
+/// Markdown (`reference.rs` renders it).
+pub fn reference() -> String {
+    reference::render(&table_schema::<TopLevel>())
 }
 
 /// Polls at once per core when `max_concurrent_polls` is not set.

@@ -1,17 +1,16 @@
 //! `rollcall config reference`: every key of the config file with its type, default and
 //! meaning, as Markdown, rendered from the config types themselves: their doc comments and
-//! serde defaults, read through `schemars` ([`table_schema`]). docs/configuration.md holds the
-//! same text, and a test fails when the two differ, so the reference cannot drift.
+//! serde defaults, read through `schemars` ([`table_schema`](crate::settings::table_schema)).
+//! docs/configuration.md holds the same text, and a test fails when the two differ, so the
+//! reference cannot drift.
 //!
 //! Owns how a table's schema reads to an operator. It must never list a key or a kind by hand:
-//! kinds come from the registries (`SourceConfig::TABLES`, `SinkConfig::TABLES`), keys from
-//! their types. Nothing in its output may depend on the machine it runs on (no default
-//! computed at run time), since the docs hold it.
+//! the top level comes from `mod.rs`, the kinds from the registries (`SourceConfig::TABLES`,
+//! `SinkConfig::TABLES`), the keys from their types. Nothing in its output may depend on the
+//! machine it runs on (no default computed at run time), since the docs hold it.
 
 use serde_json::{Map, Value};
 
-use super::TopLevel;
-use crate::settings::table_schema;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
@@ -25,11 +24,10 @@ Durations are written like \"30s\", \"15m\", \"1h 30m\" or \"1day\"; sizes are i
 table depend on its `kind`.
 ";
 
-/// The whole reference: the top level and its tables, then each source kind, then each sink
-/// kind, as the registries list them.
-pub fn reference() -> String {
+/// The whole reference: the top level (`top`, the schema of the keys outside any table) and
+/// its tables, then each source kind, then each sink kind, as the registries list them.
+pub fn render(top: &schemars::Schema) -> String {
     let mut out = String::from(INTRO);
-    let top = table_schema::<TopLevel>();
     table(&mut out, "Top level", None, "", top.as_value());
     for (array, tables) in [
         ("sources", SourceConfig::TABLES),
@@ -241,6 +239,10 @@ fn cell(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reference() -> String {
+        super::super::reference()
+    }
 
     /// The reference's row of `key` in the section under `heading`.
     fn row<'r>(reference: &'r str, heading: &str, key: &str) -> &'r str {
