@@ -14,7 +14,10 @@ use uuid::Uuid;
 macro_rules! event_types {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
         /// Every event type rollcall emits, with its CloudEvents `type` string.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            schemars::JsonSchema,
+        )]
         pub enum EventType {
             $(
                 $(#[$doc])*

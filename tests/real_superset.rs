@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use rollcall::demo::superset::{Admin, Demo, Step};
+use rollcall::source::superset::demo::{Admin, Demo, Step};
 use support::harness::{kind, kinds, superset_event_types, Harness};
 
 fn url() -> String {

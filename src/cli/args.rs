@@ -135,6 +135,12 @@ pub enum Command {
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
+    /// Explain the config file itself, whatever file --config names.
+    #[command(after_help = "Example:\n  rollcall config reference | less")]
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Re-deliver a range of the event log to one sink, with the original event ids, without
     /// moving its cursor (or, with --rewind, move its cursor back so the service re-sends).
     /// Works the same while `rollcall run` holds the store (it asks that process).
@@ -200,6 +206,14 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         pause: Option<std::time::Duration>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every key of the config file with its type, default and meaning, as Markdown:
+    /// generated from rollcall's own config types, as the reference in docs/configuration.md.
+    #[command(after_help = "Example:\n  rollcall config reference > configuration-reference.md")]
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,7 +14,8 @@ pub mod ocsf;
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::event::EventType;
@@ -132,7 +133,7 @@ pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError
 }
 
 /// What a sink sends: its `format` key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The stored CloudEvent, unchanged (binary or structured per the sink's `mode`).

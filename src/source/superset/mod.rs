@@ -23,6 +23,7 @@
 //! - underneath: `client.rs` (HTTP, login and retries), `api.rs` (endpoints, wire shapes and
 //!   queries), `error.rs`, `user.rs` (the user record and its change rules), `config.rs`;
 //! - `probe.rs`: `rollcall doctor`'s reads.
+//! - `demo.rs`: `rollcall demo`'s changes to a test Superset (it writes; no read calls it).
 //!
 //! No file here imports this one: what they share lives in `reader.rs`, `cursor.rs` and
 //! `error.rs`, and each read takes the [`Reader`] it needs.
@@ -35,6 +36,7 @@ mod client;
 mod config;
 mod confirm;
 mod cursor;
+pub mod demo;
 mod detect;
 mod error;
 mod full;
