@@ -56,6 +56,9 @@ event_types! {
     UserPasswordChanged => "user.password_changed",
     /// A row of Superset's action log (`/api/v1/log/`): what a user did.
     AuditAction => "audit.action",
+    /// One MCP tool call an AI agent made through Superset's MCP service: the action-log rows
+    /// of the call joined (docs/superset.md S48–S53).
+    AgentToolCalled => "agent.tool_called",
 }
 
 impl EventType {

@@ -1607,9 +1607,11 @@ async fn replay(folder: &str, release: Release, at_least: usize) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(folder);
+    // Sub-folders hold captures of other kinds (the MCP service's log rows): not answers.
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| {
             e.file_name()
                 .to_string_lossy()
