@@ -677,5 +677,5 @@ fn every_ocsf_sample_in_docs_events_md_is_what_the_encoder_makes_of_the_cloudeve
         assert_eq!(&as_documented(record, documented), documented, "{title}");
         samples += 1;
     }
-    assert_eq!(samples, 14);
+    assert_eq!(samples, 15);
 }

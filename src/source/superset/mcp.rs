@@ -643,6 +643,25 @@ mod tests {
     }
 
     #[test]
+    fn the_tools_and_which_may_write_are_those_a_real_6_1_0_lists() {
+        let listed: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/superset/mcp/tools_list.json"
+        ))
+        .unwrap();
+        let listed: Vec<_> = listed["response"]["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let read_only = t["annotations"]["readOnlyHint"].as_bool().unwrap();
+                (t["name"].as_str().unwrap(), !read_only)
+            })
+            .collect();
+        let ours: Vec<_> = TOOLS.iter().map(|t| (t.0, t.2)).collect();
+        assert_eq!(ours, listed);
+    }
+
+    #[test]
     fn write_capable_tools_are_those_6_1_0_does_not_mark_read_only_and_others_are_unknown() {
         let writers: Vec<_> = TOOLS.iter().filter(|t| t.2).map(|t| t.0).collect();
         assert_eq!(
