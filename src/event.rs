@@ -99,7 +99,8 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: EventType,
     /// The Superset user id, as a string, or the Kylin username; `anonymous` for an action-log row without a user
-    /// (an anonymous request, or a user deleted since, whose rows Superset keeps without id).
+    /// (an anonymous request, or a user deleted since, whose rows Superset keeps without id),
+    /// and for an agent's tool call no row of which names the user it ran as.
     pub subject: String,
     /// When rollcall observed the change.
     pub time: DateTime<Utc>,

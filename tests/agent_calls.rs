@@ -7,6 +7,7 @@ use crate::support;
 
 use chrono::TimeDelta;
 use serde_json::{json, Value};
+use support::events::captured_mcp_rows;
 use support::harness::Harness;
 use support::sim::{McpOutcome, Sim, SimOptions};
 
@@ -32,15 +33,7 @@ async fn the_rows_a_real_mcp_service_logged_become_one_agent_event_per_call() {
     let (sim, mut h) = start("").await;
     h.stop();
     h.add_ocsf_sink();
-    let file: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/superset/mcp/action_log_rows.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let rows = file["list_databases_ok"]["rows"].as_array().unwrap();
+    let rows = captured_mcp_rows();
     // Logged as captured, the last row now and the others as far before it as they were.
     let time = |row: &Value| {
         chrono::NaiveDateTime::parse_from_str(row["dttm"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f")

@@ -418,27 +418,25 @@ impl Handle {
     ) -> u64 {
         let mut s = self.inner();
         let dttm = dttm.unwrap_or_else(|| s.now_utc());
-        s.push_log(LogRow {
-            id: 0,
-            action: action.to_string(),
+        s.push_log(LogRow::new(
+            action,
             dttm,
-            duration_ms: Some(7),
-            json: Some(json.to_string()),
+            Some(7),
+            Some(json.to_string()),
             user_id,
-        })
+        ))
     }
 
     /// Write a row as a real Superset captured it (`action`, `duration_ms`, `json`, `user_id`
     /// of one row of `result`), logged at `dttm` (naive UTC). Returns the id.
     pub fn log_captured(&self, row: &Value, dttm: NaiveDateTime) -> u64 {
-        self.inner().push_log(LogRow {
-            id: 0,
-            action: row["action"].as_str().unwrap_or_default().to_string(),
+        self.inner().push_log(LogRow::new(
+            row["action"].as_str().unwrap_or_default(),
             dttm,
-            duration_ms: row["duration_ms"].as_i64(),
-            json: row["json"].as_str().map(str::to_owned),
-            user_id: row["user_id"].as_u64(),
-        })
+            row["duration_ms"].as_i64(),
+            row["json"].as_str().map(str::to_owned),
+            row["user_id"].as_u64(),
+        ))
     }
 
     /// An MCP client connecting to Superset 6.1's MCP service, which acts as `user_id` (its
@@ -513,6 +511,26 @@ struct LogRow {
     /// Null for the `mcp_message` a session starts with (F49).
     json: Option<String>,
     user_id: Option<u64>,
+}
+
+impl LogRow {
+    /// A row to append with `Inner::push_log`, which numbers it.
+    fn new(
+        action: impl Into<String>,
+        dttm: NaiveDateTime,
+        duration_ms: Option<i64>,
+        json: Option<String>,
+        user_id: Option<u64>,
+    ) -> LogRow {
+        LogRow {
+            id: 0,
+            action: action.into(),
+            dttm,
+            duration_ms,
+            json,
+            user_id,
+        }
+    }
 }
 
 /// What an MCP tool call came to, as Superset 6.1's MCP service logs it (F48, F51).
@@ -653,14 +671,7 @@ impl McpSession {
         let json = method.map(|m| mcp_payload(tool, m, None));
         let mut s = self.sim.inner();
         let dttm = s.now_utc();
-        let id = s.push_log(LogRow {
-            id: 0,
-            action: "mcp_message".into(),
-            dttm,
-            duration_ms: None,
-            json,
-            user_id: None,
-        });
+        let id = s.push_log(LogRow::new("mcp_message", dttm, None, json, None));
         (id, dttm)
     }
 
@@ -708,14 +719,13 @@ impl McpCall {
         self.ran += 1;
         let mut s = self.sim.inner();
         let dttm = s.now_utc();
-        Some(s.push_log(LogRow {
-            id: 0,
-            action: format!("mcp.{phase}"),
+        Some(s.push_log(LogRow::new(
+            format!("mcp.{phase}"),
             dttm,
-            duration_ms: Some(5),
-            json: Some("{}".into()),
-            user_id: Some(self.user_id),
-        }))
+            Some(5),
+            Some("{}".into()),
+            Some(self.user_id),
+        )))
     }
 
     /// The call ends as `outcome` says: the phases it still logs, then its `mcp_tool_call` with
@@ -731,14 +741,13 @@ impl McpCall {
         let json = mcp_payload(Some(&self.tool), "tools/call", Some(success));
         let mut s = self.sim.inner();
         let dttm = s.now_utc();
-        s.push_log(LogRow {
-            id: 0,
-            action: "mcp_tool_call".into(),
+        s.push_log(LogRow::new(
+            "mcp_tool_call",
             dttm,
-            duration_ms: Some((dttm - self.started).num_milliseconds()),
-            json: Some(json.to_string()),
-            user_id: None,
-        })
+            Some((dttm - self.started).num_milliseconds()),
+            Some(json),
+            None,
+        ))
     }
 }
 
@@ -1185,14 +1194,13 @@ impl Inner {
 
     fn write_log(&mut self, action: &str, json: Value, user_id: u64) {
         let dttm = self.now_utc();
-        self.push_log(LogRow {
-            id: 0,
-            action: action.to_string(),
+        self.push_log(LogRow::new(
+            action,
             dttm,
-            duration_ms: Some(0),
-            json: Some(json.to_string()),
-            user_id: Some(user_id),
-        });
+            Some(0),
+            Some(json.to_string()),
+            Some(user_id),
+        ));
     }
 
     /// Append `row` with the next id (ids grow in write order, whatever `dttm` says); returns it.

@@ -1372,6 +1372,17 @@ fn captured_mcp_rows() -> Vec<Value> {
         .clone()
 }
 
+/// The log rows written after `since`, oldest first, as rollcall asks for them.
+async fn log_after(sim: &Sim, auth: &str, since: chrono::NaiveDateTime) -> Value {
+    let q = format!(
+        "(filters:!((col:dttm,opr:gt,value:'{}')),order_column:dttm,order_direction:asc,page_size:100)",
+        since.format("%Y-%m-%dT%H:%M:%S%.6f")
+    );
+    send(sim, "GET", "/api/v1/log/", Some(&q), Some(auth), None)
+        .await
+        .json()
+}
+
 #[tokio::test]
 async fn mcp_sessions_and_calls_write_the_rows_a_real_mcp_service_writes() {
     let sim = Sim::start(SimOptions::default()).await;
@@ -1383,13 +1394,7 @@ async fn mcp_sessions_and_calls_write_the_rows_a_real_mcp_service_writes() {
     second.call("get_chart_info", McpOutcome::ErrorAnswer);
     second.call("get_dataset_info", McpOutcome::ErrorAnswer);
     second.call("list_charts", McpOutcome::InvalidArguments);
-    let q = format!(
-        "(filters:!((col:dttm,opr:gt,value:'{}')),order_column:dttm,order_direction:asc,page_size:100)",
-        since.format("%Y-%m-%dT%H:%M:%S%.6f")
-    );
-    let got = send(&sim, "GET", "/api/v1/log/", Some(&q), Some(&auth), None)
-        .await
-        .json();
+    let got = log_after(&sim, &auth, since).await;
     let want = captured_mcp_rows();
     let got = got["result"].as_array().unwrap();
     assert_eq!(got.len(), want.len());
@@ -1419,13 +1424,7 @@ async fn a_captured_row_is_served_as_captured() {
         .iter()
         .map(|row| sim.log_captured(row, sim.log_now()))
         .collect();
-    let q = format!(
-        "(filters:!((col:dttm,opr:gt,value:'{}')),order_column:dttm,order_direction:asc,page_size:100)",
-        since.format("%Y-%m-%dT%H:%M:%S%.6f")
-    );
-    let got = send(&sim, "GET", "/api/v1/log/", Some(&q), Some(&auth), None)
-        .await
-        .json();
+    let got = log_after(&sim, &auth, since).await;
     assert_eq!(got["ids"], json!(ids));
     for (got, mut want) in got["result"].as_array().unwrap().iter().zip(rows) {
         want["dttm"] = got["dttm"].clone();

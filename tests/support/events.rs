@@ -200,12 +200,9 @@ pub fn audit_events() -> Vec<Derived> {
     cursor.accept(Utc::now(), rows, &judge).events
 }
 
-/// `agent.tool_called` events joined from the action-log rows a real Superset 6.1.0 MCP service
-/// wrote (`tests/fixtures/superset/mcp/`): a read with its user, two error answers, and a call
-/// refused for its arguments, with no user.
-pub fn agent_events() -> Vec<Derived> {
-    use rollcall::event::EventType;
-    use rollcall::source::superset::audit::{ActionFilter, Judge, LogCursor, RawRow};
+/// The action-log rows a real Superset 6.1.0 MCP service wrote for one `list_databases` call and
+/// then three calls of another session (`tests/fixtures/superset/mcp/action_log_rows.json`).
+pub fn captured_mcp_rows() -> Vec<Value> {
     let file: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -214,11 +211,21 @@ pub fn agent_events() -> Vec<Derived> {
         .unwrap(),
     )
     .unwrap();
-    let rows = file["list_databases_ok"]["rows"].as_array().unwrap();
-    let rows = (1..).zip(rows).map(|(id, row)| RawRow {
-        id,
-        row: row.clone(),
-    });
+    file["list_databases_ok"]["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `agent.tool_called` events joined from the action-log rows a real Superset 6.1.0 MCP service
+/// wrote (`tests/fixtures/superset/mcp/`): a read with its user, two error answers, and a call
+/// refused for its arguments, with no user.
+pub fn agent_events() -> Vec<Derived> {
+    use rollcall::event::EventType;
+    use rollcall::source::superset::audit::{ActionFilter, Judge, LogCursor, RawRow};
+    let rows = (1..)
+        .zip(captured_mcp_rows())
+        .map(|(id, row)| RawRow { id, row });
     let filter = ActionFilter::new(&["*".into()], &[]).unwrap();
     let judge = Judge {
         filter: &filter,

@@ -393,10 +393,7 @@ pub(super) fn audit<'r>(
     service: &'static str,
     source: &'r str,
 ) -> Result<String, MappingError> {
-    let action = d.action.as_deref().ok_or(MappingError::Missing {
-        event_type: EventType::AuditAction.as_str(),
-        field: "action",
-    })?;
+    let action = required(d.action.as_deref(), EventType::AuditAction, "action")?;
     (r.activity_id, r.activity_name) = api_activity(action).unwrap_or((99, action));
     let actor = d
         .user
@@ -444,6 +441,18 @@ pub(super) fn audit<'r>(
     Ok(message)
 }
 
+/// `data.<field>` of a `t` event, which its record needs.
+fn required<'d>(
+    value: Option<&'d str>,
+    t: EventType,
+    field: &'static str,
+) -> Result<&'d str, MappingError> {
+    value.ok_or(MappingError::Missing {
+        event_type: t.as_str(),
+        field,
+    })
+}
+
 /// What every API Activity record has: who called, the operation on the source's service, no
 /// client address (the log records none), and how long it took.
 fn api_call<'r>(
@@ -478,10 +487,7 @@ pub(super) fn agent<'r>(
     service: &'static str,
     source: &'r str,
 ) -> Result<String, MappingError> {
-    let tool = d.tool.as_deref().ok_or(MappingError::Missing {
-        event_type: EventType::AgentToolCalled.as_str(),
-        field: "tool",
-    })?;
+    let tool = required(d.tool.as_deref(), EventType::AgentToolCalled, "tool")?;
     (r.activity_id, r.activity_name) = match d.can_write {
         Some(false) => (2, "Read"),
         _ => (99, tool),

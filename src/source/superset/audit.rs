@@ -549,20 +549,6 @@ mod tests {
                 .collect()
         }
 
-        fn poll(cursor: &mut LogCursor, rows: Vec<RawRow>, filter: &ActionFilter) -> Accepted {
-            let judge = Judge {
-                filter,
-                service_account: Some(SVC),
-                overlap: chrono::Duration::seconds(60),
-            };
-            let since = cursor.since(
-                judge.overlap,
-                chrono::Duration::days(3650),
-                t("2026-12-06T14:00:00"),
-            );
-            cursor.accept(since, rows, &judge)
-        }
-
         fn calls(events: &[Derived]) -> Vec<&Value> {
             events
                 .iter()
@@ -574,7 +560,7 @@ mod tests {
         #[test]
         fn the_captured_calls_become_one_event_each_after_their_rows() {
             let mut c = LogCursor::default();
-            let out = poll(&mut c, captured("list_databases_ok", 1), &all());
+            let out = accept(&mut c, captured("list_databases_ok", 1), &all());
             let types: Vec<_> = out.events.iter().map(|e| e.event_type.as_str()).collect();
             let mut expected = vec!["audit.action"; 16];
             for after in [16, 14, 11, 6] {
@@ -623,7 +609,7 @@ mod tests {
             assert_eq!(c.calls.open(), 0, "the session starts opened no call");
 
             // The second capture reads the second session again from a later point.
-            let again = poll(&mut c, captured("not_found_and_invalid", 7), &all());
+            let again = accept(&mut c, captured("not_found_and_invalid", 7), &all());
             assert!(again.events.is_empty(), "{:?}", again.events);
             assert_eq!(again.duplicates, 10);
         }
@@ -633,7 +619,7 @@ mod tests {
             let filter =
                 ActionFilter::new(&["*".into()], &["mcp_*".into(), "mcp.*".into()]).unwrap();
             let mut c = LogCursor::default();
-            let out = poll(&mut c, captured("list_databases_ok", 1), &filter);
+            let out = accept(&mut c, captured("list_databases_ok", 1), &filter);
             assert_eq!(out.filtered, 16);
             assert_eq!(calls(&out.events).len(), 4);
             assert_eq!(out.events.len(), 4);
@@ -644,12 +630,12 @@ mod tests {
             let rows = captured("list_databases_ok", 1);
             let mut c = LogCursor::default();
             // The first poll ends after the call's first phase row.
-            let first = poll(&mut c, rows[..4].to_vec(), &all());
+            let first = accept(&mut c, rows[..4].to_vec(), &all());
             assert!(calls(&first.events).is_empty());
             assert_eq!(c.calls.open(), 1);
             let mut c: LogCursor =
                 serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
-            let second = poll(&mut c, rows.clone(), &all());
+            let second = accept(&mut c, rows.clone(), &all());
             let joined = calls(&second.events);
             assert_eq!(joined.len(), 4);
             assert_eq!(joined[0]["message_log_id"], 3);
@@ -661,7 +647,7 @@ mod tests {
         fn a_call_never_finished_is_given_up_once_an_hour_of_log_has_passed() {
             let rows = captured("list_databases_ok", 1);
             let mut c = LogCursor::default();
-            poll(&mut c, rows[..3].to_vec(), &all());
+            accept(&mut c, rows[..3].to_vec(), &all());
             assert_eq!(c.calls.open(), 1);
             let later = row(
                 100,
@@ -670,7 +656,7 @@ mod tests {
                 Some(3),
                 "{}",
             );
-            let out = poll(&mut c, vec![later], &all());
+            let out = accept(&mut c, vec![later], &all());
             assert_eq!(out.unfinished.len(), 1);
             assert_eq!(out.unfinished[0].tool, "list_databases");
             assert_eq!((c.calls.open(), c.calls.unfinished), (0, 1));
@@ -886,15 +872,15 @@ mod tests {
             for (n, end) in ends.into_iter().enumerate() {
                 let since = cursor.since(
                     chrono::Duration::seconds(60),
-                    chrono::Duration::days(3650),
-                    t("2026-12-06T10:00:00"),
+                    chrono::Duration::hours(24),
+                    t("2026-11-23T12:00:00"),
                 );
                 let visible = rows[..end]
                     .iter()
                     .filter(|r| Row::read(&r.row).is_some_and(|row| row.dttm > since))
                     .cloned()
                     .collect();
-                events.extend(poll(&mut cursor, visible, &all()).events);
+                events.extend(accept(&mut cursor, visible, &all()).events);
                 if restarts.get(n).copied().unwrap_or(false) {
                     cursor =
                         serde_json::from_str(&serde_json::to_string(&cursor).unwrap()).unwrap();
