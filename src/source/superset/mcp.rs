@@ -137,12 +137,11 @@ impl Calls {
     /// Give up the calls begun more than [`OPEN_FOR`] before a row logged at `now`. Called for
     /// every row read, so log time moves on even while no agent acts.
     pub fn expire(&mut self, now: DateTime<Utc>, given_up: &mut Vec<Unfinished>) {
-        if self.open.is_empty() {
+        let stale = |c: &OpenCall| now - c.started_at > OPEN_FOR;
+        if !self.open.iter().any(stale) {
             return;
         }
-        let (stale, open) = std::mem::take(&mut self.open)
-            .into_iter()
-            .partition(|c| now - c.started_at > OPEN_FOR);
+        let (stale, open) = std::mem::take(&mut self.open).into_iter().partition(stale);
         self.open = open;
         self.give_up(stale, given_up);
     }
