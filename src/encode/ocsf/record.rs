@@ -477,10 +477,8 @@ fn api_call<'r>(
 }
 
 /// The API Activity attributes of an AI agent's MCP tool call; returns the record's `message`.
-/// A tool that may write may have written nothing (the arguments are not logged), so only a
-/// read-only tool names its activity; the others are 99 Other with the tool's name. Superset
-/// logs `success: true` for a call it refused for its arguments (docs/superset.md S51), so only
-/// `false` is a status, Failure; `true` stays Unknown, with what it does mean.
+/// Only a read-only tool names its activity (one that may write may have written nothing), and
+/// only `success: false` is a status: refused arguments log `true` (docs/superset.md S51).
 pub(super) fn agent<'r>(
     r: &mut Record<'r>,
     d: &'r Data<'_>,
