@@ -8,20 +8,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::SsfError;
-use crate::settings::{check_durations, check_retries, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::settings::{
+    check_durations, check_retries, DurationText, Entry, Problems, SecretRef, DAY, HOUR,
+};
 
 /// An OpenID Shared Signals transmitter: its own listener serves the metadata, the JWKS, the
 /// stream management API and the poll endpoint; each stream a receiver creates is delivered
-/// like a sink of its own (see `docs/ssf.md`).
-#[derive(Debug, Clone, Deserialize)]
+/// like a sink of its own (docs/ssf.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsfConfig {
+    /// The sink's name, unique among sources and sinks: each stream a receiver creates is
+    /// delivered as `<name>/<stream id>` (its cursor, health, metrics and dead letters).
     pub name: String,
-    /// Where the transmitter's listener binds (not the `listen` of the metrics endpoints).
+    /// Where the transmitter's listener binds: an IP address and a port (e.g. "0.0.0.0:9470"),
+    /// not a host name. Not the top-level `listen` of the health and metrics endpoints.
     pub listen: SocketAddr,
     /// The public base URL receivers reach the listener at: the `iss` of every SET and the
     /// `issuer` of the metadata. https, except on a loopback address.
@@ -29,68 +35,81 @@ pub struct SsfConfig {
     /// A PEM private key (PKCS#8, or PKCS#1 for RSA): RSA of at least 2048 bits for `RS256`,
     /// P-256 for `ES256`.
     pub signing_key_file: PathBuf,
-    /// `RS256` (the default, what the CAEP interoperability profile asks for) or `ES256`.
+    /// What SETs are signed with: "RS256" (what the CAEP interoperability profile asks for) or
+    /// "ES256"; it must match `signing_key_file`.
     #[serde(default)]
     pub algorithm: SigningAlgorithm,
     /// The `aud` of every stream and of its SETs: the receiver's name for itself (usually its
     /// base URL, as the receiver documents).
     pub audience: String,
-    /// Environment variable holding the bearer token of the management API and the poll
-    /// endpoint. Without a token (neither key) both are off: no stream can be made.
+    /// Name of the environment variable holding the bearer token of the management API and
+    /// the poll endpoint. Set at most one of `management_token_env` and
+    /// `management_token_file`; with neither, both are off and no stream can be made.
     pub management_token_env: Option<String>,
     /// Or a file holding it (a Kubernetes or Docker secret).
     pub management_token_file: Option<PathBuf>,
-    /// URL prefixes a push stream's `endpoint_url` must start with; absent: any https URL
-    /// (http only to a loopback address).
+    /// URL prefixes a push stream's `endpoint_url` must start with. Unset: any https URL (http
+    /// only to a loopback address).
     pub allowed_push_endpoints: Option<Vec<String>>,
-    /// Streams at most.
+    /// Streams receivers may create at most, 1 to 10000.
     #[serde(default = "defaults::max_streams")]
     pub max_streams: usize,
-    /// Bytes of a request body at most.
+    /// The largest request body the listener reads, in bytes, 1024 to 16777216.
     #[serde(default = "defaults::max_request_bytes")]
     pub max_request_bytes: usize,
     /// How long a poll without `returnImmediately` waits for a SET; also how long a SET
-    /// handed out by a poll waits for its acknowledgement before a poll gets it again.
+    /// handed out by a poll waits for its acknowledgement before a poll gets it again; 1ms to
+    /// 5m.
     #[serde(default = "defaults::poll_wait", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub poll_wait: Duration,
-    /// Verification requests of one stream closer together than this are answered 429.
+    /// Verification requests of one stream closer together than this are answered 429; at
+    /// most 1day.
     #[serde(
         default = "defaults::min_verification_interval",
         with = "humantime_serde"
     )]
+    #[schemars(with = "DurationText")]
     pub min_verification_interval: Duration,
-    /// Per push request, from connecting to the end of the answer.
+    /// How long one push attempt may take, from connecting to the end of the answer; 1ms to
+    /// 1h.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
-    /// SETs of one stream in flight at once (to different users: one user's go one at a time).
+    /// SETs of one push stream in flight at once, at least 1, each for a different user: one
+    /// user's SETs go one at a time, in order.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
-    /// Wait before each push attempt; after the last, the SET is dead-lettered.
+    /// The wait before each push attempt (each at most 30days); the first is normally "0s".
+    /// When the last attempt fails too, the SET is dead-lettered (`rollcall dlq`). The default
+    /// adds up to about 27.6 hours.
     #[serde(
         default = "crate::settings::common_retry_schedule",
-        deserialize_with = "crate::settings::durations"
+        with = "crate::settings::durations"
     )]
+    #[schemars(with = "Vec<DurationText>")]
     pub retry_schedule: Vec<Duration>,
-    /// The metadata's `default_subjects`: `ALL` (every user is in a new stream; receivers
-    /// remove the ones they do not want) or `NONE` (receivers add the ones they want).
+    /// The metadata's `default_subjects`: "ALL" (every user is in a new stream; receivers
+    /// remove the ones they do not want) or "NONE" (receivers add the ones they want).
     #[serde(default)]
     pub default_subjects: DefaultSubjects,
     /// Per source name, the `iss` of its users' `iss_sub` identifiers (its base URL, e.g.
-    /// `https://superset.example.com/`); a source not listed uses its CloudEvents `source`
-    /// (`superset://<name>`).
+    /// "https://superset.example.com/"), as a `[sinks.subject_issuers]` table; a source not
+    /// listed uses its CloudEvents `source` ("superset://<name>").
     #[serde(default)]
     pub subject_issuers: BTreeMap<String, String>,
 }
 
 /// What SETs are signed with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum SigningAlgorithm {
     #[default]
     RS256,
     ES256,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// Whether a new stream starts with every user or with none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum DefaultSubjects {
     #[default]
     #[serde(rename = "ALL")]

@@ -50,7 +50,7 @@ pub enum SubjectFormat {
 }
 
 /// The SSF event type a rollcall event type may become; `None` for those never sent
-/// (`user.created`, `user.login_failed`, `user.observed`, `audit.action`).
+/// (`user.created`, `user.login_failed`, `user.observed`, `audit.action`, `agent.tool_called`).
 pub fn event_type_of(rollcall_type: &str) -> Option<&'static str> {
     Some(match rollcall_type {
         "user.deactivated" | "user.locked" => ACCOUNT_DISABLED,
@@ -442,6 +442,7 @@ mod tests {
             "user.login_failed",
             "user.observed",
             "audit.action",
+            "agent.tool_called",
         ] {
             let e = event(t, "4", json!({"user": superset_user(true, &[])}));
             assert_eq!(map(&e), None, "{t}");
