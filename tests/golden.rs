@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
+use rollcall::encode::{ocsf, Binding, Encoder, Envelope, Format, Mode};
 use rollcall::store::StoredEvent;
 use support::harness::Harness;
 use support::sim::{Sim, SimOptions};
@@ -127,6 +127,7 @@ fn render(lines: &[String]) -> String {
                 format: Format::Cloudevents,
                 mode,
                 binding,
+                ocsf: ocsf::Version::default(),
             };
             let e = encoder.encode(&envelope).unwrap();
             out.push_str(&format!(

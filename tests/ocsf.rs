@@ -13,7 +13,9 @@ use rollcall::event::EventType;
 use rollcall::store::StoredEvent;
 use serde_json::{json, Value};
 use support::events::{event_of_type, every_kind_of_event, types_of};
-use support::ocsf::{assert_valid, encode, errors, load, rule_errors, try_encode, FIXTURES};
+use support::ocsf::{
+    assert_valid, encode, errors, load, rule_errors, try_encode, Version, FIXTURES,
+};
 
 /// The event of type `t` from the source whose URI starts with `scheme`.
 fn from_source(scheme: &str, t: &str) -> Value {
@@ -446,6 +448,7 @@ fn cloudevents_bodies_stay_the_stored_bytes_without_a_copy() {
             format: Format::Cloudevents,
             mode,
             binding: Binding::Kafka,
+            ocsf: Version::V1_8_0,
         };
         let encoded = encoder.encode(&envelope).unwrap();
         assert!(matches!(encoded.body, Cow::Borrowed(_)), "{mode:?} borrows");
@@ -466,6 +469,7 @@ fn an_ocsf_body_is_plain_json_keyed_per_user_without_cloudevents_headers() {
             format: Format::Ocsf,
             mode: Mode::Binary,
             binding,
+            ocsf: Version::V1_8_0,
         };
         let encoded = encoder.encode(&envelope).unwrap();
         assert_eq!(encoded.content_type, "application/json");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rollcall::runner::CycleOptions;
 use support::harness::{kind, kinds, superset_event_types, Harness};
+use support::ocsf::Version;
 use support::sim::{Sim, SimOptions};
 
 const GAMMA: u64 = 4;
@@ -190,7 +191,7 @@ async fn an_ocsf_sink_beside_the_cloudevents_one_gets_every_event_as_a_valid_ocs
     let sim = Sim::start(SimOptions::default()).await;
     let alice = sim.add_user("alice", "pw-alice", &[GAMMA]);
     let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
-    h.add_ocsf_sink();
+    h.add_ocsf_sink(Some(Version::V1_8_0));
     h.cycle().await;
     let bob = sim.add_user("bob", "pw-bob", &[GAMMA]);
     sim.update_user(alice, |u| {
@@ -206,7 +207,7 @@ async fn an_ocsf_sink_beside_the_cloudevents_one_gets_every_event_as_a_valid_ocs
     h.cycle().await;
 
     let events = h.events();
-    let records = h.ocsf_records();
+    let records = h.ocsf_records(Version::V1_8_0);
     assert_eq!(records.len(), events.len(), "one record per event");
     for (event, record) in events.iter().zip(&records) {
         assert_eq!(record["metadata"]["uid"], event["id"]);

@@ -195,15 +195,19 @@ path = {events:?}
         self.dir.path().join("events.jsonl")
     }
 
-    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"`, writing to
+    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"` and the given
+    /// `ocsf_version` (`None`: the key left out, for the default), writing to
     /// [`Harness::ocsf_path`]; a runner started after this delivers to both.
-    pub fn add_ocsf_sink(&self) {
+    pub fn add_ocsf_sink(&self, version: Option<super::ocsf::Version>) {
         let path = self.ocsf_path().display().to_string();
+        let version = version.map_or(String::new(), |v| {
+            format!("ocsf_version = \"{}\"\n", super::ocsf::declared(v))
+        });
         self.edit_config(|raw| {
             raw.replacen(
                 "\n[[sinks]]\n",
                 &format!(
-                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n\n[[sinks]]\n"
+                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n{version}\n[[sinks]]\n"
                 ),
                 1,
             )
@@ -214,11 +218,11 @@ path = {events:?}
         self.dir.path().join("events.ocsf.jsonl")
     }
 
-    /// Every record the OCSF sink wrote, each checked against its OCSF 1.8.0 class schema and
-    /// the rules the schemas cannot check.
-    pub fn ocsf_records(&self) -> Vec<Value> {
+    /// Every record the OCSF sink wrote, each checked against its class schema in `version`
+    /// and the rules the schemas cannot check.
+    pub fn ocsf_records(&self, version: super::ocsf::Version) -> Vec<Value> {
         let text = std::fs::read_to_string(self.ocsf_path()).unwrap_or_default();
-        super::ocsf::assert_valid_jsonl(&text)
+        super::ocsf::assert_valid_jsonl_in(version, &text)
     }
 
     /// Every event the JSONL sink wrote, each checked against its JSON Schema.

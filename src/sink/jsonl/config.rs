@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::encode::Format;
+use crate::encode::{ocsf, Format};
 use crate::settings::{Entry, Problems};
 use crate::sink::SinkKind;
 
@@ -19,10 +19,13 @@ pub struct JsonlConfig {
     /// Events written (and fsynced) per batch.
     #[serde(default = "batch_size")]
     pub batch_size: usize,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
-    /// record per event, see `encode::ocsf`).
+    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF record
+    /// per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.9.0" (the default) or "1.8.0".
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// Built-in rotation: start a new file before a batch would take the file past this many
     /// bytes. Off by default (rotate with logrotate and SIGHUP instead).
     #[serde(default)]

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::KafkaError;
-use crate::encode::{Format, Mode};
+use crate::encode::{ocsf, Format, Mode};
 use crate::settings::{Entry, Problems, SecretRef};
 use crate::sink::SinkKind;
 
@@ -27,10 +27,13 @@ pub struct KafkaConfig {
     /// only: an OCSF record is always the whole value.
     #[serde(default)]
     pub mode: Mode,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
-    /// record per event, see `encode::ocsf`).
+    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF record
+    /// per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.9.0" (the default) or "1.8.0".
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// Create the topic (broker-default partitions and replication) when it is missing,
     /// instead of failing with an error that says so.
     #[serde(default)]

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::WebhookError;
-use crate::encode::Format;
+use crate::encode::{ocsf, Format};
 use crate::settings::{out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
 use crate::sink::{SinkError, SinkKind};
 
@@ -41,10 +41,13 @@ pub struct WebhookConfig {
     /// dead-lettered.
     #[serde(default = "defaults::retry_schedule", deserialize_with = "durations")]
     pub retry_schedule: Vec<Duration>,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
-    /// record per event, see `encode::ocsf`).
+    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF record
+    /// per event, see `encode::ocsf`).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.9.0" (the default) or "1.8.0".
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// The `content-type` of a CloudEvents body: `application/cloudevents+json` (the default,
     /// what the CloudEvents HTTP binding says for structured mode) or `application/json`, for
     /// receivers that parse only that. OCSF bodies are always `application/json`.
