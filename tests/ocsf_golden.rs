@@ -10,7 +10,7 @@
 use crate::support;
 
 use serde_json::{json, Value};
-use support::ocsf::try_encode;
+use support::ocsf::{try_encode, try_encode_in, Version};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden/ocsf/");
 
@@ -53,4 +53,10 @@ fn render(encode: impl Fn(&Value, u64) -> Vec<u8>) -> String {
 fn ocsf_1_8_0_records_of_every_event_type_match_the_pinned_bytes() {
     let rendered = render(|event, offset| try_encode(event, offset).unwrap());
     support::golden::assert_pinned(&format!("{DIR}1.8.0.jsonl"), &rendered);
+}
+
+#[test]
+fn ocsf_1_9_0_records_of_every_event_type_match_the_pinned_bytes() {
+    let rendered = render(|event, offset| try_encode_in(Version::V1_9_0, event, offset).unwrap());
+    support::golden::assert_pinned(&format!("{DIR}1.9.0.jsonl"), &rendered);
 }
