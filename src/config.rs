@@ -389,6 +389,58 @@ format = "ocsf"
     }
 
     #[test]
+    fn every_sink_kind_takes_ocsf_version_1_9_0_by_default_or_1_8_0_and_nothing_else() {
+        use crate::encode::ocsf::Version;
+        let sinks = r#"
+[[sinks]]
+kind = "webhook"
+name = "hooks"
+url = "https://siem.example/hook"
+secret_env = "HOOK_SECRET"
+format = "ocsf"
+ocsf_version = "1.8.0"
+
+[[sinks]]
+kind = "kafka"
+name = "bus"
+brokers = "127.0.0.1:9092"
+topic = "ocsf"
+format = "ocsf"
+ocsf_version = "1.8.0"
+"#;
+        let versions = |raw: &str| -> Vec<Version> {
+            parse(raw)
+                .unwrap()
+                .sinks
+                .iter()
+                .map(|s| match s {
+                    SinkConfig::Jsonl(c) => c.ocsf_version,
+                    SinkConfig::Webhook(c) => c.ocsf_version,
+                    SinkConfig::Kafka(c) => c.ocsf_version,
+                })
+                .collect()
+        };
+        assert_eq!(
+            versions(&format!("{EXAMPLE}format = \"ocsf\"\n{sinks}")),
+            [Version::V1_9_0, Version::V1_8_0, Version::V1_8_0]
+        );
+        assert_eq!(
+            versions(&format!("{EXAMPLE}ocsf_version = \"1.9.0\"\n")),
+            [Version::V1_9_0]
+        );
+        let line = EXAMPLE.lines().count() + 1;
+        for bad in ["\"1.7.0\"", "\"1.9\"", "\"\"", "1.9"] {
+            let err = parse(&format!("{EXAMPLE}ocsf_version = {bad}\n")).unwrap_err();
+            assert!(
+                err.contains(&format!("rollcall.toml:{line}:"))
+                    && err.contains("\"1.9.0\" (the default)")
+                    && err.contains("\"1.8.0\""),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn the_example_files_commented_kylin_source_is_valid_once_uncommented() {
         let raw = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
