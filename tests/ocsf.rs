@@ -14,7 +14,8 @@ use rollcall::store::StoredEvent;
 use serde_json::{json, Value};
 use support::events::{event_of_type, every_kind_of_event, types_of};
 use support::ocsf::{
-    assert_valid, encode, errors, load, rule_errors, try_encode, Version, FIXTURES,
+    assert_valid, assert_valid_in, declared, encode, errors, errors_in, load, rule_errors,
+    try_encode, try_encode_in, Version, FIXTURES,
 };
 
 /// The event of type `t` from the source whose URI starts with `scheme`.
@@ -502,7 +503,7 @@ fn data_without_what_its_type_needs_is_an_error_that_says_what_to_do() {
 }
 
 #[test]
-fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic() {
+fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic_in_either_version() {
     let replacements = [
         json!(null),
         json!(42),
@@ -533,15 +534,17 @@ fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic() {
                         at.as_object_mut().unwrap().remove(last);
                     }
                 }
-                if let Ok(bytes) = try_encode(&mangled, 1) {
-                    let record: Value = serde_json::from_slice(&bytes).unwrap();
-                    assert!(
-                        errors(&record).is_empty(),
-                        "{} with data.{} = {replacement:?} encoded to an invalid record: {:?}",
-                        event["type"],
-                        path.join("."),
-                        errors(&record)
-                    );
+                for version in Version::ALL {
+                    if let Ok(bytes) = try_encode_in(version, &mangled, 1) {
+                        let record: Value = serde_json::from_slice(&bytes).unwrap();
+                        assert!(
+                            errors_in(version, &record).is_empty(),
+                            "{} with data.{} = {replacement:?} encoded to an invalid {version:?} record: {:?}",
+                            event["type"],
+                            path.join("."),
+                            errors_in(version, &record)
+                        );
+                    }
                 }
             }
         }
@@ -578,14 +581,32 @@ fn every_ocsf_sample_in_docs_events_md_is_what_the_encoder_makes_of_the_cloudeve
             .skip(1)
             .map(|b| serde_json::from_str(b.split("\n```").next().unwrap()).unwrap())
             .collect();
-        let [event, documented] = &blocks[..] else {
-            panic!("{title}: expected a CloudEvent and its OCSF record");
+        let [event, documented @ ..] = &blocks[..] else {
+            panic!("{title}: expected a CloudEvent and its OCSF records");
         };
         support::schema::assert_valid_event(event);
         let offset: u64 = event["sequence"].as_str().unwrap().parse().unwrap();
-        let record: Value = serde_json::from_slice(&try_encode(event, offset).unwrap()).unwrap();
-        assert_valid(&record);
-        assert_eq!(&as_documented(record, documented), documented, "{title}");
+        // One record per OCSF version, each in the version it declares.
+        let versions: Vec<Version> = documented
+            .iter()
+            .map(|d| {
+                *Version::ALL
+                    .iter()
+                    .find(|v| d["metadata"]["version"] == declared(**v))
+                    .unwrap_or_else(|| panic!("{title}: {}", d["metadata"]["version"]))
+            })
+            .collect();
+        assert_eq!(versions, [Version::V1_9_0, Version::V1_8_0], "{title}");
+        for (version, documented) in versions.into_iter().zip(documented) {
+            let record: Value =
+                serde_json::from_slice(&try_encode_in(version, event, offset).unwrap()).unwrap();
+            assert_valid_in(version, &record);
+            assert_eq!(
+                &as_documented(record, documented),
+                documented,
+                "{title}, {version:?}"
+            );
+        }
         samples += 1;
     }
     assert_eq!(samples, 14);
