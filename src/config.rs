@@ -347,15 +347,15 @@ path = "./events.jsonl"            # "-" means stdout
         parse(&raw).unwrap();
     }
 
-    #[test]
-    fn every_sink_kind_takes_format_cloudevents_by_default_or_ocsf() {
-        let sinks = r#"
+    /// A webhook and a Kafka sink, both sending OCSF 1.8.0.
+    const OCSF_SINKS: &str = r#"
 [[sinks]]
 kind = "webhook"
 name = "hooks"
 url = "https://siem.example/hook"
 secret_env = "HOOK_SECRET"
 format = "ocsf"
+ocsf_version = "1.8.0"
 
 [[sinks]]
 kind = "kafka"
@@ -363,8 +363,12 @@ name = "bus"
 brokers = "127.0.0.1:9092"
 topic = "ocsf"
 format = "ocsf"
+ocsf_version = "1.8.0"
 "#;
-        let c = parse(&format!("{EXAMPLE}format = \"ocsf\"\n{sinks}")).unwrap();
+
+    #[test]
+    fn every_sink_kind_takes_format_cloudevents_by_default_or_ocsf() {
+        let c = parse(&format!("{EXAMPLE}format = \"ocsf\"\n{OCSF_SINKS}")).unwrap();
         let formats: Vec<Format> = c
             .sinks
             .iter()
@@ -391,23 +395,6 @@ format = "ocsf"
     #[test]
     fn every_sink_kind_takes_ocsf_version_1_9_0_by_default_or_1_8_0_and_nothing_else() {
         use crate::encode::ocsf::Version;
-        let sinks = r#"
-[[sinks]]
-kind = "webhook"
-name = "hooks"
-url = "https://siem.example/hook"
-secret_env = "HOOK_SECRET"
-format = "ocsf"
-ocsf_version = "1.8.0"
-
-[[sinks]]
-kind = "kafka"
-name = "bus"
-brokers = "127.0.0.1:9092"
-topic = "ocsf"
-format = "ocsf"
-ocsf_version = "1.8.0"
-"#;
         let versions = |raw: &str| -> Vec<Version> {
             parse(raw)
                 .unwrap()
@@ -421,7 +408,7 @@ ocsf_version = "1.8.0"
                 .collect()
         };
         assert_eq!(
-            versions(&format!("{EXAMPLE}format = \"ocsf\"\n{sinks}")),
+            versions(&format!("{EXAMPLE}format = \"ocsf\"\n{OCSF_SINKS}")),
             [Version::V1_9_0, Version::V1_8_0, Version::V1_8_0]
         );
         assert_eq!(

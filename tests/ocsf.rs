@@ -12,19 +12,11 @@ use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::event::EventType;
 use rollcall::store::StoredEvent;
 use serde_json::{json, Value};
-use support::events::{event_of_type, every_kind_of_event, types_of};
+use support::events::{event_of_type, every_kind_of_event, from_source, types_of};
 use support::ocsf::{
     assert_valid, assert_valid_in, declared, encode, errors, errors_in, load, rule_errors,
     try_encode, try_encode_in, Version, FIXTURES,
 };
-
-/// The event of type `t` from the source whose URI starts with `scheme`.
-fn from_source(scheme: &str, t: &str) -> Value {
-    every_kind_of_event()
-        .into_iter()
-        .find(|e| e["type"] == t && e["source"].as_str().unwrap().starts_with(scheme))
-        .unwrap_or_else(|| panic!("no {t} from {scheme} in the example events"))
-}
 
 fn is_rejected(record: &Value) -> bool {
     !errors(record).is_empty()

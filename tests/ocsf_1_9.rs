@@ -9,25 +9,16 @@ use crate::support;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use support::events::{event_of_type, every_kind_of_event};
-use support::harness::Harness;
+use support::events::{event_of_type, every_kind_of_event, from_source};
+use support::harness::superset_changes_beside_an_ocsf_sink;
 use support::ocsf::{
     assert_valid_in, deprecations, encode_in, errors_in, fixtures, load, rule_errors_in, Version,
 };
-use support::sim::{Sim, SimOptions};
 
 const V1_9: Version = Version::V1_9_0;
 
 fn encode(event: &Value) -> Value {
     encode_in(V1_9, event)
-}
-
-/// The event of type `t` from the source whose URI starts with `scheme`.
-fn from_source(scheme: &str, t: &str) -> Value {
-    every_kind_of_event()
-        .into_iter()
-        .find(|e| e["type"] == t && e["source"].as_str().unwrap().starts_with(scheme))
-        .unwrap_or_else(|| panic!("no {t} from {scheme} in the example events"))
 }
 
 fn is_rejected(record: &Value) -> bool {
@@ -252,27 +243,7 @@ fn both_versions_carry_the_same_facts_for_every_event() {
 
 #[tokio::test]
 async fn an_ocsf_sink_without_ocsf_version_sends_valid_1_9_0_records_of_every_superset_change() {
-    let (gamma, alpha) = (4, 3);
-    let sim = Sim::start(SimOptions::default()).await;
-    let alice = sim.add_user("alice", "pw-alice", &[gamma]);
-    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
-    h.add_ocsf_sink(None);
-    h.cycle().await;
-    let bob = sim.add_user("bob", "pw-bob", &[gamma]);
-    sim.update_user(alice, |u| {
-        u.roles = vec![alpha];
-        u.last_name = "Renamed".into();
-    });
-    sim.add_group("analysts", &[alice]);
-    assert!(sim.login("bob", "pw-bob"));
-    assert!(!sim.login("alice", "wrong"));
-    h.cycle().await;
-    sim.update_user(alice, |u| u.active = false);
-    assert!(sim.delete_user(bob));
-    h.cycle().await;
-
-    let events = h.events();
-    let records = h.ocsf_records(V1_9);
+    let (events, records) = superset_changes_beside_an_ocsf_sink(None, V1_9).await;
     assert_eq!(records.len(), events.len(), "one record per event");
     for (event, record) in events.iter().zip(&records) {
         assert_eq!(record["metadata"]["uid"], event["id"]);

@@ -306,3 +306,32 @@ pub fn kylin_event_types() -> std::collections::BTreeSet<String> {
     .map(String::from)
     .into()
 }
+
+/// Superset changes through a CloudEvents sink and, beside it, an OCSF sink with the given
+/// `ocsf_version` (`None`: the key left out): every user observed, a creation, a role granted
+/// and a rename, a group joined, a login and a failed one, a deactivation and a deletion. Returns
+/// the events and the OCSF records, each record checked against `expected`.
+pub async fn superset_changes_beside_an_ocsf_sink(
+    ocsf_version: Option<super::ocsf::Version>,
+    expected: super::ocsf::Version,
+) -> (Vec<Value>, Vec<Value>) {
+    let (gamma, alpha) = (4, 3);
+    let sim = super::sim::Sim::start(super::sim::SimOptions::default()).await;
+    let alice = sim.add_user("alice", "pw-alice", &[gamma]);
+    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    h.add_ocsf_sink(ocsf_version);
+    h.cycle().await;
+    let bob = sim.add_user("bob", "pw-bob", &[gamma]);
+    sim.update_user(alice, |u| {
+        u.roles = vec![alpha];
+        u.last_name = "Renamed".into();
+    });
+    sim.add_group("analysts", &[alice]);
+    assert!(sim.login("bob", "pw-bob"));
+    assert!(!sim.login("alice", "wrong"));
+    h.cycle().await;
+    sim.update_user(alice, |u| u.active = false);
+    assert!(sim.delete_user(bob));
+    h.cycle().await;
+    (h.events(), h.ocsf_records(expected))
+}
