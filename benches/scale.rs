@@ -13,10 +13,13 @@
 //! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
 //! `ROLLCALL_BENCH_1M=1`, which takes long); under `cargo test` it runs 300 users as a smoke test.
 
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/superset.rs"]
 mod superset_baseline;
 #[path = "support/mod.rs"]
 mod support;
+use process::{dir_size, vm_hwm_kib};
 use superset_baseline::{bare_keyset_read, login};
 use support::report;
 
@@ -237,25 +240,4 @@ async fn child(
         requests: requests() - requests_before,
         growth: dir_size(&store) as i64 - before as i64,
     }
-}
-
-/// `VmHWM` of a running process: the kernel's high-water mark of its resident memory.
-fn vm_hwm_kib(pid: u32) -> Option<i64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -22,15 +22,14 @@
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours (`user`
 //! imports only `event`); [`text`] (outside text made safe to print) and [`retry_after`] are
 //! shared by every HTTP client.
-//! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
-//! never uses it.
+//! Each source kind also supplies its `rollcall demo` ([`source::demo`]), which writes demo
+//! changes to a test instance; the pipeline never uses it.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 mod cycle;
 pub mod deliver;
-pub mod demo;
 pub mod diff;
 pub mod encode;
 pub mod event;

@@ -1,5 +1,6 @@
 //! The machinery every config table is read with: spanned TOML, problems with their lines, the
-//! one secret loader, and the name rule.
+//! one secret loader, and the name rule; and how a table describes itself to `rollcall config
+//! reference` ([`table_schema`], [`DurationText`]).
 //!
 //! Owns how a problem is reported (file, line, the line itself, in line order, all at once) and
 //! how a secret is read. It knows no component: each source and sink kind parses and checks its
@@ -228,6 +229,30 @@ pub fn parse_kinds<T>(
         }
     }
     out
+}
+
+/// How a duration key is written (`"30s"`, `"15m"`, `"1h 30m"`, `"1day"`), as `rollcall config
+/// reference` shows it: only the schema sees this type (`#[schemars(with = "DurationText")]`),
+/// the key itself is a `Duration` read with `humantime_serde`.
+pub struct DurationText;
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "duration" })
+    }
+}
+
+/// The schema of one config table as `rollcall config reference` reads it: the keys as written,
+/// with their doc comments and the defaults serde fills in, every nested type inline.
+pub fn table_schema<T: schemars::JsonSchema>() -> schemars::Schema {
+    schemars::generate::SchemaSettings::default()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<T>()
 }
 
 /// Units duration bounds are written in.

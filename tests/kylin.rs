@@ -401,7 +401,7 @@ async fn a_100k_user_kylin_is_read_whole_in_one_session_and_loses_or_invents_not
 
 #[tokio::test]
 async fn the_demo_shows_every_kylin_event_type_when_run_as_the_service_account() {
-    use rollcall::demo::kylin::{Admin, Demo, Step};
+    use rollcall::source::kylin::demo::{Admin, Demo, Step};
     let sim = KylinSim::start(KylinOptions::default()).await;
     let mut h = Harness::kylin(&sim.url, "");
     h.cycle().await;
@@ -423,7 +423,7 @@ async fn the_demo_shows_every_kylin_event_type_when_run_as_the_service_account()
 
 #[tokio::test]
 async fn a_demo_refused_by_kylin_stops_after_one_failed_login() {
-    use rollcall::demo::{kylin::Admin, DemoError};
+    use rollcall::source::{demo::DemoError, kylin::demo::Admin};
     let sim = KylinSim::start(KylinOptions::default()).await;
     let err = Admin::login(&sim.url, ADMIN, "not-the-password")
         .await

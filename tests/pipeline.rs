@@ -422,7 +422,7 @@ async fn server_local_times_are_converted_with_the_configured_timezone() {
 
 #[tokio::test]
 async fn the_demo_shows_every_superset_event_type_when_run_as_the_service_account() {
-    use rollcall::demo::superset::{Admin, Demo, Step};
+    use rollcall::source::superset::demo::{Admin, Demo, Step};
     let (sim, mut h) = start().await;
     h.cycle().await;
     // As in the quickstart, the demo acts with the account rollcall polls with: its own role

@@ -13,6 +13,7 @@
 mod support;
 
 mod action_log;
+mod agent_calls;
 mod cli;
 mod crash;
 mod credentials;

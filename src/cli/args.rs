@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Turn user changes in Apache Superset into a reliable stream of events",
     long_about = "rollcall polls Superset's REST API, diffs what it sees against the state it stores \
                   (sled), and appends user events (created, updated, deactivated, deleted, role and \
-                  group changes, logins) and the action log's rows (audit.action) to an event log. \
+                  group changes, logins), the action log's rows (audit.action) and AI agents' \
+                  MCP tool calls (agent.tool_called) to an event log. \
                   It delivers that log to sinks (JSONL files or stdout, Kafka, signed webhooks) at \
                   least once, with stable event ids, and can replay it from stored offsets.",
     after_help = "Examples:\n  rollcall check-config\n  rollcall once\n  rollcall --config /etc/rollcall.toml run\n  rollcall events --from 0 --limit 10\n  rollcall status --json"
@@ -135,6 +136,12 @@ pub enum Command {
     /// Validate the config file and explain every problem, with its line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
+    /// Explain the config file itself, whatever file --config names.
+    #[command(after_help = "Example:\n  rollcall config reference | less")]
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Re-deliver a range of the event log to one sink, with the original event ids, without
     /// moving its cursor (or, with --rewind, move its cursor back so the service re-sends).
     /// Works the same while `rollcall run` holds the store (it asks that process).
@@ -200,6 +207,14 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         pause: Option<std::time::Duration>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every key of the config file with its type, default and meaning, as Markdown:
+    /// generated from rollcall's own config types, as the reference in docs/configuration.md.
+    #[command(after_help = "Example:\n  rollcall config reference > configuration-reference.md")]
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,7 +21,7 @@ pub enum CliError {
     #[error("cannot write to stdout: {0}")]
     Stdout(#[from] std::io::Error),
     #[error(transparent)]
-    Demo(#[from] crate::demo::DemoError),
+    Demo(#[from] crate::source::demo::DemoError),
     #[error(transparent)]
     Replay(#[from] crate::replay::ReplayError),
     #[error("no sink named '{name}' in the config; its sinks are: {known}")]

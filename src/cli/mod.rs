@@ -19,7 +19,9 @@ mod replay;
 mod status;
 
 pub use crate::exit;
-pub use args::{Cli, Command, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand};
+pub use args::{
+    Cli, Command, ConfigCommand, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand,
+};
 pub use error::CliError;
 
 use std::io::Write;
@@ -33,6 +35,12 @@ use crate::store::{Store, StoreError};
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => check_config::check_config(&cli.config),
+        Command::Config {
+            action: ConfigCommand::Reference,
+        } => {
+            std::io::stdout().write_all(crate::config::reference().as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -137,6 +137,7 @@ pub(super) async fn operate(
         Command::Run
         | Command::Once { .. }
         | Command::CheckConfig
+        | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man
         | Command::Doctor { .. }

@@ -219,6 +219,9 @@ impl Status {
                 if let Some(n) = log["unreadable_rows"].as_u64().filter(|n| *n > 0) {
                     writeln!(out, "  action log rows that could not be read: {n}")?;
                 }
+                if let Some(n) = log["mcp_calls_given_up"].as_u64().filter(|n| *n > 0) {
+                    writeln!(out, "  MCP tool calls whose end was never logged: {n}")?;
+                }
             }
             if let Some(users) = s.details["unreadable_users"]
                 .as_array()

@@ -26,7 +26,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::encode::{Encoder, Envelope, Unreadable};
-use crate::settings::{one_of, Entry, Problems};
+use crate::settings::{one_of, table_schema, Entry, Problems};
 
 /// One event as a sink puts it on the wire: encoded once, then owned by the delivery engine
 /// (it may wait in the window while retries go on).
@@ -194,7 +194,8 @@ pub trait SinkKind {
 
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
-/// provides `name`, `validate`, `describe`, `check` and `build`, and implements [`SinkKind`];
+/// provides `name`, `validate`, `describe`, `check` and `build`, implements [`SinkKind`] and
+/// derives `JsonSchema` (its doc comments are the reference operators read);
 /// each error, `is_permanent`; each kind's module, `METRICS` (the metrics only it exports,
 /// with their help) and `on_hangup` (what it does on SIGHUP).
 macro_rules! sinks {
@@ -216,6 +217,10 @@ macro_rules! sinks {
         impl SinkConfig {
             /// Every kind, as written in `kind = "…"`.
             pub const KINDS: &'static [&'static str] = &[$(stringify!($kind)),+];
+
+            /// Every kind with the schema of its table, for `rollcall config reference`.
+            pub const TABLES: &'static [(&'static str, fn() -> schemars::Schema)] =
+                &[$((stringify!($kind), table_schema::<$config>)),+];
 
             /// Read one `[[sinks]]` table (without its `kind`) as `kind`; problems go to `p`.
             pub fn parse(

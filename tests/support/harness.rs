@@ -187,8 +187,43 @@ path = {events:?}
         self.runner = None;
     }
 
+    /// Leave the JSONL sink and the store as a process killed while delivering the events of
+    /// its last cycle (those written since the last [`Harness::new_events`]) leaves them: the
+    /// sink had written the first `written` of them, and half of the next line if `torn`, and
+    /// the store's cursor had moved past the first `acked` (modulo how many there are, so any
+    /// numbers make a possible crash). The runner is dropped; the next cycle starts a new one.
+    pub fn die_delivering(&mut self, written: usize, acked: usize, torn: bool) {
+        self.stop();
+        let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let sent = lines.len() - self.seen;
+        let written = written % (sent + 1);
+        let acked = acked % (written + 1);
+        let mut kept: String = lines[..self.seen + written].concat();
+        if torn && written < sent {
+            let next = lines[self.seen + written];
+            kept.push_str(&next[..next.len() / 2]);
+        }
+        std::fs::write(self.events_path(), kept).unwrap();
+        let store = Store::open(&self.config().store.path).unwrap();
+        let cursor = store.cursor("siem").unwrap();
+        store
+            .set_cursor("siem", cursor - (sent - acked) as u64)
+            .unwrap();
+    }
+
     pub fn store(&mut self) -> &Store {
         self.runner().store()
+    }
+
+    /// Look into the store without starting a process: through the running one if there is
+    /// one, else by opening the store for `look` alone (a process started later reads its
+    /// password files then, not now).
+    pub fn look_into_store<T>(&mut self, look: impl FnOnce(&Store) -> T) -> T {
+        match &self.runner {
+            Some(runner) => look(runner.store()),
+            None => look(&Store::open(&self.config().store.path).unwrap()),
+        }
     }
 
     pub fn events_path(&self) -> PathBuf {
@@ -225,12 +260,19 @@ path = {events:?}
         super::ocsf::assert_valid_jsonl_in(version, &text)
     }
 
-    /// Every event the JSONL sink wrote, each checked against its JSON Schema.
+    /// Every event the JSONL sink wrote, each checked against its JSON Schema. A last line
+    /// without its newline (a write a crash cut short) is not read yet, as a shipper tailing
+    /// the file would not.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
         let events: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("a line of the JSONL sink's file is not one JSON event ({e}): {l}")
+                })
+            })
             .collect();
         for e in &events {
             super::schema::assert_valid_event(e);

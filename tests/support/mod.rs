@@ -7,6 +7,7 @@ pub mod golden;
 pub mod harness;
 pub mod kafka;
 pub mod log;
+pub mod login;
 pub mod ocsf;
 pub mod running;
 pub mod schema;

@@ -76,8 +76,9 @@ const fn activity(class: Class, id: u8, name: &'static str) -> Activity {
 }
 
 /// The class and activity of every event type in each version, one arm per type:
-/// `[1.8.0, 1.9.0]`. `audit.action`'s activity depends on the action, so its `Unknown` here
-/// is always replaced (see [`api_activity`]).
+/// `[1.8.0, 1.9.0]`. The activity of `audit.action` and `agent.tool_called` depends on the
+/// action or tool, so their `Unknown` here is always replaced (see [`api_activity`], and
+/// `build::agent`).
 pub(super) fn class_of(t: EventType, version: Version) -> Activity {
     use Class::*;
     let [v1_8_0, v1_9_0] = match t {
@@ -128,7 +129,9 @@ pub(super) fn class_of(t: EventType, version: Version) -> Activity {
         EventType::UserLogin | EventType::UserLoginFailed => {
             [activity(Authentication, 1, "Logon"); 2]
         }
-        EventType::AuditAction => [activity(ApiActivity, 0, "Unknown"); 2],
+        EventType::AuditAction | EventType::AgentToolCalled => {
+            [activity(ApiActivity, 0, "Unknown"); 2]
+        }
     };
     match version {
         Version::V1_8_0 => v1_8_0,
@@ -185,6 +188,9 @@ pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindProduct) -> Severi
         | EventType::UserGroupRemoved
         | EventType::UserLogin
         | EventType::AuditAction => Severity::Informational,
+        // A tool that may write (or one rollcall does not know) is worth a record.
+        EventType::AgentToolCalled if d.can_write == Some(false) => Severity::Informational,
+        EventType::AgentToolCalled => Severity::Low,
         EventType::UserRoleAdded if admin(&d.role) => Severity::High,
         EventType::UserGroupAdded if admin(&d.group) => Severity::High,
         EventType::UserLoginFailed if d.new_failures.unwrap_or(0) >= FAILURE_BURST => {

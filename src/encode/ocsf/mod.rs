@@ -1,8 +1,8 @@
 //! OCSF on the wire: every rollcall event as one JSON record of the OCSF class a SIEM files it
 //! under, in the OCSF version the sink names ([`Version`]: 1.9.0 by default, or 1.8.0). What a
 //! record is read from is in `input`; which class, activity and severity each event type gets
-//! in each version in `mapping`; the attributes a record can have in `record`, and how each is
-//! filled from the stored event in `build`.
+//! in each version in `mapping`; the attributes a record can have in `record`, how each is
+//! filled from the stored event in `build`, and OCSF's time and email types in `datatypes`.
 //!
 //! Owns the mapping: class, activity, severity and captions per event type and version, and
 //! which OCSF attribute holds which part of the stored event. A record is built from the
@@ -15,25 +15,31 @@
 //! mapping table and the severity choices are in docs/ocsf.md.
 
 mod build;
+mod datatypes;
 mod input;
 mod mapping;
 mod record;
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{Encoded, Envelope, Unreadable};
 use build::record;
 
-/// The OCSF schema version of a sink's records: its `ocsf_version` key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The OCSF schema version of a sink's records: its `ocsf_version` key. Read by its own
+/// [`Deserialize`], which names the versions rollcall writes; the names here are for the
+/// configuration reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum Version {
     /// Account changes as 3001 Account Change, roles as 3005 User Access Management.
+    #[serde(rename = "1.8.0")]
     V1_8_0,
     /// Account changes and roles as 3007 User Management, which 1.9.0 puts in place of the two
     /// classes it deprecates; group members as the `users` of 3006 Group Management.
     #[default]
+    #[serde(rename = "1.9.0")]
     V1_9_0,
 }
 
@@ -115,4 +121,18 @@ pub fn encode<'a>(e: &'a Envelope<'a>, version: Version) -> Result<Encoded<'a>, 
         content_type: CONTENT_TYPE,
         body: Cow::Owned(body),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_names_each_version_as_the_config_reads_it() {
+        for v in Version::ALL {
+            let named = serde_json::to_value(v).unwrap();
+            assert_eq!(named, v.as_str());
+            assert_eq!(serde_json::from_value::<Version>(named).unwrap(), v);
+        }
+    }
 }

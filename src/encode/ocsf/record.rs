@@ -29,6 +29,10 @@ pub(super) struct Record<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status_detail: Option<String>,
     pub(super) time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) start_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) end_time: Option<i64>,
     /// Every time rollcall sends is UTC.
     pub(super) timezone_offset: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,7 +121,23 @@ pub(super) struct User<'r> {
 
 #[derive(Serialize)]
 pub(super) struct Actor<'r> {
-    pub(super) user: User<'r>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) user: Option<User<'r>>,
+    /// The client application: for an agent's tool call, the MCP client, with the agent's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) app_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) app_uid: Option<&'r str>,
+}
+
+impl<'r> Actor<'r> {
+    pub(super) fn user(user: User<'r>) -> Actor<'r> {
+        Actor {
+            user: Some(user),
+            app_name: None,
+            app_uid: None,
+        }
+    }
 }
 
 /// A group, or (1.9.0) a role: both are named, and numbered by Superset.

@@ -7,55 +7,67 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::WebhookError;
 use crate::encode::{ocsf, Format};
-use crate::settings::{out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::settings::{out_of_range, DurationText, Entry, Problems, SecretRef, DAY, HOUR};
 use crate::sink::{SinkError, SinkKind};
 
 const MILLISECOND: Duration = Duration::from_millis(1);
 
-/// One HTTP endpoint receiving a signed POST per event (Standard Webhooks). Each endpoint is
-/// its own sink, with its own cursor, retries and dead letters.
-#[derive(Debug, Clone, Deserialize)]
+/// One HTTP endpoint receiving a signed POST per event (Standard Webhooks, docs/sinks.md,
+/// Webhook sink). Each endpoint is its own sink, with its own cursor, retries and dead
+/// letters.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// The sink's name, unique among sources and sinks: its cursor, `status`, metrics and
+    /// commands (`dlq --sink`, `sink public-key`) know it by this.
     pub name: String,
+    /// The endpoint, http or https. rollcall shows only its scheme and host: a path or query
+    /// may carry a token.
     pub url: url::Url,
-    /// Environment variable holding the signing secret `whsec_<base64>`; several secrets
-    /// separated by spaces sign with each during a rotation.
+    /// Name of the environment variable holding the signing secret, `whsec_<base64>` (or an
+    /// Ed25519 key, `whsk_<base64>`); several, separated by spaces, each sign every request,
+    /// for a rotation. Set exactly one of `secret_env` and `secret_file`.
     pub secret_env: Option<String>,
     /// Or a file holding them (a Kubernetes or Docker secret).
     pub secret_file: Option<PathBuf>,
-    /// Event types to deliver; absent means all.
+    /// The event types to deliver (at least one). Unset: all.
     pub event_types: Option<Vec<crate::event::EventType>>,
-    /// Per attempt, from connecting to the end of the response.
+    /// How long one attempt may take, from connecting to the end of the answer; 1ms to 1h.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
-    /// Requests in flight at once (to different users: one user's events go one at a time).
+    /// Requests in flight at once, at least 1, each for a different user: one user's events go
+    /// one at a time, in order.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
-    /// Wait before each attempt; the first is normally `0s`. After the last, the event is
-    /// dead-lettered.
-    #[serde(default = "defaults::retry_schedule", deserialize_with = "durations")]
+    /// The wait before each attempt (each at most 30days); the first is normally "0s". When
+    /// the last attempt fails too, the event is dead-lettered (`rollcall dlq`). The default
+    /// adds up to about 27.6 hours.
+    #[serde(default = "defaults::retry_schedule", with = "durations")]
+    #[schemars(with = "Vec<DurationText>")]
     pub retry_schedule: Vec<Duration>,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF record
-    /// per event, see `encode::ocsf`).
+    /// What each request carries: `"cloudevents"` (the stored event, unchanged) or `"ocsf"`
+    /// (one OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
-    /// The OCSF version of `format = "ocsf"`: "1.9.0" (the default) or "1.8.0".
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
     #[serde(default)]
     pub ocsf_version: ocsf::Version,
-    /// The `content-type` of a CloudEvents body: `application/cloudevents+json` (the default,
-    /// what the CloudEvents HTTP binding says for structured mode) or `application/json`, for
-    /// receivers that parse only that. OCSF bodies are always `application/json`.
+    /// The `content-type` of a CloudEvents body: "application/cloudevents+json" (what the
+    /// CloudEvents HTTP binding says for structured mode) or "application/json", for receivers
+    /// that parse only that. OCSF bodies are always "application/json".
     #[serde(default)]
     pub content_type: ContentType,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum ContentType {
     #[default]
     #[serde(rename = "application/cloudevents+json")]
@@ -64,11 +76,23 @@ pub enum ContentType {
     Json,
 }
 
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
-        .collect()
+/// `retry_schedule` as written: a list of durations such as "5m".
+mod durations {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    /// As written, for the default `rollcall config reference` shows.
+    pub fn serialize<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    }
 }
 
 mod defaults {

@@ -1,17 +1,29 @@
 //! The Superset demo: changes users in a (test!) Superset through its REST API so that every
-//! Superset event type appears. Used by `rollcall demo` and by the end-to-end test against a
-//! real Superset.
+//! Superset event type appears. What this kind supplies to `rollcall demo` ([`start`]), and
+//! used by the end-to-end test against a real Superset.
 //!
-//! Owns the Superset admin session and the demo steps; it must never be called by the
-//! pipeline, which only reads.
+//! Owns the Superset admin session and the demo steps. It shares nothing with the source's
+//! reads and must never be called by the pipeline, which only reads.
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::DemoError;
 use crate::event::EventType;
+use crate::source::demo::{DemoError, Shown, Steps};
+
+/// Log in to the Superset at `url` as `username`, once, and make the demo.
+pub async fn start(
+    url: &str,
+    username: &str,
+    password: &SecretString,
+) -> Result<Box<dyn Steps>, DemoError> {
+    let admin = Admin::login(url, username, password.expose_secret()).await?;
+    Ok(Box::new(Demo::new(admin)))
+}
 
 /// An admin session used to make changes.
 pub struct Admin {
@@ -526,5 +538,14 @@ impl Demo {
                 ("deleted alice".into(), vec![(UserDeleted, self.alice)])
             }
         })
+    }
+}
+
+impl Steps for Demo {
+    fn step(&mut self, n: usize) -> Option<BoxFuture<'_, Result<Shown, DemoError>>> {
+        let step = *Step::ALL.get(n)?;
+        Some(Box::pin(
+            async move { self.run(step).await.map(Shown::from) },
+        ))
     }
 }

@@ -2,19 +2,32 @@
 //! every event type a Kylin source can show appears (docs/kylin.md K45–K52). Kylin shows no
 //! successful logins and no actions, so there is no `user.login` and no `audit.action` here.
 //!
-//! Owns the Kylin admin session and the demo steps. It must never lock the service account:
-//! that account authenticates once (HTTP Basic, then the session cookie) and a refused login
-//! ends the demo; the wrong passwords that show failed logins and a lock are sent only for a
-//! demo user, each from a client without a session.
+//! What this kind supplies to `rollcall demo` ([`start`]). Owns the Kylin admin session and the
+//! demo steps; it shares nothing with the source's reads, which never call it. It must never
+//! lock the service account: that account authenticates once (HTTP Basic, then the session
+//! cookie) and a refused login ends the demo; the wrong passwords that show failed logins and
+//! a lock are sent only for a demo user, each from a client without a session.
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::DemoError;
 use crate::event::EventType;
+use crate::source::demo::{DemoError, Shown, Steps};
+
+/// Log in to the Kylin at `url` as `username`, once, and make the demo.
+pub async fn start(
+    url: &str,
+    username: &str,
+    password: &SecretString,
+) -> Result<Box<dyn Steps>, DemoError> {
+    let admin = Admin::login(url, username, password.expose_secret()).await?;
+    Ok(Box::new(Demo::new(admin)))
+}
 
 /// The only `Accept` Kylin's public user controller serves (docs/kylin.md K8).
 const ACCEPT: &str = "application/vnd.apache.kylin-v4-public+json";
@@ -359,5 +372,14 @@ impl Demo {
                 )
             }
         })
+    }
+}
+
+impl Steps for Demo {
+    fn step(&mut self, n: usize) -> Option<BoxFuture<'_, Result<Shown, DemoError>>> {
+        let step = *Step::ALL.get(n)?;
+        Some(Box::pin(
+            async move { self.run(step).await.map(Shown::from) },
+        ))
     }
 }

@@ -7,47 +7,62 @@
 //! (`toml::de::DeTable`, see `settings`) so that every error names the key and its line. Each
 //! sink kind's table and checks live with the kind (`src/sink/<kind>/config.rs`); this module
 //! hands `[[sinks]]` to the sink registry ([`SinkConfig`]) and never names a sink kind.
+//!
+//! The doc comments of every config table's keys are what operators read: `reference.rs`
+//! renders them, with each key's type and default, as `rollcall config reference` (and the
+//! reference in docs/configuration.md), so each says what the key does in an operator's words.
+
+mod reference;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::settings::{check_name, one_of, out_of_range, parse_kinds, Entry, Problems, DAY};
+use crate::settings::{
+    check_name, one_of, out_of_range, parse_kinds, table_schema, DurationText, Entry, Problems, DAY,
+};
 pub use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
-/// Where the service keeps its state, and which account it reads Superset with.
+/// The config file as read and checked: the top-level keys (each explained on `TopLevel`)
+/// with their defaults filled in, and every source and sink by kind.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file this was read from.
     pub path: PathBuf,
-    /// Where `run` serves /healthz, /readyz, /metrics and /status.
     pub listen: std::net::SocketAddr,
     pub store: StoreConfig,
-    /// How many sources `run` and `once` poll at once at most; each source keeps its own
-    /// schedule, and one waits for a turn only when this many polls are running.
+    /// `max_concurrent_polls`, or its default for this machine.
     pub max_concurrent_polls: usize,
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Where rollcall keeps its state (the users as last seen, the event log, each sink's cursor,
+/// in a sled database) and how much of the event log it keeps (docs/operations.md, Retention).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Directory of the sled database. Created when missing.
+    /// Directory of the store, created when missing.
     pub path: PathBuf,
-    /// Keep events this long (e.g. "30d"); older ones are compacted away. Unset: forever.
+    /// Keep events this long (e.g. "30d"), at most a century; older ones are compacted away,
+    /// but not before every sink has delivered them unless `force` is set. Unset: forever.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<DurationText>")]
     pub retain: Option<Duration>,
-    /// Keep at most this many bytes of event JSON in the log; the oldest go first.
+    /// Keep at most this many bytes of event JSON in the log (at least 1); the oldest go
+    /// first, under the same rule as `retain`. Unset: no size cap.
     #[serde(default)]
     pub max_bytes: Option<u64>,
-    /// Compact even events a sink has not delivered yet. Off: retention waits for the slowest
-    /// sink, so an outage never loses events.
+    /// Compact even events a sink has not delivered yet: that sink loses them, and says how
+    /// many. Off: retention waits for the slowest sink, so an outage never loses events.
+    /// Needs `retain` or `max_bytes`.
     #[serde(default)]
     pub force: bool,
 }
@@ -63,6 +78,12 @@ mod defaults {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores * super::POLLS_PER_CORE).min(super::MAX_CONCURRENT_POLLS)
     }
+}
+
+/// `rollcall config reference`: every key of the file with its type, default and meaning, as
+/// Markdown (`reference.rs` renders it).
+pub fn reference() -> String {
+    reference::render(&table_schema::<TopLevel>())
 }
 
 /// Polls at once per core when `max_concurrent_polls` is not set.
@@ -84,18 +105,28 @@ fn socket_address<'de, D: serde::Deserializer<'de>>(
     })
 }
 
-/// The top level, with the kind-dispatched arrays left to `parse_kinds`.
-#[derive(Deserialize)]
+/// The keys outside any table, and `[store]`; `[[sources]]` and `[[sinks]]` follow, each by its
+/// kind.
+// `[[sources]]` and `[[sinks]]` are read again, kind by kind, by `parse_kinds`, so the reference
+// shows each kind's table on its own instead of these two arrays.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TopLevel {
+    /// Where `rollcall run` serves `/healthz`, `/readyz`, `/metrics` and `/status`: an IP
+    /// address and a port (e.g. "127.0.0.1:9464" or "[::1]:9464"), not a host name.
     #[serde(default = "defaults::listen", deserialize_with = "socket_address")]
     listen: std::net::SocketAddr,
     store: StoreConfig,
+    /// How many sources are polled at once, 1 to 1024. Each source keeps its own schedule and
+    /// waits for a turn only when this many polls run, so one that hangs delays no other
+    /// (docs/scaling.md). Unset: four per core.
     max_concurrent_polls: Option<usize>,
     #[serde(default)]
+    #[schemars(skip)]
     #[allow(dead_code)] // read again, kind by kind, in `parse_kinds`
     sources: Vec<IgnoredAny>,
     #[serde(default)]
+    #[schemars(skip)]
     #[allow(dead_code)] // read again, kind by kind, in `parse_kinds`
     sinks: Vec<IgnoredAny>,
 }
