@@ -277,3 +277,58 @@ async fn a_call_whose_end_is_never_logged_is_given_up_after_an_hour_of_log() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_ocsf_sink_without_ocsf_version_sends_each_call_as_1_9_0_with_the_ai_operation_profile()
+{
+    let (sim, mut h) = start("").await;
+    h.stop();
+    h.add_ocsf_sink(None);
+    let session = sim.mcp_session(1);
+    session.call("execute_sql", McpOutcome::Answered);
+    session.call("get_chart_info", McpOutcome::ErrorAnswer);
+    session.call("list_charts", McpOutcome::InvalidArguments);
+    h.cycle().await;
+    // Each valid against 6003 with the profile, and nothing 1.9.0 deprecates.
+    let records = h.ocsf_records(Version::V1_9_0);
+    let calls: Vec<_> = records
+        .iter()
+        .filter(|r| r["metadata"]["event_code"] == "agent.tool_called")
+        .collect();
+    let got: Vec<_> = calls
+        .iter()
+        .map(|r| {
+            (
+                r["activity_id"].clone(),
+                r["status_id"].clone(),
+                r["severity_id"].clone(),
+                r["actor"].clone(),
+            )
+        })
+        .collect();
+    let application = json!({"name": "MCP client"});
+    let acting_as_admin = json!({
+        "user": {"uid": "1", "name": "admin", "full_name": "Admin User"},
+        "application": application,
+    });
+    assert_eq!(
+        got,
+        [
+            (json!(99), json!(0), json!(2), acting_as_admin.clone()),
+            (json!(2), json!(2), json!(1), acting_as_admin),
+            (
+                json!(2),
+                json!(0),
+                json!(1),
+                json!({"application": application})
+            ),
+        ]
+    );
+    for r in calls {
+        assert_eq!(r["metadata"]["profiles"], json!(["ai_operation"]));
+        assert!(
+            r.get("ai_agent").is_none(),
+            "no agent id logged, none made up"
+        );
+    }
+}

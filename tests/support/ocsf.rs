@@ -83,12 +83,16 @@ pub fn encode_in(version: Version, event: &Value) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-/// The schema file of a class: `json-schema/[profiles/<p>/]<uid>_<name>.json` in the
-/// fixtures of `version`.
+/// The schema file of a class: `json-schema/<uid>_<name>.json` in the fixtures of `version`,
+/// or with profiles `json-schema/profiles/<profiles>/<uid>_<name>.json`, the profile names
+/// sorted and joined with `+` as OCSF's published schemas name their folders
+/// (`ai_operation+record_integrity`), so the order a record lists them in does not matter.
 pub fn schema_path(version: Version, class_uid: u64, profiles: &[&str]) -> Option<PathBuf> {
     let mut dir = fixtures(version).join("json-schema");
-    for p in profiles {
-        dir = dir.join("profiles").join(p);
+    if !profiles.is_empty() {
+        let mut names = profiles.to_vec();
+        names.sort_unstable();
+        dir = dir.join("profiles").join(names.join("+"));
     }
     let prefix = format!("{class_uid}_");
     std::fs::read_dir(&dir)
@@ -314,6 +318,24 @@ pub fn assert_valid_in(version: Version, record: &Value) {
         record["metadata"]["event_code"],
         errors.join("\n  ")
     );
+}
+
+/// Panics unless the record of each event type's example (`events::event_of_type`) in
+/// `version` has the class and activity given, and the `type_uid` they make.
+pub fn assert_mapped_in(version: Version, expected: &[(&str, u64, u64)]) {
+    for &(t, class, activity) in expected {
+        let r = encode_in(version, &super::events::event_of_type(t));
+        assert_eq!(
+            (
+                r["class_uid"].as_u64(),
+                r["activity_id"].as_u64(),
+                r["type_uid"].as_u64()
+            ),
+            (Some(class), Some(activity), Some(class * 100 + activity)),
+            "{t} in {}",
+            declared(version)
+        );
+    }
 }
 
 /// Every line of an OCSF JSONL text, each checked against `version`; returns the records.

@@ -9,13 +9,20 @@ use super::datatypes::{is_email, millis};
 use super::input::{Account, Data, Details, Fields, FullName, Uid};
 use super::mapping::{api_activity, class_of, severity, Class};
 use super::record::{
-    Actor, Api, Endpoint, HttpRequest, Metadata, Named, Product, Record, Resource, Service,
-    TypeName, Unmapped, Url, User, UNKNOWN_ENDPOINT,
+    Actor, AiAgent, Api, Application, Endpoint, HttpRequest, Metadata, Named, Product, Record,
+    Resource, Service, TypeName, Unmapped, Url, User, UNKNOWN_ENDPOINT,
 };
 use super::{MappingError, Version};
 use crate::encode::Envelope;
 use crate::event::EventType;
 use crate::source::KindProduct;
+
+/// The client application of an agent's tool call: the log says an MCP client called, not
+/// which one.
+const MCP_CLIENT: &str = "MCP client";
+
+/// The OCSF profile of what an AI agent does (1.9.0).
+const AI_OPERATION: &str = "ai_operation";
 
 /// The record of one stored event in `version`, serialized.
 pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, MappingError> {
@@ -87,6 +94,7 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
                 name: "rollcall",
                 version: env!("CARGO_PKG_VERSION"),
             },
+            profiles: None,
             log_name: &e.source,
             log_provider: service,
             event_code: t.as_str(),
@@ -98,6 +106,7 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
         user_result: None,
         updated_user: None,
         actor: None,
+        ai_agent: None,
         privileges: None,
         iam_roles: None,
         group: None,
@@ -111,15 +120,29 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
     };
 
     r.message = match t {
-        EventType::AuditAction => audit(&mut r, &d, service, &e.source)?,
-        EventType::AgentToolCalled => agent(&mut r, &d, service, &e.source)?,
-        EventType::UserObserved => {
+        EventType::AuditAction => audit(&mut r, version, &d, service, &e.source)?,
+        EventType::AgentToolCalled => agent(&mut r, version, &d, service, &e.source)?,
+        EventType::UserObserved
+        | EventType::UserCreated
+        | EventType::UserDeactivated
+        | EventType::UserReactivated
+        | EventType::UserDeleted
+        | EventType::UserPasswordChanged
+        | EventType::UserUnlocked
+        | EventType::UserLogin => {
             let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} exists")
-        }
-        EventType::UserCreated => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} created")
+            let what = match t {
+                EventType::UserObserved => "exists",
+                EventType::UserCreated => "created",
+                EventType::UserDeactivated => "deactivated",
+                EventType::UserReactivated => "reactivated",
+                EventType::UserDeleted => "deleted",
+                EventType::UserPasswordChanged => "set their own password",
+                EventType::UserUnlocked => "unlocked",
+                // The arm's last type, `user.login`.
+                _ => "logged in",
+            };
+            format!("{service} user {name} {what}")
         }
         EventType::UserUpdated => {
             let name = account(&mut r, t, version, &d, service, &e.source)?;
@@ -132,26 +155,6 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
                 }
                 _ => format!("{service} user {name} updated"),
             }
-        }
-        EventType::UserDeactivated => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} deactivated")
-        }
-        EventType::UserReactivated => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} reactivated")
-        }
-        EventType::UserDeleted => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} deleted")
-        }
-        EventType::UserPasswordChanged => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} set their own password")
-        }
-        EventType::UserUnlocked => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} unlocked")
         }
         EventType::UserLocked => {
             let name = account(&mut r, t, version, &d, service, &e.source)?;
@@ -207,10 +210,6 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
             };
             format!("{service} user {name} {verb} group {}", group.name)
         }
-        EventType::UserLogin => {
-            let name = account(&mut r, t, version, &d, service, &e.source)?;
-            format!("{service} user {name} logged in")
-        }
         EventType::UserLoginFailed => {
             let name = account(&mut r, t, version, &d, service, &e.source)?;
             let failures = d.new_failures.ok_or(missing("new_failures"))?;
@@ -239,6 +238,7 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
 /// The API Activity attributes of an action-log row; returns the record's `message`.
 pub(super) fn audit<'r>(
     r: &mut Record<'r>,
+    version: Version,
     d: &'r Data<'_>,
     service: &'static str,
     source: &'r str,
@@ -264,6 +264,7 @@ pub(super) fn audit<'r>(
     let message = format!("{who} called {action} on {service}");
     api_call(
         r,
+        version,
         Actor::user(actor),
         action,
         (service, source),
@@ -304,9 +305,12 @@ fn required<'d>(
 }
 
 /// What every API Activity record has: who called, the operation on the source's service, no
-/// client address (the log records none), and how long it took.
+/// client address (the log records none), and in 1.8.0 how long it took. 1.9.0 reserves
+/// `duration` (and `start_time`, `end_time`) for records that aggregate several events, which
+/// one call is not: there the time stays in `unmapped.data` only.
 fn api_call<'r>(
     r: &mut Record<'r>,
+    version: Version,
     actor: Actor<'r>,
     operation: &'r str,
     (service, source): (&'static str, &'r str),
@@ -323,14 +327,21 @@ fn api_call<'r>(
     r.src_endpoint = Some(Endpoint {
         name: UNKNOWN_ENDPOINT,
     });
-    r.duration = duration;
+    r.duration = duration.filter(|_| version == Version::V1_8_0);
 }
 
 /// The API Activity attributes of an AI agent's MCP tool call; returns the record's `message`.
 /// Only a read-only tool names its activity (one that may write may have written nothing), and
 /// only `success: false` is a status: refused arguments log `true` (docs/superset.md S51).
+///
+/// 1.8.0 names the MCP client, and the agent's id, as the actor's application. 1.9.0 has the
+/// `ai_operation` profile for this: the agent is `ai_agent`, apart from the actor, and only
+/// when it gave an id (OCSF needs a name or an id, and the log has no name); the actor is the
+/// user the service acted as, beside the client application. No `delegation`: its `uid` is
+/// an authority's id for the grant, issued by a gateway, and Superset logs none.
 pub(super) fn agent<'r>(
     r: &mut Record<'r>,
+    version: Version,
     d: &'r Data<'_>,
     service: &'static str,
     source: &'r str,
@@ -347,20 +358,35 @@ pub(super) fn agent<'r>(
     };
     (r.status_id, r.status) = (Some(status_id), Some(status));
     r.status_detail = Some(detail.to_owned());
-    let started = d.started_at.as_deref();
-    r.start_time = started.map(|t| millis("data.started_at", t)).transpose()?;
-    r.end_time = Some(r.time);
     let user = d.user.as_ref().and_then(user);
     let on_behalf = match user.as_ref().and_then(|u| u.name) {
         Some(name) => format!(" as {name}"),
         None => String::new(),
     };
-    let actor = Actor {
-        user,
-        app_name: Some("MCP client"),
-        app_uid: d.agent_id.as_deref(),
+    let actor = match version {
+        Version::V1_8_0 => {
+            let started = d.started_at.as_deref();
+            r.start_time = started.map(|t| millis("data.started_at", t)).transpose()?;
+            r.end_time = Some(r.time);
+            Actor {
+                user,
+                app_name: Some(MCP_CLIENT),
+                app_uid: d.agent_id.as_deref(),
+                application: None,
+            }
+        }
+        Version::V1_9_0 => {
+            r.metadata.profiles = Some([AI_OPERATION]);
+            r.ai_agent = d.agent_id.as_deref().map(|uid| AiAgent { uid });
+            Actor {
+                user,
+                app_name: None,
+                app_uid: None,
+                application: Some(Application { name: MCP_CLIENT }),
+            }
+        }
     };
-    api_call(r, actor, tool, (service, source), d.duration_ms);
+    api_call(r, version, actor, tool, (service, source), d.duration_ms);
     Ok(format!(
         "an AI agent called MCP tool {tool} on {service}{on_behalf}"
     ))

@@ -9,8 +9,8 @@
 //! stored event and the version alone, so it is the same on every redelivery and replay, and
 //! `metadata.uid` is the event id for SIEMs to de-duplicate on. It must never do I/O, never
 //! invent a value the stored event does not hold (no client address, no actor Superset did
-//! not record), never emit an attribute its OCSF version does not define, and in 1.9.0 never
-//! use a class or attribute 1.9.0 deprecates: what has no attribute stays in `unmapped.data`,
+//! not record), never emit an attribute its OCSF version (or a profile the record declares)
+//! does not define, and in 1.9.0 never use a class or attribute 1.9.0 deprecates: what has no attribute stays in `unmapped.data`,
 //! the CloudEvents `data` verbatim. The rules it follows are in docs/ocsf-rules.md; the
 //! mapping table and the severity choices are in docs/ocsf.md.
 

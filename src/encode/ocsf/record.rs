@@ -1,7 +1,8 @@
 //! The OCSF record of one stored event: the attributes it can have, in the order they are
 //! written (how each is filled is `build`'s). Every attribute here is defined by the version a
-//! record declares; one that only one version has stays empty in the other. Nothing OCSF does
-//! not define: the rest stays in `unmapped.data`.
+//! record declares, or by a profile it lists in `metadata.profiles`; one that only one version
+//! has stays empty in the other. Nothing OCSF does not define: the rest stays in
+//! `unmapped.data`.
 
 use std::borrow::Cow;
 
@@ -51,6 +52,10 @@ pub(super) struct Record<'r> {
     pub(super) updated_user: Option<User<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) actor: Option<Actor<'r>>,
+    /// 1.9.0, `ai_operation` profile: the AI agent that made a tool call, when it said who it
+    /// is; OCSF keeps it out of `actor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ai_agent: Option<AiAgent<'r>>,
     /// 3005 (1.8.0): the role granted or revoked, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) privileges: Option<[&'r str; 1]>,
@@ -90,6 +95,10 @@ pub(super) struct Metadata<'r> {
     pub(super) version: &'static str,
     pub(super) uid: &'r str,
     pub(super) product: Product,
+    /// The profiles whose attributes the record uses (1.9.0's `ai_operation` for an agent's
+    /// tool call); none otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) profiles: Option<[&'static str; 1]>,
     /// The rollcall source (`superset://prod`): which instance the event is about.
     pub(super) log_name: &'r str,
     pub(super) log_provider: &'static str,
@@ -123,11 +132,15 @@ pub(super) struct User<'r> {
 pub(super) struct Actor<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) user: Option<User<'r>>,
-    /// The client application: for an agent's tool call, the MCP client, with the agent's id.
+    /// 1.8.0: the client application: for an agent's tool call, the MCP client, with the
+    /// agent's id. 1.9.0 deprecates both for `application`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) app_name: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) app_uid: Option<&'r str>,
+    /// 1.9.0: the client application, by name (the agent's id is the record's `ai_agent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) application: Option<Application>,
 }
 
 impl<'r> Actor<'r> {
@@ -136,8 +149,20 @@ impl<'r> Actor<'r> {
             user: Some(user),
             app_name: None,
             app_uid: None,
+            application: None,
         }
     }
+}
+
+#[derive(Serialize)]
+pub(super) struct Application {
+    pub(super) name: &'static str,
+}
+
+/// OCSF needs its `name` or its `uid`; rollcall has only the id the agent gave.
+#[derive(Serialize)]
+pub(super) struct AiAgent<'r> {
+    pub(super) uid: &'r str,
 }
 
 /// A group, or (1.9.0) a role: both are named, and numbered by Superset.
