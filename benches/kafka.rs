@@ -33,7 +33,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use rollcall::config::Config;
 use rollcall::deliver;
-use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
+use rollcall::encode::{ocsf, Binding, Encoder, Envelope, Format, Mode};
 use rollcall::sink::kafka::headers;
 use rollcall::sink::Message;
 use rollcall::sink::SinkConfig;
@@ -92,6 +92,7 @@ async fn bench(n: u64) {
                 format: Format::Cloudevents,
                 mode: Mode::Binary,
                 binding: Binding::Kafka,
+                ocsf: ocsf::Version::default(),
             };
             let m = Message::encode(&encoder, &envelope).unwrap();
             let headers: Vec<(String, Vec<u8>)> = headers(&m)

@@ -9,6 +9,7 @@ use chrono::TimeDelta;
 use serde_json::{json, Value};
 use support::events::captured_mcp_rows;
 use support::harness::Harness;
+use support::ocsf::Version;
 use support::sim::{McpOutcome, Sim, SimOptions};
 
 fn of_type<'e>(events: &'e [Value], t: &str) -> Vec<&'e Value> {
@@ -32,7 +33,7 @@ fn admin() -> Value {
 async fn the_rows_a_real_mcp_service_logged_become_one_agent_event_per_call() {
     let (sim, mut h) = start("").await;
     h.stop();
-    h.add_ocsf_sink();
+    h.add_ocsf_sink(Some(Version::V1_8_0));
     let rows = captured_mcp_rows();
     // Logged as captured, the last row now and the others as far before it as they were.
     let time = |row: &Value| {
@@ -93,7 +94,7 @@ async fn the_rows_a_real_mcp_service_logged_become_one_agent_event_per_call() {
     assert_eq!(calls[0]["data"]["user"], admin());
     assert_eq!(calls[0]["data"]["can_write"], false);
 
-    let records = h.ocsf_records();
+    let records = h.ocsf_records(Version::V1_8_0);
     let agent: Vec<_> = records
         .iter()
         .filter(|r| r["metadata"]["event_code"] == "agent.tool_called")
@@ -275,4 +276,59 @@ async fn a_call_whose_end_is_never_logged_is_given_up_after_an_hour_of_log() {
         status["sources"][0]["details"]["action_log"]["mcp_calls_given_up"],
         1
     );
+}
+
+#[tokio::test]
+async fn an_ocsf_sink_without_ocsf_version_sends_each_call_as_1_9_0_with_the_ai_operation_profile()
+{
+    let (sim, mut h) = start("").await;
+    h.stop();
+    h.add_ocsf_sink(None);
+    let session = sim.mcp_session(1);
+    session.call("execute_sql", McpOutcome::Answered);
+    session.call("get_chart_info", McpOutcome::ErrorAnswer);
+    session.call("list_charts", McpOutcome::InvalidArguments);
+    h.cycle().await;
+    // Each valid against 6003 with the profile, and nothing 1.9.0 deprecates.
+    let records = h.ocsf_records(Version::V1_9_0);
+    let calls: Vec<_> = records
+        .iter()
+        .filter(|r| r["metadata"]["event_code"] == "agent.tool_called")
+        .collect();
+    let got: Vec<_> = calls
+        .iter()
+        .map(|r| {
+            (
+                r["activity_id"].clone(),
+                r["status_id"].clone(),
+                r["severity_id"].clone(),
+                r["actor"].clone(),
+            )
+        })
+        .collect();
+    let application = json!({"name": "MCP client"});
+    let acting_as_admin = json!({
+        "user": {"uid": "1", "name": "admin", "full_name": "Admin User"},
+        "application": application,
+    });
+    assert_eq!(
+        got,
+        [
+            (json!(99), json!(0), json!(2), acting_as_admin.clone()),
+            (json!(2), json!(2), json!(1), acting_as_admin),
+            (
+                json!(2),
+                json!(0),
+                json!(1),
+                json!({"application": application})
+            ),
+        ]
+    );
+    for r in calls {
+        assert_eq!(r["metadata"]["profiles"], json!(["ai_operation"]));
+        assert!(
+            r.get("ai_agent").is_none(),
+            "no agent id logged, none made up"
+        );
+    }
 }

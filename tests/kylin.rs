@@ -13,6 +13,7 @@ use rollcall_sim::kylin::{
     ROLE_MODELER, SEEDED_PASSWORD,
 };
 use support::harness::{kinds, kylin_event_types, Harness};
+use support::ocsf::Version;
 
 fn kind(t: &str, subject: &str) -> (String, String) {
     (t.to_owned(), subject.to_owned())
@@ -48,7 +49,7 @@ async fn every_kylin_event_type_appears_from_the_simulator() {
         sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
     }
     let mut h = Harness::kylin(&sim.url, "emit_initial_snapshot = true");
-    h.add_ocsf_sink();
+    h.add_ocsf_sink(Some(Version::V1_8_0));
     h.cycle().await;
     let first = h.new_events();
     assert_eq!(
@@ -119,7 +120,7 @@ async fn every_kylin_event_type_appears_from_the_simulator() {
 
     // The OCSF sink beside it got every one of them as a valid OCSF record, in the same order.
     let events = h.events();
-    let records = h.ocsf_records();
+    let records = h.ocsf_records(Version::V1_8_0);
     let ids = |v: &[serde_json::Value], at: &[&str]| -> Vec<String> {
         v.iter()
             .map(|e| {

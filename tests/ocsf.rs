@@ -12,16 +12,11 @@ use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::event::EventType;
 use rollcall::store::StoredEvent;
 use serde_json::{json, Value};
-use support::events::{event_of_type, every_kind_of_event, types_of};
-use support::ocsf::{assert_valid, encode, errors, load, rule_errors, try_encode, FIXTURES};
-
-/// The event of type `t` from the source whose URI starts with `scheme`.
-fn from_source(scheme: &str, t: &str) -> Value {
-    every_kind_of_event()
-        .into_iter()
-        .find(|e| e["type"] == t && e["source"].as_str().unwrap().starts_with(scheme))
-        .unwrap_or_else(|| panic!("no {t} from {scheme} in the example events"))
-}
+use support::events::{event_of_type, every_kind_of_event, from_source, types_of};
+use support::ocsf::{
+    assert_mapped_in, assert_valid, assert_valid_in, declared, encode, errors, errors_in, load,
+    rule_errors, try_encode, try_encode_in, Version, FIXTURES,
+};
 
 fn is_rejected(record: &Value) -> bool {
     !errors(record).is_empty()
@@ -99,14 +94,7 @@ fn each_event_type_maps_to_the_documented_class_and_activity() {
         ("user.group_added", 3006, 3),
         ("user.group_removed", 3006, 4),
     ];
-    for (t, class, activity) in expected {
-        let r = encode(&event_of_type(t));
-        assert_eq!(
-            (r["class_uid"].as_u64(), r["activity_id"].as_u64()),
-            (Some(class), Some(activity)),
-            "{t}"
-        );
-    }
+    assert_mapped_in(Version::V1_8_0, &expected);
     for t in ["audit.action", "agent.tool_called"] {
         assert_eq!(encode(&event_of_type(t))["class_uid"], 6003, "{t}");
     }
@@ -539,6 +527,7 @@ fn cloudevents_bodies_stay_the_stored_bytes_without_a_copy() {
             format: Format::Cloudevents,
             mode,
             binding: Binding::Kafka,
+            ocsf: Version::V1_8_0,
         };
         let encoded = encoder.encode(&envelope).unwrap();
         assert!(matches!(encoded.body, Cow::Borrowed(_)), "{mode:?} borrows");
@@ -559,6 +548,7 @@ fn an_ocsf_body_is_plain_json_keyed_per_user_without_cloudevents_headers() {
             format: Format::Ocsf,
             mode: Mode::Binary,
             binding,
+            ocsf: Version::V1_8_0,
         };
         let encoded = encoder.encode(&envelope).unwrap();
         assert_eq!(encoded.content_type, "application/json");
@@ -591,7 +581,7 @@ fn data_without_what_its_type_needs_is_an_error_that_says_what_to_do() {
 }
 
 #[test]
-fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic() {
+fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic_in_either_version() {
     let replacements = [
         json!(null),
         json!(42),
@@ -622,15 +612,17 @@ fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic() {
                         at.as_object_mut().unwrap().remove(last);
                     }
                 }
-                if let Ok(bytes) = try_encode(&mangled, 1) {
-                    let record: Value = serde_json::from_slice(&bytes).unwrap();
-                    assert!(
-                        errors(&record).is_empty(),
-                        "{} with data.{} = {replacement:?} encoded to an invalid record: {:?}",
-                        event["type"],
-                        path.join("."),
-                        errors(&record)
-                    );
+                for version in Version::ALL {
+                    if let Ok(bytes) = try_encode_in(version, &mangled, 1) {
+                        let record: Value = serde_json::from_slice(&bytes).unwrap();
+                        assert!(
+                            errors_in(version, &record).is_empty(),
+                            "{} with data.{} = {replacement:?} encoded to an invalid {version:?} record: {:?}",
+                            event["type"],
+                            path.join("."),
+                            errors_in(version, &record)
+                        );
+                    }
                 }
             }
         }
@@ -667,14 +659,32 @@ fn every_ocsf_sample_in_docs_events_md_is_what_the_encoder_makes_of_the_cloudeve
             .skip(1)
             .map(|b| serde_json::from_str(b.split("\n```").next().unwrap()).unwrap())
             .collect();
-        let [event, documented] = &blocks[..] else {
-            panic!("{title}: expected a CloudEvent and its OCSF record");
+        let [event, documented @ ..] = &blocks[..] else {
+            panic!("{title}: expected a CloudEvent and its OCSF records");
         };
         support::schema::assert_valid_event(event);
         let offset: u64 = event["sequence"].as_str().unwrap().parse().unwrap();
-        let record: Value = serde_json::from_slice(&try_encode(event, offset).unwrap()).unwrap();
-        assert_valid(&record);
-        assert_eq!(&as_documented(record, documented), documented, "{title}");
+        // One record per OCSF version, each in the version it declares.
+        let versions: Vec<Version> = documented
+            .iter()
+            .map(|d| {
+                *Version::ALL
+                    .iter()
+                    .find(|v| d["metadata"]["version"] == declared(**v))
+                    .unwrap_or_else(|| panic!("{title}: {}", d["metadata"]["version"]))
+            })
+            .collect();
+        assert_eq!(versions, [Version::V1_9_0, Version::V1_8_0], "{title}");
+        for (version, documented) in versions.into_iter().zip(documented) {
+            let record: Value =
+                serde_json::from_slice(&try_encode_in(version, event, offset).unwrap()).unwrap();
+            assert_valid_in(version, &record);
+            assert_eq!(
+                &as_documented(record, documented),
+                documented,
+                "{title}, {version:?}"
+            );
+        }
         samples += 1;
     }
     assert_eq!(samples, 15);

@@ -28,6 +28,8 @@ mod isolation;
 mod kafka;
 mod kylin;
 mod ocsf;
+mod ocsf_1_9;
+mod ocsf_golden;
 mod pipeline;
 mod real_superset;
 mod releases;

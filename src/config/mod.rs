@@ -378,15 +378,15 @@ path = "./events.jsonl"            # "-" means stdout
         parse(&raw).unwrap();
     }
 
-    #[test]
-    fn every_sink_kind_takes_format_cloudevents_by_default_or_ocsf() {
-        let sinks = r#"
+    /// A webhook and a Kafka sink, both sending OCSF 1.8.0.
+    const OCSF_SINKS: &str = r#"
 [[sinks]]
 kind = "webhook"
 name = "hooks"
 url = "https://siem.example/hook"
 secret_env = "HOOK_SECRET"
 format = "ocsf"
+ocsf_version = "1.8.0"
 
 [[sinks]]
 kind = "kafka"
@@ -394,8 +394,12 @@ name = "bus"
 brokers = "127.0.0.1:9092"
 topic = "ocsf"
 format = "ocsf"
+ocsf_version = "1.8.0"
 "#;
-        let c = parse(&format!("{EXAMPLE}format = \"ocsf\"\n{sinks}")).unwrap();
+
+    #[test]
+    fn every_sink_kind_takes_format_cloudevents_by_default_or_ocsf() {
+        let c = parse(&format!("{EXAMPLE}format = \"ocsf\"\n{OCSF_SINKS}")).unwrap();
         let formats: Vec<Format> = c
             .sinks
             .iter()
@@ -418,6 +422,44 @@ format = "ocsf"
                 && err.contains("ocsf"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_sink_kind_takes_ocsf_version_1_9_0_by_default_or_1_8_0_and_nothing_else() {
+        use crate::encode::ocsf::Version;
+        let versions = |raw: &str| -> Vec<Version> {
+            parse(raw)
+                .unwrap()
+                .sinks
+                .iter()
+                .map(|s| match s {
+                    SinkConfig::Jsonl(c) => c.ocsf_version,
+                    SinkConfig::Webhook(c) => c.ocsf_version,
+                    SinkConfig::Kafka(c) => c.ocsf_version,
+                    SinkConfig::Ssf(c) => {
+                        panic!("sink {}: an SSF sink sends SETs, no OCSF", c.name)
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            versions(&format!("{EXAMPLE}format = \"ocsf\"\n{OCSF_SINKS}")),
+            [Version::V1_9_0, Version::V1_8_0, Version::V1_8_0]
+        );
+        assert_eq!(
+            versions(&format!("{EXAMPLE}ocsf_version = \"1.9.0\"\n")),
+            [Version::V1_9_0]
+        );
+        let line = EXAMPLE.lines().count() + 1;
+        for bad in ["\"1.7.0\"", "\"1.9\"", "\"\"", "1.9"] {
+            let err = parse(&format!("{EXAMPLE}ocsf_version = {bad}\n")).unwrap_err();
+            assert!(
+                err.contains(&format!("rollcall.toml:{line}:"))
+                    && err.contains("\"1.9.0\" (the default)")
+                    && err.contains("\"1.8.0\""),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub enum Format {
     /// The stored CloudEvent, unchanged (binary or structured per the sink's `mode`).
     #[default]
     Cloudevents,
-    /// One OCSF 1.8.0 record per event, as JSON (see [`ocsf`]).
+    /// One OCSF record per event, as JSON, in the sink's `ocsf_version` (see [`ocsf`]).
     Ocsf,
 }
 
@@ -163,6 +163,8 @@ pub struct Encoder {
     pub format: Format,
     pub mode: Mode,
     pub binding: Binding,
+    /// The OCSF version of [`Format::Ocsf`] records; CloudEvents ignores it.
+    pub ocsf: ocsf::Version,
 }
 
 impl Encoder {
@@ -170,7 +172,7 @@ impl Encoder {
     pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
         match self.format {
             Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
-            Format::Ocsf => ocsf::encode(e),
+            Format::Ocsf => ocsf::encode(e, self.ocsf),
         }
     }
 }

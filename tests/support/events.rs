@@ -243,6 +243,14 @@ pub fn types_of(events: &[Value]) -> BTreeSet<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
+/// The example event of type `t` from the source whose URI starts with `scheme`.
+pub fn from_source(scheme: &str, t: &str) -> Value {
+    every_kind_of_event()
+        .into_iter()
+        .find(|e| e["type"] == t && e["source"].as_str().unwrap().starts_with(scheme))
+        .unwrap_or_else(|| panic!("no {t} from {scheme} in the example events"))
+}
+
 pub fn event_of_type(t: &str) -> Value {
     every_kind_of_event()
         .into_iter()

@@ -230,15 +230,19 @@ path = {events:?}
         self.dir.path().join("events.jsonl")
     }
 
-    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"`, writing to
+    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"` and the given
+    /// `ocsf_version` (`None`: the key left out, for the default), writing to
     /// [`Harness::ocsf_path`]; a runner started after this delivers to both.
-    pub fn add_ocsf_sink(&self) {
+    pub fn add_ocsf_sink(&self, version: Option<super::ocsf::Version>) {
         let path = self.ocsf_path().display().to_string();
+        let version = version.map_or(String::new(), |v| {
+            format!("ocsf_version = \"{}\"\n", super::ocsf::declared(v))
+        });
         self.edit_config(|raw| {
             raw.replacen(
                 "\n[[sinks]]\n",
                 &format!(
-                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n\n[[sinks]]\n"
+                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n{version}\n[[sinks]]\n"
                 ),
                 1,
             )
@@ -249,11 +253,11 @@ path = {events:?}
         self.dir.path().join("events.ocsf.jsonl")
     }
 
-    /// Every record the OCSF sink wrote, each checked against its OCSF 1.8.0 class schema and
-    /// the rules the schemas cannot check.
-    pub fn ocsf_records(&self) -> Vec<Value> {
+    /// Every record the OCSF sink wrote, each checked against its class schema in `version`
+    /// and the rules the schemas cannot check.
+    pub fn ocsf_records(&self, version: super::ocsf::Version) -> Vec<Value> {
         let text = std::fs::read_to_string(self.ocsf_path()).unwrap_or_default();
-        super::ocsf::assert_valid_jsonl(&text)
+        super::ocsf::assert_valid_jsonl_in(version, &text)
     }
 
     /// Every event the JSONL sink wrote, each checked against its JSON Schema. A last line
@@ -343,4 +347,33 @@ pub fn kylin_event_types() -> std::collections::BTreeSet<String> {
     ]
     .map(String::from)
     .into()
+}
+
+/// Superset changes through a CloudEvents sink and, beside it, an OCSF sink with the given
+/// `ocsf_version` (`None`: the key left out): every user observed, a creation, a role granted
+/// and a rename, a group joined, a login and a failed one, a deactivation and a deletion. Returns
+/// the events and the OCSF records, each record checked against `expected`.
+pub async fn superset_changes_beside_an_ocsf_sink(
+    ocsf_version: Option<super::ocsf::Version>,
+    expected: super::ocsf::Version,
+) -> (Vec<Value>, Vec<Value>) {
+    let (gamma, alpha) = (4, 3);
+    let sim = super::sim::Sim::start(super::sim::SimOptions::default()).await;
+    let alice = sim.add_user("alice", "pw-alice", &[gamma]);
+    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    h.add_ocsf_sink(ocsf_version);
+    h.cycle().await;
+    let bob = sim.add_user("bob", "pw-bob", &[gamma]);
+    sim.update_user(alice, |u| {
+        u.roles = vec![alpha];
+        u.last_name = "Renamed".into();
+    });
+    sim.add_group("analysts", &[alice]);
+    assert!(sim.login("bob", "pw-bob"));
+    assert!(!sim.login("alice", "wrong"));
+    h.cycle().await;
+    sim.update_user(alice, |u| u.active = false);
+    assert!(sim.delete_user(bob));
+    h.cycle().await;
+    (h.events(), h.ocsf_records(expected))
 }

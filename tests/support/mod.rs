@@ -3,6 +3,7 @@
 pub mod config;
 pub mod events;
 pub mod generated;
+pub mod golden;
 pub mod harness;
 pub mod kafka;
 pub mod log;

@@ -6,7 +6,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::encode::Format;
+use crate::encode::{ocsf, Format};
 use crate::settings::{DurationText, Entry, Problems};
 use crate::sink::SinkKind;
 
@@ -25,9 +25,13 @@ pub struct JsonlConfig {
     #[serde(default = "batch_size")]
     pub batch_size: usize,
     /// What each line holds: `"cloudevents"` (the stored event, unchanged) or `"ocsf"` (one
-    /// OCSF 1.8.0 record per event, docs/ocsf.md).
+    /// OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// Built-in rotation: start a new file before a batch would take the file past this many
     /// bytes; the old one becomes `<path>.1` (older ones shift up). Unset: no rotation by
     /// size (rotate with logrotate and SIGHUP instead, docs/sinks.md).

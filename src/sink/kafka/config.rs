@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::KafkaError;
-use crate::encode::{Format, Mode};
+use crate::encode::{ocsf, Format, Mode};
 use crate::settings::{Entry, Problems, SecretRef};
 use crate::sink::SinkKind;
 
@@ -32,9 +32,13 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub mode: Mode,
     /// What each message carries: `"cloudevents"` (the stored event, unchanged) or `"ocsf"`
-    /// (one OCSF 1.8.0 record per event, docs/ocsf.md).
+    /// (one OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// Create the topic (broker-default partitions and replication) when it is missing,
     /// instead of failing with an error that says so.
     #[serde(default)]

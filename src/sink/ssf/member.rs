@@ -20,11 +20,13 @@ use super::{poll, set, SsfError, Transmitter, BODY_CAP};
 use crate::encode::{Binding, Encoder, Format, Mode};
 use crate::sink::{Delivery, Message, Order, Refusal, Sink, SinkError};
 
-/// Streams read the stored CloudEvent as it is and make their SETs from it.
+/// Streams read the stored CloudEvent as it is and make their SETs from it (so the OCSF
+/// version, which CloudEvents ignores, is any).
 pub const ENCODER: Encoder = Encoder {
     format: Format::Cloudevents,
     mode: Mode::Structured,
     binding: Binding::Http,
+    ocsf: crate::encode::ocsf::Version::V1_9_0,
 };
 
 pub const SET_MEDIA_TYPE: &str = "application/secevent+jwt";

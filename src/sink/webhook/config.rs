@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::WebhookError;
-use crate::encode::Format;
+use crate::encode::{ocsf, Format};
 use crate::settings::{
     check_retries, out_of_range, DurationText, Entry, Problems, SecretRef, HOUR,
 };
@@ -58,9 +58,13 @@ pub struct WebhookConfig {
     #[schemars(with = "Vec<DurationText>")]
     pub retry_schedule: Vec<Duration>,
     /// What each request carries: `"cloudevents"` (the stored event, unchanged) or `"ocsf"`
-    /// (one OCSF 1.8.0 record per event, docs/ocsf.md).
+    /// (one OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// The `content-type` of a CloudEvents body: "application/cloudevents+json" (what the
     /// CloudEvents HTTP binding says for structured mode) or "application/json", for receivers
     /// that parse only that. OCSF bodies are always "application/json".

@@ -277,6 +277,7 @@ impl WebhookSink {
             // A signed JSON body per event: the structured form, as receivers expect it.
             encoder: Encoder {
                 format: config.format,
+                ocsf: config.ocsf_version,
                 mode: Mode::Structured,
                 binding: Binding::Http,
             },
