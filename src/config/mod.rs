@@ -63,6 +63,10 @@ pub struct Config {
     files: Vec<FileText>,
 }
 
+/// The config a running process acts on, as a reload changes its sources: what the HTTP
+/// endpoints and the admin socket read at each request.
+pub type LiveConfig = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
+
 /// Where rollcall keeps its state (the users as last seen, the event log, each sink's cursor,
 /// in a sled database) and how much of the event log it keeps (docs/operations.md, Retention).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -56,6 +56,13 @@ pub struct Runner {
     orders: (mpsc::Sender<Order>, Option<mpsc::Receiver<Order>>),
 }
 
+/// How an operator reaches what `run` runs (the admin channel, SIGHUP).
+#[derive(Clone)]
+pub struct Controls {
+    pub sinks: SinkControls,
+    pub sources: SourceControls,
+}
+
 /// How an operator reaches the sinks `run` serves (the admin channel): by name, a sink can be
 /// asked to restart from its stored cursor after running a change to the store.
 #[derive(Clone, Default)]
@@ -136,14 +143,13 @@ impl Runner {
         &self.polls.store
     }
 
-    /// The handle the admin channel restarts sinks with while `run` serves them.
-    pub fn controls(&self) -> SinkControls {
-        self.controls.clone()
-    }
-
-    /// The handle that reloads the config or forgets a source while `run` polls.
-    pub fn sources(&self) -> SourceControls {
-        SourceControls(self.orders.0.clone())
+    /// The handles the admin channel and the signals reach what `run` runs with: sinks to
+    /// restart, the config to reload, a source to forget.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            sinks: self.controls.clone(),
+            sources: SourceControls(self.orders.0.clone()),
+        }
     }
 
     /// The config `run` acts on, as it changes: after a reload, the sources it read then, and
