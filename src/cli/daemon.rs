@@ -29,7 +29,8 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
             tracing::info!(address = %address, "serving /healthz /readyz /metrics /status");
             let status: crate::http::StatusFn = {
                 let (live, store) = (live.clone(), store.clone());
-                std::sync::Arc::new(move || match Status::read(&live.borrow(), &store) {
+                // The config is cloned out of the watch: a reload waits for no status read.
+                std::sync::Arc::new(move || match Status::read(&live.borrow().clone(), &store) {
                     Ok(s) => serde_json::to_value(s).map_err(|e| e.to_string()),
                     // sled may refuse reads too once a write failed: show the failure itself,
                     // which is what an operator looking at /status needs then.
