@@ -11,12 +11,12 @@ mod demo;
 mod dlq;
 mod doctor;
 mod error;
-mod fleet;
 mod forward;
 mod healthcheck;
 mod named;
 mod operate;
 mod replay;
+mod sources;
 mod status;
 
 pub use crate::exit;

@@ -12,12 +12,12 @@
 //! [`SourceActivity`](crate::store::SourceActivity), which `status` and `/metrics` show.
 //!
 //! One file per concern: one source's polls and schedule (`poll.rs`), the source tasks `run`
-//! keeps and the operator's orders that change them (`fleet.rs`), the error (`error.rs`); this
+//! keeps and the operator's orders that change them (`sources.rs`), the error (`error.rs`); this
 //! file wires them with the sinks, for `once` and `run`.
 
 mod error;
-mod fleet;
 mod poll;
+mod sources;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,9 +33,9 @@ use crate::sink::{Sink, SinkConfig};
 use crate::store::{Store, StoreError};
 use crate::text::error_chain;
 pub use error::{DeadlinePassed, RunnerError};
-use fleet::{Fleet, Order};
-pub use fleet::{Forgot, Reloaded, SourceControls};
 use poll::{until, Polls, Slot};
+pub use sources::{Forgot, Reloaded, SourceControls};
+use sources::{Order, SourceTasks};
 
 pub use crate::cycle::{CycleError, CycleOptions, SourceReport};
 
@@ -238,9 +238,9 @@ impl Runner {
         // True while the store refuses writes: no poll starts then.
         let pause = Arc::new(watch::channel(false).0);
         let mut paused = pause.subscribe();
-        let mut fleet = Fleet::new(self.polls.clone(), pause.clone());
+        let mut tasks = SourceTasks::new(self.polls.clone(), pause.clone());
         for slot in std::mem::take(&mut self.sources) {
-            fleet.start(slot);
+            tasks.start(slot);
         }
         let mut orders = self
             .orders
@@ -250,8 +250,8 @@ impl Runner {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = fleet.panicked() => {}
-                Some(order) = orders.recv() => fleet.obey(order, &self.config).await,
+                _ = tasks.panicked() => {}
+                Some(order) = orders.recv() => tasks.obey(order, &self.config).await,
                 _ = until(&mut paused, true) => {
                     if !store_back(&store, &mut shutdown).await {
                         break;
@@ -261,7 +261,7 @@ impl Runner {
             }
         }
         info!("shutting down: polling stopped (polls in flight are cancelled; what they committed stays), letting sinks finish");
-        fleet.abort_all();
+        tasks.abort_all();
         stop_tx.send_replace(true);
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while sinks.join_next().await.is_some() {}
@@ -272,7 +272,7 @@ impl Runner {
             sinks.abort_all();
         }
         // A poll in the middle of a commit ends it before its task goes.
-        fleet.all_ended().await;
+        tasks.all_ended().await;
         store
             .flush()
             .map_err(RunnerError::StoppedWithStoreFailing)?;
@@ -620,9 +620,9 @@ mod scheduling {
         let (mut runner, mut w) =
             runner(4, vec![("a", Ends::AtOnce, DAY), ("b", Ends::AtOnce, DAY)]);
         let pause = Arc::new(watch::channel(false).0);
-        let mut fleet = Fleet::new(runner.polls.clone(), pause);
+        let mut tasks = SourceTasks::new(runner.polls.clone(), pause);
         for slot in std::mem::take(&mut runner.sources) {
-            fleet.start(slot);
+            tasks.start(slot);
         }
         let mut polls = Vec::new();
         within_an_hour(async {
@@ -635,11 +635,11 @@ mod scheduling {
         })
         .await;
         assert_eq!(
-            fleet.forget("a").unwrap(),
+            tasks.forget("a").unwrap(),
             Forgot::StillPolled,
             "a source polled is never forgotten"
         );
-        within_an_hour(fleet.stop(&["a".to_owned()])).await;
+        within_an_hour(tasks.stop(&["a".to_owned()])).await;
         assert_eq!(
             w.store.activity("a"),
             crate::store::SourceActivity::default()
@@ -653,8 +653,8 @@ mod scheduling {
         })
         .await;
         assert!(!after.contains(&"a".to_owned()), "{after:?}");
-        assert_eq!(fleet.forget("a").unwrap(), Forgot::NothingStored);
-        fleet.abort_all();
-        within_an_hour(fleet.all_ended()).await;
+        assert_eq!(tasks.forget("a").unwrap(), Forgot::NothingStored);
+        tasks.abort_all();
+        within_an_hour(tasks.all_ended()).await;
     }
 }

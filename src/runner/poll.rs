@@ -5,7 +5,7 @@
 //! the store, the quiet-poll summary in the log).
 //!
 //! Owns one source's schedule and one poll within its deadline. It never starts or stops a
-//! source's task (`fleet.rs` does) and never talks to a sink.
+//! source's task (`sources.rs` does) and never talks to a sink.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -24,7 +24,7 @@ use crate::config::{Config, SourceChanges};
 use crate::store::StoreError;
 
 /// Every source task `run` has started and not stopped, by source name.
-pub(super) struct Fleet {
+pub(super) struct SourceTasks {
     polls: Polls,
     /// True while the store refuses writes: no poll starts then.
     pause: Arc<watch::Sender<bool>>,
@@ -32,9 +32,9 @@ pub(super) struct Fleet {
     running: HashMap<String, AbortHandle>,
 }
 
-impl Fleet {
-    pub(super) fn new(polls: Polls, pause: Arc<watch::Sender<bool>>) -> Fleet {
-        Fleet {
+impl SourceTasks {
+    pub(super) fn new(polls: Polls, pause: Arc<watch::Sender<bool>>) -> SourceTasks {
+        SourceTasks {
             polls,
             pause,
             tasks: JoinSet::new(),
@@ -86,7 +86,7 @@ impl Fleet {
         }
     }
 
-    /// Cancel every task (their polls in flight with them); [`Fleet::all_ended`] then returns
+    /// Cancel every task (their polls in flight with them); [`SourceTasks::all_ended`] then returns
     /// once all have.
     pub(super) fn abort_all(&mut self) {
         self.tasks.abort_all();
@@ -104,7 +104,7 @@ impl Fleet {
 
     /// Resolves only if a task panics: the panic then ends the process, as a panic of the one
     /// polling loop did. A source's task never ends by itself otherwise (a stopped one is
-    /// awaited by [`Fleet::stop`]).
+    /// awaited by [`SourceTasks::stop`]).
     pub(super) async fn panicked(&mut self) {
         loop {
             match self.tasks.join_next().await {
