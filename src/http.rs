@@ -282,19 +282,16 @@ fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
             None => reasons.push(format!("source {name}: no successful poll yet")),
         }
     }
-    for sink in &config.sinks {
-        let state = ops
-            .store
-            .sink_state(sink.name())
-            .map_err(|e| e.to_string())?;
+    let names = deliveries(&config, &ops.store).map_err(|e| e.to_string())?;
+    for name in names {
+        let state = ops.store.sink_state(&name).map_err(|e| e.to_string())?;
         let stuck_since = chrono::Duration::from_std(STUCK_AFTER).unwrap_or(chrono::Duration::MAX);
         match state.health {
             SinkHealth::Ok => {}
-            SinkHealth::Disabled => reasons.push(format!("sink {}: disabled", sink.name())),
+            SinkHealth::Disabled => reasons.push(format!("sink {name}: disabled")),
             SinkHealth::Degraded if state.since.is_some_and(|t| now - t > stuck_since) => reasons
                 .push(format!(
-                    "sink {}: degraded since {}",
-                    sink.name(),
+                    "sink {name}: degraded since {}",
                     state.since.map(|t| t.to_rfc3339()).unwrap_or_default()
                 )),
             SinkHealth::Degraded => {}
@@ -364,8 +361,7 @@ fn record_store_gauges(store: &Store, config: &Config) -> Result<(), crate::stor
                 .set(t.timestamp() as f64);
         }
     }
-    for sink in &config.sinks {
-        let name = sink.name().to_owned();
+    for name in deliveries(config, store)? {
         let cursor = store.cursor(&name)?;
         metrics::gauge!("rollcall_sink_lag_events", "sink" => name.clone())
             .set(head.saturating_sub(cursor) as f64);
@@ -382,6 +378,15 @@ fn record_store_gauges(store: &Store, config: &Config) -> Result<(), crate::stor
         metrics::gauge!("rollcall_sink_up", "sink" => name).set(if up { 1.0 } else { 0.0 });
     }
     Ok(())
+}
+
+/// Every name a configured sink keeps a cursor under: its own, or one per SSF stream.
+fn deliveries(config: &Config, store: &Store) -> Result<Vec<String>, crate::store::StoreError> {
+    let mut names = Vec::new();
+    for sink in &config.sinks {
+        names.extend(sink.deliveries(store)?);
+    }
+    Ok(names)
 }
 
 async fn status_json(State(ops): State<Ops>) -> Response {

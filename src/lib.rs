@@ -14,6 +14,8 @@
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor, each sink
 //!   putting on the wire what its [`encode`] encoder makes of a stored event;
 //!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
+//!   [`fleet`] serves a sink whose destinations come and go (an SSF transmitter's streams)
+//!   through the same engine;
 //! - [`runner`] schedules every source's polls, each source on its own schedule and a bounded
 //!   number at once, and drives the sinks; [`cli`], [`config`] (with [`settings`], the machinery
 //!   every config table is read with), [`http`] (health, metrics) and [`admin`] (the socket
@@ -34,6 +36,7 @@ pub mod diff;
 pub mod encode;
 pub mod event;
 pub mod exit;
+pub mod fleet;
 #[cfg(test)]
 mod fuzz;
 pub mod http;

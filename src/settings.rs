@@ -247,6 +247,65 @@ pub fn parse_kinds<T>(
     out
 }
 
+/// A list of durations as written (`["0s", "5m"]`), for `#[serde(with = ...)]` together with
+/// `#[schemars(with = "Vec<DurationText>")]`.
+pub mod durations {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    /// As written, for the default `rollcall config reference` shows.
+    pub fn serialize<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    }
+}
+
+/// The retry schedule Stripe and Svix made common, 99,305 s (about 27.6 hours) in all: the
+/// default of every sink that retries each event on its own (webhooks, SSF pushes).
+pub fn common_retry_schedule() -> Vec<Duration> {
+    [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+        .map(Duration::from_secs)
+        .to_vec()
+}
+
+/// `retry_schedule` and `max_in_flight` of a sink that retries each event on its own: at
+/// least one entry, none over 30 days, and at least one event in flight.
+pub fn check_retries(
+    entry: Entry<'_, '_>,
+    p: &mut Problems<'_>,
+    schedule: &[Duration],
+    max_in_flight: usize,
+) {
+    if let Some(message) = schedule.iter().find_map(|d| {
+        out_of_range(
+            "each `retry_schedule` entry",
+            *d,
+            &(Duration::ZERO..=30 * DAY),
+        )
+    }) {
+        p.at(entry.key("retry_schedule"), message);
+    }
+    if schedule.is_empty() {
+        p.at(
+            entry.key("retry_schedule"),
+            "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt".into(),
+        );
+    }
+    if max_in_flight == 0 {
+        p.at(
+            entry.key("max_in_flight"),
+            "`max_in_flight` must be at least 1".into(),
+        );
+    }
+}
+
 /// How a duration key is written (`"30s"`, `"15m"`, `"1h 30m"`, `"1day"`), as `rollcall config
 /// reference` shows it: only the schema sees this type (`#[schemars(with = "DurationText")]`),
 /// the key itself is a `Duration` read with `humantime_serde`.

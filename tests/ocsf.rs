@@ -51,6 +51,7 @@ fn every_event_type_from_superset_and_kylin_validates_against_its_ocsf_class_sch
         "user.role_removed",
         "user.login",
         "audit.action",
+        "agent.tool_called",
     ];
     let kylin: BTreeSet<&str> = EventType::ALL
         .iter()
@@ -106,8 +107,9 @@ fn each_event_type_maps_to_the_documented_class_and_activity() {
             "{t}"
         );
     }
-    let r = encode(&event_of_type("audit.action"));
-    assert_eq!(r["class_uid"], 6003);
+    for t in ["audit.action", "agent.tool_called"] {
+        assert_eq!(encode(&event_of_type(t))["class_uid"], 6003, "{t}");
+    }
 }
 
 // --- the validator rejects what it must -------------------------------------------------------
@@ -323,6 +325,12 @@ fn severity_follows_the_documented_choices() {
     assert_eq!(severity(&event_of_type("user.role_added")), 2);
     assert_eq!(severity(&event_of_type("user.observed")), 1);
     assert_eq!(severity(&event_of_type("audit.action")), 1);
+    let mut call = event_of_type("agent.tool_called");
+    assert_eq!(severity(&call), 1, "a read-only tool is Informational");
+    call["data"]["can_write"] = json!(true);
+    assert_eq!(severity(&call), 2, "one that may write is Low");
+    call["data"]["can_write"] = Value::Null;
+    assert_eq!(severity(&call), 2, "and so is one rollcall does not know");
 
     let mut admin = event_of_type("user.role_added");
     admin["data"]["role"]["name"] = json!("Admin");
@@ -409,6 +417,91 @@ fn an_action_log_row_is_api_activity_with_the_actor_operation_objects_and_durati
         (read["activity_id"].clone(), read["type_uid"].clone()),
         (json!(2), json!(600302))
     );
+}
+
+#[test]
+fn an_agents_tool_call_is_api_activity_by_the_mcp_client_as_its_user_with_only_failure_as_status() {
+    let events = every_kind_of_event();
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "agent.tool_called")
+        .collect();
+    let tools: Vec<_> = calls.iter().map(|e| e["data"]["tool"].clone()).collect();
+    assert_eq!(
+        tools,
+        [
+            "list_databases",
+            "get_chart_info",
+            "get_dataset_info",
+            "list_charts"
+        ]
+    );
+    let read = encode(calls[0]);
+    assert_valid(&read);
+    assert_eq!(
+        (read["class_uid"].clone(), read["type_uid"].clone()),
+        (json!(6003), json!(600302))
+    );
+    assert_eq!(read["api"]["operation"], "list_databases");
+    assert_eq!(
+        read["actor"],
+        json!({"user": {"uid": "1", "name": "admin", "full_name": "Admin User"}, "app_name": "MCP client"})
+    );
+    assert_eq!(read["duration"], 65);
+    let at = |field: &str| -> i64 {
+        let text = calls[0]["data"][field].as_str().unwrap();
+        text.parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .timestamp_millis()
+    };
+    assert_eq!(read["start_time"], at("started_at"));
+    assert_eq!(
+        (read["end_time"].clone(), read["time"].clone()),
+        (json!(at("finished_at")), json!(at("finished_at")))
+    );
+    assert_eq!(
+        read["metadata"]["original_time"],
+        calls[0]["data"]["finished_at"]
+    );
+    assert_eq!(
+        (read["status_id"].clone(), read["status"].clone()),
+        (json!(0), json!("Unknown")),
+        "Superset's success includes calls refused for their arguments"
+    );
+    assert_eq!(read["src_endpoint"], json!({"name": "unknown"}));
+    assert_eq!(
+        read["message"],
+        "an AI agent called MCP tool list_databases on Superset as admin"
+    );
+
+    let failed = encode(calls[1]);
+    assert_eq!(
+        (failed["status_id"].clone(), failed["status"].clone()),
+        (json!(2), json!("Failure"))
+    );
+    let refused = encode(calls[3]);
+    assert_valid(&refused);
+    assert_eq!(
+        refused["actor"],
+        json!({"app_name": "MCP client"}),
+        "no user is invented"
+    );
+    assert!(refused.get("start_time").is_some());
+
+    let mut write = calls[0].clone();
+    write["data"]["tool"] = json!("execute_sql");
+    write["data"]["can_write"] = json!(true);
+    write["data"]["agent_id"] = json!("claude-desktop");
+    write["data"]["started_at"] = Value::Null;
+    let write = encode(&write);
+    assert_valid(&write);
+    assert_eq!(
+        (write["activity_id"].clone(), write["activity_name"].clone()),
+        (json!(99), json!("execute_sql")),
+        "a tool that may write may have written nothing: no Create or Update is claimed"
+    );
+    assert_eq!(write["actor"]["app_uid"], "claude-desktop");
+    assert!(write.get("start_time").is_none());
 }
 
 #[test]
@@ -584,5 +677,5 @@ fn every_ocsf_sample_in_docs_events_md_is_what_the_encoder_makes_of_the_cloudeve
         assert_eq!(&as_documented(record, documented), documented, "{title}");
         samples += 1;
     }
-    assert_eq!(samples, 14);
+    assert_eq!(samples, 15);
 }

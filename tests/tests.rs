@@ -13,6 +13,7 @@
 mod support;
 
 mod action_log;
+mod agent_calls;
 mod cli;
 mod crash;
 mod credentials;
@@ -35,4 +36,5 @@ mod replay;
 mod retention;
 mod scale;
 mod schemas;
+mod ssf;
 mod webhook;

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Turn user changes in Apache Superset into a reliable stream of events",
     long_about = "rollcall polls Superset's REST API, diffs what it sees against the state it stores \
                   (sled), and appends user events (created, updated, deactivated, deleted, role and \
-                  group changes, logins) and the action log's rows (audit.action) to an event log. \
+                  group changes, logins), the action log's rows (audit.action) and AI agents' \
+                  MCP tool calls (agent.tool_called) to an event log. \
                   It delivers that log to sinks (JSONL files or stdout, Kafka, signed webhooks) at \
                   least once, with stable event ids, and can replay it from stored offsets.",
     after_help = "Examples:\n  rollcall check-config\n  rollcall once\n  rollcall --config /etc/rollcall.toml run\n  rollcall events --from 0 --limit 10\n  rollcall status --json"

@@ -118,27 +118,27 @@ impl Status {
                 });
             }
         }
-        let sinks = config
-            .sinks
-            .iter()
-            .map(|s| {
-                let cursor = store.cursor(s.name())?;
+        let mut sinks = Vec::new();
+        // A sink whose destinations come and go (SSF streams) has a row for each of them.
+        for sink in &config.sinks {
+            for name in sink.deliveries(store)? {
+                let cursor = store.cursor(&name)?;
                 let oldest = store
                     .events_from(cursor, 1)?
                     .first()
                     .map(|e| e.event())
                     .transpose()?;
-                Ok(SinkStatus {
-                    name: s.name().to_owned(),
+                sinks.push(SinkStatus {
                     cursor,
                     lag_events: head.saturating_sub(cursor),
                     lag_seconds: oldest.map(|e| (Utc::now() - e.time).num_seconds()),
-                    dead_letters: store.dead_letter_count(s.name())?,
-                    events_skipped: store.skipped(s.name())?,
-                    state: store.sink_state(s.name())?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
+                    dead_letters: store.dead_letter_count(&name)?,
+                    events_skipped: store.skipped(&name)?,
+                    state: store.sink_state(&name)?,
+                    name,
+                });
+            }
+        }
         Ok(Status {
             store: store.path().display().to_string(),
             store_id: store.id().to_owned(),
@@ -255,6 +255,9 @@ impl Status {
                 }
                 if let Some(n) = log["unreadable_rows"].as_u64().filter(|n| *n > 0) {
                     writeln!(out, "  action log rows that could not be read: {n}")?;
+                }
+                if let Some(n) = log["mcp_calls_given_up"].as_u64().filter(|n| *n > 0) {
+                    writeln!(out, "  MCP tool calls whose end was never logged: {n}")?;
                 }
             }
             if let Some(users) = s.details["unreadable_users"]

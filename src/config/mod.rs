@@ -482,6 +482,7 @@ format = "ocsf"
                 SinkConfig::Jsonl(c) => c.format,
                 SinkConfig::Webhook(c) => c.format,
                 SinkConfig::Kafka(c) => c.format,
+                SinkConfig::Ssf(_) => unreachable!("no SSF sink in this config"),
             })
             .collect();
         assert_eq!(formats, [Format::Ocsf; 3]);
@@ -1088,6 +1089,7 @@ format = "ocsf"
                 "[[sinks]]\nkind = \"jsonl\"",
                 "[[sinks]]\nkind = \"webhook\"",
                 "[[sinks]]\nkind = \"kafka\"",
+                "[[sinks]]\nkind = \"ssf\"",
             ]),
             prop::collection::vec(line(), 0..8),
         )

@@ -62,7 +62,8 @@ impl Ctx<'_> {
         })
         .retry(Jittered(schedule.iter().copied().skip(1)))
         .sleep(tokio::time::sleep)
-        .when(|r: &Refusal| !r.error.is_permanent())
+        // A message the destination rejected for good is not tried again: it is dead-lettered.
+        .when(|r: &Refusal| !r.error.is_permanent() && !r.rejected)
         .adjust(|r, next| {
             let next = next?;
             // The receiver knows best when it can take more, but no longer than the

@@ -97,13 +97,16 @@ impl<'a> Envelope<'a> {
     /// The ordering key: events with the same key reach a consumer in log order. A user's
     /// events share one, `<source>:<subject>`. Each action-log row has its own,
     /// `<source>:log/<log_id>`: rows are independent, so one busy actor's rows must not wait
-    /// behind one another (and be re-sent together after a restart).
+    /// behind one another (and be re-sent together after a restart). An agent's tool call is
+    /// keyed by the row that finished it, like that row.
     pub fn key(&self) -> String {
         #[derive(Deserialize)]
         struct Row {
             log_id: u64,
         }
-        if self.event_type == EventType::AuditAction.as_str() {
+        if self.event_type == EventType::AuditAction.as_str()
+            || self.event_type == EventType::AgentToolCalled.as_str()
+        {
             if let Ok(row) = serde_json::from_str::<Row>(self.data.get()) {
                 return format!("{}:log/{}", self.source, row.log_id);
             }
@@ -198,6 +201,8 @@ mod tests {
         let row = |id: u64| event("audit.action", "7", serde_json::json!({"log_id": id}));
         assert_eq!(key_of(row(41)), "superset://prod:log/41");
         assert_ne!(key_of(row(41)), key_of(row(42)), "independent rows");
+        let call = event("agent.tool_called", "7", serde_json::json!({"log_id": 43}));
+        assert_eq!(key_of(call), "superset://prod:log/43", "independent calls");
         assert_eq!(
             key_of(event(
                 "user.updated",

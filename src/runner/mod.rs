@@ -190,7 +190,7 @@ impl Runner {
         let store = &self.polls.store;
         let results = futures::future::join_all(self.sinks.iter_mut().map(|sink| async move {
             let name = sink.name().to_owned();
-            let result = deliver::drain(store, sink.as_ref())
+            let result = crate::fleet::drain(store, sink.as_ref())
                 .instrument(info_span!("deliver", sink = %name))
                 .await;
             (name, result)
@@ -227,7 +227,7 @@ impl Runner {
         let mut sinks = JoinSet::new();
         let restarts = std::mem::take(&mut self.restarts);
         for (sink, restarts) in std::mem::take(&mut self.sinks).into_iter().zip(restarts) {
-            sinks.spawn(deliver::serve(
+            sinks.spawn(crate::fleet::serve(
                 store.clone(),
                 sink,
                 store.watch_head(),

@@ -25,9 +25,10 @@
 //! One file per concern, each an `impl Store` of its own: `snapshot.rs` (the snapshots and
 //! [`Known`]), `commit.rs` (the one transaction a cycle's changes land in), `log.rs` (the event
 //! log, its head and compaction), `sink_state.rs` (sink cursors, sink health, dead letters),
-//! `source_state.rs` (source states, refused logins, in-memory activity), `backup.rs` (export
-//! and import) and `migrate.rs` (the schema version and the steps to it). This file opens the
-//! store and holds what every handle shares.
+//! `source_state.rs` (source states, refused logins, in-memory activity), `streams.rs` (the
+//! records of destinations a sink's receivers create while rollcall runs, `streams`),
+//! `backup.rs` (export and import) and `migrate.rs` (the schema version and the steps to it).
+//! This file opens the store and holds what every handle shares.
 
 mod backup;
 mod commit;
@@ -36,6 +37,7 @@ mod migrate;
 mod sink_state;
 mod snapshot;
 mod source_state;
+mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

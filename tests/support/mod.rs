@@ -11,4 +11,5 @@ pub mod ocsf;
 pub mod running;
 pub mod schema;
 pub mod sim;
+pub mod ssf;
 pub mod wait;

@@ -54,8 +54,9 @@ impl Class {
     }
 }
 
-/// The class and activity (id, caption) of every event type; `audit.action`'s activity depends
-/// on the action, so its `Unknown` here is always replaced (see [`api_activity`]).
+/// The class and activity (id, caption) of every event type; the activity of `audit.action` and
+/// `agent.tool_called` depends on the action or tool, so their `Unknown` here is always replaced
+/// (see [`api_activity`], and `record::agent`).
 pub(super) fn class_of(t: EventType) -> (Class, u8, &'static str) {
     use Class::*;
     match t {
@@ -73,7 +74,7 @@ pub(super) fn class_of(t: EventType) -> (Class, u8, &'static str) {
         EventType::UserRoleRemoved => (UserAccessManagement, 2, "Revoke Privileges"),
         EventType::UserGroupAdded => (GroupManagement, 3, "Add User"),
         EventType::UserGroupRemoved => (GroupManagement, 4, "Remove User"),
-        EventType::AuditAction => (ApiActivity, 0, "Unknown"),
+        EventType::AuditAction | EventType::AgentToolCalled => (ApiActivity, 0, "Unknown"),
     }
 }
 
@@ -126,6 +127,9 @@ pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindProduct) -> Severi
         | EventType::UserGroupRemoved
         | EventType::UserLogin
         | EventType::AuditAction => Severity::Informational,
+        // A tool that may write (or one rollcall does not know) is worth a record.
+        EventType::AgentToolCalled if d.can_write == Some(false) => Severity::Informational,
+        EventType::AgentToolCalled => Severity::Low,
         EventType::UserRoleAdded if admin(&d.role) => Severity::High,
         EventType::UserGroupAdded if admin(&d.group) => Severity::High,
         EventType::UserLoginFailed if d.new_failures.unwrap_or(0) >= FAILURE_BURST => {

@@ -1,7 +1,8 @@
 //! OCSF 1.8.0 on the wire: every rollcall event as one JSON record of the OCSF class a SIEM
 //! files it under (Account Change, Authentication, User Access Management, Group Management,
 //! User Inventory Info, API Activity). What a record is read from is in `input`, which class,
-//! activity and severity each event type gets in `mapping`, and the record itself in `record`.
+//! activity and severity each event type gets in `mapping`, the record itself in `record`, and
+//! OCSF's time and email types in `datatypes`.
 //!
 //! Owns the mapping: class, activity, severity and captions per event type, and which OCSF
 //! attribute holds which part of the stored event. A record is built from the stored event
@@ -12,6 +13,7 @@
 //! CloudEvents `data` verbatim. The rules it follows are in docs/ocsf-rules.md; the mapping
 //! table and the severity choices are in docs/ocsf.md.
 
+mod datatypes;
 mod input;
 mod mapping;
 mod record;

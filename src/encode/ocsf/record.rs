@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::datatypes::{is_email, millis};
 use super::input::{Account, Data, Details, Fields, FullName, MemberId, Uid};
 use super::mapping::{api_activity, class_of, severity, Class};
 use super::{MappingError, VERSION};
@@ -34,6 +35,10 @@ pub(super) struct Record<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     status_detail: Option<String>,
     time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
     /// Every time rollcall sends is UTC.
     timezone_offset: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,7 +115,23 @@ pub(super) struct User<'r> {
 
 #[derive(Serialize)]
 pub(super) struct Actor<'r> {
-    user: User<'r>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User<'r>>,
+    /// The client application: for an agent's tool call, the MCP client, with the agent's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_uid: Option<&'r str>,
+}
+
+impl<'r> Actor<'r> {
+    fn user(user: User<'r>) -> Actor<'r> {
+        Actor {
+            user: Some(user),
+            app_name: None,
+            app_uid: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -198,6 +219,10 @@ pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
             .map(|s| ("data.user.last_login", s)),
         EventType::UserLocked => d.locked_at.as_deref().map(|s| ("data.locked_at", s)),
         EventType::AuditAction => Some(("data.dttm", d.dttm.as_deref().ok_or(missing("dttm"))?)),
+        EventType::AgentToolCalled => Some((
+            "data.finished_at",
+            d.finished_at.as_deref().ok_or(missing("finished_at"))?,
+        )),
         _ => None,
     };
     let logged_time = millis("time", &e.time)?;
@@ -221,6 +246,8 @@ pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
         status: None,
         status_detail: None,
         time,
+        start_time: None,
+        end_time: None,
         timezone_offset: 0,
         count: None,
         duration: None,
@@ -254,6 +281,7 @@ pub(super) fn record(e: &Envelope<'_>) -> Result<Vec<u8>, MappingError> {
 
     r.message = match t {
         EventType::AuditAction => audit(&mut r, &d, service, &e.source)?,
+        EventType::AgentToolCalled => agent(&mut r, &d, service, &e.source)?,
         EventType::UserObserved => {
             let name = account(&mut r, t, &d, service, &e.source)?;
             format!("{service} user {name} exists")
@@ -365,10 +393,7 @@ pub(super) fn audit<'r>(
     service: &'static str,
     source: &'r str,
 ) -> Result<String, MappingError> {
-    let action = d.action.as_deref().ok_or(MappingError::Missing {
-        event_type: EventType::AuditAction.as_str(),
-        field: "action",
-    })?;
+    let action = required(d.action.as_deref(), EventType::AuditAction, "action")?;
     (r.activity_id, r.activity_name) = api_activity(action).unwrap_or((99, action));
     let actor = d
         .user
@@ -387,17 +412,13 @@ pub(super) fn audit<'r>(
         (None, None) => &"a user",
     };
     let message = format!("{who} called {action} on {service}");
-    r.actor = Some(Actor { user: actor });
-    r.api = Some(Api {
-        operation: action,
-        service: Service {
-            name: service,
-            uid: source,
-        },
-    });
-    r.src_endpoint = Some(Endpoint {
-        name: UNKNOWN_ENDPOINT,
-    });
+    api_call(
+        r,
+        Actor::user(actor),
+        action,
+        (service, source),
+        d.duration_ms,
+    );
     let path = d
         .details
         .and_then(|raw| serde_json::from_str::<Details<'_>>(raw.get()).ok())
@@ -417,8 +438,82 @@ pub(super) fn audit<'r>(
             })
         })
         .collect();
-    r.duration = d.duration_ms;
     Ok(message)
+}
+
+/// `data.<field>` of a `t` event, which its record needs.
+fn required<'d>(
+    value: Option<&'d str>,
+    t: EventType,
+    field: &'static str,
+) -> Result<&'d str, MappingError> {
+    value.ok_or(MappingError::Missing {
+        event_type: t.as_str(),
+        field,
+    })
+}
+
+/// What every API Activity record has: who called, the operation on the source's service, no
+/// client address (the log records none), and how long it took.
+fn api_call<'r>(
+    r: &mut Record<'r>,
+    actor: Actor<'r>,
+    operation: &'r str,
+    (service, source): (&'static str, &'r str),
+    duration: Option<i64>,
+) {
+    r.actor = Some(actor);
+    r.api = Some(Api {
+        operation,
+        service: Service {
+            name: service,
+            uid: source,
+        },
+    });
+    r.src_endpoint = Some(Endpoint {
+        name: UNKNOWN_ENDPOINT,
+    });
+    r.duration = duration;
+}
+
+/// The API Activity attributes of an AI agent's MCP tool call; returns the record's `message`.
+/// Only a read-only tool names its activity (one that may write may have written nothing), and
+/// only `success: false` is a status: refused arguments log `true` (docs/superset.md S51).
+pub(super) fn agent<'r>(
+    r: &mut Record<'r>,
+    d: &'r Data<'_>,
+    service: &'static str,
+    source: &'r str,
+) -> Result<String, MappingError> {
+    let tool = required(d.tool.as_deref(), EventType::AgentToolCalled, "tool")?;
+    (r.activity_id, r.activity_name) = match d.can_write {
+        Some(false) => (2, "Read"),
+        _ => (99, tool),
+    };
+    let (status_id, status, detail) = match d.logged_success {
+        Some(false) => (2, "Failure", "the tool answered an error"),
+        Some(true) => (0, "Unknown", "the tool returned without an error object, as it also does when it refuses its arguments"),
+        None => (0, "Unknown", "Superset logged no outcome"),
+    };
+    (r.status_id, r.status) = (Some(status_id), Some(status));
+    r.status_detail = Some(detail.to_owned());
+    let started = d.started_at.as_deref();
+    r.start_time = started.map(|t| millis("data.started_at", t)).transpose()?;
+    r.end_time = Some(r.time);
+    let user = d.user.as_ref().and_then(user);
+    let on_behalf = match user.as_ref().and_then(|u| u.name) {
+        Some(name) => format!(" as {name}"),
+        None => String::new(),
+    };
+    let actor = Actor {
+        user,
+        app_name: Some("MCP client"),
+        app_uid: d.agent_id.as_deref(),
+    };
+    api_call(r, actor, tool, (service, source), d.duration_ms);
+    Ok(format!(
+        "an AI agent called MCP tool {tool} on {service}{on_behalf}"
+    ))
 }
 
 /// The attributes every account event has (the user, the status, the actor, the service of an
@@ -447,7 +542,7 @@ pub(super) fn account<'r>(
             uid: source,
         });
     }
-    r.actor = actor(t, now, d.before.as_ref()).map(|user| Actor { user });
+    r.actor = actor(t, now, d.before.as_ref()).map(Actor::user);
     if t == EventType::UserUpdated {
         // OCSF: `user` is the account as it was, `user_result` as the change left it.
         let before = d.before.as_ref().ok_or(missing("before"))?;
@@ -502,57 +597,4 @@ pub(super) fn actor<'r>(
         full_name: None,
         email_addr: None,
     })
-}
-
-pub(super) fn millis(field: &'static str, text: &str) -> Result<i64, MappingError> {
-    crate::encode::parse_time(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|source| MappingError::Time {
-            field,
-            text: text.to_owned(),
-            source,
-        })
-}
-
-/// OCSF's `email_t`: `^[a-zA-Z0-9!#$%&'*+-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$`. In
-/// the local part `+-/` is a range, so `,` is allowed too.
-pub(super) fn is_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    let Some((first, rest)) = domain.split_once('.') else {
-        return false;
-    };
-    let local_ok = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+,-./=?^_`{|}~".contains(c);
-    let label_ok = |c: char| c.is_ascii_alphanumeric() || c == '-';
-    !local.is_empty()
-        && local.chars().all(local_ok)
-        && !first.is_empty()
-        && first.chars().all(label_ok)
-        && !rest.is_empty()
-        && rest.chars().all(|c| label_ok(c) || c == '.')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    pub(super) fn email_check_follows_ocsf_email_t() {
-        for ok in ["alice@example.com", "a.b+c@ex-ample.co.uk", "x,y@a.b"] {
-            assert!(is_email(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "alice-at-example",
-            "alice@example",
-            "@example.com",
-            "alice@.com",
-            "alice@example.",
-            "a@b@c.d",
-            "alice smith@example.com",
-        ] {
-            assert!(!is_email(bad), "{bad}");
-        }
-    }
 }

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::WebhookError;
 use crate::encode::Format;
-use crate::settings::{out_of_range, DurationText, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::settings::{
+    check_retries, out_of_range, DurationText, Entry, Problems, SecretRef, HOUR,
+};
 use crate::sink::{SinkError, SinkKind};
 
 const MILLISECOND: Duration = Duration::from_millis(1);
@@ -49,7 +51,10 @@ pub struct WebhookConfig {
     /// The wait before each attempt (each at most 30days); the first is normally "0s". When
     /// the last attempt fails too, the event is dead-lettered (`rollcall dlq`). The default
     /// adds up to about 27.6 hours.
-    #[serde(default = "defaults::retry_schedule", with = "durations")]
+    #[serde(
+        default = "crate::settings::common_retry_schedule",
+        with = "crate::settings::durations"
+    )]
     #[schemars(with = "Vec<DurationText>")]
     pub retry_schedule: Vec<Duration>,
     /// What each request carries: `"cloudevents"` (the stored event, unchanged) or `"ocsf"`
@@ -72,25 +77,6 @@ pub enum ContentType {
     Json,
 }
 
-/// `retry_schedule` as written: a list of durations such as "5m".
-mod durations {
-    use std::time::Duration;
-
-    use serde::Deserialize;
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
-            .collect()
-    }
-
-    /// As written, for the default `rollcall config reference` shows.
-    pub fn serialize<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
-    }
-}
-
 mod defaults {
     use std::time::Duration;
 
@@ -100,25 +86,11 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         16
     }
-    /// The schedule Stripe and Svix made common: 99,305 s, about 27.6 hours, in all.
-    pub fn retry_schedule() -> Vec<Duration> {
-        [
-            0,
-            5,
-            5 * 60,
-            30 * 60,
-            2 * 3600,
-            5 * 3600,
-            10 * 3600,
-            10 * 3600,
-        ]
-        .map(Duration::from_secs)
-        .to_vec()
-    }
 }
 
 impl WebhookConfig {
     pub fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        check_retries(entry, p, &self.retry_schedule, self.max_in_flight);
         let mut problem = |key: &str, message: String| p.at(entry.key(key), message);
         if self.secret_env.is_some() == self.secret_file.is_some() {
             problem(
@@ -137,25 +109,6 @@ impl WebhookConfig {
         }
         if let Some(message) = out_of_range("`timeout`", self.timeout, &(MILLISECOND..=HOUR)) {
             problem("timeout", message);
-        }
-        if let Some(message) = self.retry_schedule.iter().find_map(|d| {
-            out_of_range(
-                "each `retry_schedule` entry",
-                *d,
-                &(Duration::ZERO..=30 * DAY),
-            )
-        }) {
-            problem("retry_schedule", message);
-        }
-        if self.max_in_flight == 0 {
-            problem("max_in_flight", "`max_in_flight` must be at least 1".into());
-        }
-        if self.retry_schedule.is_empty() {
-            problem(
-                "retry_schedule",
-                "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt"
-                    .into(),
-            );
         }
         if self.event_types.as_ref().is_some_and(|t| t.is_empty()) {
             problem(

@@ -116,7 +116,8 @@ pub struct SupersetConfig {
     /// naming the URL and this key (unread, when its `Content-Length` says so).
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: u64,
-    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events.
+    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events, and AI
+    /// agents' tool calls through Superset's MCP service as `agent.tool_called`.
     #[serde(default = "defaults::action_log")]
     pub action_log: bool,
     /// On the first start, how much of the action log to read back ("0s": none), at most ten
@@ -124,10 +125,11 @@ pub struct SupersetConfig {
     #[serde(default = "defaults::log_backfill", with = "humantime_serde")]
     #[schemars(with = "DurationText")]
     pub log_backfill: Duration,
-    /// Actions of the action log to emit, as globs, e.g. `["mcp.*", "*Export*"]`.
+    /// Actions of the action log to emit as `audit.action`, as globs, e.g. `["mcp.*",
+    /// "*Export*"]`. MCP tool calls are joined into `agent.tool_called` whatever this says.
     #[serde(default = "defaults::log_include")]
     pub log_include: Vec<String>,
-    /// Actions to drop, as globs, applied after `log_include`.
+    /// Actions to drop as `audit.action`, as globs, applied after `log_include`.
     #[serde(default)]
     pub log_exclude: Vec<String>,
 }

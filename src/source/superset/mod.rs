@@ -18,7 +18,8 @@
 //!   lists of roles and groups) and `confirm.rs` (single users by id, the only confirmation of
 //!   a deletion);
 //! - what the release allows: `detect.rs` asks, `capabilities.rs` chooses the strategy;
-//! - the action log: `action_log.rs` reads it, `audit.rs` turns its rows into events;
+//! - the action log: `action_log.rs` reads it, `audit.rs` turns its rows into events, and
+//!   `mcp.rs` joins the rows of one MCP tool call into one;
 //! - what the reads share: `reader.rs` within a cycle, `cursor.rs` from one cycle to the next;
 //! - underneath: `client.rs` (HTTP, login and retries), `api.rs` (endpoints, wire shapes and
 //!   queries), `error.rs`, `user.rs` (the user record and its change rules), `config.rs`;
@@ -42,6 +43,7 @@ mod error;
 mod full;
 mod incremental;
 mod keyset;
+pub mod mcp;
 mod membership;
 mod pages;
 mod probe;
