@@ -12,7 +12,7 @@
 //! (`toml::de::DeTable`), and a table with an error is read again without the offending key until
 //! it reads, so that every problem of the file is reported in one go.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,6 +60,22 @@ impl<'a> Problems<'a> {
         self.push(span, message, false);
     }
 
+    /// The file these problems are in.
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// The line (from 1) at which `span` starts.
+    pub fn line(&self, span: &Range<usize>) -> usize {
+        let start = span.start.min(self.raw.len());
+        self.raw[..start].matches('\n').count() + 1
+    }
+
+    /// `file:line` of `span`, as problems name places.
+    pub fn place(&self, span: &Range<usize>) -> String {
+        format!("{}:{}", self.path.display(), self.line(span))
+    }
+
     fn push(&mut self, span: Range<usize>, message: String, quote: bool) {
         if span == (0..0) {
             self.list
@@ -67,8 +83,8 @@ impl<'a> Problems<'a> {
             return;
         }
         let start = span.start.min(self.raw.len());
-        let line_no = self.raw[..start].matches('\n').count() + 1;
-        let mut text = format!("{}:{line_no}: {message}", self.path.display());
+        let line_no = self.line(&span);
+        let mut text = format!("{}: {message}", self.place(&span));
         if quote {
             let line = self.raw.lines().nth(line_no - 1).unwrap_or("").trim();
             text.push_str(&format!("\n    | {line}"));
@@ -368,18 +384,23 @@ pub fn one_of(kinds: &[&str]) -> String {
     }
 }
 
-/// Names identify sources and sinks in events, metrics and the store: unique, and plain.
+/// Names identify sources and sinks in events, metrics and the store: unique across every file
+/// of the config, and plain. `seen` maps each name met so far to its place (`file:line`), so a
+/// duplicate names both places, in whichever files they are.
 pub fn check_name(
     p: &mut Problems<'_>,
-    seen: &mut HashSet<String>,
+    seen: &mut HashMap<String, String>,
     name: &str,
     span: Range<usize>,
 ) {
-    if !seen.insert(name.to_owned()) {
-        p.at(
+    match seen.get(name) {
+        Some(first) => p.at(
             span.clone(),
-            format!("duplicate name `{name}`: every source and sink needs its own"),
-        );
+            format!("duplicate name `{name}`: {first} has it already; every source and sink needs its own"),
+        ),
+        None => {
+            seen.insert(name.to_owned(), p.place(&span));
+        }
     }
     if !valid_name(name) {
         p.at(

@@ -20,6 +20,7 @@ mod credentials;
 mod deploy;
 mod disk;
 mod faults;
+mod fleet;
 mod golden;
 mod hostile;
 mod http;

@@ -133,9 +133,17 @@ pub enum Command {
     /// Print the manual page (roff), generated from these very definitions.
     #[command(after_help = "Example:\n  rollcall man > /usr/local/share/man/man1/rollcall.1")]
     Man,
-    /// Validate the config file and explain every problem, with its line.
+    /// Validate the config file and the files its `include` names, and explain every
+    /// problem, with its file and line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
+    /// Make the running `rollcall run` read its config again, as SIGHUP does, and say what
+    /// changed: sources added start, removed ones stop (their stored state is kept until
+    /// `rollcall source forget`), changed ones restart, the others go on undisturbed. A config
+    /// with a problem is refused whole, naming its file and line. Sinks, `[store]` and `listen`
+    /// change only with a restart.
+    #[command(after_help = "Example:\n  rollcall reload   # after adding sources.d/unit-b.toml")]
+    Reload,
     /// Explain the config file itself, whatever file --config names.
     #[command(after_help = "Example:\n  rollcall config reference | less")]
     Config {
@@ -186,7 +194,7 @@ pub enum Command {
     },
     /// Manage a source while rollcall runs (or before it starts).
     #[command(
-        after_help = "Example:\n  rollcall source retry-login cubes   # once its account is unlocked upstream"
+        after_help = "Examples:\n  rollcall source retry-login cubes   # once its account is unlocked upstream\n  rollcall source forget unit-b       # once removed from the config and reloaded"
     )]
     Source {
         #[command(subcommand)]
@@ -265,6 +273,15 @@ pub enum SourceCommand {
     #[command(after_help = "Example:\n  rollcall source retry-login cubes")]
     RetryLogin {
         /// The source's `name` in the config.
+        name: String,
+    },
+    /// Remove everything the store keeps of a source no longer in the config: the users as
+    /// last seen, its state and cursor, refused logins. Its events stay in the log: they are
+    /// history. Refused while the source is configured: remove it from the config and reload
+    /// first. Added again later, it starts as a new source would.
+    #[command(after_help = "Example:\n  rollcall source forget unit-b")]
+    Forget {
+        /// The source's `name`, as it was in the config.
         name: String,
     },
     /// Whether a refused login of these credentials is remembered: JSON `{"at", "message"}`

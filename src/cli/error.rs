@@ -54,6 +54,19 @@ pub enum CliError {
     ExportToStdoutWhileRunning,
     #[error("no source named '{name}' in the config; its sources are: {known}")]
     UnknownSource { name: String, known: String },
+    #[error("source '{name}' is in {whose} ({place}): remove its table from the config and reload (SIGHUP or `rollcall reload`) first; its events stay in the log either way")]
+    StillConfigured {
+        name: String,
+        place: String,
+        /// "the config", or the config the running process acts on.
+        whose: &'static str,
+    },
+    #[error("the store holds nothing of a source named '{name}'; it holds state of these sources: {stored}")]
+    NothingStored { name: String, stored: String },
+    #[error("no `rollcall run` holds the store of this config, so there is nothing to reload: the next `rollcall run` reads the config as it is then")]
+    NothingToReload,
+    #[error("the running `rollcall run` is shutting down and takes no more orders; run the command again once it has stopped, or after it starts again")]
+    ShuttingDown,
     #[error("source '{name}': {error}")]
     RefusedBefore {
         name: String,
@@ -77,6 +90,9 @@ impl CliError {
             | CliError::OtherConfig { .. }
             | CliError::NoStore(_)
             | CliError::UnknownSource { .. }
+            | CliError::StillConfigured { .. }
+            | CliError::NothingStored { .. }
+            | CliError::NothingToReload
             | CliError::LiveSingleWriter(_)
             | CliError::ExportToStdoutWhileRunning
             | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
@@ -98,7 +114,7 @@ impl CliError {
             | CliError::Replay(ReplayError::Store(_))
             | CliError::Admin(_)
             | CliError::StatusUnavailable { .. } => exit::STORE,
-            CliError::Stdout(_) | CliError::Replay(_) => exit::FAILED,
+            CliError::Stdout(_) | CliError::Replay(_) | CliError::ShuttingDown => exit::FAILED,
         }
     }
 }

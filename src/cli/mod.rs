@@ -16,6 +16,7 @@ mod healthcheck;
 mod named;
 mod operate;
 mod replay;
+mod sources;
 mod status;
 
 pub use crate::exit;
@@ -115,7 +116,8 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Replay { .. }
         | Command::Dlq { .. }
         | Command::Sink { .. }
-        | Command::Source { .. }) => {
+        | Command::Source { .. }
+        | Command::Reload) => {
             let mut args: Vec<String> = std::env::args().skip(1).collect();
             // The running process has another working directory: it writes where this one
             // resolved the path.

@@ -1,27 +1,35 @@
-//! Configuration: the TOML file, its defaults, and every check made before anything starts.
+//! Configuration: the TOML file, the files its `include` names, their defaults, and every
+//! check made before anything starts.
 //!
 //! Owns parsing and validation. It must never open connections or files other than the config
-//! (and the secret files it names, when asked to resolve them), and never log a secret.
+//! files (the main one and those `include` names) and the secret files they name, when asked to
+//! resolve them; and never log a secret.
 //!
 //! `[[sources]]` and `[[sinks]]` pick their shape by `kind`, read from the spanned document
-//! (`toml::de::DeTable`, see `settings`) so that every error names the key and its line. Each
-//! sink kind's table and checks live with the kind (`src/sink/<kind>/config.rs`); this module
-//! hands `[[sinks]]` to the sink registry ([`SinkConfig`]) and never names a sink kind.
+//! (`toml::de::DeTable`, see `settings`) so that every error names the file, the key and its
+//! line. Each sink kind's table and checks live with the kind (`src/sink/<kind>/config.rs`);
+//! this module hands `[[sinks]]` to the sink registry ([`SinkConfig`]) and never names a sink
+//! kind. A source table reads the same in any file (`sources.rs`); `include.rs` finds the
+//! included files and allows them nothing but `[[sources]]`; `changes.rs` tells what a config
+//! read again changes, for `rollcall run`'s reload on SIGHUP.
 //!
 //! The doc comments of every config table's keys are what operators read: `reference.rs`
 //! renders them, with each key's type and default, as `rollcall config reference` (and the
 //! reference in docs/configuration.md), so each says what the key does in an operator's words.
 
+mod changes;
+mod include;
 mod reference;
+mod sources;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::settings::{
@@ -29,6 +37,9 @@ use crate::settings::{
 };
 pub use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
+pub use changes::SourceChanges;
+pub use include::FileText;
+pub use sources::Origin;
 
 /// The config file as read and checked: the top-level keys (each explained on `TopLevel`)
 /// with their defaults filled in, and every source and sink by kind.
@@ -40,9 +51,21 @@ pub struct Config {
     pub store: StoreConfig,
     /// `max_concurrent_polls`, or its default for this machine.
     pub max_concurrent_polls: usize,
+    /// Every source: the main file's, then each included file's, in the order read.
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// Where each source's table is and what it says, by the source's name.
+    origins: HashMap<String, Origin>,
+    /// The main file's keys but `include` and `[[sources]]`, as written: what a reload leaves
+    /// as it was, until a restart.
+    rest: toml::Table,
+    /// Every file read: the main file first, then the included ones in the order read.
+    files: Vec<FileText>,
 }
+
+/// The config a running process acts on, as a reload changes its sources: what the HTTP
+/// endpoints and the admin socket read at each request.
+pub type LiveConfig = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
 
 /// Where rollcall keeps its state (the users as last seen, the event log, each sink's cursor,
 /// in a sled database) and how much of the event log it keeps (docs/operations.md, Retention).
@@ -121,6 +144,17 @@ struct TopLevel {
     /// waits for a turn only when this many polls run, so one that hangs delays no other
     /// (docs/scaling.md). Unset: four per core.
     max_concurrent_polls: Option<usize>,
+    /// More files of `[[sources]]` tables, by glob relative to this file's directory (e.g.
+    /// `["sources.d/*.toml"]`): a fleet's sources, a file each. `*`, `?`, `[abc]` and `{a,b}`
+    /// match within one path component (there is no `**`); a name starting with `.` is matched
+    /// only by a pattern that starts with `.`. Each file holds `[[sources]]` tables and nothing
+    /// else; they are read in name order, and a source's name is unique across every file. A
+    /// pattern without a wildcard must name a file. `rollcall run` reads them all again on
+    /// SIGHUP (docs/scaling.md, Fleets).
+    #[serde(default)]
+    #[allow(dead_code)]
+    // read from the spanned document, with each pattern's line, by `include`
+    include: Vec<String>,
     #[serde(default)]
     #[schemars(skip)]
     #[allow(dead_code)] // read again, kind by kind, in `parse_kinds`
@@ -152,7 +186,9 @@ impl Config {
         Config::parse(&raw, path)
     }
 
-    /// Parse and validate; on failure report every problem found, not just the first.
+    /// Parse and validate `raw`, the text of the main file at `path`, reading the files its
+    /// `include` names (relative to `path`'s directory); on failure report every problem found
+    /// in any of them, not just the first, each naming its file and line.
     pub fn parse(raw: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut problems = Problems::new(raw, path);
         let doc = match DeTable::parse(raw) {
@@ -164,56 +200,84 @@ impl Config {
         };
         let whole = Spanned::new(doc.span(), DeValue::Table(doc.get_ref().clone()));
         let top: Option<TopLevel> = problems.de(&whole);
-        let sources = parse_kinds(&doc, "sources", &mut problems, |kind, at, v, p| {
-            if !SourceConfig::KINDS.contains(&kind) {
-                p.at(
-                    at,
-                    format!(
-                        "unknown source kind `{kind}`; expected {}",
-                        one_of(SourceConfig::KINDS)
-                    ),
-                );
-            }
-            SourceConfig::parse(kind, v, p)
-        });
+        let mut names = HashMap::new();
+        let mut located = sources::read(&doc, &mut problems, &mut names);
         let sinks = parse_kinds(&doc, "sinks", &mut problems, SinkConfig::parse);
-        let config = top.map(|top| Config {
-            path: path.to_owned(),
-            listen: top.listen,
-            store: top.store,
-            max_concurrent_polls: top
-                .max_concurrent_polls
-                .unwrap_or_else(defaults::max_concurrent_polls),
-            sources,
-            sinks,
+        for (index, s) in sinks.iter().enumerate() {
+            let entry = Entry {
+                doc: &doc,
+                array: "sinks",
+                index,
+            };
+            check_name(&mut problems, &mut names, s.name(), entry.key("name"));
+            s.validate(entry, &mut problems);
+        }
+        let included = include::files(path, &include::patterns(&doc), &mut problems);
+        let mut entries = sources::entries(&doc);
+        let mut elsewhere = Vec::new();
+        for file in &included {
+            let (more, found, said) = include::read(file, path, &mut names);
+            located.extend(more);
+            entries += found;
+            elsewhere.extend(said);
+        }
+        if entries == 0 {
+            problems.at(
+                0..0,
+                format!(
+                    "no [[sources]]: add at least one, of kind {}, here or in a file `include` names",
+                    one_of(SourceConfig::KINDS)
+                ),
+            );
+        }
+        let config = top.map(|top| {
+            let mut rest = toml::Table::deserialize(ValueDeserializer::from(whole.clone()))
+                .unwrap_or_default();
+            rest.remove("include");
+            rest.remove("sources");
+            let files = std::iter::once(FileText {
+                path: path.to_owned(),
+                text: raw.to_owned(),
+            })
+            .chain(included)
+            .collect();
+            Config {
+                path: path.to_owned(),
+                listen: top.listen,
+                store: top.store,
+                max_concurrent_polls: top
+                    .max_concurrent_polls
+                    .unwrap_or_else(defaults::max_concurrent_polls),
+                origins: located
+                    .iter()
+                    .map(|s| (s.config.name().to_owned(), s.origin.clone()))
+                    .collect(),
+                sources: located.into_iter().map(|s| s.config).collect(),
+                sinks,
+                rest,
+                files,
+            }
         });
         if let Some(c) = &config {
             c.validate(&doc, &mut problems);
         }
+        let mut list = problems.into_list();
+        list.extend(elsewhere);
         match config {
-            Some(c) if problems.is_empty() => Ok(c),
-            _ => Err(problems.into_error().into()),
+            Some(c) if list.is_empty() => Ok(c),
+            _ => Err(crate::settings::Invalid { problems: list }.into()),
         }
     }
 
     fn validate(&self, doc: &Spanned<DeTable<'_>>, p: &mut Problems<'_>) {
         // Only when the array is absent or empty: entries that failed to parse are reported
         // already.
-        let empty = |key: &str| match doc.get_ref().get(key).map(|v| v.get_ref()) {
+        let no_sinks = match doc.get_ref().get("sinks").map(|v| v.get_ref()) {
             None => true,
             Some(DeValue::Array(items)) => items.is_empty(),
             Some(_) => false,
         };
-        if empty("sources") {
-            p.at(
-                0..0,
-                format!(
-                    "no [[sources]]: add at least one, of kind {}",
-                    one_of(SourceConfig::KINDS)
-                ),
-            );
-        }
-        if empty("sinks") {
+        if no_sinks {
             p.at(
                 0..0,
                 "no [[sinks]]: add at least one, e.g. `kind = \"jsonl\"` with `path = \"-\"` for stdout"
@@ -235,53 +299,68 @@ impl Config {
                 ),
             );
         }
-        let mut names = HashSet::new();
-        for (i, s) in self.sources.iter().enumerate() {
-            check_name(
-                p,
-                &mut names,
-                s.name(),
-                Entry {
-                    doc,
-                    array: "sources",
-                    index: i,
-                }
-                .key("name"),
-            );
-            s.kind().validate(
-                Entry {
-                    doc,
-                    array: "sources",
-                    index: i,
-                },
-                p,
-            );
-        }
-        for (i, s) in self.sinks.iter().enumerate() {
-            check_name(
-                p,
-                &mut names,
-                s.name(),
-                Entry {
-                    doc,
-                    array: "sinks",
-                    index: i,
-                }
-                .key("name"),
-            );
-            s.validate(
-                Entry {
-                    doc,
-                    array: "sinks",
-                    index: i,
-                },
-                p,
-            );
-        }
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name() == name)
+    }
+
+    /// Where the source `name` is written, and what its table says.
+    pub fn origin(&self, name: &str) -> Option<&Origin> {
+        self.origins.get(name)
+    }
+
+    /// Every file read: the main file first, then the included ones.
+    pub fn files(&self) -> &[FileText] {
+        &self.files
+    }
+
+    /// Whether the files on disk differ from those read (one changed, appeared or went): what
+    /// a running process acts on then is not what the files say.
+    pub fn changed_on_disk(&self) -> bool {
+        let Ok(raw) = std::fs::read_to_string(&self.path) else {
+            return true;
+        };
+        let Ok(doc) = DeTable::parse(&raw) else {
+            return true;
+        };
+        let mut ignored = Problems::new(&raw, &self.path);
+        let included = include::files(&self.path, &include::patterns(&doc), &mut ignored);
+        let now = std::iter::once(FileText {
+            path: self.path.clone(),
+            text: raw.clone(),
+        })
+        .chain(included);
+        !ignored.is_empty() || !now.eq(self.files.iter().cloned())
+    }
+
+    /// What `new`, this config read again, changes in the set of sources: a source whose table
+    /// differs in any key is changed.
+    pub fn source_changes(&self, new: &Config) -> SourceChanges {
+        let listed = |c: &Config| -> Vec<(String, Origin)> {
+            c.sources
+                .iter()
+                .filter_map(|s| Some((s.name().to_owned(), c.origin(s.name())?.clone())))
+                .collect()
+        };
+        changes::between(&listed(self), &listed(new))
+    }
+
+    /// The keys of the main file, outside `include` and `[[sources]]`, that `new` changes:
+    /// a running process applies them only when restarted.
+    pub fn needs_restart(&self, new: &Config) -> Vec<String> {
+        changes::keys_changed(&self.rest, &new.rest)
+    }
+
+    /// This config with the sources of `new` (and the files they were read from): what a
+    /// running process acts on after a reload, which applies nothing else.
+    pub fn with_sources_of(&self, new: Config) -> Config {
+        Config {
+            sources: new.sources,
+            origins: new.origins,
+            files: new.files,
+            ..self.clone()
+        }
     }
 }
 
@@ -783,6 +862,175 @@ ocsf_version = "1.8.0"
             !err.contains("hunter2"),
             "the password is not repeated: {err}"
         );
+    }
+
+    // --- include: sources from several files --------------------------------------------------
+
+    /// A main file (`EXAMPLE` with `top` before it) in a temporary directory, with `files`
+    /// (path relative to it, text) beside it.
+    fn fleet(top: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let file = dir.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        let main = dir.path().join("rollcall.toml");
+        std::fs::write(&main, format!("{top}\n{EXAMPLE}")).unwrap();
+        (dir, main)
+    }
+
+    fn superset(name: &str) -> String {
+        format!("[[sources]]\nkind = \"superset\"\nname = \"{name}\"\nurl = \"http://127.0.0.1:8088\"\nusername = \"rollcall\"\npassword_env = \"P\"\n")
+    }
+
+    fn load(main: &Path) -> Result<Config, String> {
+        Config::load(main).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn included_files_add_their_sources_in_name_order_each_with_its_file_and_line() {
+        let (dir, main) = fleet(
+            "include = [\"sources.d/*.toml\"]",
+            &[
+                (
+                    "sources.d/b.toml",
+                    &format!("# unit b\n\n{}", superset("b")),
+                ),
+                (
+                    "sources.d/a.toml",
+                    &format!("{}\n{}", superset("a1"), superset("a2")),
+                ),
+            ],
+        );
+        let c = load(&main).unwrap();
+        let names: Vec<&str> = c.sources.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["prod", "a1", "a2", "b"]);
+        let place = |name: &str| c.origin(name).unwrap().place();
+        assert_eq!(place("prod"), format!("{}:5", main.display()));
+        let d = dir.path().join("sources.d");
+        assert_eq!(place("a1"), format!("{}:1", d.join("a.toml").display()));
+        assert_eq!(place("a2"), format!("{}:8", d.join("a.toml").display()));
+        assert_eq!(place("b"), format!("{}:3", d.join("b.toml").display()));
+        assert_eq!(c.files().len(), 3);
+        assert!(!c.changed_on_disk());
+    }
+
+    #[test]
+    fn an_included_file_may_hold_only_sources_and_says_where_the_rest_belongs() {
+        let (_dir, main) = fleet(
+            "include = [\"sources.d/*.toml\"]",
+            &[(
+                "sources.d/a.toml",
+                &format!("{}\n[store]\npath = \"elsewhere\"\n", superset("a")),
+            )],
+        );
+        let err = load(&main).unwrap_err();
+        assert!(
+            err.contains("a.toml:8: an included file holds only [[sources]] tables, not `store`")
+                && err.contains("move it to the main config file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_name_used_in_two_files_is_refused_naming_both_files_and_lines() {
+        let (_dir, main) = fleet(
+            "include = [\"sources.d/*.toml\"]",
+            &[
+                ("sources.d/a.toml", &superset("twin")),
+                ("sources.d/b.toml", &format!("\n\n{}", superset("twin"))),
+                ("sources.d/c.toml", &superset("prod")),
+            ],
+        );
+        let err = load(&main).unwrap_err();
+        assert!(
+            err.contains("b.toml:5: duplicate name `twin`: ")
+                && err.contains("a.toml:3 has it already"),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.toml:3: duplicate name `prod`: ")
+                && err.contains("rollcall.toml:7 has it already"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_of_every_included_file_is_reported_with_its_file_and_line() {
+        let (_dir, main) = fleet(
+            "include = [\"sources.d/*.toml\", \"units/*/sources.toml\", \"missing.toml\"]",
+            &[
+                (
+                    "sources.d/a.toml",
+                    &superset("a").replace("url =", "poll_interval = \"1ns\"\nurl ="),
+                ),
+                ("sources.d/b.toml", "[[sources]\n"),
+                (
+                    "units/x/sources.toml",
+                    &superset("x").replace("username", "usernam"),
+                ),
+            ],
+        );
+        let err = load(&main).unwrap_err();
+        for said in [
+            "rollcall.toml:1: `include` \"missing.toml\"",
+            "a.toml:4: `poll_interval` must be between 1s and 1day",
+            "b.toml:1:",
+            "sources.toml:5: unknown field `usernam`",
+        ] {
+            assert!(err.contains(said), "{said}: {err}");
+        }
+    }
+
+    #[test]
+    fn sources_may_all_come_from_included_files_but_must_come_from_somewhere() {
+        let (_dir, main) = fleet("include = [\"sources.d/*.toml\"]", &[]);
+        let raw = std::fs::read_to_string(&main).unwrap();
+        let start = raw.find("[[sources]]").unwrap();
+        let end = raw.find("[[sinks]]").unwrap();
+        std::fs::write(&main, format!("{}{}", &raw[..start], &raw[end..])).unwrap();
+        let err = load(&main).unwrap_err();
+        assert!(err.contains("no [[sources]]"), "{err}");
+        let d = main.parent().unwrap().join("sources.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.toml"), superset("a")).unwrap();
+        let c = load(&main).unwrap();
+        assert_eq!(c.sources.len(), 1);
+    }
+
+    #[test]
+    fn a_config_read_again_tells_changed_sources_from_others_and_only_sources_are_taken() {
+        let (dir, main) = fleet(
+            "include = [\"sources.d/*.toml\"]",
+            &[
+                ("sources.d/a.toml", &superset("a")),
+                ("sources.d/b.toml", &superset("b")),
+            ],
+        );
+        let old = load(&main).unwrap();
+        let d = dir.path().join("sources.d");
+        std::fs::remove_file(d.join("a.toml")).unwrap();
+        std::fs::write(d.join("b.toml"), superset("b") + "max_retries = 2\n").unwrap();
+        std::fs::write(d.join("c.toml"), superset("c")).unwrap();
+        assert!(old.changed_on_disk());
+        let raw = std::fs::read_to_string(&main).unwrap();
+        std::fs::write(&main, raw.replace("./events.jsonl", "./other.jsonl")).unwrap();
+        let new = load(&main).unwrap();
+        let changes = old.source_changes(&new);
+        assert_eq!(
+            (changes.added, changes.removed, changes.changed),
+            (vec!["c".into()], vec!["a".into()], vec!["b".into()])
+        );
+        assert_eq!(old.needs_restart(&new), ["sinks"]);
+        let running = old.with_sources_of(new);
+        let names: Vec<&str> = running.sources.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["prod", "b", "c"]);
+        let SinkConfig::Jsonl(j) = &running.sinks[0] else {
+            panic!("the example's sink is jsonl")
+        };
+        assert_eq!(j.path, "./events.jsonl", "the sinks it started with");
+        assert!(!running.changed_on_disk());
     }
 
     // --- fuzz: no config text panics the parser, and what it accepts is safe to use ---------

@@ -21,7 +21,7 @@ types (a test fails when this section differs from it). A key left out takes its
 \"unset\" means the key has no value until written, and its meaning says what that does.
 Durations are written like \"30s\", \"15m\", \"1h 30m\" or \"1day\"; sizes are in bytes.
 `[[sources]]` and `[[sinks]]` are arrays of tables, at least one of each, and the keys of each
-table depend on its `kind`.
+table depend on its `kind`; `[[sources]]` tables may also stand in the files `include` names.
 ";
 
 /// The whole reference: the top level (`top`, the schema of the keys outside any table) and

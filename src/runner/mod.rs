@@ -5,168 +5,42 @@
 //! cycle within its `poll_deadline`. So a source that never answers, answers slowly or has its
 //! login refused delays no other source's polls and no sink's deliveries (docs/scaling.md).
 //! Also owns what follows each poll (metrics, retention, errors recorded in the store), the
-//! pause while the store refuses writes, and shutdown. One cycle of one source (observe, diff,
+//! pause while the store refuses writes, the set of sources changing under `run` (a reload
+//! of the config, a source forgotten) and shutdown. One cycle of one source (observe, diff,
 //! commit) is `cycle`'s. It keeps nothing between cycles that must survive a restart (that is in
 //! the store); what it is doing with each source now, it tells the store's in-memory
 //! [`SourceActivity`](crate::store::SourceActivity), which `status` and `/metrics` show.
+//!
+//! One file per concern: one source's polls and schedule (`poll.rs`), the source tasks `run`
+//! keeps and the operator's orders that change them (`sources.rs`), the error (`error.rs`); this
+//! file wires them with the sinks, for `once` and `run`.
+
+mod error;
+mod poll;
+mod sources;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
-use tracing::{debug, error, info, info_span, warn, Instrument};
-
-use futures::future::BoxFuture;
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Config;
-use crate::deliver::{self, DeliverError};
+use crate::deliver;
 use crate::retention::Retention;
-use crate::sink::{Sink, SinkConfig, SinkError};
-use crate::source::{Source, SourceConfig, Visit};
-use crate::store::{Credentials, Store, StoreError};
+use crate::sink::{Sink, SinkConfig};
+use crate::store::{Store, StoreError};
 use crate::text::error_chain;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
-    /// What a cycle failed on: its source, or the store.
-    #[error(transparent)]
-    Cycle(#[from] CycleError),
-    #[error("source '{source_name}'")]
-    Deadline {
-        source_name: String,
-        #[source]
-        error: DeadlinePassed,
-    },
-    #[error(transparent)]
-    Deliver(#[from] DeliverError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error("stopped while the store refuses writes: everything committed before it failed is safe, and what was found since is derived again at the next start")]
-    StoppedWithStoreFailing(#[source] StoreError),
-}
-
-impl From<StoreError> for RunnerError {
-    fn from(e: StoreError) -> RunnerError {
-        RunnerError::Cycle(CycleError::Store(e))
-    }
-}
-
-/// A cycle ran past its source's `poll_deadline` and was cancelled.
-#[derive(Debug, thiserror::Error)]
-#[error("the cycle did not end within its poll_deadline of {} and was cancelled. Check that the source answers (`rollcall doctor`), or raise `poll_deadline` if its cycles take this long", humantime::format_duration(*.deadline))]
-pub struct DeadlinePassed {
-    pub deadline: Duration,
-}
+pub use error::{DeadlinePassed, RunnerError};
+use poll::{until, Polls, Slot};
+pub use sources::{Forgot, Reloaded, SourceControls};
+use sources::{Order, SourceTasks};
 
 pub use crate::cycle::{CycleError, CycleOptions, SourceReport};
 
 /// How long sinks may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
-
-/// How often `run` says it is alive while polls find nothing: a line per quiet poll every few
-/// seconds would drown the events, and no line at all looks like a hang to a newcomer.
-const QUIET_SUMMARY_EVERY: Duration = Duration::from_secs(60);
-
-/// Stands in for a next poll time that would overflow the clock (validation bounds intervals).
-const A_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Quiet polls of one source since its last line in the log.
-struct Quiet {
-    polls: u32,
-    since: Instant,
-}
-
-impl Quiet {
-    fn new() -> Quiet {
-        Quiet {
-            polls: 0,
-            since: Instant::now(),
-        }
-    }
-
-    /// Counts one poll; returns how many quiet polls over how long when a line is due. A poll
-    /// with events or a full reconcile logs its own line, so it starts the count again.
-    fn count(&mut self, report: &SourceReport) -> Option<(u32, Duration)> {
-        if report.events > 0 || report.full {
-            *self = Quiet::new();
-            return None;
-        }
-        self.polls += 1;
-        let span = self.since.elapsed();
-        if span < QUIET_SUMMARY_EVERY {
-            return None;
-        }
-        let polls = self.polls;
-        *self = Quiet::new();
-        Some((polls, span))
-    }
-}
-
-/// One source, whatever its kind: what the runner needs to schedule and poll it.
-trait Poll: Send {
-    fn name(&self) -> &str;
-    fn poll_interval(&self) -> Duration;
-    /// What the source logs in with ([`Source::credentials`]).
-    fn credentials(&self) -> &Credentials;
-    fn poll<'a>(
-        &'a mut self,
-        store: &'a Store,
-        opts: CycleOptions,
-    ) -> BoxFuture<'a, Result<SourceReport, RunnerError>>;
-}
-
-impl<S: Source> Poll for S {
-    fn name(&self) -> &str {
-        Source::name(self)
-    }
-    fn credentials(&self) -> &Credentials {
-        Source::credentials(self)
-    }
-    fn poll_interval(&self) -> Duration {
-        self.schedule().poll_interval
-    }
-    fn poll<'a>(
-        &'a mut self,
-        store: &'a Store,
-        opts: CycleOptions,
-    ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
-        Box::pin(async move { Ok(crate::cycle::poll_source(store, self, opts).await?) })
-    }
-}
-
-/// Boxes a source of any kind as a [`Poll`].
-struct Boxed;
-
-impl Visit for Boxed {
-    type Output = Box<dyn Poll>;
-    fn visit<S: Source>(self, source: S) -> Box<dyn Poll> {
-        Box::new(source)
-    }
-}
-
-/// A source and its deadline: what one source's task owns.
-struct Slot {
-    source: Box<dyn Poll>,
-    /// What the source was built from, to build it again with credentials changed since.
-    config: SourceConfig,
-    /// A cycle still running this long after it started is cancelled.
-    deadline: Duration,
-}
-
-/// What the polls of every source share.
-#[derive(Clone)]
-struct Polls {
-    store: Store,
-    /// One per poll that may run at once (`max_concurrent_polls`); a poll holds one while it
-    /// runs. Fair: a source waiting for one gets it before any source that asks later.
-    turns: Arc<Semaphore>,
-    /// Taken by one poll at a time: two compactions at once would both count the bytes they
-    /// remove.
-    retention: Arc<Mutex<Retention>>,
-}
 
 pub struct Runner {
     polls: Polls,
@@ -175,6 +49,18 @@ pub struct Runner {
     /// Each sink's end of its [`SinkControls`] channel, handed to its task by `run`.
     restarts: Vec<mpsc::Receiver<deliver::Restart>>,
     controls: SinkControls,
+    /// The config `run` acts on: its sources as last reloaded, the rest as it started.
+    config: watch::Sender<Arc<Config>>,
+    /// The operator's orders to the sources (reload, forget): the sending end is handed out
+    /// as [`SourceControls`], `run` takes the receiving one.
+    orders: (mpsc::Sender<Order>, Option<mpsc::Receiver<Order>>),
+}
+
+/// How an operator reaches what `run` runs (the admin channel, SIGHUP).
+#[derive(Clone)]
+pub struct Controls {
+    pub sinks: SinkControls,
+    pub sources: SourceControls,
 }
 
 /// How an operator reaches the sinks `run` serves (the admin channel): by name, a sink can be
@@ -212,17 +98,7 @@ impl Runner {
         let sources = config
             .sources
             .iter()
-            .map(|s| {
-                let source = s.build(Boxed).map_err(|error| CycleError::Source {
-                    source_name: s.name().to_owned(),
-                    error,
-                })?;
-                Ok(Slot {
-                    source,
-                    config: s.clone(),
-                    deadline: s.kind().poll_deadline(),
-                })
-            })
+            .map(Slot::build)
             .collect::<Result<_, RunnerError>>()?;
         let sinks: Vec<Box<dyn Sink>> = config
             .sinks
@@ -258,6 +134,8 @@ impl Runner {
             sinks,
             restarts,
             controls: SinkControls(std::sync::Arc::new(senders)),
+            config: watch::channel(Arc::new(config.clone())).0,
+            orders: orders(),
         })
     }
 
@@ -265,9 +143,19 @@ impl Runner {
         &self.polls.store
     }
 
-    /// The handle the admin channel restarts sinks with while `run` serves them.
-    pub fn controls(&self) -> SinkControls {
-        self.controls.clone()
+    /// The handles the admin channel and the signals reach what `run` runs with: sinks to
+    /// restart, the config to reload, a source to forget.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            sinks: self.controls.clone(),
+            sources: SourceControls(self.orders.0.clone()),
+        }
+    }
+
+    /// The config `run` acts on, as it changes: after a reload, the sources it read then, and
+    /// everything else as it started (only sources are reloaded).
+    pub fn config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
     }
 
     /// Poll every source once, at most `max_concurrent_polls` at once, each within its
@@ -350,28 +238,20 @@ impl Runner {
         // True while the store refuses writes: no poll starts then.
         let pause = Arc::new(watch::channel(false).0);
         let mut paused = pause.subscribe();
-        let mut sources = JoinSet::new();
+        let mut tasks = SourceTasks::new(self.polls.clone(), pause.clone());
         for slot in std::mem::take(&mut self.sources) {
-            info!(
-                source = %slot.source.name(),
-                every = %humantime::format_duration(slot.source.poll_interval()),
-                deadline = %humantime::format_duration(slot.deadline),
-                "polling started"
-            );
-            sources.spawn(self.polls.clone().serve(slot, pause.clone()));
+            tasks.start(slot);
         }
+        let mut orders = self
+            .orders
+            .1
+            .take()
+            .expect("a runner runs once: `run` takes it by value");
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                ended = sources.join_next() => {
-                    // A source's task ends only by a panic, which ends the process as a panic
-                    // of the one polling loop did.
-                    if let Some(Err(e)) = ended {
-                        if e.is_panic() {
-                            std::panic::resume_unwind(e.into_panic());
-                        }
-                    }
-                }
+                _ = tasks.panicked() => {}
+                Some(order) = orders.recv() => tasks.obey(order, &self.config).await,
                 _ = until(&mut paused, true) => {
                     if !store_back(&store, &mut shutdown).await {
                         break;
@@ -381,7 +261,7 @@ impl Runner {
             }
         }
         info!("shutting down: polling stopped (polls in flight are cancelled; what they committed stays), letting sinks finish");
-        sources.abort_all();
+        tasks.abort_all();
         stop_tx.send_replace(true);
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while sinks.join_next().await.is_some() {}
@@ -392,7 +272,7 @@ impl Runner {
             sinks.abort_all();
         }
         // A poll in the middle of a commit ends it before its task goes.
-        while sources.join_next().await.is_some() {}
+        tasks.all_ended().await;
         store
             .flush()
             .map_err(RunnerError::StoppedWithStoreFailing)?;
@@ -401,134 +281,11 @@ impl Runner {
     }
 }
 
-impl Polls {
-    /// Poll one source on its own schedule until the task is aborted: its interval after each
-    /// poll ends, and none while the store refuses writes (`pause` is true). A store failure
-    /// sets `pause`; `run` probes the store and clears it.
-    async fn serve(self, mut slot: Slot, pause: Arc<watch::Sender<bool>>) {
-        let name = slot.source.name().to_owned();
-        let interval = slot.source.poll_interval();
-        let mut paused = pause.subscribe();
-        let mut quiet = Quiet::new();
-        let mut due = Instant::now();
-        loop {
-            let at = Utc::now()
-                + chrono::Duration::from_std(due.saturating_duration_since(Instant::now()))
-                    .unwrap_or(chrono::Duration::MAX);
-            self.store.note_activity(&name, |a| a.next_poll = Some(at));
-            metrics::gauge!("rollcall_source_next_poll_timestamp_seconds", "source" => name.clone())
-                .set(at.timestamp() as f64);
-            tokio::time::sleep_until(due).await;
-            until(&mut paused, false).await;
-            match self.poll(&mut slot, CycleOptions::default()).await {
-                Ok(report) => {
-                    if let Some((polls, span)) = quiet.count(&report) {
-                        info!(
-                            source = %report.source,
-                            polls,
-                            "still polling: no change in the last {}",
-                            humantime::format_duration(Duration::from_secs(span.as_secs()))
-                        );
-                    }
-                }
-                Err(RunnerError::Cycle(CycleError::Store(e))) => {
-                    pause.send_replace(true);
-                    error!(
-                        source = %name,
-                        error = %error_chain(&e),
-                        "the store failed: what this poll had not committed yet, the next one derives again (nothing is lost). Polling pauses until the store takes a write again"
-                    );
-                }
-                // `poll` has logged it.
-                Err(_) => {}
-            }
-            due = Instant::now()
-                .checked_add(interval)
-                .unwrap_or_else(|| Instant::now() + A_YEAR);
-        }
-    }
-
-    /// One cycle of `slot`'s source when a turn is free, cancelled at its deadline; then the
-    /// metrics, retention, and the error recorded in the store.
-    async fn poll(&self, slot: &mut Slot, opts: CycleOptions) -> Result<SourceReport, RunnerError> {
-        let _turn = self
-            .turns
-            .acquire()
-            .await
-            .expect("the runner never closes its turns");
-        let name = slot.source.name().to_owned();
-        let store = &self.store;
-        renew_credentials(store, slot)?;
-        store.note_activity(&name, |a| {
-            a.polling_since = Some(Utc::now());
-            a.next_poll = None;
-        });
-        metrics::gauge!("rollcall_source_polling", "source" => name.clone()).set(1.0);
-        let started = std::time::Instant::now();
-        let cycle = slot
-            .source
-            .poll(store, opts)
-            .instrument(info_span!("poll", source = %name));
-        let result = match tokio::time::timeout(slot.deadline, cycle).await {
-            Ok(result) => result,
-            Err(_) => Err(RunnerError::Deadline {
-                source_name: name.clone(),
-                error: DeadlinePassed {
-                    deadline: slot.deadline,
-                },
-            }),
-        };
-        let took = started.elapsed().as_secs_f64();
-        store.note_activity(&name, |a| {
-            a.polling_since = None;
-            a.last_cycle_seconds = Some(took);
-        });
-        metrics::gauge!("rollcall_source_polling", "source" => name.clone()).set(0.0);
-        metrics::histogram!("rollcall_poll_duration_seconds", "source" => name.clone())
-            .record(took);
-        metrics::gauge!("rollcall_source_cycle_seconds", "source" => name.clone()).set(took);
-        if result.is_err() {
-            metrics::counter!("rollcall_poll_errors_total", "source" => name.clone()).increment(1);
-            metrics::gauge!("rollcall_source_last_error_timestamp_seconds", "source" => name.clone())
-                .set(Utc::now().timestamp() as f64);
-        } else {
-            // The log only grows at a commit, so that is when old events may have to go.
-            self.retention
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .after_commit(store);
-        }
-        match &result {
-            Err(RunnerError::Cycle(CycleError::Source { error, .. })) if error.stops_source() => {
-                // Said once at error level: every later cycle fails the same way, sending
-                // nothing, until the credentials change or an operator retries the login.
-                if store.source_state(&name)?.stopped.is_none() {
-                    error!(source = %name, error = %error, "source stopped: it sends no requests until its credentials change or `rollcall source retry-login {name}`");
-                } else {
-                    debug!(source = %name, "source still stopped");
-                }
-                store.record_stop(&name, error.to_string())?;
-            }
-            Err(RunnerError::Cycle(CycleError::Source { error, .. })) => {
-                error!(source = %name, error = %error, "poll failed; what it had committed stays (each user as read, with its events), the rest is read again by the next poll");
-                store.record_error(&name, error.to_string())?;
-            }
-            Err(RunnerError::Deadline { error, .. }) => {
-                error!(source = %name, error = %error, "poll cancelled at its deadline; what it had committed stays (each user as read, with its events), the rest is read again by the next poll");
-                store.record_error(&name, error.to_string())?;
-            }
-            _ => {}
-        }
-        result
-    }
-}
-
-/// Resolves once `flag` is `value`. The runner holds the flag's sender for as long as it
-/// polls; should it be gone, nothing changes any more and this never resolves.
-async fn until(flag: &mut watch::Receiver<bool>, value: bool) {
-    if flag.wait_for(|v| *v == value).await.is_err() {
-        std::future::pending::<()>().await;
-    }
+/// The channel of the operator's orders to `run`'s sources: a few at a time, each waits for
+/// its answer.
+fn orders() -> (mpsc::Sender<Order>, Option<mpsc::Receiver<Order>>) {
+    let (tx, rx) = mpsc::channel(4);
+    (tx, Some(rx))
 }
 
 /// While the store refuses writes: probe it with growing pauses until it takes one (true), or
@@ -557,76 +314,9 @@ async fn store_back(
     }
 }
 
-/// After a refused login, builds the source again when its password (or user, or URL) no longer
-/// is what was refused: a password fixed in its file or variable is then tried at the next poll,
-/// without a restart. Reads the password only while a refusal is remembered.
-fn renew_credentials(store: &Store, slot: &mut Slot) -> Result<(), RunnerError> {
-    let name = slot.config.name();
-    if store
-        .login_refusal(name, slot.source.credentials())?
-        .is_none()
-    {
-        return Ok(());
-    }
-    match slot.config.kind().login().current_credentials() {
-        Ok(now) if &now != slot.source.credentials() => {
-            slot.source = slot
-                .config
-                .build(Boxed)
-                .map_err(|error| CycleError::Source {
-                    source_name: name.to_owned(),
-                    error,
-                })?;
-        }
-        // Unchanged, or unreadable now: the source as built says so at its cycle.
-        _ => {}
-    }
-    Ok(())
-}
-
 /// The next pause of a schedule that never runs out; 60 s if it does.
 fn next_pause(pauses: &mut impl Iterator<Item = Duration>) -> Duration {
     pauses.next().unwrap_or(Duration::from_secs(60))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(events: usize, full: bool) -> SourceReport {
-        SourceReport {
-            source: "local".into(),
-            full,
-            users: 1,
-            events,
-            users_written: 0,
-            held_deletions: 0,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn quiet_polls_are_summed_up_once_a_minute_and_a_poll_with_events_starts_over() {
-        let mut quiet = Quiet::new();
-        for _ in 0..11 {
-            tokio::time::advance(Duration::from_secs(5)).await;
-            assert_eq!(quiet.count(&report(0, false)), None);
-        }
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(
-            quiet.count(&report(0, false)),
-            Some((12, Duration::from_secs(60)))
-        );
-        tokio::time::advance(Duration::from_secs(55)).await;
-        assert_eq!(quiet.count(&report(3, false)), None, "it logged itself");
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(quiet.count(&report(0, false)), None);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(
-            quiet.count(&report(0, true)),
-            None,
-            "a full reconcile logs itself"
-        );
-    }
 }
 
 /// The scheduling of `run` and `cycle` with sources that the tests hold and release through
@@ -638,7 +328,10 @@ mod scheduling {
 
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+    use super::poll::Poll;
     use super::*;
+    use crate::store::Credentials;
+    use futures::future::BoxFuture;
 
     /// Polls running at once across a test's sources, and the most there ever were.
     #[derive(Default)]
@@ -767,6 +460,8 @@ mod scheduling {
             sinks: Vec::new(),
             restarts: Vec::new(),
             controls: SinkControls::default(),
+            config: watch::channel(Arc::new(config)).0,
+            orders: orders(),
         };
         let watch = Watch {
             count,
@@ -918,5 +613,48 @@ mod scheduling {
         let recorded = state.last_error.expect("the deadline is recorded").message;
         assert!(recorded.contains("poll_deadline of 5s"), "{recorded}");
         assert!(w.store.activity("hung").polling_since.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_source_is_polled_no_more_and_the_others_go_on_undisturbed() {
+        let (mut runner, mut w) =
+            runner(4, vec![("a", Ends::AtOnce, DAY), ("b", Ends::AtOnce, DAY)]);
+        let pause = Arc::new(watch::channel(false).0);
+        let mut tasks = SourceTasks::new(runner.polls.clone(), pause);
+        for slot in std::mem::take(&mut runner.sources) {
+            tasks.start(slot);
+        }
+        let mut polls = Vec::new();
+        within_an_hour(async {
+            while ["a", "b"]
+                .iter()
+                .any(|n| polls.iter().filter(|s| s == n).count() < 2)
+            {
+                polls.push(w.started.recv().await.unwrap());
+            }
+        })
+        .await;
+        assert_eq!(
+            tasks.forget("a").unwrap(),
+            Forgot::StillPolled,
+            "a source polled is never forgotten"
+        );
+        within_an_hour(tasks.stop(&["a".to_owned()])).await;
+        assert_eq!(
+            w.store.activity("a"),
+            crate::store::SourceActivity::default()
+        );
+        w.started();
+        let mut after = Vec::new();
+        within_an_hour(async {
+            while after.iter().filter(|s| *s == "b").count() < 3 {
+                after.push(w.started.recv().await.unwrap());
+            }
+        })
+        .await;
+        assert!(!after.contains(&"a".to_owned()), "{after:?}");
+        assert_eq!(tasks.forget("a").unwrap(), Forgot::NothingStored);
+        tasks.abort_all();
+        within_an_hour(tasks.all_ended()).await;
     }
 }
