@@ -12,8 +12,8 @@
 
 #[path = "support/events.rs"]
 mod events;
-#[path = "support/memory.rs"]
-mod memory;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/mod.rs"]
 mod support;
 use support::report;
@@ -269,7 +269,7 @@ fn verify(n: usize) {
     }
     out.flush().unwrap();
     drop(store);
-    let bytes = std::fs::metadata(&file).unwrap().len();
+    let bytes = process::dir_size(&file);
     let (took, peak_kib, said) = run_verify(&file);
     assert!(said.starts_with("intact:"), "{said}");
     report!(
@@ -293,7 +293,7 @@ fn run_verify(file: &Path) -> (Duration, i64, String) {
         .expect("rollcall starts");
     let mut peak = 0;
     loop {
-        peak = peak.max(memory::vm_hwm_kib(child.id()).unwrap_or(0));
+        peak = peak.max(process::vm_hwm_kib(child.id()).unwrap_or(0));
         if child.try_wait().unwrap().is_some() {
             break;
         }

@@ -25,7 +25,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use support::report;
 
-use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -33,11 +32,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use rollcall::config::Config;
 use rollcall::deliver;
-use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
+use rollcall::encode::{ocsf, Binding, Encoder, Envelope, Format, Mode};
 use rollcall::sink::kafka::headers;
 use rollcall::sink::Message;
 use rollcall::sink::SinkConfig;
-use rollcall::store::{Commit, SourceState, Store};
+use rollcall::store::Store;
 
 const BARE_TOPIC: &str = "rollcall-bench-bare";
 const SINK_TOPIC: &str = "rollcall-bench-sink";
@@ -92,6 +91,7 @@ async fn bench(n: u64) {
                 format: Format::Cloudevents,
                 mode: Mode::Binary,
                 binding: Binding::Kafka,
+                ocsf: ocsf::Version::default(),
             };
             let m = Message::encode(&encoder, &envelope).unwrap();
             let headers: Vec<(String, Vec<u8>)> = headers(&m)

@@ -13,12 +13,13 @@
 //! `cargo bench --bench scale` runs 10,000 and 100,000 users (and 1,000,000 with
 //! `ROLLCALL_BENCH_1M=1`, which takes long); under `cargo test` it runs 300 users as a smoke test.
 
-#[path = "support/memory.rs"]
-mod memory;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/superset.rs"]
 mod superset_baseline;
 #[path = "support/mod.rs"]
 mod support;
+use process::{dir_size, vm_hwm_kib};
 use superset_baseline::{bare_keyset_read, login};
 use support::report;
 
@@ -217,11 +218,12 @@ async fn child(
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("rollcall starts");
-        // The child's own high-water mark, sampled until it exits (this process holds the
-        // simulator's users, which `ru_maxrss` would carry into the child).
+        // The child's own high-water mark, sampled until it exits. Not `ru_maxrss` from
+        // `wait4`: Linux carries the forking process's peak into a child across `exec`, and
+        // this process holds the simulator's users.
         let mut peak = 0;
         let status = loop {
-            peak = peak.max(memory::vm_hwm_kib(child.id()).unwrap_or(0));
+            peak = peak.max(vm_hwm_kib(child.id()).unwrap_or(0));
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
@@ -238,18 +240,4 @@ async fn child(
         requests: requests() - requests_before,
         growth: dir_size(&store) as i64 - before as i64,
     }
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

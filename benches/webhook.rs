@@ -29,10 +29,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rollcall::config::Config;
 use rollcall::deliver;
-use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
+use rollcall::encode::{ocsf, Binding, Encoder, Envelope, Format, Mode};
 use rollcall::sink::webhook::Signer;
 use rollcall::sink::SinkConfig;
-use rollcall::store::{Commit, SourceState, Store};
+use rollcall::store::Store;
 
 const RUNS: usize = 5;
 const USERS: usize = 1_000;
@@ -233,6 +233,7 @@ fn encoding_alone(store: &Store, n: usize) {
             format,
             mode: Mode::Structured,
             binding: Binding::Http,
+            ocsf: ocsf::Version::default(),
         };
         let mut best = Duration::MAX;
         for _ in 0..RUNS {

@@ -3,7 +3,9 @@
 # release (6.1.0, 5.0.0, …), $2 the port on 127.0.0.1. The release gets its own venv and a fresh
 # data directory (target/superset-e2e-<release>), 20-second access tokens (to prove token
 # refresh), and is stopped again afterwards. Its metadata database is SQLite, or the one
-# SUPERSET_DATABASE_URI names (scripts/e2e-postgres.sh). Called by scripts/test.sh.
+# SUPERSET_DATABASE_URI names (scripts/e2e-postgres.sh). On 6.1.0 a test also calls a tool of
+# its MCP service (`scripts/superset.sh mcp-call`, which installs the `fastmcp` extra once).
+# Called by scripts/test.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,6 +5,9 @@
 #   scripts/superset.sh start    install (first time), configure, initialise, start, wait for /health
 #   scripts/superset.sh stop     stop the server started by `start`
 #   scripts/superset.sh status   exit 0 if it answers /health
+#   scripts/superset.sh mcp-call TOOL [ARGS_JSON]
+#                                6.1.0: call one tool of Superset's MCP service over stdio as an
+#                                AI agent would (the service acting as admin); prints its answer
 #
 # Everything lives in $ROLLCALL_SUPERSET_DIR (default .superset/): the config with a random
 # SECRET_KEY, the SQLite database, the server log, and the password of the `rollcall` service
@@ -86,6 +89,28 @@ initialise() {
 
 healthy() { curl -fsS -m 2 "$URL/health" > /dev/null 2>&1; }
 
+# The MCP service (Superset 6.1) needs the `fastmcp` extra, installed the first time it is used.
+# It acts as the user MCP_DEV_USERNAME names: set in a config of its own that reads the web
+# server's, so the web server is configured as before.
+mcp_call() {
+  if [ "$RELEASE" != 6.1.0 ]; then
+    echo "the MCP service is Superset 6.1's; SUPERSET_VERSION is $RELEASE" >&2; exit 2
+  fi
+  if [ ! -f "$DIR/.initialised" ]; then
+    echo "no Superset in $DIR yet: run '$0 start' first" >&2; exit 1
+  fi
+  if ! "$VENV/bin/python" -c 'import fastmcp' 2> /dev/null; then
+    say "installing the MCP service's extra, apache-superset[fastmcp]==$RELEASE, into $VENV (once)"
+    "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off \
+      "apache-superset[fastmcp]==$RELEASE" ${PINS[@]+"${PINS[@]}"} >&2
+  fi
+  {
+    echo "exec(open($(printf '%s' "$DIR/superset_config.py" | python3 -c 'import json, sys; print(json.dumps(sys.stdin.read()))')).read())"
+    echo 'MCP_DEV_USERNAME = "admin"'
+  } > "$DIR/mcp_config.py"
+  SUPERSET_CONFIG_PATH="$DIR/mcp_config.py" "$VENV/bin/python" "$ROOT/scripts/mcp_call.py" "$@"
+}
+
 start() {
   install
   configure
@@ -133,5 +158,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) healthy ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  mcp-call) shift; mcp_call "$@" ;;
+  *) echo "usage: $0 start|stop|status|mcp-call TOOL [ARGS_JSON]" >&2; exit 2 ;;
 esac

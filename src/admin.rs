@@ -1,6 +1,7 @@
 //! The local admin channel: how `events`, `status`, `replay`, `dlq`, `sink enable`, `source`
-//! (`retry-login`, and the refused-login checks of `doctor` and `demo`) and `store export` reach
-//! a running `rollcall run`, which holds the store (sled allows one process per store).
+//! (`retry-login`, `forget`, and the refused-login checks of `doctor` and `demo`), `reload` and
+//! `store export` reach a running `rollcall run`, which holds the store (sled allows one process
+//! per store).
 //!
 //! Owns the socket (a Unix socket in a directory of its own beside the store,
 //! `<store path>.admin/rollcall.sock`, the directory made with mode 0700 and refused when
@@ -25,8 +26,9 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request: the command line as typed (without the program name), and the config file the
-/// operator's command names. The running process never loads that file: it acts on the config
-/// it was started with, and refuses a request naming another file.
+/// operator's command names. The running process never loads that file on a client's word: it
+/// acts on the config it was started with (its sources as it last reloaded them from its own
+/// path), and refuses a request naming another file.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub config: PathBuf,

@@ -14,7 +14,10 @@ use uuid::Uuid;
 macro_rules! event_types {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
         /// Every event type rollcall emits, with its CloudEvents `type` string.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            schemars::JsonSchema,
+        )]
         pub enum EventType {
             $(
                 $(#[$doc])*
@@ -56,6 +59,9 @@ event_types! {
     UserPasswordChanged => "user.password_changed",
     /// A row of Superset's action log (`/api/v1/log/`): what a user did.
     AuditAction => "audit.action",
+    /// One MCP tool call an AI agent made through Superset's MCP service: the action-log rows
+    /// of the call joined (docs/superset.md S48–S53).
+    AgentToolCalled => "agent.tool_called",
     /// rollcall's own: a signature over the hash chain's head (docs/integrity.md).
     Checkpoint => "rollcall.checkpoint",
 }
@@ -104,7 +110,8 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: EventType,
     /// The Superset user id, as a string, or the Kylin username; `anonymous` for an action-log row without a user
-    /// (an anonymous request, or a user deleted since, whose rows Superset keeps without id).
+    /// (an anonymous request, or a user deleted since, whose rows Superset keeps without id),
+    /// and for an agent's tool call no row of which names the user it ran as.
     pub subject: String,
     /// When rollcall observed the change.
     pub time: DateTime<Utc>,

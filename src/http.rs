@@ -6,7 +6,8 @@
 //!   intervals, none stopped itself (a login Kylin or Superset refused: unready at once, with
 //!   the reason), and no sink is stuck (disabled, or degraded for longer than [`STUCK_AFTER`]);
 //!   503 with reasons otherwise;
-//! - `/metrics` — Prometheus text format (see [`describe`] for the names);
+//! - `/metrics` — Prometheus text format (see [`describe`] for the names), for the sources
+//!   configured now: a source a reload removed leaves it;
 //! - `/status` — what `rollcall status --json` prints, for when `run` holds the store.
 //!
 //! Owns the routes, the readiness rule and the metric names. It only reads the store.
@@ -23,7 +24,7 @@ use chrono::Utc;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::store::{SinkHealth, Store};
 
 /// A sink degraded for longer than this makes the service unready.
@@ -38,7 +39,7 @@ pub type StatusFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
 #[derive(Clone)]
 struct Ops {
     store: Store,
-    config: Arc<Config>,
+    config: LiveConfig,
     metrics: Option<PrometheusHandle>,
     status: StatusFn,
 }
@@ -192,7 +193,7 @@ pub const METRICS: &[&str] = &[
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
-    config: Arc<Config>,
+    config: LiveConfig,
     metrics: Option<PrometheusHandle>,
     status: StatusFn,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -261,7 +262,8 @@ fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
             f.message
         ));
     }
-    for source in &ops.config.sources {
+    let config = ops.config.borrow().clone();
+    for source in &config.sources {
         let name = source.name();
         let state = ops.store.source_state(name).map_err(|e| e.to_string())?;
         let window = chrono::Duration::from_std(source.kind().poll_interval() * 3)
@@ -280,19 +282,16 @@ fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
             None => reasons.push(format!("source {name}: no successful poll yet")),
         }
     }
-    for sink in &ops.config.sinks {
-        let state = ops
-            .store
-            .sink_state(sink.name())
-            .map_err(|e| e.to_string())?;
+    let names = deliveries(&config, &ops.store).map_err(|e| e.to_string())?;
+    for name in names {
+        let state = ops.store.sink_state(&name).map_err(|e| e.to_string())?;
         let stuck_since = chrono::Duration::from_std(STUCK_AFTER).unwrap_or(chrono::Duration::MAX);
         match state.health {
             SinkHealth::Ok => {}
-            SinkHealth::Disabled => reasons.push(format!("sink {}: disabled", sink.name())),
+            SinkHealth::Disabled => reasons.push(format!("sink {name}: disabled")),
             SinkHealth::Degraded if state.since.is_some_and(|t| now - t > stuck_since) => reasons
                 .push(format!(
-                    "sink {}: degraded since {}",
-                    sink.name(),
+                    "sink {name}: degraded since {}",
                     state.since.map(|t| t.to_rfc3339()).unwrap_or_default()
                 )),
             SinkHealth::Degraded => {}
@@ -309,23 +308,51 @@ async fn metrics_text(State(ops): State<Ops>) -> Response {
         )
             .into_response();
     };
-    if let Err(e) = record_store_gauges(&ops) {
+    let config = ops.config.borrow().clone();
+    if let Err(e) = record_store_gauges(&ops.store, &config) {
         tracing::warn!(error = %e, "could not read the store for metrics");
     }
+    let configured: std::collections::HashSet<&str> =
+        config.sources.iter().map(|s| s.name()).collect();
     (
         [("content-type", "text/plain; version=0.0.4")],
-        handle.render(),
+        only_sources(&handle.render(), &configured),
     )
         .into_response()
 }
 
+/// `text` (Prometheus text format) without the samples of a source not in `configured`: the
+/// recorder keeps every series it was given, also those of a source a reload removed, which
+/// would otherwise show its last values for as long as the process runs.
+fn only_sources(text: &str, configured: &std::collections::HashSet<&str>) -> String {
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        if source_label(line).is_none_or(|s| configured.contains(s)) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
+/// The value of a sample line's `source` label. Every label value rollcall sets is a name, an
+/// event type or a number: none holds a comma or a quote.
+fn source_label(line: &str) -> Option<&str> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let labels = &line[line.find('{')? + 1..line.find('}')?];
+    labels
+        .split(',')
+        .find_map(|label| label.strip_prefix("source=\"")?.strip_suffix('"'))
+}
+
 /// Gauges that are read from the store at scrape time rather than tracked in memory.
-fn record_store_gauges(ops: &Ops) -> Result<(), crate::store::StoreError> {
-    let store = &ops.store;
+fn record_store_gauges(store: &Store, config: &Config) -> Result<(), crate::store::StoreError> {
     let head = store.head()?;
     metrics::gauge!("rollcall_log_head").set(head as f64);
     metrics::gauge!("rollcall_store_size_bytes").set(store.size_on_disk()? as f64);
-    for source in &ops.config.sources {
+    for source in &config.sources {
         let state = store.source_state(source.name())?;
         metrics::gauge!("rollcall_users_known", "source" => source.name().to_owned())
             .set(state.users_known as f64);
@@ -334,8 +361,7 @@ fn record_store_gauges(ops: &Ops) -> Result<(), crate::store::StoreError> {
                 .set(t.timestamp() as f64);
         }
     }
-    for sink in &ops.config.sinks {
-        let name = sink.name().to_owned();
+    for name in deliveries(config, store)? {
         let cursor = store.cursor(&name)?;
         metrics::gauge!("rollcall_sink_lag_events", "sink" => name.clone())
             .set(head.saturating_sub(cursor) as f64);
@@ -354,6 +380,15 @@ fn record_store_gauges(ops: &Ops) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
+/// Every name a configured sink keeps a cursor under: its own, or one per SSF stream.
+fn deliveries(config: &Config, store: &Store) -> Result<Vec<String>, crate::store::StoreError> {
+    let mut names = Vec::new();
+    for sink in &config.sinks {
+        names.extend(sink.deliveries(store)?);
+    }
+    Ok(names)
+}
+
 async fn status_json(State(ops): State<Ops>) -> Response {
     match (ops.status)() {
         Ok(v) => Json(v).into_response(),
@@ -364,6 +399,27 @@ async fn status_json(State(ops): State<Ops>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_of_a_source_no_longer_configured_are_left_out_and_the_rest_kept() {
+        let text = "# HELP rollcall_poll_errors_total Polls that failed, by source.\n\
+# TYPE rollcall_poll_errors_total counter\n\
+rollcall_poll_errors_total{source=\"kept\"} 1\n\
+rollcall_poll_errors_total{source=\"gone\"} 2\n\
+rollcall_events_derived_total{source=\"gone\",type=\"user.created\"} 3\n\
+rollcall_poll_duration_seconds_bucket{source=\"gone\",le=\"0.1\"} 1\n\
+rollcall_sink_up{sink=\"gone\"} 1\n\
+rollcall_log_head 7\n";
+        let configured = ["kept"].into_iter().collect();
+        assert_eq!(
+            only_sources(text, &configured),
+            "# HELP rollcall_poll_errors_total Polls that failed, by source.\n\
+# TYPE rollcall_poll_errors_total counter\n\
+rollcall_poll_errors_total{source=\"kept\"} 1\n\
+rollcall_sink_up{sink=\"gone\"} 1\n\
+rollcall_log_head 7\n"
+        );
+    }
 
     #[test]
     fn every_metric_only_some_sink_kinds_export_is_listed_for_alert_rules() {

@@ -14,6 +14,8 @@
 //! - [`deliver`] moves events from the log to each [`sink`] from that sink's cursor, each sink
 //!   putting on the wire what its [`encode`] encoder makes of a stored event;
 //!   [`replay`] re-sends a chosen range to one sink, and [`retention`] compacts old events;
+//!   [`fleet`] serves a sink whose destinations come and go (an SSF transmitter's streams)
+//!   through the same engine;
 //! - [`runner`] schedules every source's polls, each source on its own schedule and a bounded
 //!   number at once, and drives the sinks; [`cli`], [`config`] (with [`settings`], the machinery
 //!   every config table is read with), [`http`] (health, metrics) and [`admin`] (the socket
@@ -26,8 +28,8 @@
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours (`user`
 //! imports only `event`); [`text`] (outside text made safe to print) and [`retry_after`] are
 //! shared by every HTTP client.
-//! [`demo`] writes demo changes to a test Superset or Kylin for `rollcall demo`; the pipeline
-//! never uses it.
+//! Each source kind also supplies its `rollcall demo` ([`source::demo`]), which writes demo
+//! changes to a test instance; the pipeline never uses it.
 
 pub mod admin;
 pub mod chain;
@@ -35,11 +37,11 @@ pub mod cli;
 pub mod config;
 mod cycle;
 pub mod deliver;
-pub mod demo;
 pub mod diff;
 pub mod encode;
 pub mod event;
 pub mod exit;
+pub mod fleet;
 #[cfg(test)]
 mod fuzz;
 pub mod http;

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
+    raise_open_file_limit();
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -38,5 +39,19 @@ fn init_logging(format: LogFormat, verbose: u8) {
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Each source keeps its connection to its upstream open between polls, so a fleet holds a
+/// socket per source (docs/scaling.md): past a thousand sources that outgrows the soft limit
+/// of open files many service managers set (systemd: 1,024), while the hard limit is far
+/// higher. Raise the soft limit to the hard one, as long-running servers do; a failure leaves
+/// the limit as it was and is only logged, since a small fleet never needs more.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files allowed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the limit of open files; a fleet of many sources may run out of them")
+        }
     }
 }

@@ -22,7 +22,7 @@ pub struct Retention {
     retain: Option<Duration>,
     max_bytes: Option<u64>,
     force: bool,
-    sinks: Vec<String>,
+    sinks: Vec<crate::sink::SinkConfig>,
 }
 
 /// What one pass of retention did.
@@ -44,7 +44,7 @@ impl Retention {
             retain: config.store.retain,
             max_bytes: config.store.max_bytes,
             force: config.store.force,
-            sinks: config.sinks.iter().map(|s| s.name().to_owned()).collect(),
+            sinks: config.sinks.clone(),
         }
     }
 
@@ -83,21 +83,24 @@ impl Retention {
             return Ok(out);
         }
         let mut bound = wanted;
-        let mut slowest: Option<(u64, &str)> = None;
+        let mut slowest: Option<(u64, String)> = None;
+        // Looked up now: a sink's destinations (an SSF transmitter's streams) come and go.
         for sink in &self.sinks {
-            let cursor = store.cursor(sink)?;
-            if cursor < wanted {
-                if self.force {
-                    out.overrun.push(sink.clone());
-                } else if slowest.is_none_or(|(c, _)| cursor < c) {
-                    slowest = Some((cursor, sink));
+            for name in sink.deliveries(store)? {
+                let cursor = store.cursor(&name)?;
+                if cursor < wanted {
+                    if self.force {
+                        out.overrun.push(name);
+                    } else if slowest.as_ref().is_none_or(|(c, _)| cursor < *c) {
+                        slowest = Some((cursor, name));
+                    }
                 }
             }
         }
         if let Some((cursor, sink)) = slowest {
             bound = cursor;
             out.wanted = Some(wanted);
-            out.held_by = Some(sink.to_owned());
+            out.held_by = Some(sink);
         }
         out.removed = store.compact(bound)?;
         Ok(out)

@@ -1,5 +1,6 @@
 //! The machinery every config table is read with: spanned TOML, problems with their lines, the
-//! one secret loader, and the name rule.
+//! one secret loader, and the name rule; and how a table describes itself to `rollcall config
+//! reference` ([`table_schema`], [`DurationText`]).
 //!
 //! Owns how a problem is reported (file, line, the line itself, in line order, all at once) and
 //! how a secret is read. It knows no component: each source and sink kind parses and checks its
@@ -11,7 +12,7 @@
 //! (`toml::de::DeTable`), and a table with an error is read again without the offending key until
 //! it reads, so that every problem of the file is reported in one go.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,6 +60,22 @@ impl<'a> Problems<'a> {
         self.push(span, message, false);
     }
 
+    /// The file these problems are in.
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// The line (from 1) at which `span` starts.
+    pub fn line(&self, span: &Range<usize>) -> usize {
+        let start = span.start.min(self.raw.len());
+        self.raw[..start].matches('\n').count() + 1
+    }
+
+    /// `file:line` of `span`, as problems name places.
+    pub fn place(&self, span: &Range<usize>) -> String {
+        format!("{}:{}", self.path.display(), self.line(span))
+    }
+
     fn push(&mut self, span: Range<usize>, message: String, quote: bool) {
         if span == (0..0) {
             self.list
@@ -66,8 +83,8 @@ impl<'a> Problems<'a> {
             return;
         }
         let start = span.start.min(self.raw.len());
-        let line_no = self.raw[..start].matches('\n').count() + 1;
-        let mut text = format!("{}:{line_no}: {message}", self.path.display());
+        let line_no = self.line(&span);
+        let mut text = format!("{}: {message}", self.place(&span));
         if quote {
             let line = self.raw.lines().nth(line_no - 1).unwrap_or("").trim();
             text.push_str(&format!("\n    | {line}"));
@@ -230,6 +247,89 @@ pub fn parse_kinds<T>(
     out
 }
 
+/// A list of durations as written (`["0s", "5m"]`), for `#[serde(with = ...)]` together with
+/// `#[schemars(with = "Vec<DurationText>")]`.
+pub mod durations {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    /// As written, for the default `rollcall config reference` shows.
+    pub fn serialize<S: serde::Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    }
+}
+
+/// The retry schedule Stripe and Svix made common, 99,305 s (about 27.6 hours) in all: the
+/// default of every sink that retries each event on its own (webhooks, SSF pushes).
+pub fn common_retry_schedule() -> Vec<Duration> {
+    [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+        .map(Duration::from_secs)
+        .to_vec()
+}
+
+/// `retry_schedule` and `max_in_flight` of a sink that retries each event on its own: at
+/// least one entry, none over 30 days, and at least one event in flight.
+pub fn check_retries(
+    entry: Entry<'_, '_>,
+    p: &mut Problems<'_>,
+    schedule: &[Duration],
+    max_in_flight: usize,
+) {
+    if let Some(message) = schedule.iter().find_map(|d| {
+        out_of_range(
+            "each `retry_schedule` entry",
+            *d,
+            &(Duration::ZERO..=30 * DAY),
+        )
+    }) {
+        p.at(entry.key("retry_schedule"), message);
+    }
+    if schedule.is_empty() {
+        p.at(
+            entry.key("retry_schedule"),
+            "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt".into(),
+        );
+    }
+    if max_in_flight == 0 {
+        p.at(
+            entry.key("max_in_flight"),
+            "`max_in_flight` must be at least 1".into(),
+        );
+    }
+}
+
+/// How a duration key is written (`"30s"`, `"15m"`, `"1h 30m"`, `"1day"`), as `rollcall config
+/// reference` shows it: only the schema sees this type (`#[schemars(with = "DurationText")]`),
+/// the key itself is a `Duration` read with `humantime_serde`.
+pub struct DurationText;
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "duration" })
+    }
+}
+
+/// The schema of one config table as `rollcall config reference` reads it: the keys as written,
+/// with their doc comments and the defaults serde fills in, every nested type inline.
+pub fn table_schema<T: schemars::JsonSchema>() -> schemars::Schema {
+    schemars::generate::SchemaSettings::default()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<T>()
+}
+
 /// Units duration bounds are written in.
 pub const SECOND: Duration = Duration::from_secs(1);
 pub const HOUR: Duration = Duration::from_secs(3600);
@@ -284,18 +384,23 @@ pub fn one_of(kinds: &[&str]) -> String {
     }
 }
 
-/// Names identify sources and sinks in events, metrics and the store: unique, and plain.
+/// Names identify sources and sinks in events, metrics and the store: unique across every file
+/// of the config, and plain. `seen` maps each name met so far to its place (`file:line`), so a
+/// duplicate names both places, in whichever files they are.
 pub fn check_name(
     p: &mut Problems<'_>,
-    seen: &mut HashSet<String>,
+    seen: &mut HashMap<String, String>,
     name: &str,
     span: Range<usize>,
 ) {
-    if !seen.insert(name.to_owned()) {
-        p.at(
+    match seen.get(name) {
+        Some(first) => p.at(
             span.clone(),
-            format!("duplicate name `{name}`: every source and sink needs its own"),
-        );
+            format!("duplicate name `{name}`: {first} has it already; every source and sink needs its own"),
+        ),
+        None => {
+            seen.insert(name.to_owned(), p.place(&span));
+        }
     }
     if !valid_name(name) {
         p.at(

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
 use support::harness::{kind, kinds, Harness};
+use support::ocsf::Version;
 use support::sim::{Fault, FaultKind, Sim, SimOptions};
 
 const LOG: &str = "/api/v1/log/";
@@ -279,7 +280,7 @@ async fn an_ocsf_sink_gets_each_row_as_api_activity_without_an_invented_client_a
     let sim = Sim::start(SimOptions::default()).await;
     let bob = sim.add_user("bob", "pw", &[4]);
     let mut h = Harness::new(&sim.url, "");
-    h.add_ocsf_sink();
+    h.add_ocsf_sink(Some(Version::V1_8_0));
     h.cycle().await;
     sim.log_action(
         Some(bob),
@@ -290,7 +291,7 @@ async fn an_ocsf_sink_gets_each_row_as_api_activity_without_an_invented_client_a
     sim.log_action(None, "explore_json", "not json", None);
     h.cycle().await;
     let events = audit(&h.events()).into_iter().cloned().collect::<Vec<_>>();
-    let records = h.ocsf_records();
+    let records = h.ocsf_records(Version::V1_8_0);
     assert_eq!(records.len(), 2);
     let (read, anonymous) = (&records[0], &records[1]);
     assert_eq!(read["metadata"]["uid"], events[0]["id"]);

@@ -1,5 +1,6 @@
 //! The binary as an operator meets it: help texts, exit codes, `status`, `events`,
-//! `check-config`, and a second process on a store that is in use.
+//! `check-config`, `config reference` (and the docs that hold it), and a second process on a
+//! store that is in use.
 
 use crate::support;
 use support::wait;
@@ -31,6 +32,7 @@ fn every_command_explains_itself_with_an_example() {
         "events",
         "status",
         "check-config",
+        "config",
         "demo",
         "replay",
         "dlq",
@@ -435,6 +437,40 @@ fn completions_and_a_man_page_come_from_the_command_definitions() {
     assert!(
         page.starts_with(".ie") || page.contains(".TH rollcall"),
         "{page}"
+    );
+}
+
+/// The reference in docs/configuration.md is what `rollcall config reference` prints from the
+/// config types, so it cannot drift from them. `ROLLCALL_BLESS=1` writes the printed text
+/// into the doc instead of failing.
+#[test]
+fn the_configuration_doc_holds_what_config_reference_prints() {
+    let out = rollcall(None, &["config", "reference"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    // The section runs to the end of the file: nothing follows it.
+    let start = doc.find("\n## Reference\n").map(|at| at + 1);
+    if std::env::var_os("ROLLCALL_BLESS").is_some() {
+        let before = &doc[..start.unwrap_or(doc.len())];
+        std::fs::write(&path, format!("{before}{printed}")).unwrap();
+        return;
+    }
+    let written = &doc[start.expect("docs/configuration.md has a `## Reference` section")..];
+    let differs = written
+        .lines()
+        .zip(printed.lines())
+        .find(|(w, p)| w != p)
+        .map_or_else(
+            || "one is longer".to_owned(),
+            |(w, p)| format!("the doc says\n  {w}\nthe command\n  {p}"),
+        );
+    assert!(
+        written == printed,
+        "docs/configuration.md's Reference is not what `rollcall config reference` prints ({differs}). \
+         Run `ROLLCALL_BLESS=1 cargo test --test tests cli::the_configuration_doc` to write it there, \
+         or paste the command's output over the section"
     );
 }
 

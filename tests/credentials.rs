@@ -15,6 +15,7 @@ use rollcall::runner::CycleOptions;
 use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
 
 use crate::support::harness::Harness;
+use crate::support::login::Logins;
 
 /// The passwords a case may write: the right one, and two wrong ones. With no retry-login two
 /// wrong ones make at most two failures in a row, so Kylin never locks the account.
@@ -35,51 +36,13 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// What rollcall should do, step by step.
-#[derive(Default)]
-struct Model {
-    file: usize,
-    /// The password the running process was built with; `None` before its first cycle.
-    built: Option<usize>,
-    /// The running process holds a Kylin session (a successful login), so it sends no
-    /// password until it is rebuilt.
-    session: bool,
-    refused: std::collections::BTreeSet<usize>,
-    failed: u32,
-}
-
-impl Model {
-    /// A cycle: whether it succeeds.
-    fn cycle(&mut self) -> bool {
-        let built = *self.built.get_or_insert(self.file);
-        if self.refused.contains(&built) && self.file != built {
-            self.built = Some(self.file);
-            self.session = false;
-        }
-        let built = self.built.unwrap_or(self.file);
-        if self.refused.contains(&built) {
-            return false;
-        }
-        if self.session {
-            return true;
-        }
-        if built == 0 {
-            self.session = true;
-            return true;
-        }
-        self.failed += 1;
-        self.refused.insert(built);
-        false
-    }
-}
-
 async fn run_case(steps: &[Step]) -> Result<(), String> {
     let sim = KylinSim::start(KylinOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("test.password");
     let sources = Harness::kylin_source(&dir, "test", &sim.url, ADMIN, PASSWORDS[0], "");
     let mut h = Harness::with_sources(dir, &sources);
-    let mut model = Model::default();
+    let mut model = Logins::default();
     for (i, step) in steps.iter().enumerate() {
         match *step {
             Step::Cycle => {
@@ -95,19 +58,18 @@ async fn run_case(steps: &[Step]) -> Result<(), String> {
             }
             Step::Restart => {
                 h.stop();
-                model.built = None;
-                model.session = false;
+                model.restart();
             }
             Step::SetPassword(p) => {
                 std::fs::write(&password_file, format!("{}\n", PASSWORDS[p])).unwrap();
-                model.file = p;
+                model.set_password(p);
             }
         }
         let failed = sim.failed_logins(ADMIN);
-        if failed != model.failed {
+        if failed != model.failed() {
             return Err(format!(
                 "after step {i} ({step:?}): Kylin counted {failed} failed logins, where {} were due (one per wrong password, ever)",
-                model.failed
+                model.failed()
             ));
         }
     }

@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
+use rollcall::encode::{ocsf, Binding, Encoder, Envelope, Format, Mode};
 use rollcall::store::StoredEvent;
 use support::harness::Harness;
 use support::sim::{Sim, SimOptions};
@@ -129,6 +129,7 @@ fn render(lines: &[String]) -> String {
                 format: Format::Cloudevents,
                 mode,
                 binding,
+                ocsf: ocsf::Version::default(),
             };
             let e = encoder.encode(&envelope).unwrap();
             out.push_str(&format!(
@@ -148,15 +149,5 @@ fn render(lines: &[String]) -> String {
 
 #[tokio::test]
 async fn every_event_and_its_wire_encodings_match_the_pinned_bytes() {
-    let rendered = render(&script().await);
-    if std::env::var_os("ROLLCALL_BLESS").is_some() {
-        std::fs::create_dir_all(std::path::Path::new(GOLDEN).parent().unwrap()).unwrap();
-        std::fs::write(GOLDEN, &rendered).unwrap();
-    }
-    let pinned = std::fs::read_to_string(GOLDEN)
-        .expect("tests/fixtures/golden/superset.txt exists (ROLLCALL_BLESS=1 writes it)");
-    for (i, (got, want)) in rendered.lines().zip(pinned.lines()).enumerate() {
-        assert_eq!(got, want, "line {} of {GOLDEN}", i + 1);
-    }
-    assert_eq!(rendered.lines().count(), pinned.lines().count());
+    support::golden::assert_pinned(GOLDEN, &render(&script().await));
 }

@@ -214,3 +214,50 @@ async fn once_delivers_a_healthy_sources_events_and_names_the_hung_one_after_its
         .to_owned();
     assert!(message.contains("poll_deadline"), "{doc}");
 }
+
+/// A fleet holds a connection per source between polls (docs/scaling.md), so 120 sources
+/// need more open files than a soft limit of 64 allows: rollcall raises its soft limit to the
+/// hard one at start, and `once` polls every source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_needing_more_open_files_than_the_soft_limit_is_polled_whole() {
+    const SOURCES: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("superset.password");
+    std::fs::write(&password, "admin\n").unwrap();
+    let mut sims = Vec::new();
+    let mut sources = String::new();
+    for i in 0..SOURCES {
+        let sim = Sim::start(SimOptions::default()).await;
+        sources.push_str(&format!(
+            "[[sources]]\nkind = \"superset\"\nname = \"s{i}\"\nurl = \"{}\"\nusername = \"admin\"\npassword_file = {password:?}\naction_log = false\nemit_initial_snapshot = true\n\n",
+            sim.url
+        ));
+        sims.push(sim);
+    }
+    let h = Harness::with_sources(dir, &sources);
+    let config = h.config_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -Sn 64 && exec \"$0\" --config \"$1\" once")
+            .arg(env!("CARGO_BIN_EXE_rollcall"))
+            .arg(config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "rollcall once over {SOURCES} sources with a soft limit of 64 open files failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let observed: std::collections::BTreeSet<String> = h
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "user.observed")
+        .map(|e| e["source"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(observed.len(), SOURCES, "every source's users are observed");
+}

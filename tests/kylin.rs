@@ -13,6 +13,7 @@ use rollcall_sim::kylin::{
     ROLE_MODELER, SEEDED_PASSWORD,
 };
 use support::harness::{kinds, kylin_event_types, Harness};
+use support::ocsf::Version;
 
 fn kind(t: &str, subject: &str) -> (String, String) {
     (t.to_owned(), subject.to_owned())
@@ -48,7 +49,7 @@ async fn every_kylin_event_type_appears_from_the_simulator() {
         sim.add_user(name, SEEDED_PASSWORD, &[ROLE_ANALYST]);
     }
     let mut h = Harness::kylin(&sim.url, "emit_initial_snapshot = true");
-    h.add_ocsf_sink();
+    h.add_ocsf_sink(Some(Version::V1_8_0));
     h.cycle().await;
     let first = h.new_events();
     assert_eq!(
@@ -119,7 +120,7 @@ async fn every_kylin_event_type_appears_from_the_simulator() {
 
     // The OCSF sink beside it got every one of them as a valid OCSF record, in the same order.
     let events = h.events();
-    let records = h.ocsf_records();
+    let records = h.ocsf_records(Version::V1_8_0);
     let ids = |v: &[serde_json::Value], at: &[&str]| -> Vec<String> {
         v.iter()
             .map(|e| {
@@ -400,7 +401,7 @@ async fn a_100k_user_kylin_is_read_whole_in_one_session_and_loses_or_invents_not
 
 #[tokio::test]
 async fn the_demo_shows_every_kylin_event_type_when_run_as_the_service_account() {
-    use rollcall::demo::kylin::{Admin, Demo, Step};
+    use rollcall::source::kylin::demo::{Admin, Demo, Step};
     let sim = KylinSim::start(KylinOptions::default()).await;
     let mut h = Harness::kylin(&sim.url, "");
     h.cycle().await;
@@ -422,7 +423,7 @@ async fn the_demo_shows_every_kylin_event_type_when_run_as_the_service_account()
 
 #[tokio::test]
 async fn a_demo_refused_by_kylin_stops_after_one_failed_login() {
-    use rollcall::demo::{kylin::Admin, DemoError};
+    use rollcall::source::{demo::DemoError, kylin::demo::Admin};
     let sim = KylinSim::start(KylinOptions::default()).await;
     let err = Admin::login(&sim.url, ADMIN, "not-the-password")
         .await

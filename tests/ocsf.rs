@@ -12,16 +12,11 @@ use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::event::EventType;
 use rollcall::store::StoredEvent;
 use serde_json::{json, Value};
-use support::events::{event_of_type, every_kind_of_event, types_of};
-use support::ocsf::{assert_valid, encode, errors, load, rule_errors, try_encode, FIXTURES};
-
-/// The event of type `t` from the source whose URI starts with `scheme`.
-fn from_source(scheme: &str, t: &str) -> Value {
-    every_kind_of_event()
-        .into_iter()
-        .find(|e| e["type"] == t && e["source"].as_str().unwrap().starts_with(scheme))
-        .unwrap_or_else(|| panic!("no {t} from {scheme} in the example events"))
-}
+use support::events::{event_of_type, every_kind_of_event, from_source, types_of};
+use support::ocsf::{
+    assert_mapped_in, assert_valid, assert_valid_in, declared, encode, errors, errors_in, load,
+    rule_errors, try_encode, try_encode_in, Version, FIXTURES,
+};
 
 fn is_rejected(record: &Value) -> bool {
     !errors(record).is_empty()
@@ -52,6 +47,7 @@ fn every_event_type_from_superset_and_kylin_validates_against_its_ocsf_class_sch
         "user.role_removed",
         "user.login",
         "audit.action",
+        "agent.tool_called",
     ];
     let kylin: BTreeSet<&str> = EventType::ALL
         .iter()
@@ -100,16 +96,10 @@ fn each_event_type_maps_to_the_documented_class_and_activity() {
         ("user.group_added", 3006, 3),
         ("user.group_removed", 3006, 4),
     ];
-    for (t, class, activity) in expected {
-        let r = encode(&event_of_type(t));
-        assert_eq!(
-            (r["class_uid"].as_u64(), r["activity_id"].as_u64()),
-            (Some(class), Some(activity)),
-            "{t}"
-        );
+    assert_mapped_in(Version::V1_8_0, &expected);
+    for t in ["audit.action", "agent.tool_called"] {
+        assert_eq!(encode(&event_of_type(t))["class_uid"], 6003, "{t}");
     }
-    let r = encode(&event_of_type("audit.action"));
-    assert_eq!(r["class_uid"], 6003);
 }
 
 // --- the validator rejects what it must -------------------------------------------------------
@@ -325,6 +315,12 @@ fn severity_follows_the_documented_choices() {
     assert_eq!(severity(&event_of_type("user.role_added")), 2);
     assert_eq!(severity(&event_of_type("user.observed")), 1);
     assert_eq!(severity(&event_of_type("audit.action")), 1);
+    let mut call = event_of_type("agent.tool_called");
+    assert_eq!(severity(&call), 1, "a read-only tool is Informational");
+    call["data"]["can_write"] = json!(true);
+    assert_eq!(severity(&call), 2, "one that may write is Low");
+    call["data"]["can_write"] = Value::Null;
+    assert_eq!(severity(&call), 2, "and so is one rollcall does not know");
 
     let mut admin = event_of_type("user.role_added");
     admin["data"]["role"]["name"] = json!("Admin");
@@ -414,6 +410,91 @@ fn an_action_log_row_is_api_activity_with_the_actor_operation_objects_and_durati
 }
 
 #[test]
+fn an_agents_tool_call_is_api_activity_by_the_mcp_client_as_its_user_with_only_failure_as_status() {
+    let events = every_kind_of_event();
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "agent.tool_called")
+        .collect();
+    let tools: Vec<_> = calls.iter().map(|e| e["data"]["tool"].clone()).collect();
+    assert_eq!(
+        tools,
+        [
+            "list_databases",
+            "get_chart_info",
+            "get_dataset_info",
+            "list_charts"
+        ]
+    );
+    let read = encode(calls[0]);
+    assert_valid(&read);
+    assert_eq!(
+        (read["class_uid"].clone(), read["type_uid"].clone()),
+        (json!(6003), json!(600302))
+    );
+    assert_eq!(read["api"]["operation"], "list_databases");
+    assert_eq!(
+        read["actor"],
+        json!({"user": {"uid": "1", "name": "admin", "full_name": "Admin User"}, "app_name": "MCP client"})
+    );
+    assert_eq!(read["duration"], 65);
+    let at = |field: &str| -> i64 {
+        let text = calls[0]["data"][field].as_str().unwrap();
+        text.parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .timestamp_millis()
+    };
+    assert_eq!(read["start_time"], at("started_at"));
+    assert_eq!(
+        (read["end_time"].clone(), read["time"].clone()),
+        (json!(at("finished_at")), json!(at("finished_at")))
+    );
+    assert_eq!(
+        read["metadata"]["original_time"],
+        calls[0]["data"]["finished_at"]
+    );
+    assert_eq!(
+        (read["status_id"].clone(), read["status"].clone()),
+        (json!(0), json!("Unknown")),
+        "Superset's success includes calls refused for their arguments"
+    );
+    assert_eq!(read["src_endpoint"], json!({"name": "unknown"}));
+    assert_eq!(
+        read["message"],
+        "an AI agent called MCP tool list_databases on Superset as admin"
+    );
+
+    let failed = encode(calls[1]);
+    assert_eq!(
+        (failed["status_id"].clone(), failed["status"].clone()),
+        (json!(2), json!("Failure"))
+    );
+    let refused = encode(calls[3]);
+    assert_valid(&refused);
+    assert_eq!(
+        refused["actor"],
+        json!({"app_name": "MCP client"}),
+        "no user is invented"
+    );
+    assert!(refused.get("start_time").is_some());
+
+    let mut write = calls[0].clone();
+    write["data"]["tool"] = json!("execute_sql");
+    write["data"]["can_write"] = json!(true);
+    write["data"]["agent_id"] = json!("claude-desktop");
+    write["data"]["started_at"] = Value::Null;
+    let write = encode(&write);
+    assert_valid(&write);
+    assert_eq!(
+        (write["activity_id"].clone(), write["activity_name"].clone()),
+        (json!(99), json!("execute_sql")),
+        "a tool that may write may have written nothing: no Create or Update is claimed"
+    );
+    assert_eq!(write["actor"]["app_uid"], "claude-desktop");
+    assert!(write.get("start_time").is_none());
+}
+
+#[test]
 fn a_kylin_lock_says_how_long_and_happens_when_kylin_locked() {
     let event = from_source("kylin://", "user.locked");
     let r = encode(&event);
@@ -448,6 +529,7 @@ fn cloudevents_bodies_stay_the_stored_bytes_without_a_copy() {
             format: Format::Cloudevents,
             mode,
             binding: Binding::Kafka,
+            ocsf: Version::V1_8_0,
         };
         let encoded = encoder.encode(&envelope).unwrap();
         assert!(matches!(encoded.body, Cow::Borrowed(_)), "{mode:?} borrows");
@@ -468,6 +550,7 @@ fn an_ocsf_body_is_plain_json_keyed_per_user_without_cloudevents_headers() {
             format: Format::Ocsf,
             mode: Mode::Binary,
             binding,
+            ocsf: Version::V1_8_0,
         };
         let encoded = encoder.encode(&envelope).unwrap();
         assert_eq!(encoded.content_type, "application/json");
@@ -500,7 +583,7 @@ fn data_without_what_its_type_needs_is_an_error_that_says_what_to_do() {
 }
 
 #[test]
-fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic() {
+fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic_in_either_version() {
     let replacements = [
         json!(null),
         json!(42),
@@ -531,15 +614,17 @@ fn any_mangled_data_is_encoded_validly_or_refused_never_a_panic() {
                         at.as_object_mut().unwrap().remove(last);
                     }
                 }
-                if let Ok(bytes) = try_encode(&mangled, 1) {
-                    let record: Value = serde_json::from_slice(&bytes).unwrap();
-                    assert!(
-                        errors(&record).is_empty(),
-                        "{} with data.{} = {replacement:?} encoded to an invalid record: {:?}",
-                        event["type"],
-                        path.join("."),
-                        errors(&record)
-                    );
+                for version in Version::ALL {
+                    if let Ok(bytes) = try_encode_in(version, &mangled, 1) {
+                        let record: Value = serde_json::from_slice(&bytes).unwrap();
+                        assert!(
+                            errors_in(version, &record).is_empty(),
+                            "{} with data.{} = {replacement:?} encoded to an invalid {version:?} record: {:?}",
+                            event["type"],
+                            path.join("."),
+                            errors_in(version, &record)
+                        );
+                    }
                 }
             }
         }
@@ -580,15 +665,33 @@ fn every_ocsf_sample_in_docs_events_md_is_what_the_encoder_makes_of_the_cloudeve
             .skip(1)
             .map(|b| serde_json::from_str(b.split("\n```").next().unwrap()).unwrap())
             .collect();
-        let [event, documented] = &blocks[..] else {
-            panic!("{title}: expected a CloudEvent and its OCSF record");
+        let [event, documented @ ..] = &blocks[..] else {
+            panic!("{title}: expected a CloudEvent and its OCSF records");
         };
         support::schema::assert_valid_event(event);
         let offset: u64 = event["sequence"].as_str().unwrap().parse().unwrap();
-        let record: Value = serde_json::from_slice(&try_encode(event, offset).unwrap()).unwrap();
-        assert_valid(&record);
-        assert_eq!(&as_documented(record, documented), documented, "{title}");
+        // One record per OCSF version, each in the version it declares.
+        let versions: Vec<Version> = documented
+            .iter()
+            .map(|d| {
+                *Version::ALL
+                    .iter()
+                    .find(|v| d["metadata"]["version"] == declared(**v))
+                    .unwrap_or_else(|| panic!("{title}: {}", d["metadata"]["version"]))
+            })
+            .collect();
+        assert_eq!(versions, [Version::V1_9_0, Version::V1_8_0], "{title}");
+        for (version, documented) in versions.into_iter().zip(documented) {
+            let record: Value =
+                serde_json::from_slice(&try_encode_in(version, event, offset).unwrap()).unwrap();
+            assert_valid_in(version, &record);
+            assert_eq!(
+                &as_documented(record, documented),
+                documented,
+                "{title}, {version:?}"
+            );
+        }
         samples += 1;
     }
-    assert_eq!(samples, 14);
+    assert_eq!(samples, 15);
 }

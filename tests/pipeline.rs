@@ -6,7 +6,10 @@ use crate::support;
 use std::time::Duration;
 
 use rollcall::runner::CycleOptions;
-use support::harness::{kind, kinds, superset_event_types, Harness};
+use support::harness::{
+    kind, kinds, superset_changes_beside_an_ocsf_sink, superset_event_types, Harness,
+};
+use support::ocsf::Version;
 use support::sim::{Sim, SimOptions};
 
 const GAMMA: u64 = 4;
@@ -187,26 +190,8 @@ async fn login_and_failed_login() {
 
 #[tokio::test]
 async fn an_ocsf_sink_beside_the_cloudevents_one_gets_every_event_as_a_valid_ocsf_record() {
-    let sim = Sim::start(SimOptions::default()).await;
-    let alice = sim.add_user("alice", "pw-alice", &[GAMMA]);
-    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
-    h.add_ocsf_sink();
-    h.cycle().await;
-    let bob = sim.add_user("bob", "pw-bob", &[GAMMA]);
-    sim.update_user(alice, |u| {
-        u.roles = vec![ALPHA];
-        u.last_name = "Renamed".into();
-    });
-    sim.add_group("analysts", &[alice]);
-    assert!(sim.login("bob", "pw-bob"));
-    assert!(!sim.login("alice", "wrong"));
-    h.cycle().await;
-    sim.update_user(alice, |u| u.active = false);
-    assert!(sim.delete_user(bob));
-    h.cycle().await;
-
-    let events = h.events();
-    let records = h.ocsf_records();
+    let (events, records) =
+        superset_changes_beside_an_ocsf_sink(Some(Version::V1_8_0), Version::V1_8_0).await;
     assert_eq!(records.len(), events.len(), "one record per event");
     for (event, record) in events.iter().zip(&records) {
         assert_eq!(record["metadata"]["uid"], event["id"]);
@@ -437,7 +422,7 @@ async fn server_local_times_are_converted_with_the_configured_timezone() {
 
 #[tokio::test]
 async fn the_demo_shows_every_superset_event_type_when_run_as_the_service_account() {
-    use rollcall::demo::superset::{Admin, Demo, Step};
+    use rollcall::source::superset::demo::{Admin, Demo, Step};
     let (sim, mut h) = start().await;
     h.cycle().await;
     // As in the quickstart, the demo acts with the account rollcall polls with: its own role

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use rollcall::demo::superset::{Admin, Demo, Step};
+use rollcall::source::superset::demo::{Admin, Demo, Step};
 use support::harness::{kind, kinds, superset_event_types, Harness};
 
 fn url() -> String {
@@ -266,4 +266,79 @@ async fn reads_through_the_real_api_become_audit_events_and_rollcalls_own_do_not
     h.full().await;
     let rest = h.new_events();
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// Whether the release under test has the MCP service (Superset 6.1, docs/superset.md S48).
+fn has_mcp_service() -> bool {
+    std::env::var("SUPERSET_VERSION").map_or(true, |v| v == "6.1.0")
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn an_ai_agents_tool_call_through_the_real_mcp_service_is_one_agent_tool_called() {
+    if !has_mcp_service() {
+        eprintln!("skipped: the MCP service is Superset 6.1's");
+        return;
+    }
+    let mut h = harness("");
+    h.cycle().await;
+    h.new_events();
+    // An MCP client (scripts/mcp_call.py) starts the service over stdio, acting as admin, and
+    // calls one tool; the service logs the call's rows before it answers.
+    let call = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/superset.sh"))
+            .args(["mcp-call", "list_databases", r#"{"request": {}}"#])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert!(answer["content"][0]["text"].is_string(), "{answer}");
+    h.cycle().await;
+    let events = h.new_events();
+    let calls: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "agent.tool_called")
+        .collect();
+    assert_eq!(calls.len(), 1, "{events:?}");
+    let d = &calls[0]["data"];
+    assert_eq!(d["tool"], "list_databases");
+    assert_eq!(d["logged_success"], true);
+    assert_eq!(d["can_write"], false);
+    assert_eq!(
+        d["user"]["username"], "admin",
+        "the user the service acted as"
+    );
+    assert_eq!(calls[0]["subject"], "1");
+    let phases: Vec<_> = d["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["query", "serialization"]);
+    assert!(d["message_log_id"].is_u64(), "joined with its start: {d}");
+    assert!(d["started_at"].as_str() < d["finished_at"].as_str());
+    // Each row of the call is an audit.action too.
+    let rows: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "audit.action")
+        .map(|e| e["data"]["log_id"].clone())
+        .collect();
+    let joined = d["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["log_id"])
+        .chain([&d["message_log_id"], &d["log_id"]]);
+    for id in joined {
+        assert!(rows.contains(id), "row {id} is no audit.action: {events:?}");
+    }
 }

@@ -547,7 +547,7 @@ async fn an_ocsf_webhook_is_signed_over_the_ocsf_body_and_a_dead_letter_retries_
     let s = Setup::new(
         &rx.url,
         SECRET,
-        "format = \"ocsf\"\nretry_schedule = [\"0s\", \"20ms\"]",
+        "format = \"ocsf\"\nocsf_version = \"1.8.0\"\nretry_schedule = [\"0s\", \"20ms\"]",
     );
     let store = s.store();
     let examples: Vec<Event> = support::events::every_kind_of_event()

@@ -86,3 +86,35 @@ fn chunked(body: Vec<u8>) -> axum::body::Body {
         body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
     axum::body::Body::from_stream(futures::stream::iter(chunks))
 }
+
+/// Requests being answered right now and the most at once, shared by simulators a benchmark
+/// starts together: what a fleet of sources sees of a poller's concurrency.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl InFlight {
+    /// The most requests answered at once so far.
+    pub fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Count a request from now until the guard is dropped.
+    pub fn enter(self: &std::sync::Arc<Self>) -> InFlightGuard {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        InFlightGuard(self.clone())
+    }
+}
+
+/// One request being answered (see [`InFlight::enter`]).
+pub struct InFlightGuard(std::sync::Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

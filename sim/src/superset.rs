@@ -48,6 +48,8 @@ pub struct SimOptions {
     /// benchmarks use what a real 6.0.0 took for a page of 100 users (22–47 ms,
     /// tests/fixtures/superset-releases timing).
     pub answer_time: Duration,
+    /// Counts the requests this simulator (and others given the same) answers at once.
+    pub in_flight: Option<Arc<crate::InFlight>>,
 }
 
 /// The Superset releases whose API differences the simulator reproduces (docs/superset.md,
@@ -95,6 +97,7 @@ impl Default for SimOptions {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             release: Release::default(),
             answer_time: Duration::ZERO,
+            in_flight: None,
         }
     }
 }
@@ -418,16 +421,38 @@ impl Handle {
     ) -> u64 {
         let mut s = self.inner();
         let dttm = dttm.unwrap_or_else(|| s.now_utc());
-        let id = s.logs.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-        s.logs.push(LogRow {
-            id,
-            action: action.to_string(),
+        s.push_log(LogRow::new(
+            action,
             dttm,
-            duration_ms: 7,
-            json: json.to_string(),
+            Some(7),
+            Some(json.to_string()),
             user_id,
-        });
-        id
+        ))
+    }
+
+    /// Write a row as a real Superset captured it (`action`, `duration_ms`, `json`, `user_id`
+    /// of one row of `result`), logged at `dttm` (naive UTC). Returns the id.
+    pub fn log_captured(&self, row: &Value, dttm: NaiveDateTime) -> u64 {
+        self.inner().push_log(LogRow::new(
+            row["action"].as_str().unwrap_or_default(),
+            dttm,
+            row["duration_ms"].as_i64(),
+            row["json"].as_str().map(str::to_owned),
+            row["user_id"].as_u64(),
+        ))
+    }
+
+    /// An MCP client connecting to Superset 6.1's MCP service, which acts as `user_id` (its
+    /// `MCP_DEV_USERNAME`): logs the session's start, a `json: null` row and a `tools/list`
+    /// (docs/superset.md S49).
+    pub fn mcp_session(&self, user_id: u64) -> McpSession {
+        let session = McpSession {
+            sim: self.clone(),
+            user_id,
+        };
+        session.message(None, None);
+        session.message(None, Some("tools/list"));
+        session
     }
 
     /// The simulator's clock for log rows (naive UTC).
@@ -485,9 +510,248 @@ struct LogRow {
     action: String,
     /// UTC, unlike user timestamps (F16).
     dttm: NaiveDateTime,
-    duration_ms: i64,
-    json: String,
+    duration_ms: Option<i64>,
+    /// Null for the `mcp_message` a session starts with (F49).
+    json: Option<String>,
     user_id: Option<u64>,
+}
+
+impl LogRow {
+    /// A row to append with `Inner::push_log`, which numbers it.
+    fn new(
+        action: impl Into<String>,
+        dttm: NaiveDateTime,
+        duration_ms: Option<i64>,
+        json: Option<String>,
+        user_id: Option<u64>,
+    ) -> LogRow {
+        LogRow {
+            id: 0,
+            action: action.into(),
+            dttm,
+            duration_ms,
+            json,
+            user_id,
+        }
+    }
+}
+
+/// What an MCP tool call came to, as Superset 6.1's MCP service logs it (F48, F51).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McpOutcome {
+    /// The tool ran and answered: each of its phases is logged, then `success: true`.
+    Answered,
+    /// The tool answered an error object (an id that does not exist): its first phase is
+    /// logged, then `success: false`.
+    ErrorAnswer,
+    /// The arguments were refused before the tool ran: no phase row, and still `success: true`.
+    InvalidArguments,
+}
+
+/// The phase rows each tool of 6.1.0 logs as it runs, in order (F53): the middle part of the
+/// action is not always the tool's name.
+const MCP_PHASES: [(&str, &[&str]); 24] = [
+    (
+        "generate_chart",
+        &[
+            "generate_chart.validation",
+            "generate_chart.dataset_lookup",
+            "generate_chart.compile_check",
+            "generate_chart.db_write",
+        ],
+    ),
+    (
+        "get_chart_data",
+        &[
+            "get_chart_data.chart_lookup",
+            "get_chart_data.query_execution",
+            "get_chart_data.format_conversion",
+        ],
+    ),
+    ("get_chart_info", &["get_chart_info.lookup"]),
+    (
+        "get_chart_preview",
+        &[
+            "get_chart_preview.chart_lookup",
+            "get_chart_preview.preview_generation",
+        ],
+    ),
+    ("get_chart_type_schema", &[]),
+    (
+        "list_charts",
+        &["list_charts.query", "list_charts.serialization"],
+    ),
+    (
+        "update_chart",
+        &["update_chart.chart_lookup", "update_chart.db_write"],
+    ),
+    (
+        "update_chart_preview",
+        &[
+            "update_chart_preview.form_data",
+            "update_chart_preview.metadata",
+        ],
+    ),
+    (
+        "add_chart_to_existing_dashboard",
+        &[
+            "add_chart_to_dashboard.validation",
+            "add_chart_to_dashboard.layout",
+            "add_chart_to_dashboard.db_write",
+        ],
+    ),
+    (
+        "generate_dashboard",
+        &[
+            "generate_dashboard.chart_validation",
+            "generate_dashboard.layout",
+            "generate_dashboard.db_write",
+        ],
+    ),
+    ("get_dashboard_info", &["get_dashboard_info.lookup"]),
+    (
+        "list_dashboards",
+        &["list_dashboards.query", "list_dashboards.serialization"],
+    ),
+    ("get_database_info", &["get_database_info.lookup"]),
+    (
+        "list_databases",
+        &["list_databases.query", "list_databases.serialization"],
+    ),
+    ("create_virtual_dataset", &["create_virtual_dataset.create"]),
+    ("get_dataset_info", &["get_dataset_info.lookup"]),
+    (
+        "list_datasets",
+        &["list_datasets.query", "list_datasets.serialization"],
+    ),
+    (
+        "generate_explore_link",
+        &[
+            "generate_explore_link.dataset_check",
+            "generate_explore_link.form_data",
+            "generate_explore_link.url_generation",
+        ],
+    ),
+    (
+        "execute_sql",
+        &[
+            "execute_sql.db_validation",
+            "execute_sql.query_execution",
+            "execute_sql.response_conversion",
+        ],
+    ),
+    ("open_sql_lab_with_context", &["open_sql_lab.db_validation"]),
+    (
+        "save_sql_query",
+        &["save_sql_query.db_validation", "save_sql_query.create"],
+    ),
+    ("get_instance_info", &["get_instance_info.metrics"]),
+    ("get_schema", &["get_schema.discovery"]),
+    ("health_check", &["health_check.status"]),
+];
+
+/// The `json` of an MCP row as the service writes it: Python's `json.dumps` of its payload, keys
+/// in this order (F48).
+fn mcp_payload(tool: Option<&str>, method: &str, success: Option<bool>) -> String {
+    let tool = tool.map_or("null".to_string(), |t| Value::from(t).to_string());
+    let method = Value::from(method);
+    let success = success.map_or(String::new(), |ok| format!(", \"success\": {ok}"));
+    format!(
+        "{{\"tool\": {tool}, \"agent_id\": null, \"params\": {{}}, \"method\": {method}, \"dashboard_id\": null, \"slice_id\": null, \"dataset_id\": null{success}}}"
+    )
+}
+
+/// A client's session with the MCP service ([`Handle::mcp_session`]).
+pub struct McpSession {
+    sim: Handle,
+    user_id: u64,
+}
+
+impl McpSession {
+    /// An `mcp_message` row: the session's start (`method` none), or a request (F48, F49);
+    /// returns its id and time.
+    fn message(&self, tool: Option<&str>, method: Option<&str>) -> (u64, NaiveDateTime) {
+        let json = method.map(|m| mcp_payload(tool, m, None));
+        let mut s = self.sim.inner();
+        let dttm = s.now_utc();
+        let id = s.push_log(LogRow::new("mcp_message", dttm, None, json, None));
+        (id, dttm)
+    }
+
+    /// A whole call of `tool`; returns the id of its `mcp_tool_call` row.
+    pub fn call(&self, tool: &str, outcome: McpOutcome) -> u64 {
+        self.begin(tool).end(outcome)
+    }
+
+    /// A call of `tool` begins: its `mcp_message` row. Unknown tools log no phases.
+    pub fn begin(&self, tool: &str) -> McpCall {
+        let (started_id, started) = self.message(Some(tool), Some("tools/call"));
+        let phases = MCP_PHASES
+            .iter()
+            .find(|(name, _)| *name == tool)
+            .map_or(&[][..], |(_, phases)| *phases);
+        McpCall {
+            sim: self.sim.clone(),
+            user_id: self.user_id,
+            tool: tool.to_string(),
+            started_id,
+            started,
+            phases: phases.iter().copied().collect(),
+            ran: 0,
+        }
+    }
+}
+
+/// A tool call under way ([`McpSession::begin`]).
+pub struct McpCall {
+    sim: Handle,
+    user_id: u64,
+    tool: String,
+    /// The id of its `mcp_message` row.
+    pub started_id: u64,
+    started: NaiveDateTime,
+    phases: std::collections::VecDeque<&'static str>,
+    ran: usize,
+}
+
+impl McpCall {
+    /// The tool's next phase row, naming the user the service acts as (F52); `None` when it
+    /// has no phase left.
+    pub fn phase(&mut self) -> Option<u64> {
+        let phase = self.phases.pop_front()?;
+        self.ran += 1;
+        let mut s = self.sim.inner();
+        let dttm = s.now_utc();
+        Some(s.push_log(LogRow::new(
+            format!("mcp.{phase}"),
+            dttm,
+            Some(5),
+            Some("{}".into()),
+            Some(self.user_id),
+        )))
+    }
+
+    /// The call ends as `outcome` says: the phases it still logs, then its `mcp_tool_call` with
+    /// the whole call's duration (F48, F51). Returns that row's id.
+    pub fn end(mut self, outcome: McpOutcome) -> u64 {
+        let phases = match outcome {
+            McpOutcome::Answered => usize::MAX,
+            McpOutcome::ErrorAnswer => 1,
+            McpOutcome::InvalidArguments => 0,
+        };
+        while self.ran < phases && self.phase().is_some() {}
+        let success = outcome != McpOutcome::ErrorAnswer;
+        let json = mcp_payload(Some(&self.tool), "tools/call", Some(success));
+        let mut s = self.sim.inner();
+        let dttm = s.now_utc();
+        s.push_log(LogRow::new(
+            "mcp_tool_call",
+            dttm,
+            Some((dttm - self.started).num_milliseconds()),
+            Some(json),
+            None,
+        ))
+    }
 }
 
 struct Inner {
@@ -933,15 +1197,21 @@ impl Inner {
 
     fn write_log(&mut self, action: &str, json: Value, user_id: u64) {
         let dttm = self.now_utc();
-        let id = self.logs.last().map_or(1, |r| r.id + 1);
-        self.logs.push(LogRow {
-            id,
-            action: action.to_string(),
+        self.push_log(LogRow::new(
+            action,
             dttm,
-            duration_ms: 0,
-            json: json.to_string(),
-            user_id: Some(user_id),
-        });
+            Some(0),
+            Some(json.to_string()),
+            Some(user_id),
+        ));
+    }
+
+    /// Append `row` with the next id (ids grow in write order, whatever `dttm` says); returns it.
+    fn push_log(&mut self, mut row: LogRow) -> u64 {
+        row.id = self.logs.last().map_or(0, |r| r.id) + 1;
+        let id = row.id;
+        self.logs.push(row);
+        id
     }
 }
 
@@ -1153,6 +1423,7 @@ async fn handle(State(state): State<Handle>, req: Request) -> Response {
         .find(|(k, _)| k == "q")
         .map(|(_, v)| v.into_owned());
     let lock = || state.inner();
+    let _in_flight = lock().opts.in_flight.as_ref().map(|c| c.enter());
     let answer_time = lock().opts.answer_time;
     if !answer_time.is_zero() {
         tokio::time::sleep(answer_time).await;
@@ -2944,9 +3215,9 @@ impl Inner {
         let cell = |r: &LogRow, col: &str| match col {
             "dttm" => Cell::Date(r.dttm),
             "action" => Cell::Str(r.action.clone()),
-            "json" => Cell::Str(r.json.clone()),
+            "json" => r.json.clone().map_or(Cell::Null, Cell::Str),
             "user_id" => r.user_id.map_or(Cell::Null, |v| Cell::Int(v as i64)),
-            "duration_ms" => Cell::Int(r.duration_ms),
+            "duration_ms" => r.duration_ms.map_or(Cell::Null, Cell::Int),
             "user.username" | "user.first_name" | "user.last_name" => r
                 .user_id
                 .and_then(|id| self.users.get(&id))

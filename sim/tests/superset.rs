@@ -1361,6 +1361,77 @@ async fn requests_are_recorded_in_order_with_decoded_q_and_status() {
     assert!(sim.requests().is_empty());
 }
 
+/// The captured action-log rows of a real 6.1.0 MCP service (`tests/fixtures/superset/mcp/`).
+fn captured_mcp_rows() -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/superset/mcp/action_log_rows.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    file["list_databases_ok"]["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The log rows written after `since`, oldest first, as rollcall asks for them.
+async fn log_after(sim: &Sim, auth: &str, since: chrono::NaiveDateTime) -> Value {
+    let q = format!(
+        "(filters:!((col:dttm,opr:gt,value:'{}')),order_column:dttm,order_direction:asc,page_size:100)",
+        since.format("%Y-%m-%dT%H:%M:%S%.6f")
+    );
+    send(sim, "GET", "/api/v1/log/", Some(&q), Some(auth), None)
+        .await
+        .json()
+}
+
+#[tokio::test]
+async fn mcp_sessions_and_calls_write_the_rows_a_real_mcp_service_writes() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let auth = admin(&sim).await;
+    let since = sim.log_now();
+    let first = sim.mcp_session(1);
+    first.call("list_databases", McpOutcome::Answered);
+    let second = sim.mcp_session(1);
+    second.call("get_chart_info", McpOutcome::ErrorAnswer);
+    second.call("get_dataset_info", McpOutcome::ErrorAnswer);
+    second.call("list_charts", McpOutcome::InvalidArguments);
+    let got = log_after(&sim, &auth, since).await;
+    let want = captured_mcp_rows();
+    let got = got["result"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().zip(&want) {
+        // Times and durations are the simulator's own; their types are the captured ones.
+        for (key, value) in want.as_object().unwrap() {
+            match key.as_str() {
+                "dttm" => assert!(got[key].is_string()),
+                "duration_ms" => assert_eq!(got[key].is_null(), value.is_null(), "{got}"),
+                _ => assert_eq!(&got[key], value, "{key} of {got}"),
+            }
+        }
+        assert_eq!(
+            got.as_object().unwrap().len(),
+            want.as_object().unwrap().len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_captured_row_is_served_as_captured() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let auth = admin(&sim).await;
+    let since = sim.log_now();
+    let rows = captured_mcp_rows();
+    let ids: Vec<u64> = rows
+        .iter()
+        .map(|row| sim.log_captured(row, sim.log_now()))
+        .collect();
+    let got = log_after(&sim, &auth, since).await;
+    assert_eq!(got["ids"], json!(ids));
+    for (got, mut want) in got["result"].as_array().unwrap().iter().zip(rows) {
+        want["dttm"] = got["dttm"].clone();
+        assert_eq!(got, &want);
+    }
+}
+
 #[tokio::test]
 async fn log_reads_write_their_row_after_answering() {
     let sim = Sim::start(SimOptions::default()).await;
@@ -1607,9 +1678,11 @@ async fn replay(folder: &str, release: Release, at_least: usize) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(folder);
+    // Sub-folders hold captures of other kinds (the MCP service's log rows): not answers.
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| {
             e.file_name()
                 .to_string_lossy()

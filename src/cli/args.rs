@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Turn user changes in Apache Superset into a reliable stream of events",
     long_about = "rollcall polls Superset's REST API, diffs what it sees against the state it stores \
                   (sled), and appends user events (created, updated, deactivated, deleted, role and \
-                  group changes, logins) and the action log's rows (audit.action) to an event log. \
+                  group changes, logins), the action log's rows (audit.action) and AI agents' \
+                  MCP tool calls (agent.tool_called) to an event log. \
                   It delivers that log to sinks (JSONL files or stdout, Kafka, signed webhooks) at \
                   least once, with stable event ids, and can replay it from stored offsets.",
     after_help = "Examples:\n  rollcall check-config\n  rollcall once\n  rollcall --config /etc/rollcall.toml run\n  rollcall events --from 0 --limit 10\n  rollcall status --json"
@@ -132,9 +133,23 @@ pub enum Command {
     /// Print the manual page (roff), generated from these very definitions.
     #[command(after_help = "Example:\n  rollcall man > /usr/local/share/man/man1/rollcall.1")]
     Man,
-    /// Validate the config file and explain every problem, with its line.
+    /// Validate the config file and the files its `include` names, and explain every
+    /// problem, with its file and line.
     #[command(after_help = "Example:\n  rollcall --config rollcall.toml check-config")]
     CheckConfig,
+    /// Make the running `rollcall run` read its config again, as SIGHUP does, and say what
+    /// changed: sources added start, removed ones stop (their stored state is kept until
+    /// `rollcall source forget`), changed ones restart, the others go on undisturbed. A config
+    /// with a problem is refused whole, naming its file and line. Sinks, `[store]` and `listen`
+    /// change only with a restart.
+    #[command(after_help = "Example:\n  rollcall reload   # after adding sources.d/unit-b.toml")]
+    Reload,
+    /// Explain the config file itself, whatever file --config names.
+    #[command(after_help = "Example:\n  rollcall config reference | less")]
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Re-deliver a range of the event log to one sink, with the original event ids, without
     /// moving its cursor (or, with --rewind, move its cursor back so the service re-sends).
     /// Works the same while `rollcall run` holds the store (it asks that process).
@@ -179,7 +194,7 @@ pub enum Command {
     },
     /// Manage a source while rollcall runs (or before it starts).
     #[command(
-        after_help = "Example:\n  rollcall source retry-login cubes   # once its account is unlocked upstream"
+        after_help = "Examples:\n  rollcall source retry-login cubes   # once its account is unlocked upstream\n  rollcall source forget unit-b       # once removed from the config and reloaded"
     )]
     Source {
         #[command(subcommand)]
@@ -239,6 +254,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every key of the config file with its type, default and meaning, as Markdown:
+    /// generated from rollcall's own config types, as the reference in docs/configuration.md.
+    #[command(after_help = "Example:\n  rollcall config reference > configuration-reference.md")]
+    Reference,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Write the whole store as JSON lines (to stdout, or to --output).
     #[command(
@@ -286,6 +309,15 @@ pub enum SourceCommand {
     #[command(after_help = "Example:\n  rollcall source retry-login cubes")]
     RetryLogin {
         /// The source's `name` in the config.
+        name: String,
+    },
+    /// Remove everything the store keeps of a source no longer in the config: the users as
+    /// last seen, its state and cursor, refused logins. Its events stay in the log: they are
+    /// history. Refused while the source is configured: remove it from the config and reload
+    /// first. Added again later, it starts as a new source would.
+    #[command(after_help = "Example:\n  rollcall source forget unit-b")]
+    Forget {
+        /// The source's `name`, as it was in the config.
         name: String,
     },
     /// Whether a refused login of these credentials is remembered: JSON `{"at", "message"}`

@@ -1,4 +1,5 @@
-//! `rollcall check-config`: every problem of the config file, each with its line.
+//! `rollcall check-config`: every problem of the config file and of the files its `include`
+//! names, each with its file and line.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,11 +18,21 @@ pub(super) fn check_config(path: &std::path::Path) -> Result<ExitCode, CliError>
             config.max_concurrent_polls
         ),
     ];
+    for file in &config.files()[1..] {
+        lines.push(format!("  included: {}", file.path.display()));
+    }
     let mut problems = Vec::new();
     for s in &config.sources {
-        lines.push(format!("  source {}: {}", s.name(), s.kind().describe()));
+        let at = config
+            .origin(s.name())
+            .map_or_else(|| path.display().to_string(), |o| o.place());
+        lines.push(format!(
+            "  source {} ({at}): {}",
+            s.name(),
+            s.kind().describe()
+        ));
         if let Err(e) = s.kind().check_secrets() {
-            problems.push(format!("  source {}: {}", s.name(), error_chain(&e)));
+            problems.push(format!("  {at}: source {}: {}", s.name(), error_chain(&e)));
         }
     }
     for s in &config.sinks {

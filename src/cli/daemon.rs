@@ -1,14 +1,16 @@
 //! `rollcall run`: the long-running process. Wires the runner, the HTTP endpoints, the admin
-//! socket and the signals (SIGHUP reopens files, SIGTERM and Ctrl-C stop), and acts only on
-//! the config it started with. Also opens the store as every command that commits does
-//! (`run`, `once`): signing checkpoints when the config has a key.
+//! socket and the signals (SIGHUP reopens files and reloads the config's sources, SIGTERM and
+//! Ctrl-C stop). It acts on the config it started with, its sources as last reloaded. Also opens
+//! the store as every command that commits does (`run`, `once`): signing checkpoints when the
+//! config has a key.
 
 use std::process::ExitCode;
 
 use super::error::CliError;
-use super::forward::{answer, Started};
+use super::forward::{answer, Running, Started};
 use super::status::Status;
-use crate::runner::Runner;
+use crate::config::Config;
+use crate::runner::{Runner, SourceControls};
 use crate::store::Store;
 use crate::text::error_chain;
 
@@ -19,6 +21,7 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
     let store = open_signing(config)?;
     let metrics = crate::http::install_metrics();
     let runner = Runner::new(config, store.clone())?;
+    let live = runner.config();
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
     match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => {
@@ -27,8 +30,9 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
                 .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
             tracing::info!(address = %address, "serving /healthz /readyz /metrics /status");
             let status: crate::http::StatusFn = {
-                let (config, store) = (config.clone(), store.clone());
-                std::sync::Arc::new(move || match Status::read(&config, &store) {
+                let (live, store) = (live.clone(), store.clone());
+                // The config is cloned out of the watch: a reload waits for no status read.
+                std::sync::Arc::new(move || match Status::read(&live.borrow().clone(), &store) {
                     Ok(s) => serde_json::to_value(s).map_err(|e| e.to_string()),
                     // sled may refuse reads too once a write failed: show the failure itself,
                     // which is what an operator looking at /status needs then.
@@ -50,7 +54,7 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
             let http = crate::http::serve(
                 listener,
                 store.clone(),
-                std::sync::Arc::new(config.clone()),
+                live.clone(),
                 metrics,
                 status,
                 until,
@@ -66,16 +70,19 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
             tracing::error!(address = %config.listen, error = %e, "cannot serve HTTP endpoints; set `listen` to a free address")
         }
     }
-    // SIGHUP: each sink kind does what it does on it; JSONL sinks reopen their files by path
-    // (after logrotate renamed them).
+    let controls = runner.controls();
+    // SIGHUP: each sink kind does what it does on it (JSONL sinks reopen their files by path,
+    // after logrotate renamed them); then the config is read again and its sources applied.
     #[cfg(unix)]
     {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(CliError::Stdout)?;
+        let (path, sources) = (config.path.clone(), controls.sources.clone());
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                tracing::info!("SIGHUP: JSONL sinks reopen their files before their next batch");
+                tracing::info!("SIGHUP: JSONL sinks reopen their files before their next batch; reading the config again");
                 crate::sink::SinkConfig::on_hangup();
+                reload(&path, &sources).await;
             }
         });
     }
@@ -84,8 +91,12 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
     let listener = crate::admin::bind(&socket)?;
     tracing::info!(socket = %socket.display(), "serving events, status, replay, dlq and sink commands");
     {
-        let (store, controls) = (store.clone(), runner.controls());
-        let started = std::sync::Arc::new(started);
+        let running = std::sync::Arc::new(Running {
+            path: started.path.clone(),
+            config: live,
+            store: store.clone(),
+            controls,
+        });
         let mut stopped = stop_http.subscribe();
         let until = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -93,7 +104,7 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
         tokio::spawn(crate::admin::serve(
             listener,
             crate::admin::Limits::default(),
-            move |request| answer(request, started.clone(), store.clone(), controls.clone()),
+            move |request| answer(request, running.clone()),
             until,
         ));
     }
@@ -102,6 +113,23 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
     let _ = std::fs::remove_file(&socket);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Read the config at `path` again and hand it to the runner. A config that does not load is
+/// refused whole, every problem logged with its file and line, and the sources polled go on as
+/// they were; so does a reload the runner cannot apply.
+async fn reload(path: &std::path::Path, sources: &SourceControls) {
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %error_chain(&e), "config reload refused: the sources polled go on as they were. Fix the problems named (`rollcall check-config` lists them) and send SIGHUP again");
+            return;
+        }
+    };
+    // Applied, the runner logged what changed; `None`: the runner is stopping.
+    if let Some(Err(e)) = sources.reload(new).await {
+        tracing::error!(config = %path.display(), error = %error_chain(&e), "config reload refused: a source cannot be set up; the sources polled go on as they were");
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

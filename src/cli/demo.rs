@@ -24,9 +24,9 @@ pub(super) async fn demo(
             },
         });
     }
-    let mut tour = match crate::demo::Tour::start(source).await {
+    let mut tour = match source.demo().await {
         Ok(tour) => tour,
-        Err(e @ crate::demo::DemoError::LoginRefused { .. }) => {
+        Err(e @ crate::source::demo::DemoError::LoginRefused { .. }) => {
             login_state(config_path, config, source, Some(e.to_string())).await?;
             return Err(e.into());
         }

@@ -21,7 +21,7 @@ pub enum CliError {
     #[error("cannot write to stdout: {0}")]
     Stdout(#[from] std::io::Error),
     #[error(transparent)]
-    Demo(#[from] crate::demo::DemoError),
+    Demo(#[from] crate::source::demo::DemoError),
     #[error(transparent)]
     Replay(#[from] crate::replay::ReplayError),
     #[error("no sink named '{name}' in the config; its sinks are: {known}")]
@@ -62,6 +62,19 @@ pub enum CliError {
     NoSigningKey,
     #[error("sink '{0}' cannot be read back: --topic reads a Kafka sink's topic. A JSONL sink's file is verified with `rollcall verify FILE`")]
     NotReadBack(String),
+    #[error("source '{name}' is in {whose} ({place}): remove its table from the config and reload (SIGHUP or `rollcall reload`) first; its events stay in the log either way")]
+    StillConfigured {
+        name: String,
+        place: String,
+        /// "the config", or the config the running process acts on.
+        whose: &'static str,
+    },
+    #[error("the store holds nothing of a source named '{name}'; it holds state of these sources: {stored}")]
+    NothingStored { name: String, stored: String },
+    #[error("no `rollcall run` holds the store of this config, so there is nothing to reload: the next `rollcall run` reads the config as it is then")]
+    NothingToReload,
+    #[error("the running `rollcall run` is shutting down and takes no more orders; run the command again once it has stopped, or after it starts again")]
+    ShuttingDown,
     #[error("source '{name}': {error}")]
     RefusedBefore {
         name: String,
@@ -85,6 +98,9 @@ impl CliError {
             | CliError::OtherConfig { .. }
             | CliError::NoStore(_)
             | CliError::UnknownSource { .. }
+            | CliError::StillConfigured { .. }
+            | CliError::NothingStored { .. }
+            | CliError::NothingToReload
             | CliError::LiveSingleWriter(_)
             | CliError::SigningKey(_)
             | CliError::NoSigningKey
@@ -110,7 +126,10 @@ impl CliError {
             | CliError::Verify(crate::verify::VerifyError::Store(_))
             | CliError::Admin(_)
             | CliError::StatusUnavailable { .. } => exit::STORE,
-            CliError::Stdout(_) | CliError::Replay(_) | CliError::Verify(_) => exit::FAILED,
+            CliError::Stdout(_)
+            | CliError::Replay(_)
+            | CliError::Verify(_)
+            | CliError::ShuttingDown => exit::FAILED,
         }
     }
 }

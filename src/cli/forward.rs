@@ -14,7 +14,8 @@ use super::args::{Cli, Command, SourceCommand};
 use super::error::CliError;
 use super::operate::operate;
 use super::status::status_over_http;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LiveConfig};
+use crate::runner::Controls;
 use crate::store::{Store, StoreError};
 use crate::text::error_chain;
 
@@ -159,41 +160,44 @@ pub(super) async fn login_state(
         }))
 }
 
-/// The config `run` was started with: the only one it acts on, also for requests over its
-/// admin socket. The file is kept resolved (symlinks followed) to tell a request naming another
-/// file, and its text to tell that the file changed since.
+/// The config `run` was started with, and its file kept resolved (symlinks followed) to tell
+/// a request naming another file.
 pub(super) struct Started {
     pub(super) config: Config,
     pub(super) path: PathBuf,
-    pub(super) text: Vec<u8>,
 }
 
 impl Started {
     pub(super) fn load(path: &std::path::Path) -> Result<Started, CliError> {
         let config = Config::load(path)?;
-        let unreadable = |source| ConfigError::Read {
+        let resolved = std::fs::canonicalize(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        };
-        let resolved = std::fs::canonicalize(path).map_err(unreadable)?;
-        let text = std::fs::read(&resolved).map_err(unreadable)?;
+        })?;
         Ok(Started {
             config,
             path: resolved,
-            text,
         })
     }
+}
+
+/// What a running `rollcall run` answers admin-socket requests with.
+pub(super) struct Running {
+    /// The config file it was started with, resolved.
+    pub(super) path: PathBuf,
+    /// The config it acts on now: its sources as last reloaded.
+    pub(super) config: LiveConfig,
+    pub(super) store: Store,
+    pub(super) controls: Controls,
 }
 
 /// Answer one admin-socket request with the running process's store, sinks and config: a
 /// request naming another config file than the one `run` started with is refused (acting on
 /// it would mix sinks `run` does not serve with its store), and one naming the same file,
-/// changed since, is told that the changes wait for a restart.
+/// changed since `run` last read it, is told so.
 pub(super) async fn answer(
     request: crate::admin::Request,
-    started: std::sync::Arc<Started>,
-    store: Store,
-    controls: crate::runner::SinkControls,
+    running: std::sync::Arc<Running>,
 ) -> crate::admin::Reply {
     let args = std::iter::once("rollcall".to_owned()).chain(request.args);
     let cli = match Cli::try_parse_from(args) {
@@ -208,26 +212,27 @@ pub(super) async fn answer(
     };
     let mut out = Vec::new();
     let mut note = String::new();
+    let config = running.config.borrow().clone();
     let result = match std::fs::canonicalize(&request.config) {
-        Ok(named) if named == started.path => {
-            if std::fs::read(&named).ok().as_ref() != Some(&started.text) {
+        Ok(named) if named == running.path => {
+            if config.changed_on_disk() && !matches!(cli.command, Command::Reload) {
                 note = format!(
-                    "note: {} changed since this `rollcall run` started; it acts on the config it started with until it is restarted\n",
+                    "note: {} (or a file its `include` names) changed since this `rollcall run` started or last reloaded it; it acts on the config as it read it then: `rollcall reload` (or SIGHUP) applies the sources, a restart the rest\n",
                     named.display()
                 );
             }
             operate(
-                &started.config,
+                &config,
                 cli.command,
-                &store,
-                Some(&controls),
+                &running.store,
+                Some(&running.controls),
                 &mut out,
             )
             .await
         }
         _ => Err(CliError::OtherConfig {
             named: request.config,
-            running: started.path.clone(),
+            running: running.path.clone(),
         }),
     };
     let stdout = String::from_utf8_lossy(&out).into_owned();

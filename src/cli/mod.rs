@@ -16,11 +16,14 @@ mod healthcheck;
 mod named;
 mod operate;
 mod replay;
+mod sources;
 mod status;
 mod verify;
 
 pub use crate::exit;
-pub use args::{Cli, Command, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand};
+pub use args::{
+    Cli, Command, ConfigCommand, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand,
+};
 pub use error::CliError;
 
 use std::io::Write;
@@ -34,6 +37,12 @@ use crate::store::{Store, StoreError};
 pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => check_config::check_config(&cli.config),
+        Command::Config {
+            action: ConfigCommand::Reference,
+        } => {
+            std::io::stdout().write_all(crate::config::reference().as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -139,7 +148,8 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Replay { .. }
         | Command::Dlq { .. }
         | Command::Sink { .. }
-        | Command::Source { .. }) => {
+        | Command::Source { .. }
+        | Command::Reload) => {
             let mut args: Vec<String> = std::env::args().skip(1).collect();
             if let Command::Verify {
                 file,

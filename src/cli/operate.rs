@@ -1,6 +1,7 @@
 //! The store commands themselves (`events`, `status`, `replay`, `dlq`, `sink`, `source`,
-//! `store export`, `verify --store` and `verify FILE --against-store`), run against a store handed to them by `forward`: here or in the running
-//! process. They never open a store or a socket.
+//! `reload`, `store export`, `verify --store` and `verify FILE --against-store`), run against a
+//! store handed to them by `forward`: here or in the running process. They never open a store
+//! or a socket.
 
 use std::io::Write;
 
@@ -11,19 +12,22 @@ use super::dlq::dlq;
 use super::error::CliError;
 use super::named::{sink_config, source_config};
 use super::replay::replay;
+use super::sources::{forget, reload};
 use super::status::Status;
 use crate::config::Config;
+use crate::runner::Controls;
 use crate::store::{SinkHealth, Store, StoreError};
 
-/// Run a store command against `store`; `controls` reach the sinks when `run` serves them.
-/// Returns the exit code.
+/// Run a store command against `store`; `controls` reach the sinks and sources when `run`
+/// serves them. Returns the exit code.
 pub(super) async fn operate(
     config: &Config,
     command: Command,
     store: &Store,
-    controls: Option<&crate::runner::SinkControls>,
+    controls: Option<&Controls>,
     out: &mut Vec<u8>,
 ) -> Result<u8, CliError> {
+    let sinks = controls.map(|c| &c.sinks);
     match command {
         Command::Events { from, limit } => {
             for e in store.events_from(from, limit)? {
@@ -61,7 +65,7 @@ pub(super) async fn operate(
                 dry_run,
                 rewind,
             };
-            replay(config, store, controls, &request, out).await
+            replay(config, store, sinks, &request, out).await
         }
         Command::Dlq { action } => dlq(config, store, action, out).await,
         Command::Verify {
@@ -108,7 +112,11 @@ pub(super) async fn operate(
         }
         Command::Sink {
             action: SinkCommand::Enable { name },
-        } => sink_enable(config, store, controls, &name, out).await,
+        } => sink_enable(config, store, sinks, &name, out).await,
+        Command::Source {
+            action: SourceCommand::Forget { name },
+        } => forget(config, store, controls.map(|c| &c.sources), &name, out).await,
+        Command::Reload => reload(config, controls.map(|c| &c.sources), out).await,
         Command::Store {
             action: StoreCommand::Export { output },
         } => {
@@ -145,6 +153,7 @@ pub(super) async fn operate(
         Command::Run
         | Command::Once { .. }
         | Command::CheckConfig
+        | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man
         | Command::Doctor { .. }

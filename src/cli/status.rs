@@ -49,6 +49,10 @@ pub(super) struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct SourceStatus {
     pub(super) name: String,
+    /// In the config; false for a source removed from it whose stored state is kept until
+    /// `rollcall source forget`.
+    #[serde(default = "configured")]
+    pub(super) configured: bool,
     /// What the source's own cursor says an operator needs (e.g. the action log's health).
     #[serde(default)]
     pub(super) details: serde_json::Value,
@@ -74,10 +78,16 @@ pub(super) struct SinkStatus {
     pub(super) state: SinkState,
 }
 
+/// A status without the `configured` field is of a release before reloads: every source it
+/// lists is configured.
+fn configured() -> bool {
+    true
+}
+
 impl Status {
     pub(super) fn read(config: &Config, store: &Store) -> Result<Status, StoreError> {
         let head = store.head()?;
-        let sources = config
+        let mut sources = config
             .sources
             .iter()
             .map(|s| {
@@ -86,33 +96,49 @@ impl Status {
                 let cursor = std::mem::take(&mut state.cursor);
                 Ok(SourceStatus {
                     name: s.name().to_owned(),
+                    configured: true,
                     details: s.kind().status(&cursor),
                     state,
                     activity: store.activity(s.name()),
                 })
             })
-            .collect::<Result<_, StoreError>>()?;
-        let sinks = config
-            .sinks
-            .iter()
-            .map(|s| {
-                let cursor = store.cursor(s.name())?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // What no source of the config reads any more is shown as stored, without details:
+        // only the source knew how to read its cursor.
+        for name in store.stored_sources()? {
+            if config.source(&name).is_none() {
+                let mut state = store.source_state(&name)?;
+                state.cursor.clear();
+                sources.push(SourceStatus {
+                    activity: store.activity(&name),
+                    name,
+                    configured: false,
+                    details: serde_json::Value::Null,
+                    state,
+                });
+            }
+        }
+        let mut sinks = Vec::new();
+        // A sink whose destinations come and go (SSF streams) has a row for each of them.
+        for sink in &config.sinks {
+            for name in sink.deliveries(store)? {
+                let cursor = store.cursor(&name)?;
                 let oldest = store
                     .events_from(cursor, 1)?
                     .first()
                     .map(|e| e.event())
                     .transpose()?;
-                Ok(SinkStatus {
-                    name: s.name().to_owned(),
+                sinks.push(SinkStatus {
                     cursor,
                     lag_events: head.saturating_sub(cursor),
                     lag_seconds: oldest.map(|e| (Utc::now() - e.time).num_seconds()),
-                    dead_letters: store.dead_letter_count(s.name())?,
-                    events_skipped: store.skipped(s.name())?,
-                    state: store.sink_state(s.name())?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
+                    dead_letters: store.dead_letter_count(&name)?,
+                    events_skipped: store.skipped(&name)?,
+                    state: store.sink_state(&name)?,
+                    name,
+                });
+            }
+        }
         Ok(Status {
             store: store.path().display().to_string(),
             store_id: store.id().to_owned(),
@@ -160,6 +186,17 @@ impl Status {
         }
         for s in &self.sources {
             let st = &s.state;
+            if !s.configured {
+                writeln!(
+                    out,
+                    "source {}: NOT IN THE CONFIG, not polled; {} users as last seen, last successful poll: {}. Its stored state is kept until `rollcall source forget {}`",
+                    s.name,
+                    st.users_known,
+                    when(st.last_poll),
+                    s.name
+                )?;
+                continue;
+            }
             writeln!(out, "source {}: {} users known", s.name, st.users_known)?;
             writeln!(out, "  last successful poll: {}", when(st.last_poll))?;
             writeln!(
@@ -218,6 +255,9 @@ impl Status {
                 }
                 if let Some(n) = log["unreadable_rows"].as_u64().filter(|n| *n > 0) {
                     writeln!(out, "  action log rows that could not be read: {n}")?;
+                }
+                if let Some(n) = log["mcp_calls_given_up"].as_u64().filter(|n| *n > 0) {
+                    writeln!(out, "  MCP tool calls whose end was never logged: {n}")?;
                 }
             }
             if let Some(users) = s.details["unreadable_users"]

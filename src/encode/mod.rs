@@ -14,7 +14,8 @@ pub mod ocsf;
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::chain::{self, Link};
@@ -106,13 +107,16 @@ impl<'a> Envelope<'a> {
     /// The ordering key: events with the same key reach a consumer in log order. A user's
     /// events share one, `<source>:<subject>`. Each action-log row has its own,
     /// `<source>:log/<log_id>`: rows are independent, so one busy actor's rows must not wait
-    /// behind one another (and be re-sent together after a restart).
+    /// behind one another (and be re-sent together after a restart). An agent's tool call is
+    /// keyed by the row that finished it, like that row.
     pub fn key(&self) -> String {
         #[derive(Deserialize)]
         struct Row {
             log_id: u64,
         }
-        if self.event_type == EventType::AuditAction.as_str() {
+        if self.event_type == EventType::AuditAction.as_str()
+            || self.event_type == EventType::AgentToolCalled.as_str()
+        {
             if let Ok(row) = serde_json::from_str::<Row>(self.data.get()) {
                 return format!("{}:log/{}", self.source, row.log_id);
             }
@@ -157,13 +161,13 @@ pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError
 }
 
 /// What a sink sends: its `format` key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The stored CloudEvent, unchanged (binary or structured per the sink's `mode`).
     #[default]
     Cloudevents,
-    /// One OCSF 1.8.0 record per event, as JSON (see [`ocsf`]).
+    /// One OCSF record per event, as JSON, in the sink's `ocsf_version` (see [`ocsf`]).
     Ocsf,
 }
 
@@ -184,6 +188,8 @@ pub struct Encoder {
     pub format: Format,
     pub mode: Mode,
     pub binding: Binding,
+    /// The OCSF version of [`Format::Ocsf`] records; CloudEvents ignores it.
+    pub ocsf: ocsf::Version,
 }
 
 impl Encoder {
@@ -199,7 +205,7 @@ impl Encoder {
     pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
         match self.format {
             Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
-            Format::Ocsf => ocsf::encode(e),
+            Format::Ocsf => ocsf::encode(e, self.ocsf),
         }
     }
 }
@@ -231,6 +237,7 @@ mod tests {
             format,
             mode: Mode::Structured,
             binding: Binding::Http,
+            ocsf: ocsf::Version::default(),
         };
         for t in EventType::ALL {
             assert!(encoder(Format::Cloudevents).carries(t.as_str()));
@@ -281,6 +288,8 @@ mod tests {
         let row = |id: u64| event("audit.action", "7", serde_json::json!({"log_id": id}));
         assert_eq!(key_of(row(41)), "superset://prod:log/41");
         assert_ne!(key_of(row(41)), key_of(row(42)), "independent rows");
+        let call = event("agent.tool_called", "7", serde_json::json!({"log_id": 43}));
+        assert_eq!(key_of(call), "superset://prod:log/43", "independent calls");
         assert_eq!(
             key_of(event(
                 "user.updated",

@@ -3,7 +3,8 @@
 //!
 //! Owns the list of kinds (one line each in the `sinks!` invocation below), the [`Sink`] trait
 //! and the vocabulary it speaks ([`Message`], [`Refusal`], [`Order`]). Config, check-config,
-//! delivery, replay and dead letters all go through [`SinkConfig`] and [`Sink`]; outside tests,
+//! delivery, replay and dead letters all go through [`SinkConfig`] and [`Sink`] (and, for a kind
+//! whose destinations come and go while it runs, [`Fleet`] and [`Roster`]); outside tests,
 //! only `rollcall sink public-key` (in `cli`) names a kind, the webhook, the one kind with keys
 //! to show. Each kind lives in its own folder with its config (`config.rs`) and must never
 //! import another kind, nor `deliver`.
@@ -14,6 +15,7 @@
 
 pub mod jsonl;
 pub mod kafka;
+pub mod ssf;
 pub mod webhook;
 
 use std::borrow::Cow;
@@ -22,11 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot, watch};
 use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::encode::{Encoder, Envelope, Unreadable};
-use crate::settings::{one_of, Entry, Problems};
+use crate::settings::{one_of, table_schema, Entry, Problems};
+use crate::store::{Store, StoreError};
 
 /// One event as a sink puts it on the wire: encoded once, then owned by the delivery engine
 /// (it may wait in the window while retries go on).
@@ -76,6 +80,20 @@ impl Message {
     }
 }
 
+/// At most `cap` bytes of an HTTP answer's body (what HTTP sinks read of a receiver's answer:
+/// enough for an error message, never a flood).
+pub(crate) async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() == cap {
+            break;
+        }
+    }
+    buf
+}
+
 /// Why a batch was not acknowledged in full.
 #[derive(Debug)]
 pub struct Refusal {
@@ -87,6 +105,10 @@ pub struct Refusal {
     pub error: SinkError,
     /// When the destination asked to be tried again (HTTP `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The destination refused this one message for good, and said so (an SSF receiver's
+    /// `400` with an error code): under [`Order::PerUser`] it is dead-lettered at once, without
+    /// the rest of the retry schedule, and the sink goes on.
+    pub rejected: bool,
 }
 
 impl Refusal {
@@ -96,6 +118,7 @@ impl Refusal {
             acked: 0,
             error: error.into(),
             retry_after: None,
+            rejected: false,
         }
     }
 
@@ -173,6 +196,41 @@ pub trait Sink: Send + Sync {
     /// After a failed send, before the engine tries again (e.g. replace a producer that
     /// failed for good).
     fn recover(&self) {}
+
+    /// A sink whose destinations come and go while `run` serves it; `None` for a sink that is
+    /// one destination.
+    fn fleet(&self) -> Option<&dyn Fleet> {
+        None
+    }
+}
+
+/// Under `run`, what a [`Fleet`] asks of whoever serves it.
+pub enum Roster {
+    /// Deliver to this destination from its stored cursor, as to any sink, until stopped.
+    Serve(Box<dyn Sink>),
+    /// Stop delivering to the destination of this name; `stopped` is told once nothing of it
+    /// is in flight and its cursor is saved (also when nothing served it).
+    Stop {
+        name: String,
+        stopped: oneshot::Sender<()>,
+    },
+}
+
+/// A sink whose destinations come and go while `run` serves it: an SSF transmitter, whose
+/// receivers create, pause and delete streams. It runs a service of its own (its listener) and
+/// hands each destination over as a sink of its own, keeping its cursor under its own name,
+/// which the delivery engine serves like any other sink.
+pub trait Fleet: Send + Sync {
+    /// `run`: serve until `shutdown` turns true, asking for destinations on `roster`.
+    fn run(
+        &self,
+        store: Store,
+        roster: mpsc::Sender<Roster>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'_, ()>;
+
+    /// `once`: the destinations that can be delivered to without the service.
+    fn members(&self, store: &Store) -> Result<Vec<Box<dyn Sink>>, SinkError>;
 }
 
 /// What a sink kind does beyond sending, where only some kinds do anything: each kind's config
@@ -201,13 +259,21 @@ pub trait SinkKind {
     fn read_back(&self) -> Option<Result<ReadBack, SinkError>> {
         None
     }
+
+    /// The names the sink keeps cursors under in `store`, when they are not just its own name
+    /// (a [`Fleet`]: one per destination that holds events back).
+    fn deliveries(&self, _store: &Store) -> Option<Result<Vec<String>, StoreError>> {
+        None
+    }
 }
 
 /// A destination's events read back, each where it was found, in log order.
 pub type ReadBack = Box<dyn Iterator<Item = Result<crate::chain::record::Delivered, SinkError>>>;
+
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
-/// provides `name`, `validate`, `describe`, `check` and `build`, and implements [`SinkKind`];
+/// provides `name`, `validate`, `describe`, `check` and `build`, implements [`SinkKind`] and
+/// derives `JsonSchema` (its doc comments are the reference operators read);
 /// each error, `is_permanent`; each kind's module, `METRICS` (the metrics only it exports,
 /// with their help) and `on_hangup` (what it does on SIGHUP).
 macro_rules! sinks {
@@ -229,6 +295,10 @@ macro_rules! sinks {
         impl SinkConfig {
             /// Every kind, as written in `kind = "…"`.
             pub const KINDS: &'static [&'static str] = &[$(stringify!($kind)),+];
+
+            /// Every kind with the schema of its table, for `rollcall config reference`.
+            pub const TABLES: &'static [(&'static str, fn() -> schemars::Schema)] =
+                &[$((stringify!($kind), table_schema::<$config>)),+];
 
             /// Read one `[[sinks]]` table (without its `kind`) as `kind`; problems go to `p`.
             pub fn parse(
@@ -270,6 +340,14 @@ macro_rules! sinks {
                 match self {
                     $(SinkConfig::$variant(c) => c.describe(),)+
                 }
+            }
+
+            /// The names this sink keeps cursors under (status, metrics, readiness and
+            /// retention look at each): its own, or one per destination of a fleet.
+            pub fn deliveries(&self, store: &Store) -> Result<Vec<String>, StoreError> {
+                self.kind()
+                    .deliveries(store)
+                    .unwrap_or_else(|| Ok(vec![self.name().to_owned()]))
             }
 
             /// What only some kinds do, asked of this sink's kind.
@@ -320,4 +398,5 @@ sinks! {
     jsonl => Jsonl(jsonl::JsonlConfig, jsonl::JsonlError),
     webhook => Webhook(webhook::WebhookConfig, webhook::WebhookError),
     kafka => Kafka(kafka::KafkaConfig, kafka::KafkaError),
+    ssf => Ssf(ssf::SsfConfig, ssf::SsfError),
 }

@@ -6,10 +6,12 @@
 //! what it stored last time only through [`Known`], record by record, so that no cycle holds
 //! every user (docs/performance.md, Memory); plus any events it reads natively (Superset's
 //! action log). It never writes to the store and never derives user events itself: the cycle
-//! compares and commits. Adding a kind is one folder and one line in [`registry!`] below (and
-//! its `rollcall demo`, in `src/demo/`).
+//! compares and commits. Adding a kind is one folder and one line in [`registry!`] below; what
+//! every kind must supply (its product facts, its `rollcall demo`, …) the compiler then asks
+//! for. [`demo`] walks any kind's demo and never names one.
 
 mod bounds;
+pub mod demo;
 pub mod kylin;
 pub mod superset;
 
@@ -17,16 +19,19 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::event::Derived;
-use crate::settings::{Entry, Problems, SecretError, SecretRef};
+use crate::settings::{table_schema, Entry, Problems, SecretError, SecretRef};
 pub use crate::store::Known;
 use crate::store::{Credentials, LoginRefusal, StoreError};
 use crate::user::Account;
+use demo::{DemoError, Steps, Tour};
 
 /// How much of its upstream a cycle reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +140,12 @@ pub trait SourceKind {
     fn check_secrets(&self) -> Result<(), SourceError>;
     /// What `status` shows of the stored cursor: what an operator can act on, no internals.
     fn status(&self, cursor: &StoredCursor) -> serde_json::Value;
+    /// `rollcall demo`: log in once, as this source's own account with `password`, to the
+    /// (test!) instance it points at, and hand over the kind's demo steps.
+    fn demo<'a>(
+        &'a self,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Box<dyn Steps>, DemoError>>;
 }
 
 /// A cycle's deadline when `poll_deadline` is not set: an hour, or five request timeouts when
@@ -302,6 +313,10 @@ macro_rules! registry {
             /// Every kind, as written in `kind = "…"`.
             pub const KINDS: &[&str] = &[$($kind),*];
 
+            /// Every kind with the schema of its table, for `rollcall config reference`.
+            pub const TABLES: &[(&str, fn() -> schemars::Schema)] =
+                &[$(($kind, table_schema::<$module::$config>)),*];
+
             pub fn parse(
                 kind: &str,
                 v: &Spanned<DeValue<'_>>,
@@ -369,6 +384,17 @@ impl SourceConfig {
 }
 
 impl SourceConfig {
+    /// `rollcall demo` of this source, whatever its kind: logged in once, with the source's own
+    /// account, to the (test!) instance it points at.
+    pub async fn demo(&self) -> Result<Tour, DemoError> {
+        let kind = self.kind();
+        let login = kind.login();
+        let password = login
+            .password()
+            .map_err(|e| DemoError::Secret(login.name.to_owned(), e))?;
+        Ok(Tour::new(kind.demo(&password).await?))
+    }
+
     /// The Superset table, if this source is one.
     pub fn as_superset(&self) -> Option<&superset::SupersetConfig> {
         match self {

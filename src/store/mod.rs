@@ -28,8 +28,9 @@
 //! by time), `chain.rs` (appending events with their links in the hash chain, and signed
 //! checkpoints), `log.rs` (the event log, its head and compaction), `sink_state.rs` (sink
 //! cursors, sink health, dead letters), `source_state.rs` (source states, refused logins,
-//! in-memory activity), `backup.rs` (export and import) and `migrate.rs` (the schema version
-//! and the steps to it). This file opens the store and holds what every handle shares.
+//! in-memory activity), `streams.rs` (the records of destinations a sink's receivers create
+//! while rollcall runs, `streams`), `backup.rs` (export and import) and `migrate.rs` (the schema
+//! version and the steps to it). This file opens the store and holds what every handle shares.
 
 mod backup;
 mod chain;
@@ -39,6 +40,7 @@ mod migrate;
 mod sink_state;
 mod snapshot;
 mod source_state;
+mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

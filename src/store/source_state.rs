@@ -1,12 +1,14 @@
 //! What the store keeps of each source between cycles: its state (`source/<name>` in `meta`:
 //! the runner's part and the source's own cursor, opaque here), a login the upstream refused
 //! (`login_refused/<name>`), and, in memory only, the states of cycles that found no change and
-//! what this process's runner is doing with the source.
+//! what this process's runner is doing with the source; which sources the store holds anything
+//! of, and forgetting all of it (`rollcall source forget`), snapshot included.
 //!
 //! Owns the latest state of a source as this process sees it, and keeping a refused login
 //! durably so that no process sends those credentials again. It never reads the source's
 //! cursor (only the source knows its type) and never holds a password: only a hash of the
-//! credentials, beside a refused login.
+//! credentials, beside a refused login. Forgetting a source never touches the event log: the
+//! events it produced are history, and stay.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -226,6 +228,79 @@ impl Store {
         Ok(had)
     }
 
+    /// Every source the store holds anything of (a state, a refused login, a snapshot), by
+    /// name, in name order: the configured ones and those removed from the config but not
+    /// forgotten.
+    pub fn stored_sources(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = std::collections::BTreeSet::new();
+        for prefix in [STATE_PREFIX, REFUSAL_PREFIX] {
+            for entry in self.meta.scan_prefix(prefix.as_bytes()) {
+                let (key, _) = entry?;
+                names.insert(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+            }
+        }
+        for tree in self.db.tree_names() {
+            for prefix in [SNAPSHOT_PREFIX, MEMBERS_PREFIX] {
+                if let Some(name) = tree.strip_prefix(prefix.as_bytes()) {
+                    names.insert(String::from_utf8_lossy(name).into_owned());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Remove everything the store keeps of `source`: its state and cursor, its refused logins,
+    /// its snapshot (the users as last seen), and what this process noted of it in memory. The
+    /// events it produced stay in the log. The caller makes sure no poll of it runs. Returns
+    /// whether there was anything to forget.
+    ///
+    /// The state goes first, in one write with the refused logins: should the process die
+    /// before the snapshot is dropped, the source counts as never polled, and a source of that
+    /// name added later starts with a full reconcile that reports no change for a user it
+    /// finds as stored.
+    pub fn forget_source(&self, source: &str) -> Result<bool, StoreError> {
+        let trees = [
+            format!("{SNAPSHOT_PREFIX}{source}"),
+            format!("{MEMBERS_PREFIX}{source}"),
+        ];
+        let had_trees = self
+            .db
+            .tree_names()
+            .iter()
+            .any(|t| trees.iter().any(|n| t == n.as_bytes()));
+        let had_meta = self.meta.contains_key(state_key(source))?
+            || self.meta.contains_key(refusal_key(source))?;
+        self.unsaved_states().remove(source);
+        self.clear_activity(source);
+        if !had_trees && !had_meta {
+            return Ok(false);
+        }
+        // Held shared, as a commit holds it: an export copies the store before or after this,
+        // never half-way.
+        let _open = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        self.writing(|| {
+            let mut batch = sled::Batch::default();
+            batch.remove(state_key(source));
+            batch.remove(refusal_key(source));
+            self.meta.apply_batch(batch)?;
+            self.db.flush()?;
+            for tree in &trees {
+                self.db.drop_tree(tree.as_bytes())?;
+            }
+            self.db.flush()?;
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Forget what this process's runner noted of `source` doing: it polls it no more.
+    pub fn clear_activity(&self, source: &str) {
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(source);
+    }
+
     fn update_source_state(
         &self,
         source: &str,
@@ -243,13 +318,91 @@ impl Store {
     }
 }
 
+const STATE_PREFIX: &str = "source/";
+const REFUSAL_PREFIX: &str = "login_refused/";
+/// The trees `snapshot.rs` keeps each source's users and memberships in.
+const SNAPSHOT_PREFIX: &str = "snapshot/";
+const MEMBERS_PREFIX: &str = "members/";
+
 pub(super) fn state_key(source: &str) -> Vec<u8> {
-    format!("source/{source}").into_bytes()
+    format!("{STATE_PREFIX}{source}").into_bytes()
 }
 
 /// Refused logins kept per source: a password changed back to one of these is not sent again.
 pub const REFUSALS_KEPT: usize = 16;
 
 fn refusal_key(source: &str) -> Vec<u8> {
-    format!("login_refused/{source}").into_bytes()
+    format!("{REFUSAL_PREFIX}{source}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Commit, Record};
+    use super::*;
+
+    fn commit(store: &Store, source: &str) {
+        let state = SourceState {
+            initialized: true,
+            users_known: 1,
+            ..Default::default()
+        };
+        let event: crate::event::Event = serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": uuid::Uuid::now_v7(), "source": format!("superset://{source}"),
+            "type": "user.created", "subject": "1", "time": Utc::now(),
+            "datacontenttype": "application/json", "sequence": "", "data": {}
+        }))
+        .unwrap();
+        store
+            .commit(Commit {
+                source,
+                upserts: vec![Record {
+                    key: 1u64.to_be_bytes().to_vec(),
+                    value: br#"{"id":1,"roles":[],"groups":[]}"#.to_vec(),
+                }],
+                removals: vec![],
+                events: vec![event],
+                state: Some(&state),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn forgetting_a_source_removes_its_snapshot_state_and_refusals_and_keeps_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        commit(&store, "gone");
+        commit(&store, "kept");
+        store
+            .record_login_refusal(
+                "gone",
+                &LoginRefusal {
+                    at: Utc::now(),
+                    message: "401".into(),
+                    credentials: Credentials("h".into()),
+                },
+            )
+            .unwrap();
+        store.note_activity("gone", |a| a.last_cycle_seconds = Some(1.0));
+        assert_eq!(store.stored_sources().unwrap(), ["gone", "kept"]);
+
+        assert!(store.forget_source("gone").unwrap());
+        assert_eq!(store.stored_sources().unwrap(), ["kept"]);
+        assert_eq!(store.stored_source_state("gone").unwrap(), None);
+        assert_eq!(store.login_refusals("gone").unwrap(), []);
+        assert_eq!(store.activity("gone"), SourceActivity::default());
+        assert!(!store.db.tree_names().iter().any(|t| t.ends_with(b"/gone")));
+        assert_eq!(store.head().unwrap(), 2, "its events stay in the log");
+        assert_eq!(store.events_from(0, 10).unwrap().len(), 2);
+        assert!(store.source_state("kept").unwrap().initialized);
+        assert!(
+            !store.forget_source("gone").unwrap(),
+            "nothing left to forget"
+        );
+        assert!(!store.forget_source("never").unwrap());
+
+        // What is forgotten stays forgotten when the store is opened again.
+        drop(store);
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        assert_eq!(store.stored_sources().unwrap(), ["kept"]);
+    }
 }

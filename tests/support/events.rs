@@ -1,5 +1,6 @@
 //! Events built the way the runner builds them: one of every type rollcall emits, from both
-//! kinds of source, derived by the library itself from small snapshots and action-log rows.
+//! kinds of source, derived by the library itself from small snapshots and action-log rows
+//! (some of them captured from a real Superset).
 
 use std::collections::BTreeSet;
 
@@ -103,6 +104,7 @@ pub fn every_kind_of_event() -> Vec<Value> {
     let mut derived = observe_all(&old);
     derived.extend(diff(&old, &new, &DiffOptions::default()));
     derived.extend(audit_events());
+    derived.extend(agent_events());
     let mut events = stamp("superset://prod-eu.1", derived);
     events.extend(stamp("kylin://bi", kylin_events()));
     events
@@ -198,8 +200,55 @@ pub fn audit_events() -> Vec<Derived> {
     cursor.accept(Utc::now(), rows, &judge).events
 }
 
+/// The action-log rows a real Superset 6.1.0 MCP service wrote for one `list_databases` call and
+/// then three calls of another session (`tests/fixtures/superset/mcp/action_log_rows.json`).
+pub fn captured_mcp_rows() -> Vec<Value> {
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/superset/mcp/action_log_rows.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    file["list_databases_ok"]["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `agent.tool_called` events joined from the action-log rows a real Superset 6.1.0 MCP service
+/// wrote (`tests/fixtures/superset/mcp/`): a read with its user, two error answers, and a call
+/// refused for its arguments, with no user.
+pub fn agent_events() -> Vec<Derived> {
+    use rollcall::event::EventType;
+    use rollcall::source::superset::audit::{ActionFilter, Judge, LogCursor, RawRow};
+    let rows = (1..)
+        .zip(captured_mcp_rows())
+        .map(|(id, row)| RawRow { id, row });
+    let filter = ActionFilter::new(&["*".into()], &[]).unwrap();
+    let judge = Judge {
+        filter: &filter,
+        service_account: Some(9),
+        overlap: chrono::Duration::seconds(60),
+    };
+    let since = "2026-12-06T13:00:00Z".parse().unwrap();
+    let mut cursor = LogCursor::default();
+    let mut events = cursor.accept(since, rows.collect(), &judge).events;
+    events.retain(|e| e.event_type == EventType::AgentToolCalled);
+    events
+}
+
 pub fn types_of(events: &[Value]) -> BTreeSet<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// The example event of type `t` from the source whose URI starts with `scheme`.
+pub fn from_source(scheme: &str, t: &str) -> Value {
+    every_kind_of_event()
+        .into_iter()
+        .find(|e| e["type"] == t && e["source"].as_str().unwrap().starts_with(scheme))
+        .unwrap_or_else(|| panic!("no {t} from {scheme} in the example events"))
 }
 
 pub fn event_of_type(t: &str) -> Value {

@@ -187,23 +187,62 @@ path = {events:?}
         self.runner = None;
     }
 
+    /// Leave the JSONL sink and the store as a process killed while delivering the events of
+    /// its last cycle (those written since the last [`Harness::new_events`]) leaves them: the
+    /// sink had written the first `written` of them, and half of the next line if `torn`, and
+    /// the store's cursor had moved past the first `acked` (modulo how many there are, so any
+    /// numbers make a possible crash). The runner is dropped; the next cycle starts a new one.
+    pub fn die_delivering(&mut self, written: usize, acked: usize, torn: bool) {
+        self.stop();
+        let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let sent = lines.len() - self.seen;
+        let written = written % (sent + 1);
+        let acked = acked % (written + 1);
+        let mut kept: String = lines[..self.seen + written].concat();
+        if torn && written < sent {
+            let next = lines[self.seen + written];
+            kept.push_str(&next[..next.len() / 2]);
+        }
+        std::fs::write(self.events_path(), kept).unwrap();
+        let store = Store::open(&self.config().store.path).unwrap();
+        let cursor = store.cursor("siem").unwrap();
+        store
+            .set_cursor("siem", cursor - (sent - acked) as u64)
+            .unwrap();
+    }
+
     pub fn store(&mut self) -> &Store {
         self.runner().store()
+    }
+
+    /// Look into the store without starting a process: through the running one if there is
+    /// one, else by opening the store for `look` alone (a process started later reads its
+    /// password files then, not now).
+    pub fn look_into_store<T>(&mut self, look: impl FnOnce(&Store) -> T) -> T {
+        match &self.runner {
+            Some(runner) => look(runner.store()),
+            None => look(&Store::open(&self.config().store.path).unwrap()),
+        }
     }
 
     pub fn events_path(&self) -> PathBuf {
         self.dir.path().join("events.jsonl")
     }
 
-    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"`, writing to
+    /// Adds a second JSONL sink, `siem-ocsf`, with `format = "ocsf"` and the given
+    /// `ocsf_version` (`None`: the key left out, for the default), writing to
     /// [`Harness::ocsf_path`]; a runner started after this delivers to both.
-    pub fn add_ocsf_sink(&self) {
+    pub fn add_ocsf_sink(&self, version: Option<super::ocsf::Version>) {
         let path = self.ocsf_path().display().to_string();
+        let version = version.map_or(String::new(), |v| {
+            format!("ocsf_version = \"{}\"\n", super::ocsf::declared(v))
+        });
         self.edit_config(|raw| {
             raw.replacen(
                 "\n[[sinks]]\n",
                 &format!(
-                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n\n[[sinks]]\n"
+                    "\n[[sinks]]\nkind = \"jsonl\"\nname = \"siem-ocsf\"\npath = {path:?}\nformat = \"ocsf\"\n{version}\n[[sinks]]\n"
                 ),
                 1,
             )
@@ -214,19 +253,26 @@ path = {events:?}
         self.dir.path().join("events.ocsf.jsonl")
     }
 
-    /// Every record the OCSF sink wrote, each checked against its OCSF 1.8.0 class schema and
-    /// the rules the schemas cannot check.
-    pub fn ocsf_records(&self) -> Vec<Value> {
+    /// Every record the OCSF sink wrote, each checked against its class schema in `version`
+    /// and the rules the schemas cannot check.
+    pub fn ocsf_records(&self, version: super::ocsf::Version) -> Vec<Value> {
         let text = std::fs::read_to_string(self.ocsf_path()).unwrap_or_default();
-        super::ocsf::assert_valid_jsonl(&text)
+        super::ocsf::assert_valid_jsonl_in(version, &text)
     }
 
-    /// Every event the JSONL sink wrote, each checked against its JSON Schema.
+    /// Every event the JSONL sink wrote, each checked against its JSON Schema. A last line
+    /// without its newline (a write a crash cut short) is not read yet, as a shipper tailing
+    /// the file would not.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
         let events: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("a line of the JSONL sink's file is not one JSON event ({e}): {l}")
+                })
+            })
             .collect();
         for e in &events {
             super::schema::assert_valid_event(e);
@@ -301,4 +347,33 @@ pub fn kylin_event_types() -> std::collections::BTreeSet<String> {
     ]
     .map(String::from)
     .into()
+}
+
+/// Superset changes through a CloudEvents sink and, beside it, an OCSF sink with the given
+/// `ocsf_version` (`None`: the key left out): every user observed, a creation, a role granted
+/// and a rename, a group joined, a login and a failed one, a deactivation and a deletion. Returns
+/// the events and the OCSF records, each record checked against `expected`.
+pub async fn superset_changes_beside_an_ocsf_sink(
+    ocsf_version: Option<super::ocsf::Version>,
+    expected: super::ocsf::Version,
+) -> (Vec<Value>, Vec<Value>) {
+    let (gamma, alpha) = (4, 3);
+    let sim = super::sim::Sim::start(super::sim::SimOptions::default()).await;
+    let alice = sim.add_user("alice", "pw-alice", &[gamma]);
+    let mut h = Harness::new(&sim.url, "emit_initial_snapshot = true");
+    h.add_ocsf_sink(ocsf_version);
+    h.cycle().await;
+    let bob = sim.add_user("bob", "pw-bob", &[gamma]);
+    sim.update_user(alice, |u| {
+        u.roles = vec![alpha];
+        u.last_name = "Renamed".into();
+    });
+    sim.add_group("analysts", &[alice]);
+    assert!(sim.login("bob", "pw-bob"));
+    assert!(!sim.login("alice", "wrong"));
+    h.cycle().await;
+    sim.update_user(alice, |u| u.active = false);
+    assert!(sim.delete_user(bob));
+    h.cycle().await;
+    (h.events(), h.ocsf_records(expected))
 }

@@ -49,6 +49,18 @@ pub(super) struct Data<'a> {
     pub(super) referrer: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(super) details: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub(super) tool: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(super) logged_success: Option<bool>,
+    #[serde(default)]
+    pub(super) can_write: Option<bool>,
+    #[serde(borrow, default)]
+    pub(super) agent_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(super) started_at: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(super) finished_at: Option<Cow<'a, str>>,
 }
 
 /// A user record of either shape (Superset's has `id`, Kylin's `uuid`), or the action log's

@@ -1,7 +1,9 @@
-//! Which OCSF class, activity and severity each event type maps to (the table in
-//! docs/ocsf-rules.md): a function of the event type and the stored `data` alone.
+//! Which OCSF class, activity and severity each event type maps to in each OCSF version (the
+//! table in docs/ocsf.md): a function of the event type, the version and the stored `data`
+//! alone.
 
 use super::input::{Data, Member};
+use super::Version;
 use crate::event::EventType;
 use crate::source::KindProduct;
 
@@ -11,10 +13,14 @@ const FAILURE_BURST: u64 = 5;
 /// The OCSF classes rollcall emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Class {
+    /// 1.8.0 only: 1.9.0 deprecates it for [`Class::UserManagement`].
     AccountChange,
     Authentication,
+    /// 1.8.0 only: 1.9.0 deprecates it for [`Class::UserManagement`].
     UserAccessManagement,
     GroupManagement,
+    /// New in 1.9.0.
+    UserManagement,
     UserInventoryInfo,
     ApiActivity,
 }
@@ -26,6 +32,7 @@ impl Class {
             Class::Authentication => 3002,
             Class::UserAccessManagement => 3005,
             Class::GroupManagement => 3006,
+            Class::UserManagement => 3007,
             Class::UserInventoryInfo => 5003,
             Class::ApiActivity => 6003,
         }
@@ -37,6 +44,7 @@ impl Class {
             Class::Authentication => "Authentication",
             Class::UserAccessManagement => "User Access Management",
             Class::GroupManagement => "Group Management",
+            Class::UserManagement => "User Management",
             Class::UserInventoryInfo => "User Inventory Info",
             Class::ApiActivity => "API Activity",
         }
@@ -47,34 +55,88 @@ impl Class {
             Class::AccountChange
             | Class::Authentication
             | Class::UserAccessManagement
-            | Class::GroupManagement => "Identity & Access Management",
+            | Class::GroupManagement
+            | Class::UserManagement => "Identity & Access Management",
             Class::UserInventoryInfo => "Discovery",
             Class::ApiActivity => "Application Activity",
         }
     }
 }
 
-/// The class and activity (id, caption) of every event type; `audit.action`'s activity depends
-/// on the action, so its `Unknown` here is always replaced (see [`api_activity`]).
-pub(super) fn class_of(t: EventType) -> (Class, u8, &'static str) {
+/// A class and one of its activities (id and caption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Activity {
+    pub(super) class: Class,
+    pub(super) id: u8,
+    pub(super) name: &'static str,
+}
+
+const fn activity(class: Class, id: u8, name: &'static str) -> Activity {
+    Activity { class, id, name }
+}
+
+/// The class and activity of every event type in each version, one arm per type:
+/// `[1.8.0, 1.9.0]`. The activity of `audit.action` and `agent.tool_called` depends on the
+/// action or tool, so their `Unknown` here is always replaced (see [`api_activity`], and
+/// `build::agent`).
+pub(super) fn class_of(t: EventType, version: Version) -> Activity {
     use Class::*;
-    match t {
-        EventType::UserObserved => (UserInventoryInfo, 2, "Collect"),
-        EventType::UserCreated => (AccountChange, 1, "Create"),
-        EventType::UserReactivated => (AccountChange, 2, "Enable"),
-        EventType::UserPasswordChanged => (AccountChange, 3, "Password Change"),
-        EventType::UserDeactivated => (AccountChange, 5, "Disable"),
-        EventType::UserDeleted => (AccountChange, 6, "Delete"),
-        EventType::UserLocked => (AccountChange, 9, "Lock"),
-        EventType::UserUnlocked => (AccountChange, 12, "Unlock"),
-        EventType::UserUpdated => (AccountChange, 99, "Other"),
-        EventType::UserLogin | EventType::UserLoginFailed => (Authentication, 1, "Logon"),
-        EventType::UserRoleAdded => (UserAccessManagement, 1, "Assign Privileges"),
-        EventType::UserRoleRemoved => (UserAccessManagement, 2, "Revoke Privileges"),
-        EventType::UserGroupAdded => (GroupManagement, 3, "Add User"),
-        EventType::UserGroupRemoved => (GroupManagement, 4, "Remove User"),
-        EventType::AuditAction => (ApiActivity, 0, "Unknown"),
+    let [v1_8_0, v1_9_0] = match t {
+        EventType::UserObserved => [activity(UserInventoryInfo, 2, "Collect"); 2],
+        EventType::UserCreated => [
+            activity(AccountChange, 1, "Create"),
+            activity(UserManagement, 1, "Create"),
+        ],
+        EventType::UserUpdated => [
+            // 3001 has no Update activity.
+            activity(AccountChange, 99, "Other"),
+            activity(UserManagement, 2, "Update"),
+        ],
+        EventType::UserDeactivated => [
+            activity(AccountChange, 5, "Disable"),
+            activity(UserManagement, 5, "Disable"),
+        ],
+        EventType::UserReactivated => [
+            activity(AccountChange, 2, "Enable"),
+            activity(UserManagement, 4, "Enable"),
+        ],
+        EventType::UserDeleted => [
+            activity(AccountChange, 6, "Delete"),
+            activity(UserManagement, 3, "Delete"),
+        ],
+        EventType::UserPasswordChanged => [
+            activity(AccountChange, 3, "Password Change"),
+            activity(UserManagement, 8, "Password Change"),
+        ],
+        EventType::UserLocked => [
+            activity(AccountChange, 9, "Lock"),
+            activity(UserManagement, 6, "Lock"),
+        ],
+        EventType::UserUnlocked => [
+            activity(AccountChange, 12, "Unlock"),
+            activity(UserManagement, 7, "Unlock"),
+        ],
+        EventType::UserRoleAdded => [
+            activity(UserAccessManagement, 1, "Assign Privileges"),
+            activity(UserManagement, 16, "Assign Roles"),
+        ],
+        EventType::UserRoleRemoved => [
+            activity(UserAccessManagement, 2, "Revoke Privileges"),
+            activity(UserManagement, 17, "Remove Roles"),
+        ],
+        EventType::UserGroupAdded => [activity(GroupManagement, 3, "Add User"); 2],
+        EventType::UserGroupRemoved => [activity(GroupManagement, 4, "Remove User"); 2],
+        EventType::UserLogin | EventType::UserLoginFailed => {
+            [activity(Authentication, 1, "Logon"); 2]
+        }
+        EventType::AuditAction | EventType::AgentToolCalled => {
+            [activity(ApiActivity, 0, "Unknown"); 2]
+        }
         EventType::Checkpoint => unreachable!("`record` maps only the types sources emit"),
+    };
+    match version {
+        Version::V1_8_0 => v1_8_0,
+        Version::V1_9_0 => v1_9_0,
     }
 }
 
@@ -128,6 +190,9 @@ pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindProduct) -> Severi
         | EventType::UserLogin
         | EventType::AuditAction
         | EventType::Checkpoint => Severity::Informational,
+        // A tool that may write (or one rollcall does not know) is worth a record.
+        EventType::AgentToolCalled if d.can_write == Some(false) => Severity::Informational,
+        EventType::AgentToolCalled => Severity::Low,
         EventType::UserRoleAdded if admin(&d.role) => Severity::High,
         EventType::UserGroupAdded if admin(&d.group) => Severity::High,
         EventType::UserLoginFailed if d.new_failures.unwrap_or(0) >= FAILURE_BURST => {
@@ -160,5 +225,17 @@ mod tests {
         );
         assert_eq!(api_activity("mcp.generate_chart.db_write"), None);
         assert_eq!(api_activity("explore_json"), None);
+    }
+
+    #[test]
+    fn no_event_type_maps_to_a_class_ocsf_1_9_0_deprecates() {
+        // A checkpoint has no class: no OCSF record is made of it.
+        for t in EventType::ALL.into_iter().filter(|t| t.from_source()) {
+            let class = class_of(t, Version::V1_9_0).class;
+            assert!(
+                !matches!(class, Class::AccountChange | Class::UserAccessManagement),
+                "{t:?} is {class:?}"
+            );
+        }
     }
 }

@@ -3,34 +3,46 @@
 //! Owns the keys of a JSONL sink and their defaults. It must never open the file: that is the
 //! sink's job at start.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::encode::Format;
-use crate::settings::{Entry, Problems};
+use crate::encode::{ocsf, Format};
+use crate::settings::{DurationText, Entry, Problems};
 use crate::sink::SinkKind;
 
-/// Appends one JSON event per line: the format SIEM file shippers read.
-#[derive(Debug, Clone, Deserialize)]
+/// Appends one JSON event per line to a file, or to stdout: the format SIEM file shippers
+/// read (docs/sinks.md, JSONL sink).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonlConfig {
+    /// The sink's name, unique among sources and sinks: its cursor, `status`, metrics and
+    /// commands (`replay --sink`) know it by this.
     pub name: String,
-    /// File to append to; `-` is stdout.
+    /// File to append to; "-" is stdout.
     pub path: String,
-    /// Events written (and fsynced) per batch.
+    /// Events written, flushed and fsynced per batch, at least 1; the cursor moves once per
+    /// batch.
     #[serde(default = "batch_size")]
     pub batch_size: usize,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
-    /// record per event, see `encode::ocsf`).
+    /// What each line holds: `"cloudevents"` (the stored event, unchanged) or `"ocsf"` (one
+    /// OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// Built-in rotation: start a new file before a batch would take the file past this many
-    /// bytes. Off by default (rotate with logrotate and SIGHUP instead).
+    /// bytes; the old one becomes `<path>.1` (older ones shift up). Unset: no rotation by
+    /// size (rotate with logrotate and SIGHUP instead, docs/sinks.md).
     #[serde(default)]
     pub rotate_bytes: Option<u64>,
-    /// Built-in rotation: start a new file once the current one is this old (e.g. "1d").
+    /// Built-in rotation: start a new file once the current one is this old (e.g. "1d"), at
+    /// least 1s. Unset: no rotation by age.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<DurationText>")]
     pub rotate_age: Option<std::time::Duration>,
-    /// Rotated files kept (`<path>.1` is the newest); older ones are deleted.
+    /// Rotated files kept, 1 to 1000 (`<path>.1` is the newest); older ones are deleted.
     #[serde(default = "keep")]
     pub keep: u32,
 }

@@ -120,6 +120,7 @@ impl JsonlConfig {
             // One JSON document per line: the structured form.
             encoder: Encoder {
                 format: self.format,
+                ocsf: self.ocsf_version,
                 mode: Mode::Structured,
                 binding: Binding::Http,
             },

@@ -5,46 +5,67 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::KafkaError;
-use crate::encode::{Format, Mode};
+use crate::encode::{ocsf, Format, Mode};
 use crate::settings::{Entry, Problems, SecretRef};
 use crate::sink::SinkKind;
 
-/// Produces every event to one Kafka topic, keyed by user, in CloudEvents' Kafka binding (or as
-/// OCSF records with `format = "ocsf"`).
-#[derive(Debug, Clone, Deserialize)]
+/// Produces every event to one Kafka topic, keyed by user, in the CloudEvents Kafka binding
+/// (or as OCSF records with `format = "ocsf"`), docs/sinks.md, Kafka sink.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// The sink's name, unique among sources and sinks: its cursor, `status`, metrics and
+    /// commands (`replay --sink`) know it by this.
     pub name: String,
     /// librdkafka's `bootstrap.servers`: `host:port[,host:port…]`.
     pub brokers: String,
+    /// The topic every event goes to.
     pub topic: String,
-    /// Binary (attributes in `ce_*` headers, `data` as the value; the default) or structured
-    /// (the whole event as the value, `content-type: application/cloudevents+json`). CloudEvents
-    /// only: an OCSF record is always the whole value.
+    /// "binary" (attributes in `ce_*` headers, `data` as the value) or "structured" (the whole
+    /// event as the value, `content-type: application/cloudevents+json`). CloudEvents only: an
+    /// OCSF record is always the whole value.
     #[serde(default)]
     pub mode: Mode,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
-    /// record per event, see `encode::ocsf`).
+    /// What each message carries: `"cloudevents"` (the stored event, unchanged) or `"ocsf"`
+    /// (one OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
     /// Create the topic (broker-default partitions and replication) when it is missing,
     /// instead of failing with an error that says so.
     #[serde(default)]
     pub create_topic: bool,
-    /// Events read from the log and put in flight at once; the cursor moves once per batch.
+    /// Events read from the log and put in flight at once, at least 1; the cursor moves once
+    /// per batch.
     #[serde(default = "batch_size")]
     pub batch_size: usize,
-    /// Passed to librdkafka as-is (`security.protocol`, `sasl.*`, `ssl.*`, `compression.type`…).
+    /// librdkafka options, passed as they are (`security.protocol`, `sasl.*`, `ssl.*`,
+    /// `compression.type`, …), as a `[sinks.options]` table. The options ordered, idempotent
+    /// delivery depends on are rollcall's own and refused here (docs/sinks.md).
     #[serde(default)]
+    #[schemars(schema_with = "option_values")]
     pub options: BTreeMap<String, toml::Value>,
-    /// librdkafka options whose values come from environment variables, e.g.
-    /// `"sasl.password" = "KAFKA_PASSWORD"`: secrets stay out of the file.
+    /// librdkafka options whose values come from environment variables, as a
+    /// `[sinks.options_env]` table, e.g. `"sasl.password" = "KAFKA_PASSWORD"`: secrets stay
+    /// out of the file.
     #[serde(default)]
     pub options_env: BTreeMap<String, String>,
+}
+
+/// What `options` takes: librdkafka reads every option as text, so any scalar will do.
+fn option_values(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": { "type": ["string", "number", "boolean"] },
+    })
 }
 
 fn batch_size() -> usize {

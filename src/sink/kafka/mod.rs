@@ -183,6 +183,7 @@ impl KafkaSink {
             topic: config.topic.clone(),
             encoder: Encoder {
                 format: config.format,
+                ocsf: config.ocsf_version,
                 mode: config.mode,
                 binding: Binding::Kafka,
             },

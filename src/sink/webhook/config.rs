@@ -7,65 +7,78 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::WebhookError;
-use crate::encode::Format;
-use crate::settings::{out_of_range, Entry, Problems, SecretRef, DAY, HOUR};
+use crate::encode::{ocsf, Format};
+use crate::settings::{
+    check_retries, out_of_range, DurationText, Entry, Problems, SecretRef, HOUR,
+};
 use crate::sink::{SinkError, SinkKind};
 
 const MILLISECOND: Duration = Duration::from_millis(1);
 
-/// One HTTP endpoint receiving a signed POST per event (Standard Webhooks). Each endpoint is
-/// its own sink, with its own cursor, retries and dead letters.
-#[derive(Debug, Clone, Deserialize)]
+/// One HTTP endpoint receiving a signed POST per event (Standard Webhooks, docs/sinks.md,
+/// Webhook sink). Each endpoint is its own sink, with its own cursor, retries and dead
+/// letters.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// The sink's name, unique among sources and sinks: its cursor, `status`, metrics and
+    /// commands (`dlq --sink`, `sink public-key`) know it by this.
     pub name: String,
+    /// The endpoint, http or https. rollcall shows only its scheme and host: a path or query
+    /// may carry a token.
     pub url: url::Url,
-    /// Environment variable holding the signing secret `whsec_<base64>`; several secrets
-    /// separated by spaces sign with each during a rotation.
+    /// Name of the environment variable holding the signing secret, `whsec_<base64>` (or an
+    /// Ed25519 key, `whsk_<base64>`); several, separated by spaces, each sign every request,
+    /// for a rotation. Set exactly one of `secret_env` and `secret_file`.
     pub secret_env: Option<String>,
     /// Or a file holding them (a Kubernetes or Docker secret).
     pub secret_file: Option<PathBuf>,
-    /// Event types to deliver; absent means all.
+    /// The event types to deliver (at least one). Unset: all.
     pub event_types: Option<Vec<crate::event::EventType>>,
-    /// Per attempt, from connecting to the end of the response.
+    /// How long one attempt may take, from connecting to the end of the answer; 1ms to 1h.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
-    /// Requests in flight at once (to different users: one user's events go one at a time).
+    /// Requests in flight at once, at least 1, each for a different user: one user's events go
+    /// one at a time, in order.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
-    /// Wait before each attempt; the first is normally `0s`. After the last, the event is
-    /// dead-lettered.
-    #[serde(default = "defaults::retry_schedule", deserialize_with = "durations")]
+    /// The wait before each attempt (each at most 30days); the first is normally "0s". When
+    /// the last attempt fails too, the event is dead-lettered (`rollcall dlq`). The default
+    /// adds up to about 27.6 hours.
+    #[serde(
+        default = "crate::settings::common_retry_schedule",
+        with = "crate::settings::durations"
+    )]
+    #[schemars(with = "Vec<DurationText>")]
     pub retry_schedule: Vec<Duration>,
-    /// `cloudevents` (the default: the stored event, unchanged) or `ocsf` (one OCSF 1.8.0
-    /// record per event, see `encode::ocsf`).
+    /// What each request carries: `"cloudevents"` (the stored event, unchanged) or `"ocsf"`
+    /// (one OCSF record per event in `ocsf_version`, docs/ocsf.md).
     #[serde(default)]
     pub format: Format,
-    /// The `content-type` of a CloudEvents body: `application/cloudevents+json` (the default,
-    /// what the CloudEvents HTTP binding says for structured mode) or `application/json`, for
-    /// receivers that parse only that. OCSF bodies are always `application/json`.
+    /// The OCSF version of `format = "ocsf"`: "1.8.0" keeps the records rollcall sent before
+    /// it wrote 1.9.0 (docs/ocsf.md, which version).
+    #[serde(default)]
+    pub ocsf_version: ocsf::Version,
+    /// The `content-type` of a CloudEvents body: "application/cloudevents+json" (what the
+    /// CloudEvents HTTP binding says for structured mode) or "application/json", for receivers
+    /// that parse only that. OCSF bodies are always "application/json".
     #[serde(default)]
     pub content_type: ContentType,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum ContentType {
     #[default]
     #[serde(rename = "application/cloudevents+json")]
     Cloudevents,
     #[serde(rename = "application/json")]
     Json,
-}
-
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
-        .collect()
 }
 
 mod defaults {
@@ -77,25 +90,11 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         16
     }
-    /// The schedule Stripe and Svix made common: 99,305 s, about 27.6 hours, in all.
-    pub fn retry_schedule() -> Vec<Duration> {
-        [
-            0,
-            5,
-            5 * 60,
-            30 * 60,
-            2 * 3600,
-            5 * 3600,
-            10 * 3600,
-            10 * 3600,
-        ]
-        .map(Duration::from_secs)
-        .to_vec()
-    }
 }
 
 impl WebhookConfig {
     pub fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        check_retries(entry, p, &self.retry_schedule, self.max_in_flight);
         let mut problem = |key: &str, message: String| p.at(entry.key(key), message);
         if self.secret_env.is_some() == self.secret_file.is_some() {
             problem(
@@ -114,25 +113,6 @@ impl WebhookConfig {
         }
         if let Some(message) = out_of_range("`timeout`", self.timeout, &(MILLISECOND..=HOUR)) {
             problem("timeout", message);
-        }
-        if let Some(message) = self.retry_schedule.iter().find_map(|d| {
-            out_of_range(
-                "each `retry_schedule` entry",
-                *d,
-                &(Duration::ZERO..=30 * DAY),
-            )
-        }) {
-            problem("retry_schedule", message);
-        }
-        if self.max_in_flight == 0 {
-            problem("max_in_flight", "`max_in_flight` must be at least 1".into());
-        }
-        if self.retry_schedule.is_empty() {
-            problem(
-                "retry_schedule",
-                "`retry_schedule` needs at least one entry, e.g. [\"0s\"] for a single attempt"
-                    .into(),
-            );
         }
         if self.event_types.as_ref().is_some_and(|t| t.is_empty()) {
             problem(

@@ -277,6 +277,7 @@ impl WebhookSink {
             // A signed JSON body per event: the structured form, as receivers expect it.
             encoder: Encoder {
                 format: config.format,
+                ocsf: config.ocsf_version,
                 mode: Mode::Structured,
                 binding: Binding::Http,
             },
@@ -330,7 +331,7 @@ impl WebhookSink {
                 .and_then(|v| crate::retry_after::parse(v, Utc::now())),
             _ => None,
         };
-        let body = read_capped(response).await;
+        let body = super::read_capped(response, BODY_CAP).await;
         let error = match status.as_u16() {
             200..=299 => return Ok(()),
             410 => WebhookError::Gone {
@@ -397,18 +398,6 @@ fn echoes(url: &url::Url) -> Vec<String> {
     let values = url.query_pairs().map(|(_, v)| v.into_owned());
     out.extend(segments.chain(values).filter(|s| s.len() >= TOKEN_LIKE));
     out
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = BODY_CAP - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() == BODY_CAP {
-            break;
-        }
-    }
-    buf
 }
 
 impl Sink for WebhookSink {

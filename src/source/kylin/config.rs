@@ -1,49 +1,68 @@
 //! The `[[sources]]` table of `kind = "kylin"`: its keys, defaults and checks.
 //!
 //! Owns what an operator may write for an Apache Kylin 5 source and what is wrong with it. It
-//! must never connect anywhere; reading the password happens only when asked.
+//! must never connect anywhere itself (the demo it hands `rollcall demo` does, from
+//! `demo.rs`); reading the password happens only when asked.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
+use crate::settings::{
+    check_durations, DurationText, Entry, Problems, SecretError, DAY, HOUR, SECOND,
+};
 use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::source::demo::{DemoError, Steps};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
-/// One Kylin instance. Every cycle reads every user: Kylin's list has no filter by change.
-#[derive(Debug, Clone, Deserialize)]
+/// One Apache Kylin 5 instance. Every poll reads every user: Kylin's list has no filter by
+/// change. The account it needs: docs/kylin-setup.md.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KylinConfig {
-    /// Appears in every event's `source` as `kylin://<name>`.
+    /// The source's name, unique among sources and sinks: every event's `source` is
+    /// `kylin://<name>`, and `status`, metrics and the store know the source by it.
     pub name: String,
-    /// Base URL including the context path, e.g. `http://127.0.0.1:7070/kylin`
-    /// (docs/kylin.md K1).
+    /// Kylin's base URL including the context path, e.g. `http://127.0.0.1:7070/kylin`
+    /// (docs/kylin.md K1): http or https, with no user or password in it.
     pub url: url::Url,
-    /// The service account. It needs the `ROLE_ADMIN` group (docs/kylin.md K4).
+    /// The service account rollcall logs in as. It needs the `ROLE_ADMIN` group
+    /// (docs/kylin.md K4).
     pub username: String,
-    /// Name of the environment variable holding the password.
+    /// Name of the environment variable holding the account's password. Set exactly one of
+    /// `password_env` and `password_file`.
     pub password_env: Option<String>,
-    /// Or a file holding it; trailing newlines are dropped.
+    /// Or a file holding the password (a Kubernetes or Docker secret); trailing newlines are
+    /// dropped.
     pub password_file: Option<PathBuf>,
+    /// How often the source is polled (each poll reads every user), 1s to 1day.
     #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
-    /// Users per page of `GET /api/user` (docs/kylin.md K12: no maximum).
+    /// Users per page of `GET /api/user`, at least 1 (Kylin sets no maximum, docs/kylin.md
+    /// K12).
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
+    /// How long one HTTP request may take, 1s to 1h.
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub request_timeout: Duration,
-    /// How long one cycle may run before it is cancelled and recorded as an error; what it
-    /// committed stays. Unset: see [`crate::source::poll_deadline`].
+    /// How long one cycle may run (1s to 1day) before it is cancelled and recorded as a failed
+    /// poll; what it committed stays (docs/scaling.md). Unset: an hour, or five
+    /// `request_timeout`s when that is longer.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<DurationText>")]
     pub poll_deadline: Option<Duration>,
-    /// The largest answer read from Kylin; a larger one fails the read.
+    /// The largest answer read from Kylin, 64 KiB to 4 GiB: a larger one fails the read,
+    /// naming the URL and this key (unread, when its `Content-Length` says so).
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: u64,
-    /// On the first run, emit one `user.observed` per existing user instead of storing the
-    /// snapshot silently.
+    /// On the first run, emit one `user.observed` per existing user instead of storing them
+    /// silently.
     #[serde(default)]
     pub emit_initial_snapshot: bool,
 }
@@ -130,6 +149,17 @@ impl SourceKind for KylinConfig {
         self.password()
             .map(drop)
             .map_err(|e| SourceError::Kylin(super::KylinError::Secret(e)))
+    }
+
+    fn demo<'a>(
+        &'a self,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Box<dyn Steps>, DemoError>> {
+        Box::pin(super::demo::start(
+            self.url.as_str(),
+            &self.username,
+            password,
+        ))
     }
 }
 

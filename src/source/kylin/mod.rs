@@ -12,6 +12,7 @@
 mod api;
 mod client;
 mod config;
+pub mod demo;
 pub mod user;
 
 use std::collections::{BTreeMap, HashSet};

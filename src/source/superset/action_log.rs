@@ -1,6 +1,6 @@
 //! Reading the action log, `/api/v1/log/`: the rows logged since the log cursor (less an
-//! overlap), oldest first, within each cycle's budget, turned into `audit.action` events by
-//! the pure rules of `audit.rs`.
+//! overlap), oldest first, within each cycle's budget, turned into `audit.action` and
+//! `agent.tool_called` events by the pure rules of `audit.rs` and `mcp.rs`.
 //!
 //! Owns the requests and the budget (rows and time per cycle), the checks that the log honoured
 //! the filter and the paging asked for, and the progress bar of a long backfill. A log that
@@ -68,6 +68,14 @@ pub async fn read(
             "unreadable action-log rows skipped"
         );
         cursor.log_malformed_rows += accepted.malformed as u64;
+    }
+    for call in &accepted.unfinished {
+        warn!(
+            tool = %call.tool,
+            started_at = %call.started_at,
+            "an MCP tool call never logged its end within {}: given up, so no agent.tool_called joins its start (its rows stay audit.action events)",
+            humantime::format_duration(super::mcp::OPEN_FOR.to_std().unwrap_or_default())
+        );
     }
     debug!(
         events = accepted.events.len(),

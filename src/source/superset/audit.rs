@@ -1,9 +1,10 @@
-//! The action log: rows of Superset's `/api/v1/log/` become `audit.action` events.
+//! The action log: rows of Superset's `/api/v1/log/` become `audit.action` events, and the rows
+//! of one MCP tool call together one `agent.tool_called` (joined by `mcp.rs`).
 //!
-//! Owns, as pure functions, the log cursor (a high-water mark plus the row ids seen near it),
-//! the rule that drops rollcall's own reads, the include/exclude filter and the row → event
-//! mapping. It never does I/O: the Superset source fetches rows, and the cycle commits the
-//! events and the new cursor in one transaction.
+//! Owns, as pure functions, the log cursor (a high-water mark plus the row ids seen near it,
+//! and the MCP calls still open), the rule that drops rollcall's own reads, the include/exclude
+//! filter and the row → event mapping. It never does I/O: the Superset source fetches rows, and
+//! the cycle commits the events and the new cursor in one transaction.
 //!
 //! Why a set of ids and not just a timestamp: the log API cannot sort or filter by id, many
 //! rows share one timestamp, and a row can be committed after rows with a later `dttm`. So each
@@ -14,6 +15,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::mcp::{self, Calls, McpRow, Unfinished};
 use crate::event::Derived;
 use crate::event::EventType;
 
@@ -53,6 +55,10 @@ pub struct LogCursor {
     pub hwm: Option<DateTime<Utc>>,
     /// Ids of rows seen within the overlap before `hwm`, with their times.
     pub seen: Vec<(u64, DateTime<Utc>)>,
+    /// MCP tool calls begun in the rows read and not finished yet: kept with the ids seen, so
+    /// that a call whose rows straddle two polls, or a restart, is joined all the same.
+    #[serde(default)]
+    pub calls: Calls,
 }
 
 /// One row as fetched: its id (from the response's `ids` array) and the row as sent.
@@ -82,6 +88,8 @@ pub struct Accepted {
     pub filtered: usize,
     /// Rows that could not be read (no action, no time); logged and skipped.
     pub malformed: usize,
+    /// MCP calls given up on in this poll: begun, their end never read (see `mcp.rs`).
+    pub unfinished: Vec<Unfinished>,
 }
 
 impl LogCursor {
@@ -126,6 +134,23 @@ impl LogCursor {
             };
             self.seen.push((raw.id, row.dttm));
             hwm = hwm.max(row.dttm);
+            // Every row moves the join's clock; MCP rows join whatever the filter says of them.
+            self.calls.expire(row.dttm, &mut out.unfinished);
+            let call = mcp::concerns(&row.action)
+                .then(|| {
+                    self.calls.take(
+                        McpRow {
+                            log_id: raw.id,
+                            action: &row.action,
+                            dttm: row.dttm,
+                            user: row.user(),
+                            duration_ms: row.raw.get("duration_ms").and_then(Value::as_i64),
+                            details: &row.details,
+                        },
+                        &mut out.unfinished,
+                    )
+                })
+                .flatten();
             if row.is_own_read(judge.service_account) {
                 out.own_noise += 1;
             } else if !judge.filter.allows(&row.action) {
@@ -133,6 +158,7 @@ impl LogCursor {
             } else {
                 out.events.push(row.into_event(raw.id));
             }
+            out.events.extend(call);
         }
         self.hwm = Some(hwm);
         // Rows older than twice the overlap are never asked for again.
@@ -195,17 +221,23 @@ impl<'a> Row<'a> {
                     && self.details.get("object_ref") == Some(&json!("RoleRestAPI.get_list"))))
     }
 
-    fn into_event(self, log_id: u64) -> Derived {
-        let field = |k: &str| self.raw.get(k).cloned().unwrap_or(Value::Null);
-        let user = self.user_id.map(|id| {
-            let u = field("user");
+    /// The acting user, when the row names one: `{id, username, first_name, last_name}`.
+    fn user(&self) -> Option<Value> {
+        self.user_id.map(|id| {
+            let u = self.raw.get("user").unwrap_or(&Value::Null);
+            let name = |k: &str| u.get(k).cloned().unwrap_or(Value::Null);
             json!({
                 "id": id,
-                "username": u.get("username").cloned().unwrap_or(Value::Null),
-                "first_name": u.get("first_name").cloned().unwrap_or(Value::Null),
-                "last_name": u.get("last_name").cloned().unwrap_or(Value::Null),
+                "username": name("username"),
+                "first_name": name("first_name"),
+                "last_name": name("last_name"),
             })
-        });
+        })
+    }
+
+    fn into_event(self, log_id: u64) -> Derived {
+        let field = |k: &str| self.raw.get(k).cloned().unwrap_or(Value::Null);
+        let user = self.user();
         Derived {
             event_type: EventType::AuditAction,
             subject: self.user_id.map(|id| id.to_string()),
@@ -491,5 +523,404 @@ mod tests {
             &all(),
         );
         assert_eq!(c.seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2]);
+    }
+
+    /// The MCP rows of a tool call through the cursor: joined whatever the polls and restarts.
+    mod mcp_calls {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The captured rows of a real 6.1.0 MCP service (`tests/fixtures/superset/mcp/`),
+        /// numbered in order as Superset's ids would be, from `first`.
+        fn captured(capture: &str, first: u64) -> Vec<RawRow> {
+            let file: Value = serde_json::from_str(include_str!(
+                "../../../tests/fixtures/superset/mcp/action_log_rows.json"
+            ))
+            .unwrap();
+            file[capture]["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(first..)
+                .map(|(row, id)| RawRow {
+                    id,
+                    row: row.clone(),
+                })
+                .collect()
+        }
+
+        fn calls(events: &[Derived]) -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| e.event_type == EventType::AgentToolCalled)
+                .map(|e| &e.data)
+                .collect()
+        }
+
+        #[test]
+        fn the_captured_calls_become_one_event_each_after_their_rows() {
+            let mut c = LogCursor::default();
+            let out = accept(&mut c, captured("list_databases_ok", 1), &all());
+            let types: Vec<_> = out.events.iter().map(|e| e.event_type.as_str()).collect();
+            let mut expected = vec!["audit.action"; 16];
+            for after in [16, 14, 11, 6] {
+                expected.insert(after, "agent.tool_called");
+            }
+            assert_eq!(types, expected, "every row stays an audit.action");
+            let admin =
+                json!({"id": 1, "username": "admin", "first_name": "Admin", "last_name": "User"});
+            let got = calls(&out.events);
+            assert_eq!(
+                *got[0],
+                json!({
+                    "log_id": 6, "tool": "list_databases", "logged_success": true,
+                    "duration_ms": 65, "user": admin, "agent_id": null, "can_write": false,
+                    "started_at": "2026-12-06T13:19:14.455223Z",
+                    "finished_at": "2026-12-06T13:19:14.524666Z", "message_log_id": 3,
+                    "phases": [
+                        {"log_id": 4, "phase": "query", "duration_ms": 18},
+                        {"log_id": 5, "phase": "serialization", "duration_ms": 0},
+                    ],
+                    "ambiguous": false,
+                })
+            );
+            let summary: Vec<_> = got
+                .iter()
+                .map(|d| {
+                    (
+                        d["tool"].as_str().unwrap(),
+                        d["logged_success"].as_bool().unwrap(),
+                        d["user"]["username"].as_str(),
+                        d["phases"].as_array().unwrap().len(),
+                        d["duration_ms"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    ("list_databases", true, Some("admin"), 2, 65),
+                    ("get_chart_info", false, Some("admin"), 1, 37),
+                    ("get_dataset_info", false, Some("admin"), 1, 30),
+                    // Refused for its arguments, logged as a success (docs/superset.md S51).
+                    ("list_charts", true, None, 0, 3),
+                ]
+            );
+            assert_eq!(c.calls.open(), 0, "the session starts opened no call");
+
+            // The second capture reads the second session again from a later point.
+            let again = accept(&mut c, captured("not_found_and_invalid", 7), &all());
+            assert!(again.events.is_empty(), "{:?}", again.events);
+            assert_eq!(again.duplicates, 10);
+        }
+
+        #[test]
+        fn mcp_rows_left_out_by_the_filter_are_joined_all_the_same() {
+            let filter =
+                ActionFilter::new(&["*".into()], &["mcp_*".into(), "mcp.*".into()]).unwrap();
+            let mut c = LogCursor::default();
+            let out = accept(&mut c, captured("list_databases_ok", 1), &filter);
+            assert_eq!(out.filtered, 16);
+            assert_eq!(calls(&out.events).len(), 4);
+            assert_eq!(out.events.len(), 4);
+        }
+
+        #[test]
+        fn a_call_split_between_polls_and_a_restart_is_joined_once() {
+            let rows = captured("list_databases_ok", 1);
+            let mut c = LogCursor::default();
+            // The first poll ends after the call's first phase row.
+            let first = accept(&mut c, rows[..4].to_vec(), &all());
+            assert!(calls(&first.events).is_empty());
+            assert_eq!(c.calls.open(), 1);
+            let mut c: LogCursor =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            let second = accept(&mut c, rows.clone(), &all());
+            let joined = calls(&second.events);
+            assert_eq!(joined.len(), 4);
+            assert_eq!(joined[0]["message_log_id"], 3);
+            assert_eq!(joined[0]["user"]["username"], "admin");
+            assert_eq!(second.duplicates, 4);
+        }
+
+        #[test]
+        fn a_call_never_finished_is_given_up_once_an_hour_of_log_has_passed() {
+            let rows = captured("list_databases_ok", 1);
+            let mut c = LogCursor::default();
+            accept(&mut c, rows[..3].to_vec(), &all());
+            assert_eq!(c.calls.open(), 1);
+            let later = row(
+                100,
+                "DashboardRestApi.get",
+                "2026-12-06T14:19:15",
+                Some(3),
+                "{}",
+            );
+            let out = accept(&mut c, vec![later], &all());
+            assert_eq!(out.unfinished.len(), 1);
+            assert_eq!(out.unfinished[0].tool, "list_databases");
+            assert_eq!((c.calls.open(), c.calls.unfinished), (0, 1));
+        }
+
+        /// One step of a generated MCP session, rendered into rows by [`render`].
+        #[derive(Debug, Clone)]
+        enum Step {
+            /// A call of `TOOLS[i]` begins.
+            Begin(usize),
+            /// A phase row of the `i`th open call (modulo).
+            Phase(usize),
+            /// The end of the `i`th open call, with its `success`.
+            End(usize, bool),
+            /// A client connects: the `json: null` row and its `tools/list`.
+            Session,
+            /// Another user's action.
+            Other,
+            /// Two hours without a row: every open call is given up.
+            Gap,
+        }
+
+        const TOOLS: [&str; 4] = [
+            "list_databases",
+            "execute_sql",
+            "add_chart_to_existing_dashboard",
+            "delete_dashboard",
+        ];
+
+        fn steps() -> impl Strategy<Value = Vec<Step>> {
+            let step = prop_oneof![
+                4 => (0..TOOLS.len()).prop_map(Step::Begin),
+                4 => any::<usize>().prop_map(Step::Phase),
+                4 => (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Step::End(i, ok)),
+                1 => Just(Step::Session),
+                2 => Just(Step::Other),
+                1 => Just(Step::Gap),
+            ];
+            prop::collection::vec(step, 0..60)
+        }
+
+        /// What the join must make of a generated call that ended.
+        #[derive(Debug)]
+        struct Expected {
+            end: u64,
+            begin: Option<u64>,
+            phases: Vec<u64>,
+            user: Option<u64>,
+            /// Another call of its tool was open at the same time: only that it is one event.
+            ambiguous: bool,
+        }
+
+        /// The rows of `steps`, their times increasing, and what each ended call must become.
+        fn render(steps: &[Step]) -> (Vec<RawRow>, Vec<Expected>) {
+            struct Open {
+                tool: usize,
+                begin: Option<u64>,
+                phases: Vec<u64>,
+                user: Option<u64>,
+                ambiguous: bool,
+            }
+            let mut rows = Vec::new();
+            let mut open: Vec<Open> = Vec::new();
+            let mut ended = Vec::new();
+            let mut clock = t("2026-12-06T10:00:00");
+            let push = |rows: &mut Vec<RawRow>,
+                        clock: &mut DateTime<Utc>,
+                        action: &str,
+                        user: Option<u64>,
+                        json: Value| {
+                *clock += chrono::Duration::milliseconds(1 + rows.len() as i64 % 7 * 300);
+                let id = rows.len() as u64 + 1;
+                rows.push(RawRow {
+                    id,
+                    row: json!({
+                        "action": action, "dttm": clock.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+                        "duration_ms": if action == "mcp_message" { Value::Null } else { json!(5) },
+                        "json": json.as_str().map(str::to_owned).or_else(|| (!json.is_null()).then(|| json.to_string())),
+                        "referrer": null, "slice_id": null, "dashboard_id": null, "user_id": user,
+                        "user": user.map(|u| json!({"username": format!("u{u}"), "first_name": "U", "last_name": "Ser"})),
+                    }),
+                });
+                id
+            };
+            let message = |tool: &str, end: Option<bool>| {
+                let mut d = json!({"tool": tool, "agent_id": null, "params": {}, "method": "tools/call",
+                                   "dashboard_id": null, "slice_id": null, "dataset_id": null});
+                if let Some(ok) = end {
+                    d["success"] = json!(ok);
+                }
+                d
+            };
+            for step in steps {
+                match *step {
+                    Step::Begin(tool) => {
+                        let id = push(
+                            &mut rows,
+                            &mut clock,
+                            "mcp_message",
+                            None,
+                            message(TOOLS[tool], None),
+                        );
+                        let mut ambiguous = false;
+                        for other in open
+                            .iter_mut()
+                            .filter(|o| o.tool == tool && o.begin.is_some())
+                        {
+                            other.ambiguous = true;
+                            ambiguous = true;
+                        }
+                        open.push(Open {
+                            tool,
+                            begin: Some(id),
+                            phases: Vec::new(),
+                            user: None,
+                            ambiguous,
+                        });
+                    }
+                    Step::Phase(i) => {
+                        // A call given up on sends no more phases here: the join could only
+                        // guess which call of its tool they belong to.
+                        let live = open.iter().filter(|o| o.begin.is_some()).count();
+                        let Some(call) = open
+                            .iter_mut()
+                            .filter(|o| o.begin.is_some())
+                            .nth(i % live.max(1))
+                        else {
+                            continue;
+                        };
+                        let prefix = mcp::phase_prefix(TOOLS[call.tool]);
+                        let user = 10 + call.tool as u64;
+                        let id = push(
+                            &mut rows,
+                            &mut clock,
+                            &format!("mcp.{prefix}.step"),
+                            Some(user),
+                            json!("{}"),
+                        );
+                        call.phases.push(id);
+                        call.user.get_or_insert(user);
+                    }
+                    Step::End(i, ok) => {
+                        if open.is_empty() {
+                            continue;
+                        }
+                        let i = i % open.len();
+                        // The end of a call given up on, while another call of its tool is
+                        // open, would end that one: the join cannot tell them apart.
+                        let tool = open[i].tool;
+                        if open[i].begin.is_none()
+                            && open.iter().any(|o| o.tool == tool && o.begin.is_some())
+                        {
+                            continue;
+                        }
+                        let call = open.remove(i);
+                        let end = push(
+                            &mut rows,
+                            &mut clock,
+                            "mcp_tool_call",
+                            None,
+                            message(TOOLS[call.tool], Some(ok)),
+                        );
+                        ended.push(Expected {
+                            end,
+                            begin: call.begin,
+                            phases: call.phases,
+                            user: call.user,
+                            ambiguous: call.ambiguous,
+                        });
+                    }
+                    Step::Session => {
+                        push(&mut rows, &mut clock, "mcp_message", None, Value::Null);
+                        let mut list = message("x", None);
+                        list["tool"] = Value::Null;
+                        list["method"] = json!("tools/list");
+                        push(&mut rows, &mut clock, "mcp_message", None, list);
+                    }
+                    Step::Other => {
+                        push(
+                            &mut rows,
+                            &mut clock,
+                            "ChartRestApi.get",
+                            Some(3),
+                            json!("{}"),
+                        );
+                    }
+                    Step::Gap => {
+                        clock += chrono::Duration::hours(2);
+                        for call in &mut open {
+                            *call = Open {
+                                tool: call.tool,
+                                begin: None,
+                                phases: Vec::new(),
+                                user: None,
+                                ambiguous: false,
+                            };
+                        }
+                    }
+                }
+            }
+            (rows, ended)
+        }
+
+        /// Every event of reading `rows` in polls that end at `cuts` (each poll asking for
+        /// what is logged after the cursor less the overlap), the cursor stored and read back
+        /// between polls where `restarts` says so.
+        fn read_in_polls(rows: &[RawRow], cuts: &[usize], restarts: &[bool]) -> Vec<Derived> {
+            let mut cursor = LogCursor::default();
+            let mut events = Vec::new();
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c % (rows.len() + 1)).collect();
+            ends.sort_unstable();
+            ends.push(rows.len());
+            for (n, end) in ends.into_iter().enumerate() {
+                let since = cursor.since(
+                    chrono::Duration::seconds(60),
+                    chrono::Duration::hours(24),
+                    t("2026-11-23T12:00:00"),
+                );
+                let visible = rows[..end]
+                    .iter()
+                    .filter(|r| Row::read(&r.row).is_some_and(|row| row.dttm > since))
+                    .cloned()
+                    .collect();
+                events.extend(accept(&mut cursor, visible, &all()).events);
+                if restarts.get(n).copied().unwrap_or(false) {
+                    cursor =
+                        serde_json::from_str(&serde_json::to_string(&cursor).unwrap()).unwrap();
+                }
+            }
+            events
+        }
+
+        proptest! {
+            #[test]
+            fn any_split_of_the_log_into_polls_and_restarts_gives_the_same_events(
+                steps in steps(),
+                cuts in prop::collection::vec(any::<usize>(), 0..6),
+                restarts in prop::collection::vec(any::<bool>(), 0..7),
+            ) {
+                let (rows, _) = render(&steps);
+                let at_once = read_in_polls(&rows, &[], &[]);
+                prop_assert_eq!(read_in_polls(&rows, &cuts, &restarts), at_once);
+            }
+
+            #[test]
+            fn each_ended_call_is_one_event_joined_with_its_own_rows(steps in steps()) {
+                let (rows, ended) = render(&steps);
+                let events = read_in_polls(&rows, &[], &[]);
+                let joined = calls(&events);
+                prop_assert_eq!(joined.len(), ended.len(), "one event per end, no other");
+                for (call, data) in ended.iter().zip(&joined) {
+                    prop_assert_eq!(&data["log_id"], &json!(call.end));
+                    if call.ambiguous {
+                        prop_assert_eq!(&data["ambiguous"], &json!(true));
+                        continue;
+                    }
+                    let phases: Vec<u64> = data["phases"].as_array().unwrap().iter()
+                        .map(|p| p["log_id"].as_u64().unwrap()).collect();
+                    prop_assert_eq!(&data["message_log_id"], &json!(call.begin));
+                    prop_assert_eq!(&phases, &call.phases);
+                    prop_assert_eq!(&data["user"]["id"], &call.user.map_or(Value::Null, |u| json!(u)));
+                    prop_assert_eq!(&data["ambiguous"], &json!(false));
+                }
+            }
+        }
     }
 }

@@ -1,20 +1,26 @@
 //! The `[[sources]]` table of `kind = "superset"`: its keys, defaults and checks.
 //!
 //! Owns what an operator may write for a Superset source and what is wrong with it. It must
-//! never connect anywhere; reading the password happens only when asked.
+//! never connect anywhere itself (the demo it hands `rollcall demo` does, from `demo.rs`);
+//! reading the password happens only when asked.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono_tz::Tz;
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::audit::ActionFilter;
 use super::cursor::Cursor;
 use super::error::SupersetError;
-use crate::settings::{check_durations, Entry, Problems, SecretError, DAY, HOUR, SECOND};
+use crate::settings::{
+    check_durations, DurationText, Entry, Problems, SecretError, DAY, HOUR, SECOND,
+};
 use crate::source::bounds::{check_max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::source::demo::{DemoError, Steps};
 use crate::source::{read_cursor, Login, SourceError, SourceKind, StoredCursor};
 
 const ZERO: Duration = Duration::ZERO;
@@ -27,76 +33,103 @@ const MAX_RETRIES: usize = 20;
 /// More concurrent reads than a gunicorn's usual workers only queue inside Superset.
 const MAX_CONCURRENCY: usize = 16;
 
-/// One Superset instance. Defaults are chosen for a production poll: every 30 s, a full
-/// reconcile (the only way to see deletions) every 15 min.
-#[derive(Debug, Clone, Deserialize)]
+/// One Superset instance. The defaults suit a production poll: every 30 s, with a full
+/// reconcile (the only way to see deletions) every 15 min. The account it needs and what each
+/// Superset release allows: docs/superset-setup.md.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupersetConfig {
-    /// Appears in every event's `source` as `superset://<name>`.
+    /// The source's name, unique among sources and sinks: every event's `source` is
+    /// `superset://<name>`, and `status`, metrics and the store know the source by it.
     pub name: String,
-    /// Base URL, e.g. `http://127.0.0.1:8088` (no `/api/v1`).
+    /// Superset's base URL, e.g. `http://127.0.0.1:8088` (without `/api/v1`): http or https,
+    /// with no user or password in it.
     pub url: url::Url,
-    /// The service account. It needs the Admin role: Superset answers 403 to anyone else.
+    /// The service account rollcall logs in as. It needs the Admin role: Superset answers 403
+    /// to anyone else.
     pub username: String,
-    /// Name of the environment variable holding the password.
+    /// Name of the environment variable holding the account's password. Set exactly one of
+    /// `password_env` and `password_file`.
     pub password_env: Option<String>,
-    /// Or a file holding it (a Kubernetes or Docker secret); trailing newlines are dropped.
+    /// Or a file holding the password (a Kubernetes or Docker secret); trailing newlines are
+    /// dropped.
     pub password_file: Option<PathBuf>,
+    /// How often the source is polled, 1s to 1day.
     #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
+    /// How often a poll reads every user instead of only those that changed: the only read
+    /// that sees deletions. 1s to 30days.
     #[serde(
         default = "defaults::full_reconcile_interval",
         with = "humantime_serde"
     )]
+    #[schemars(with = "DurationText")]
     pub full_reconcile_interval: Duration,
     /// How often an incremental poll also compares membership through the roles and groups
-    /// lists (edits made through the roles or groups API move no `changed_on`); unset, at every
-    /// poll. A longer interval trades how soon such edits are seen for load on Superset, which
-    /// builds every member list of a role for that read (docs/superset-setup.md, Large Supersets).
+    /// lists (edits made through the roles or groups API move no `changed_on`), 1s to 30days.
+    /// A longer interval trades how soon such edits are seen for load on Superset, which
+    /// builds every member list of a role for that read (docs/superset-setup.md, Large
+    /// Supersets). Unset: at every poll.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<DurationText>")]
     pub membership_interval: Option<Duration>,
-    /// Rows per page of every list read, at most 100 (Superset clamps larger pages to 100,
-    /// docs/superset.md S18). A read takes a page shorter than this for the last one, so it
-    /// must not exceed what the server answers per page.
+    /// Rows per page of every list read, 1 to 100 (Superset's own cap, docs/superset.md S18).
+    /// Lower it only for a server or proxy that answers fewer rows per page: a page shorter
+    /// than this is taken for the last one.
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
-    /// Id ranges a full reconcile reads at once, where the release filters users by id.
+    /// Id ranges a full reconcile reads at once (1 to 16), on releases that filter users by
+    /// id and above 2,000 users.
     #[serde(default = "defaults::reconcile_concurrency")]
     pub reconcile_concurrency: usize,
-    /// Superset writes user times in its server's local time without an offset; this names
-    /// that zone (IANA name) so they can be converted to UTC.
+    /// The time zone of the Superset server, as an IANA name (e.g. "Europe/Berlin"): Superset
+    /// writes user times in its server's local time without an offset, and rollcall converts
+    /// them to UTC with this.
     #[serde(default = "defaults::timezone")]
+    #[schemars(with = "String")]
     pub timezone: Tz,
-    /// Incremental polls re-read this much before the stored high-water marks, because
-    /// concurrent writes can commit a `changed_on` earlier than one already seen.
+    /// How far before the stored high-water marks an incremental poll re-reads (at most
+    /// 1day): concurrent writes can commit a `changed_on` earlier than one already seen.
     #[serde(default = "defaults::overlap", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub incremental_overlap: Duration,
-    /// On the first run, emit one `user.observed` per existing user instead of storing the
-    /// snapshot silently.
+    /// On the first run, emit one `user.observed` per existing user instead of storing them
+    /// silently.
     #[serde(default)]
     pub emit_initial_snapshot: bool,
+    /// How long one HTTP request may take, 1s to 1h.
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub request_timeout: Duration,
-    /// How long one cycle may run before it is cancelled and recorded as an error; what it
-    /// committed stays. Unset: see [`crate::source::poll_deadline`].
+    /// How long one cycle may run (1s to 1day) before it is cancelled and recorded as a failed
+    /// poll; what it committed stays (docs/scaling.md). Unset: an hour, or five
+    /// `request_timeout`s when that is longer.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<DurationText>")]
     pub poll_deadline: Option<Duration>,
-    /// Attempts per request on connection errors, timeouts and 5xx, with exponential backoff.
+    /// Retries per request (at most 20) on connection errors, timeouts and 5xx answers, with
+    /// growing pauses.
     #[serde(default = "defaults::retries")]
     pub max_retries: usize,
-    /// The largest answer read from Superset; a larger one fails the read.
+    /// The largest answer read from Superset, 64 KiB to 4 GiB: a larger one fails the read,
+    /// naming the URL and this key (unread, when its `Content-Length` says so).
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: u64,
-    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events.
+    /// Also stream Superset's action log (`/api/v1/log/`) as `audit.action` events, and AI
+    /// agents' tool calls through Superset's MCP service as `agent.tool_called`.
     #[serde(default = "defaults::action_log")]
     pub action_log: bool,
-    /// On the first start, how much of the action log to read back (`0` for none).
+    /// On the first start, how much of the action log to read back ("0s": none), at most ten
+    /// years.
     #[serde(default = "defaults::log_backfill", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub log_backfill: Duration,
-    /// Action globs to emit, e.g. `["mcp.*", "*Export*"]`.
+    /// Actions of the action log to emit as `audit.action`, as globs, e.g. `["mcp.*",
+    /// "*Export*"]`. MCP tool calls are joined into `agent.tool_called` whatever this says.
     #[serde(default = "defaults::log_include")]
     pub log_include: Vec<String>,
-    /// Action globs to drop, applied after `log_include`.
+    /// Actions to drop as `audit.action`, as globs, applied after `log_include`.
     #[serde(default)]
     pub log_exclude: Vec<String>,
 }
@@ -235,6 +268,17 @@ impl SourceKind for SupersetConfig {
         self.password()
             .map(drop)
             .map_err(|e| SourceError::Superset(SupersetError::Secret(e)))
+    }
+
+    fn demo<'a>(
+        &'a self,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Box<dyn Steps>, DemoError>> {
+        Box::pin(super::demo::start(
+            self.url.as_str(),
+            &self.username,
+            password,
+        ))
     }
 }
 

@@ -67,6 +67,8 @@ impl Cursor {
                 "read_up_to": self.log.hwm,
                 "last_error": self.log_error,
                 "unreadable_rows": self.log_malformed_rows,
+                "mcp_calls_open": self.log.calls.open(),
+                "mcp_calls_given_up": self.log.calls.unfinished,
             },
             "unreadable_users": self.unreadable_users.iter()
                 .map(|(id, reason)| serde_json::json!({"id": id, "reason": reason}))

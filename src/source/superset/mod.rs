@@ -18,11 +18,13 @@
 //!   lists of roles and groups) and `confirm.rs` (single users by id, the only confirmation of
 //!   a deletion);
 //! - what the release allows: `detect.rs` asks, `capabilities.rs` chooses the strategy;
-//! - the action log: `action_log.rs` reads it, `audit.rs` turns its rows into events;
+//! - the action log: `action_log.rs` reads it, `audit.rs` turns its rows into events, and
+//!   `mcp.rs` joins the rows of one MCP tool call into one;
 //! - what the reads share: `reader.rs` within a cycle, `cursor.rs` from one cycle to the next;
 //! - underneath: `client.rs` (HTTP, login and retries), `api.rs` (endpoints, wire shapes and
 //!   queries), `error.rs`, `user.rs` (the user record and its change rules), `config.rs`;
 //! - `probe.rs`: `rollcall doctor`'s reads.
+//! - `demo.rs`: `rollcall demo`'s changes to a test Superset (it writes; no read calls it).
 //!
 //! No file here imports this one: what they share lives in `reader.rs`, `cursor.rs` and
 //! `error.rs`, and each read takes the [`Reader`] it needs.
@@ -35,11 +37,13 @@ mod client;
 mod config;
 mod confirm;
 mod cursor;
+pub mod demo;
 mod detect;
 mod error;
 mod full;
 mod incremental;
 mod keyset;
+pub mod mcp;
 mod membership;
 mod pages;
 mod probe;

@@ -1,0 +1,123 @@
+//! One sink being delivered to ([`Ctx`]): what every delivery to it shares, and what became of
+//! one event ([`Outcome`]).
+//!
+//! Owns how a stored event becomes the sink's message (or is left out by its `event_types`),
+//! the counters a pass keeps, and recording the sink's health when a pass ends badly. It must
+//! never move a cursor: that is the window's, and only past what the sink confirmed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tracing::error;
+
+use super::error::DeliverError;
+use crate::encode::Envelope;
+use crate::sink::{Delivery, Message, Sink, SinkError};
+use crate::store::{SinkHealth, Store, StoreError, StoredEvent};
+
+/// Under `rollcall once` (and `dlq retry`, and replay), a retry due later than this is not
+/// waited for: the event stays where it is (the cursor does not pass it) and the next run
+/// tries it again.
+pub const ONCE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// What became of one event.
+pub(super) enum Outcome {
+    Delivered,
+    /// [`Order::PerUser`]: every pause of the schedule passed; the event is dead-lettered.
+    Exhausted {
+        reason: String,
+        attempts: u32,
+    },
+    /// A retry was due later than the caller waits; the event stays undelivered.
+    Deferred {
+        reason: String,
+    },
+    /// [`Order::Pipelined`]: not acknowledged; the window settles and rewinds.
+    Failed(SinkError),
+    /// Retrying cannot help until an operator acts: the sink stops.
+    Stopped(SinkError),
+    /// [`Order::Pipelined`]: after a refused message in the same batch; sent again.
+    Unsent,
+}
+
+/// One sink being delivered to, and what its deliveries share.
+pub(super) struct Ctx<'a> {
+    pub(super) store: &'a Store,
+    pub(super) sink: &'a dyn Sink,
+    pub(super) name: String,
+    pub(super) delivery: Delivery,
+    /// How long a retry may be waited for; `None`: as long as the schedule says (`run`).
+    pub(super) patience: Option<Duration>,
+    /// Events currently between a failed attempt and their outcome.
+    pub(super) retrying: AtomicUsize,
+    /// Health was reported as not ok and has not been reported ok since.
+    pub(super) degraded: AtomicBool,
+    pub(super) delivered: AtomicU64,
+    /// The sink's delivery latency histogram, looked up once rather than by its labels for
+    /// every event.
+    latency: OnceLock<metrics::Histogram>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(
+        store: &'a Store,
+        sink: &'a dyn Sink,
+        patience: Option<Duration>,
+    ) -> Result<Ctx<'a>, StoreError> {
+        // Whatever a previous process reported is cleared at the first quiet moment.
+        let reported = store.sink_state(sink.name())?.health;
+        Ok(Ctx {
+            store,
+            sink,
+            name: sink.name().to_owned(),
+            delivery: sink.delivery(),
+            patience,
+            retrying: AtomicUsize::new(0),
+            degraded: AtomicBool::new(reported != SinkHealth::Ok),
+            delivered: AtomicU64::new(0),
+            latency: OnceLock::new(),
+        })
+    }
+
+    pub(super) fn latency(&self) -> &metrics::Histogram {
+        self.latency.get_or_init(|| {
+            metrics::histogram!("rollcall_delivery_latency_seconds", "sink" => self.name.clone())
+        })
+    }
+
+    /// The message for a stored event; `None` when the sink leaves its type out, or its format
+    /// has no form for it.
+    pub(super) fn message(&self, e: &StoredEvent) -> Result<Option<Message>, DeliverError> {
+        let envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
+            sink: self.name.clone(),
+            source,
+        })?;
+        if !self.sink.wants(&envelope.event_type)
+            || !self.sink.encoder().carries(&envelope.event_type)
+        {
+            return Ok(None);
+        }
+        let message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
+            DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source,
+            }
+        })?;
+        Ok(Some(message))
+    }
+
+    /// Record in the store why a pass ended badly.
+    pub(super) fn failed(&self, e: &DeliverError) {
+        let health = if e.is_permanent() {
+            SinkHealth::Disabled
+        } else {
+            SinkHealth::Degraded
+        };
+        self.degraded.store(true, Relaxed);
+        let said = crate::text::error_chain(e);
+        if let Err(e) = self.store.set_sink_state(&self.name, health, Some(said)) {
+            error!(sink = %self.name, error = %e, "cannot record the sink's health");
+        }
+    }
+}
