@@ -27,7 +27,7 @@ use chrono::Utc;
 use rollcall::store::{Checkpoints, Commit, Record, Store};
 
 const CHUNK: usize = 2000;
-const RUNS: usize = 9;
+const RUNS: usize = 15;
 
 /// How a commit run appends its events.
 #[derive(Clone, Copy, PartialEq)]
@@ -60,7 +60,7 @@ struct Run {
 
 fn main() {
     let (commits, verified) = if support::full_size() {
-        (40_000, 1_000_000)
+        (20_000, 1_000_000)
     } else {
         (4_000, 2_000)
     };
