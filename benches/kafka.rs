@@ -25,7 +25,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use support::report;
 
-use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -37,7 +36,7 @@ use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::sink::kafka::headers;
 use rollcall::sink::Message;
 use rollcall::sink::SinkConfig;
-use rollcall::store::{Commit, SourceState, Store};
+use rollcall::store::Store;
 
 const BARE_TOPIC: &str = "rollcall-bench-bare";
 const SINK_TOPIC: &str = "rollcall-bench-sink";

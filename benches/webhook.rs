@@ -32,7 +32,7 @@ use rollcall::deliver;
 use rollcall::encode::{Binding, Encoder, Envelope, Format, Mode};
 use rollcall::sink::webhook::Signer;
 use rollcall::sink::SinkConfig;
-use rollcall::store::{Commit, SourceState, Store};
+use rollcall::store::Store;
 
 const RUNS: usize = 5;
 const USERS: usize = 1_000;
