@@ -9,13 +9,14 @@
 //! [`Event`], and the hash the one RFC 8785 gives of them: the tests hold both to it.
 
 use std::io::Write;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::canonical::{self, Hashing};
-use super::{hex, Hash, Link, HASH, PREV, PREV_ID};
+use super::{Hash, Link, HASH, PREV, PREV_ID};
 use crate::event::{Event, EventType};
 
 /// An event's attributes but `data`, as serde writes [`Event`]'s fields, in its order.
@@ -34,12 +35,72 @@ struct Attributes<'a> {
     sequence: &'a str,
 }
 
-/// `event` (with its `sequence` set) chained after the event whose hash is `prev` and id
-/// `prev_id`: its link, and the JSON the log stores (the event with `chainprevid`, `chainprev`
-/// and `chainhash`).
-pub fn chain(event: &Event, prev: &Hash, prev_id: Option<Uuid>) -> (Link, Vec<u8>) {
-    let serialises = "rollcall's own types always serialise";
-    let data = serde_json::to_vec(&event.data).expect(serialises);
+/// `event` at log offset `offset`, as a store before the chain wrote it: the event as serde
+/// writes it, its `sequence` that offset's. For the baseline the benchmarks compare the chain
+/// with, and the tests of stores written before it.
+pub fn unchained(event: &Event, offset: u64) -> Vec<u8> {
+    let sequence = Event::sequence_for(offset);
+    let (mut stored, _) = serialize(event, &sequence);
+    stored.push(b'}');
+    stored
+}
+
+/// `event` at log offset `offset` (its `sequence` that offset's), chained after the event whose
+/// hash is `prev` and id `prev_id`: its link, and the JSON the log stores (the event with
+/// `chainprevid`, `chainprev` and `chainhash`).
+pub fn chain(event: &Event, offset: u64, prev: &Hash, prev_id: Option<Uuid>) -> (Link, Vec<u8>) {
+    let sequence = Event::sequence_for(offset);
+    let (mut stored, data) = serialize(event, &sequence);
+    if let Some(id) = prev_id {
+        write!(stored, r#","{PREV_ID}":"{id}""#).expect(SERIALISES);
+    }
+
+    // The members in RFC 8785 order (by key), each value as serde_json writes it, which is its
+    // RFC 8785 form for strings; `data`'s when it is in the fast subset.
+    let mut h = Hashing::after(prev);
+    h.put(b"{");
+    if let Some(id) = prev_id {
+        write!(h, r#""{PREV_ID}":"{id}","#).expect(SERIALISES);
+    }
+    h.put(b"\"data\":");
+    if canonical::is_canonical(&event.data) {
+        h.put(&stored[data]);
+    } else {
+        h.put(&canonical::canonical(&event.data));
+    }
+    member(&mut h, "datacontenttype", &event.datacontenttype);
+    if let Some(schema) = &event.dataschema {
+        member(&mut h, "dataschema", schema);
+    }
+    member(&mut h, "id", &event.id);
+    member(&mut h, "sequence", &sequence);
+    member(&mut h, "source", &event.source);
+    member(&mut h, "specversion", &event.specversion);
+    member(&mut h, "subject", &event.subject);
+    member(&mut h, "time", &event.time);
+    member(&mut h, "type", &event.event_type);
+    h.put(b"}");
+    let hash = h.finish();
+
+    for (name, value) in [(PREV, prev), (HASH, &hash)] {
+        write!(stored, r#","{name}":""#).expect(SERIALISES);
+        push_hex(&mut stored, value);
+        stored.push(b'"');
+    }
+    stored.push(b'}');
+    let link = Link {
+        hash,
+        prev: *prev,
+        prev_id,
+    };
+    (link, stored)
+}
+
+const SERIALISES: &str = "rollcall's own types always serialise";
+
+/// The event as serde writes it, but with `sequence` for its own and without the closing `}`;
+/// and where `data` is in it.
+fn serialize(event: &Event, sequence: &str) -> (Vec<u8>, Range<usize>) {
     let attributes = Attributes {
         specversion: &event.specversion,
         id: &event.id,
@@ -49,57 +110,24 @@ pub fn chain(event: &Event, prev: &Hash, prev_id: Option<Uuid>) -> (Link, Vec<u8
         time: &event.time,
         datacontenttype: &event.datacontenttype,
         dataschema: event.dataschema.as_deref(),
-        sequence: &event.sequence,
+        sequence,
     };
-    let mut stored = Vec::with_capacity(data.len() + 512);
-    serde_json::to_writer(&mut stored, &attributes).expect(serialises);
+    let mut stored = Vec::with_capacity(2048);
+    serde_json::to_writer(&mut stored, &attributes).expect(SERIALISES);
     stored.pop();
     stored.extend_from_slice(b",\"data\":");
-    stored.extend_from_slice(&data);
-    if let Some(id) = prev_id {
-        write!(stored, r#","{PREV_ID}":"{id}""#).expect(serialises);
-    }
+    let start = stored.len();
+    serde_json::to_writer(&mut stored, &event.data).expect(SERIALISES);
+    let end = stored.len();
+    (stored, start..end)
+}
 
-    // The members in RFC 8785 order (by key), each value as serde_json writes it, which is its
-    // RFC 8785 form for strings; `data`'s when it is in the fast subset.
-    let mut h = Hashing::after(prev);
-    h.put(b"{");
-    if let Some(id) = prev_id {
-        write!(h, r#""{PREV_ID}":"{id}","#).expect(serialises);
+/// `hash` as its 64 lowercase hex digits.
+fn push_hex(out: &mut Vec<u8>, hash: &Hash) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in hash {
+        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
     }
-    h.put(b"\"data\":");
-    if canonical::is_canonical(&event.data) {
-        h.put(&data);
-    } else {
-        h.put(&canonical::canonical(&event.data));
-    }
-    member(&mut h, "datacontenttype", attributes.datacontenttype);
-    if let Some(schema) = attributes.dataschema {
-        member(&mut h, "dataschema", schema);
-    }
-    member(&mut h, "id", attributes.id);
-    member(&mut h, "sequence", attributes.sequence);
-    member(&mut h, "source", attributes.source);
-    member(&mut h, "specversion", attributes.specversion);
-    member(&mut h, "subject", attributes.subject);
-    member(&mut h, "time", attributes.time);
-    member(&mut h, "type", &attributes.event_type);
-    h.put(b"}");
-    let hash = h.finish();
-
-    write!(
-        stored,
-        r#","{PREV}":"{}","{HASH}":"{}"}}"#,
-        hex(prev),
-        hex(&hash)
-    )
-    .expect(serialises);
-    let link = Link {
-        hash,
-        prev: *prev,
-        prev_id,
-    };
-    (link, stored)
 }
 
 /// `,"key":` and the value as serde_json writes it, into the hash.
@@ -133,7 +161,7 @@ mod tests {
                 data,
             };
             let prev_id = chained_before.then(Uuid::now_v7);
-            let (link, stored) = chain(&e, &[3; 32], prev_id);
+            let (link, stored) = chain(&e, 9, &[3; 32], prev_id);
             let mut v: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&stored).unwrap();
             v.remove(HASH);
@@ -141,6 +169,7 @@ mod tests {
             let jcs = serde_json_canonicalizer::to_vec(&v).unwrap();
             prop_assert_eq!(link.hash, super::super::next(&[3; 32], &jcs));
             let mut serde = serde_json::to_vec(&e).unwrap();
+            prop_assert_eq!(&unchained(&e, 9), &serde);
             serde.pop();
             prop_assert!(stored.starts_with(&serde));
         }
