@@ -9,14 +9,13 @@
 //! hashed in one piece. The stored bytes are the ones serde writes for [`Event`] (its fields,
 //! in its order), and the hash the one RFC 8785 gives of them: the tests hold both to it.
 
-use std::io::Write;
 use std::ops::Range;
 
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::canonical;
-use super::{next, Hash, Link, HASH, PREV, PREV_ID};
+use super::{next, Hash, Link};
 use crate::event::Event;
 
 const SERIALISES: &str = "rollcall's own types always serialise";
@@ -102,7 +101,7 @@ pub fn chain(event: &Event, offset: u64, prev: &Hash, prev_id: Option<Uuid>) -> 
         data,
     } = serialize(event, &Event::sequence_for(offset));
     let previd = prev_id.map(|id| {
-        write!(stored, r#","{PREV_ID}":"#).expect(SERIALISES);
+        stored.extend_from_slice(br#","chainprevid":"#);
         put(&mut stored, &id)
     });
 
@@ -110,7 +109,7 @@ pub fn chain(event: &Event, offset: u64, prev: &Hash, prev_id: Option<Uuid>) -> 
     let mut canonical = Vec::with_capacity(stored.len() + 8);
     canonical.push(b'{');
     if let Some(r) = previd {
-        write!(canonical, r#""{PREV_ID}":"#).expect(SERIALISES);
+        canonical.extend_from_slice(br#""chainprevid":"#);
         canonical.extend_from_slice(&stored[r]);
         canonical.push(b',');
     }
@@ -129,8 +128,8 @@ pub fn chain(event: &Event, offset: u64, prev: &Hash, prev_id: Option<Uuid>) -> 
     canonical.push(b'}');
     let hash = next(prev, &canonical);
 
-    for (name, value) in [(PREV, prev), (HASH, &hash)] {
-        write!(stored, r#","{name}":""#).expect(SERIALISES);
+    for (name, value) in [(br#","chainprev":""#, prev), (br#","chainhash":""#, &hash)] {
+        stored.extend_from_slice(name);
         push_hex(&mut stored, value);
         stored.push(b'"');
     }
@@ -154,6 +153,7 @@ fn push_hex(out: &mut Vec<u8>, hash: &Hash) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::{HASH, PREV};
     use crate::event::{EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
     use chrono::Utc;
     use proptest::prelude::*;
