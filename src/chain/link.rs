@@ -36,32 +36,30 @@ fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Range<usize> {
     start..out.len()
 }
 
+/// The member `"name":value` of an object being written (`,` before it unless it is the
+/// first); returns where its value is.
+fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &[u8], value: &T) -> Range<usize> {
+    out.push(if out.is_empty() { b'{' } else { b',' });
+    out.push(b'"');
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+    put(out, value)
+}
+
 /// `event` as serde writes it (its fields in the order [`Event`] declares them, `dataschema`
 /// only when set), with `sequence` for its own, without the closing `}`.
 fn serialize(event: &Event, sequence: &str) -> Serialized {
     let mut b = Vec::with_capacity(2048);
-    b.extend_from_slice(br#"{"specversion":"#);
-    let specversion = put(&mut b, &event.specversion);
-    b.extend_from_slice(br#","id":"#);
-    let id = put(&mut b, &event.id);
-    b.extend_from_slice(br#","source":"#);
-    let source = put(&mut b, &event.source);
-    b.extend_from_slice(br#","type":"#);
-    let event_type = put(&mut b, &event.event_type);
-    b.extend_from_slice(br#","subject":"#);
-    let subject = put(&mut b, &event.subject);
-    b.extend_from_slice(br#","time":"#);
-    let time = put(&mut b, &event.time);
-    b.extend_from_slice(br#","datacontenttype":"#);
-    let datacontenttype = put(&mut b, &event.datacontenttype);
-    let dataschema = event.dataschema.as_ref().map(|schema| {
-        b.extend_from_slice(br#","dataschema":"#);
-        put(&mut b, schema)
-    });
-    b.extend_from_slice(br#","sequence":"#);
-    let sequence = put(&mut b, sequence);
-    b.extend_from_slice(br#","data":"#);
-    let data = put(&mut b, &event.data);
+    let specversion = member(&mut b, b"specversion", &event.specversion);
+    let id = member(&mut b, b"id", &event.id);
+    let source = member(&mut b, b"source", &event.source);
+    let event_type = member(&mut b, b"type", &event.event_type);
+    let subject = member(&mut b, b"subject", &event.subject);
+    let time = member(&mut b, b"time", &event.time);
+    let datacontenttype = member(&mut b, b"datacontenttype", &event.datacontenttype);
+    let dataschema = (event.dataschema.as_ref()).map(|s| member(&mut b, b"dataschema", s));
+    let sequence = member(&mut b, b"sequence", sequence);
+    let data = member(&mut b, b"data", &event.data);
     let mut attributes = vec![(&b"datacontenttype"[..], datacontenttype)];
     if let Some(schema) = dataschema {
         attributes.push((b"dataschema", schema));
@@ -100,10 +98,7 @@ pub fn chain(event: &Event, offset: u64, prev: &Hash, prev_id: Option<Uuid>) -> 
         attributes,
         data,
     } = serialize(event, &Event::sequence_for(offset));
-    let previd = prev_id.map(|id| {
-        stored.extend_from_slice(br#","chainprevid":"#);
-        put(&mut stored, &id)
-    });
+    let previd = prev_id.map(|id| member(&mut stored, b"chainprevid", &id));
 
     // The members in RFC 8785 order (by key): `chainprevid`, `data`, then the attributes.
     let mut canonical = Vec::with_capacity(stored.len() + 8);
