@@ -95,10 +95,13 @@ pub(super) fn is_canonical(value: &Value) -> bool {
                 .is_some_and(|n| n <= EXACT),
             Value::Array(items) => depth < MAX_DEPTH && items.iter().all(|i| walk(i, depth + 1)),
             Value::Object(map) => {
+                let mut last: Option<&String> = None;
                 depth < MAX_DEPTH
-                    && map.keys().all(|k| k.is_ascii())
-                    && map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b)
-                    && map.values().all(|v| walk(v, depth + 1))
+                    && map.iter().all(|(k, v)| {
+                        let in_order = k.is_ascii() && last.is_none_or(|l| l < k);
+                        last = Some(k);
+                        in_order && walk(v, depth + 1)
+                    })
             }
         }
     }

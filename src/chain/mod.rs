@@ -21,7 +21,7 @@ pub mod verify;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use link::chain;
+pub use link::{chain, unchained};
 
 /// The CloudEvents extension attribute holding an event's own hash (64 hex digits).
 pub const HASH: &str = "chainhash";
@@ -129,7 +129,7 @@ mod tests {
                 e.data = data.clone();
                 e.dataschema = dataschema.map(str::to_owned);
                 let prev = next(&GENESIS, &[i as u8]);
-                let (link, stored) = chain(&e, &prev, prev_id);
+                let (link, stored) = chain(&e, 3, &prev, prev_id);
                 let v: serde_json::Value = serde_json::from_slice(&stored).unwrap();
                 assert_eq!(
                     serde_json::from_slice::<Event>(&stored).unwrap(),

@@ -200,7 +200,7 @@ mod tests {
             sequence: Event::sequence_for(5),
             data: serde_json::json!({"user": {"id": 7, "name": "Zoë", "n": [1, 2.5, -0.0]}}),
         };
-        chain(&event, &GENESIS, Some(Uuid::now_v7()))
+        chain(&event, 5, &GENESIS, Some(Uuid::now_v7()))
     }
 
     #[test]

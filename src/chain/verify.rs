@@ -469,7 +469,7 @@ mod tests {
                     serde_json::json!({"n": offset}),
                 )
             };
-            let (link, bytes): (Link, Vec<u8>) = chain(&e, &prev, prev_id);
+            let (link, bytes): (Link, Vec<u8>) = chain(&e, offset, &prev, prev_id);
             (prev, prev_id) = (link.hash, Some(e.id));
             lines.push(bytes);
             offset += 1;
@@ -577,7 +577,8 @@ mod tests {
         let mut prev = crate::chain::unhex(last[crate::chain::HASH].as_str().unwrap()).unwrap();
         let mut prev_id = Some(events[6].id);
         for e in &events[7..] {
-            let (link, bytes) = chain(e, &prev, prev_id);
+            let offset = e.offset().unwrap();
+            let (link, bytes) = chain(e, offset, &prev, prev_id);
             (prev, prev_id) = (link.hash, Some(e.id));
             forged.push(bytes);
         }

@@ -103,7 +103,7 @@ impl<'a> Appender<'a> {
         })
     }
 
-    /// Append `event` at `offset` (setting its `sequence`), and a checkpoint after it when
+    /// Append `event` at `offset` (its `sequence` that offset's), and a checkpoint after it when
     /// `checkpoint_every` events are unsigned; returns the next offset.
     pub(super) fn append(
         &mut self,
@@ -158,20 +158,18 @@ impl<'a> Appender<'a> {
     }
 
     fn put(&mut self, events: &TransactionalTree, offset: u64, event: &Event) -> Tx<()> {
-        let mut e = event.clone();
-        e.sequence = Event::sequence_for(offset);
         if !self.store.chaining.load(Relaxed) {
-            events.insert(&offset.to_be_bytes(), json_bytes(&e))?;
+            events.insert(&offset.to_be_bytes(), chain::unchained(event, offset))?;
             return Ok(());
         }
         let (prev, prev_id) = self.head.map_or((GENESIS, None), |h| (h.hash, Some(h.id)));
-        let (link, bytes) = chain::chain(&e, &prev, prev_id);
+        let (link, bytes) = chain::chain(event, offset, &prev, prev_id);
         events.insert(&offset.to_be_bytes(), bytes)?;
         self.start.get_or_insert((offset, prev));
         self.head = Some(ChainHead {
             offset,
             hash: link.hash,
-            id: e.id,
+            id: event.id,
         });
         Ok(())
     }
