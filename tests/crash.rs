@@ -5,9 +5,10 @@
 //! log delivered).
 
 use crate::support;
-use support::wait;
+use support::{running, wait};
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -55,6 +56,12 @@ fn assert_exactly_once_in_log_at_least_once_in_file(h: &Harness, expected_users:
 /// Each of `expected_users` users has exactly one `event_type` event in the log, and every
 /// stored event reached the JSONL file with the stored bytes.
 fn assert_each_user_once(h: &Harness, event_type: &str, expected_users: usize) {
+    let text = std::fs::read_to_string(h.events_path()).unwrap();
+    assert_each_user_once_in(h, event_type, expected_users, &text);
+}
+
+/// As [`assert_each_user_once`], with `text` the JSONL lines delivered.
+fn assert_each_user_once_in(h: &Harness, event_type: &str, expected_users: usize, text: &str) {
     let log = log(h);
     let created: Vec<_> = log
         .values()
@@ -69,7 +76,6 @@ fn assert_each_user_once(h: &Harness, event_type: &str, expected_users: usize) {
         "each change derived exactly once"
     );
     assert_eq!(unique.len(), expected_users);
-    let text = std::fs::read_to_string(h.events_path()).unwrap();
     let mut delivered = HashSet::new();
     for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line).expect("every line is whole JSON");
@@ -201,49 +207,96 @@ fn cursor_and_head(h: &Harness) -> (u64, u64) {
     (store.cursor("siem").unwrap(), store.head().unwrap())
 }
 
+/// `rollcall run` with the JSONL sink on its stdout, whose lines this test reads one at a time:
+/// the process can write no further than the pipe holds beyond what the test took.
+struct Gated {
+    running: running::Running,
+    lines: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl Gated {
+    async fn start(h: &Harness) -> Gated {
+        let mut cmd = running::command(&h.config_path);
+        cmd.stdout(Stdio::piped());
+        let mut running = running::start(cmd).await;
+        let stdout = running.child.stdout.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::channel(1);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Gated { running, lines }
+    }
+
+    /// The sink's cursor as stored, read by the process's metrics.
+    async fn stored_cursor(&self) -> u64 {
+        let (_, text) = self.running.get("/metrics").await;
+        let head = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rollcall_log_head "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        let lag = running::sample(&text, "rollcall_sink_lag_events", ("sink", "siem"));
+        (head - lag) as u64
+    }
+
+    /// The next line the process wrote.
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(wait::DEADLINE, self.lines.recv())
+            .await
+            .expect("timed out waiting for the process to deliver")
+            .expect("the process delivers before it exits")
+    }
+
+    /// SIGKILL the process, then the lines it wrote before it died.
+    async fn kill(mut self) -> Vec<String> {
+        drop(self.running);
+        let mut rest = Vec::new();
+        while let Some(line) = self.lines.recv().await {
+            rest.push(line);
+        }
+        rest
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_delivery_redelivers_with_the_same_ids() {
     let sim = Sim::start(SimOptions::default()).await;
     let h = Harness::new(&sim.url, "");
-    // One event per batch, each written and fsynced: the delivery takes a while.
-    h.edit_config(|c| c.replace("name = \"siem\"", "name = \"siem\"\nbatch_size = 1"));
+    // One event per batch, so the cursor can stop between any two events; on stdout, so the
+    // test decides how far the delivery gets.
+    let events = h.events_path().display().to_string();
+    h.edit_config(|c| {
+        c.replace(
+            &format!("path = {events:?}"),
+            "path = \"-\"\nbatch_size = 1",
+        )
+    });
     once(&h);
-    sim.add_users(600, &[4]);
-    let mut users = 600;
-    // How long the poll and the delivery take depends on the machine's load, so the moments
-    // to kill are found, not assumed: later after a kill that came before this run delivered
-    // anything, sooner (with more to deliver) after one that came when it had delivered all.
-    // Only a kill after which the stored cursor moved in that run but is short of the log's
-    // head landed mid-delivery; three such kills are asked for.
-    let mut runs = Vec::new();
-    let mut landed = 0;
-    let mut delay = Duration::from_millis(400);
-    let mut before = cursor_and_head(&h).0;
-    for _ in 0..40 {
-        let mut child = spawn(&h, &["run"]);
-        tokio::time::sleep(delay).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let (cursor, head) = cursor_and_head(&h);
-        runs.push((before, cursor, head));
-        if before < cursor && cursor < head {
-            landed += 1;
-            if landed == 3 {
-                break;
-            }
-        } else if before < cursor {
-            sim.add_users(600, &[4]);
-            users += 600;
-            delay = delay.mul_f64(0.6);
-        } else {
-            delay = delay.mul_f64(1.5);
+    let mut delivered = Vec::new();
+    let mut users = 0;
+    for _ in 0..3 {
+        sim.add_users(600, &[4]);
+        users += 600;
+        let before = cursor_and_head(&h).0;
+        let mut run = Gated::start(&h).await;
+        // Take lines one at a time until the process has stored a cursor past where this run
+        // began: the cursor is saved a while after deliveries begin, never per event.
+        while run.stored_cursor().await <= before {
+            delivered.push(run.line().await);
         }
-        before = cursor;
+        delivered.extend(run.kill().await);
+        let (cursor, head) = cursor_and_head(&h);
+        assert!(
+            before < cursor && cursor < head,
+            "the kill landed mid-delivery: cursor {before} before the run, {cursor} after, head {head}"
+        );
     }
-    assert_eq!(
-        landed, 3,
-        "three kills landed mid-delivery: (cursor before, cursor after, head) of each run: {runs:?}"
-    );
-    once(&h);
-    assert_exactly_once_in_log_at_least_once_in_file(&h, users);
+    let mut last = running::command(&h.config_path);
+    let out = last.arg("once").stderr(Stdio::null()).output().unwrap();
+    assert!(out.status.success());
+    delivered.extend(String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned));
+    assert_each_user_once_in(&h, "user.created", users, &delivered.join("\n"));
 }
