@@ -297,6 +297,11 @@ async fn sigkill_mid_delivery_redelivers_with_the_same_ids() {
     let mut last = running::command(&h.config_path);
     let out = last.arg("once").stderr(Stdio::null()).output().unwrap();
     assert!(out.status.success());
-    delivered.extend(String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned));
+    delivered.extend(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
     assert_each_user_once_in(&h, "user.created", users, &delivered.join("\n"));
 }
