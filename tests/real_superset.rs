@@ -12,8 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
+use rollcall::event::EventType;
 use rollcall::source::superset::demo::{Admin, Demo, Step};
 use support::harness::{kind, kinds, superset_event_types, Harness};
+use support::wait;
 
 fn url() -> String {
     std::env::var("ROLLCALL_SUPERSET_URL").unwrap_or_else(|_| "http://127.0.0.1:8088".into())
@@ -25,11 +27,16 @@ fn before_6() -> bool {
     std::env::var("SUPERSET_VERSION").is_ok_and(|v| v.starts_with("4.") || v.starts_with("5."))
 }
 
-fn harness(extra: &str) -> Harness {
-    let dir = std::env::var("ROLLCALL_SUPERSET_DIR")
+/// The service account's password, written by `scripts/superset.sh start`.
+fn password_file() -> PathBuf {
+    std::env::var("ROLLCALL_SUPERSET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.superset")));
-    Harness::with_account(&url(), "rollcall", &dir.join("rollcall-password"), extra)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.superset")))
+        .join("rollcall-password")
+}
+
+fn harness(extra: &str) -> Harness {
+    Harness::with_account(&url(), "rollcall", &password_file(), extra)
 }
 
 async fn admin() -> Admin {
@@ -341,4 +348,165 @@ async fn an_ai_agents_tool_call_through_the_real_mcp_service_is_one_agent_tool_c
     for id in joined {
         assert!(rows.contains(id), "row {id} is no audit.action: {events:?}");
     }
+}
+
+/// The SSF event type each of rollcall's events in the steps below becomes (docs/ssf.md,
+/// mapping); a user appearing is not sent.
+fn set_type(event: EventType) -> Option<&'static str> {
+    use EventType::*;
+    Some(match event {
+        UserDeactivated => "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+        UserReactivated => "https://schemas.openid.net/secevent/risc/event-type/account-enabled",
+        UserDeleted => "https://schemas.openid.net/secevent/risc/event-type/account-purged",
+        UserLogin => "https://schemas.openid.net/secevent/caep/event-type/session-established",
+        UserRoleAdded | UserRoleRemoved => {
+            "https://schemas.openid.net/secevent/caep/event-type/token-claims-change"
+        }
+        _ => return None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn a_users_role_change_login_deactivation_reactivation_and_deletion_arrive_as_verified_sets_by_push_and_by_poll(
+) {
+    use crate::ssf::{Setup, POLL, RX_AUTH, TOKEN};
+    use support::ssf::{self as receiver, Receiver};
+
+    let mut demo = Demo::new(admin().await);
+    // A JSONL copy of the log beside the SSF sink: each step waits until rollcall has read
+    // what it changed, since a change undone before the next poll is never seen.
+    let copy = tempfile::tempdir().unwrap();
+    let file = copy.path().join("events.jsonl");
+    let s = Setup::superset(
+        &url(),
+        "rollcall",
+        &password_file(),
+        &format!(
+            "\n[[sinks]]\nkind = \"jsonl\"\nname = \"copy\"\npath = {:?}\n",
+            file.display().to_string()
+        ),
+    );
+    let run = s.run().await;
+    let rx = Receiver::start(RX_AUTH).await;
+    s.push_stream(&rx).await;
+    let (code, polled) = s
+        .manage(
+            "POST",
+            "/ssf/stream",
+            Some(serde_json::json!({"delivery": {"method": POLL}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{polled}");
+    let endpoint = polled["delivery"]["endpoint_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let trust = s.trust(&polled).await;
+
+    // Each user's SETs in the order of the changes, as the ids Superset gave them.
+    let mut expected: Vec<(String, &str)> = Vec::new();
+    for step in [
+        Step::Create,
+        Step::ReRole,
+        Step::Login,
+        Step::Deactivate,
+        Step::Reactivate,
+        Step::Delete,
+    ] {
+        let (what, events) = demo.run(step).await.unwrap();
+        wait::until(&format!("rollcall to read that the demo {what}"), || {
+            let copied = std::fs::read_to_string(&file).unwrap_or_default();
+            let copied: Vec<serde_json::Value> = copied
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            events.iter().all(|(event, user)| {
+                copied.iter().any(|e| {
+                    e["type"] == event.as_str() && e["subject"] == user.to_string().as_str()
+                })
+            })
+        })
+        .await;
+        for (event, user) in events {
+            if let Some(t) = set_type(event) {
+                expected.push((user.to_string(), t));
+            }
+        }
+    }
+    let subjects: std::collections::BTreeSet<String> =
+        expected.iter().map(|(u, _)| u.clone()).collect();
+    let ours = |claims: &serde_json::Value| {
+        subjects.contains(claims["sub_id"]["sub"].as_str().unwrap_or_default())
+    };
+    let of = |claims: &serde_json::Value| {
+        let t = claims["events"].as_object().unwrap().keys().next().unwrap();
+        (
+            claims["sub_id"]["sub"].as_str().unwrap().to_owned(),
+            t.clone(),
+        )
+    };
+
+    // Push: verified by the receiver against the published JWKS as they arrive, in order.
+    wait::until("every SET of the steps pushed", || {
+        rx.accepted().iter().filter(|a| ours(&a.claims)).count() >= expected.len()
+    })
+    .await;
+    assert!(rx.refused().is_empty(), "{:?}", rx.refused());
+    let pushed: Vec<_> = rx
+        .accepted()
+        .into_iter()
+        .filter(|a| ours(&a.claims))
+        .collect();
+    let got: Vec<(String, String)> = pushed.iter().map(|a| of(&a.claims)).collect();
+    let want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(u, t)| (u.clone(), (*t).to_owned()))
+        .collect();
+    for user in &subjects {
+        let mine = |v: &Vec<(String, String)>| -> Vec<String> {
+            v.iter()
+                .filter(|(u, _)| u == user)
+                .map(|(_, t)| t.clone())
+                .collect()
+        };
+        assert_eq!(
+            mine(&got),
+            mine(&want),
+            "user {user}'s SETs, in order, by push"
+        );
+    }
+
+    // Poll: the same SETs (the same jti), each verified, acknowledged as they come.
+    let mut taken = std::collections::BTreeMap::new();
+    let mut ack: Vec<String> = Vec::new();
+    while taken.values().filter(|c| ours(c)).count() < expected.len() {
+        let request = serde_json::json!({"ack": ack, "maxEvents": 20});
+        let (sets, _) = receiver::poll(&endpoint, TOKEN, &trust, request).await;
+        ack = sets.keys().cloned().collect();
+        for (jti, set) in sets {
+            taken.insert(
+                jti,
+                set.expect("a SET that verifies with the published key"),
+            );
+        }
+    }
+    let mut by_poll: Vec<(String, String)> = taken.values().filter(|c| ours(c)).map(of).collect();
+    let mut by_push = got.clone();
+    by_poll.sort();
+    by_push.sort();
+    assert_eq!(
+        by_poll, by_push,
+        "the poll stream got what the push stream got"
+    );
+    let pushed_jtis: std::collections::BTreeSet<&str> =
+        pushed.iter().map(|a| a.jti.as_str()).collect();
+    assert!(
+        taken
+            .iter()
+            .filter(|(_, c)| ours(c))
+            .all(|(jti, _)| pushed_jtis.contains(jti.as_str())),
+        "each change is one SET with one jti, whichever way it is delivered"
+    );
+    drop(run);
 }

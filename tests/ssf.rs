@@ -5,7 +5,7 @@
 
 use crate::support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rollcall::store::Store;
 use rollcall_sim::kylin::{KylinOptions, KylinSim, ADMIN, ADMIN_PASSWORD};
@@ -16,10 +16,10 @@ use support::ssf::{self as receiver, Mood, Receiver, Trust};
 use support::wait;
 use tempfile::TempDir;
 
-const PUSH: &str = "urn:ietf:rfc:8935";
-const POLL: &str = "urn:ietf:rfc:8936";
-const TOKEN: &str = "mgmt-7d1f0c9e2b";
-const RX_AUTH: &str = "Bearer rx-chosen-secret";
+pub(crate) const PUSH: &str = "urn:ietf:rfc:8935";
+pub(crate) const POLL: &str = "urn:ietf:rfc:8936";
+pub(crate) const TOKEN: &str = "mgmt-7d1f0c9e2b";
+pub(crate) const RX_AUTH: &str = "Bearer rx-chosen-secret";
 const AUD: &str = "https://receiver.test/ssf";
 const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
 const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
@@ -42,7 +42,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Setup<S = Sim> {
+pub(crate) struct Setup<S = Sim> {
     dir: TempDir,
     config: PathBuf,
     issuer: String,
@@ -85,6 +85,27 @@ password_file = {password:?}"#,
             password = dir.path().join("password").display().to_string(),
         );
         Setup::write(dir, sim, &source, "")
+    }
+}
+
+impl Setup<()> {
+    /// The same polling a real Superset at `url` as the service account `username`, as the
+    /// source `prod`; `extra` is added after the SSF sink's table.
+    pub(crate) fn superset(
+        url: &str,
+        username: &str,
+        password_file: &Path,
+        extra: &str,
+    ) -> Setup<()> {
+        let source = format!(
+            r#"kind = "superset"
+name = "prod"
+url = "{url}"
+username = "{username}"
+password_file = {password:?}"#,
+            password = password_file.display().to_string(),
+        );
+        Setup::write(tempfile::tempdir().unwrap(), (), &source, extra)
     }
 }
 
@@ -140,7 +161,7 @@ subject_issuers = {{ prod = "https://superset.example.com/" }}
 
     /// `rollcall run`, once its first poll has stored what is there and the transmitter
     /// listens.
-    async fn run(&self) -> Running {
+    pub(crate) async fn run(&self) -> Running {
         let run = running::run_config(&self.config).await;
         wait::until("the transmitter to listen", || {
             run.logged_message("serving the SSF transmitter").is_some()
@@ -154,7 +175,12 @@ subject_issuers = {{ prod = "https://superset.example.com/" }}
     }
 
     /// A management request with the token; the status and the JSON body (null when empty).
-    async fn manage(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn manage(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.issuer);
         let mut req = reqwest::Client::new()
             .request(method.parse().unwrap(), url)
@@ -169,7 +195,7 @@ subject_issuers = {{ prod = "https://superset.example.com/" }}
     }
 
     /// A push stream to `rx`, which from now on trusts this transmitter for it.
-    async fn push_stream(&self, rx: &Receiver) -> Value {
+    pub(crate) async fn push_stream(&self, rx: &Receiver) -> Value {
         let (code, stream) = self
             .manage(
                 "POST",
@@ -183,7 +209,7 @@ subject_issuers = {{ prod = "https://superset.example.com/" }}
         stream
     }
 
-    async fn trust(&self, stream: &Value) -> Trust {
+    pub(crate) async fn trust(&self, stream: &Value) -> Trust {
         let metadata = receiver::discover(&self.issuer).await;
         Trust {
             issuer: self.issuer.clone(),
