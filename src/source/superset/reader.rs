@@ -56,13 +56,15 @@ impl Reads {
     /// cursor for `status`. A full read replaces the list; an incremental one only updates the
     /// users it read.
     pub fn report(self, source: &str, cursor: &mut Cursor, mode: Mode) {
+        // The list as it was tells a new problem from one already said.
+        let before = std::mem::take(&mut cursor.unreadable_users);
         let mut list = match mode {
             Mode::Full => BTreeMap::new(),
-            Mode::Incremental => std::mem::take(&mut cursor.unreadable_users),
+            Mode::Incremental => before.clone(),
         };
         list.retain(|id, _| !self.settled.contains(*id));
         for (id, reason) in self.failed {
-            note_unreadable(source, &cursor.unreadable_users, &id, &reason);
+            note_unreadable(source, &before, &id, &reason);
             list.insert(id, reason);
         }
         cursor.unreadable_users = list;
@@ -164,4 +166,59 @@ pub fn user_row_id(raw: &RawValue, ids: &[u64], i: usize) -> Result<u64, Superse
             path: USERS.to_owned(),
             detail: crate::text::snippet(raw.get().as_bytes()),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The warnings `f` logs.
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Buffer::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn failed(id: u64, reason: &str) -> Reads {
+        Reads {
+            settled: Ids::new(),
+            failed: BTreeMap::from([(id, reason.to_owned())]),
+        }
+    }
+
+    #[test]
+    fn a_user_still_unreadable_is_warned_about_once_across_incremental_and_full_reads() {
+        let mut cursor = Cursor::default();
+        let said = warnings(|| {
+            failed(7, "bad email").report("prod", &mut cursor, Mode::Incremental);
+            failed(7, "bad email").report("prod", &mut cursor, Mode::Incremental);
+            failed(7, "bad email").report("prod", &mut cursor, Mode::Full);
+        });
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(
+            cursor.unreadable_users.get(&7).map(String::as_str),
+            Some("bad email")
+        );
+        let said =
+            warnings(|| failed(7, "no username").report("prod", &mut cursor, Mode::Incremental));
+        assert_eq!(said.len(), 1, "a new reason is a new problem: {said:?}");
+    }
 }
