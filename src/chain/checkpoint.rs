@@ -14,6 +14,8 @@ use base64::Engine;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::{hex, Hash};
 
@@ -106,6 +108,19 @@ pub struct Data {
 /// any Ed25519 tool: `rollcall-checkpoint-v1 <store id> <offset> <head hex>`.
 pub fn message(store: &str, offset: u64, head: &Hash) -> Vec<u8> {
     format!("rollcall-checkpoint-v1 {store} {offset} {}", hex(head)).into_bytes()
+}
+
+/// The id of the checkpoint that signs `head`, the hash of the event at `offset` of `store`'s
+/// log: a UUID (version 8) of the first 16 bytes of SHA-256 of [`message`], so derived from
+/// what the checkpoint signs. A copy that leaves checkpoints out (an OCSF sink's) still holds,
+/// in the event after one, its id (`chainprevid`): from that and the event before the
+/// checkpoint, a verifier tells a checkpoint left out from an event dropped, without the
+/// checkpoint. An event's own id is random, so no event dropped has this id.
+pub fn id(store: &str, offset: u64, head: &Hash) -> Uuid {
+    let digest = Sha256::digest(message(store, offset, head));
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// A public key in its text form.
@@ -212,6 +227,21 @@ mod tests {
         let bad = Signer::load(&path).unwrap_err().to_string();
         assert!(bad.contains("PKCS#8 PEM"), "{bad}");
         assert!(!bad.contains("c2VjcmV0"), "{bad}");
+    }
+
+    #[test]
+    fn a_checkpoints_id_is_derived_from_what_it_signs() {
+        let head = super::super::next(&super::super::GENESIS, b"e");
+        let id = id("store-1", 41, &head);
+        assert_eq!(id.get_version_num(), 8);
+        assert_eq!(id, super::id("store-1", 41, &head), "the same every time");
+        for other in [
+            super::id("store-2", 41, &head),
+            super::id("store-1", 40, &head),
+            super::id("store-1", 41, &[1; 32]),
+        ] {
+            assert_ne!(other, id);
+        }
     }
 
     #[test]
