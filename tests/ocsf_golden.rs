@@ -51,7 +51,9 @@ fn render(encode: impl Fn(&Value, u64) -> Vec<u8>) -> String {
         .map(|(offset, event)| {
             let mut body = String::from_utf8(encode(event, offset as u64)).unwrap();
             assert!(body.contains(&ours), "{body}");
-            let record = rollcall::chain::attested::read(body.as_bytes()).unwrap();
+            let record =
+                rollcall::chain::attested::read(serde_json::from_str(&body).unwrap(), false)
+                    .unwrap();
             if let Some(chained) = record.chain {
                 assert_eq!(chained.computed, chained.claimed, "{body}");
                 let fingerprint = rollcall::chain::hex(&chained.claimed);

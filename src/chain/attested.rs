@@ -10,7 +10,7 @@
 //! fingerprint proves its content unchanged since rollcall wrote it; the link (`uid`,
 //! `prev_event`) proves its place in the store's chain, and so the order of the records.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -20,6 +20,8 @@ use super::{unhex, Hash, Link, GENESIS};
 
 /// The attribute of a record that holds its attestations.
 pub const LIST: &str = "attestation_list";
+/// The profile a record with [`LIST`] declares in `metadata.profiles`.
+pub const PROFILE: &str = "record_integrity";
 
 /// SHA-256 of the RFC 8785 form of `record` as it is: the fingerprint of a record whose
 /// attestation has no `fingerprint` (nor `signatures`) yet.
@@ -32,54 +34,44 @@ pub fn fingerprint(record: &Value) -> Hash {
     Sha256::digest(text).into()
 }
 
+/// A record's own fingerprint, as rollcall writes it: `hash` in hex, SHA-256 of the record's
+/// RFC 8785 (JCS) form.
+fn expected(hash: &Hash) -> Value {
+    serde_json::json!({
+        "algorithm_id": 3, "algorithm": "SHA-256", "encoding_id": 1, "encoding": "Hex",
+        "serialization_id": 2, "serialization": "JCS", "value": super::hex(hash),
+    })
+}
+
 /// What a line of a copy is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
     CloudEvent,
-    /// An OCSF record, of the version it declares.
-    Ocsf(OcsfVersion),
-}
-
-/// The OCSF versions rollcall writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OcsfVersion {
-    /// No `record_integrity` profile: its records carry no chain.
-    V1_8_0,
-    V1_9_0,
-}
-
-impl OcsfVersion {
-    fn of(text: &str) -> Option<OcsfVersion> {
-        match text {
-            "1.8.0" => Some(OcsfVersion::V1_8_0),
-            "1.9.0" => Some(OcsfVersion::V1_9_0),
-            _ => None,
-        }
-    }
+    /// An OCSF record, parsed, and the version it declares (`metadata.version`).
+    Ocsf {
+        version: String,
+        record: Value,
+    },
 }
 
 /// Which form a line is in: a CloudEvent has `specversion`, an OCSF record `class_uid` and
-/// `metadata.version`. What rollcall writes starts with either, so most lines are told by
-/// their first bytes; others are parsed.
+/// `metadata.version`. What rollcall writes starts with `specversion` or `class_uid`, so a
+/// CloudEvent is told by its first bytes, and an OCSF record parsed once.
 pub fn form(line: &[u8]) -> Result<Form, Unreadable> {
     if line.starts_with(br#"{"specversion":"#) {
         return Ok(Form::CloudEvent);
     }
-    let map: Map<String, Value> =
-        serde_json::from_slice(line).map_err(|e| Unreadable(e.to_string()))?;
-    if map.contains_key("specversion") {
+    let record: Value = serde_json::from_slice(line).map_err(|e| Unreadable(e.to_string()))?;
+    if record.get("specversion").is_some() {
         return Ok(Form::CloudEvent);
     }
-    let version = map
+    let version = record
         .get("metadata")
         .and_then(|m| m.get("version"))
         .and_then(Value::as_str);
-    match (map.contains_key("class_uid"), version) {
-        (true, Some(v)) => OcsfVersion::of(v).map(Form::Ocsf).ok_or_else(|| {
-            Unreadable(format!(
-                "an OCSF {} record: rollcall writes 1.9.0 and 1.8.0",
-                crate::text::one_line(v)
-            ))
+    match (record.get("class_uid"), version) {
+        (Some(_), Some(v)) => Ok(Form::Ocsf {
+            version: v.to_owned(),
+            record,
         }),
         _ => Err(Unreadable(
             "neither a CloudEvent (`specversion`) nor an OCSF record (`class_uid`, `metadata.version`)"
@@ -90,7 +82,6 @@ pub fn form(line: &[u8]) -> Result<Form, Unreadable> {
 
 /// The attributes of an OCSF record the verifier reads.
 pub struct Named {
-    pub version: OcsfVersion,
     /// `metadata.sequence`: the log offset.
     pub offset: u64,
     /// `metadata.uid`: the event id.
@@ -99,7 +90,7 @@ pub struct Named {
     pub event_type: String,
 }
 
-/// The version, offset, id and type an OCSF record names.
+/// The offset, id and type an OCSF record names.
 pub fn named(record: &Value) -> Result<Named, Unreadable> {
     let metadata = record
         .get("metadata")
@@ -111,14 +102,11 @@ pub fn named(record: &Value) -> Result<Named, Unreadable> {
             .map(str::to_owned)
             .ok_or_else(|| Unreadable(format!("`metadata.{name}` is missing or not a string")))
     };
-    let version = OcsfVersion::of(&text("version")?)
-        .ok_or_else(|| Unreadable("`metadata.version` is not one rollcall writes".into()))?;
     let offset = metadata
         .get("sequence")
         .and_then(Value::as_u64)
         .ok_or_else(|| Unreadable("`metadata.sequence` is not a log offset".into()))?;
     Ok(Named {
-        version,
         offset,
         id: text("uid")?,
         event_type: text("event_code")?,
@@ -126,19 +114,27 @@ pub fn named(record: &Value) -> Result<Named, Unreadable> {
 }
 
 /// Read one OCSF record: its link from its attestation, and whether its content still gives
-/// the fingerprint stated there. A 1.8.0 record, or a 1.9.0 one without an attestation (an
-/// event stored before the chain began), has no chain.
-pub fn read(line: &[u8]) -> Result<Record, Unreadable> {
-    let mut record: Value = serde_json::from_slice(line).map_err(|e| Unreadable(e.to_string()))?;
+/// the fingerprint stated there. One without an attestation has no chain: a record of an event
+/// stored before the chain began, or in a version without `record_integrity` (1.8.0), which
+/// the caller says (`unchainable`).
+pub fn read(mut record: Value, unchainable: bool) -> Result<Record, Unreadable> {
     let named = named(&record)?;
     let mut out = Record {
         offset: named.offset,
         id: named.id,
         event_type: named.event_type,
         chain: None,
-        unchainable: named.version == OcsfVersion::V1_8_0,
+        unchainable,
     };
+    let declared = record["metadata"]["profiles"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|p| p == PROFILE));
     let Some(list) = record.get_mut(LIST) else {
+        if declared {
+            return Err(Unreadable(format!(
+                "it declares `{PROFILE}` but has no `{LIST}`: its attestation was removed or renamed"
+            )));
+        }
         return Ok(out);
     };
     let bad = |what: &str| Unreadable(format!("its attestation's {what}"));
@@ -147,11 +143,18 @@ pub fn read(line: &[u8]) -> Result<Record, Unreadable> {
         .and_then(Value::as_object_mut)
         .ok_or_else(|| bad("list holds no attestation"))?;
     let hash = |v: Option<&Value>| v.and_then(Value::as_str).and_then(unhex);
-    let claimed = attestation
-        .remove("fingerprint")
-        .and_then(|f| hash(f.get("value")))
+    let stated = attestation.remove("fingerprint");
+    let claimed = hash(stated.as_ref().and_then(|f| f.get("value")))
         .ok_or_else(|| bad("`fingerprint.value` is missing or not 64 hex digits"))?;
-    attestation.remove("signatures");
+    // What the fingerprint says it is, which it cannot cover itself: only what rollcall writes.
+    if stated != Some(expected(&claimed)) {
+        return Err(bad("`fingerprint` is not SHA-256 of its RFC 8785 form in hex, as rollcall writes it: it was changed"));
+    }
+    if attestation.remove("signatures").is_some() {
+        return Err(bad(
+            "`signatures` are not rollcall's, which signs only its checkpoints: they were added",
+        ));
+    }
     let own = hash(attestation.get("uid")).ok_or_else(|| bad("`uid` is not a chainhash"))?;
     let store = attestation
         .get("chain_uid")
@@ -217,21 +220,11 @@ mod tests {
 
     #[test]
     fn a_line_is_told_a_cloudevent_or_an_ocsf_record_of_its_version() {
-        assert_eq!(form(br#"{"specversion":"1.0"}"#).unwrap(), Form::CloudEvent);
-        assert_eq!(
-            form(br#"{"id":"x","specversion":"1.0"}"#).unwrap(),
-            Form::CloudEvent
-        );
-        let ocsf = |v: &str| format!(r#"{{"class_uid":3007,"metadata":{{"version":"{v}"}}}}"#);
-        assert_eq!(
-            form(ocsf("1.9.0").as_bytes()).unwrap(),
-            Form::Ocsf(OcsfVersion::V1_9_0)
-        );
-        assert_eq!(
-            form(ocsf("1.8.0").as_bytes()).unwrap(),
-            Form::Ocsf(OcsfVersion::V1_8_0)
-        );
-        assert!(form(ocsf("1.7.0").as_bytes()).is_err());
+        let is_cloudevent = |line: &[u8]| matches!(form(line), Ok(Form::CloudEvent));
+        assert!(is_cloudevent(br#"{"specversion":"1.0"}"#));
+        assert!(is_cloudevent(br#"{"id":"x","specversion":"1.0"}"#));
+        let line = br#"{"class_uid":3007,"metadata":{"version":"1.8.0"}}"#;
+        assert!(matches!(form(line), Ok(Form::Ocsf { version, .. }) if version == "1.8.0"));
         assert!(form(br#"{"a":1}"#).is_err());
         assert!(form(b"{").is_err());
     }

@@ -24,9 +24,6 @@ const MCP_CLIENT: &str = "MCP client";
 /// The OCSF profile of what an AI agent does (1.9.0).
 const AI_OPERATION: &str = "ai_operation";
 
-/// The OCSF profile of an attested record (1.9.0).
-const RECORD_INTEGRITY: &str = "record_integrity";
-
 /// The record of one stored event of store `store`'s log in `version`, serialized.
 pub(super) fn record<'r>(
     e: &'r Envelope<'_>,
@@ -240,7 +237,7 @@ pub(super) fn record<'r>(
     };
     // 1.8.0 has no profile for it; an event stored before the chain began has no link.
     if let (Version::V1_9_0, Some(link)) = (version, e.link()) {
-        r.metadata.profiles.push(RECORD_INTEGRITY);
+        r.metadata.profiles.push(crate::chain::attested::PROFILE);
         r.attestation_list = Some([attest::attestation(&link, store)]);
         attest::seal(&mut r).map_err(unwritable)?;
     }
