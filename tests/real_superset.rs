@@ -367,18 +367,15 @@ fn tampered_copies_are_named_at_their_line(h: &Harness, file: &std::path::Path, 
     let i = lines.len() / 2;
     assert!(i >= 1 && i + 1 < lines.len(), "{} lines", lines.len());
     // A value an auditor would care about: who a CloudEvent is about, what a record says.
-    let changed = |l: &str| {
-        let edited = l
-            .replacen("\"subject\":\"", "\"subject\":\"9", 1)
-            .replacen("\"message\":\"", "\"message\":\"not ", 1);
+    let tamperings = support::damage::tamperings(i, |l| {
+        let edited = l.replacen("\"subject\":\"", "\"subject\":\"9", 1).replacen(
+            "\"message\":\"",
+            "\"message\":\"not ",
+            1,
+        );
         assert_ne!(edited, l);
         edited
-    };
-    let tamperings: [(&str, Box<dyn Fn(&mut Vec<String>)>); 3] = [
-        ("a changed value", Box::new(|l| l[i] = changed(&l[i]))),
-        ("a dropped line", Box::new(|l| drop(l.remove(i)))),
-        ("two lines swapped", Box::new(|l| l.swap(i, i + 1))),
-    ];
+    });
     for (what, tamper) in tamperings {
         let mut copy: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         tamper(&mut copy);
@@ -399,7 +396,8 @@ fn tampered_copies_are_named_at_their_line(h: &Harness, file: &std::path::Path, 
 
 #[tokio::test]
 #[ignore = "needs a real Superset: scripts/test.sh starts one"]
-async fn a_real_lifecycle_in_cloudevents_and_ocsf_1_9_0_and_1_8_0_verifies_and_tampering_is_named() {
+async fn a_real_lifecycle_in_cloudevents_and_ocsf_1_9_0_and_1_8_0_verifies_and_tampering_is_named()
+{
     use support::ocsf::Version;
     let mut demo = Demo::new(admin().await);
     let mut h = harness("");
@@ -447,7 +445,10 @@ async fn a_real_lifecycle_in_cloudevents_and_ocsf_1_9_0_and_1_8_0_verifies_and_t
         .iter()
         .filter(|e| e["type"] != "rollcall.checkpoint")
         .count();
-    assert_eq!((records_1_9.len(), records_1_8.len()), (users_events, users_events));
+    assert_eq!(
+        (records_1_9.len(), records_1_8.len()),
+        (users_events, users_events)
+    );
     assert!(records_1_9
         .iter()
         .all(|r| r["attestation_list"][0]["fingerprint"]["value"].is_string()));

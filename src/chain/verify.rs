@@ -330,8 +330,10 @@ impl<'a> Verifier<'a> {
         if let (Some(tip), Some(store)) = (&self.tip, &chained.store) {
             // One offset between them, and it names as its predecessor the checkpoint that
             // signs the tip: a checkpoint the copy leaves out, not an event dropped.
-            let signing_tip = checkpoint::id(store, tip.offset, &tip.hash);
-            if record.offset == tip.offset + 2 && link.prev_id == Some(signing_tip) {
+            let after = link.prev_id.as_ref();
+            let signing_tip =
+                after.is_some_and(|id| checkpoint::is_id_of(id, store, tip.offset, &tip.hash));
+            if record.offset == tip.offset + 2 && signing_tip {
                 return Ok(true);
             }
         }

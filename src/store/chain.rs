@@ -182,7 +182,7 @@ impl<'a> Appender<'a> {
         let data = c.signer.sign(self.store.id(), head.offset, &head.hash);
         let event = Event {
             specversion: SPEC_VERSION.into(),
-            id: checkpoint::id(self.store.id(), head.offset, &head.hash),
+            id: checkpoint::id(self.store.id(), head.offset, &head.hash, self.now),
             source: format!("rollcall://{}", self.store.id()),
             event_type: EventType::Checkpoint,
             subject: "chain".into(),
@@ -463,7 +463,16 @@ mod tests {
             if v.event_type == EventType::Checkpoint {
                 let signed = crate::chain::unhex(v.data["head"].as_str().unwrap()).unwrap();
                 assert_eq!(link.unwrap().prev, signed);
-                assert_eq!(v.id, checkpoint::id(store.id(), e.offset - 1, &signed));
+                assert!(checkpoint::is_id_of(
+                    &v.id,
+                    store.id(),
+                    e.offset - 1,
+                    &signed
+                ));
+                assert_eq!(
+                    v.id,
+                    checkpoint::id(store.id(), e.offset - 1, &signed, v.time)
+                );
             }
         }
         assert_eq!(store.checkpoint_if_due().unwrap(), None, "not an hour yet");

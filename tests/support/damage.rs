@@ -133,3 +133,19 @@ pub fn is_named_at_its_line(
         panic!("{e} (seed {seed})");
     }
 }
+
+/// A change to a file's lines.
+pub type Edit<'a> = Box<dyn Fn(&mut Vec<String>) + 'a>;
+
+/// The three tamperings an auditor must see named at line `i + 1` (1-based), each with its
+/// name: a value changed in it (by `change`), it dropped, it swapped with the line after it.
+pub fn tamperings<'a>(
+    i: usize,
+    change: impl Fn(&str) -> String + 'a,
+) -> [(&'static str, Edit<'a>); 3] {
+    [
+        ("a changed value", Box::new(move |l| l[i] = change(&l[i]))),
+        ("a dropped line", Box::new(move |l| drop(l.remove(i)))),
+        ("two lines swapped", Box::new(move |l| l.swap(i, i + 1))),
+    ]
+}
