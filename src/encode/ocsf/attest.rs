@@ -10,7 +10,6 @@
 
 use serde::Serialize;
 
-use super::record::Record;
 use crate::chain::{self, Link};
 
 /// OCSF's `fingerprint.algorithm_id` for SHA-256.
@@ -75,7 +74,7 @@ impl Fingerprint {
 }
 
 /// The attestation of the event with `link` in the log of store `store`, its fingerprint to
-/// come ([`seal`]).
+/// come ([`fingerprint`]).
 pub(super) fn attestation<'r>(link: &Link, store: &'r str) -> Attestation<'r> {
     Attestation {
         uid: chain::hex(&link.hash),
@@ -89,13 +88,10 @@ pub(super) fn attestation<'r>(link: &Link, store: &'r str) -> Attestation<'r> {
     }
 }
 
-/// Give the record's attestation its fingerprint: SHA-256 of the record's RFC 8785 form as it
-/// is (without a fingerprint or signatures, as OCSF says).
-pub(super) fn seal(r: &mut Record<'_>) -> Result<(), serde_json::Error> {
-    let value = serde_json::to_value(&*r)?;
-    if let Some([attestation]) = &mut r.attestation_list {
-        let hash = chain::attested::fingerprint(&value);
-        attestation.fingerprint = Some(Fingerprint::sha_256(JCS, "JCS", &hash));
-    }
-    Ok(())
+/// The fingerprint of a record whose JSON value (its attestation without a fingerprint) is
+/// `record`: SHA-256 of its RFC 8785 form, as OCSF says (without the fingerprint and
+/// `signatures`, which rollcall never writes).
+pub(super) fn fingerprint(record: &serde_json::Value) -> Fingerprint {
+    let hash = chain::attested::fingerprint(record);
+    Fingerprint::sha_256(JCS, "JCS", &hash)
 }

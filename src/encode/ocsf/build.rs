@@ -239,7 +239,11 @@ pub(super) fn record<'r>(
     if let (Version::V1_9_0, Some(link)) = (version, e.link()) {
         r.metadata.profiles.push(crate::chain::attested::PROFILE);
         r.attestation_list = Some([attest::attestation(&link, store)]);
-        attest::seal(&mut r).map_err(unwritable)?;
+        // It covers the whole record but itself: the record written without it first.
+        let unsealed = serde_json::to_value(&r).map_err(unwritable)?;
+        if let Some([attestation]) = &mut r.attestation_list {
+            attestation.fingerprint = Some(attest::fingerprint(&unsealed));
+        }
     }
     // The record holds `data` verbatim plus about a kilobyte of attributes: one allocation.
     let mut body = Vec::with_capacity(e.data.get().len() + 1024);
