@@ -2,13 +2,15 @@
 //! topic read back, the store's own log.
 //!
 //! Owns what counts as broken and names the first place where it is: content that does not
-//! hash to its `chainhash` (a changed value), a `chainprev` that is not the hash of the event
-//! before (lines dropped, swapped or edited), an offset skipped (a dropped line), an offset seen
-//! again with other content, a chain attribute stripped after the chain began, a checkpoint
-//! whose signature fails or whose signed head is not the chain's (hashes recomputed after a
-//! change), a copy that ends before what it must reach (a cut tail). The same event twice (a
-//! redelivery, a replay) is no break: it is recognised by its offset and hash. Memory does not
-//! grow with the copy: the hashes a duplicate is compared with are kept in a temporary file.
+//! hash to its `chainhash` or an OCSF record's fingerprint (a changed value), a `chainprev`
+//! that is not the hash of the event before (lines dropped, swapped or edited), an offset
+//! skipped (a dropped line), an offset seen again with other content, a chain attribute
+//! stripped after the chain began, a record naming another store's chain, a checkpoint whose
+//! signature fails or whose signed head is not the chain's (hashes recomputed after a change),
+//! a copy that ends before what it must reach (a cut tail). The same event twice (a redelivery,
+//! a replay) is no break: it is recognised by its offset and hash; nor is a checkpoint a copy
+//! leaves out (an OCSF copy), recognised by its id in the event after it. Memory does not grow
+//! with the copy: the hashes a duplicate is compared with are kept in a temporary file.
 //!
 //! It reads nothing itself: readers feed it, and a [`Reference`] (the store) answers what the
 //! copy must agree with.
