@@ -419,5 +419,5 @@ fn the_1_9_0_fixtures_readme_names_every_schema_it_holds() {
             named += 1;
         }
     }
-    assert_eq!(named, 7);
+    assert_eq!(named, 12);
 }

@@ -1,7 +1,8 @@
 //! Byte-for-byte pins of the OCSF records rollcall sends: one stored event of every type from
 //! both kinds of source (`support::events`, with fixed ids and times, chained), encoded in each
-//! OCSF version a sink can choose; 1.9.0 records carry the chain (`record_integrity`). A change of mapping, of attribute order or of a single caption
-//! shows here; `ocsf_version = "1.8.0"` must keep the records it always sent.
+//! OCSF version a sink can choose; 1.9.0 records carry the chain (`record_integrity`). A change
+//! of mapping, of attribute order or of a single caption shows here; `ocsf_version = "1.8.0"`
+//! must keep the records it always sent.
 //!
 //! Only rollcall's own version (`metadata.product.version`) is masked, and with it a 1.9.0
 //! record's fingerprint, which covers it: the test recomputes that instead. After a deliberate

@@ -144,7 +144,7 @@ impl Report {
         if self.chained == 0 && self.unchainable > 0 {
             Some("its records are OCSF 1.8.0, which has no `record_integrity` profile to carry the chain: verify the file with --against-store, which compares each record with the store's event it names")
         } else if self.chained == 0 {
-            Some("it holds no chained event (events stored before the store began its chain, or a format that carries no chain)")
+            Some("it holds no chained event (events stored before the store began its chain)")
         } else if self.pinned && self.checkpoints == 0 && self.left_out > 0 {
             Some("the chain is whole, but its checkpoints are not in this copy (OCSF has no record for them), so nothing in it proves who wrote it: verify the file with --against-store, which checks them in the store")
         } else if self.pinned && self.checkpoints == 0 {
