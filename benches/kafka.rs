@@ -93,7 +93,7 @@ async fn bench(n: u64) {
                 binding: Binding::Kafka,
                 ocsf: ocsf::Version::default(),
             };
-            let m = Message::encode(&encoder, &envelope).unwrap();
+            let m = Message::encode(&encoder, &envelope, "store").unwrap();
             let headers: Vec<(String, Vec<u8>)> = headers(&m)
                 .iter()
                 .map(|h| (h.key.to_owned(), h.value.unwrap().to_vec()))

@@ -242,7 +242,7 @@ fn encoding_alone(store: &Store, n: usize) {
                 .iter()
                 .map(|e| {
                     let envelope = Envelope::parse(e).unwrap();
-                    encoder.encode(&envelope).unwrap().body.len()
+                    encoder.encode(&envelope, "store").unwrap().body.len()
                 })
                 .sum();
             best = best.min(started.elapsed());

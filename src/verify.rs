@@ -5,13 +5,17 @@
 //! Owns reading each kind of copy into the verifier (`chain::verify`), what a copy must agree
 //! with (a file verified against the store: the store's event at each line's offset, and the end
 //! the JSONL sink writing it confirmed; the store: the head and start it records), and the
-//! verdict's words and exit code. It only reads: it never changes the store or a destination.
+//! verdict's words and exit code. A file holds CloudEvents or OCSF records (`ocsf`), told
+//! line by line. It only reads: it never changes the store or a destination.
+
+mod ocsf;
 
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
+use crate::chain::attested::{self, Form};
 use crate::chain::record::{read, Place, Unreadable, Wire};
 use crate::chain::verify::{Break, End, Held, Options, Reference, Report, Verifier};
 use crate::chain::{self, hex};
@@ -37,6 +41,14 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("{path} mixes formats: line {line} is {this}, but line {first_line} {first}. A file holds one sink's events in one format: verify each sink's file on its own")]
+    Mixed {
+        path: PathBuf,
+        line: u64,
+        this: &'static str,
+        first_line: u64,
+        first: &'static str,
+    },
 }
 
 /// What a verification found.
@@ -126,10 +138,20 @@ fn counts(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             r.unchained
         )?;
     }
+    if r.unchainable > 0 {
+        writeln!(
+            out,
+            "  {} OCSF 1.8.0 records, which carry no chain: nothing in this copy proves them (verify it with --against-store)",
+            r.unchainable
+        )?;
+    }
     Ok(())
 }
 
 fn signatures(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if r.signed_through.is_none() && r.left_out > 0 {
+        return writeln!(out, "  {} checkpoints sign this chain but are not in this copy (OCSF has no record for them), each recognised by its id in the event after it: `rollcall verify FILE --against-store` checks their signatures", r.left_out);
+    }
     let Some(through) = r.signed_through else {
         return writeln!(out, "  no signed checkpoint: any change shows, but not one made by whoever recomputes every hash after it (sign with `[store] signing_key_file`)");
     };
@@ -157,9 +179,9 @@ fn signatures(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// A JSONL file of CloudEvents, line by line; with `against`, each line is compared with the
-/// store's event at its offset (lines may then skip events, as a filtered copy does), and the
-/// file must reach what the sink writing it confirmed.
+/// A JSONL file of CloudEvents or of OCSF records, line by line; with `against`, each line is
+/// compared with the store's event at its offset (lines may then skip events, as a filtered copy
+/// does), and the file must reach what the sink writing it confirmed.
 pub fn file(
     path: &Path,
     key: Option<VerifyingKey>,
@@ -179,6 +201,7 @@ pub fn file(
     // compared with the store may skip some (a webhook's receiver with `event_types`).
     let gaps = against.is_some() && writer.is_none();
     let end = writer.flatten();
+    let must_reach = end.as_ref().map(|e| e.offset);
     let mut verifier = Verifier::new(Options {
         pinned: key,
         reference: reference.as_mut().map(|r| r as &mut dyn Reference),
@@ -186,9 +209,11 @@ pub fn file(
         start: None,
         end,
     });
+    let mut ocsf = ocsf::Copy::new(against.map(|(store, _)| store));
     let mut input = io::BufReader::with_capacity(1 << 20, f);
     let mut line = Vec::new();
     let mut n = 0;
+    let mut first: Option<(u64, &'static str)> = None;
     let broken = loop {
         line.clear();
         if input.read_until(b'\n', &mut line).map_err(unreadable)? == 0 {
@@ -196,15 +221,45 @@ pub fn file(
         }
         n += 1;
         let place = Place::Line(n);
-        let record = match line.strip_suffix(b"\n") {
-            Some(whole) => read(Wire::Structured(whole)),
-            None => Err(Unreadable(
-                "the last line does not end in a newline: the file was cut".into(),
-            )),
+        let Some(whole) = line.strip_suffix(b"\n") else {
+            let cut =
+                Unreadable("the last line does not end in a newline: the file was cut".into());
+            break verifier.feed(place, Err(cut))?.err();
         };
-        if let Err(b) = verifier.feed(place, record)? {
+        let form = match attested::form(whole) {
+            Ok(form) => form,
+            Err(e) => break verifier.feed(place, Err(e))?.err(),
+        };
+        let this = match form {
+            Form::CloudEvent => "a CloudEvent",
+            Form::Ocsf { .. } => "an OCSF record",
+        };
+        match first {
+            None => first = Some((n, this)),
+            Some((first_line, first)) if first != this => {
+                return Err(VerifyError::Mixed {
+                    path: path.to_owned(),
+                    line: n,
+                    this,
+                    first_line,
+                    first,
+                })
+            }
+            Some(_) => {}
+        }
+        let fed = match form {
+            Form::CloudEvent => verifier.feed(place, read(Wire::Structured(whole)))?,
+            Form::Ocsf { version, record } => ocsf.feed(&mut verifier, place, &version, record)?,
+        };
+        if let Err(b) = fed {
             break Some(b);
         }
+    };
+    let broken = match (broken, must_reach) {
+        (None, Some(offset)) => ocsf
+            .left_out(&mut verifier, Place::Line(n + 1), offset + 1)?
+            .err(),
+        (broken, _) => broken,
     };
     Ok(Verdict::of(verifier, broken, Place::Line(n + 1)))
 }

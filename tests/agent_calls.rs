@@ -325,7 +325,11 @@ async fn an_ocsf_sink_without_ocsf_version_sends_each_call_as_1_9_0_with_the_ai_
         ]
     );
     for r in calls {
-        assert_eq!(r["metadata"]["profiles"], json!(["ai_operation"]));
+        // Chained in the store, so attested too.
+        assert_eq!(
+            r["metadata"]["profiles"],
+            json!(["ai_operation", "record_integrity"])
+        );
         assert!(
             r.get("ai_agent").is_none(),
             "no agent id logged, none made up"

@@ -131,7 +131,7 @@ fn render(lines: &[String]) -> String {
                 binding,
                 ocsf: ocsf::Version::default(),
             };
-            let e = encoder.encode(&envelope).unwrap();
+            let e = encoder.encode(&envelope, "store").unwrap();
             out.push_str(&format!(
                 "-- {what}: key {} content-type {}\n",
                 e.key, e.content_type

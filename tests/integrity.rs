@@ -6,10 +6,7 @@ use crate::support;
 
 use std::process::{Command, Output, Stdio};
 
-use proptest::prelude::*;
-use rollcall::chain::record::Place;
 use rollcall::store::Store;
-use rollcall::verify::Verdict;
 use support::chain::{created, Written};
 
 fn rollcall(w: &Written, args: &[&str]) -> Output {
@@ -226,123 +223,18 @@ fn a_missing_signing_key_stops_the_start_and_pubkey_naming_what_to_do() {
 
 // --- damage of every kind, generated ------------------------------------------------------
 
-/// One kind of damage to a written file.
-#[derive(Debug, Clone)]
-enum Damage {
-    /// The byte at `at` (modulo the length) changed to another.
-    Byte { at: usize, xor: u8 },
-    /// A line removed.
-    Drop(usize),
-    /// A line and the next one swapped.
-    Swap(usize),
-    /// Only the first `at` bytes kept.
-    Truncate(usize),
-    /// A redelivery: a copy of `line` inserted after the line `after` lines later.
-    Again { line: usize, after: usize },
-}
-
-fn damage() -> impl Strategy<Value = Damage> {
-    prop_oneof![
-        (any::<usize>(), 1..=255u8).prop_map(|(at, xor)| Damage::Byte { at, xor }),
-        any::<usize>().prop_map(Damage::Drop),
-        any::<usize>().prop_map(Damage::Swap),
-        any::<usize>().prop_map(Damage::Truncate),
-        (any::<usize>(), any::<usize>()).prop_map(|(line, after)| Damage::Again { line, after }),
-    ]
-}
-
-/// The damaged file, and the line the first break must be named at (`None`: not a break);
-/// `whole_lines_cut` when only a reference can tell (the tail was cut at a line's end).
-fn apply(lines: &[Vec<u8>], d: &Damage) -> (Vec<u8>, Option<u64>, bool) {
-    let n = lines.len();
-    let whole = lines.concat();
-    let line_of = |at: usize| whole[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
-    match *d {
-        Damage::Byte { at, xor } => {
-            let at = at % whole.len();
-            let mut out = whole.clone();
-            out[at] ^= xor;
-            (out, Some(line_of(at)), false)
-        }
-        // Without its first line, a copy is one that starts later (as a rotated file does):
-        // no break, and the report says where it starts (checked below).
-        Damage::Drop(i) => {
-            let i = i % n;
-            let mut out = lines.to_vec();
-            out.remove(i);
-            (out.concat(), (i > 0).then_some(i as u64 + 1), i == n - 1)
-        }
-        // The first two swapped: the copy starts at the second event, and the first comes
-        // after it, out of order.
-        Damage::Swap(i) => {
-            let i = i % (n - 1);
-            let mut out = lines.to_vec();
-            out.swap(i, i + 1);
-            (out.concat(), Some(i.max(1) as u64 + 1), false)
-        }
-        Damage::Truncate(at) => {
-            let at = at % whole.len();
-            let at_line_end = at == 0 || whole[at - 1] == b'\n';
-            (whole[..at].to_vec(), Some(line_of(at)), at_line_end)
-        }
-        Damage::Again { line, after } => {
-            let line = line % n;
-            let after = line + after % (n - line);
-            let mut out = lines.to_vec();
-            out.insert(after + 1, lines[line].clone());
-            (out.concat(), None, false)
-        }
-    }
-}
-
-fn broken_line(verdict: &Verdict) -> Option<u64> {
-    match verdict {
-        Verdict::Broken(b, _) => match b.place {
-            Place::Line(n) => Some(n),
-            other => panic!("a file's break named {other}"),
-        },
-        Verdict::Intact(_) => None,
-        Verdict::Unverifiable(_, why) => panic!("unverifiable: {why}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_damage_to_a_written_chain_is_named_at_its_line_and_redeliveries_are_not() {
     let w = Written::new(4);
     w.commit_and_deliver(created(12)).await;
-    let lines = w.lines();
-    assert_eq!(lines.len(), 15, "12 events and 3 checkpoints");
-    let config = w.config();
-    let store = Store::open(&config.store.path).unwrap();
+    assert_eq!(w.lines().len(), 15, "12 events and 3 checkpoints");
     let key = rollcall::chain::checkpoint::parse_public(&w.public_key()).unwrap();
-    let (mut runner, seed) = support::generated::runner(
+    support::damage::is_named_at_its_line(
         "integrity::generated_damage_to_a_written_chain_is_named_at_its_line_and_redeliveries_are_not",
-        256,
+        &w,
+        key,
+        Some(Some(key)),
     );
-    let result = runner.run(&damage(), |d| {
-        let (bytes, expected, whole_lines_cut) = apply(&lines, &d);
-        std::fs::write(&w.jsonl, &bytes).unwrap();
-        let against = rollcall::verify::file(&w.jsonl, Some(key), Some((&store, &config))).unwrap();
-        prop_assert_eq!(
-            broken_line(&against),
-            expected,
-            "against the store: {:?}",
-            against
-        );
-        if let (Damage::Drop(i), Verdict::Intact(r)) = (&d, &against) {
-            if i % lines.len() == 0 {
-                prop_assert_eq!((r.first, r.from_genesis), (Some(1), false));
-            }
-        }
-        let alone = rollcall::verify::file(&w.jsonl, Some(key), None).unwrap();
-        let expected_alone = if whole_lines_cut { None } else { expected };
-        prop_assert_eq!(broken_line(&alone), expected_alone, "alone: {:?}", alone);
-        Ok(())
-    });
-    std::fs::write(&w.jsonl, lines.concat()).unwrap();
-    if let Err(e) = result {
-        panic!("{e} (seed {seed})");
-    }
 }
 
 // --- the chain on the other sinks -----------------------------------------------------------

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use support::events::{event_of_type, every_kind_of_event, from_source, types_of};
 use support::ocsf::{
     assert_mapped_in, assert_valid, assert_valid_in, declared, encode, errors, errors_in, load,
-    rule_errors, try_encode, try_encode_in, Version, FIXTURES,
+    rule_errors, try_encode, try_encode_in, Version, FIXTURES, STORE,
 };
 
 fn is_rejected(record: &Value) -> bool {
@@ -531,7 +531,7 @@ fn cloudevents_bodies_stay_the_stored_bytes_without_a_copy() {
             binding: Binding::Kafka,
             ocsf: Version::V1_8_0,
         };
-        let encoded = encoder.encode(&envelope).unwrap();
+        let encoded = encoder.encode(&envelope, STORE).unwrap();
         assert!(matches!(encoded.body, Cow::Borrowed(_)), "{mode:?} borrows");
         assert_eq!(&encoded.body[..], expected, "{mode:?}");
     }
@@ -552,7 +552,7 @@ fn an_ocsf_body_is_plain_json_keyed_per_user_without_cloudevents_headers() {
             binding,
             ocsf: Version::V1_8_0,
         };
-        let encoded = encoder.encode(&envelope).unwrap();
+        let encoded = encoder.encode(&envelope, STORE).unwrap();
         assert_eq!(encoded.content_type, "application/json");
         assert!(encoded.headers.is_empty());
         assert_eq!(encoded.key, envelope.key(), "the Kafka key stays per user");

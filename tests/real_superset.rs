@@ -510,3 +510,122 @@ async fn a_users_role_change_login_deactivation_reactivation_and_deletion_arrive
     );
     drop(run);
 }
+
+/// The copies three sinks wrote of a real lifecycle, each as `rollcall verify` sees it: the
+/// file, and each of three tamperings of it at `line` (1-based), which must be named there.
+fn tampered_copies_are_named_at_their_line(h: &Harness, file: &std::path::Path, args: &[&str]) {
+    let original = std::fs::read_to_string(file).unwrap();
+    let verify = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&h.config_path)
+            .arg("verify")
+            .arg(file)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap(), said)
+    };
+    let (code, said) = verify(args);
+    assert_eq!(code, 0, "{}: {said}", file.display());
+    let lines: Vec<&str> = original.lines().collect();
+    let i = lines.len() / 2;
+    assert!(i >= 1 && i + 1 < lines.len(), "{} lines", lines.len());
+    // A value an auditor would care about: who a CloudEvent is about, what a record says.
+    let tamperings = support::damage::tamperings(i, |l| {
+        let edited = l.replacen("\"subject\":\"", "\"subject\":\"9", 1).replacen(
+            "\"message\":\"",
+            "\"message\":\"not ",
+            1,
+        );
+        assert_ne!(edited, l);
+        edited
+    });
+    for (what, tamper) in tamperings {
+        let mut copy: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        tamper(&mut copy);
+        let text: String = copy.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(file, text).unwrap();
+        let (code, said) = verify(args);
+        let line = format!("BROKEN at line {} ", i + 1);
+        let line_alone = format!("BROKEN at line {}:", i + 1);
+        assert_eq!(code, 7, "{what} in {}: {said}", file.display());
+        assert!(
+            said.starts_with(&line) || said.starts_with(&line_alone),
+            "{what} in {}: {said}",
+            file.display()
+        );
+    }
+    std::fs::write(file, original).unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn a_real_lifecycle_in_cloudevents_and_ocsf_1_9_0_and_1_8_0_verifies_and_tampering_is_named()
+{
+    use support::ocsf::Version;
+    let mut demo = Demo::new(admin().await);
+    let mut h = harness("");
+    let key = support::chain::key_file(h.dir.path());
+    let ocsf = |v: &str| h.dir.path().join(format!("events.ocsf-{v}.jsonl"));
+    let (ocsf_1_9, ocsf_1_8) = (ocsf("1.9.0"), ocsf("1.8.0"));
+    h.edit_config(|raw| {
+        let sinks: String = [("1.9.0", &ocsf_1_9), ("1.8.0", &ocsf_1_8)]
+            .iter()
+            .map(|(v, path)| {
+                format!(
+                    "[[sinks]]\nkind = \"jsonl\"\nname = \"ocsf-{v}\"\nformat = \"ocsf\"\nocsf_version = \"{v}\"\npath = {:?}\n\n",
+                    path.display().to_string()
+                )
+            })
+            .collect();
+        raw.replacen(
+            "\n[[sinks]]\n",
+            &format!(
+                "signing_key_file = {:?}\ncheckpoint_every = 5\n\n{sinks}[[sinks]]\n",
+                key.display().to_string()
+            ),
+            1,
+        )
+    });
+    let checkpoints = h.config().store.checkpoints().unwrap().unwrap();
+    h.store().sign_checkpoints(checkpoints);
+    h.cycle().await;
+    for step in Step::ALL {
+        demo.run(step).await.unwrap();
+        h.cycle().await;
+        if matches!(step, Step::RoleViaRolesApi) && before_6() {
+            h.full().await;
+        }
+    }
+    let events = h.events();
+    assert!(
+        events.iter().any(|e| e["type"] == "rollcall.checkpoint"),
+        "signed as it went"
+    );
+    let text = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let records_1_9 = support::ocsf::assert_valid_jsonl_in(Version::V1_9_0, &text(&ocsf_1_9));
+    let records_1_8 = support::ocsf::assert_valid_jsonl_in(Version::V1_8_0, &text(&ocsf_1_8));
+    let users_events = events
+        .iter()
+        .filter(|e| e["type"] != "rollcall.checkpoint")
+        .count();
+    assert_eq!(
+        (records_1_9.len(), records_1_8.len()),
+        (users_events, users_events)
+    );
+    assert!(records_1_9
+        .iter()
+        .all(|r| r["attestation_list"][0]["fingerprint"]["value"].is_string()));
+    h.stop();
+
+    let pubkey = String::from_utf8(h.rollcall(&["pubkey"]).await.stdout).unwrap();
+    let pubkey = pubkey.trim();
+    tampered_copies_are_named_at_their_line(&h, &h.events_path(), &["--key", pubkey]);
+    tampered_copies_are_named_at_their_line(&h, &ocsf_1_9, &[]);
+    tampered_copies_are_named_at_their_line(&h, &ocsf_1_8, &["--against-store", "--key", pubkey]);
+    tampered_copies_are_named_at_their_line(&h, &ocsf_1_9, &["--against-store", "--key", pubkey]);
+}

@@ -32,6 +32,7 @@ mod kylin;
 mod ocsf;
 mod ocsf_1_9;
 mod ocsf_golden;
+mod ocsf_integrity;
 mod pipeline;
 mod real_superset;
 mod releases;

@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::{hex, Hash};
 
@@ -106,6 +109,38 @@ pub struct Data {
 /// any Ed25519 tool: `rollcall-checkpoint-v1 <store id> <offset> <head hex>`.
 pub fn message(store: &str, offset: u64, head: &Hash) -> Vec<u8> {
     format!("rollcall-checkpoint-v1 {store} {offset} {}", hex(head)).into_bytes()
+}
+
+/// The id of the checkpoint made at `time` that signs `head`, the hash of the event at `offset`
+/// of `store`'s log: a UUIDv7 like every event id, its time `time`'s and its 74 random bits the
+/// first bits of SHA-256 of [`message`], so derived from what the checkpoint signs. A copy that
+/// leaves checkpoints out (an OCSF sink's) still holds, in the event after one, its id
+/// (`chainprevid`): from that and the event before the checkpoint, a verifier tells a checkpoint
+/// left out from an event dropped ([`is_id_of`]), without the checkpoint.
+pub fn id(store: &str, offset: u64, head: &Hash, time: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(time.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &derived(store, offset, head)).into_uuid()
+}
+
+/// Whether `id` is that of a checkpoint signing `head` at `offset` of `store`'s log, made at
+/// any time: its random bits are those [`id`] derives. An event's own id has random ones, so
+/// one in 2^74 ids of dropped events would pass for a checkpoint's.
+pub fn is_id_of(id: &Uuid, store: &str, offset: u64, head: &Hash) -> bool {
+    let millis = id.as_bytes()[..6]
+        .iter()
+        .fold(0u64, |m, b| m << 8 | u64::from(*b));
+    id.get_version_num() == 7
+        && *id
+            == uuid::Builder::from_unix_timestamp_millis(millis, &derived(store, offset, head))
+                .into_uuid()
+}
+
+/// The first 10 bytes of SHA-256 of [`message`]: a checkpoint id's random bits.
+fn derived(store: &str, offset: u64, head: &Hash) -> [u8; 10] {
+    let digest = Sha256::digest(message(store, offset, head));
+    let mut bytes = [0; 10];
+    bytes.copy_from_slice(&digest[..10]);
+    bytes
 }
 
 /// A public key in its text form.
@@ -212,6 +247,33 @@ mod tests {
         let bad = Signer::load(&path).unwrap_err().to_string();
         assert!(bad.contains("PKCS#8 PEM"), "{bad}");
         assert!(!bad.contains("c2VjcmV0"), "{bad}");
+    }
+
+    #[test]
+    fn a_checkpoints_id_is_a_uuid_v7_derived_from_what_it_signs() {
+        let head = super::super::next(&super::super::GENESIS, b"e");
+        let time = chrono::Utc::now();
+        let id = id("store-1", 41, &head, time);
+        assert_eq!(id.get_version_num(), 7, "an event id like any other");
+        assert_eq!(
+            id,
+            super::id("store-1", 41, &head, time),
+            "the same every time"
+        );
+        assert!(is_id_of(&id, "store-1", 41, &head));
+        let later = super::id("store-1", 41, &head, time + chrono::Duration::hours(1));
+        assert!(
+            is_id_of(&later, "store-1", 41, &head),
+            "whenever it was made"
+        );
+        for other in [
+            is_id_of(&id, "store-2", 41, &head),
+            is_id_of(&id, "store-1", 40, &head),
+            is_id_of(&id, "store-1", 41, &[1; 32]),
+            is_id_of(&Uuid::now_v7(), "store-1", 41, &head),
+        ] {
+            assert!(!other);
+        }
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! ([`Chained`]); `rollcall verify` recomputes it from whatever a sink delivered ([`record`]),
 //! so a hash is a function of what a consumer receives, never of rollcall's storage.
 //!
-//! It imports no rollcall module but `event`, and does no I/O but the verifier's own
+//! An OCSF 1.9.0 record carries the same chain in its `record_integrity` attestation
+//! ([`attested`]): its own fingerprint, and the event's `chainhash` and predecessor, so an OCSF
+//! copy is checked by the same verifier.
+//!
+//! It imports no rollcall module but `event` and `text`, and does no I/O but the verifier's own
 //! temporary file: the store, the sinks and the command line hand it bytes.
 
+pub mod attested;
 mod canonical;
 pub mod checkpoint;
 mod index;

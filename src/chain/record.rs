@@ -64,6 +64,8 @@ pub struct Record {
     pub event_type: String,
     /// `None` for an event without chain attributes.
     pub chain: Option<Chained>,
+    /// In a form that cannot carry the chain (an OCSF 1.8.0 record): only the store proves it.
+    pub unchainable: bool,
 }
 
 /// A chained event: what it claims, and what its content hashes to.
@@ -71,10 +73,20 @@ pub struct Record {
 pub struct Chained {
     /// The link as the event's attributes state it.
     pub link: Link,
-    /// The hash recomputed from the event's content and its `chainprev`.
+    /// What the content must hash to: a CloudEvent's `chainhash`, an OCSF record's
+    /// fingerprint ([`super::attested`]).
+    pub claimed: Hash,
+    /// What the content hashes to: a CloudEvent's hash recomputed from its content and its
+    /// `chainprev`; an OCSF record's fingerprint recomputed.
     pub computed: Hash,
+    /// Where `claimed` is stated, for the message (`` `chainhash` ``).
+    pub claim: &'static str,
     /// A checkpoint's `data`, or why it is not one; `None` for other types.
     pub checkpoint: Option<Result<checkpoint::Data, String>>,
+    /// The store whose chain the event names (an OCSF record's `chain_uid`): what a checkpoint
+    /// left out of the copy is recognised by ([`checkpoint::id`]). `None` for a CloudEvent,
+    /// whose copy holds its checkpoints.
+    pub store: Option<String>,
 }
 
 /// A delivered event that is not a CloudEvent rollcall wrote.
@@ -145,6 +157,7 @@ fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
             id,
             event_type,
             chain: None,
+            unchainable: false,
         });
     }
     let (claimed, prev) = (hash_of(hash, HASH)?, hash_of(prev, PREV)?);
@@ -175,9 +188,13 @@ fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
                 prev,
                 prev_id,
             },
+            claimed,
             computed,
+            claim: "`chainhash`",
             checkpoint,
+            store: None,
         }),
+        unchainable: false,
     })
 }
 

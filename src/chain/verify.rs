@@ -2,13 +2,15 @@
 //! topic read back, the store's own log.
 //!
 //! Owns what counts as broken and names the first place where it is: content that does not
-//! hash to its `chainhash` (a changed value), a `chainprev` that is not the hash of the event
-//! before (lines dropped, swapped or edited), an offset skipped (a dropped line), an offset seen
-//! again with other content, a chain attribute stripped after the chain began, a checkpoint
-//! whose signature fails or whose signed head is not the chain's (hashes recomputed after a
-//! change), a copy that ends before what it must reach (a cut tail). The same event twice (a
-//! redelivery, a replay) is no break: it is recognised by its offset and hash. Memory does not
-//! grow with the copy: the hashes a duplicate is compared with are kept in a temporary file.
+//! hash to its `chainhash` or an OCSF record's fingerprint (a changed value), a `chainprev`
+//! that is not the hash of the event before (lines dropped, swapped or edited), an offset
+//! skipped (a dropped line), an offset seen again with other content, a chain attribute
+//! stripped after the chain began, a record naming another store's chain, a checkpoint whose
+//! signature fails or whose signed head is not the chain's (hashes recomputed after a change),
+//! a copy that ends before what it must reach (a cut tail). The same event twice (a redelivery,
+//! a replay) is no break: it is recognised by its offset and hash; nor is a checkpoint a copy
+//! leaves out (an OCSF copy), recognised by its id in the event after it. Memory does not grow
+//! with the copy: the hashes a duplicate is compared with are kept in a temporary file.
 //!
 //! It reads nothing itself: readers feed it, and a [`Reference`] (the store) answers what the
 //! copy must agree with.
@@ -109,6 +111,9 @@ pub struct Report {
     pub chained: u64,
     /// Events without chain attributes, from before the chain began.
     pub unchained: u64,
+    /// Records in a form that cannot carry the chain (OCSF 1.8.0): nothing in the copy proves
+    /// them.
+    pub unchainable: u64,
     /// The same event again (redeliveries, replays), recognised and not counted as chained.
     pub duplicates: u64,
     /// The first and last chained offsets.
@@ -119,13 +124,16 @@ pub struct Report {
     pub from_genesis: bool,
     /// Checkpoints whose signature was checked.
     pub checkpoints: u64,
+    /// Checkpoints the copy leaves out (an OCSF copy), each recognised by its id in the
+    /// `chainprevid` of the event after it; their signatures are not in the copy.
+    pub left_out: u64,
     /// The last offset a checked checkpoint signs.
     pub signed_through: Option<u64>,
     /// The keys the checked checkpoints were signed with.
     pub keys: BTreeSet<String>,
     /// Checked against a pinned key.
     pub pinned: bool,
-    /// The store the checkpoints name.
+    /// The store the checkpoints name, or the OCSF records (`chain_uid`).
     pub store: Option<String>,
 }
 
@@ -133,8 +141,12 @@ impl Report {
     /// Nothing in the copy can be checked: no chained event, or (with a pinned key) no
     /// checkpoint it signed.
     pub fn unverifiable(&self) -> Option<&'static str> {
-        if self.chained == 0 {
-            Some("it holds no chained event (events stored before the store began its chain, or a format that carries no chain)")
+        if self.chained == 0 && self.unchainable > 0 {
+            Some("its records are OCSF 1.8.0, which has no `record_integrity` profile to carry the chain: verify the file with --against-store, which compares each record with the store's event it names")
+        } else if self.chained == 0 {
+            Some("it holds no chained event (events stored before the store began its chain)")
+        } else if self.pinned && self.checkpoints == 0 && self.left_out > 0 {
+            Some("the chain is whole, but its checkpoints are not in this copy (OCSF has no record for them), so nothing in it proves who wrote it: verify the file with --against-store, which checks them in the store")
         } else if self.pinned && self.checkpoints == 0 {
             Some("the chain is whole, but no checkpoint in it is signed by the pinned key: nothing proves who wrote it")
         } else {
@@ -204,6 +216,10 @@ impl<'a> Verifier<'a> {
             None => None,
         };
         let Some(chained) = &record.chain else {
+            if record.unchainable {
+                self.report.unchainable += 1;
+                return Ok(Ok(()));
+            }
             let began = self.report.first.is_some_and(|f| record.offset >= f);
             if began || matches!(held, Some(Held::Chained(_))) {
                 return broken("it carries no chain attributes, yet the chain had begun before it: they were removed".into());
@@ -211,10 +227,19 @@ impl<'a> Verifier<'a> {
             self.report.unchained += 1;
             return Ok(Ok(()));
         };
-        if chained.computed != chained.link.hash {
-            return broken(
-                "its content does not hash to its `chainhash`: a value in it was changed".into(),
-            );
+        if chained.computed != chained.claimed {
+            return broken(format!(
+                "its content does not hash to {}: a value in it was changed",
+                chained.claim
+            ));
+        }
+        if let Some(store) = &chained.store {
+            match &self.report.store {
+                Some(first) if first != store => return broken(format!(
+                    "it names the chain of store {store} (`chain_uid`), but the events before it that of store {first}: it was not written by the same store"
+                )),
+                _ => self.report.store = Some(store.clone()),
+            }
         }
         if let Some(tip) = &self.tip {
             if record.offset <= tip.offset {
@@ -227,8 +252,9 @@ impl<'a> Verifier<'a> {
                 });
             }
         }
-        if let Err(what) = self.follows(&record, chained, held) {
-            return broken(what);
+        match self.follows(&record, chained, held) {
+            Err(what) => return broken(what),
+            Ok(left_out) => self.report.left_out += u64::from(left_out),
         }
         if let Some(data) = &chained.checkpoint {
             if let Err(what) = self.signed(record.offset, chained, data) {
@@ -283,12 +309,13 @@ impl<'a> Verifier<'a> {
     }
 
     /// A new offset past the tip: it must agree with the reference, and follow the tip.
+    /// Returns whether it follows a checkpoint the copy leaves out.
     fn follows(
         &self,
         record: &Record,
         chained: &Chained,
         held: Option<Held>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let link = &chained.link;
         match held {
             None | Some(Held::Compacted) => {}
@@ -302,6 +329,16 @@ impl<'a> Verifier<'a> {
             }
             Some(held) => return Err(not_in_store(held)),
         }
+        if let (Some(tip), Some(store)) = (&self.tip, &chained.store) {
+            // One offset between them, and it names as its predecessor the checkpoint that
+            // signs the tip: a checkpoint the copy leaves out, not an event dropped.
+            let after = link.prev_id.as_ref();
+            let signing_tip =
+                after.is_some_and(|id| checkpoint::is_id_of(id, store, tip.offset, &tip.hash));
+            if record.offset == tip.offset + 2 && signing_tip {
+                return Ok(true);
+            }
+        }
         match &self.tip {
             None => match self.options.start {
                 Some((start, prev)) if record.offset == start && link.prev != prev => Err(format!(
@@ -311,21 +348,26 @@ impl<'a> Verifier<'a> {
                 Some((start, _)) if record.offset != start => Err(format!(
                     "the chain should start at log offset {start}, but its first chained event is here"
                 )),
-                _ => Ok(()),
+                _ => Ok(false),
             },
             Some(tip) if record.offset == tip.offset + 1 => {
+                // An OCSF record states the link in its attestation.
+                let (prev, prev_id) = match chained.store {
+                    Some(_) => ("`prev_event.fingerprint`", "`prev_event.uid`"),
+                    None => ("`chainprev`", "`chainprevid`"),
+                };
                 if link.prev != tip.hash {
-                    return Err(format!("its `chainprev` is not the `chainhash` of the event before it (log offset {}): an event between them was changed, dropped or moved", tip.offset));
+                    return Err(format!("its {prev} is not the `chainhash` of the event before it (log offset {}): an event between them was changed, dropped or moved", tip.offset));
                 }
                 if tip.id.is_some() && link.prev_id != tip.id {
                     return Err(format!(
-                        "its `chainprevid` does not name the event before it (log offset {})",
+                        "its {prev_id} does not name the event before it (log offset {})",
                         tip.offset
                     ));
                 }
-                Ok(())
+                Ok(false)
             }
-            Some(_) if self.options.gaps && held.is_some() => Ok(()),
+            Some(_) if self.options.gaps && held.is_some() => Ok(false),
             Some(tip) => Err(format!(
                 "log offsets {} to {} are missing before it: lines were dropped or moved (a copy that skips events on purpose, such as a webhook with `event_types`, is verified with --against-store)",
                 tip.offset + 1,

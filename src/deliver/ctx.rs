@@ -98,12 +98,13 @@ impl<'a> Ctx<'a> {
         {
             return Ok(None);
         }
-        let message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
-            DeliverError::Corrupt {
-                sink: self.name.clone(),
-                source,
-            }
-        })?;
+        let message =
+            Message::encode(self.sink.encoder(), &envelope, self.store.id()).map_err(|source| {
+                DeliverError::Corrupt {
+                    sink: self.name.clone(),
+                    source,
+                }
+            })?;
         Ok(Some(message))
     }
 

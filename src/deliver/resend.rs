@@ -167,12 +167,11 @@ impl Ctx<'_> {
             sink: self.name.clone(),
             source,
         })?;
-        let mut message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
-            DeliverError::Corrupt {
+        let mut message = Message::encode(self.sink.encoder(), &envelope, self.store.id())
+            .map_err(|source| DeliverError::Corrupt {
                 sink: self.name.clone(),
                 source,
-            }
-        })?;
+            })?;
         // The id the receiver saw first, even if the stored copy disagrees.
         id.clone_into(&mut message.id);
         Ok(Arc::new(message))

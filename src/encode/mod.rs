@@ -201,11 +201,17 @@ impl Encoder {
         self.format == Format::Cloudevents || event_type != EventType::Checkpoint.as_str()
     }
 
-    /// Never fails in CloudEvents; in OCSF, fails when `data` lacks what its `type` promises.
-    pub fn encode<'a>(&self, e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
+    /// The event `e` of the log of the store whose id is `store` (an OCSF record names that
+    /// store's chain). Never fails in CloudEvents; in OCSF, fails when `data` lacks what its
+    /// `type` promises.
+    pub fn encode<'a>(
+        &self,
+        e: &'a Envelope<'a>,
+        store: &'a str,
+    ) -> Result<Encoded<'a>, Unreadable> {
         match self.format {
             Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
-            Format::Ocsf => ocsf::encode(e, self.ocsf),
+            Format::Ocsf => ocsf::encode(e, self.ocsf, store),
         }
     }
 }

@@ -53,8 +53,8 @@ pub struct Message {
 
 impl Message {
     /// Fails only in OCSF, for a stored event whose `data` lacks what its `type` promises.
-    pub fn encode(encoder: &Encoder, e: &Envelope<'_>) -> Result<Message, Unreadable> {
-        let encoded = encoder.encode(e)?;
+    pub fn encode(encoder: &Encoder, e: &Envelope<'_>, store: &str) -> Result<Message, Unreadable> {
+        let encoded = encoder.encode(e, store)?;
         Ok(Message {
             offset: e.offset,
             id: e.id.to_string(),

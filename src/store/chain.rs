@@ -20,7 +20,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use uuid::Uuid;
 
 use super::{be_u64, json_bytes, Store, StoreError};
-use crate::chain::checkpoint::Signer;
+use crate::chain::checkpoint::{self, Signer};
 use crate::chain::verify::Held;
 use crate::chain::{self, Hash, GENESIS};
 use crate::event::{Event, EventType, DATA_CONTENT_TYPE, SPEC_VERSION};
@@ -182,7 +182,7 @@ impl<'a> Appender<'a> {
         let data = c.signer.sign(self.store.id(), head.offset, &head.hash);
         let event = Event {
             specversion: SPEC_VERSION.into(),
-            id: Uuid::now_v7(),
+            id: checkpoint::id(self.store.id(), head.offset, &head.hash, self.now),
             source: format!("rollcall://{}", self.store.id()),
             event_type: EventType::Checkpoint,
             subject: "chain".into(),
@@ -333,6 +333,7 @@ mod tests {
     use super::*;
     use crate::chain::record::{read, Place, Wire};
     use crate::chain::verify::{End, Options, Report, Verifier};
+    use crate::encode::Envelope;
     use crate::store::Commit;
 
     fn events(n: usize) -> Vec<Event> {
@@ -456,6 +457,24 @@ mod tests {
             .filter(|i| t[*i] == EventType::Checkpoint)
             .collect();
         assert_eq!(at, [10, 21]);
+        // Each is named by what it signs: the event just before it.
+        for e in store.events_from(0, 30).unwrap() {
+            let (v, link) = (e.event().unwrap(), Envelope::parse(&e).unwrap().link());
+            if v.event_type == EventType::Checkpoint {
+                let signed = crate::chain::unhex(v.data["head"].as_str().unwrap()).unwrap();
+                assert_eq!(link.unwrap().prev, signed);
+                assert!(checkpoint::is_id_of(
+                    &v.id,
+                    store.id(),
+                    e.offset - 1,
+                    &signed
+                ));
+                assert_eq!(
+                    v.id,
+                    checkpoint::id(store.id(), e.offset - 1, &signed, v.time)
+                );
+            }
+        }
         assert_eq!(store.checkpoint_if_due().unwrap(), None, "not an hour yet");
         let r = verify(&store);
         assert_eq!((r.checkpoints, r.signed_through), (2, Some(20)));

@@ -2,6 +2,7 @@
 //! lives here once. Nothing here asserts a behaviour of rollcall on its own; the tests do.
 pub mod chain;
 pub mod config;
+pub mod damage;
 pub mod events;
 pub mod generated;
 pub mod golden;

@@ -32,6 +32,10 @@ pub const fn encoder(version: Version) -> Encoder {
     }
 }
 
+/// The id of the store whose log the events the tests encode are in: what a 1.9.0 record
+/// names as its chain (`chain_uid`).
+pub const STORE: &str = "01a2085a-0000-7000-8000-000000000000";
+
 /// Where the fixtures of a version are.
 pub fn fixtures(version: Version) -> PathBuf {
     match version {
@@ -61,7 +65,7 @@ pub fn try_encode_in(version: Version, event: &Value, offset: u64) -> Result<Vec
         bytes: serde_json::to_vec(event).unwrap().into(),
     };
     let envelope = Envelope::parse(&stored)?;
-    Ok(encoder(version).encode(&envelope)?.body.into_owned())
+    Ok(encoder(version).encode(&envelope, STORE)?.body.into_owned())
 }
 
 /// Encodes one CloudEvent as OCSF 1.8.0 and parses the record; panics if it cannot be encoded.

@@ -12,7 +12,7 @@ use super::record::{
     Actor, AiAgent, Api, Application, Endpoint, HttpRequest, Metadata, Named, Product, Record,
     Resource, Service, TypeName, Unmapped, Url, User, UNKNOWN_ENDPOINT,
 };
-use super::{MappingError, Version};
+use super::{attest, MappingError, Version};
 use crate::encode::Envelope;
 use crate::event::EventType;
 use crate::source::KindProduct;
@@ -24,8 +24,12 @@ const MCP_CLIENT: &str = "MCP client";
 /// The OCSF profile of what an AI agent does (1.9.0).
 const AI_OPERATION: &str = "ai_operation";
 
-/// The record of one stored event in `version`, serialized.
-pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, MappingError> {
+/// The record of one stored event of store `store`'s log in `version`, serialized.
+pub(super) fn record<'r>(
+    e: &'r Envelope<'_>,
+    version: Version,
+    store: &'r str,
+) -> Result<Vec<u8>, MappingError> {
     let t = EventType::ALL
         .into_iter()
         .find(|t| t.from_source() && t.as_str() == e.event_type)
@@ -94,7 +98,7 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
                 name: "rollcall",
                 version: env!("CARGO_PKG_VERSION"),
             },
-            profiles: None,
+            profiles: Vec::new(),
             log_name: &e.source,
             log_provider: service,
             event_code: t.as_str(),
@@ -117,6 +121,7 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
         http_request: None,
         resources: Vec::new(),
         unmapped: Unmapped { data: e.data },
+        attestation_list: None,
     };
 
     r.message = match t {
@@ -226,14 +231,25 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
     };
     r.type_uid = class.uid() * 100 + u32::from(r.activity_id);
     r.type_name = TypeName(class.name(), r.activity_name);
+    let unwritable = |source| MappingError::Data {
+        event_type: t.as_str().to_owned(),
+        source,
+    };
+    // 1.8.0 has no profile for it; an event stored before the chain began has no link.
+    if let (Version::V1_9_0, Some(link)) = (version, e.link()) {
+        r.metadata.profiles.push(crate::chain::attested::PROFILE);
+        r.attestation_list = Some([attest::attestation(&link, store)]);
+        // It covers the whole record but itself: the record written without it first.
+        let unsealed = serde_json::to_value(&r).map_err(unwritable)?;
+        if let Some([attestation]) = &mut r.attestation_list {
+            attestation.fingerprint = Some(attest::fingerprint(&unsealed));
+        }
+    }
     // The record holds `data` verbatim plus about a kilobyte of attributes: one allocation.
     let mut body = Vec::with_capacity(e.data.get().len() + 1024);
     serde_json::to_writer(&mut body, &r)
         .map(|()| body)
-        .map_err(|source| MappingError::Data {
-            event_type: t.as_str().to_owned(),
-            source,
-        })
+        .map_err(unwritable)
 }
 
 /// The API Activity attributes of an action-log row; returns the record's `message`.
@@ -377,7 +393,7 @@ pub(super) fn agent<'r>(
             }
         }
         Version::V1_9_0 => {
-            r.metadata.profiles = Some([AI_OPERATION]);
+            r.metadata.profiles.push(AI_OPERATION);
             r.ai_agent = d.agent_id.as_deref().map(|uid| AiAgent { uid });
             Actor {
                 user,

@@ -14,6 +14,7 @@
 //! the CloudEvents `data` verbatim. The rules it follows are in docs/ocsf-rules.md; the
 //! mapping table and the severity choices are in docs/ocsf.md.
 
+mod attest;
 mod build;
 mod datatypes;
 mod input;
@@ -108,10 +109,16 @@ pub enum MappingError {
     UnknownSource(String),
 }
 
-/// The record of one stored event in `version`, as the body of an [`Encoded`] event keyed like CloudEvents
-/// (per user), with no attribute headers.
-pub fn encode<'a>(e: &'a Envelope<'a>, version: Version) -> Result<Encoded<'a>, Unreadable> {
-    let body = record(e, version).map_err(|source| Unreadable {
+/// The record of one stored event of store `store`'s log in `version`, as the body of an
+/// [`Encoded`] event keyed like CloudEvents (per user), with no attribute headers. In 1.9.0 a
+/// chained event's record declares `record_integrity` and carries its place in the store's chain
+/// ([`attest`]).
+pub fn encode<'a>(
+    e: &'a Envelope<'a>,
+    version: Version,
+    store: &'a str,
+) -> Result<Encoded<'a>, Unreadable> {
+    let body = record(e, version, store).map_err(|source| Unreadable {
         offset: e.offset,
         source: source.into(),
     })?;

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::attest::Attestation;
 use super::input::{FullName, MemberId, Uid};
 
 #[derive(Serialize)]
@@ -79,6 +80,10 @@ pub(super) struct Record<'r> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) resources: Vec<Resource>,
     pub(super) unmapped: Unmapped<'r>,
+    /// 1.9.0, `record_integrity` profile: the event's place in the store's chain, and the
+    /// record's fingerprint; last, as it covers all before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) attestation_list: Option<[Attestation<'r>; 1]>,
 }
 
 /// `type_name`, "<class>: <activity>", written straight into the body: no string per record.
@@ -95,10 +100,10 @@ pub(super) struct Metadata<'r> {
     pub(super) version: &'static str,
     pub(super) uid: &'r str,
     pub(super) product: Product,
-    /// The profiles whose attributes the record uses (1.9.0's `ai_operation` for an agent's
-    /// tool call); none otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) profiles: Option<[&'static str; 1]>,
+    /// The profiles whose attributes the record uses, in 1.9.0: `ai_operation` for an agent's
+    /// tool call, `record_integrity` for a chained event; none otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) profiles: Vec<&'static str>,
     /// The rollcall source (`superset://prod`): which instance the event is about.
     pub(super) log_name: &'r str,
     pub(super) log_provider: &'static str,
