@@ -56,6 +56,17 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
+/// Say which shard and store this process is (`rollcall_shard_info`), so that a dashboard over
+/// several processes tells them apart.
+pub fn note_shard(shard: Option<&str>, store_id: &str) {
+    metrics::gauge!(
+        "rollcall_shard_info",
+        "shard" => shard.unwrap_or_default().to_owned(),
+        "store_id" => store_id.to_owned()
+    )
+    .set(1.0);
+}
+
 /// Names and help texts of every metric rollcall exports.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -146,6 +157,10 @@ pub fn describe() {
         "rollcall_build_info",
         "Always 1; the `version` label is the running rollcall's."
     );
+    describe_gauge!(
+        "rollcall_shard_info",
+        "Always 1; the `shard` label is the config's `shard` (empty when unset), `store_id` the store's id."
+    );
     describe_histogram!(
         "rollcall_delivery_latency_seconds",
         Unit::Seconds,
@@ -184,6 +199,7 @@ pub const METRICS: &[&str] = &[
     "rollcall_store_size_bytes",
     "rollcall_log_head",
     "rollcall_build_info",
+    "rollcall_shard_info",
     "rollcall_delivery_latency_seconds",
     "rollcall_webhook_responses_total",
     "rollcall_unreadable_records_total",

@@ -20,6 +20,7 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
     let config = &started.config;
     let store = open_signing(config)?;
     let metrics = crate::http::install_metrics();
+    crate::http::note_shard(config.shard.as_deref(), store.id());
     let runner = Runner::new(config, store.clone())?;
     let live = runner.config();
     let (stop_http, stopped) = tokio::sync::watch::channel(false);

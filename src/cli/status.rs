@@ -33,6 +33,9 @@ pub(super) struct Status {
     /// Made with the store: a new id is a new log, whose offsets started again at 0.
     #[serde(default)]
     pub(super) store_id: String,
+    /// The config's `shard`, which every event's `source` names.
+    #[serde(default)]
+    pub(super) shard: Option<String>,
     /// Writes to the store are failing (only a running process knows: it is not stored).
     #[serde(default)]
     pub(super) store_error: Option<StoreFault>,
@@ -142,6 +145,7 @@ impl Status {
         Ok(Status {
             store: store.path().display().to_string(),
             store_id: store.id().to_owned(),
+            shard: config.shard.clone(),
             store_error: store.fault(),
             log_head: head,
             log_start: store.log_start()?,
@@ -175,6 +179,9 @@ impl Status {
             "store {} (id {}) — {} events, {} bytes on disk, oldest retained offset {}",
             self.store, self.store_id, self.log_head, self.store_bytes, self.log_start
         )?;
+        if let Some(shard) = &self.shard {
+            writeln!(out, "shard {shard}: every event's `source` names it")?;
+        }
         if let Some(f) = &self.store_error {
             writeln!(
                 out,

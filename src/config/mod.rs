@@ -48,6 +48,8 @@ pub struct Config {
     /// The file this was read from.
     pub path: PathBuf,
     pub listen: std::net::SocketAddr,
+    /// The process's shard, named in every event's `source` (docs/scaling.md).
+    pub shard: Option<String>,
     pub store: StoreConfig,
     /// `max_concurrent_polls`, or its default for this machine.
     pub max_concurrent_polls: usize,
@@ -177,6 +179,13 @@ struct TopLevel {
     /// address and a port (e.g. "127.0.0.1:9464" or "[::1]:9464"), not a host name.
     #[serde(default = "defaults::listen", deserialize_with = "socket_address")]
     listen: std::net::SocketAddr,
+    /// The name of this process's shard, when sources are shared out among several rollcall
+    /// processes that publish into one Kafka cluster (docs/scaling.md, Sharding): lowercase
+    /// letters, digits and `-`, at most 63, starting and ending with a letter or digit (e.g.
+    /// "eu-1"). Every event's `source` names it as a query (`superset://prod?shard=eu-1`);
+    /// `status` and the metric `rollcall_shard_info` show it. Unset: `source` is
+    /// `superset://prod`, as without shards.
+    shard: Option<String>,
     store: StoreConfig,
     /// How many sources are polled at once, 1 to 1024. Each source keeps its own schedule and
     /// waits for a turn only when this many polls run, so one that hangs delays no other
@@ -282,6 +291,7 @@ impl Config {
             Config {
                 path: path.to_owned(),
                 listen: top.listen,
+                shard: top.shard,
                 store: top.store,
                 max_concurrent_polls: top
                     .max_concurrent_polls
@@ -323,6 +333,16 @@ impl Config {
             );
         }
         self.validate_store(doc, p);
+        if let Some(shard) = self.shard.as_deref().filter(|s| !valid_shard(s)) {
+            let at = doc.get_ref().get("shard").map_or(0..0, |v| v.span());
+            p.at(
+                at,
+                format!(
+                    "`shard` must be lowercase letters, digits and `-`, at most {MAX_SHARD} characters, starting and ending with a letter or digit (like a DNS label, e.g. \"eu-1\"), not \"{}\": every event's `source` names it",
+                    crate::text::one_line(shard)
+                ),
+            );
+        }
         if !(1..=MAX_CONCURRENT_POLLS).contains(&self.max_concurrent_polls) {
             let at = doc
                 .get_ref()
@@ -450,6 +470,21 @@ impl Config {
             );
         }
     }
+}
+
+/// The longest `shard`: a DNS label's, so that it fits wherever such a name goes (a pod's,
+/// a host's) and stays short in every event.
+const MAX_SHARD: usize = 63;
+
+/// A DNS label in lowercase: what `shard` may be.
+fn valid_shard(shard: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    shard.len() <= MAX_SHARD
+        && edge(shard.chars().next())
+        && edge(shard.chars().last())
+        && shard
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// A checkpoint at least monthly: an auditor waits no longer for a signature over what came.
@@ -842,6 +877,31 @@ ocsf_version = "1.8.0"
         }
         let err = parse(&format!("max_concurrent_polls = -1\n{EXAMPLE}")).unwrap_err();
         assert!(err.contains("rollcall.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn shard_is_unset_by_default_and_must_be_a_dns_label_refused_at_its_line() {
+        assert_eq!(parse(EXAMPLE).unwrap().shard, None);
+        for ok in ["eu-1", "0", "a", &"x".repeat(63)] {
+            let c = parse(&format!("shard = \"{ok}\"\n{EXAMPLE}")).unwrap();
+            assert_eq!(c.shard.as_deref(), Some(ok));
+        }
+        for bad in [
+            "",
+            "EU-1",
+            "-eu",
+            "eu-",
+            "eu_1",
+            "eu.1",
+            "eu 1",
+            &"x".repeat(64),
+        ] {
+            let err = parse(&format!("shard = \"{bad}\"\n{EXAMPLE}")).unwrap_err();
+            assert!(
+                err.contains("rollcall.toml:1:") && err.contains("`shard` must be lowercase"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl Runner {
                 store,
                 turns: Arc::new(Semaphore::new(config.max_concurrent_polls)),
                 retention: Arc::new(Mutex::new(Retention::new(config))),
+                shard: config.shard.as_deref().map(Arc::from),
             },
             sources,
             sinks,
@@ -391,6 +392,7 @@ mod scheduling {
             &'a mut self,
             _: &'a Store,
             _: CycleOptions,
+            _: Option<&'a str>,
         ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
             Box::pin(async move {
                 let _running = Running::new(&self.count);
@@ -455,6 +457,7 @@ mod scheduling {
                 store: store.clone(),
                 turns: Arc::new(Semaphore::new(limit)),
                 retention: Arc::new(Mutex::new(Retention::new(&config))),
+                shard: None,
             },
             sources,
             sinks: Vec::new(),

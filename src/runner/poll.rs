@@ -69,10 +69,12 @@ pub(super) trait Poll: Send {
     fn poll_interval(&self) -> Duration;
     /// What the source logs in with ([`Source::credentials`]).
     fn credentials(&self) -> &Credentials;
+    /// One cycle; its events name `shard`, the process's, in their `source`.
     fn poll<'a>(
         &'a mut self,
         store: &'a Store,
         opts: CycleOptions,
+        shard: Option<&'a str>,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>>;
 }
 
@@ -90,8 +92,9 @@ impl<S: Source> Poll for S {
         &'a mut self,
         store: &'a Store,
         opts: CycleOptions,
+        shard: Option<&'a str>,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
-        Box::pin(async move { Ok(crate::cycle::poll_source(store, self, opts).await?) })
+        Box::pin(async move { Ok(crate::cycle::poll_source(store, self, opts, shard).await?) })
     }
 }
 
@@ -139,6 +142,8 @@ pub(super) struct Polls {
     /// Taken by one poll at a time: two compactions at once would both count the bytes they
     /// remove.
     pub(super) retention: Arc<Mutex<Retention>>,
+    /// The config's `shard`, which every event's `source` names.
+    pub(super) shard: Option<Arc<str>>,
 }
 
 impl Polls {
@@ -211,7 +216,7 @@ impl Polls {
         let started = std::time::Instant::now();
         let cycle = slot
             .source
-            .poll(store, opts)
+            .poll(store, opts, self.shard.as_deref())
             .instrument(info_span!("poll", source = %name));
         let result = match tokio::time::timeout(slot.deadline, cycle).await {
             Ok(result) => result,
