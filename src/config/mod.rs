@@ -247,8 +247,8 @@ impl Config {
         };
         let whole = Spanned::new(doc.span(), DeValue::Table(doc.get_ref().clone()));
         let top: Option<TopLevel> = problems.de(&whole);
-        let mut names = HashMap::new();
-        let mut located = sources::read(&doc, &mut problems, &mut names);
+        let mut seen = sources::Seen::default();
+        let mut located = sources::read(&doc, &mut problems, &mut seen);
         let sinks = parse_kinds(&doc, "sinks", &mut problems, SinkConfig::parse);
         for (index, s) in sinks.iter().enumerate() {
             let entry = Entry {
@@ -256,14 +256,14 @@ impl Config {
                 array: "sinks",
                 index,
             };
-            check_name(&mut problems, &mut names, s.name(), entry.key("name"));
+            check_name(&mut problems, &mut seen.names, s.name(), entry.key("name"));
             s.validate(entry, &mut problems);
         }
         let included = include::files(path, &include::patterns(&doc), &mut problems);
         let mut entries = sources::entries(&doc);
         let mut elsewhere = Vec::new();
         for file in &included {
-            let (more, found, said) = include::read(file, path, &mut names);
+            let (more, found, said) = include::read(file, path, &mut seen);
             located.extend(more);
             entries += found;
             elsewhere.extend(said);
@@ -996,7 +996,7 @@ ocsf_version = "1.8.0"
     }
 
     fn superset(name: &str) -> String {
-        format!("[[sources]]\nkind = \"superset\"\nname = \"{name}\"\nurl = \"http://127.0.0.1:8088\"\nusername = \"rollcall\"\npassword_env = \"P\"\n")
+        format!("[[sources]]\nkind = \"superset\"\nname = \"{name}\"\nurl = \"http://{name}.example:8088\"\nusername = \"rollcall\"\npassword_env = \"P\"\n")
     }
 
     fn load(main: &Path) -> Result<Config, String> {
@@ -1067,6 +1067,40 @@ ocsf_version = "1.8.0"
         assert!(
             err.contains("c.toml:3: duplicate name `prod`: ")
                 && err.contains("rollcall.toml:7 has it already"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_upstream_polled_by_two_sources_is_refused_in_one_file_or_across_files() {
+        let same = |name: &str, url: &str| {
+            superset(name).replace(&format!("http://{name}.example:8088"), url)
+        };
+        let (_dir, main) = fleet(
+            &format!("{}\n", same("again", "http://127.0.0.1:8088/?x=1")),
+            &[],
+        );
+        let err = load(&main).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:")
+                && err.contains("source `prod` polls http://127.0.0.1:8088, as source `again` (")
+                && err.contains("Keep one of them"),
+            "{err}"
+        );
+        let (_dir, main) = fleet(
+            "include = [\"sources.d/*.toml\"]",
+            &[
+                ("sources.d/a.toml", &same("a", "https://BI.example/")),
+                (
+                    "sources.d/b.toml",
+                    &format!("\n{}", same("b", "https://bi.example:443")),
+                ),
+            ],
+        );
+        let err = load(&main).unwrap_err();
+        assert!(
+            err.contains("b.toml:5: source `b` polls https://bi.example, as source `a` (")
+                && err.contains("a.toml:4)"),
             "{err}"
         );
     }
