@@ -183,7 +183,7 @@ mod tests {
             Verdict::Theirs { owner, .. } if owner.store == "y"
         ));
         assert_eq!(
-            verdict(&[b.clone()], "a"),
+            verdict(std::slice::from_ref(&b), "a"),
             Verdict::Theirs {
                 owner: &b,
                 mine: None

@@ -6,6 +6,7 @@ use std::io::Write;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::claim::ClaimState;
 use crate::config::Config;
 use crate::store::{
     SinkHealth, SinkState, SourceActivity, SourceState, Store, StoreError, StoreFault,
@@ -211,6 +212,8 @@ impl Status {
                 "  last full reconcile:  {}",
                 when(st.last_full_reconcile)
             )?;
+            // Said by its own line below: the error repeats it.
+            let claimed_elsewhere = matches!(st.claim, Some(ClaimState::ClaimedBy { .. }));
             let act = &s.activity;
             if let Some(since) = act.polling_since {
                 writeln!(
@@ -231,6 +234,26 @@ impl Status {
             if let Some(took) = act.last_cycle_seconds {
                 writeln!(out, "  last cycle took:      {took:.3}s")?;
             }
+            match &st.claim {
+                Some(ClaimState::Held { url, since }) => writeln!(
+                    out,
+                    "  claimed:              by this store since {} ({url})",
+                    since.to_rfc3339()
+                )?,
+                Some(ClaimState::ClaimedBy { owner, seen }) => writeln!(
+                    out,
+                    "  CLAIMED BY ANOTHER STORE since {}: {} holds {} (as its source `{}`) since {}, last renewed {}; not polled here. Poll it in one process only: remove it from this config (then `rollcall source forget {}`), or from the other process's; if that store is gone for good, `rollcall source take-over {}`",
+                    seen.to_rfc3339(),
+                    printable(&owner.who()),
+                    printable(&owner.url),
+                    printable(&owner.source),
+                    owner.since.to_rfc3339(),
+                    owner.renewed.to_rfc3339(),
+                    s.name,
+                    s.name
+                )?,
+                None => {}
+            }
             if let Some(stop) = &st.stopped {
                 writeln!(
                     out,
@@ -239,7 +262,7 @@ impl Status {
                     s.name,
                     printable(&stop.message)
                 )?;
-            } else if let Some(e) = &st.last_error {
+            } else if let Some(e) = st.last_error.as_ref().filter(|_| !claimed_elsewhere) {
                 if st.last_poll.is_none_or(|ok| ok < e.at) {
                     writeln!(
                         out,

@@ -15,6 +15,7 @@
 //! keeps and the operator's orders that change them (`sources.rs`), the error (`error.rs`); this
 //! file wires them with the sinks, for `once` and `run`.
 
+mod claims;
 mod error;
 mod poll;
 mod sources;
@@ -32,6 +33,7 @@ use crate::retention::Retention;
 use crate::sink::{Sink, SinkConfig};
 use crate::store::{Store, StoreError};
 use crate::text::error_chain;
+pub use claims::{ClaimError, Claims};
 pub use error::{DeadlinePassed, RunnerError};
 use poll::{until, Polls, Slot};
 pub use sources::{Forgot, Reloaded, SourceControls};
@@ -126,6 +128,7 @@ impl Runner {
             .unzip();
         Ok(Runner {
             polls: Polls {
+                claims: Arc::new(Claims::new(config, store.id())?),
                 store,
                 turns: Arc::new(Semaphore::new(config.max_concurrent_polls)),
                 retention: Arc::new(Mutex::new(Retention::new(config))),
@@ -458,6 +461,7 @@ mod scheduling {
                 turns: Arc::new(Semaphore::new(limit)),
                 retention: Arc::new(Mutex::new(Retention::new(&config))),
                 shard: None,
+                claims: Arc::new(Claims::new(&config, store.id()).unwrap()),
             },
             sources,
             sinks: Vec::new(),

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, Instrument};
 
+use super::claims::{ClaimError, Claims};
 use super::error::{DeadlinePassed, RunnerError};
 use crate::cycle::{CycleError, CycleOptions, SourceReport};
 use crate::retention::Retention;
@@ -144,6 +145,8 @@ pub(super) struct Polls {
     pub(super) retention: Arc<Mutex<Retention>>,
     /// The config's `shard`, which every event's `source` names.
     pub(super) shard: Option<Arc<str>>,
+    /// Whether this store may poll a source, asked before each poll.
+    pub(super) claims: Arc<Claims>,
 }
 
 impl Polls {
@@ -200,13 +203,20 @@ impl Polls {
         slot: &mut Slot,
         opts: CycleOptions,
     ) -> Result<SourceReport, RunnerError> {
+        let name = slot.source.name().to_owned();
+        let store = &self.store;
+        // Before a turn is taken: a source that may not be polled holds none.
+        if let Err(error) = self.claims.check(store, &slot.config).await {
+            return Err(refused(store, &name, error)?);
+        }
+        if !self.claims.is_empty() {
+            metrics::gauge!("rollcall_source_claimed_elsewhere", "source" => name.clone()).set(0.0);
+        }
         let _turn = self
             .turns
             .acquire()
             .await
             .expect("the runner never closes its turns");
-        let name = slot.source.name().to_owned();
-        let store = &self.store;
         renew_credentials(store, slot)?;
         store.note_activity(&name, |a| {
             a.polling_since = Some(Utc::now());
@@ -274,6 +284,29 @@ impl Polls {
         }
         result
     }
+}
+
+/// A poll refused by the claims: counted and recorded as a failed poll (the claims said it
+/// already when another store holds the source); the error to return.
+fn refused(store: &Store, name: &str, error: ClaimError) -> Result<RunnerError, RunnerError> {
+    // The store failing is the store's trouble, which pauses polling, not the claims'.
+    let error = match error {
+        ClaimError::Store(e) => return Err(e.into()),
+        other => other,
+    };
+    metrics::counter!("rollcall_poll_errors_total", "source" => name.to_owned()).increment(1);
+    metrics::gauge!("rollcall_source_last_error_timestamp_seconds", "source" => name.to_owned())
+        .set(Utc::now().timestamp() as f64);
+    metrics::gauge!("rollcall_source_claimed_elsewhere", "source" => name.to_owned())
+        .set(if error.elsewhere() { 1.0 } else { 0.0 });
+    if !error.elsewhere() {
+        error!(source = %name, error = %error_chain(&error), "poll refused: the source is not claimed for this store");
+    }
+    store.record_error(name, error_chain(&error))?;
+    Ok(RunnerError::Claim {
+        source_name: name.to_owned(),
+        error: Box::new(error),
+    })
 }
 
 /// Resolves once `flag` is `value`. The runner holds the flag's sender for as long as it

@@ -265,6 +265,43 @@ pub trait SinkKind {
     fn deliveries(&self, _store: &Store) -> Option<Result<Vec<String>, StoreError>> {
         None
     }
+
+    /// Where the processes writing to this sink's destination claim the sources they poll
+    /// ([`Board`]); `None` when the kind keeps no claims, or the sink's config turns them off.
+    /// Connects to nothing yet.
+    fn board(&self) -> Option<Result<Box<dyn Board>, SinkError>> {
+        None
+    }
+}
+
+/// Where the rollcall processes that write to one destination claim the sources they poll, so
+/// that no source is polled by two of them into it (docs/scaling.md, Claims): a Kafka sink's
+/// claims topic. It holds at most one claim per store and URL: a store's newer claim on a URL
+/// replaces its older one. Deciding who holds a source is [`crate::claim::verdict`]'s; a board
+/// only keeps the claims.
+pub trait Board: Send + Sync {
+    /// Where the claims are, for messages (e.g. "the claims topic `t.claims` of sink 'bus'").
+    fn place(&self) -> &str;
+
+    /// Read every claim published before this call; from the first call that succeeds on, the
+    /// board also follows what is published after it, by itself.
+    fn catch_up(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// A catch-up has succeeded: until then, [`Board::claims`] knows nothing.
+    fn caught_up(&self) -> bool;
+
+    /// Every claim read so far, of every store.
+    fn claims(&self) -> Vec<crate::claim::Claim>;
+
+    /// Publish `claim`, replacing its store's earlier claim on its URL.
+    fn publish<'a>(
+        &'a self,
+        claim: &'a crate::claim::Claim,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Withdraw the claim of the store `store` on `url`.
+    fn withdraw<'a>(&'a self, url: &'a str, store: &'a str)
+        -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// A destination's events read back, each where it was found, in log order.

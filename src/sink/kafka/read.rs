@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -32,7 +31,7 @@ type Queue = rdkafka::consumer::base_consumer::PartitionQueue<Reading>;
 
 /// The consumer's context: librdkafka reports each partition's end on the consumer's own
 /// queue too, where it is no error (the partition's queue says it, and ends that partition).
-struct Reading;
+pub(super) struct Reading;
 
 impl ClientContext for Reading {
     fn error(&self, error: RdError, reason: &str) {
@@ -67,17 +66,11 @@ impl KafkaConfig {
             topic: self.topic.clone(),
             detail,
         };
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("client.id", format!("rollcall-verify-{}", self.name))
-            .set(
-                "group.id",
-                format!("rollcall-verify-{}", uuid::Uuid::now_v7()),
-            );
-        for (key, value) in self.librdkafka_options()? {
-            config.set(key, value);
-        }
+        let group = format!("rollcall-verify-{}", uuid::Uuid::now_v7());
+        let mut config = self.client(
+            format!("rollcall-verify-{}", self.name),
+            &[("group.id", &group)],
+        )?;
         config
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
