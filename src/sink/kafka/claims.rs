@@ -69,14 +69,9 @@ impl KafkaConfig {
     /// The board of this sink's claims topic. Connects to nothing yet.
     pub(super) fn claims(&self) -> Result<Box<dyn Board>, KafkaError> {
         let topic = self.claims_topic();
-        let group = format!("rollcall-claims-{}", uuid::Uuid::now_v7());
         let config = self.client(
             format!("rollcall-claims-{}", self.name),
-            &[
-                ("group.id", &group),
-                ("message.timeout.ms", "10000"),
-                ("allow.auto.create.topics", "false"),
-            ],
+            &[("message.timeout.ms", "10000")],
         )?;
         let producer: FutureProducer = config.create().map_err(|e| self.option_error(e))?;
         Ok(Box::new(KafkaBoard {
@@ -147,7 +142,9 @@ impl KafkaBoard {
             self.config.create().map_err(|e| self.fail(e))?;
         let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact");
-        let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(BROKER_TIMEOUT))
+            .request_timeout(Some(BROKER_TIMEOUT));
         let results = admin
             .create_topics([&topic], &options)
             .await
@@ -173,8 +170,11 @@ impl KafkaBoard {
         let partitions = self.partitions().await?;
         let mut config = self.config.clone();
         config
+            .remove("message.timeout.ms")
+            .set("group.id", format!("rollcall-claims-{}", uuid::Uuid::now_v7()))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            .set("allow.auto.create.topics", "false");
         let consumer: Arc<StreamConsumer<Reading>> = Arc::new(
             config
                 .create_with_context(Reading)
