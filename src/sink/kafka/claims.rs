@@ -171,7 +171,10 @@ impl KafkaBoard {
         let mut config = self.config.clone();
         config
             .remove("message.timeout.ms")
-            .set("group.id", format!("rollcall-claims-{}", uuid::Uuid::now_v7()))
+            .set(
+                "group.id",
+                format!("rollcall-claims-{}", uuid::Uuid::now_v7()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false");
