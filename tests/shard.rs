@@ -239,6 +239,21 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
             .collect()
     };
     assert!((0..3).any(|p| shards_in(p).len() == 2));
+    // Each shard's hash chain verifies in the shared topic: the other shard's events pass by.
+    for (shard, head) in [(&eu, eu_head), (&us, us_head)] {
+        let out = shard.rollcall(&["verify", "--topic", "bus"]).await;
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = format!(
+            "intact: {head} chained events, log offsets 0 to {}",
+            head - 1
+        );
+        assert!(said.starts_with(&want), "{said}");
+    }
 }
 
 /// The claim standing `source` has in `status`, and its whole record.

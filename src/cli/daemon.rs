@@ -153,7 +153,8 @@ pub(super) async fn shutdown_signal() {
 /// hash chain with `[store] signing_key_file`, when one is set.
 pub(super) fn open_signing(config: &crate::config::Config) -> Result<Store, CliError> {
     let store = Store::open(&config.store.path)?;
-    if let Some(checkpoints) = config.store.checkpoints()? {
+    if let Some(mut checkpoints) = config.store.checkpoints()? {
+        checkpoints.shard = config.shard.clone();
         tracing::info!(key = %checkpoints.signer.public(), every = checkpoints.every, "signing checkpoints of the hash chain");
         store.sign_checkpoints(checkpoints);
     }

@@ -115,6 +115,7 @@ impl StoreConfig {
             signer: crate::chain::checkpoint::Signer::load(path)?,
             every: self.checkpoint_every,
             interval: self.checkpoint_interval,
+            shard: None,
         }))
     }
 }

@@ -254,9 +254,10 @@ pub trait SinkKind {
         None
     }
 
-    /// What the destination holds, read back in log order for `rollcall verify --topic`;
-    /// `None` when the kind cannot be read back.
-    fn read_back(&self) -> Option<Result<ReadBack, SinkError>> {
+    /// What the destination holds of the shard `shard` (the config's: where several shards
+    /// share a destination, only the events whose `source` names it), read back in log order
+    /// for `rollcall verify --topic`; `None` when the kind cannot be read back.
+    fn read_back(&self, _shard: Option<&str>) -> Option<Result<ReadBack, SinkError>> {
         None
     }
 

@@ -200,9 +200,12 @@ impl KafkaConfig {
 
 /// A topic takes any number of producers, and Kafka verifies no signature of rollcall's.
 impl SinkKind for KafkaConfig {
-    /// The topic, every partition merged into log order.
-    fn read_back(&self) -> Option<Result<crate::sink::ReadBack, crate::sink::SinkError>> {
-        Some(self.read_topic())
+    /// The topic, every partition merged into log order: the events of `shard` only.
+    fn read_back(
+        &self,
+        shard: Option<&str>,
+    ) -> Option<Result<crate::sink::ReadBack, crate::sink::SinkError>> {
+        Some(self.read_topic(shard))
     }
 
     /// The claims topic, unless `claim_sources = false`.
