@@ -195,9 +195,15 @@ impl Status {
         for s in &self.sources {
             let st = &s.state;
             if !s.configured {
+                let claim = match &st.claim {
+                    Some(ClaimState::Held { .. }) => {
+                        " and its claim, so no other process polls it,"
+                    }
+                    _ => "",
+                };
                 writeln!(
                     out,
-                    "source {}: NOT IN THE CONFIG, not polled; {} users as last seen, last successful poll: {}. Its stored state is kept until `rollcall source forget {}`",
+                    "source {}: NOT IN THE CONFIG, not polled; {} users as last seen, last successful poll: {}. Its stored state{claim} is kept until `rollcall source forget {}`",
                     s.name,
                     st.users_known,
                     when(st.last_poll),
