@@ -174,6 +174,26 @@ fn events_as_the_store_chains_them_and_its_checkpoints_match_their_schemas() {
 }
 
 #[test]
+fn a_source_may_name_its_shard_as_a_dns_label_and_nothing_else() {
+    let (_dir, store) = support::chain::signed_store(3);
+    let stored: Vec<Value> = store
+        .events_from(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_slice(&e.bytes).unwrap())
+        .collect();
+    for mut event in stored {
+        let source = event["source"].as_str().unwrap().to_owned();
+        event["source"] = json!(format!("{source}?shard=eu-1"));
+        assert_valid_event(&event);
+        for bad in ["?shard=EU-1", "?shard=-eu", "?shard=", "?region=eu-1"] {
+            event["source"] = json!(format!("{source}{bad}"));
+            assert_rejected(&event, "/source", &format!("a source ending {bad}"));
+        }
+    }
+}
+
+#[test]
 fn login_failed_without_a_login_validates() {
     let mut before = user(5, "erin");
     before.fail_login_count = Some(1);
