@@ -141,6 +141,19 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
         &[("finance", &sims[0]), ("sales", &sims[1])],
     );
     let us = Shard::new("us-1", &brokers, &[("support", &sims[2])]);
+    // Both sign their chains: a checkpoint names its shard as every event does.
+    for shard in [&eu, &us] {
+        let key = support::chain::key_file(shard.dir.path());
+        shard.edit(|c| {
+            c.replace(
+                "\n[[sinks]]",
+                &format!(
+                    "signing_key_file = {:?}\ncheckpoint_every = 5\n\n[[sinks]]",
+                    key.display().to_string()
+                ),
+            )
+        });
+    }
     let (eu_run, us_run) = (eu.run().await, us.run().await);
     // Each user observed, then renamed once per round, each round polled before the next: a
     // user's events must reach consumers in this order.
@@ -177,6 +190,20 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
         .collect();
     assert_eq!(ids.len(), got.len(), "no id twice, across both processes");
     assert_eq!(got.len(), total, "every event of both stores, once");
+    let (checkpoints, got): (Vec<Read>, Vec<Read>) = got
+        .into_iter()
+        .partition(|r| r.event["type"] == "rollcall.checkpoint");
+    assert!(checkpoints.len() >= 2, "both stores signed");
+    for r in got.iter().chain(&checkpoints) {
+        support::schema::assert_valid_event(&r.event);
+    }
+    for c in &checkpoints {
+        let source = c.event["source"].as_str().unwrap();
+        assert!(
+            source.ends_with("?shard=eu-1") || source.ends_with("?shard=us-1"),
+            "{source}"
+        );
+    }
     // Each event names its process's shard; a user's key names its source without it.
     let mut keys_by_shard: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
     for r in &got {
@@ -253,6 +280,7 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
             head - 1
         );
         assert!(said.starts_with(&want), "{said}");
+        assert!(said.contains("  signed: "), "{said}");
     }
 }
 
