@@ -6,13 +6,16 @@
 //! login refused delays no other source's polls and no sink's deliveries (docs/scaling.md).
 //! Also owns what follows each poll (metrics, retention, a signed checkpoint once one is due,
 //! errors recorded in the store), the pause while the store refuses writes, the set of sources
-//! changing under `run` (a reload of the config, a source forgotten) and shutdown. One cycle of one source (observe, diff,
+//! changing under `run` (a reload of the config, a source forgotten) and shutdown; and, before
+//! each poll, whether this store may poll the source at all, by the claims processes sharing a
+//! Kafka cluster publish (docs/scaling.md, Claims). One cycle of one source (observe, diff,
 //! commit) is `cycle`'s. It keeps nothing between cycles that must survive a restart (that is in
 //! the store); what it is doing with each source now, it tells the store's in-memory
 //! [`SourceActivity`](crate::store::SourceActivity), which `status` and `/metrics` show.
 //!
 //! One file per concern: one source's polls and schedule (`poll.rs`), the source tasks `run`
-//! keeps and the operator's orders that change them (`sources.rs`), the error (`error.rs`); this
+//! keeps and the operator's orders that change them (`sources.rs`), claiming sources and
+//! refusing those another store holds (`claims.rs`), the error (`error.rs`); this
 //! file wires them with the sinks, for `once` and `run`.
 
 mod claims;

@@ -5,7 +5,8 @@
 //! the hash chain once one is due, the error recorded in the store, the quiet-poll summary in
 //! the log).
 //!
-//! Owns one source's schedule and one poll within its deadline. It never starts or stops a
+//! Owns one source's schedule and one poll within its deadline, asked of the claims first
+//! (`claims.rs`): a source another store holds takes no turn and sends no request. It never starts or stops a
 //! source's task (`sources.rs` does) and never talks to a sink.
 
 use std::sync::{Arc, Mutex};

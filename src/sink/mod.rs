@@ -4,7 +4,8 @@
 //! Owns the list of kinds (one line each in the `sinks!` invocation below), the [`Sink`] trait
 //! and the vocabulary it speaks ([`Message`], [`Refusal`], [`Order`]). Config, check-config,
 //! delivery, replay and dead letters all go through [`SinkConfig`] and [`Sink`] (and, for a kind
-//! whose destinations come and go while it runs, [`Fleet`] and [`Roster`]); outside tests,
+//! whose destinations come and go while it runs, [`Fleet`] and [`Roster`]; for a kind whose
+//! destination several processes share, the [`Board`] they claim their sources on); outside tests,
 //! only `rollcall sink public-key` (in `cli`) names a kind, the webhook, the one kind with keys
 //! to show. Each kind lives in its own folder with its config (`config.rs`) and must never
 //! import another kind, nor `deliver`.

@@ -3,7 +3,9 @@
 //! stored event as the value).
 //!
 //! Owns the producer, the topic check and the mapping of Kafka's answers to errors that say
-//! what to do; reading the topic back for `rollcall verify` is `read.rs`. Delivery (batches in flight, the cursor, retries) is `deliver`'s. It must never
+//! what to do; reading the topic back for `rollcall verify` is `read.rs`, the claims topic where
+//! processes sharing the cluster claim their sources is `claims.rs`. Delivery (batches in
+//! flight, the cursor, retries) is `deliver`'s. It must never
 //! skip an event: an event Kafka refuses for good (too large, not authorized) stops the sink,
 //! naming the event's offset.
 //!
