@@ -335,11 +335,16 @@ fn compose_kafka_advertises_a_listener_for_the_host_it_publishes() {
 
 /// The documents of the Kubernetes manifest, by kind.
 fn kubernetes(kind: &str) -> Value {
-    let text = file("deploy/kubernetes/rollcall.yaml");
+    manifest("deploy/kubernetes/rollcall.yaml", kind)
+}
+
+/// The document of `kind` in the Kubernetes manifest at `path`.
+fn manifest(path: &str, kind: &str) -> Value {
+    let text = file(path);
     let found = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .find(|d| d["kind"] == kind);
-    found.unwrap_or_else(|| panic!("the manifest has a {kind}"))
+    found.unwrap_or_else(|| panic!("{path} has a {kind}"))
 }
 
 #[test]
@@ -358,17 +363,7 @@ fn kubernetes_runs_one_replica_with_a_volume_for_the_store_and_probes_on_the_end
         .iter()
         .find_map(|e| e.strip_prefix("ROLLCALL_CONFIG="))
         .unwrap();
-    let mounts: Vec<(String, String)> = container["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_owned(),
-                m["mountPath"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let mounts = volume_mounts(container);
     let store_mount = mounts
         .iter()
         .find(|(_, path)| config.store.path.starts_with(path))
@@ -459,11 +454,7 @@ fn alert_rules_and_the_dashboard_parse_and_name_only_metrics_rollcall_exports() 
 
 /// The documents of the sharded manifest, by kind.
 fn sharded(kind: &str) -> Value {
-    let text = file("deploy/kubernetes/sharded.yaml");
-    let found = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .find(|d| d["kind"] == kind);
-    found.unwrap_or_else(|| panic!("the sharded manifest has a {kind}"))
+    manifest("deploy/kubernetes/sharded.yaml", kind)
 }
 
 const SHARDS: &str = "deploy/kubernetes/shards";

@@ -52,21 +52,16 @@ impl Shard {
         run_config(&self.config).await
     }
 
-    /// Run `rollcall ARGS` with this config, off the runtime (the child may need the
-    /// simulators this runtime serves).
-    async fn rollcall(&self, args: &[&str]) -> std::process::Output {
-        let config = self.config.clone();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-                .arg("--config")
-                .arg(config)
-                .args(args)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+    /// What `rollcall ARGS` with this config prints, once it succeeded.
+    async fn said(&self, args: &[&str]) -> String {
+        let out = support::harness::rollcall(&self.config, args).await;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "rollcall {args:?}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
     }
 
     fn edit(&self, edit: impl FnOnce(String) -> String) {
@@ -268,13 +263,7 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
     assert!((0..3).any(|p| shards_in(p).len() == 2));
     // Each shard's hash chain verifies in the shared topic: the other shard's events pass by.
     for (shard, head) in [(&eu, eu_head), (&us, us_head)] {
-        let out = shard.rollcall(&["verify", "--topic", "bus"]).await;
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{said}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let said = shard.said(&["verify", "--topic", "bus"]).await;
         let want = format!(
             "intact: {head} chained events, log offsets 0 to {}",
             head - 1
@@ -282,6 +271,16 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
         assert!(said.starts_with(&want), "{said}");
         assert!(said.contains("  signed: "), "{said}");
     }
+}
+
+/// A cluster whose topic has `partitions` partitions, its brokers, and a Superset with `users`
+/// users besides its admin.
+async fn cluster_and_sim(partitions: i32, users: usize) -> (mock::Cluster, String, Sim) {
+    let cluster = mock::cluster(TOPIC, partitions);
+    let brokers = cluster.bootstrap_servers();
+    let sim = Sim::start(SimOptions::default()).await;
+    sim.add_users(users, &[GAMMA_ROLE]);
+    (cluster, brokers, sim)
 }
 
 /// The claim standing `source` has in `status`, and its whole record.
@@ -306,10 +305,7 @@ async fn events_of_shard(brokers: &str, shard: &str, at_least: usize) -> Vec<Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_store_given_a_claimed_source_refuses_it_loudly_until_the_first_forgets_it() {
-    let cluster = mock::cluster(TOPIC, 3);
-    let brokers = cluster.bootstrap_servers();
-    let sim = Sim::start(SimOptions::default()).await;
-    sim.add_users(3, &[GAMMA_ROLE]);
+    let (_cluster, brokers, sim) = cluster_and_sim(3, 3).await;
     let first = Shard::new("eu-1", &brokers, &[("finance", &sim)]);
     let first_run = first.run().await;
     wait::until_async("the first store to claim and poll the source", || async {
@@ -356,8 +352,7 @@ async fn a_second_store_given_a_claimed_source_refuses_it_loudly_until_the_first
             && said.contains("rollcall source take-over fin"),
         "{said}"
     );
-    let text = second.rollcall(&["status"]).await;
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = second.said(&["status"]).await;
     assert!(
         text.contains("CLAIMED BY ANOTHER STORE") && text.contains(&first_store),
         "{text}"
@@ -397,19 +392,8 @@ async fn a_second_store_given_a_claimed_source_refuses_it_loudly_until_the_first
     first.edit(|c| {
         c[..c.find("\n[[sources]]").unwrap()].to_owned() + &source("other", &other, &password)
     });
-    let reloaded = first.rollcall(&["reload"]).await;
-    assert!(
-        reloaded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reloaded.stderr)
-    );
-    let forgot = first.rollcall(&["source", "forget", "finance"]).await;
-    let said = String::from_utf8_lossy(&forgot.stdout);
-    assert!(
-        forgot.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&forgot.stderr)
-    );
+    first.said(&["reload"]).await;
+    let said = first.said(&["source", "forget", "finance"]).await;
     assert!(
         said.contains("its claim on") && said.contains("is withdrawn"),
         "{said}"
@@ -433,10 +417,7 @@ async fn a_second_store_given_a_claimed_source_refuses_it_loudly_until_the_first
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_gone_for_good_loses_its_source_to_take_over_and_its_process_back_refuses_it() {
-    let cluster = mock::cluster(TOPIC, 1);
-    let brokers = cluster.bootstrap_servers();
-    let sim = Sim::start(SimOptions::default()).await;
-    sim.add_users(2, &[GAMMA_ROLE]);
+    let (_cluster, brokers, sim) = cluster_and_sim(1, 2).await;
     let old = Shard::new("eu-1", &brokers, &[("finance", &sim)]);
     let old_run = old.run().await;
     wait::until_async("the old store to hold the source", || async {
@@ -455,13 +436,7 @@ async fn a_store_gone_for_good_loses_its_source_to_take_over_and_its_process_bac
         standing(&status(&new_run).await, "finance").0 == "claimed_by"
     })
     .await;
-    let taken = new.rollcall(&["source", "take-over", "finance"]).await;
-    let said = String::from_utf8_lossy(&taken.stdout);
-    assert!(
-        taken.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&taken.stderr)
-    );
+    let said = new.said(&["source", "take-over", "finance"]).await;
     assert!(
         said.contains(&format!("the claim of store {old_store} (shard eu-1"))
             && said.contains("is withdrawn"),

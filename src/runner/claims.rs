@@ -59,6 +59,15 @@ impl ClaimError {
     }
 }
 
+/// What one board is asked about: a source of this store, by name and URL.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    store: &'a Store,
+    board: &'a dyn Board,
+    name: &'a str,
+    url: &'a str,
+}
+
 /// Who this process is, as its claims say.
 struct Me {
     store: String,
@@ -150,10 +159,13 @@ impl Claims {
         };
         let mut since = held;
         for board in &self.boards {
-            since = Some(
-                self.on(board.as_ref(), store, name, &url, since, held.is_some())
-                    .await?,
-            );
+            let asked = Asked {
+                store,
+                board: board.as_ref(),
+                name,
+                url: &url,
+            };
+            since = Some(self.on(&asked, since, held.is_some()).await?);
         }
         let since = since.expect("at least one board was asked");
         store.record_claim(name, Some(ClaimState::Held { url, since }))?;
@@ -165,13 +177,13 @@ impl Claims {
     /// at its last poll, so a board it cannot read does not stop it.
     async fn on(
         &self,
-        board: &dyn Board,
-        store: &Store,
-        name: &str,
-        url: &str,
+        asked: &Asked<'_>,
         since: Option<chrono::DateTime<Utc>>,
         trusted: bool,
     ) -> Result<chrono::DateTime<Utc>, ClaimError> {
+        let Asked {
+            board, name, url, ..
+        } = *asked;
         let unreadable = format!("unreadable {}", board.place());
         if !board.caught_up() {
             if let Err(error) = board.catch_up().await {
@@ -193,7 +205,7 @@ impl Claims {
         self.clashes(&claims, board.place(), name, url);
         let on_url: Vec<Claim> = claims.into_iter().filter(|c| c.url == url).collect();
         match verdict(&on_url, &self.me.store) {
-            Verdict::Free => self.take(board, store, name, url, since).await,
+            Verdict::Free => self.take(asked, since).await,
             Verdict::Mine { claim, rivals } => {
                 for rival in rivals {
                     if self.first_time(format!("rival {url} {}", rival.store)) {
@@ -215,20 +227,20 @@ impl Claims {
                         warn!(source = %name, place = %board.place(), error = %crate::text::error_chain(&e), "cannot withdraw this store's later claim");
                     }
                 }
-                Err(self.refuse(store, board, name, url, owner)?)
+                Err(self.refuse(asked, owner)?)
             }
         }
     }
 
-    /// Claim `url`, nobody holding it, and make sure nobody claimed it first meanwhile.
+    /// Claim the URL, nobody holding it, and make sure nobody claimed it first meanwhile.
     async fn take(
         &self,
-        board: &dyn Board,
-        store: &Store,
-        name: &str,
-        url: &str,
+        asked: &Asked<'_>,
         since: Option<chrono::DateTime<Utc>>,
     ) -> Result<chrono::DateTime<Utc>, ClaimError> {
+        let Asked {
+            board, name, url, ..
+        } = *asked;
         let unavailable = |error| ClaimError::Unavailable {
             name: name.to_owned(),
             place: board.place().to_owned(),
@@ -249,7 +261,7 @@ impl Claims {
             }
             Verdict::Theirs { owner, .. } => {
                 let _ = board.withdraw(url, &self.me.store).await;
-                Err(self.refuse(store, board, name, url, owner)?)
+                Err(self.refuse(asked, owner)?)
             }
             Verdict::Free => Err(ClaimError::NotReadBack {
                 name: name.to_owned(),
@@ -260,14 +272,13 @@ impl Claims {
 
     /// Record that `owner` holds the source and say so (loudly the first time); the error to
     /// return.
-    fn refuse(
-        &self,
-        store: &Store,
-        board: &dyn Board,
-        name: &str,
-        url: &str,
-        owner: &Claim,
-    ) -> Result<ClaimError, StoreError> {
+    fn refuse(&self, asked: &Asked<'_>, owner: &Claim) -> Result<ClaimError, StoreError> {
+        let Asked {
+            store,
+            board,
+            name,
+            url,
+        } = *asked;
         let before = store.source_state(name)?.claim;
         let error = ClaimError::Elsewhere {
             name: name.to_owned(),

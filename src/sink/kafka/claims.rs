@@ -26,7 +26,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::read::Reading;
-use super::{KafkaConfig, KafkaError, BROKER_TIMEOUT};
+use super::{metadata, KafkaConfig, KafkaError, BROKER_TIMEOUT};
 use crate::claim::Claim;
 use crate::sink::{Board, SinkError};
 
@@ -115,17 +115,9 @@ impl KafkaBoard {
     /// The topic's partitions, the topic created (compacted, one partition) when missing.
     async fn partitions(&self) -> Result<Vec<i32>, SinkError> {
         for attempt in 0..2 {
-            let producer = self.producer.clone();
-            let topic = self.topic.clone();
-            let metadata = tokio::task::spawn_blocking(move || {
-                use rdkafka::producer::Producer;
-                producer
-                    .client()
-                    .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
-            })
-            .await
-            .expect("a metadata request does not panic")
-            .map_err(|e| self.fail(e))?;
+            let metadata = metadata(self.producer.clone(), &self.topic)
+                .await
+                .map_err(|e| self.fail(e))?;
             let found = metadata.topics().iter().find(|t| t.name() == self.topic);
             if let Some(t) = found.filter(|t| t.error().is_none() && !t.partitions().is_empty()) {
                 return Ok(t.partitions().iter().map(|p| p.id()).collect());

@@ -221,17 +221,9 @@ impl KafkaSink {
 
     /// `offset` is the first event waiting, named if writing turns out to be forbidden.
     async fn topic_exists(&self, offset: u64) -> Result<bool, KafkaError> {
-        let producer = self.producer();
-        let topic = self.topic.clone();
-        // fetch_metadata blocks on the network: keep it off the async workers.
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
-        })
-        .await
-        .expect("metadata request does not panic")
-        .map_err(|e| self.unreachable(e))?;
+        let metadata = metadata(self.producer(), &self.topic)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(false);
         };
@@ -315,6 +307,22 @@ impl KafkaSink {
             },
         }
     }
+}
+
+/// The brokers' metadata of `topic`, asked off the async workers: the request blocks on the
+/// network.
+async fn metadata(
+    producer: FutureProducer,
+    topic: &str,
+) -> Result<rdkafka::metadata::Metadata, RdError> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
+    })
+    .await
+    .expect("a metadata request does not panic")
 }
 
 impl Drop for KafkaSink {
