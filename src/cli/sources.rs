@@ -90,7 +90,19 @@ pub(super) async fn forget(
         Forgot::Forgotten => {
             tracing::info!(source = %name, "source forgotten: its stored state is gone, its events stay in the log");
             writeln!(out, "source {name}: forgotten (the users as last seen, its state and cursor, refused logins); its events stay in the log. Added to the config again, it starts as a new source would")?;
-            if let Some(url) = held {
+            let shared = held.as_ref().and_then(|url| {
+                config
+                    .sources
+                    .iter()
+                    .find(|s| crate::claim::normalize(s.kind().login().url) == *url)
+            });
+            if let (Some(url), Some(other)) = (&held, shared) {
+                writeln!(
+                    out,
+                    "  its claim on {url} stays: source {} of this config polls that URL now",
+                    other.name()
+                )?;
+            } else if let Some(url) = held {
                 let claims = Claims::new(config, store.id())?;
                 claims.release(name, &url).await?;
                 for place in claims.places() {

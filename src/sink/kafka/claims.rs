@@ -238,6 +238,16 @@ impl KafkaBoard {
     }
 }
 
+/// Whether every text of `claim` is printable on one line as it is: a claim comes from another
+/// process, and `status` and the log show it (`crate::text::one_line`).
+fn plain(claim: &Claim) -> bool {
+    let texts = [&claim.url, &claim.store, &claim.source, &claim.host];
+    texts
+        .into_iter()
+        .chain(&claim.shard)
+        .all(|t| crate::text::one_line(t) == *t)
+}
+
 /// Follow the topic until the board goes: each claim kept by its key, a tombstone removing one,
 /// each partition's end noted as reached.
 async fn read(
@@ -259,11 +269,15 @@ async fn read(
                         None => {
                             seen.claims.remove(key.as_ref());
                         }
-                        Some(Ok(claim)) => {
+                        Some(Ok(claim)) if plain(&claim) => {
                             seen.claims.insert(key.into_owned(), claim);
                         }
-                        Some(Err(e)) => {
-                            tracing::warn!(sink = %sink, topic = %topic, partition = m.partition(), offset = m.offset(), error = %e, "a message of the claims topic is no claim rollcall wrote; it is ignored")
+                        Some(read) => {
+                            let error = read.err().map_or_else(
+                                || "a field holds what no rollcall writes".to_owned(),
+                                |e| e.to_string(),
+                            );
+                            tracing::warn!(sink = %sink, topic = %topic, partition = m.partition(), offset = m.offset(), error = %error, "a message of the claims topic is no claim rollcall wrote; it is ignored")
                         }
                     }
                     None
@@ -339,5 +353,33 @@ impl Board for KafkaBoard {
         store: &'a str,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(self.send(key(url, store), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_whose_text_would_not_print_on_one_line_is_no_claim_rollcall_wrote() {
+        let at = chrono::DateTime::from_timestamp(0, 0).unwrap();
+        let claim = Claim {
+            url: "https://bi.example".into(),
+            store: "0190".into(),
+            shard: Some("eu-1".into()),
+            source: "finance".into(),
+            host: "rollcall-0".into(),
+            since: at,
+            renewed: at,
+        };
+        assert!(plain(&claim));
+        for bad in ["\u{1b}[2J", "a\nb", "\u{202e}evil"] {
+            let mut c = claim.clone();
+            c.host = bad.into();
+            assert!(!plain(&c), "{bad:?}");
+            let mut c = claim.clone();
+            c.shard = Some(bad.into());
+            assert!(!plain(&c), "{bad:?}");
+        }
     }
 }
