@@ -5,7 +5,8 @@
 //! and each user's events in order, each event naming its shard; a second process given a
 //! source another store claims refuses it, says so in its log, `status`, `/readyz` and
 //! `/metrics`, and takes it once the first forgets it; a store gone for good loses its source to
-//! `rollcall source take-over`, and, should its process come back, refuses it.
+//! `rollcall source take-over`, and, should its process come back, refuses it; while Kafka is
+//! down, a source the store held is polled and a new one waits for its claim.
 
 use crate::support;
 
@@ -470,4 +471,45 @@ async fn a_store_gone_for_good_loses_its_source_to_take_over_and_its_process_bac
         before,
         "the old process stores nothing of the source"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_kafka_is_down_a_source_the_store_held_is_polled_and_a_new_one_waits_for_its_claim() {
+    let (cluster, brokers, held) = cluster_and_sim(1, 1).await;
+    let shard = Shard::new("eu-1", &brokers, &[("finance", &held)]);
+    let first = shard.run().await;
+    wait::until_async("the store to hold its source", || async {
+        standing(&status(&first).await, "finance").0 == "held"
+    })
+    .await;
+    drop(first);
+
+    cluster.broker_down(1).unwrap();
+    let new = Sim::start(SimOptions::default()).await;
+    let password = shard.dir.path().join("password");
+    shard.edit(|c| c + &source("sales", &new, &password));
+    let back = shard.run().await;
+    let before = status(&back).await["log_head"].as_u64().unwrap();
+    held.add_user("newcomer", "pw", &[GAMMA_ROLE]);
+    wait::until_async("the held source to be polled without Kafka", || async {
+        status(&back).await["log_head"].as_u64().unwrap() > before
+    })
+    .await;
+    wait::until_async("the new source to wait for its claim", || async {
+        let s = status(&back).await;
+        source_of(&s, "sales")["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is not polled until this store can claim it"))
+    })
+    .await;
+    let s = status(&back).await;
+    assert_eq!(source_of(&s, "sales")["last_poll"], Value::Null);
+    assert!(new.requests().is_empty(), "nothing sent to its upstream");
+
+    cluster.broker_up(1).unwrap();
+    wait::until_async("the new source to be claimed and polled", || async {
+        let s = status(&back).await;
+        standing(&s, "sales").0 == "held" && !source_of(&s, "sales")["last_poll"].is_null()
+    })
+    .await;
 }

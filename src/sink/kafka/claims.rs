@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -35,6 +35,9 @@ const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
 /// After a failed read, the follower waits this long before the next: a broker that is down
 /// answers every read at once with the same error.
 const PAUSE_AFTER_ERROR: Duration = Duration::from_secs(1);
+/// After a failed catch-up, the next one within this long fails at once with its error: every
+/// source asks before its poll, and each attempt may wait for the brokers' timeouts.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The claims read, and how far each partition has been read.
 #[derive(Default)]
@@ -63,6 +66,8 @@ pub struct KafkaBoard {
     progress: watch::Sender<u64>,
     follower: tokio::sync::Mutex<Option<Follower>>,
     caught_up: AtomicBool,
+    /// The last catch-up that failed, and why, until one succeeds.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl KafkaConfig {
@@ -84,6 +89,7 @@ impl KafkaConfig {
             progress: watch::channel(0).0,
             follower: tokio::sync::Mutex::new(None),
             caught_up: AtomicBool::new(false),
+            failed: Mutex::default(),
         }))
     }
 }
@@ -113,11 +119,11 @@ impl KafkaBoard {
     }
 
     /// The topic's partitions, the topic created (compacted, one partition) when missing.
-    async fn partitions(&self) -> Result<Vec<i32>, SinkError> {
+    async fn partitions(&self) -> Result<Vec<i32>, String> {
         for attempt in 0..2 {
             let metadata = metadata(self.producer.clone(), &self.topic)
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| e.to_string())?;
             let found = metadata.topics().iter().find(|t| t.name() == self.topic);
             if let Some(t) = found.filter(|t| t.error().is_none() && !t.partitions().is_empty()) {
                 return Ok(t.partitions().iter().map(|p| p.id()).collect());
@@ -126,12 +132,12 @@ impl KafkaBoard {
                 self.create().await?;
             }
         }
-        Err(self.fail("created, but its metadata does not show it yet; trying again"))
+        Err("created, but its metadata does not show it yet; trying again".into())
     }
 
-    async fn create(&self) -> Result<(), SinkError> {
+    async fn create(&self) -> Result<(), String> {
         let admin: AdminClient<DefaultClientContext> =
-            self.config.create().map_err(|e| self.fail(e))?;
+            self.config.create().map_err(|e| e.to_string())?;
         let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact");
         let options = AdminOptions::new()
@@ -140,21 +146,21 @@ impl KafkaBoard {
         let results = admin
             .create_topics([&topic], &options)
             .await
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| e.to_string())?;
         for r in results {
             match r {
                 Ok(_) => {
                     tracing::info!(sink = %self.sink, topic = %self.topic, "created the claims topic")
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(self.fail(format!("cannot create it: {code}"))),
+                Err((_, code)) => return Err(format!("cannot create it: {code}")),
             }
         }
         Ok(())
     }
 
     /// Start following the topic from its first message, once.
-    async fn follow(&self) -> Result<(), SinkError> {
+    async fn follow(&self) -> Result<(), String> {
         let mut follower = self.follower.lock().await;
         if follower.is_some() {
             return Ok(());
@@ -173,15 +179,15 @@ impl KafkaBoard {
         let consumer: Arc<StreamConsumer<Reading>> = Arc::new(
             config
                 .create_with_context(Reading)
-                .map_err(|e| self.fail(e))?,
+                .map_err(|e| e.to_string())?,
         );
         let mut assignment = TopicPartitionList::new();
         for p in &partitions {
             assignment
                 .add_partition_offset(&self.topic, *p, Offset::Beginning)
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| e.to_string())?;
         }
-        consumer.assign(&assignment).map_err(|e| self.fail(e))?;
+        consumer.assign(&assignment).map_err(|e| e.to_string())?;
         let task = tokio::spawn(read(
             consumer.clone(),
             self.topic.clone(),
@@ -198,7 +204,7 @@ impl KafkaBoard {
     }
 
     /// Each partition's high watermark now: what a catch-up must have read.
-    async fn ends(&self) -> Result<Vec<(i32, i64)>, SinkError> {
+    async fn ends(&self) -> Result<Vec<(i32, i64)>, String> {
         let (consumer, partitions) = {
             let f = self.follower.lock().await;
             let f = f.as_ref().expect("followed before its ends are asked");
@@ -216,13 +222,34 @@ impl KafkaBoard {
         })
         .await
         .expect("a watermark request does not panic")
-        .map_err(|e| self.fail(e))
+        .map_err(|e| e.to_string())
     }
 
     fn reached(&self, ends: &[(i32, i64)]) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         ends.iter()
             .all(|(p, high)| seen.read_to.get(p).copied().unwrap_or(0) >= *high)
+    }
+
+    /// Follow the topic (from the first call on) and read it up to its ends as they are now.
+    async fn read_to_end(&self) -> Result<(), String> {
+        self.follow().await?;
+        let ends = self.ends().await?;
+        let mut progress = self.progress.subscribe();
+        let waited = tokio::time::timeout(CATCH_UP_WITHIN, async {
+            while !self.reached(&ends) {
+                if progress.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() || !self.reached(&ends) {
+            return Err(format!(
+                "its messages up to {ends:?} (partition, end) were not read within {CATCH_UP_WITHIN:?}"
+            ));
+        }
+        Ok(())
     }
 
     async fn send(&self, key: String, payload: Option<Vec<u8>>) -> Result<(), SinkError> {
@@ -312,24 +339,31 @@ impl Board for KafkaBoard {
 
     fn catch_up(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            self.follow().await?;
-            let ends = self.ends().await?;
-            let mut progress = self.progress.subscribe();
-            let waited = tokio::time::timeout(CATCH_UP_WITHIN, async {
-                while !self.reached(&ends) {
-                    if progress.changed().await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if waited.is_err() || !self.reached(&ends) {
+            let last = self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some((at, why)) = last.filter(|(at, _)| at.elapsed() < RETRY_AFTER) {
                 return Err(self.fail(format!(
-                    "its messages up to {ends:?} (partition, end) were not read within {CATCH_UP_WITHIN:?}"
+                    "{why} ({}s ago; tried again {}s after a failure)",
+                    at.elapsed().as_secs(),
+                    RETRY_AFTER.as_secs()
                 )));
             }
-            self.caught_up.store(true, Relaxed);
-            Ok(())
+            let result = self.read_to_end().await;
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => {
+                    *failed = None;
+                    self.caught_up.store(true, Relaxed);
+                    Ok(())
+                }
+                Err(why) => {
+                    *failed = Some((Instant::now(), why.clone()));
+                    Err(self.fail(why))
+                }
+            }
         })
     }
 
