@@ -9,7 +9,7 @@
 //! the boards read; it never decides it otherwise. Safe before available: a source this store
 //! has never held is not polled while the claims cannot be read, while one it holds goes on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::Utc;
@@ -82,6 +82,9 @@ pub struct Claims {
     /// What was logged once and is not repeated at every poll: a rival, a name clash, a board
     /// that cannot be read.
     said: Mutex<HashSet<String>>,
+    /// When each claim was last renewed or tried to be, by place and URL: a renewal that fails
+    /// (the brokers down) is tried again only after [`RENEW_EVERY`], not before every poll.
+    renewing: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
 }
 
 impl Claims {
@@ -101,6 +104,7 @@ impl Claims {
                 host: host(),
             },
             said: Mutex::default(),
+            renewing: Mutex::default(),
         })
     }
 
@@ -212,10 +216,10 @@ impl Claims {
                         error!(source = %name, url = %url, place = %board.place(), rival = %rival.who(), "ANOTHER STORE CLAIMS THIS SOURCE TOO: {} claimed {url} (as its source `{}`) after this store did, so it must refuse it; if it polls it nonetheless, it is not a rollcall that keeps claims. Poll each source in one process only", rival.who(), rival.source);
                     }
                 }
-                if Utc::now() - claim.renewed >= RENEW_EVERY {
+                if self.renewal_due(board.place(), url, claim.renewed) {
                     let renewed = self.claim(name, url, claim.since);
                     if let Err(e) = board.publish(&renewed).await {
-                        warn!(source = %name, place = %board.place(), error = %crate::text::error_chain(&e), "cannot renew the claim; the source is still polled, and the claim stands as it was");
+                        warn!(source = %name, place = %board.place(), error = %crate::text::error_chain(&e), "cannot renew the claim; the source is still polled, the claim stands as it was, and renewing it is tried again in 10 minutes");
                     }
                 }
                 Ok(claim.since)
@@ -230,6 +234,19 @@ impl Claims {
                 Err(self.refuse(asked, owner)?)
             }
         }
+    }
+
+    /// Whether a claim last `renewed` then is to be published again now; if so, the attempt is
+    /// noted, whatever becomes of it.
+    fn renewal_due(&self, place: &str, url: &str, renewed: chrono::DateTime<Utc>) -> bool {
+        let now = Utc::now();
+        let mut tried = self.renewing.lock().unwrap_or_else(|e| e.into_inner());
+        let last = tried.entry(format!("{place} {url}")).or_insert(renewed);
+        let due = now - (*last).max(renewed) >= RENEW_EVERY;
+        if due {
+            *last = now;
+        }
+        due
     }
 
     /// Claim the URL, nobody holding it, and make sure nobody claimed it first meanwhile.
@@ -406,4 +423,24 @@ fn host() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_renewed_once_it_is_old_and_a_failed_renewal_waits_as_long_again() {
+        let config = crate::config::tests::parse(crate::config::tests::EXAMPLE).unwrap();
+        let claims = Claims::new(&config, "0190").unwrap();
+        let now = Utc::now();
+        assert!(!claims.renewal_due("topic", "https://a", now), "fresh");
+        let old = now - RENEW_EVERY - chrono::Duration::seconds(1);
+        assert!(claims.renewal_due("topic", "https://b", old));
+        assert!(
+            !claims.renewal_due("topic", "https://b", old),
+            "tried just now, though the claim read is still the old one"
+        );
+        assert!(claims.renewal_due("other topic", "https://b", old), "per place");
+    }
 }
