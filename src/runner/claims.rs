@@ -441,6 +441,9 @@ mod tests {
             !claims.renewal_due("topic", "https://b", old),
             "tried just now, though the claim read is still the old one"
         );
-        assert!(claims.renewal_due("other topic", "https://b", old), "per place");
+        assert!(
+            claims.renewal_due("other topic", "https://b", old),
+            "per place"
+        );
     }
 }
