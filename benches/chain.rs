@@ -142,6 +142,7 @@ fn commit_run(n: usize, how: Chaining) -> Run {
                     .unwrap(),
                 every: 1000,
                 interval: Duration::from_secs(3600),
+                shard: None,
             });
         }
     }
@@ -248,6 +249,7 @@ fn verify(n: usize) {
         signer: rollcall::chain::checkpoint::Signer::load(&dir.path().join("key.pem")).unwrap(),
         every: 1000,
         interval: Duration::from_secs(3600),
+        shard: None,
     });
     events::fill(&store, n as u64, 10_000);
     let file = dir.path().join("events.jsonl");

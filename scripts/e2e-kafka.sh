@@ -40,6 +40,8 @@ echo "== creating topics"
 for t in "$topic" rollcall-bench-bare rollcall-bench-sink; do
   tansu topic create "$t" --partitions 3 --broker "tcp://$brokers"
 done
+# Where the sinks claim the sources they poll (docs/scaling.md, Claims): one partition.
+tansu topic create "$topic.claims" --partitions 1 --broker "tcp://$brokers"
 
 echo "== end to end: rollcall → tansu → consumer group"
 ROLLCALL_E2E_BROKERS="$brokers" ROLLCALL_E2E_TOPIC="$topic" \

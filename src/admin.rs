@@ -1,5 +1,5 @@
 //! The local admin channel: how `events`, `status`, `replay`, `dlq`, `sink enable`, `source`
-//! (`retry-login`, `forget`, and the refused-login checks of `doctor` and `demo`), `reload` and
+//! (`retry-login`, `forget`, `take-over`, and the refused-login checks of `doctor` and `demo`), `reload` and
 //! `store export` reach a running `rollcall run`, which holds the store (sled allows one process
 //! per store).
 //!

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::diff::{self, DiffOptions};
-use crate::event::{Derived, Event, DATA_CONTENT_TYPE, SPEC_VERSION};
+use crate::event::{source_uri, Derived, Event, DATA_CONTENT_TYPE, SPEC_VERSION};
 use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source, SourceError};
 use crate::store::{
     Commit, DeletionGuard, Known, LoginRefusal, Record, SourceState, Store, StoreError,
@@ -86,10 +86,12 @@ const CHUNK: usize = 2_000;
 /// `status` of a stopped rollcall is right to the minute.
 const POLL_TIME_WRITTEN_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
+/// One cycle of `source`; its events name `shard`, the process's, in their `source`.
 pub(crate) async fn poll_source<S: Source>(
     store: &Store,
     source: &mut S,
     opts: CycleOptions,
+    shard: Option<&str>,
 ) -> Result<SourceReport, CycleError> {
     let name = source.name().to_owned();
     let schedule = source.schedule();
@@ -122,7 +124,7 @@ pub(crate) async fn poll_source<S: Source>(
         known: &known,
         source: &name,
         stamp: Stamp {
-            uri: source.uri(),
+            uri: source_uri(&source.uri(), shard),
             now,
         },
         initialized: state.initialized,

@@ -105,7 +105,9 @@ pub struct Event {
     /// UUIDv7 assigned when the event is derived; reused on every redelivery and replay, so
     /// consumers can de-duplicate.
     pub id: Uuid,
-    /// `superset://<source name>` or `kylin://<source name>`.
+    /// `superset://<source name>` or `kylin://<source name>`; with the shard of the process
+    /// that polls it as a query when the config sets `shard` (`superset://prod?shard=eu-1`,
+    /// see [`source_uri`]).
     pub source: String,
     #[serde(rename = "type")]
     pub event_type: EventType,
@@ -126,6 +128,32 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// The query that names the shard in a `source`.
+const SHARD_QUERY: &str = "?shard=";
+
+/// The `source` of a source's events: its kind's URI (`superset://prod`), with the shard of the
+/// process polling it as a query when there is one (`superset://prod?shard=eu-1`), so that
+/// processes publishing into one topic say which of them wrote each event. No shard: the
+/// kind's URI exactly, as before shards existed.
+pub fn source_uri(kind_uri: &str, shard: Option<&str>) -> String {
+    match shard {
+        Some(shard) => format!("{kind_uri}{SHARD_QUERY}{shard}"),
+        None => kind_uri.to_owned(),
+    }
+}
+
+/// The source a `source` names, whichever process polled it: without its shard. What a user's
+/// identity rests on (the Kafka key, an SSF subject), so that a source moved to another shard
+/// keeps its users' keys.
+pub fn unsharded(source: &str) -> &str {
+    source.split_once(SHARD_QUERY).map_or(source, |(s, _)| s)
+}
+
+/// The shard a `source` names, if any.
+pub fn shard_of(source: &str) -> Option<&str> {
+    source.split_once(SHARD_QUERY).map(|(_, shard)| shard)
+}
+
 impl Event {
     /// The log offset this event was stored at.
     pub fn offset(&self) -> Option<u64> {
@@ -135,5 +163,21 @@ impl Event {
     /// The `sequence` string for a log offset.
     pub fn sequence_for(offset: u64) -> String {
         format!("{offset:020}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_is_a_query_of_the_source_and_no_shard_keeps_the_kind_uri_exactly() {
+        assert_eq!(source_uri("superset://prod", None), "superset://prod");
+        let sharded = source_uri("superset://prod", Some("eu-1"));
+        assert_eq!(sharded, "superset://prod?shard=eu-1");
+        assert_eq!(unsharded(&sharded), "superset://prod");
+        assert_eq!(shard_of(&sharded), Some("eu-1"));
+        assert_eq!(unsharded("kylin://bi"), "kylin://bi");
+        assert_eq!(shard_of("kylin://bi"), None);
     }
 }

@@ -4,7 +4,7 @@
 //!   for [`STORE_DEAD_AFTER`] (sled takes no write after an I/O error: only a restart helps);
 //! - `/readyz` — the store takes writes, every source polled successfully within three poll
 //!   intervals, none stopped itself (a login Kylin or Superset refused: unready at once, with
-//!   the reason), and no sink is stuck (disabled, or degraded for longer than [`STUCK_AFTER`]);
+//!   the reason) nor is claimed by another store (docs/scaling.md, Claims), and no sink is stuck (disabled, or degraded for longer than [`STUCK_AFTER`]);
 //!   503 with reasons otherwise;
 //! - `/metrics` — Prometheus text format (see [`describe`] for the names), for the sources
 //!   configured now: a source a reload removed leaves it;
@@ -24,6 +24,7 @@ use chrono::Utc;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 
+use crate::claim::ClaimState;
 use crate::config::{Config, LiveConfig};
 use crate::store::{SinkHealth, Store};
 
@@ -54,6 +55,17 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     describe();
     metrics::gauge!("rollcall_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
+}
+
+/// Say which shard and store this process is (`rollcall_shard_info`), so that a dashboard over
+/// several processes tells them apart.
+pub fn note_shard(shard: Option<&str>, store_id: &str) {
+    metrics::gauge!(
+        "rollcall_shard_info",
+        "shard" => shard.unwrap_or_default().to_owned(),
+        "store_id" => store_id.to_owned()
+    )
+    .set(1.0);
 }
 
 /// Names and help texts of every metric rollcall exports.
@@ -95,6 +107,10 @@ pub fn describe() {
     describe_gauge!(
         "rollcall_source_polling",
         "1 while a poll of the source is running, 0 otherwise."
+    );
+    describe_gauge!(
+        "rollcall_source_claimed_elsewhere",
+        "1 while another store holds the claim on the source's URL, so this process does not poll it (docs/scaling.md, Claims); 0 once it may. Only where a sink keeps claims."
     );
     describe_counter!(
         "rollcall_events_derived_total",
@@ -146,6 +162,10 @@ pub fn describe() {
         "rollcall_build_info",
         "Always 1; the `version` label is the running rollcall's."
     );
+    describe_gauge!(
+        "rollcall_shard_info",
+        "Always 1; the `shard` label is the config's `shard` (empty when unset), `store_id` the store's id."
+    );
     describe_histogram!(
         "rollcall_delivery_latency_seconds",
         Unit::Seconds,
@@ -171,6 +191,7 @@ pub const METRICS: &[&str] = &[
     "rollcall_source_cycle_seconds",
     "rollcall_source_next_poll_timestamp_seconds",
     "rollcall_source_polling",
+    "rollcall_source_claimed_elsewhere",
     "rollcall_events_derived_total",
     "rollcall_events_delivered_total",
     "rollcall_delivery_failures_total",
@@ -184,6 +205,7 @@ pub const METRICS: &[&str] = &[
     "rollcall_store_size_bytes",
     "rollcall_log_head",
     "rollcall_build_info",
+    "rollcall_shard_info",
     "rollcall_delivery_latency_seconds",
     "rollcall_webhook_responses_total",
     "rollcall_unreadable_records_total",
@@ -270,6 +292,13 @@ fn unready_reasons(ops: &Ops) -> Result<Vec<String>, String> {
             .unwrap_or(chrono::Duration::MAX);
         if let Some(stop) = &state.stopped {
             reasons.push(format!("source {name}: stopped: {}", stop.message));
+            continue;
+        }
+        if let Some(ClaimState::ClaimedBy { owner, .. }) = &state.claim {
+            reasons.push(format!(
+                "source {name}: not polled, claimed by {} (`rollcall status` says what to do)",
+                owner.who()
+            ));
             continue;
         }
         match state.last_poll {

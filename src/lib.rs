@@ -25,6 +25,9 @@
 //! checkpoints, and the verifier; [`verify`] runs it over a file, a topic or the store for
 //! `rollcall verify`.
 //!
+//! [`claim`] is what processes sharing a Kafka cluster tell each other about the sources they
+//! poll, so that none is polled twice (the runner acts on it, a sink kind publishes it).
+//!
 //! [`event`] and [`user`] are the shared vocabulary and import nothing else of ours (`user`
 //! imports only `event`); [`text`] (outside text made safe to print) and [`retry_after`] are
 //! shared by every HTTP client.
@@ -33,6 +36,7 @@
 
 pub mod admin;
 pub mod chain;
+pub mod claim;
 pub mod cli;
 pub mod config;
 mod cycle;

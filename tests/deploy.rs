@@ -335,11 +335,16 @@ fn compose_kafka_advertises_a_listener_for_the_host_it_publishes() {
 
 /// The documents of the Kubernetes manifest, by kind.
 fn kubernetes(kind: &str) -> Value {
-    let text = file("deploy/kubernetes/rollcall.yaml");
+    manifest("deploy/kubernetes/rollcall.yaml", kind)
+}
+
+/// The document of `kind` in the Kubernetes manifest at `path`.
+fn manifest(path: &str, kind: &str) -> Value {
+    let text = file(path);
     let found = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .find(|d| d["kind"] == kind);
-    found.unwrap_or_else(|| panic!("the manifest has a {kind}"))
+    found.unwrap_or_else(|| panic!("{path} has a {kind}"))
 }
 
 #[test]
@@ -358,17 +363,7 @@ fn kubernetes_runs_one_replica_with_a_volume_for_the_store_and_probes_on_the_end
         .iter()
         .find_map(|e| e.strip_prefix("ROLLCALL_CONFIG="))
         .unwrap();
-    let mounts: Vec<(String, String)> = container["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_owned(),
-                m["mountPath"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let mounts = volume_mounts(container);
     let store_mount = mounts
         .iter()
         .find(|(_, path)| config.store.path.starts_with(path))
@@ -455,4 +450,170 @@ fn alert_rules_and_the_dashboard_parse_and_name_only_metrics_rollcall_exports() 
         }
     }
     assert!(named > 10, "the rules and panels name rollcall's metrics");
+}
+
+/// The documents of the sharded manifest, by kind.
+fn sharded(kind: &str) -> Value {
+    manifest("deploy/kubernetes/sharded.yaml", kind)
+}
+
+const SHARDS: &str = "deploy/kubernetes/shards";
+
+/// The main config of shard `i`, read with the files its `include` names.
+fn shard_config(i: usize) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{SHARDS}/shard-{i}.toml"));
+    Config::load(&path).unwrap_or_else(|e| panic!("shard {i}: {e}"))
+}
+
+/// A container's volume mounts, as (volume name, mount path).
+fn volume_mounts(container: &Value) -> Vec<(String, String)> {
+    container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["mountPath"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kubernetes_shards_run_a_pod_per_shard_file_each_picking_its_file_by_ordinal_with_its_own_store()
+{
+    let set = sharded("StatefulSet");
+    let replicas = set["spec"]["replicas"].as_u64().unwrap() as usize;
+    let mains: std::collections::BTreeSet<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(SHARDS))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.matches('.').count() == 1)
+            .collect();
+    let want: std::collections::BTreeSet<String> =
+        (0..replicas).map(|i| format!("shard-{i}.toml")).collect();
+    assert_eq!(mains, want, "one main file per pod, by ordinal");
+    let pod = &set["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap();
+    assert_eq!(
+        var("SHARD_INDEX")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    let mounts = volume_mounts(container);
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mounted_from = |path: &str| {
+        let (name, _) = mounts.iter().find(|(_, p)| p == path).unwrap();
+        volumes.iter().find(|v| v["name"] == name.as_str()).unwrap()
+    };
+    let config_path = var("ROLLCALL_CONFIG")["value"].as_str().unwrap();
+    let dir = Path::new(config_path).parent().unwrap().to_str().unwrap();
+    assert_eq!(config_path, format!("{dir}/shard-$(SHARD_INDEX).toml"));
+    assert_eq!(mounted_from(dir)["configMap"]["name"], "rollcall-shards");
+    assert!(
+        file("deploy/kubernetes/sharded.yaml").contains(&format!(
+            "kubectl create configmap rollcall-shards --from-file={SHARDS}/"
+        )),
+        "the manifest says how to make the ConfigMap from the shards' files"
+    );
+    let listen = shard_config(0).listen;
+    assert_eq!(container["ports"][0]["containerPort"], listen.port());
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(pod["securityContext"]["runAsUser"], 10001);
+    let claim = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    let (_, data) = mounts.iter().find(|(name, _)| name == claim).unwrap();
+    for i in 0..replicas {
+        let store = shard_config(i).store.path;
+        assert!(
+            store.starts_with(data),
+            "shard {i}'s store {} is on the pod's own volume",
+            store.display()
+        );
+    }
+    let service = sharded("Service");
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "each shard is scraped on its own"
+    );
+    assert_eq!(service["spec"]["ports"][0]["port"], listen.port());
+    assert_eq!(set["spec"]["serviceName"], service["metadata"]["name"]);
+}
+
+#[test]
+fn each_shard_names_itself_publishes_to_the_one_topic_with_claims_and_polls_sources_no_other_does()
+{
+    let set = sharded("StatefulSet");
+    let replicas = set["spec"]["replicas"].as_u64().unwrap() as usize;
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    let secrets = volume_mounts(container)
+        .into_iter()
+        .find(|(name, _)| name == "secrets")
+        .map(|(_, path)| path)
+        .unwrap();
+    let mut sinks = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    let mut urls = std::collections::BTreeSet::new();
+    let mut sources = 0;
+    for i in 0..replicas {
+        let config = shard_config(i);
+        assert_eq!(config.shard, Some(format!("shard-{i}")));
+        assert!(
+            config.listen.ip().is_unspecified(),
+            "shard {i} is reachable"
+        );
+        let [SinkConfig::Kafka(kafka)] = config.sinks.as_slice() else {
+            panic!("shard {i}: one Kafka sink: {:?}", config.sinks);
+        };
+        assert!(kafka.claim_sources, "shard {i} claims its sources");
+        sinks.insert((
+            kafka.brokers.clone(),
+            kafka.topic.clone(),
+            kafka.claims_topic(),
+        ));
+        assert!(!config.sources.is_empty(), "shard {i} polls something");
+        for source in &config.sources {
+            let login = source.kind().login();
+            assert!(
+                names.insert(login.name.to_owned()),
+                "{} in two shards",
+                login.name
+            );
+            let url = rollcall::claim::normalize(login.url);
+            assert!(urls.insert(url.clone()), "{url} in two shards");
+            let password = login.password_file.expect("a password file");
+            assert_eq!(
+                password,
+                Path::new(&secrets).join(login.name),
+                "the Secret's key is the source's name"
+            );
+            sources += 1;
+        }
+    }
+    assert_eq!(
+        sinks.len(),
+        1,
+        "every shard publishes to one topic: {sinks:?}"
+    );
+    let included = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(SHARDS))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .matches('.')
+                .count()
+                == 2
+        })
+        .count();
+    assert_eq!(
+        sources, included,
+        "every source file is some shard's, and holds one source"
+    );
 }

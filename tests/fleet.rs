@@ -356,10 +356,14 @@ async fn a_source_removed_from_the_config_is_forgotten_on_the_store_when_no_proc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_names_the_file_and_line_of_each_problem_in_included_files() {
-    let a = Sim::start(SimOptions::default()).await;
+    // A Superset each: one upstream polled by two sources is a problem of its own.
+    let (a, other) = (
+        Sim::start(SimOptions::default()).await,
+        Sim::start(SimOptions::default()).await,
+    );
     let h = fleet();
     add_source(&h, "unit-a", &a, "");
-    add_source(&h, "unit-b", &a, "");
+    add_source(&h, "unit-b", &other, "");
     let out = h.rollcall(&["check-config"]).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");

@@ -142,15 +142,20 @@ fn events_survive_a_jsonl_round_trip_and_validate_line_by_line() {
     assert_eq!(assert_valid_jsonl(&text), events);
 }
 
-#[test]
-fn events_as_the_store_chains_them_and_its_checkpoints_match_their_schemas() {
+/// Every event of a signed store's log, checkpoints included, as stored.
+fn chained_events() -> Vec<Value> {
     let (_dir, store) = support::chain::signed_store(3);
-    let stored: Vec<Value> = store
+    store
         .events_from(0, usize::MAX)
         .unwrap()
         .iter()
         .map(|e| serde_json::from_slice(&e.bytes).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn events_as_the_store_chains_them_and_its_checkpoints_match_their_schemas() {
+    let stored = chained_events();
     assert_eq!(
         types_of(&stored),
         BTreeSet::from(["user.created", "rollcall.checkpoint"])
@@ -171,6 +176,19 @@ fn events_as_the_store_chains_them_and_its_checkpoints_match_their_schemas() {
         "/chainhash",
         "a chainhash that is not 64 hex digits",
     );
+}
+
+#[test]
+fn a_source_may_name_its_shard_as_a_dns_label_and_nothing_else() {
+    for mut event in chained_events() {
+        let source = event["source"].as_str().unwrap().to_owned();
+        event["source"] = json!(format!("{source}?shard=eu-1"));
+        assert_valid_event(&event);
+        for bad in ["?shard=EU-1", "?shard=-eu", "?shard=", "?region=eu-1"] {
+            event["source"] = json!(format!("{source}{bad}"));
+            assert_rejected(&event, "/source", &format!("a source ending {bad}"));
+        }
+    }
 }
 
 #[test]

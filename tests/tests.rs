@@ -40,5 +40,6 @@ mod replay;
 mod retention;
 mod scale;
 mod schemas;
+mod shard;
 mod ssf;
 mod webhook;

@@ -123,6 +123,8 @@ pub fn read(mut record: Value, unchainable: bool) -> Result<Record, Unreadable> 
         offset: named.offset,
         id: named.id,
         event_type: named.event_type,
+        // `metadata.log_name` holds the event's CloudEvents `source`, the shard included.
+        source: record["metadata"]["log_name"].as_str().map(str::to_owned),
         chain: None,
         unchainable,
     };

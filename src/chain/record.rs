@@ -62,6 +62,8 @@ pub struct Record {
     pub offset: u64,
     pub id: String,
     pub event_type: String,
+    /// Its `source`, if it has one: which shard wrote it, where shards share a topic.
+    pub source: Option<String>,
     /// `None` for an event without chain attributes.
     pub chain: Option<Chained>,
     /// In a form that cannot carry the chain (an OCSF 1.8.0 record): only the store proves it.
@@ -150,12 +152,14 @@ fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
         .map_err(|_| Unreadable(format!("`sequence` is `{sequence}`, not a log offset")))?;
     let id = text(&members, "id")?;
     let event_type = text(&members, "type")?;
+    let source = text(&members, "source").ok();
     let (hash, prev) = (members.take(HASH), members.take(PREV));
     if hash.is_none() && prev.is_none() {
         return Ok(Record {
             offset,
             id,
             event_type,
+            source,
             chain: None,
             unchainable: false,
         });
@@ -182,6 +186,7 @@ fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
         offset,
         id,
         event_type,
+        source,
         chain: Some(Chained {
             link: Link {
                 hash: claimed,

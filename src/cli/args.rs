@@ -312,12 +312,24 @@ pub enum SourceCommand {
         name: String,
     },
     /// Remove everything the store keeps of a source no longer in the config: the users as
-    /// last seen, its state and cursor, refused logins. Its events stay in the log: they are
-    /// history. Refused while the source is configured: remove it from the config and reload
-    /// first. Added again later, it starts as a new source would.
+    /// last seen, its state and cursor, refused logins, and its claim on the claims topic of
+    /// every Kafka sink (another process may then poll it). Its events stay in the log: they
+    /// are history. Refused while the source is configured: remove it from the config and
+    /// reload first. Added again later, it starts as a new source would.
     #[command(after_help = "Example:\n  rollcall source forget unit-b")]
     Forget {
         /// The source's `name`, as it was in the config.
+        name: String,
+    },
+    /// Claim a source for this store although another store claims it (`status` shows which),
+    /// on the claims topic of every Kafka sink: the other claims on its URL are withdrawn, so
+    /// the process of that store refuses the source from its next poll on. Only for a store
+    /// that is gone for good (its disk lost, its process retired without `source forget`):
+    /// while its process runs, remove the source from its config and `source forget` it there
+    /// instead. See docs/scaling.md, Claims.
+    #[command(after_help = "Example:\n  rollcall source take-over finance")]
+    TakeOver {
+        /// The source's `name` in this config.
         name: String,
     },
     /// Whether a refused login of these credentials is remembered: JSON `{"at", "message"}`

@@ -20,6 +20,7 @@ pub(super) async fn run(started: Started) -> Result<ExitCode, CliError> {
     let config = &started.config;
     let store = open_signing(config)?;
     let metrics = crate::http::install_metrics();
+    crate::http::note_shard(config.shard.as_deref(), store.id());
     let runner = Runner::new(config, store.clone())?;
     let live = runner.config();
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
@@ -152,7 +153,8 @@ pub(super) async fn shutdown_signal() {
 /// hash chain with `[store] signing_key_file`, when one is set.
 pub(super) fn open_signing(config: &crate::config::Config) -> Result<Store, CliError> {
     let store = Store::open(&config.store.path)?;
-    if let Some(checkpoints) = config.store.checkpoints()? {
+    if let Some(mut checkpoints) = config.store.checkpoints()? {
+        checkpoints.shard = config.shard.clone();
         tracing::info!(key = %checkpoints.signer.public(), every = checkpoints.every, "signing checkpoints of the hash chain");
         store.sign_checkpoints(checkpoints);
     }

@@ -16,6 +16,10 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    #[error(transparent)]
+    Claim(Box<crate::runner::ClaimError>),
+    #[error("source `{0}` cannot be taken over: no sink of the config keeps claims (only a Kafka sink does, unless `claim_sources = false`), so no other store's claim stops this process polling it")]
+    NoClaims(String),
     #[error("{store}; asking the running process over HTTP failed too ({http}). Check `listen` in the config")]
     StatusUnavailable { store: String, http: String },
     #[error("cannot write to stdout: {0}")]
@@ -83,6 +87,12 @@ pub enum CliError {
     },
 }
 
+impl From<crate::runner::ClaimError> for CliError {
+    fn from(e: crate::runner::ClaimError) -> CliError {
+        CliError::Claim(Box::new(e))
+    }
+}
+
 impl CliError {
     /// The process's exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
@@ -98,6 +108,7 @@ impl CliError {
             | CliError::OtherConfig { .. }
             | CliError::NoStore(_)
             | CliError::UnknownSource { .. }
+            | CliError::NoClaims(_)
             | CliError::StillConfigured { .. }
             | CliError::NothingStored { .. }
             | CliError::NothingToReload
@@ -110,10 +121,14 @@ impl CliError {
                 exit::CONFIG
             }
             CliError::Runner(
-                RunnerError::Cycle(CycleError::Source { .. }) | RunnerError::Deadline { .. },
+                RunnerError::Cycle(CycleError::Source { .. })
+                | RunnerError::Deadline { .. }
+                | RunnerError::Claim { .. },
             )
             | CliError::Demo(_)
             | CliError::RefusedBefore { .. } => exit::SOURCE,
+            CliError::Claim(e) if matches!(**e, crate::runner::ClaimError::Store(_)) => exit::STORE,
+            CliError::Claim(_) => exit::DELIVERY,
             CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
             | CliError::Sink(_)
             | CliError::Deliver(_)

@@ -12,7 +12,7 @@ use super::dlq::dlq;
 use super::error::CliError;
 use super::named::{sink_config, source_config};
 use super::replay::replay;
-use super::sources::{forget, reload};
+use super::sources::{forget, reload, take_over};
 use super::status::Status;
 use crate::config::Config;
 use crate::runner::Controls;
@@ -116,6 +116,9 @@ pub(super) async fn operate(
         Command::Source {
             action: SourceCommand::Forget { name },
         } => forget(config, store, controls.map(|c| &c.sources), &name, out).await,
+        Command::Source {
+            action: SourceCommand::TakeOver { name },
+        } => take_over(config, store, &name, out).await,
         Command::Reload => reload(config, controls.map(|c| &c.sources), out).await,
         Command::Store {
             action: StoreCommand::Export { output },

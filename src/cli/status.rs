@@ -6,6 +6,7 @@ use std::io::Write;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::claim::ClaimState;
 use crate::config::Config;
 use crate::store::{
     SinkHealth, SinkState, SourceActivity, SourceState, Store, StoreError, StoreFault,
@@ -33,6 +34,9 @@ pub(super) struct Status {
     /// Made with the store: a new id is a new log, whose offsets started again at 0.
     #[serde(default)]
     pub(super) store_id: String,
+    /// The config's `shard`, which every event's `source` names.
+    #[serde(default)]
+    pub(super) shard: Option<String>,
     /// Writes to the store are failing (only a running process knows: it is not stored).
     #[serde(default)]
     pub(super) store_error: Option<StoreFault>,
@@ -142,6 +146,7 @@ impl Status {
         Ok(Status {
             store: store.path().display().to_string(),
             store_id: store.id().to_owned(),
+            shard: config.shard.clone(),
             store_error: store.fault(),
             log_head: head,
             log_start: store.log_start()?,
@@ -175,6 +180,9 @@ impl Status {
             "store {} (id {}) — {} events, {} bytes on disk, oldest retained offset {}",
             self.store, self.store_id, self.log_head, self.store_bytes, self.log_start
         )?;
+        if let Some(shard) = &self.shard {
+            writeln!(out, "shard {shard}: every event's `source` names it")?;
+        }
         if let Some(f) = &self.store_error {
             writeln!(
                 out,
@@ -187,9 +195,15 @@ impl Status {
         for s in &self.sources {
             let st = &s.state;
             if !s.configured {
+                let claim = match &st.claim {
+                    Some(ClaimState::Held { .. }) => {
+                        " and its claim, so no other process polls it,"
+                    }
+                    _ => "",
+                };
                 writeln!(
                     out,
-                    "source {}: NOT IN THE CONFIG, not polled; {} users as last seen, last successful poll: {}. Its stored state is kept until `rollcall source forget {}`",
+                    "source {}: NOT IN THE CONFIG, not polled; {} users as last seen, last successful poll: {}. Its stored state{claim} is kept until `rollcall source forget {}`",
                     s.name,
                     st.users_known,
                     when(st.last_poll),
@@ -204,6 +218,8 @@ impl Status {
                 "  last full reconcile:  {}",
                 when(st.last_full_reconcile)
             )?;
+            // Said by its own line below: the error repeats it.
+            let claimed_elsewhere = matches!(st.claim, Some(ClaimState::ClaimedBy { .. }));
             let act = &s.activity;
             if let Some(since) = act.polling_since {
                 writeln!(
@@ -224,6 +240,26 @@ impl Status {
             if let Some(took) = act.last_cycle_seconds {
                 writeln!(out, "  last cycle took:      {took:.3}s")?;
             }
+            match &st.claim {
+                Some(ClaimState::Held { url, since }) => writeln!(
+                    out,
+                    "  claimed:              by this store since {} ({url})",
+                    since.to_rfc3339()
+                )?,
+                Some(ClaimState::ClaimedBy { owner, seen }) => writeln!(
+                    out,
+                    "  CLAIMED BY ANOTHER STORE since {}: {} holds {} (as its source `{}`) since {}, last renewed {}; not polled here. Poll it in one process only: remove it from this config (then `rollcall source forget {}`), or from the other process's; if that store is gone for good, `rollcall source take-over {}`",
+                    seen.to_rfc3339(),
+                    printable(&owner.who()),
+                    printable(&owner.url),
+                    printable(&owner.source),
+                    owner.since.to_rfc3339(),
+                    owner.renewed.to_rfc3339(),
+                    s.name,
+                    s.name
+                )?,
+                None => {}
+            }
             if let Some(stop) = &st.stopped {
                 writeln!(
                     out,
@@ -232,7 +268,7 @@ impl Status {
                     s.name,
                     printable(&stop.message)
                 )?;
-            } else if let Some(e) = &st.last_error {
+            } else if let Some(e) = st.last_error.as_ref().filter(|_| !claimed_elsewhere) {
                 if st.last_poll.is_none_or(|ok| ok < e.at) {
                     writeln!(
                         out,

@@ -32,7 +32,10 @@ pub(super) fn topic(
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     let key = pinned(key)?;
-    let Some(events) = sink_config(config, name)?.kind().read_back() else {
+    let Some(events) = sink_config(config, name)?
+        .kind()
+        .read_back(config.shard.as_deref())
+    else {
         return Err(CliError::NotReadBack(name.to_owned()));
     };
     let verdict = tokio::task::block_in_place(|| crate::verify::read_back(events?, key))?;

@@ -8,14 +8,13 @@
 //! may hold: `[[sources]]` tables and nothing else. It reads only the files and directories the
 //! patterns name, and never follows a pattern out of the components it spells.
 
-use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobMatcher};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::sources::{self, Located};
+use super::sources::{self, Located, Seen};
 use crate::settings::Problems;
 
 /// A file an `include` pattern named, as read.
@@ -81,12 +80,12 @@ pub(super) fn files(
 }
 
 /// The `[[sources]]` of one included file, and its problems (each naming the file and line);
-/// `names` are the names met so far in any file. `main` is named in the problem of a key that
-/// belongs there.
+/// `seen` holds the names and URLs met so far in any file. `main` is named in the problem of a
+/// key that belongs there.
 pub(super) fn read(
     file: &FileText,
     main: &Path,
-    names: &mut HashMap<String, String>,
+    seen: &mut Seen,
 ) -> (Vec<Located>, usize, Vec<String>) {
     let mut p = Problems::new(&file.text, &file.path);
     let doc = match DeTable::parse(&file.text) {
@@ -111,7 +110,7 @@ pub(super) fn read(
         );
     }
     let entries = sources::entries(&doc);
-    let located = sources::read(&doc, &mut p, names);
+    let located = sources::read(&doc, &mut p, seen);
     (located, entries, p.into_list())
 }
 

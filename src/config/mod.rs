@@ -48,6 +48,8 @@ pub struct Config {
     /// The file this was read from.
     pub path: PathBuf,
     pub listen: std::net::SocketAddr,
+    /// The process's shard, named in every event's `source` (docs/scaling.md).
+    pub shard: Option<String>,
     pub store: StoreConfig,
     /// `max_concurrent_polls`, or its default for this machine.
     pub max_concurrent_polls: usize,
@@ -113,6 +115,7 @@ impl StoreConfig {
             signer: crate::chain::checkpoint::Signer::load(path)?,
             every: self.checkpoint_every,
             interval: self.checkpoint_interval,
+            shard: None,
         }))
     }
 }
@@ -177,6 +180,13 @@ struct TopLevel {
     /// address and a port (e.g. "127.0.0.1:9464" or "[::1]:9464"), not a host name.
     #[serde(default = "defaults::listen", deserialize_with = "socket_address")]
     listen: std::net::SocketAddr,
+    /// The name of this process's shard, when sources are shared out among several rollcall
+    /// processes that publish into one Kafka cluster (docs/scaling.md, Sharding): lowercase
+    /// letters, digits and `-`, at most 63, starting and ending with a letter or digit (e.g.
+    /// "eu-1"). Every event's `source` names it as a query (`superset://prod?shard=eu-1`);
+    /// `status` and the metric `rollcall_shard_info` show it. Unset: `source` is
+    /// `superset://prod`, as without shards.
+    shard: Option<String>,
     store: StoreConfig,
     /// How many sources are polled at once, 1 to 1024. Each source keeps its own schedule and
     /// waits for a turn only when this many polls run, so one that hangs delays no other
@@ -238,8 +248,8 @@ impl Config {
         };
         let whole = Spanned::new(doc.span(), DeValue::Table(doc.get_ref().clone()));
         let top: Option<TopLevel> = problems.de(&whole);
-        let mut names = HashMap::new();
-        let mut located = sources::read(&doc, &mut problems, &mut names);
+        let mut seen = sources::Seen::default();
+        let mut located = sources::read(&doc, &mut problems, &mut seen);
         let sinks = parse_kinds(&doc, "sinks", &mut problems, SinkConfig::parse);
         for (index, s) in sinks.iter().enumerate() {
             let entry = Entry {
@@ -247,14 +257,14 @@ impl Config {
                 array: "sinks",
                 index,
             };
-            check_name(&mut problems, &mut names, s.name(), entry.key("name"));
+            check_name(&mut problems, &mut seen.names, s.name(), entry.key("name"));
             s.validate(entry, &mut problems);
         }
         let included = include::files(path, &include::patterns(&doc), &mut problems);
         let mut entries = sources::entries(&doc);
         let mut elsewhere = Vec::new();
         for file in &included {
-            let (more, found, said) = include::read(file, path, &mut names);
+            let (more, found, said) = include::read(file, path, &mut seen);
             located.extend(more);
             entries += found;
             elsewhere.extend(said);
@@ -282,6 +292,7 @@ impl Config {
             Config {
                 path: path.to_owned(),
                 listen: top.listen,
+                shard: top.shard,
                 store: top.store,
                 max_concurrent_polls: top
                     .max_concurrent_polls
@@ -323,6 +334,16 @@ impl Config {
             );
         }
         self.validate_store(doc, p);
+        if let Some(shard) = self.shard.as_deref().filter(|s| !valid_shard(s)) {
+            let at = doc.get_ref().get("shard").map_or(0..0, |v| v.span());
+            p.at(
+                at,
+                format!(
+                    "`shard` must be lowercase letters, digits and `-`, at most {MAX_SHARD} characters, starting and ending with a letter or digit (like a DNS label, e.g. \"eu-1\"), not \"{}\": every event's `source` names it",
+                    crate::text::one_line(shard)
+                ),
+            );
+        }
         if !(1..=MAX_CONCURRENT_POLLS).contains(&self.max_concurrent_polls) {
             let at = doc
                 .get_ref()
@@ -450,6 +471,21 @@ impl Config {
             );
         }
     }
+}
+
+/// The longest `shard`: a DNS label's, so that it fits wherever such a name goes (a pod's,
+/// a host's) and stays short in every event.
+const MAX_SHARD: usize = 63;
+
+/// A DNS label in lowercase: what `shard` may be.
+fn valid_shard(shard: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    shard.len() <= MAX_SHARD
+        && edge(shard.chars().next())
+        && edge(shard.chars().last())
+        && shard
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// A checkpoint at least monthly: an auditor waits no longer for a signature over what came.
@@ -845,6 +881,31 @@ ocsf_version = "1.8.0"
     }
 
     #[test]
+    fn shard_is_unset_by_default_and_must_be_a_dns_label_refused_at_its_line() {
+        assert_eq!(parse(EXAMPLE).unwrap().shard, None);
+        for ok in ["eu-1", "0", "a", &"x".repeat(63)] {
+            let c = parse(&format!("shard = \"{ok}\"\n{EXAMPLE}")).unwrap();
+            assert_eq!(c.shard.as_deref(), Some(ok));
+        }
+        for bad in [
+            "",
+            "EU-1",
+            "-eu",
+            "eu-",
+            "eu_1",
+            "eu.1",
+            "eu 1",
+            &"x".repeat(64),
+        ] {
+            let err = parse(&format!("shard = \"{bad}\"\n{EXAMPLE}")).unwrap_err();
+            assert!(
+                err.contains("rollcall.toml:1:") && err.contains("`shard` must be lowercase"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn poll_deadline_defaults_to_an_hour_or_five_request_timeouts_and_is_bounded() {
         let deadline = |raw: &str| parse(raw).unwrap().sources[0].kind().poll_deadline();
         assert_eq!(deadline(EXAMPLE), Duration::from_secs(3600));
@@ -936,7 +997,7 @@ ocsf_version = "1.8.0"
     }
 
     fn superset(name: &str) -> String {
-        format!("[[sources]]\nkind = \"superset\"\nname = \"{name}\"\nurl = \"http://127.0.0.1:8088\"\nusername = \"rollcall\"\npassword_env = \"P\"\n")
+        format!("[[sources]]\nkind = \"superset\"\nname = \"{name}\"\nurl = \"http://{name}.example:8088\"\nusername = \"rollcall\"\npassword_env = \"P\"\n")
     }
 
     fn load(main: &Path) -> Result<Config, String> {
@@ -1007,6 +1068,40 @@ ocsf_version = "1.8.0"
         assert!(
             err.contains("c.toml:3: duplicate name `prod`: ")
                 && err.contains("rollcall.toml:7 has it already"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_upstream_polled_by_two_sources_is_refused_in_one_file_or_across_files() {
+        let same = |name: &str, url: &str| {
+            superset(name).replace(&format!("http://{name}.example:8088"), url)
+        };
+        let (_dir, main) = fleet(
+            &format!("{}\n", same("again", "http://127.0.0.1:8088/?x=1")),
+            &[],
+        );
+        let err = load(&main).unwrap_err();
+        assert!(
+            err.contains("rollcall.toml:")
+                && err.contains("source `prod` polls http://127.0.0.1:8088, as source `again` (")
+                && err.contains("Keep one of them"),
+            "{err}"
+        );
+        let (_dir, main) = fleet(
+            "include = [\"sources.d/*.toml\"]",
+            &[
+                ("sources.d/a.toml", &same("a", "https://BI.example/")),
+                (
+                    "sources.d/b.toml",
+                    &format!("\n{}", same("b", "https://bi.example:443")),
+                ),
+            ],
+        );
+        let err = load(&main).unwrap_err();
+        assert!(
+            err.contains("b.toml:5: source `b` polls https://bi.example, as source `a` (")
+                && err.contains("a.toml:4)"),
             "{err}"
         );
     }

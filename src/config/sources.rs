@@ -38,13 +38,22 @@ pub(super) struct Located {
     pub(super) origin: Origin,
 }
 
+/// What must be unique across every file, with where each was first met.
+#[derive(Default)]
+pub(super) struct Seen {
+    /// Names of sources and sinks.
+    pub(super) names: HashMap<String, String>,
+    /// Sources' URLs, normalized ([`crate::claim::normalize`]).
+    urls: HashMap<String, String>,
+}
+
 /// Every `[[sources]]` table of `doc` (the file `p` reports on), each read by its kind and
-/// checked; `names` are those met so far in any file, the ones here are added. Problems go to
-/// `p`; an entry with one is left out.
+/// checked; `seen` holds the names and URLs met so far in any file, the ones here are added.
+/// Problems go to `p`; an entry with one is left out.
 pub(super) fn read(
     doc: &Spanned<DeTable<'_>>,
     p: &mut Problems<'_>,
-    names: &mut HashMap<String, String>,
+    seen: &mut Seen,
 ) -> Vec<Located> {
     let file = p.path().to_owned();
     let sources = parse_kinds(doc, "sources", p, |kind, at, v, p| {
@@ -73,10 +82,35 @@ pub(super) fn read(
             array: "sources",
             index,
         };
-        check_name(p, names, s.config.name(), entry.key("name"));
+        check_name(p, &mut seen.names, s.config.name(), entry.key("name"));
+        check_url(p, &mut seen.urls, &s.config, entry.key("url"));
         s.config.kind().validate(entry, p);
     }
     sources
+}
+
+/// Two sources of one upstream would report each change twice, with ids of their own that no
+/// consumer could tell for duplicates: the second is refused, naming the first.
+fn check_url(
+    p: &mut Problems<'_>,
+    seen: &mut HashMap<String, String>,
+    source: &SourceConfig,
+    span: std::ops::Range<usize>,
+) {
+    let url = crate::claim::normalize(source.kind().login().url);
+    match seen.get(&url) {
+        Some(first) => p.at(
+            span,
+            format!(
+                "source `{}` polls {url}, as {first} does already: one upstream polled by two sources would report each change twice. Keep one of them",
+                source.name()
+            ),
+        ),
+        None => {
+            let first = format!("source `{}` ({})", source.name(), p.place(&span));
+            seen.insert(url, first);
+        }
+    }
 }
 
 /// How many `[[sources]]` entries `doc` holds, read or not.

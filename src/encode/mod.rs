@@ -108,8 +108,11 @@ impl<'a> Envelope<'a> {
     /// events share one, `<source>:<subject>`. Each action-log row has its own,
     /// `<source>:log/<log_id>`: rows are independent, so one busy actor's rows must not wait
     /// behind one another (and be re-sent together after a restart). An agent's tool call is
-    /// keyed by the row that finished it, like that row.
+    /// keyed by the row that finished it, like that row. The source is named without its shard
+    /// ([`crate::event::unsharded`]): a source moved to another shard keeps its keys, so a
+    /// user's events stay in one partition, in order, across the move.
     pub fn key(&self) -> String {
+        let source = crate::event::unsharded(&self.source);
         #[derive(Deserialize)]
         struct Row {
             log_id: u64,
@@ -118,10 +121,10 @@ impl<'a> Envelope<'a> {
             || self.event_type == EventType::AgentToolCalled.as_str()
         {
             if let Ok(row) = serde_json::from_str::<Row>(self.data.get()) {
-                return format!("{}:log/{}", self.source, row.log_id);
+                return format!("{source}:log/{}", row.log_id);
             }
         }
-        format!("{}:{}", self.source, self.subject)
+        format!("{source}:{}", self.subject)
     }
 
     /// The event's place in the hash chain, for an encoder that carries it (the hash, the
@@ -305,5 +308,15 @@ mod tests {
             "superset://prod:7",
             "a user's events keep their key"
         );
+    }
+
+    #[test]
+    fn the_key_names_the_source_without_the_shard_that_polled_it() {
+        let mut user = event("user.updated", "7", serde_json::json!({}));
+        user["source"] = serde_json::json!("superset://prod?shard=eu-1");
+        assert_eq!(key_of(user), "superset://prod:7");
+        let mut row = event("audit.action", "7", serde_json::json!({"log_id": 41}));
+        row["source"] = serde_json::json!("superset://prod?shard=eu-2");
+        assert_eq!(key_of(row), "superset://prod:log/41");
     }
 }

@@ -20,6 +20,14 @@ pub enum RunnerError {
         #[source]
         error: DeadlinePassed,
     },
+    /// The source may not be polled now: another store holds its claim, or the claims cannot
+    /// be read (docs/scaling.md, Claims).
+    #[error("source '{source_name}'")]
+    Claim {
+        source_name: String,
+        #[source]
+        error: Box<super::claims::ClaimError>,
+    },
     #[error(transparent)]
     Deliver(#[from] DeliverError),
     #[error(transparent)]

@@ -6,15 +6,19 @@
 //! login refused delays no other source's polls and no sink's deliveries (docs/scaling.md).
 //! Also owns what follows each poll (metrics, retention, a signed checkpoint once one is due,
 //! errors recorded in the store), the pause while the store refuses writes, the set of sources
-//! changing under `run` (a reload of the config, a source forgotten) and shutdown. One cycle of one source (observe, diff,
+//! changing under `run` (a reload of the config, a source forgotten) and shutdown; and, before
+//! each poll, whether this store may poll the source at all, by the claims processes sharing a
+//! Kafka cluster publish (docs/scaling.md, Claims). One cycle of one source (observe, diff,
 //! commit) is `cycle`'s. It keeps nothing between cycles that must survive a restart (that is in
 //! the store); what it is doing with each source now, it tells the store's in-memory
 //! [`SourceActivity`](crate::store::SourceActivity), which `status` and `/metrics` show.
 //!
 //! One file per concern: one source's polls and schedule (`poll.rs`), the source tasks `run`
-//! keeps and the operator's orders that change them (`sources.rs`), the error (`error.rs`); this
+//! keeps and the operator's orders that change them (`sources.rs`), claiming sources and
+//! refusing those another store holds (`claims.rs`), the error (`error.rs`); this
 //! file wires them with the sinks, for `once` and `run`.
 
+mod claims;
 mod error;
 mod poll;
 mod sources;
@@ -32,6 +36,7 @@ use crate::retention::Retention;
 use crate::sink::{Sink, SinkConfig};
 use crate::store::{Store, StoreError};
 use crate::text::error_chain;
+pub use claims::{ClaimError, Claims};
 pub use error::{DeadlinePassed, RunnerError};
 use poll::{until, Polls, Slot};
 pub use sources::{Forgot, Reloaded, SourceControls};
@@ -126,9 +131,11 @@ impl Runner {
             .unzip();
         Ok(Runner {
             polls: Polls {
+                claims: Arc::new(Claims::new(config, store.id())?),
                 store,
                 turns: Arc::new(Semaphore::new(config.max_concurrent_polls)),
                 retention: Arc::new(Mutex::new(Retention::new(config))),
+                shard: config.shard.as_deref().map(Arc::from),
             },
             sources,
             sinks,
@@ -391,6 +398,7 @@ mod scheduling {
             &'a mut self,
             _: &'a Store,
             _: CycleOptions,
+            _: Option<&'a str>,
         ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
             Box::pin(async move {
                 let _running = Running::new(&self.count);
@@ -455,6 +463,8 @@ mod scheduling {
                 store: store.clone(),
                 turns: Arc::new(Semaphore::new(limit)),
                 retention: Arc::new(Mutex::new(Retention::new(&config))),
+                shard: None,
+                claims: Arc::new(Claims::new(&config, store.id()).unwrap()),
             },
             sources,
             sinks: Vec::new(),

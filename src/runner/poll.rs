@@ -5,7 +5,8 @@
 //! the hash chain once one is due, the error recorded in the store, the quiet-poll summary in
 //! the log).
 //!
-//! Owns one source's schedule and one poll within its deadline. It never starts or stops a
+//! Owns one source's schedule and one poll within its deadline, asked of the claims first
+//! (`claims.rs`): a source another store holds takes no turn and sends no request. It never starts or stops a
 //! source's task (`sources.rs` does) and never talks to a sink.
 
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, Instrument};
 
+use super::claims::{ClaimError, Claims};
 use super::error::{DeadlinePassed, RunnerError};
 use crate::cycle::{CycleError, CycleOptions, SourceReport};
 use crate::retention::Retention;
@@ -69,10 +71,12 @@ pub(super) trait Poll: Send {
     fn poll_interval(&self) -> Duration;
     /// What the source logs in with ([`Source::credentials`]).
     fn credentials(&self) -> &Credentials;
+    /// One cycle; its events name `shard`, the process's, in their `source`.
     fn poll<'a>(
         &'a mut self,
         store: &'a Store,
         opts: CycleOptions,
+        shard: Option<&'a str>,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>>;
 }
 
@@ -90,8 +94,9 @@ impl<S: Source> Poll for S {
         &'a mut self,
         store: &'a Store,
         opts: CycleOptions,
+        shard: Option<&'a str>,
     ) -> BoxFuture<'a, Result<SourceReport, RunnerError>> {
-        Box::pin(async move { Ok(crate::cycle::poll_source(store, self, opts).await?) })
+        Box::pin(async move { Ok(crate::cycle::poll_source(store, self, opts, shard).await?) })
     }
 }
 
@@ -139,6 +144,10 @@ pub(super) struct Polls {
     /// Taken by one poll at a time: two compactions at once would both count the bytes they
     /// remove.
     pub(super) retention: Arc<Mutex<Retention>>,
+    /// The config's `shard`, which every event's `source` names.
+    pub(super) shard: Option<Arc<str>>,
+    /// Whether this store may poll a source, asked before each poll.
+    pub(super) claims: Arc<Claims>,
 }
 
 impl Polls {
@@ -195,13 +204,20 @@ impl Polls {
         slot: &mut Slot,
         opts: CycleOptions,
     ) -> Result<SourceReport, RunnerError> {
+        let name = slot.source.name().to_owned();
+        let store = &self.store;
+        // Before a turn is taken: a source that may not be polled holds none.
+        if let Err(error) = self.claims.check(store, &slot.config).await {
+            return Err(refused(store, &name, error)?);
+        }
+        if !self.claims.is_empty() {
+            metrics::gauge!("rollcall_source_claimed_elsewhere", "source" => name.clone()).set(0.0);
+        }
         let _turn = self
             .turns
             .acquire()
             .await
             .expect("the runner never closes its turns");
-        let name = slot.source.name().to_owned();
-        let store = &self.store;
         renew_credentials(store, slot)?;
         store.note_activity(&name, |a| {
             a.polling_since = Some(Utc::now());
@@ -211,7 +227,7 @@ impl Polls {
         let started = std::time::Instant::now();
         let cycle = slot
             .source
-            .poll(store, opts)
+            .poll(store, opts, self.shard.as_deref())
             .instrument(info_span!("poll", source = %name));
         let result = match tokio::time::timeout(slot.deadline, cycle).await {
             Ok(result) => result,
@@ -269,6 +285,29 @@ impl Polls {
         }
         result
     }
+}
+
+/// A poll refused by the claims: counted and recorded as a failed poll (the claims said it
+/// already when another store holds the source); the error to return.
+fn refused(store: &Store, name: &str, error: ClaimError) -> Result<RunnerError, RunnerError> {
+    // The store failing is the store's trouble, which pauses polling, not the claims'.
+    let error = match error {
+        ClaimError::Store(e) => return Err(e.into()),
+        other => other,
+    };
+    metrics::counter!("rollcall_poll_errors_total", "source" => name.to_owned()).increment(1);
+    metrics::gauge!("rollcall_source_last_error_timestamp_seconds", "source" => name.to_owned())
+        .set(Utc::now().timestamp() as f64);
+    metrics::gauge!("rollcall_source_claimed_elsewhere", "source" => name.to_owned())
+        .set(if error.elsewhere() { 1.0 } else { 0.0 });
+    if !error.elsewhere() {
+        error!(source = %name, error = %error_chain(&error), "poll refused: the source is not claimed for this store");
+    }
+    store.record_error(name, error_chain(&error))?;
+    Ok(RunnerError::Claim {
+        source_name: name.to_owned(),
+        error: Box::new(error),
+    })
 }
 
 /// Resolves once `flag` is `value`. The runner holds the flag's sender for as long as it

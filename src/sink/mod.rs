@@ -4,7 +4,8 @@
 //! Owns the list of kinds (one line each in the `sinks!` invocation below), the [`Sink`] trait
 //! and the vocabulary it speaks ([`Message`], [`Refusal`], [`Order`]). Config, check-config,
 //! delivery, replay and dead letters all go through [`SinkConfig`] and [`Sink`] (and, for a kind
-//! whose destinations come and go while it runs, [`Fleet`] and [`Roster`]); outside tests,
+//! whose destinations come and go while it runs, [`Fleet`] and [`Roster`]; for a kind whose
+//! destination several processes share, the [`Board`] they claim their sources on); outside tests,
 //! only `rollcall sink public-key` (in `cli`) names a kind, the webhook, the one kind with keys
 //! to show. Each kind lives in its own folder with its config (`config.rs`) and must never
 //! import another kind, nor `deliver`.
@@ -254,9 +255,10 @@ pub trait SinkKind {
         None
     }
 
-    /// What the destination holds, read back in log order for `rollcall verify --topic`;
-    /// `None` when the kind cannot be read back.
-    fn read_back(&self) -> Option<Result<ReadBack, SinkError>> {
+    /// What the destination holds of the shard `shard` (the config's: where several shards
+    /// share a destination, only the events whose `source` names it), read back in log order
+    /// for `rollcall verify --topic`; `None` when the kind cannot be read back.
+    fn read_back(&self, _shard: Option<&str>) -> Option<Result<ReadBack, SinkError>> {
         None
     }
 
@@ -265,6 +267,43 @@ pub trait SinkKind {
     fn deliveries(&self, _store: &Store) -> Option<Result<Vec<String>, StoreError>> {
         None
     }
+
+    /// Where the processes writing to this sink's destination claim the sources they poll
+    /// ([`Board`]); `None` when the kind keeps no claims, or the sink's config turns them off.
+    /// Connects to nothing yet.
+    fn board(&self) -> Option<Result<Box<dyn Board>, SinkError>> {
+        None
+    }
+}
+
+/// Where the rollcall processes that write to one destination claim the sources they poll, so
+/// that no source is polled by two of them into it (docs/scaling.md, Claims): a Kafka sink's
+/// claims topic. It holds at most one claim per store and URL: a store's newer claim on a URL
+/// replaces its older one. Deciding who holds a source is [`crate::claim::verdict`]'s; a board
+/// only keeps the claims.
+pub trait Board: Send + Sync {
+    /// Where the claims are, for messages (e.g. "the claims topic `t.claims` of sink 'bus'").
+    fn place(&self) -> &str;
+
+    /// Read every claim published before this call; from the first call that succeeds on, the
+    /// board also follows what is published after it, by itself.
+    fn catch_up(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// A catch-up has succeeded: until then, [`Board::claims`] knows nothing.
+    fn caught_up(&self) -> bool;
+
+    /// Every claim read so far, of every store.
+    fn claims(&self) -> Vec<crate::claim::Claim>;
+
+    /// Publish `claim`, replacing its store's earlier claim on its URL.
+    fn publish<'a>(
+        &'a self,
+        claim: &'a crate::claim::Claim,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Withdraw the claim of the store `store` on `url`.
+    fn withdraw<'a>(&'a self, url: &'a str, store: &'a str)
+        -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// A destination's events read back, each where it was found, in log order.

@@ -39,6 +39,9 @@ pub struct Checkpoints {
     pub every: u64,
     /// A checkpoint once this long has passed since the last one, if any event came since.
     pub interval: Duration,
+    /// The config's `shard`, which each checkpoint's `source` names as every event's does, so
+    /// that a topic shared by shards can be verified shard by shard.
+    pub shard: Option<String>,
 }
 
 /// The chain's last event.
@@ -183,7 +186,10 @@ impl<'a> Appender<'a> {
         let event = Event {
             specversion: SPEC_VERSION.into(),
             id: checkpoint::id(self.store.id(), head.offset, &head.hash, self.now),
-            source: format!("rollcall://{}", self.store.id()),
+            source: crate::event::source_uri(
+                &format!("rollcall://{}", self.store.id()),
+                c.shard.as_deref(),
+            ),
             event_type: EventType::Checkpoint,
             subject: "chain".into(),
             time: self.now,
@@ -449,6 +455,7 @@ mod tests {
             signer: Signer::from_seed([5; 32]),
             every: 10,
             interval: Duration::from_secs(3600),
+            shard: None,
         });
         // 25 events: a checkpoint after the 10th and the 20th.
         assert_eq!(commit(&store, 25), 0..27);
@@ -489,6 +496,7 @@ mod tests {
             signer: Signer::from_seed([5; 32]),
             every: 1000,
             interval: Duration::from_secs(3600),
+            shard: None,
         });
         assert_eq!(store.checkpoint_if_due().unwrap(), Some(2));
         assert_eq!(*store.watch_head().borrow(), 3);

@@ -1,5 +1,6 @@
 //! What the store keeps of each source between cycles: its state (`source/<name>` in `meta`:
-//! the runner's part and the source's own cursor, opaque here), a login the upstream refused
+//! the runner's part, with this store's standing among the claims on the source's URL, and the
+//! source's own cursor, opaque here), a login the upstream refused
 //! (`login_refused/<name>`), and, in memory only, the states of cycles that found no change and
 //! what this process's runner is doing with the source; which sources the store holds anything
 //! of, and forgetting all of it (`rollcall source forget`), snapshot included.
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{json_bytes, Store, StoreError};
+use crate::claim::ClaimState;
 
 /// A source's own cursor as the store keeps it: the fields of a JSON object, stored flat beside
 /// the generic source state. Only the source knows its type.
@@ -35,6 +37,11 @@ pub struct SourceState {
     pub users_known: usize,
     /// Deletions held back by the mass-delete guard.
     pub deletion_guard: Option<DeletionGuard>,
+    /// This store's standing among the claims on the source's URL (docs/scaling.md, Claims):
+    /// it holds the claim, or another store does and this one does not poll the source.
+    /// `None` where no sink keeps claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimState>,
     /// The source's own cursor (high-water marks, how far a log was read), opaque here. Kept
     /// flat beside the fields above, where earlier releases stored Superset's.
     #[serde(flatten)]
@@ -165,6 +172,14 @@ impl Store {
             });
             state.stopped = Some(ErrorRecord { at, message });
         })
+    }
+
+    /// Keep this store's standing on the claims of `source`, writing only when it changed.
+    pub fn record_claim(&self, source: &str, claim: Option<ClaimState>) -> Result<(), StoreError> {
+        if self.source_state(source)?.claim == claim {
+            return Ok(());
+        }
+        self.update_source_state(source, |state| state.claim = claim)
     }
 
     /// Every refused login of `source` remembered, oldest first.
@@ -404,5 +419,35 @@ mod tests {
         drop(store);
         let store = Store::open(&dir.path().join("s")).unwrap();
         assert_eq!(store.stored_sources().unwrap(), ["kept"]);
+    }
+
+    #[test]
+    fn a_claim_is_kept_beside_the_cursor_across_reopening_and_goes_with_a_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = Store::open(&path).unwrap();
+        commit(&store, "bi");
+        store
+            .update_source_state("bi", |s| {
+                s.cursor
+                    .insert("changed_on_hwm".into(), serde_json::json!("2026-01-01"));
+            })
+            .unwrap();
+        let held = ClaimState::Held {
+            url: "https://bi.example".into(),
+            since: Utc::now(),
+        };
+        store.record_claim("bi", Some(held.clone())).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let state = store.source_state("bi").unwrap();
+        assert_eq!(state.claim, Some(held));
+        assert_eq!(state.cursor["changed_on_hwm"], "2026-01-01");
+        assert!(
+            !state.cursor.contains_key("claim"),
+            "not read as the cursor's"
+        );
+        assert!(store.forget_source("bi").unwrap());
+        assert_eq!(store.source_state("bi").unwrap().claim, None);
     }
 }

@@ -48,6 +48,7 @@ pub fn signed_store(every: u64) -> (tempfile::TempDir, Store) {
         signer: Signer::load(&key_file(dir.path())).unwrap(),
         every,
         interval: std::time::Duration::from_secs(3600),
+        shard: None,
     });
     super::log::append(&store, created(2 * every as usize + 1));
     (dir, store)

@@ -128,19 +128,7 @@ path = {events:?}
     /// Run the real binary with this config and `args`, off the async runtime: the command may
     /// poll a simulator this test's runtime serves.
     pub async fn rollcall(&self, args: &[&str]) -> std::process::Output {
-        let config = self.config_path.clone();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-                .arg("--config")
-                .arg(config)
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+        rollcall(&self.config_path, args).await
     }
 
     pub fn config(&self) -> Config {
@@ -376,4 +364,22 @@ pub async fn superset_changes_beside_an_ocsf_sink(
     assert!(sim.delete_user(bob));
     h.cycle().await;
     (h.events(), h.ocsf_records(expected))
+}
+
+/// Run the real binary with the config at `config` and `args`, off the async runtime: the
+/// command may poll a simulator this test's runtime serves.
+pub async fn rollcall(config: &Path, args: &[&str]) -> std::process::Output {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }

@@ -12,10 +12,13 @@ use rdkafka::ClientConfig;
 
 pub type Cluster = MockCluster<'static, DefaultProducerContext>;
 
-/// One broker holding `topic` with `partitions` partitions.
+/// One broker holding `topic` with `partitions` partitions, and the claims topic a Kafka sink
+/// of `topic` keeps by default (docs/scaling.md, Claims): the mock broker answers no request
+/// to create a topic, so rollcall could not create it there.
 pub fn cluster(topic: &str, partitions: i32) -> Cluster {
     let c = MockCluster::new(1).unwrap();
     c.create_topic(topic, partitions, 1).unwrap();
+    c.create_topic(&format!("{topic}.claims"), 1, 1).unwrap();
     c
 }
 

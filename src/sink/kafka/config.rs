@@ -43,6 +43,17 @@ pub struct KafkaConfig {
     /// instead of failing with an error that says so.
     #[serde(default)]
     pub create_topic: bool,
+    /// Claim each source this process polls on `claims_topic` before polling it, and refuse a
+    /// source that another rollcall's store claims there (docs/scaling.md, Claims), so that
+    /// processes publishing into one cluster never poll one source twice. Turn it off only
+    /// for a topic no other rollcall writes to, whose principal may not use a claims topic.
+    #[serde(default = "claim_sources")]
+    pub claim_sources: bool,
+    /// The compacted topic of the claims (one partition), created when missing, even without
+    /// `create_topic`: the principal needs READ, WRITE and DESCRIBE on it (and CREATE, or an
+    /// operator creates it). Unset: `topic` followed by `.claims`.
+    #[serde(default)]
+    pub claims_topic: Option<String>,
     /// Events read from the log and put in flight at once, at least 1; the cursor moves once
     /// per batch.
     #[serde(default = "batch_size")]
@@ -72,6 +83,10 @@ fn batch_size() -> usize {
     10_000
 }
 
+fn claim_sources() -> bool {
+    true
+}
+
 /// librdkafka options rollcall sets itself: its delivery guarantees depend on them.
 pub const RESERVED_OPTIONS: [&str; 4] = [
     "bootstrap.servers",
@@ -91,6 +106,17 @@ impl KafkaConfig {
         }
         if self.topic.trim().is_empty() {
             problem("topic", "`topic` must not be empty".into());
+        }
+        match &self.claims_topic {
+            Some(t) if t.trim().is_empty() => problem(
+                "claims_topic",
+                "`claims_topic` must not be empty; remove it for the default, `topic` followed by `.claims`".into(),
+            ),
+            Some(t) if *t == self.topic => problem(
+                "claims_topic",
+                "`claims_topic` must not be the events' `topic`: consumers would read the claims as events".into(),
+            ),
+            _ => {}
         }
         if self.batch_size == 0 {
             problem("batch_size", "`batch_size` must be at least 1".into());
@@ -133,6 +159,13 @@ impl KafkaConfig {
         format!("kafka topic {} at {}", self.topic, self.brokers)
     }
 
+    /// The topic the sources are claimed on.
+    pub fn claims_topic(&self) -> String {
+        self.claims_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.claims", self.topic))
+    }
+
     /// Every librdkafka option as a string, with the `options_env` secrets read from the
     /// environment. The values may be secrets: never log them.
     pub fn librdkafka_options(&self) -> Result<Vec<(String, String)>, KafkaError> {
@@ -167,9 +200,17 @@ impl KafkaConfig {
 
 /// A topic takes any number of producers, and Kafka verifies no signature of rollcall's.
 impl SinkKind for KafkaConfig {
-    /// The topic, every partition merged into log order.
-    fn read_back(&self) -> Option<Result<crate::sink::ReadBack, crate::sink::SinkError>> {
-        Some(self.read_topic())
+    /// The topic, every partition merged into log order: the events of `shard` only.
+    fn read_back(
+        &self,
+        shard: Option<&str>,
+    ) -> Option<Result<crate::sink::ReadBack, crate::sink::SinkError>> {
+        Some(self.read_topic(shard))
+    }
+
+    /// The claims topic, unless `claim_sources = false`.
+    fn board(&self) -> Option<Result<Box<dyn crate::sink::Board>, crate::sink::SinkError>> {
+        self.claim_sources.then(|| Ok(self.claims()?))
     }
 }
 
@@ -211,6 +252,30 @@ mode = "structured"
         assert!(!k.create_topic);
         assert_eq!(k.batch_size, 10_000);
         assert_eq!(k.topic, "superset.user-events");
+        assert!(k.claim_sources);
+        assert_eq!(k.claims_topic(), "superset.user-events.claims");
+    }
+
+    #[test]
+    fn the_claims_topic_may_be_named_but_not_empty_nor_the_events_topic() {
+        let with =
+            |line: &str| format!("{EXAMPLE}{}", KAFKA.replace("mode = \"structured\"", line));
+        let k = kafka(&with("claims_topic = \"rollcall.claims\""));
+        assert_eq!(k.claims_topic(), "rollcall.claims");
+        assert!(!kafka(&with("claim_sources = false")).claim_sources);
+        for (value, said) in [
+            ("\"\"", "`claims_topic` must not be empty"),
+            (
+                "\"superset.user-events\"",
+                "must not be the events' `topic`",
+            ),
+        ] {
+            let err = parse(&with(&format!("claims_topic = {value}"))).unwrap_err();
+            assert!(
+                err.contains(said) && err.contains("rollcall.toml:"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

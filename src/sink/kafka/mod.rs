@@ -3,7 +3,9 @@
 //! stored event as the value).
 //!
 //! Owns the producer, the topic check and the mapping of Kafka's answers to errors that say
-//! what to do; reading the topic back for `rollcall verify` is `read.rs`. Delivery (batches in flight, the cursor, retries) is `deliver`'s. It must never
+//! what to do; reading the topic back for `rollcall verify` is `read.rs`, the claims topic where
+//! processes sharing the cluster claim their sources is `claims.rs`. Delivery (batches in
+//! flight, the cursor, retries) is `deliver`'s. It must never
 //! skip an event: an event Kafka refuses for good (too large, not authorized) stops the sink,
 //! naming the event's offset.
 //!
@@ -11,6 +13,7 @@
 //! producer (`enable.idempotence=true`, `acks=all`), which keeps order within a partition
 //! through retries.
 
+mod claims;
 mod config;
 mod read;
 
@@ -97,6 +100,12 @@ pub enum KafkaError {
         topic: String,
         detail: String,
     },
+    #[error("sink '{sink}': cannot use the claims topic `{topic}`: {detail}. The rollcall processes writing to one Kafka cluster claim their sources there (docs/scaling.md, Claims): create it (kafka-topics.sh --create --topic {topic} --partitions 1 --config cleanup.policy=compact) and grant this principal READ, WRITE and DESCRIBE on it; or, if no other rollcall writes to this sink's topic, set `claim_sources = false`")]
+    Claims {
+        sink: String,
+        topic: String,
+        detail: String,
+    },
     #[error("sink '{sink}': the event at offset {offset} was not delivered to topic `{topic}`: {detail}; retrying from the stored cursor")]
     Delivery {
         sink: String,
@@ -152,31 +161,17 @@ impl KafkaSink {
     /// Build the producer. Connects to nothing yet (brokers may be down at start), but every
     /// librdkafka option is checked here, so a bad one fails the start naming its key.
     fn new(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
-        let mut client_config = ClientConfig::new();
-        client_config
-            .set("bootstrap.servers", &config.brokers)
-            .set("client.id", format!("rollcall-{}", config.name))
-            .set("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS);
-        for (key, value) in config.librdkafka_options()? {
-            client_config.set(key, value);
-        }
+        let mut client_config = config.client(
+            format!("rollcall-{}", config.name),
+            &[("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS)],
+        )?;
         // Set last so no option can weaken them (config validation also rejects them).
         client_config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("allow.auto.create.topics", "false");
-        let producer: FutureProducer = client_config.create().map_err(|e| match e {
-            RdError::ClientConfig(_, message, key, _value) => KafkaError::Option {
-                sink: config.name.clone(),
-                key,
-                message,
-            },
-            other => KafkaError::Option {
-                sink: config.name.clone(),
-                key: "(producer)".into(),
-                message: other.to_string(),
-            },
-        })?;
+        let producer: FutureProducer =
+            client_config.create().map_err(|e| config.option_error(e))?;
         Ok(KafkaSink {
             name: config.name.clone(),
             brokers: config.brokers.clone(),
@@ -226,17 +221,9 @@ impl KafkaSink {
 
     /// `offset` is the first event waiting, named if writing turns out to be forbidden.
     async fn topic_exists(&self, offset: u64) -> Result<bool, KafkaError> {
-        let producer = self.producer();
-        let topic = self.topic.clone();
-        // fetch_metadata blocks on the network: keep it off the async workers.
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
-        })
-        .await
-        .expect("metadata request does not panic")
-        .map_err(|e| self.unreachable(e))?;
+        let metadata = metadata(self.producer(), &self.topic)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(false);
         };
@@ -322,6 +309,22 @@ impl KafkaSink {
     }
 }
 
+/// The brokers' metadata of `topic`, asked off the async workers: the request blocks on the
+/// network.
+async fn metadata(
+    producer: FutureProducer,
+    topic: &str,
+) -> Result<rdkafka::metadata::Metadata, RdError> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
+    })
+    .await
+    .expect("a metadata request does not panic")
+}
+
 impl Drop for KafkaSink {
     /// Give messages still in flight (a drain abandoned at shutdown) a chance to land. Their
     /// cursor did not move, so they are sent again on the next start either way: flushing only
@@ -337,6 +340,42 @@ impl Drop for KafkaSink {
 }
 
 impl KafkaConfig {
+    /// A client of the sink's brokers as `client_id`: `defaults` first, then the sink's
+    /// `options` (which may override them), with the `options_env` secrets read.
+    fn client(
+        &self,
+        client_id: String,
+        defaults: &[(&str, &str)],
+    ) -> Result<ClientConfig, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in self.librdkafka_options()? {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+
+    /// What librdkafka said when it refused to create a client of these options.
+    fn option_error(&self, e: RdError) -> KafkaError {
+        match e {
+            RdError::ClientConfig(_, message, key, _value) => KafkaError::Option {
+                sink: self.name.clone(),
+                key,
+                message,
+            },
+            other => KafkaError::Option {
+                sink: self.name.clone(),
+                key: "(client)".into(),
+                message: other.to_string(),
+            },
+        }
+    }
+
     /// Build the producer. Connects to nothing yet (brokers may be down at start), but every
     /// librdkafka option is checked here, so a bad one fails the start naming its key.
     pub fn build(&self) -> Result<Box<dyn Sink>, KafkaError> {

@@ -1,6 +1,8 @@
 //! Reading a Kafka sink's topic back, for `rollcall verify --topic`: every partition from its
 //! first message to its end as the read begins, merged into log order by each event's
-//! `sequence`, with the sink's own brokers and options (security, SASL).
+//! `sequence`, with the sink's own brokers and options (security, SASL). Where shards share the
+//! topic, only one shard's events are read (those whose `source` names it), before merging:
+//! each shard's store has a log, offsets and a hash chain of its own.
 //!
 //! Owns the consumer side: a consumer of its own (no group is joined, no offset committed), one
 //! queue per partition, and which message comes next. Memory holds one message per partition
@@ -11,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -32,7 +33,7 @@ type Queue = rdkafka::consumer::base_consumer::PartitionQueue<Reading>;
 
 /// The consumer's context: librdkafka reports each partition's end on the consumer's own
 /// queue too, where it is no error (the partition's queue says it, and ends that partition).
-struct Reading;
+pub(super) struct Reading;
 
 impl ClientContext for Reading {
     fn error(&self, error: RdError, reason: &str) {
@@ -55,29 +56,26 @@ struct Partition {
 struct Topic {
     sink: String,
     topic: String,
+    /// The shard whose events are read; the others' are passed over.
+    shard: Option<String>,
     consumer: Arc<BaseConsumer<Reading>>,
     partitions: Vec<Partition>,
 }
 
 impl KafkaConfig {
-    /// Every event of the topic, in log order.
-    pub(super) fn read_topic(&self) -> Result<ReadBack, SinkError> {
+    /// Every event of the topic that `shard` wrote (see [`crate::event::shard_of`]), in log
+    /// order.
+    pub(super) fn read_topic(&self, shard: Option<&str>) -> Result<ReadBack, SinkError> {
         let fail = |detail: String| KafkaError::ReadBack {
             sink: self.name.clone(),
             topic: self.topic.clone(),
             detail,
         };
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("client.id", format!("rollcall-verify-{}", self.name))
-            .set(
-                "group.id",
-                format!("rollcall-verify-{}", uuid::Uuid::now_v7()),
-            );
-        for (key, value) in self.librdkafka_options()? {
-            config.set(key, value);
-        }
+        let group = format!("rollcall-verify-{}", uuid::Uuid::now_v7());
+        let mut config = self.client(
+            format!("rollcall-verify-{}", self.name),
+            &[("group.id", &group)],
+        )?;
         config
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
@@ -125,6 +123,7 @@ impl KafkaConfig {
         let mut topic = Topic {
             sink: self.name.clone(),
             topic: self.topic.clone(),
+            shard: shard.map(str::to_owned),
             consumer,
             partitions,
         };
@@ -150,6 +149,13 @@ impl Topic {
             match p.queue.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     let (place, record) = message(&m);
+                    let theirs = |r: &Record| {
+                        r.source.as_deref().and_then(crate::event::shard_of)
+                            != self.shard.as_deref()
+                    };
+                    if record.as_ref().is_ok_and(theirs) {
+                        continue;
+                    }
                     let key = record.as_ref().map_or(0, |r| r.offset);
                     p.next = Some((key, place, record));
                     return Ok(());

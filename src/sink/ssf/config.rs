@@ -95,7 +95,7 @@ pub struct SsfConfig {
     pub default_subjects: DefaultSubjects,
     /// Per source name, the `iss` of its users' `iss_sub` identifiers (its base URL, e.g.
     /// "https://superset.example.com/"), as a `[sinks.subject_issuers]` table; a source not
-    /// listed uses its CloudEvents `source` ("superset://<name>").
+    /// listed uses its CloudEvents `source` without the shard ("superset://<name>").
     #[serde(default)]
     pub subject_issuers: BTreeMap<String, String>,
 }

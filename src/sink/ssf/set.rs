@@ -77,7 +77,8 @@ pub struct Mapped {
 /// The user an event is about, as SSF identifies it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subject {
-    /// The event's CloudEvents `source` (`superset://<name>`, `kylin://<name>`).
+    /// The event's CloudEvents `source` without its shard (`superset://<name>`,
+    /// `kylin://<name>`).
     pub source: String,
     /// The source's stable key of the user: the Superset id, the Kylin uuid.
     pub key: String,
@@ -120,9 +121,10 @@ impl Subject {
     }
 }
 
-/// The subject of a stored event (a CloudEvent as JSON).
+/// The subject of a stored event (a CloudEvent as JSON). Its source is named without the shard
+/// that polled it: a user keeps its identifiers when its source moves to another shard.
 pub fn subject(event: &Value) -> Option<Subject> {
-    let source = event["source"].as_str()?.to_owned();
+    let source = crate::event::unsharded(event["source"].as_str()?).to_owned();
     let user = &event["data"]["user"];
     let key = if source.starts_with("kylin://") {
         user["uuid"].as_str()?.to_owned()
@@ -531,5 +533,30 @@ mod tests {
         );
         assert_eq!(k.identifier(SubjectFormat::Email, &issuers), None);
         assert_eq!(k.identifiers(&issuers).len(), 2);
+    }
+
+    #[test]
+    fn a_subject_is_the_same_whichever_shard_polled_its_source() {
+        let issuers = BTreeMap::from([(
+            "prod".to_owned(),
+            "https://superset.example.com/".to_owned(),
+        )]);
+        let mut sharded = event(
+            "user.deleted",
+            "4",
+            json!({"user": superset_user(true, &[])}),
+        );
+        sharded["source"] = json!("superset://prod?shard=eu-1");
+        let plain = event(
+            "user.deleted",
+            "4",
+            json!({"user": superset_user(true, &[])}),
+        );
+        let (sharded, plain) = (subject(&sharded).unwrap(), subject(&plain).unwrap());
+        assert_eq!(sharded.identifiers(&issuers), plain.identifiers(&issuers));
+        assert_eq!(
+            sharded.identifier(SubjectFormat::IssSub, &BTreeMap::new()),
+            Some(json!({"format": "iss_sub", "iss": "superset://prod", "sub": "4"}))
+        );
     }
 }
