@@ -313,6 +313,57 @@ async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn verify_topic_of_an_ocsf_sink_checks_each_records_attestation_and_names_a_forged_one() {
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const TOPIC: &str = "audit-ocsf";
+    let cluster = support::kafka::cluster(TOPIC, 3);
+    let brokers = cluster.bootstrap_servers();
+    let w = Written::with_sink(4, |_| {
+        format!("[[sinks]]\nkind = \"kafka\"\nname = \"siem\"\nbrokers = \"{brokers}\"\ntopic = \"{TOPIC}\"\nformat = \"ocsf\"\n")
+    });
+    w.commit_and_deliver(created(10)).await;
+    // The two checkpoints are left out of the topic; the records after them name them.
+    let (code, said) = verify(&w, &["--topic", "siem"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.starts_with("intact: 10 chained events"), "{said}");
+
+    // A record written by someone else: the one of user 105 again, for another user.
+    let messages =
+        support::kafka::consume(&brokers, TOPIC, 10, std::time::Duration::from_millis(500)).await;
+    let original = messages
+        .iter()
+        .find(|m| text(m.payload().unwrap()).contains("\"uid\":\"105\""))
+        .expect("the record of user 105");
+    let payload = text(original.payload().unwrap());
+    let forged = payload.replace("\"uid\":\"105\"", "\"uid\":\"5\"");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let delivered = producer
+        .send(
+            FutureRecord::to(TOPIC)
+                .partition(original.partition())
+                .key(original.key().unwrap())
+                .payload(&forged),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let (code, said) = verify(&w, &["--topic", "siem"]);
+    assert_eq!(code, 7, "{said}");
+    assert!(
+        said.starts_with(&format!(
+            "BROKEN at partition {} offset {}",
+            delivered.partition, delivered.offset
+        )),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_ocsf_sink_leaves_the_checkpoints_out_and_moves_past_them() {
     let w = Written::with_sink(3, |jsonl| {
         format!(

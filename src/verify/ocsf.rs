@@ -54,12 +54,9 @@ impl<'s> Copy<'s> {
         record: Value,
     ) -> Fed {
         self.seen = true;
-        let Some(version) = Version::ALL.into_iter().find(|v| v.as_str() == version) else {
-            let what = format!(
-                "an OCSF {} record: rollcall writes 1.9.0 and 1.8.0",
-                crate::text::one_line(version)
-            );
-            return Ok(verifier.feed(place, Err(Unreadable(what)))?);
+        let version = match Version::declared(version) {
+            Ok(version) => version,
+            Err(what) => return Ok(verifier.feed(place, Err(Unreadable(what)))?),
         };
         let unchainable = version == Version::V1_8_0;
         let Some(store) = self.store else {

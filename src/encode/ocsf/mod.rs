@@ -54,6 +54,19 @@ impl Version {
             Version::V1_9_0 => "1.9.0",
         }
     }
+
+    /// The version a record declares, when rollcall writes it; else what to say of the record.
+    pub fn declared(text: &str) -> Result<Version, String> {
+        Version::ALL
+            .into_iter()
+            .find(|v| v.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "an OCSF {} record: rollcall writes 1.9.0 and 1.8.0",
+                    crate::text::one_line(text)
+                )
+            })
+    }
 }
 
 /// Only the versions rollcall can write: any other value is a config error that names them.

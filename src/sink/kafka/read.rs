@@ -20,7 +20,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::KafkaConfig;
 use super::KafkaError;
+use crate::chain::attested::{self, Form};
 use crate::chain::record::{read, Delivered, Place, Record, Unreadable, Wire};
+use crate::encode::ocsf::Version;
 use crate::sink::{ReadBack, SinkError};
 
 /// How long a partition may stay silent before its end, before the read counts as failed.
@@ -198,7 +200,8 @@ impl Topic {
 }
 
 /// A message as the verifier reads it: binary mode when it has `ce_specversion`, else the
-/// value is the whole event.
+/// value is the whole event, a CloudEvent or (from a sink with `format = "ocsf"`) an OCSF
+/// record.
 fn message(m: &BorrowedMessage<'_>) -> Delivered {
     let place = Place::Message {
         partition: m.partition(),
@@ -220,13 +223,20 @@ fn message(m: &BorrowedMessage<'_>) -> Delivered {
             }
         }
     }
-    let wire = if binary {
-        Wire::Binary {
+    let record = if binary {
+        read(Wire::Binary {
             attributes,
             data: payload,
-        }
+        })
     } else {
-        Wire::Structured(payload)
+        match attested::form(payload) {
+            Ok(Form::CloudEvent) => read(Wire::Structured(payload)),
+            // An OCSF sink's record: alone, its attestation is its link (1.8.0 has none).
+            Ok(Form::Ocsf { version, record }) => Version::declared(&version)
+                .map_err(Unreadable)
+                .and_then(|v| attested::read(record, v == Version::V1_8_0)),
+            Err(e) => Err(e),
+        }
     };
-    (place, read(wire))
+    (place, record)
 }
