@@ -40,4 +40,5 @@ mod retention;
 mod scale;
 mod schemas;
 mod ssf;
+mod subscribers;
 mod webhook;

@@ -1,7 +1,7 @@
 //! One sink being delivered to ([`Ctx`]): what every delivery to it shares, and what became of
 //! one event ([`Outcome`]).
 //!
-//! Owns how a stored event becomes the sink's message (or is left out by its `event_types`),
+//! Owns how a stored event becomes the sink's message (or is left out by its subscription),
 //! the counters a pass keeps, and recording the sink's health when a pass ends badly. It must
 //! never move a cursor: that is the window's, and only past what the sink confirmed.
 
@@ -39,6 +39,15 @@ pub(super) enum Outcome {
     Stopped(SinkError),
     /// [`Order::Pipelined`]: after a refused message in the same batch; sent again.
     Unsent,
+}
+
+/// What a stored event is to the sink.
+pub(super) enum Selected {
+    Send(Message),
+    /// The sink's subscription leaves it out: the cursor passes it, and it is counted.
+    Filtered,
+    /// The sink's format has no form for it (a checkpoint in OCSF): the cursor passes it.
+    Formless,
 }
 
 /// One sink being delivered to, and what its deliveries share.
@@ -86,17 +95,18 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// The message for a stored event; `None` when the sink leaves its type out, or its format
-    /// has no form for it.
-    pub(super) fn message(&self, e: &StoredEvent) -> Result<Option<Message>, DeliverError> {
+    /// The message for a stored event, unless the sink's subscription leaves it out or its
+    /// format has no form for it.
+    pub(super) fn message(&self, e: &StoredEvent) -> Result<Selected, DeliverError> {
         let envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
             sink: self.name.clone(),
             source,
         })?;
-        if !self.sink.wants(&envelope.event_type)
-            || !self.sink.encoder().carries(&envelope.event_type)
-        {
-            return Ok(None);
+        if !self.sink.encoder().carries(&envelope.event_type) {
+            return Ok(Selected::Formless);
+        }
+        if !self.sink.takes(&envelope) {
+            return Ok(Selected::Filtered);
         }
         let message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
             DeliverError::Corrupt {
@@ -104,7 +114,7 @@ impl<'a> Ctx<'a> {
                 source,
             }
         })?;
-        Ok(Some(message))
+        Ok(Selected::Send(message))
     }
 
     /// Record in the store why a pass ended badly.

@@ -16,6 +16,7 @@
 pub mod jsonl;
 pub mod kafka;
 pub mod ssf;
+pub mod subscription;
 pub mod webhook;
 
 use std::borrow::Cow;
@@ -29,8 +30,10 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::encode::{Encoder, Envelope, Unreadable};
-use crate::settings::{one_of, table_schema, Entry, Problems};
+use crate::settings::{one_of, Entry, Problems};
 use crate::store::{Store, StoreError};
+use subscription::Subscribed;
+pub use subscription::{Subscription, TakesSubscription};
 
 /// One event as a sink puts it on the wire: encoded once, then owned by the delivery engine
 /// (it may wait in the window while retries go on).
@@ -165,9 +168,11 @@ pub trait Sink: Send + Sync {
     /// The encoder of the sink's `format` (and binding).
     fn encoder(&self) -> &Encoder;
 
-    /// Whether the sink sends events of this `type` (its `event_types` filter); those it does
-    /// not send count as done.
-    fn wants(&self, _event_type: &str) -> bool {
+    /// Whether the sink takes this event: what its [`Subscription`] chose (the registry's
+    /// wrapper answers that), or what a destination that chooses its own events asked for (an
+    /// SSF stream's `events_requested`). Those it does not take count as done, and as
+    /// filtered out.
+    fn takes(&self, _event: &Envelope<'_>) -> bool {
         true
     }
 
@@ -272,8 +277,9 @@ pub type ReadBack = Box<dyn Iterator<Item = Result<crate::chain::record::Deliver
 
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
-/// provides `name`, `validate`, `describe`, `check` and `build`, implements [`SinkKind`] and
-/// derives `JsonSchema` (its doc comments are the reference operators read);
+/// provides `name`, `validate`, `describe`, `check` and `build`, holds the `subscription` the
+/// registry reads, implements [`SinkKind`] and [`TakesSubscription`] and derives `JsonSchema`
+/// (its doc comments are the reference operators read);
 /// each error, `is_permanent`; each kind's module, `METRICS` (the metrics only it exports,
 /// with their help) and `on_hangup` (what it does on SIGHUP).
 macro_rules! sinks {
@@ -298,17 +304,20 @@ macro_rules! sinks {
 
             /// Every kind with the schema of its table, for `rollcall config reference`.
             pub const TABLES: &'static [(&'static str, fn() -> schemars::Schema)] =
-                &[$((stringify!($kind), table_schema::<$config>)),+];
+                &[$((stringify!($kind), subscription::table::<$config>)),+];
 
-            /// Read one `[[sinks]]` table (without its `kind`) as `kind`; problems go to `p`.
+            /// Read one `[[sinks]]` table (without its `kind`) as `kind`: the keys of its
+            /// [`Subscription`], then the kind's own; problems go to `p`.
             pub fn parse(
                 kind: &str,
                 at: std::ops::Range<usize>,
                 table: &Spanned<DeValue<'_>>,
                 p: &mut Problems<'_>,
             ) -> Option<SinkConfig> {
-                match kind {
-                    $(stringify!($kind) => p.de(table).map(SinkConfig::$variant),)+
+                let [ours, theirs] = Subscription::split(table);
+                let subscription: Option<Subscription> = p.de(&ours);
+                let config = match kind {
+                    $(stringify!($kind) => p.de(&theirs).map(SinkConfig::$variant),)+
                     other => {
                         p.at(
                             at,
@@ -319,6 +328,42 @@ macro_rules! sinks {
                         );
                         None
                     }
+                };
+                let mut config = config?;
+                let subscription = subscription?;
+                let written = subscription.written();
+                if !config.takes_subscription() && !written.is_empty() {
+                    for key in written {
+                        p.at(
+                            subscription::key_span(&ours, key),
+                            format!(
+                                "a `{kind}` sink's receivers choose their events themselves, so `{key}` is not one of its keys: remove it (docs/sinks.md, Routing)"
+                            ),
+                        );
+                    }
+                    return None;
+                }
+                *config.subscription_mut() = subscription;
+                Some(config)
+            }
+
+            /// Whether the kind's table takes the keys of a [`Subscription`].
+            fn takes_subscription(&self) -> bool {
+                match self {
+                    $(SinkConfig::$variant(_) => <$config as TakesSubscription>::TAKES,)+
+                }
+            }
+
+            /// What the sink's subscriber chose to receive.
+            pub fn subscription(&self) -> &Subscription {
+                match self {
+                    $(SinkConfig::$variant(c) => &c.subscription,)+
+                }
+            }
+
+            fn subscription_mut(&mut self) -> &mut Subscription {
+                match self {
+                    $(SinkConfig::$variant(c) => &mut c.subscription,)+
                 }
             }
 
@@ -374,12 +419,14 @@ macro_rules! sinks {
                 }
             }
 
-            /// Build the sink. Connects to nothing yet, but whatever can be checked without
-            /// the destination (secrets, client options) is checked here.
+            /// Build the sink, taking what its [`Subscription`] chose. Connects to nothing
+            /// yet, but whatever can be checked without the destination (secrets, client
+            /// options) is checked here.
             pub fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
-                match self {
-                    $(SinkConfig::$variant(c) => Ok(c.build()?),)+
-                }
+                let sink = match self {
+                    $(SinkConfig::$variant(c) => c.build()?,)+
+                };
+                Ok(Subscribed::wrap(sink, self.subscription()))
             }
         }
 

@@ -58,6 +58,9 @@ pub struct KafkaConfig {
     /// out of the file.
     #[serde(default)]
     pub options_env: BTreeMap<String, String>,
+    /// The keys every sink takes (docs/sinks.md, Routing), read by the registry.
+    #[serde(skip)]
+    pub subscription: crate::sink::Subscription,
 }
 
 /// What `options` takes: librdkafka reads every option as text, so any scalar will do.
@@ -164,6 +167,8 @@ impl KafkaConfig {
         Ok(out)
     }
 }
+
+impl crate::sink::TakesSubscription for KafkaConfig {}
 
 /// A topic takes any number of producers, and Kafka verifies no signature of rollcall's.
 impl SinkKind for KafkaConfig {

@@ -12,7 +12,6 @@
 
 mod config;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -199,8 +198,6 @@ pub struct WebhookSink {
     encoder: Encoder,
     /// For CloudEvents bodies (see [`ContentType`]).
     content_type: ContentType,
-    /// The `type`s to send; `None`: all.
-    filter: Option<HashSet<&'static str>>,
     max_in_flight: usize,
     responses: Responses,
 }
@@ -282,10 +279,6 @@ impl WebhookSink {
                 binding: Binding::Http,
             },
             content_type: config.content_type,
-            filter: config
-                .event_types
-                .as_ref()
-                .map(|t| t.iter().map(|t| t.as_str()).collect()),
             max_in_flight: config.max_in_flight,
             responses: Responses::default(),
         })
@@ -423,10 +416,6 @@ impl Sink for WebhookSink {
 
     fn takes_test_events(&self) -> bool {
         true
-    }
-
-    fn wants(&self, event_type: &str) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.contains(event_type))
     }
 
     /// A HEAD request: any HTTP answer means the endpoint is reachable (no event is sent).

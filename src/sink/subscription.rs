@@ -1,0 +1,281 @@
+//! What a subscriber chose to receive: the keys every `[[sinks]]` table takes beside its kind's
+//! own (`event_types`, `sources`, `subjects`), and the sink that applies them to any kind.
+//!
+//! Owns those keys, how the registry takes them out of a table before the kind reads the rest
+//! ([`Subscription::split`], so each kind keeps denying keys it does not know), their checks,
+//! and [`Subscribed`], the wrapper the registry puts around every kind's sink so that the
+//! delivery engine asks one place which events a sink takes. It must never know a kind, and
+//! never decide what becomes of an event it leaves out: the engine counts it and moves the
+//! cursor past it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::{Delivery, Fleet, Message, Refusal, Sink, SinkError};
+use crate::encode::{Encoder, Envelope};
+use crate::event::EventType;
+use crate::settings::{Entry, Problems};
+
+/// Which events a sink receives, for every kind but one whose receivers choose per stream
+/// (`ssf`): by type, by source and by subject, all three when several are set. A sink's cursor
+/// moves past what it leaves out, which `status` counts (`events_filtered`); a change applies
+/// to the events the sink sends from then on, and `rollcall replay` re-sends with it
+/// (docs/sinks.md, Routing).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// The event types the sink receives (at least one). Unset: all.
+    pub event_types: Option<Vec<EventType>>,
+    /// The sources whose events the sink receives, by their `name` (at least one). Unset: all.
+    /// rollcall's own checkpoints belong to no source: only `event_types` chooses them.
+    pub sources: Option<Vec<String>>,
+    /// Globs on the events' `subject` (a Superset user id, a Kylin username), e.g.
+    /// `["1*", "admin"]` (at least one). Unset: all. Events about no user (checkpoints, sync
+    /// markers) pass it: only `event_types` and `sources` choose them.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub subjects: Option<Subjects>,
+}
+
+/// The `subjects` globs as written, and compiled: a glob that does not compile is refused
+/// where it is written.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    pub globs: Vec<String>,
+    set: GlobSet,
+}
+
+impl<'de> Deserialize<'de> for Subjects {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Subjects, D::Error> {
+        let globs = Vec::<String>::deserialize(d)?;
+        let mut set = GlobSetBuilder::new();
+        for glob in &globs {
+            set.add(Glob::new(glob).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{glob}` in `subjects` is not a glob: {}; e.g. \"12*\"",
+                    e.kind()
+                ))
+            })?);
+        }
+        let set = set.build().map_err(serde::de::Error::custom)?;
+        Ok(Subjects { globs, set })
+    }
+}
+
+impl Subscription {
+    /// Every key of the subscription, as written in a `[[sinks]]` table.
+    pub const KEYS: [&'static str; 3] = ["event_types", "sources", "subjects"];
+
+    /// The subscription's keys of a `[[sinks]]` table, and the rest for its kind; each keeps
+    /// its place in the file, for problems.
+    pub fn split<'i>(table: &Spanned<DeValue<'i>>) -> [Spanned<DeValue<'i>>; 2] {
+        let mut ours = toml::de::DeTable::new();
+        let mut theirs = toml::de::DeTable::new();
+        if let DeValue::Table(t) = table.get_ref() {
+            for (k, v) in t.iter() {
+                let side = if Subscription::KEYS.contains(&k.get_ref().as_ref()) {
+                    &mut ours
+                } else {
+                    &mut theirs
+                };
+                side.insert(k.clone(), v.clone());
+            }
+        }
+        [ours, theirs].map(|t| Spanned::new(table.span(), DeValue::Table(t)))
+    }
+
+    /// The keys written, for a kind that takes none of them.
+    pub fn written(&self) -> Vec<&'static str> {
+        let set = [
+            self.event_types.is_some(),
+            self.sources.is_some(),
+            self.subjects.is_some(),
+        ];
+        Subscription::KEYS
+            .into_iter()
+            .zip(set)
+            .filter_map(|(k, set)| set.then_some(k))
+            .collect()
+    }
+
+    /// The checks serde cannot make, each at its key: no list may be empty (it would send
+    /// nothing), and `sources` names sources of the config (`known`).
+    pub fn validate(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>, known: &[&str]) {
+        let empty = [
+            self.event_types.as_ref().is_some_and(Vec::is_empty),
+            self.sources.as_ref().is_some_and(Vec::is_empty),
+            self.subjects.as_ref().is_some_and(|s| s.globs.is_empty()),
+        ];
+        for (key, empty) in Subscription::KEYS.into_iter().zip(empty) {
+            if empty {
+                p.at(
+                    entry.key(key),
+                    format!("`{key}` is empty, so nothing would be sent: list some, or drop the key for all"),
+                );
+            }
+        }
+        for source in self.sources.iter().flatten() {
+            if !known.contains(&source.as_str()) {
+                p.at(
+                    entry.key("sources"),
+                    format!(
+                        "`sources` names `{source}`, which is no source of the config; its sources are: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Nothing chosen: every event goes.
+    fn is_everything(&self) -> bool {
+        self.written().is_empty()
+    }
+}
+
+/// Whether a kind's table takes the keys of a [`Subscription`]: every kind does unless it says
+/// otherwise (one whose receivers choose their events themselves), and the registry refuses
+/// them where it does not.
+pub trait TakesSubscription {
+    const TAKES: bool = true;
+}
+
+/// The schema of a kind's table for `rollcall config reference`, with the keys of a
+/// [`Subscription`] when the kind takes them.
+pub(super) fn table<C: JsonSchema + TakesSubscription>() -> schemars::Schema {
+    let mut schema = crate::settings::table_schema::<C>();
+    if C::TAKES {
+        let common = crate::settings::table_schema::<Subscription>();
+        let keys = common.get("properties").and_then(|p| p.as_object());
+        if let (Some(keys), Some(serde_json::Value::Object(properties))) =
+            (keys, schema.get_mut("properties"))
+        {
+            properties.extend(keys.clone());
+        }
+    }
+    schema
+}
+
+/// Where `key` is written in the subscription's part of a table (see [`Subscription::split`]).
+pub(super) fn key_span(ours: &Spanned<DeValue<'_>>, key: &str) -> std::ops::Range<usize> {
+    match ours.get_ref() {
+        DeValue::Table(t) => t.get(key).map_or(ours.span(), |v| v.span()),
+        _ => ours.span(),
+    }
+}
+
+/// A [`Subscription`] as the engine asks it, event by event.
+#[derive(Debug)]
+struct Route {
+    types: Option<HashSet<&'static str>>,
+    sources: Option<HashSet<String>>,
+    subjects: Option<GlobSet>,
+}
+
+impl Route {
+    fn new(s: &Subscription) -> Route {
+        Route {
+            types: s
+                .event_types
+                .as_ref()
+                .map(|t| t.iter().map(|t| t.as_str()).collect()),
+            sources: s.sources.as_ref().map(|s| s.iter().cloned().collect()),
+            subjects: s.subjects.as_ref().map(|s| s.set.clone()),
+        }
+    }
+
+    fn takes(&self, e: &Envelope<'_>) -> bool {
+        let own = EventType::ALL
+            .iter()
+            .find(|t| t.as_str() == e.event_type)
+            .is_some_and(|t| !t.from_source());
+        if self
+            .types
+            .as_ref()
+            .is_some_and(|t| !t.contains(e.event_type.as_ref()))
+        {
+            return false;
+        }
+        if own {
+            return true;
+        }
+        let name = e
+            .source
+            .split_once("://")
+            .map_or(e.source.as_ref(), |(_, n)| n);
+        if self.sources.as_ref().is_some_and(|s| !s.contains(name)) {
+            return false;
+        }
+        self.subjects
+            .as_ref()
+            .is_none_or(|s| s.is_match(e.subject.as_ref()))
+    }
+}
+
+/// Any kind's sink with the subscription its table chose: the kind sends what it is given, the
+/// engine asks [`Sink::takes`] what to give it.
+pub(super) struct Subscribed {
+    inner: Box<dyn Sink>,
+    route: Arc<Route>,
+}
+
+impl Subscribed {
+    /// `sink` taking what `subscription` chooses; the sink itself when it chooses nothing.
+    pub(super) fn wrap(sink: Box<dyn Sink>, subscription: &Subscription) -> Box<dyn Sink> {
+        if subscription.is_everything() {
+            return sink;
+        }
+        Box::new(Subscribed {
+            inner: sink,
+            route: Arc::new(Route::new(subscription)),
+        })
+    }
+}
+
+impl Sink for Subscribed {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn delivery(&self) -> Delivery {
+        self.inner.delivery()
+    }
+
+    fn encoder(&self) -> &Encoder {
+        self.inner.encoder()
+    }
+
+    fn takes(&self, e: &Envelope<'_>) -> bool {
+        self.route.takes(e)
+    }
+
+    fn prepare(&self, offset: u64) -> BoxFuture<'_, Result<(), SinkError>> {
+        self.inner.prepare(offset)
+    }
+
+    fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {
+        self.inner.send(batch)
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<String, SinkError>> {
+        self.inner.probe()
+    }
+
+    fn takes_test_events(&self) -> bool {
+        self.inner.takes_test_events()
+    }
+
+    fn recover(&self) {
+        self.inner.recover()
+    }
+
+    fn fleet(&self) -> Option<&dyn Fleet> {
+        self.inner.fleet()
+    }
+}

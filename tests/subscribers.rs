@@ -1,0 +1,420 @@
+//! What subscribers of rollcall expect of its sinks, against real parts (a sled store on disk,
+//! JSONL files, rdkafka's `MockCluster` speaking the Kafka wire protocol, HTTP receivers):
+//! routing by type, source and subject on every kind, counted in `status`.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use rdkafka::Message;
+use rollcall::config::Config;
+use rollcall::deliver;
+use rollcall::event::{Event, EventType};
+use rollcall::replay::{replay, Request, Start};
+use rollcall::store::Store;
+use serde_json::Value;
+use support::kafka as mock;
+use support::log::{append, event};
+
+/// What a [`Hook`] received: each request's headers and body, in arrival order.
+type Hits = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+/// An HTTP receiver that answers 204 to every POST and keeps what arrived.
+struct Hook {
+    url: String,
+    hits: Hits,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Hook {
+    async fn start() -> Hook {
+        async fn receive(
+            State(hits): State<Hits>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> StatusCode {
+            hits.lock().unwrap().push((headers, body));
+            StatusCode::NO_CONTENT
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(hits.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Hook { url, hits, server }
+    }
+
+    /// The bodies received, as JSON, in log order (different users' arrive in any order).
+    fn events(&self) -> Vec<Value> {
+        let mut events: Vec<Value> = self
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_slice(body).unwrap())
+            .collect();
+        events.sort_by_key(|e| e["sequence"].as_str().unwrap().to_owned());
+        events
+    }
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A store and config in a temp dir: the offline source `test` plus a second, `hr`, never
+/// polled either, and `sinks` after them.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(sinks: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup { dir };
+        setup.write(sinks);
+        setup
+    }
+
+    fn write(&self, sinks: &str) {
+        let secret = self.dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let sinks = format!(
+            r#"[[sources]]
+kind = "superset"
+name = "hr"
+url = "http://127.0.0.1:1"
+username = "admin"
+password_env = "UNUSED"
+
+{}"#,
+            sinks.replace(
+                "SECRET_FILE",
+                &format!("{:?}", secret.display().to_string())
+            )
+        );
+        std::fs::write(
+            self.config_path(),
+            support::config::offline(self.dir.path(), "", &sinks),
+        )
+        .unwrap();
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("rollcall.toml")
+    }
+
+    fn config(&self) -> Config {
+        Config::load(&self.config_path()).unwrap()
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.config().store.path).unwrap()
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    /// Deliver to every sink of the config, as `rollcall once` does after polling.
+    async fn drain(&self, store: &Store) {
+        for sink in &self.config().sinks {
+            deliver::drain(store, sink.build().unwrap().as_ref())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn rollcall(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// An event of `t` about `subject` from the source named `source`.
+fn from(source: &str, t: EventType, subject: &str) -> Event {
+    let mut e = event(
+        t,
+        subject,
+        chrono::Utc::now(),
+        serde_json::json!({"user": {"id": subject}}),
+    );
+    e.source = format!("superset://{source}");
+    e
+}
+
+/// A mixed log: both sources, several types and subjects.
+fn mixed() -> Vec<Event> {
+    vec![
+        from("test", EventType::UserCreated, "1"),
+        from("hr", EventType::UserCreated, "12"),
+        from("test", EventType::UserDeactivated, "13"),
+        from("hr", EventType::UserUpdated, "2"),
+        from("test", EventType::UserDeleted, "1"),
+        from("hr", EventType::UserDeleted, "14"),
+        from("test", EventType::UserLogin, "15"),
+    ]
+}
+
+/// `(source, type, subject)` of each event.
+fn routed(events: &[Value]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+                e["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn triple(source: &str, t: &str, subject: &str) -> (String, String, String) {
+    (
+        format!("superset://{source}"),
+        t.to_owned(),
+        subject.to_owned(),
+    )
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sink_kind_receives_only_the_types_sources_and_subjects_it_chose_and_status_counts_the_rest(
+) {
+    let cluster = mock::cluster("hr-events", 1);
+    let hook = Hook::start().await;
+    let s = Setup::new("");
+    s.write(&format!(
+        r#"[[sinks]]
+kind = "jsonl"
+name = "offboarding"
+path = {offboarding:?}
+event_types = ["user.deleted", "user.deactivated"]
+
+[[sinks]]
+kind = "kafka"
+name = "hr-kafka"
+brokers = "{brokers}"
+topic = "hr-events"
+mode = "structured"
+sources = ["hr"]
+
+[[sinks]]
+kind = "webhook"
+name = "ones"
+url = "{url}"
+secret_file = SECRET_FILE
+subjects = ["1*"]
+sources = ["test"]
+"#,
+        offboarding = s.path("offboarding.jsonl"),
+        brokers = cluster.bootstrap_servers(),
+        url = hook.url,
+    ));
+    let store = s.store();
+    append(&store, mixed());
+    s.drain(&store).await;
+
+    assert_eq!(
+        routed(&jsonl(Path::new(&s.path("offboarding.jsonl")))),
+        [
+            triple("test", "user.deactivated", "13"),
+            triple("test", "user.deleted", "1"),
+            triple("hr", "user.deleted", "14"),
+        ]
+    );
+    let kafka: Vec<Value> = mock::consume(
+        &cluster.bootstrap_servers(),
+        "hr-events",
+        3,
+        std::time::Duration::from_millis(500),
+    )
+    .await
+    .iter()
+    .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+    .collect();
+    assert_eq!(
+        routed(&kafka),
+        [
+            triple("hr", "user.created", "12"),
+            triple("hr", "user.updated", "2"),
+            triple("hr", "user.deleted", "14"),
+        ]
+    );
+    assert_eq!(
+        routed(&hook.events()),
+        [
+            triple("test", "user.created", "1"),
+            triple("test", "user.deactivated", "13"),
+            triple("test", "user.deleted", "1"),
+            triple("test", "user.login", "15"),
+        ]
+    );
+    for (sink, filtered) in [("offboarding", 4), ("hr-kafka", 4), ("ones", 3)] {
+        assert_eq!(
+            store.cursor(sink).unwrap(),
+            7,
+            "{sink} passed what it skips"
+        );
+        assert_eq!(store.filtered(sink).unwrap(), filtered, "{sink}");
+    }
+    drop(store);
+
+    let out = s.rollcall(&["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts: Vec<(String, u64)> = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["events_filtered"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("offboarding".to_owned(), 4),
+            ("hr-kafka".to_owned(), 4),
+            ("ones".to_owned(), 3)
+        ]
+    );
+    let text = String::from_utf8(s.rollcall(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(
+            "sink offboarding: ok, cursor 7, lag 0 events, 0 dead letters, 4 filtered out"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_filter_applies_from_then_on_and_a_replay_resends_with_it() {
+    let sink = |types: &str| {
+        format!("[[sinks]]\nkind = \"jsonl\"\nname = \"audit\"\npath = \"PATH\"\nevent_types = {types}\n")
+    };
+    let s = Setup::new("");
+    let path = s.path("audit.jsonl");
+    s.write(&sink(r#"["user.created"]"#).replace("PATH", &path));
+    let store = s.store();
+    append(&store, mixed());
+    s.drain(&store).await;
+    let types = |events: Vec<Value>| -> Vec<String> {
+        routed(&events).into_iter().map(|(_, t, _)| t).collect()
+    };
+    assert_eq!(
+        types(jsonl(Path::new(&path))),
+        ["user.created", "user.created"]
+    );
+
+    s.write(&sink(r#"["user.deleted"]"#).replace("PATH", &path));
+    append(&store, vec![from("test", EventType::UserDeleted, "3")]);
+    s.drain(&store).await;
+    assert_eq!(
+        types(jsonl(Path::new(&path))),
+        ["user.created", "user.created", "user.deleted"],
+        "the events before the change stay as they were sent"
+    );
+    assert_eq!(store.filtered("audit").unwrap(), 5);
+
+    let report = replay(
+        &s.config(),
+        &store,
+        &Request {
+            sink: "audit".into(),
+            start: Start::Offset(0),
+            to: None,
+            types: None,
+            dry_run: false,
+            rewind: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.sent, 3, "the replay sends what the filter takes now");
+    assert_eq!(
+        types(jsonl(Path::new(&path)))[3..],
+        ["user.deleted", "user.deleted", "user.deleted"]
+    );
+    assert_eq!(
+        store.cursor("audit").unwrap(),
+        8,
+        "the replay moved no cursor"
+    );
+    assert_eq!(store.filtered("audit").unwrap(), 5, "nor counted anything");
+}
+
+#[test]
+fn routing_keys_are_checked_where_they_are_written() {
+    let s = Setup::new("");
+    let problems = |table: &str| -> String {
+        s.write(table);
+        let out = s.rollcall(&["check-config"]);
+        assert!(!out.status.success(), "{table} was accepted");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let lines = |err: &str| -> Vec<usize> {
+        err.lines()
+            .filter_map(|l| l.split(".toml:").nth(1)?.split(':').next()?.parse().ok())
+            .collect()
+    };
+    let jsonl = "[[sinks]]\nkind = \"jsonl\"\nname = \"j\"\npath = \"-\"\n";
+    let err = problems(&format!(
+        "{jsonl}event_types = [\"user.exploded\"]\nsubjects = [\"a[\"]\n"
+    ));
+    assert!(err.contains("unknown variant `user.exploded`"), "{err}");
+    assert!(err.contains("`a[` in `subjects` is not a glob"), "{err}");
+    let at = lines(&err);
+    assert_eq!(at.len(), 2, "{err}");
+    assert_eq!(at[0] + 1, at[1], "each at its own line, in order: {err}");
+
+    let err = problems(&format!("{jsonl}sources = [\"prod\"]\n"));
+    assert!(
+        err.contains(
+            "`sources` names `prod`, which is no source of the config; its sources are: test, hr"
+        ),
+        "{err}"
+    );
+    assert_eq!(lines(&err), [at[0]], "{err}");
+
+    let err = problems(&format!("{jsonl}sources = []\n"));
+    assert!(
+        err.contains("`sources` is empty, so nothing would be sent"),
+        "{err}"
+    );
+
+    let ssf = "[[sinks]]\nkind = \"ssf\"\nname = \"signals\"\nlisten = \"127.0.0.1:0\"\nissuer = \"https://signals.example.com\"\nsigning_key_file = \"k.pem\"\naudience = \"r\"\nmanagement_token_env = \"T\"\nevent_types = [\"user.deleted\"]\n";
+    let err = problems(ssf);
+    assert!(
+        err.contains("a `ssf` sink's receivers choose their events themselves, so `event_types` is not one of its keys"),
+        "{err}"
+    );
+    assert_eq!(lines(&err).len(), 1, "{err}");
+}
