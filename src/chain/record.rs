@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::canonical::{self, Members};
 use super::checkpoint;
-use super::{unhex, Hash, Link, HASH, PREV, PREV_ID};
+use super::{unhex, Hash, Link, HASH, PREV, PREV_ID, REPLAYED};
 use crate::event::EventType;
 
 /// Where a delivered event is: what a verifier names when it finds a break there.
@@ -138,6 +138,7 @@ fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
         .map_err(|_| Unreadable(format!("`sequence` is `{sequence}`, not a log offset")))?;
     let id = text(&members, "id")?;
     let event_type = text(&members, "type")?;
+    members.take(REPLAYED);
     let (hash, prev) = (members.take(HASH), members.take(PREV));
     if hash.is_none() && prev.is_none() {
         return Ok(Record {

@@ -133,5 +133,6 @@ pub(super) fn test_event() -> crate::sink::Message {
         content_type: "application/cloudevents+json".into(),
         body: body.to_string().into(),
         observed: None,
+        replayed: false,
     }
 }

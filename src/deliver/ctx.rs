@@ -63,6 +63,9 @@ pub(super) struct Ctx<'a> {
     /// Health was reported as not ok and has not been reported ok since.
     pub(super) degraded: AtomicBool,
     pub(super) delivered: AtomicU64,
+    /// Events below this offset go out marked as replays: the sink's cursor was rewound past
+    /// them (`rollcall replay --rewind`), or this is a replay (every event).
+    pub(super) replayed_below: u64,
     /// The sink's delivery latency histogram, looked up once rather than by its labels for
     /// every event.
     latency: OnceLock<metrics::Histogram>,
@@ -85,6 +88,7 @@ impl<'a> Ctx<'a> {
             retrying: AtomicUsize::new(0),
             degraded: AtomicBool::new(reported != SinkHealth::Ok),
             delivered: AtomicU64::new(0),
+            replayed_below: store.replayed_below(sink.name())?,
             latency: OnceLock::new(),
         })
     }
@@ -98,10 +102,11 @@ impl<'a> Ctx<'a> {
     /// The message for a stored event, unless the sink's subscription leaves it out or its
     /// format has no form for it.
     pub(super) fn message(&self, e: &StoredEvent) -> Result<Selected, DeliverError> {
-        let envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
+        let mut envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
             sink: self.name.clone(),
             source,
         })?;
+        envelope.replayed = e.offset < self.replayed_below;
         if !self.sink.encoder().carries(&envelope.event_type) {
             return Ok(Selected::Formless);
         }

@@ -26,7 +26,7 @@ pub struct RetryReport {
 }
 
 /// `rollcall replay`: send exactly `events` (a range the operator chose) in log order, with
-/// their original ids, waiting only for retries due within [`ONCE_PATIENCE`]. Events the
+/// their original ids, each marked as a replay, waiting only for retries due within [`ONCE_PATIENCE`]. Events the
 /// sink's subscription leaves out (as it is configured now) are skipped. Never reads or moves the stored cursor and never
 /// dead-letters: the first failure stops the replay. Returns how many events were sent.
 pub async fn send_range(
@@ -34,7 +34,8 @@ pub async fn send_range(
     sink: &dyn Sink,
     events: &[StoredEvent],
 ) -> Result<u64, DeliverError> {
-    let ctx = Ctx::new(store, sink, Some(ONCE_PATIENCE))?;
+    let mut ctx = Ctx::new(store, sink, Some(ONCE_PATIENCE))?;
+    ctx.replayed_below = u64::MAX;
     let mut messages = Vec::with_capacity(events.len());
     for e in events {
         if let Selected::Send(m) = ctx.message(e)? {

@@ -3,10 +3,11 @@
 //!
 //! Owns the shape of a stored event as sinks, replay and retention see it ([`Envelope`]) and the
 //! choice of wire format ([`Format`], a sink's `format` key). A body is a pure function of the
-//! stored bytes: in CloudEvents it is the stored bytes or a slice of them (never re-serialized),
-//! in OCSF a record built from them alone, so every redelivery and replay of an event by the
-//! same rollcall is byte-identical. It must never do I/O, and it knows no sink and no store
-//! beyond the stored bytes.
+//! stored bytes and whether it is a replay: in CloudEvents it is the stored bytes or a slice of
+//! them (never re-serialized; a replay's marker is appended), in OCSF a record built from them
+//! alone, so every redelivery of an event by the same rollcall is byte-identical, and a replay
+//! too but for its marker. It must never do I/O, and it knows no sink and no store beyond the
+//! stored bytes.
 
 pub mod cloudevents;
 pub mod ocsf;
@@ -56,6 +57,11 @@ pub struct Envelope<'a> {
     /// (see [`crate::sink::Message::encode`]).
     #[serde(skip)]
     pub stored: Option<&'a sled::IVec>,
+    /// This delivery re-sends history at an operator's request (`rollcall replay`), so the
+    /// encoded event carries the replay marker (docs/integrity.md, Replays are marked); never
+    /// read from the stored bytes, which hold none.
+    #[serde(skip)]
+    pub replayed: bool,
     #[serde(borrow)]
     pub specversion: Cow<'a, str>,
     #[serde(borrow)]

@@ -52,6 +52,9 @@ pub struct Message {
     pub body: Bytes,
     /// When rollcall observed the event (its `time`), for the delivery latency metric.
     pub observed: Option<chrono::DateTime<chrono::Utc>>,
+    /// A replay: the body carries the marker already, and a sink with headers of its own (a
+    /// webhook) says so in one.
+    pub replayed: bool,
 }
 
 impl Message {
@@ -79,6 +82,7 @@ impl Message {
                 (Cow::Owned(body), _) => Bytes::from(body),
             },
             observed: e.time().ok(),
+            replayed: e.replayed,
         })
     }
 }

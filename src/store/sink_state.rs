@@ -89,6 +89,31 @@ impl Store {
         Ok(total)
     }
 
+    /// Move a sink's cursor back to `to` for its service to re-send from there (`rollcall
+    /// replay --rewind`), noting where it was: the events below that went out before, so they
+    /// go out again marked as replays ([`Store::replayed_below`]). One durable write.
+    pub fn rewind_cursor(&self, sink: &str, to: u64) -> Result<(), StoreError> {
+        let key = replayed_key(sink);
+        self.cursor_and_meta(|cursors, meta| {
+            let was = counted(
+                cursors.insert(sink.as_bytes(), &to.to_be_bytes())?,
+                "cursor",
+            )?;
+            let below = counted(meta.get(&key)?, "replayed offsets")?.max(was);
+            meta.insert(key.as_slice(), &below.to_be_bytes())?;
+            Ok(())
+        })
+    }
+
+    /// The offset below which the sink's events go out marked as replays: where its cursor was
+    /// when it was last rewound (0: never).
+    pub fn replayed_below(&self, sink: &str) -> Result<u64, StoreError> {
+        match self.meta.get(replayed_key(sink))? {
+            Some(v) => be_u64(&v, "replayed offsets"),
+            None => Ok(0),
+        }
+    }
+
     /// Events the sink's subscription left out (docs/sinks.md, Routing), over the store's
     /// life (see [`Store::advance_cursor`]).
     pub fn filtered(&self, sink: &str) -> Result<u64, StoreError> {
@@ -120,30 +145,34 @@ impl Store {
         key: &[u8],
         add: u64,
     ) -> Result<(u64, u64), StoreError> {
+        self.cursor_and_meta(|cursors, meta| {
+            let total = counted(meta.get(key)?, "a sink's count")?.saturating_add(add);
+            let previous = counted(
+                cursors.insert(sink.as_bytes(), &to.to_be_bytes())?,
+                "cursor",
+            )?;
+            meta.insert(key, &total.to_be_bytes())?;
+            Ok((previous, total))
+        })
+    }
+
+    /// One durable transaction over the cursors and `meta`.
+    fn cursor_and_meta<T>(
+        &self,
+        f: impl Fn(
+            &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
+        ) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
         self.writing(|| {
-            let moved = (&self.cursors, &self.meta)
-                .transaction(|(cursors, meta)| {
-                    let read = |v: Option<sled::IVec>, what| {
-                        v.map(|v| be_u64(&v, what))
-                            .transpose()
-                            .map(Option::unwrap_or_default)
-                            .map_err(ConflictableTransactionError::Abort)
-                    };
-                    let before = read(meta.get(key)?, "a sink's count")?;
-                    let total = before.saturating_add(add);
-                    let previous = read(
-                        cursors.insert(sink.as_bytes(), &to.to_be_bytes())?,
-                        "cursor",
-                    )?;
-                    meta.insert(key, &total.to_be_bytes())?;
-                    Ok((previous, total))
-                })
+            let done = (&self.cursors, &self.meta)
+                .transaction(|(cursors, meta)| f(cursors, meta))
                 .map_err(|e| match e {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => StoreError::Sled(e),
                 })?;
             self.db.flush()?;
-            Ok(moved)
+            Ok(done)
         })
     }
 
@@ -246,6 +275,17 @@ impl Store {
     }
 }
 
+/// A cursor or a count read in a transaction; absent is 0.
+fn counted(
+    v: Option<sled::IVec>,
+    what: &str,
+) -> Result<u64, ConflictableTransactionError<StoreError>> {
+    v.map(|v| be_u64(&v, what))
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(ConflictableTransactionError::Abort)
+}
+
 fn dlq_name(sink: &str) -> String {
     format!("dlq/{sink}")
 }
@@ -253,6 +293,12 @@ fn dlq_name(sink: &str) -> String {
 /// Beside the sink's state in `meta`: how many events it skipped (see [`Store::skipped`]).
 fn skipped_key(sink: &str) -> Vec<u8> {
     format!("skipped/{sink}").into_bytes()
+}
+
+/// Beside the sink's state in `meta`: where its cursor was when it was last rewound (see
+/// [`Store::replayed_below`]).
+fn replayed_key(sink: &str) -> Vec<u8> {
+    format!("replayed/{sink}").into_bytes()
 }
 
 /// Beside the sink's state in `meta`: how many events its subscription left out (see

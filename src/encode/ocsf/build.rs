@@ -95,6 +95,7 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
                 version: env!("CARGO_PKG_VERSION"),
             },
             profiles: None,
+            labels: e.replayed.then_some(["replayed"]),
             log_name: &e.source,
             log_provider: service,
             event_code: t.as_str(),

@@ -99,6 +99,9 @@ pub(super) struct Metadata<'r> {
     /// tool call); none otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) profiles: Option<[&'static str; 1]>,
+    /// `["replayed"]` on a record `rollcall replay` re-sent; none otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) labels: Option<[&'static str; 1]>,
     /// The rollcall source (`superset://prod`): which instance the event is about.
     pub(super) log_name: &'r str,
     pub(super) log_provider: &'static str,

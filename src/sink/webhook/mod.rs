@@ -33,6 +33,9 @@ use crate::encode::{Binding, Encoder, Mode};
 /// Response bytes read at most: enough for an error message, and the connection stays reusable
 /// for the usual short answers.
 pub const BODY_CAP: usize = 64 * 1024;
+/// Says that a request re-sends history at an operator's request (`rollcall replay`), whatever
+/// the body's format: a receiver can tell it from news without parsing the body.
+pub const REPLAYED_HEADER: &str = "rollcall-replayed";
 /// Standard Webhooks asks for secrets of 24 to 64 random bytes: a shorter one can be guessed.
 const MIN_SECRET_BYTES: usize = 24;
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +303,9 @@ impl WebhookSink {
             .header(reqwest::header::CONTENT_TYPE, self.content_type_of(message));
         for (name, value) in &message.headers {
             request = request.header(HeaderName::from_static(name), value);
+        }
+        if message.replayed {
+            request = request.header(HeaderName::from_static(REPLAYED_HEADER), "true");
         }
         let answered = |class: usize| self.responses.increment(&self.name, class);
         let response = match request.body(message.body.clone()).send().await {
