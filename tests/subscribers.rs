@@ -592,3 +592,110 @@ async fn a_rewound_sink_marks_what_it_had_sent_and_not_what_is_new() {
     let (code, said) = verify(&s, &[&s.path("siem.jsonl")]);
     assert_eq!(code, 0, "{said}");
 }
+
+/// `(users_seen, users_known, events, held_deletions)` of a `sync.completed`, checking what
+/// every marker holds besides.
+fn sync_counts(marker: &Value, source: &str) -> (u64, u64, u64, u64) {
+    assert_eq!(marker["type"], "sync.completed");
+    assert_eq!(marker["source"], source);
+    assert_eq!(marker["subject"], "sync");
+    let data = &marker["data"];
+    assert_eq!(data["mode"], "full");
+    let started: chrono::DateTime<chrono::Utc> = data["started"].as_str().unwrap().parse().unwrap();
+    let finished: chrono::DateTime<chrono::Utc> =
+        data["finished"].as_str().unwrap().parse().unwrap();
+    assert!(started <= finished, "{marker}");
+    assert_eq!(marker["time"], data["finished"]);
+    let n = |k: &str| data[k].as_u64().unwrap();
+    (
+        n("users_seen"),
+        n("users_known"),
+        n("events"),
+        n("held_deletions"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_full_reconcile_ends_with_sync_completed_after_its_events_and_incremental_polls_add_none(
+) {
+    use support::harness::Harness;
+    use support::sim::{Sim, SimOptions};
+    let sim = Sim::start(SimOptions::default()).await;
+    let alice = sim.add_user("alice", "pw", &[4]);
+    sim.add_user("bob", "pw", &[4]);
+    let mut h = Harness::new(&sim.url, "");
+    h.add_ocsf_sink(None);
+    h.cycle().await;
+    let superset_users = sim.users().len() as u64;
+    let markers = h.sync_markers();
+    assert_eq!(markers.len(), 1, "the first cycle is a full reconcile");
+    assert_eq!(
+        sync_counts(&markers[0], "superset://test"),
+        (superset_users, superset_users, 0, 0),
+        "every user seen, nothing changed on a first run"
+    );
+
+    sim.update_user(alice, |u| u.last_name = "Changed".into());
+    h.cycle().await;
+    assert_eq!(
+        h.sync_markers().len(),
+        1,
+        "an incremental poll ends with none"
+    );
+
+    sim.update_user(alice, |u| u.first_name = "Again".into());
+    h.full().await;
+    h.full().await;
+    let all = h.all_events();
+    let types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "sync.completed",
+            "user.updated",
+            "user.updated",
+            "sync.completed",
+            "sync.completed"
+        ],
+        "a full reconcile's marker follows its events; a quiet one writes its marker alone"
+    );
+    assert_eq!(
+        sync_counts(&all[3], "superset://test"),
+        (superset_users, superset_users, 1, 0),
+        "the events of the cycle it ends: the incremental poll's are not counted"
+    );
+    assert_eq!(sync_counts(&all[4], "superset://test").2, 0);
+    let sequences: Vec<u64> = all
+        .iter()
+        .map(|e| e["sequence"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sequences, [0, 1, 2, 3, 4]);
+    assert!(
+        h.ocsf_records(support::ocsf::Version::V1_9_0)
+            .iter()
+            .all(|r| r["metadata"]["event_code"] != "sync.completed"),
+        "OCSF has no class for it: an OCSF sink passes it"
+    );
+    assert_eq!(h.ocsf_records(support::ocsf::Version::V1_9_0).len(), 2);
+    let store_state = h.look_into_store(|s| s.source_state("test").unwrap());
+    assert!(store_state.last_sync.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kylin_source_reading_every_user_each_poll_marks_a_full_read_at_most_every_15_minutes() {
+    use rollcall_sim::kylin::{KylinOptions, KylinSim, ROLE_ANALYST, SEEDED_PASSWORD};
+    use support::harness::Harness;
+    let sim = KylinSim::start(KylinOptions::default()).await;
+    sim.add_user("alice", SEEDED_PASSWORD, &[ROLE_ANALYST]);
+    let mut h = Harness::kylin(&sim.url, "");
+    h.cycle().await;
+    h.cycle().await;
+    h.cycle().await;
+    let markers = h.sync_markers();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    assert_eq!(
+        sync_counts(&markers[0], "kylin://test"),
+        (2, 2, 0, 0),
+        "ADMIN and alice"
+    );
+}

@@ -201,10 +201,13 @@ pub struct Encoder {
 impl Encoder {
     /// Whether this format has a form for events of this `type`: CloudEvents for every one,
     /// OCSF for those a source emits (a checkpoint is no OCSF event; the chain reaches OCSF
-    /// records through their own integrity attributes). Events it has none for are not sent,
-    /// and count as done.
+    /// records through their own integrity attributes; nor is the end of a full reconcile, which
+    /// tells of no activity). Events it has none for are not sent, and count as done.
     pub fn carries(&self, event_type: &str) -> bool {
-        self.format == Format::Cloudevents || event_type != EventType::Checkpoint.as_str()
+        self.format == Format::Cloudevents
+            || ![EventType::Checkpoint, EventType::SyncCompleted]
+                .iter()
+                .any(|t| t.as_str() == event_type)
     }
 
     /// Never fails in CloudEvents; in OCSF, fails when `data` lacks what its `type` promises.

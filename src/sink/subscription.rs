@@ -191,10 +191,6 @@ impl Route {
     }
 
     fn takes(&self, e: &Envelope<'_>) -> bool {
-        let own = EventType::ALL
-            .iter()
-            .find(|t| t.as_str() == e.event_type)
-            .is_some_and(|t| !t.from_source());
         if self
             .types
             .as_ref()
@@ -202,19 +198,21 @@ impl Route {
         {
             return false;
         }
-        if own {
-            return true;
+        // A checkpoint's source is the store (`rollcall://<store id>`), no source of the config.
+        if let (Some(sources), Some((scheme, name))) = (&self.sources, e.source.split_once("://")) {
+            if scheme != "rollcall" && !sources.contains(name) {
+                return false;
+            }
         }
-        let name = e
-            .source
-            .split_once("://")
-            .map_or(e.source.as_ref(), |(_, n)| n);
-        if self.sources.as_ref().is_some_and(|s| !s.contains(name)) {
-            return false;
-        }
-        self.subjects
-            .as_ref()
-            .is_none_or(|s| s.is_match(e.subject.as_ref()))
+        let about_a_user = EventType::ALL
+            .iter()
+            .find(|t| t.as_str() == e.event_type)
+            .is_none_or(|t| t.from_source());
+        !about_a_user
+            || self
+                .subjects
+                .as_ref()
+                .is_none_or(|s| s.is_match(e.subject.as_ref()))
     }
 }
 
@@ -277,5 +275,49 @@ impl Sink for Subscribed {
 
     fn fleet(&self) -> Option<&dyn Fleet> {
         self.inner.fleet()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredEvent;
+
+    fn takes(route: &Route, source: &str, event_type: &str, subject: &str) -> bool {
+        let stored = StoredEvent {
+            offset: 0,
+            bytes: serde_json::to_vec(&serde_json::json!({
+                "specversion": "1.0", "id": "01900000-0000-7000-8000-000000000000",
+                "source": source, "type": event_type, "subject": subject,
+                "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json",
+                "sequence": "00000000000000000000", "data": {},
+            }))
+            .unwrap()
+            .into(),
+        };
+        route.takes(&Envelope::parse(&stored).unwrap())
+    }
+
+    fn route(toml: &str) -> Route {
+        Route::new(&toml::from_str::<Subscription>(toml).unwrap())
+    }
+
+    #[test]
+    fn events_about_no_user_pass_subjects_and_a_checkpoint_passes_sources() {
+        let r = route("sources = [\"prod\"]\nsubjects = [\"4*\"]");
+        assert!(takes(&r, "superset://prod", "user.created", "42"));
+        assert!(!takes(&r, "superset://prod", "user.created", "7"));
+        assert!(!takes(&r, "superset://test", "user.created", "42"));
+        assert!(takes(&r, "superset://prod", "sync.completed", "sync"));
+        assert!(!takes(&r, "kylin://bi", "sync.completed", "sync"));
+        assert!(takes(&r, "rollcall://0193", "rollcall.checkpoint", "chain"));
+        let r = route("event_types = [\"user.deleted\"]");
+        assert!(!takes(&r, "superset://prod", "sync.completed", "sync"));
+        assert!(!takes(
+            &r,
+            "rollcall://0193",
+            "rollcall.checkpoint",
+            "chain"
+        ));
     }
 }

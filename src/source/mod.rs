@@ -71,6 +71,8 @@ pub struct Schedule {
     pub poll_interval: Duration,
     /// A full read is due this long after the last one.
     pub full_reconcile_interval: Duration,
+    /// A full read ends with a `sync.completed` at most this often (zero: every one).
+    pub sync_every: Duration,
 }
 
 /// One source of users.

@@ -121,7 +121,9 @@ pub(super) fn record(e: &Envelope<'_>, version: Version) -> Result<Vec<u8>, Mapp
     };
 
     r.message = match t {
-        EventType::Checkpoint => unreachable!("found only among the types sources emit"),
+        EventType::Checkpoint | EventType::SyncCompleted => {
+            unreachable!("found only among the types sources emit")
+        }
         EventType::AuditAction => audit(&mut r, version, &d, service, &e.source)?,
         EventType::AgentToolCalled => agent(&mut r, version, &d, service, &e.source)?,
         EventType::UserObserved

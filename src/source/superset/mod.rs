@@ -207,6 +207,8 @@ impl Source for SupersetSource {
         Schedule {
             poll_interval: self.config.poll_interval,
             full_reconcile_interval: self.config.full_reconcile_interval,
+            // Full reads come every `full_reconcile_interval`: each ends with its marker.
+            sync_every: std::time::Duration::ZERO,
         }
     }
 
