@@ -40,10 +40,15 @@ impl Drop for Hook {
 
 impl Hook {
     async fn start() -> Hook {
-        async fn receive(State(hits): State<Hits>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        Hook::answering(StatusCode::NO_CONTENT).await
+    }
+
+    /// A receiver that answers `status` to every POST.
+    async fn answering(status: StatusCode) -> Hook {
+        let receive = move |State(hits): State<Hits>, headers: HeaderMap, body: Bytes| async move {
             hits.lock().unwrap().push((headers, body));
-            StatusCode::NO_CONTENT
-        }
+            status
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let hits = Arc::new(Mutex::new(Vec::new()));
@@ -697,5 +702,306 @@ async fn a_kylin_source_reading_every_user_each_poll_marks_a_full_read_at_most_e
         sync_counts(&markers[0], "kylin://test"),
         (2, 2, 0, 0),
         "ADMIN and alice"
+    );
+}
+
+const REDACT_KEY: &str = "p6Vf1yV3m0x6eXU1Q2b9a8T7s6R5q4P3o2N1m0L9k8J=";
+const REDACTED: [&str; 4] = ["email", "first_name", "last_name", "username"];
+
+/// Every clear value of the redacted fields in `events`, wherever they hold one.
+fn clear_values(events: &[Event]) -> std::collections::BTreeSet<String> {
+    clear_values_of(events, &REDACTED)
+}
+
+/// Every clear value of `fields` in `events`: a user record's, a `changes` entry's.
+fn clear_values_of(events: &[Event], fields: &[&str]) -> std::collections::BTreeSet<String> {
+    fn walk(v: &Value, fields: &[&str], out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                let changed = map
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| fields.contains(&f));
+                for (k, v) in map {
+                    let named = fields.contains(&k.as_str())
+                        || (changed && (k == "before" || k == "after"));
+                    if let (true, Some(s)) = (named, v.as_str()) {
+                        out.insert(s.to_owned());
+                    }
+                    walk(v, fields, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, fields, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for e in events {
+        walk(&e.data, fields, &mut out);
+    }
+    out.remove("");
+    out
+}
+
+/// Fails when any string of `text` (JSON, or plain text when it is none) is a clear value,
+/// holds a clear email, or holds a clear value as a word of a `message`, a `full_name` or a
+/// Kafka key.
+fn assert_nothing_clear(what: &str, text: &str, clear: &std::collections::BTreeSet<String>) {
+    fn strings<'v>(v: &'v Value, key: &str, out: &mut Vec<(String, &'v str)>) {
+        match v {
+            Value::String(s) => out.push((key.to_owned(), s)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| strings(v, k, out)),
+            Value::Array(items) => items.iter().for_each(|v| strings(v, key, out)),
+            _ => {}
+        }
+    }
+    let values: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.to_owned())))
+        .collect();
+    for v in &values {
+        let mut found = Vec::new();
+        strings(v, "key", &mut found);
+        for (key, s) in found {
+            for c in clear {
+                let worded = matches!(key.as_str(), "message" | "full_name" | "key")
+                    && s.split([' ', ':']).any(|w| w == c);
+                assert!(
+                    s != c && !(c.contains('@') && s.contains(c.as_str())) && !worded,
+                    "{what}: `{c}` in clear at `{key}`: {s}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redacting_sink_never_holds_a_clear_value_in_its_output_dead_letters_or_replays() {
+    let cluster = mock::cluster("people", 1);
+    let refusing = Hook::answering(StatusCode::BAD_REQUEST).await;
+    let s = Setup::new("");
+    let key = s.dir.path().join("redact.key");
+    std::fs::write(&key, format!("{REDACT_KEY}\n")).unwrap();
+    let fields = r#"redact_fields = ["email", "first_name", "last_name", "username"]"#;
+    s.write(&format!(
+        r#"[[sinks]]
+kind = "jsonl"
+name = "hashed"
+path = {hashed:?}
+{fields}
+redact_key_file = {key:?}
+
+[[sinks]]
+kind = "kafka"
+name = "people"
+brokers = "{brokers}"
+topic = "people"
+{fields}
+redact_key_file = {key:?}
+
+[[sinks]]
+kind = "jsonl"
+name = "dropped-ocsf"
+path = {ocsf:?}
+format = "ocsf"
+redact_fields = ["email", "first_name", "last_name"]
+
+[[sinks]]
+kind = "webhook"
+name = "refused"
+url = "{url}"
+secret_file = SECRET_FILE
+retry_schedule = ["0s"]
+{fields}
+"#,
+        hashed = s.path("hashed.jsonl"),
+        brokers = cluster.bootstrap_servers(),
+        ocsf = s.path("ocsf.jsonl"),
+        url = refusing.url,
+        key = key.display().to_string(),
+    ));
+    let events = realistic();
+    let clear = clear_values(&events);
+    assert!(
+        clear.contains("alicia@example.com") && clear.contains("carol"),
+        "{clear:?}"
+    );
+    let store = s.store();
+    let n = append(&store, events.clone()).end as usize;
+    for sink in &s.config().sinks {
+        // The webhook's receiver refuses everything: its events end as dead letters.
+        let _ = deliver::drain(&store, sink.build().unwrap().as_ref()).await;
+    }
+    replay(&s.config(), &store, &request("hashed", 0))
+        .await
+        .unwrap();
+
+    let hashed = std::fs::read_to_string(s.path("hashed.jsonl")).unwrap();
+    assert_eq!(
+        hashed.lines().count(),
+        2 * n,
+        "every event, then its replay"
+    );
+    assert_nothing_clear("the hashed JSONL file", &hashed, &clear);
+    // The same input gives the same output: a join on the hash of a known email works.
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(REDACT_KEY.as_bytes()).unwrap();
+    hmac::Mac::update(&mut mac, b"alicia@example.com");
+    let expected: Vec<String> = hmac::Mac::finalize(mac)
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let alicia = format!("hmac-sha256:{}", expected.concat());
+    assert!(
+        hashed.matches(&alicia).count() >= 4,
+        "alicia's email, hashed alike in each event"
+    );
+    for line in hashed.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            e.get("chainhash").is_none(),
+            "a redacted copy claims no chain: {line}"
+        );
+    }
+    let (code, said) = verify(&s, &[&s.path("hashed.jsonl")]);
+    assert_eq!(code, 8, "nothing chained to check: {said}");
+
+    let messages = mock::consume(
+        &cluster.bootstrap_servers(),
+        "people",
+        n,
+        std::time::Duration::from_millis(500),
+    )
+    .await;
+    let mut kafka = String::new();
+    for m in &messages {
+        kafka.push_str(&format!("{}\n", String::from_utf8_lossy(m.key().unwrap())));
+        kafka.push_str(&format!(
+            "{}\n",
+            String::from_utf8_lossy(m.payload().unwrap())
+        ));
+        for v in mock::headers(m).values() {
+            kafka.push_str(&format!("{}\n", String::from_utf8_lossy(v)));
+        }
+    }
+    assert_nothing_clear("the Kafka topic (keys, values, headers)", &kafka, &clear);
+
+    let ocsf = std::fs::read_to_string(s.path("ocsf.jsonl")).unwrap();
+    assert!(ocsf.lines().count() > 10);
+    // This sink keeps usernames: a name that is also someone's username may stand as one.
+    let usernames = clear_values_of(&events, &["username"]);
+    let names: std::collections::BTreeSet<String> = clear_values_of(&events, &REDACTED[..3])
+        .difference(&usernames)
+        .cloned()
+        .collect();
+    assert_nothing_clear("the OCSF file", &ocsf, &names);
+    for record in support::ocsf::assert_valid_jsonl_in(support::ocsf::Version::V1_9_0, &ocsf) {
+        assert!(record["user"].get("email_addr").is_none(), "{record}");
+    }
+
+    let sent: String = refusing
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| format!("{}\n", String::from_utf8_lossy(b)))
+        .collect();
+    assert!(!sent.is_empty());
+    assert_nothing_clear("the webhook requests", &sent, &clear);
+    let letters = store.dead_letters("refused").unwrap();
+    assert_eq!(letters.len(), n, "every event was refused for good");
+    let kept: String = letters.iter().map(|l| format!("{}\n", l.event)).collect();
+    assert_nothing_clear("the dead letters", &kept, &clear);
+    drop(store);
+    let listed = s.rollcall(&["dlq", "list", "--sink", "refused", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_nothing_clear(
+        "`dlq list`",
+        &String::from_utf8_lossy(&listed.stdout),
+        &clear,
+    );
+    let retried = s.rollcall(&["dlq", "retry", "--sink", "refused"]);
+    assert_nothing_clear(
+        "`dlq retry`'s output",
+        &String::from_utf8_lossy(&retried.stdout),
+        &clear,
+    );
+    assert_nothing_clear(
+        "`dlq retry`'s log",
+        &String::from_utf8_lossy(&retried.stderr),
+        &clear,
+    );
+    let resent: Vec<Value> = refusing.events();
+    assert_eq!(resent.len(), 2 * n, "each dead letter sent again");
+    let sent_again: String = resent.iter().map(|e| format!("{e}\n")).collect();
+    assert_nothing_clear("the retried dead letters", &sent_again, &clear);
+}
+
+#[test]
+fn redaction_keys_are_checked_where_they_are_written_and_a_short_key_is_refused_unseen() {
+    let s = Setup::new("");
+    let jsonl = "[[sinks]]\nkind = \"jsonl\"\nname = \"j\"\npath = \"-\"\n";
+    let run = |table: &str, args: &[&str]| {
+        s.write(table);
+        let out = s.rollcall(args);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    };
+    let (code, err) = run(
+        &format!("{jsonl}redact_fields = []\nredact_key_env = \"K\"\nredact_key_file = \"/k\"\n"),
+        &["check-config"],
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("`redact_fields` is empty"), "{err}");
+    assert!(
+        err.contains("set at most one of `redact_key_env` or `redact_key_file`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rollcall.toml:23:") && err.contains("rollcall.toml:25:"),
+        "{err}"
+    );
+    let (_, err) = run(
+        &format!("{jsonl}redact_key_env = \"K\"\n"),
+        &["check-config"],
+    );
+    assert!(
+        err.contains("rollcall.toml:23: a redaction key without `redact_fields` redacts nothing"),
+        "{err}"
+    );
+    let (_, err) = run(
+        &format!("{jsonl}redact_fields = [\"user.email\"]\n"),
+        &["check-config"],
+    );
+    assert!(
+        err.contains("`user.email` in `redact_fields` is no field name"),
+        "{err}"
+    );
+
+    let key = s.dir.path().join("short.key");
+    std::fs::write(&key, "hunter2-hunter2\n").unwrap();
+    let (code, err) = run(
+        &format!(
+            "{jsonl}redact_fields = [\"email\"]\nredact_key_file = {:?}\n",
+            key.display().to_string()
+        ),
+        &["check-config"],
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("the redaction key is 15 bytes; it needs at least 32"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the key is never shown: {err}");
+
+    let (_, err) = run(
+        &format!("{jsonl}format = \"ocsf\"\nredact_fields = [\"email\", \"username\"]\n"),
+        &["check-config"],
+    );
+    assert!(
+        err.contains("rollcall.toml:24: an OCSF record must name its user, so this sink cannot drop `username`"),
+        "{err}"
     );
 }

@@ -1,10 +1,12 @@
 //! One sink being delivered to ([`Ctx`]): what every delivery to it shares, and what became of
 //! one event ([`Outcome`]).
 //!
-//! Owns how a stored event becomes the sink's message (or is left out by its subscription),
+//! Owns how a stored event becomes the sink's message (or is left out by its subscription, or
+//! redacted as its subscriber asked),
 //! the counters a pass keeps, and recording the sink's health when a pass ends badly. It must
 //! never move a cursor: that is the window's, and only past what the sink confirmed.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use tracing::error;
 
 use super::error::DeliverError;
-use crate::encode::Envelope;
+use crate::encode::{Envelope, Unreadable};
 use crate::sink::{Delivery, Message, Sink, SinkError};
 use crate::store::{SinkHealth, Store, StoreError, StoredEvent};
 
@@ -113,6 +115,14 @@ impl<'a> Ctx<'a> {
         if !self.sink.takes(&envelope) {
             return Ok(Selected::Filtered);
         }
+        let seen = self.seen(e)?;
+        if let Cow::Owned(redacted) = &seen {
+            envelope = Envelope::parse(redacted).map_err(|source| DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source,
+            })?;
+            envelope.replayed = e.offset < self.replayed_below;
+        }
         let message = Message::encode(self.sink.encoder(), &envelope).map_err(|source| {
             DeliverError::Corrupt {
                 sink: self.name.clone(),
@@ -120,6 +130,27 @@ impl<'a> Ctx<'a> {
             }
         })?;
         Ok(Selected::Send(message))
+    }
+
+    /// The stored event as this sink may see it: redacted when its subscriber asked
+    /// (`redact_fields`), else as stored.
+    pub(super) fn seen<'e>(
+        &self,
+        e: &'e StoredEvent,
+    ) -> Result<Cow<'e, StoredEvent>, DeliverError> {
+        let Some(redactor) = self.sink.redactor() else {
+            return Ok(Cow::Borrowed(e));
+        };
+        redactor
+            .redact(e)
+            .map(Cow::Owned)
+            .map_err(|source| DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source: Unreadable {
+                    offset: e.offset,
+                    source: source.into(),
+                },
+            })
     }
 
     /// Record in the store why a pass ended badly.

@@ -164,6 +164,8 @@ impl Ctx<'_> {
                     .into(),
             },
         };
+        // A copy kept redacted is redacted again unchanged.
+        let stored = self.seen(&stored)?;
         let envelope = Envelope::parse(&stored).map_err(|source| DeliverError::Corrupt {
             sink: self.name.clone(),
             source,

@@ -248,8 +248,9 @@ impl<'c, 'a> Window<'c, 'a> {
                     }
                 }
                 Outcome::Exhausted { reason, attempts } => {
-                    // The letter keeps the stored CloudEvent, whatever the sink's format: a
-                    // retry re-encodes it, after retention may have dropped it from the log.
+                    // The letter keeps the stored CloudEvent (redacted, for a sink that
+                    // redacts), whatever the sink's format: a retry re-encodes it, after
+                    // retention may have dropped it from the log.
                     let event = ctx.stored_event(message.offset)?;
                     ctx.store.dead_letter(
                         &ctx.name,
@@ -385,8 +386,8 @@ impl<'c, 'a> Window<'c, 'a> {
 }
 
 impl Ctx<'_> {
-    /// The event at `offset` as stored, for a dead letter.
-    fn stored_event(&self, offset: u64) -> Result<serde_json::Value, StoreError> {
+    /// The event at `offset` as stored (as the sink may see it), for a dead letter.
+    fn stored_event(&self, offset: u64) -> Result<serde_json::Value, DeliverError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             what: format!("event at offset {offset}"),
             detail,
@@ -397,6 +398,7 @@ impl Ctx<'_> {
             .into_iter()
             .find(|e| e.offset == offset)
             .ok_or_else(|| corrupt("missing from the log while in flight".into()))?;
-        serde_json::from_slice(&stored.bytes).map_err(|e| corrupt(e.to_string()))
+        let seen = self.seen(&stored)?;
+        Ok(serde_json::from_slice(&seen.bytes).map_err(|e| corrupt(e.to_string()))?)
     }
 }

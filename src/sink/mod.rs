@@ -15,6 +15,7 @@
 
 pub mod jsonl;
 pub mod kafka;
+pub mod redact;
 pub mod ssf;
 pub mod subscription;
 pub mod webhook;
@@ -180,6 +181,13 @@ pub trait Sink: Send + Sync {
         true
     }
 
+    /// What the sink's subscriber may not see in clear (`redact_fields`): the engine redacts
+    /// each event before the sink encodes it, and before it keeps a dead letter. Only the
+    /// registry's wrapper has one.
+    fn redactor(&self) -> Option<&redact::Redactor> {
+        None
+    }
+
     /// Get ready to send the event at `offset` and after: called before the first send and
     /// after a failure (connect, check the destination exists).
     fn prepare(&self, _offset: u64) -> BoxFuture<'_, Result<(), SinkError>> {
@@ -300,6 +308,9 @@ macro_rules! sinks {
                 #[error(transparent)]
                 $variant(#[from] $error),
             )+
+            /// The sink's redaction key, whatever its kind.
+            #[error(transparent)]
+            Redact(#[from] redact::RedactError),
         }
 
         impl SinkConfig {
@@ -416,8 +427,10 @@ macro_rules! sinks {
                 $($kind::on_hangup();)+
             }
 
-            /// What `check-config` can check without reaching the destination (secrets).
+            /// What `check-config` can check without reaching the destination (secrets, the
+            /// redaction key).
             pub fn check(&self) -> Result<(), SinkError> {
+                self.subscription().redactor(self.name())?;
                 match self {
                     $(SinkConfig::$variant(c) => Ok(c.check()?),)+
                 }
@@ -430,7 +443,7 @@ macro_rules! sinks {
                 let sink = match self {
                     $(SinkConfig::$variant(c) => c.build()?,)+
                 };
-                Ok(Subscribed::wrap(sink, self.subscription()))
+                Ok(Subscribed::wrap(sink, self.subscription())?)
             }
         }
 
@@ -439,6 +452,7 @@ macro_rules! sinks {
             pub fn is_permanent(&self) -> bool {
                 match self {
                     $(SinkError::$variant(e) => e.is_permanent(),)+
+                    SinkError::Redact(_) => true,
                 }
             }
         }

@@ -1,14 +1,16 @@
-//! What a subscriber chose to receive: the keys every `[[sinks]]` table takes beside its kind's
-//! own (`event_types`, `sources`, `subjects`), and the sink that applies them to any kind.
+//! What a subscriber chose to receive and see: the keys every `[[sinks]]` table takes beside
+//! its kind's own (`event_types`, `sources`, `subjects`; `redact_fields` and its key), and the
+//! sink that applies them to any kind.
 //!
 //! Owns those keys, how the registry takes them out of a table before the kind reads the rest
 //! ([`Subscription::split`], so each kind keeps denying keys it does not know), their checks,
 //! and [`Subscribed`], the wrapper the registry puts around every kind's sink so that the
-//! delivery engine asks one place which events a sink takes. It must never know a kind, and
-//! never decide what becomes of an event it leaves out: the engine counts it and moves the
-//! cursor past it.
+//! delivery engine asks one place which events a sink takes and what of them it may see. It
+//! must never know a kind, never decide what becomes of an event it leaves out (the engine
+//! counts it and moves the cursor past it), and never show the redaction key.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -18,10 +20,11 @@ use serde::{Deserialize, Deserializer};
 use toml::de::DeValue;
 use toml::Spanned;
 
+use super::redact::{RedactError, Redactor};
 use super::{Delivery, Fleet, Message, Refusal, Sink, SinkError};
 use crate::encode::{Encoder, Envelope};
 use crate::event::EventType;
-use crate::settings::{Entry, Problems};
+use crate::settings::{Entry, Problems, SecretRef};
 
 /// Which events a sink receives, for every kind but one whose receivers choose per stream
 /// (`ssf`): by type, by source and by subject, all three when several are set. A sink's cursor
@@ -41,6 +44,19 @@ pub struct Subscription {
     /// markers) pass it: only `event_types` and `sources` choose them.
     #[schemars(with = "Option<Vec<String>>")]
     pub subjects: Option<Subjects>,
+    /// Fields whose values the sink never sees in clear, e.g. `["email", "first_name",
+    /// "last_name"]`: each value, wherever it occurs in an event (a user record, `before`,
+    /// `changes`, an action-log row's user, and every other place the same value stands), is
+    /// replaced by `hmac-sha256:<hex>` with the key of `redact_key_env`/`redact_key_file` (the
+    /// same value, the same hash), or dropped without a key. Unset: nothing is redacted
+    /// (docs/sinks.md, Redaction).
+    pub redact_fields: Option<Vec<String>>,
+    /// Name of the environment variable holding the key of `redact_fields`' hashes (at least
+    /// 32 bytes: `openssl rand -base64 32`). Set at most one of `redact_key_env` and
+    /// `redact_key_file`.
+    pub redact_key_env: Option<String>,
+    /// Or a file holding it (a Kubernetes or Docker secret).
+    pub redact_key_file: Option<PathBuf>,
 }
 
 /// The `subjects` globs as written, and compiled: a glob that does not compile is refused
@@ -70,7 +86,14 @@ impl<'de> Deserialize<'de> for Subjects {
 
 impl Subscription {
     /// Every key of the subscription, as written in a `[[sinks]]` table.
-    pub const KEYS: [&'static str; 3] = ["event_types", "sources", "subjects"];
+    pub const KEYS: [&'static str; 6] = [
+        "event_types",
+        "sources",
+        "subjects",
+        "redact_fields",
+        "redact_key_env",
+        "redact_key_file",
+    ];
 
     /// The subscription's keys of a `[[sinks]]` table, and the rest for its kind; each keeps
     /// its place in the file, for problems.
@@ -96,6 +119,9 @@ impl Subscription {
             self.event_types.is_some(),
             self.sources.is_some(),
             self.subjects.is_some(),
+            self.redact_fields.is_some(),
+            self.redact_key_env.is_some(),
+            self.redact_key_file.is_some(),
         ];
         Subscription::KEYS
             .into_iter()
@@ -112,6 +138,7 @@ impl Subscription {
             self.sources.as_ref().is_some_and(Vec::is_empty),
             self.subjects.as_ref().is_some_and(|s| s.globs.is_empty()),
         ];
+        self.validate_redaction(entry, p);
         for (key, empty) in Subscription::KEYS.into_iter().zip(empty) {
             if empty {
                 p.at(
@@ -133,9 +160,71 @@ impl Subscription {
         }
     }
 
-    /// Nothing chosen: every event goes.
-    fn is_everything(&self) -> bool {
-        self.written().is_empty()
+    fn validate_redaction(&self, entry: Entry<'_, '_>, p: &mut Problems<'_>) {
+        let keyed = self.redact_key_env.is_some() || self.redact_key_file.is_some();
+        if self.redact_key_env.is_some() && self.redact_key_file.is_some() {
+            p.at(
+                entry.key("redact_key_file"),
+                "set at most one of `redact_key_env` or `redact_key_file`".into(),
+            );
+        }
+        match &self.redact_fields {
+            None if keyed => p.at(
+                entry.key(if self.redact_key_env.is_some() {
+                    "redact_key_env"
+                } else {
+                    "redact_key_file"
+                }),
+                "a redaction key without `redact_fields` redacts nothing: name the fields, e.g. `redact_fields = [\"email\"]`, or drop the key".into(),
+            ),
+            Some(fields) if fields.is_empty() => p.at(
+                entry.key("redact_fields"),
+                "`redact_fields` is empty, so nothing would be redacted: name some, e.g. [\"email\", \"first_name\", \"last_name\"], or drop the key".into(),
+            ),
+            Some(fields) => {
+                // An OCSF record names its user: without a key, `username` would be dropped
+                // from what the record is built of.
+                let ocsf = entry.string("format").as_deref() == Some("ocsf");
+                if ocsf && !keyed && fields.iter().any(|f| f == "username") {
+                    p.at(
+                        entry.key("redact_fields"),
+                        "an OCSF record must name its user, so this sink cannot drop `username`: hash it (set `redact_key_env` or `redact_key_file`), or leave `username` out of `redact_fields`".into(),
+                    );
+                }
+                if let Some(bad) = fields.iter().find(|f| f.trim().is_empty() || f.contains('.')) {
+                    p.at(
+                        entry.key("redact_fields"),
+                        format!("`{bad}` in `redact_fields` is no field name: name a field as events hold it, e.g. \"email\" (it is redacted wherever it occurs)"),
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// What the sink redacts, with its key read; `None` when it redacts nothing. Errors name
+    /// where the key was looked for, never its value.
+    pub fn redactor(&self, sink: &str) -> Result<Option<Redactor>, RedactError> {
+        let Some(fields) = &self.redact_fields else {
+            return Ok(None);
+        };
+        let key = match (&self.redact_key_env, &self.redact_key_file) {
+            (None, None) => None,
+            (env, file) => Some(
+                SecretRef {
+                    env_key: "redact_key_env",
+                    file_key: "redact_key_file",
+                    env: env.as_deref(),
+                    file: file.as_deref(),
+                }
+                .read()
+                .map_err(|source| RedactError::Key {
+                    sink: sink.to_owned(),
+                    source,
+                })?,
+            ),
+        };
+        Redactor::new(sink, fields, key).map(Some)
     }
 }
 
@@ -217,22 +306,28 @@ impl Route {
 }
 
 /// Any kind's sink with the subscription its table chose: the kind sends what it is given, the
-/// engine asks [`Sink::takes`] what to give it.
+/// engine asks [`Sink::takes`] what to give it and [`Sink::redactor`] what it may see.
 pub(super) struct Subscribed {
     inner: Box<dyn Sink>,
     route: Arc<Route>,
+    redactor: Option<Redactor>,
 }
 
 impl Subscribed {
     /// `sink` taking what `subscription` chooses; the sink itself when it chooses nothing.
-    pub(super) fn wrap(sink: Box<dyn Sink>, subscription: &Subscription) -> Box<dyn Sink> {
-        if subscription.is_everything() {
-            return sink;
+    pub(super) fn wrap(
+        sink: Box<dyn Sink>,
+        subscription: &Subscription,
+    ) -> Result<Box<dyn Sink>, RedactError> {
+        if subscription.written().is_empty() {
+            return Ok(sink);
         }
-        Box::new(Subscribed {
+        let redactor = subscription.redactor(sink.name())?;
+        Ok(Box::new(Subscribed {
             inner: sink,
             route: Arc::new(Route::new(subscription)),
-        })
+            redactor,
+        }))
     }
 }
 
@@ -251,6 +346,10 @@ impl Sink for Subscribed {
 
     fn takes(&self, e: &Envelope<'_>) -> bool {
         self.route.takes(e)
+    }
+
+    fn redactor(&self) -> Option<&Redactor> {
+        self.redactor.as_ref()
     }
 
     fn prepare(&self, offset: u64) -> BoxFuture<'_, Result<(), SinkError>> {
