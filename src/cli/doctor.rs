@@ -134,5 +134,6 @@ pub(super) fn test_event() -> crate::sink::Message {
         body: body.to_string().into(),
         observed: None,
         replayed: false,
+        tombstone: false,
     }
 }

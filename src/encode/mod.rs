@@ -11,6 +11,7 @@
 
 pub mod cloudevents;
 pub mod ocsf;
+pub mod table;
 
 use std::borrow::Cow;
 
@@ -175,6 +176,11 @@ pub enum Format {
     Cloudevents,
     /// One OCSF record per event, as JSON, in the sink's `ocsf_version` (see [`ocsf`]).
     Ocsf,
+    /// A row per user: the user's current record, a tombstone after a deletion (see
+    /// [`table`]). A Kafka sink's `table = true`, never written as `format`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Table,
 }
 
 /// One event as it goes on the wire.
@@ -204,10 +210,19 @@ impl Encoder {
     /// records through their own integrity attributes; nor is the end of a full reconcile, which
     /// tells of no activity). Events it has none for are not sent, and count as done.
     pub fn carries(&self, event_type: &str) -> bool {
-        self.format == Format::Cloudevents
-            || ![EventType::Checkpoint, EventType::SyncCompleted]
+        match self.format {
+            Format::Cloudevents => true,
+            Format::Ocsf => ![EventType::Checkpoint, EventType::SyncCompleted]
                 .iter()
-                .any(|t| t.as_str() == event_type)
+                .any(|t| t.as_str() == event_type),
+            Format::Table => table::carries(event_type),
+        }
+    }
+
+    /// Whether the event's message removes its key rather than giving it a value (a table's
+    /// row of a deleted user).
+    pub fn tombstone(&self, event_type: &str) -> bool {
+        self.format == Format::Table && table::tombstone(event_type)
     }
 
     /// Never fails in CloudEvents; in OCSF, fails when `data` lacks what its `type` promises.
@@ -215,6 +230,7 @@ impl Encoder {
         match self.format {
             Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
             Format::Ocsf => ocsf::encode(e, self.ocsf),
+            Format::Table => table::encode(e),
         }
     }
 }

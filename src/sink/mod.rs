@@ -56,6 +56,8 @@ pub struct Message {
     /// A replay: the body carries the marker already, and a sink with headers of its own (a
     /// webhook) says so in one.
     pub replayed: bool,
+    /// The message removes its key (a table's row of a deleted user): no value is sent.
+    pub tombstone: bool,
 }
 
 impl Message {
@@ -84,6 +86,7 @@ impl Message {
             },
             observed: e.time().ok(),
             replayed: e.replayed,
+            tombstone: encoder.tombstone(&e.event_type),
         })
     }
 }
@@ -277,11 +280,33 @@ pub trait SinkKind {
         None
     }
 
+    /// A sink that publishes the current users as a table (a Kafka sink with `table =
+    /// true`), for `rollcall table rebuild`; `None` when the kind keeps no table.
+    fn table(&self) -> Option<Result<Box<dyn Table>, SinkError>> {
+        None
+    }
+
     /// The names the sink keeps cursors under in `store`, when they are not just its own name
     /// (a [`Fleet`]: one per destination that holds events back).
     fn deliveries(&self, _store: &Store) -> Option<Result<Vec<String>, StoreError>> {
         None
     }
+}
+
+/// One current user as a table holds it: `key` `<source>:<subject>`, as the user's events are
+/// keyed, and `value` the record as events hold it in `data.user`.
+pub struct Row {
+    pub key: String,
+    pub source: String,
+    pub subject: String,
+    pub value: Vec<u8>,
+}
+
+/// A sink that keeps a table of the current users: `rollcall table rebuild` hands it every
+/// current user as a [`Row`].
+pub trait Table: Send + Sync {
+    /// Publish `rows` in order; how many, once the destination acknowledged them all.
+    fn publish(&self, rows: mpsc::Receiver<Row>) -> BoxFuture<'_, Result<u64, SinkError>>;
 }
 
 /// A destination's events read back, each where it was found, in log order.

@@ -109,6 +109,22 @@ impl Redactor {
         })
     }
 
+    /// A user's `subject` and record (a table's row) as this sink may see them: redacted as
+    /// the user's events are.
+    pub fn redact_row(
+        &self,
+        subject: &str,
+        record: &[u8],
+    ) -> Result<(String, Vec<u8>), serde_json::Error> {
+        let record: Value = serde_json::from_slice(record)?;
+        let mut event = serde_json::json!({"subject": subject, "data": {"user": record}});
+        let mut clear = BTreeSet::new();
+        self.fields_in(&mut event["data"], &mut clear);
+        self.sweep(&mut event, &clear);
+        let subject = event["subject"].as_str().unwrap_or(MASK).to_owned();
+        Ok((subject, serde_json::to_vec(&event["data"]["user"])?))
+    }
+
     /// Replace (or drop) the named fields at any depth of `value`, and the `before`/`after` of
     /// a `changes` entry of a named field; their clear string values go to `clear`.
     fn fields_in(&self, value: &mut Value, clear: &mut BTreeSet<String>) {

@@ -202,6 +202,18 @@ impl Subscription {
         }
     }
 
+    /// Whether the sink takes the users of the source named `source` with this `subject` (its
+    /// `sources` and `subjects`): which current users `rollcall table rebuild` publishes.
+    pub fn takes_user(&self, source: &str, subject: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|s| s == source))
+            && self
+                .subjects
+                .as_ref()
+                .is_none_or(|s| s.set.is_match(subject))
+    }
+
     /// What the sink redacts, with its key read; `None` when it redacts nothing. Errors name
     /// where the key was looked for, never its value.
     pub fn redactor(&self, sink: &str) -> Result<Option<Redactor>, RedactError> {

@@ -333,7 +333,7 @@ impl Source for KylinSource {
     }
 
     fn uri(&self) -> String {
-        format!("kylin://{}", self.config.name)
+        crate::source::SourceKind::uri(&self.config)
     }
 
     /// Every cycle is a full read, so each is reported as one (the mass-delete guard counts on

@@ -200,7 +200,7 @@ impl Source for SupersetSource {
     }
 
     fn uri(&self) -> String {
-        format!("superset://{}", self.config.name)
+        crate::source::SourceKind::uri(&self.config)
     }
 
     fn schedule(&self) -> Schedule {
