@@ -8,8 +8,9 @@
 //! committed with their events in chunks of at most [`CHUNK`] records. A crash between two
 //! chunks loses nothing and derives nothing twice: every committed chunk holds its users as
 //! read, so the cycle run again finds them unchanged and goes on from where it stopped.
-//! A cycle that changed nothing writes nothing. Also owns the mass-delete guard and stamping
-//! derived events with ids and times. Must never talk to an upstream or a sink.
+//! A full reconcile ends with a `sync.completed`, in its last commit; a cycle that changed
+//! nothing writes nothing else. Also owns the mass-delete guard and stamping derived events
+//! with ids and times. Must never talk to an upstream or a sink.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -18,7 +19,10 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::diff::{self, DiffOptions};
-use crate::event::{source_uri, Derived, Event, DATA_CONTENT_TYPE, SPEC_VERSION};
+use crate::event::{
+    source_uri, Derived, Event, EventType, SyncCompleted, DATA_CONTENT_TYPE, SPEC_VERSION,
+    SYNC_SUBJECT,
+};
 use crate::source::{read_cursor, stored_cursor, Fresh, Mode, Source, SourceError};
 use crate::store::{
     Commit, DeletionGuard, Known, LoginRefusal, Record, SourceState, Store, StoreError,
@@ -135,6 +139,7 @@ pub(crate) async fn poll_source<S: Source>(
         upserts: BTreeMap::new(),
         events: Vec::new(),
         added: 0,
+        seen: 0,
         written: 0,
         derived: 0,
         offsets: None,
@@ -193,12 +198,29 @@ pub(crate) async fn poll_source<S: Source>(
     if full {
         state.last_full_reconcile = Some(now);
     }
+    // A full read ends with its marker, committed with its last user events, so a consumer
+    // that has it holds every change the read found (docs/events.md, Completeness).
+    let sync = full && due(state.last_sync, schedule.sync_every, now);
+    if sync {
+        state.last_sync = Some(now);
+    }
     state.users_known = (known_before + apply.added).saturating_sub(removals.len());
     state.cursor = stored_cursor(&cursor);
     let users_written = apply.written + apply.upserts.len() + removals.len();
     let changed = !apply.upserts.is_empty() || !apply.events.is_empty() || !removals.is_empty();
-    if changed || state_is_due(stored_state.as_ref(), &state, now) {
-        apply.commit(removals, Some(&state))?;
+    if changed || sync || state_is_due(stored_state.as_ref(), &state, now) {
+        let marker = sync.then(|| {
+            apply.sync_completed(SyncCompleted {
+                mode: "full".into(),
+                started: now,
+                finished: Utc::now(),
+                users_seen: apply.seen,
+                users_known: state.users_known,
+                events: apply.derived,
+                held_deletions: held,
+            })
+        });
+        apply.commit_then(removals, Some(&state), marker)?;
     } else {
         store.keep_unsaved(&name, state.clone());
     }
@@ -317,6 +339,8 @@ struct Apply<'a, U: Account> {
     events: Vec<(Option<Vec<u8>>, Derived)>,
     /// Users stored for the first time by this cycle.
     added: usize,
+    /// Users the source handed over in this cycle.
+    seen: usize,
     /// Records written by the chunks committed so far.
     written: usize,
     /// Events derived by the cycle.
@@ -327,6 +351,7 @@ struct Apply<'a, U: Account> {
 
 impl<U: Account> Fresh<U> for Apply<'_, U> {
     fn users(&mut self, users: Vec<U>) -> Result<(), StoreError> {
+        self.seen += users.len();
         for user in users {
             self.one(user)?;
         }
@@ -436,15 +461,41 @@ impl<U: Account> Apply<'_, U> {
         removals: Vec<Vec<u8>>,
         state: Option<&SourceState>,
     ) -> Result<(), StoreError> {
+        self.commit_then(removals, state, None)
+    }
+
+    /// [`Apply::commit`], with `last` after the events found so far.
+    fn commit_then(
+        &mut self,
+        removals: Vec<Vec<u8>>,
+        state: Option<&SourceState>,
+        last: Option<Event>,
+    ) -> Result<(), StoreError> {
+        let mut events = self.take_events();
+        events.extend(last);
         let range = self.store.commit(Commit {
             source: self.source,
             upserts: self.take_upserts(),
             removals,
-            events: self.take_events(),
+            events,
             state,
         })?;
         self.note(range);
         Ok(())
+    }
+
+    /// The `sync.completed` that ends a full read, at the time it ends.
+    fn sync_completed(&self, sync: SyncCompleted) -> Event {
+        metrics::counter!("rollcall_events_derived_total", "source" => self.source.to_owned(), "type" => EventType::SyncCompleted.as_str())
+            .increment(1);
+        let finished = sync.finished;
+        let mut event = self.stamp.event(Derived {
+            event_type: EventType::SyncCompleted,
+            subject: Some(SYNC_SUBJECT.to_owned()),
+            data: serde_json::to_value(sync).unwrap_or_default(),
+        });
+        event.time = finished;
+        event
     }
 
     fn take_upserts(&mut self) -> Vec<Record> {

@@ -64,6 +64,9 @@ event_types! {
     AgentToolCalled => "agent.tool_called",
     /// rollcall's own: a signature over the hash chain's head (docs/integrity.md).
     Checkpoint => "rollcall.checkpoint",
+    /// rollcall's own, about one source: a full reconcile of it ended, and what it saw
+    /// (docs/events.md, Completeness).
+    SyncCompleted => "sync.completed",
 }
 
 impl EventType {
@@ -73,9 +76,9 @@ impl EventType {
     }
 
     /// What a source's users or its log produce; the others rollcall writes itself (the
-    /// checkpoints of the hash chain).
+    /// checkpoints of the hash chain, the end of a full reconcile), about no user.
     pub fn from_source(self) -> bool {
-        self != EventType::Checkpoint
+        !matches!(self, EventType::Checkpoint | EventType::SyncCompleted)
     }
 }
 
@@ -94,6 +97,26 @@ pub struct Derived {
     pub subject: Option<String>,
     pub data: serde_json::Value,
 }
+
+/// What a `sync.completed` carries: one full reconcile of a source, as it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncCompleted {
+    /// What the cycle read: `full`, every user (the only cycles that end with one).
+    pub mode: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    /// Users the source handed over in this read.
+    pub users_seen: usize,
+    /// Users the store holds for the source after it.
+    pub users_known: usize,
+    /// Events the read derived (before this one): zero means nothing changed.
+    pub events: usize,
+    /// Deletions the mass-delete guard held back: while any are, the copy is not complete.
+    pub held_deletions: usize,
+}
+
+/// The `subject` of a `sync.completed`: it is about the source, no user.
+pub const SYNC_SUBJECT: &str = "sync";
 
 pub const SPEC_VERSION: &str = "1.0";
 pub const DATA_CONTENT_TYPE: &str = "application/json";

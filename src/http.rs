@@ -133,6 +133,10 @@ pub fn describe() {
         "Events retention compacted away before the sink received them, by sink."
     );
     describe_counter!(
+        "rollcall_events_filtered_total",
+        "Events a sink's subscription left out (event_types, sources, subjects), by sink, over the store's life."
+    );
+    describe_counter!(
         "rollcall_events_dead_lettered_total",
         "Events given up on and parked in the dead-letter tree, by sink."
     );
@@ -197,6 +201,7 @@ pub const METRICS: &[&str] = &[
     "rollcall_delivery_failures_total",
     "rollcall_delivery_retries_total",
     "rollcall_events_skipped_total",
+    "rollcall_events_filtered_total",
     "rollcall_events_dead_lettered_total",
     "rollcall_sink_lag_events",
     "rollcall_sink_lag_seconds",
@@ -403,6 +408,9 @@ fn record_store_gauges(store: &Store, config: &Config) -> Result<(), crate::stor
         metrics::gauge!("rollcall_sink_lag_seconds", "sink" => name.clone()).set(age as f64);
         metrics::gauge!("rollcall_dead_letters", "sink" => name.clone())
             .set(store.dead_letter_count(&name)? as f64);
+        // Kept in the store, so the count goes on across restarts.
+        metrics::counter!("rollcall_events_filtered_total", "sink" => name.clone())
+            .absolute(store.filtered(&name)?);
         let up = store.sink_state(&name)?.health == SinkHealth::Ok;
         metrics::gauge!("rollcall_sink_up", "sink" => name).set(if up { 1.0 } else { 0.0 });
     }

@@ -57,6 +57,7 @@ pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod table;
 pub mod text;
 pub mod user;
 pub mod verify;

@@ -2,7 +2,8 @@
 //! consumer lost data (`rollcall replay`).
 //!
 //! Owns resolving where a replay starts (offset, time or event id), the type filter, the dry
-//! run, and progress reporting. Events go out as stored, so they keep their ids and bytes. It
+//! run, and progress reporting. Events go out as stored, so they keep their ids and bytes,
+//! each marked as a replay (docs/integrity.md). It
 //! must never move a sink's live cursor, except with `--rewind`, which only moves it back and
 //! sends nothing itself (the service re-sends from there).
 
@@ -151,7 +152,7 @@ pub async fn replay(config: &Config, store: &Store, req: &Request) -> Result<Rep
         report.selected.push(range.start..cursor);
         report.rewound = Some((cursor, range.start));
         if !req.dry_run {
-            store.set_cursor(&req.sink, range.start)?;
+            store.rewind_cursor(&req.sink, range.start)?;
             info!(sink = %req.sink, from = cursor, to = range.start, "cursor rewound; the service re-sends from there");
         }
         return Ok(report);

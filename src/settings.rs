@@ -187,6 +187,21 @@ impl Entry<'_, '_> {
         }
     }
 
+    /// `field`'s value when it is a string.
+    pub fn string(&self, field: &str) -> Option<String> {
+        let items = match self.doc.get_ref().get(self.array).map(|v| v.get_ref()) {
+            Some(DeValue::Array(items)) => items,
+            _ => return None,
+        };
+        match items.get(self.index).map(|i| i.get_ref()) {
+            Some(DeValue::Table(t)) => match t.get(field).map(|v| v.get_ref()) {
+                Some(DeValue::String(s)) => Some(s.to_string()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The span of `field`'s value, or of the entry when the key is absent.
     pub fn key(&self, field: &str) -> Range<usize> {
         if let Some(DeValue::Array(items)) = self.doc.get_ref().get(self.array).map(|v| v.get_ref())

@@ -93,22 +93,24 @@ async fn once_then_status_and_events_show_the_log_and_lag() {
 
     let status: serde_json::Value =
         serde_json::from_slice(&rollcall(Some(&h), &["status", "--json"]).stdout).unwrap();
-    assert_eq!(status["log_head"], 2);
+    // Two users observed, then the full reconcile's sync.completed.
+    assert_eq!(status["log_head"], 3);
     assert_eq!(status["sources"][0]["name"], "test");
     assert_eq!(status["sources"][0]["users_known"], 2);
-    assert_eq!(status["sinks"][0]["cursor"], 2);
+    assert!(status["sources"][0]["last_sync"].is_string(), "{status}");
+    assert_eq!(status["sinks"][0]["cursor"], 3);
     assert_eq!(status["sinks"][0]["lag_events"], 0);
 
     let human = text(&rollcall(Some(&h), &["status"]).stdout);
     assert!(
         human.contains("source test: 2 users known")
-            && human.contains("sink siem: ok, cursor 2, lag 0 events"),
+            && human.contains("sink siem: ok, cursor 3, lag 0 events"),
         "{human}"
     );
 
     let events = text(&rollcall(Some(&h), &["events", "--from", "1", "--limit", "5"]).stdout);
     let lines: Vec<&str> = events.lines().collect();
-    assert_eq!(lines.len(), 1);
+    assert_eq!(lines.len(), 2);
     support::schema::assert_valid_jsonl(&events);
     assert!(lines[0].contains("\"sequence\":\"00000000000000000001\""));
 }
@@ -164,12 +166,13 @@ async fn sigterm_stops_run_cleanly_within_the_grace_period() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait::until("the first event in the JSONL file", || {
+    // The admin observed, then the first full reconcile's sync.completed.
+    wait::until("the first events in the JSONL file", || {
         std::fs::read_to_string(h.events_path())
             .unwrap_or_default()
             .lines()
             .count()
-            == 1
+            == 2
     })
     .await;
     let pid = run.id().to_string();
@@ -483,8 +486,9 @@ async fn a_store_exported_while_run_holds_it_imports_into_a_new_store_with_the_s
         "emit_initial_snapshot = true\npoll_interval = \"1s\"",
     );
     let run = running::run(&h).await;
+    // 21 users observed, then the first full reconcile's sync.completed.
     wait::until_async("the first events", || async {
-        text(&h.rollcall(&["events"]).await.stdout).lines().count() == 21
+        text(&h.rollcall(&["events"]).await.stdout).lines().count() == 22
     })
     .await;
     let backup = h.dir.path().join("backup.jsonl");
@@ -531,8 +535,9 @@ async fn while_run_holds_the_store_export_writes_where_the_cli_resolved_and_a_li
     );
     let run = running::run(&h).await;
     let events = h.dir.path().join("events.jsonl");
+    // Six users observed, then the first full reconcile's sync.completed.
     wait::until("the running sink to write the first events", || {
-        std::fs::read_to_string(&events).is_ok_and(|t| t.lines().count() == 6)
+        std::fs::read_to_string(&events).is_ok_and(|t| t.lines().count() == 7)
     })
     .await;
     let in_dir = |args: &[&str]| {
@@ -575,7 +580,7 @@ async fn while_run_holds_the_store_export_writes_where_the_cli_resolved_and_a_li
     );
     assert_eq!(
         std::fs::read_to_string(&events).unwrap().lines().count(),
-        6,
+        7,
         "nothing written beside the running sink"
     );
     drop(run);

@@ -228,8 +228,8 @@ async fn a_jsonl_write_that_fails_half_way_is_cut_back_to_its_last_whole_line() 
         .filter(|l| !l.is_empty())
         .count();
     assert_eq!(
-        observed, 51,
-        "each user's event once, after the earlier lines"
+        observed, 52,
+        "each user's event once (and the full reconcile's sync.completed), after the earlier lines"
     );
 }
 
@@ -260,7 +260,8 @@ async fn a_partial_last_line_left_by_a_crash_is_cut_when_the_sink_opens_the_file
         text.split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .count(),
-        2
+        3,
+        "the earlier line, the admin observed, the full reconcile's sync.completed"
     );
 }
 

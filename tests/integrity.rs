@@ -364,6 +364,42 @@ async fn verify_topic_of_an_ocsf_sink_checks_each_records_attestation_and_names_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_ocsf_copy_alone_verifies_across_the_end_of_a_full_reconcile_it_leaves_out() {
+    let w = Written::with_sink(100, |jsonl| {
+        format!(
+            "[[sinks]]\nkind = \"jsonl\"\nname = \"audit\"\nformat = \"ocsf\"\npath = {:?}\n",
+            jsonl.display().to_string()
+        )
+    });
+    let mut events = created(4);
+    let mut sync = events[0].clone();
+    sync.id = uuid::Uuid::now_v7();
+    sync.event_type = rollcall::event::EventType::SyncCompleted;
+    events.insert(2, sync);
+    w.commit_and_deliver(events).await;
+    assert_eq!(
+        w.lines().len(),
+        4,
+        "the user events, not the sync.completed"
+    );
+    let (code, said) = verify(&w, &[path(&w)]);
+    assert_eq!(code, 0, "{said}");
+
+    // A record dropped where the marker was left out is still a record dropped.
+    let kept: Vec<u8> = w
+        .lines()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .flat_map(|(_, l)| l.iter().copied())
+        .collect();
+    std::fs::write(&w.jsonl, kept).unwrap();
+    let (code, said) = verify(&w, &[path(&w)]);
+    assert_eq!(code, 7, "{said}");
+    assert!(said.contains("log offsets 2 to 3 are missing"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_ocsf_sink_leaves_the_checkpoints_out_and_moves_past_them() {
     let w = Written::with_sink(3, |jsonl| {
         format!(

@@ -63,7 +63,10 @@ async fn created_user_is_one_created_event_with_source_and_sequence() {
     let e = &events[0];
     assert_eq!(e["source"], "superset://test");
     assert_eq!(e["specversion"], "1.0");
-    assert_eq!(e["sequence"], "00000000000000000000");
+    assert_eq!(
+        e["sequence"], "00000000000000000001",
+        "next after the first full reconcile's sync.completed"
+    );
     assert_eq!(e["data"]["user"]["username"], "carol");
     assert_eq!(e["data"]["user"]["roles"][0]["name"], "Gamma");
 }
@@ -392,7 +395,12 @@ async fn an_unchanged_cycle_derives_nothing_and_restarts_continue_the_log() {
     h.cycle().await;
     let events = h.new_events();
     assert_eq!(kinds(&events), [kind("user.updated", alice)]);
-    assert_eq!(h.store().head().unwrap(), 1);
+    assert_eq!(
+        h.sync_markers().len(),
+        2,
+        "each full reconcile ended with its sync.completed, the only events before"
+    );
+    assert_eq!(h.store().head().unwrap(), 3);
 }
 
 #[tokio::test]

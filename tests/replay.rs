@@ -1,5 +1,5 @@
-//! `rollcall replay`: a chosen range goes to one sink byte-identical to the first delivery
-//! (JSONL, and Kafka through rdkafka's in-process `MockCluster`), the live cursor stays put
+//! `rollcall replay`: a chosen range goes to one sink byte-identical to the first delivery but
+//! for the replay marker (JSONL, and Kafka through rdkafka's in-process `MockCluster`), the live cursor stays put
 //! (or moves back with `--rewind`), starts by offset, time and event id, the type filter, the
 //! dry run, and ranges that retention compacted away.
 
@@ -95,6 +95,19 @@ fn stored_bytes(store: &Store, range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// What a replay sends of the events in `range`: each byte for byte as stored, with the replay
+/// marker `"replayed":true` as its last attribute (docs/integrity.md).
+fn replayed_bytes(store: &Store, range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    stored_bytes(store, range)
+        .into_iter()
+        .map(|mut e| {
+            assert_eq!(e.pop(), Some(b'}'));
+            e.extend_from_slice(b",\"replayed\":true}");
+            e
+        })
+        .collect()
+}
+
 /// A store with 10 events, all delivered to `siem` (cursor 10), and the JSONL file emptied
 /// again, as if the SIEM lost them.
 async fn delivered_then_lost(dir: &Path) -> (Config, Store) {
@@ -109,7 +122,8 @@ async fn delivered_then_lost(dir: &Path) -> (Config, Store) {
 }
 
 #[tokio::test]
-async fn replay_of_a_range_to_jsonl_is_byte_identical_and_leaves_the_cursor_alone() {
+async fn replay_of_a_range_to_jsonl_is_the_stored_bytes_marked_as_replays_and_leaves_the_cursor_alone(
+) {
     let dir = tempfile::tempdir().unwrap();
     let (config, store) = delivered_then_lost(dir.path()).await;
     let report = replay(
@@ -124,7 +138,7 @@ async fn replay_of_a_range_to_jsonl_is_byte_identical_and_leaves_the_cursor_alon
     .unwrap();
     assert_eq!(report.range, 3..8);
     assert_eq!(report.sent, 5);
-    assert_eq!(lines(dir.path()), stored_bytes(&store, 3..8));
+    assert_eq!(lines(dir.path()), replayed_bytes(&store, 3..8));
     assert_eq!(
         store.cursor("siem").unwrap(),
         10,
@@ -142,7 +156,7 @@ async fn since_starts_at_the_first_event_at_or_after_the_instant() {
         .await
         .unwrap();
     assert_eq!(report.range, 6..10);
-    assert_eq!(lines(dir.path()), stored_bytes(&store, 6..10));
+    assert_eq!(lines(dir.path()), replayed_bytes(&store, 6..10));
 }
 
 #[tokio::test]
@@ -231,7 +245,11 @@ async fn rewind_moves_the_cursor_back_so_the_next_delivery_resends_with_the_same
     assert_eq!(store.cursor("siem").unwrap(), 6);
     let sink = SinkConfig::build(&config.sinks[0]).unwrap();
     assert_eq!(deliver::drain(&store, sink.as_ref()).await.unwrap(), 4);
-    assert_eq!(lines(dir.path()), stored_bytes(&store, 6..10));
+    assert_eq!(
+        lines(dir.path()),
+        replayed_bytes(&store, 6..10),
+        "what the sink had sent goes out again marked as replays"
+    );
 }
 
 #[tokio::test]
@@ -266,7 +284,7 @@ async fn replay_of_compacted_offsets_says_so_and_sends_what_remains() {
         .unwrap();
     assert_eq!(report.compacted, Some(1..4));
     assert_eq!(report.range, 4..10);
-    assert_eq!(lines(dir.path()), stored_bytes(&store, 4..10));
+    assert_eq!(lines(dir.path()), replayed_bytes(&store, 4..10));
 
     let err = replay(
         &config,
@@ -366,7 +384,7 @@ async fn consume_all(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_of_a_range_to_kafka_is_byte_identical_to_the_first_delivery() {
+async fn replay_of_a_range_to_kafka_is_byte_identical_to_the_first_delivery_but_for_its_marker() {
     let cluster = mock::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -407,11 +425,16 @@ async fn replay_of_a_range_to_kafka_is_byte_identical_to_the_first_delivery() {
         .map(|e| e.event().unwrap().id.to_string())
         .collect();
     for id in &replayed_ids {
-        let copies: Vec<_> = got.iter().filter(|m| &m.0 == id).collect();
+        let mut copies: Vec<_> = got.iter().filter(|m| &m.0 == id).cloned().collect();
         assert_eq!(copies.len(), 2, "event {id}: first delivery and replay");
         assert_eq!(
+            copies[1].3.remove("ce_replayed").as_deref(),
+            Some(b"true".as_slice()),
+            "event {id}: the replay is marked"
+        );
+        assert_eq!(
             copies[0], copies[1],
-            "event {id}: key, value and headers byte-identical"
+            "event {id}: key, value and headers byte-identical but for the marker"
         );
     }
 }

@@ -42,4 +42,5 @@ mod scale;
 mod schemas;
 mod shard;
 mod ssf;
+mod subscribers;
 mod webhook;

@@ -116,7 +116,9 @@ pub fn message(store: &str, offset: u64, head: &Hash) -> Vec<u8> {
 /// first bits of SHA-256 of [`message`], so derived from what the checkpoint signs. A copy that
 /// leaves checkpoints out (an OCSF sink's) still holds, in the event after one, its id
 /// (`chainprevid`): from that and the event before the checkpoint, a verifier tells a checkpoint
-/// left out from an event dropped ([`is_id_of`]), without the checkpoint.
+/// left out from an event dropped ([`is_id_of`]), without the checkpoint. The store gives the
+/// end of a full reconcile (`sync.completed`), which OCSF copies leave out too, an id derived
+/// the same way from the event before it.
 pub fn id(store: &str, offset: u64, head: &Hash, time: DateTime<Utc>) -> Uuid {
     let millis = u64::try_from(time.timestamp_millis()).unwrap_or(0);
     uuid::Builder::from_unix_timestamp_millis(millis, &derived(store, offset, head)).into_uuid()

@@ -4,7 +4,7 @@
 //!
 //! Owns the one rule every side computes alike: an event's hash is SHA-256 of the previous
 //! event's hash followed by the event's canonical bytes, the RFC 8785 (JCS) form of its
-//! CloudEvent without `chainhash` and `chainprev`. The store applies it when it commits
+//! CloudEvent without `chainhash`, `chainprev` and the replay marker `replayed`. The store applies it when it commits
 //! ([`Chained`]); `rollcall verify` recomputes it from whatever a sink delivered ([`record`]),
 //! so a hash is a function of what a consumer receives, never of rollcall's storage.
 //!
@@ -34,6 +34,10 @@ pub const HASH: &str = "chainhash";
 pub const PREV: &str = "chainprev";
 /// The attribute holding the id of the event before it in the chain (absent from the first).
 pub const PREV_ID: &str = "chainprevid";
+/// The replay marker, `replayed: true`, on an event `rollcall replay` re-sent: it says how this
+/// copy arrived, not what happened, so the hash leaves it out and a replayed copy verifies as
+/// the duplicate it is.
+pub const REPLAYED: &str = "replayed";
 
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];

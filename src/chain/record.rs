@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::canonical::{self, Members};
 use super::checkpoint;
-use super::{unhex, Hash, Link, HASH, PREV, PREV_ID};
+use super::{unhex, Hash, Link, HASH, PREV, PREV_ID, REPLAYED};
 use crate::event::EventType;
 
 /// Where a delivered event is: what a verifier names when it finds a break there.
@@ -153,6 +153,7 @@ fn from_members(mut members: Members<'_>) -> Result<Record, Unreadable> {
     let id = text(&members, "id")?;
     let event_type = text(&members, "type")?;
     let source = text(&members, "source").ok();
+    members.take(REPLAYED);
     let (hash, prev) = (members.take(HASH), members.take(PREV));
     if hash.is_none() && prev.is_none() {
         return Ok(Record {

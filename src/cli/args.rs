@@ -192,6 +192,14 @@ pub enum Command {
         #[command(subcommand)]
         action: SinkCommand,
     },
+    /// A sink's table of current users (a Kafka sink with `table = true`).
+    #[command(
+        after_help = "Example:\n  rollcall table rebuild --sink people   # after the topic was lost or recreated"
+    )]
+    Table {
+        #[command(subcommand)]
+        action: TableCommand,
+    },
     /// Manage a source while rollcall runs (or before it starts).
     #[command(
         after_help = "Examples:\n  rollcall source retry-login cubes   # once its account is unlocked upstream\n  rollcall source forget unit-b       # once removed from the config and reloaded"
@@ -297,6 +305,19 @@ pub enum SinkCommand {
     PublicKey {
         /// The sink's `name` in the config.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Publish every current user from the store to the sink's compacted topic, then send
+    /// again what changed meanwhile, so the topic's last message per user is the user as
+    /// they are now; works while `rollcall run` serves the sink.
+    #[command(after_help = "Example:\n  rollcall table rebuild --sink people")]
+    Rebuild {
+        /// The sink's `name` in the config.
+        #[arg(long)]
+        sink: String,
     },
 }
 

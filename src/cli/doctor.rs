@@ -133,5 +133,7 @@ pub(super) fn test_event() -> crate::sink::Message {
         content_type: "application/cloudevents+json".into(),
         body: body.to_string().into(),
         observed: None,
+        replayed: false,
+        tombstone: false,
     }
 }

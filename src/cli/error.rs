@@ -28,6 +28,8 @@ pub enum CliError {
     Demo(#[from] crate::source::demo::DemoError),
     #[error(transparent)]
     Replay(#[from] crate::replay::ReplayError),
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
     #[error("no sink named '{name}' in the config; its sinks are: {known}")]
     UnknownSink { name: String, known: String },
     #[error(transparent)]
@@ -97,6 +99,7 @@ impl CliError {
     /// The process's exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
         use crate::replay::ReplayError;
+        use crate::table::TableError;
         match self {
             CliError::Config(_)
             | CliError::UnknownSink { .. }
@@ -117,9 +120,8 @@ impl CliError {
             | CliError::NoSigningKey
             | CliError::NotReadBack(_)
             | CliError::ExportToStdoutWhileRunning
-            | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. }) => {
-                exit::CONFIG
-            }
+            | CliError::Replay(ReplayError::UnknownSink { .. } | ReplayError::BadGlob { .. })
+            | CliError::Table(TableError::NotATable(_)) => exit::CONFIG,
             CliError::Runner(
                 RunnerError::Cycle(CycleError::Source { .. })
                 | RunnerError::Deadline { .. }
@@ -132,12 +134,14 @@ impl CliError {
             CliError::Runner(RunnerError::Deliver(_) | RunnerError::Sink(_))
             | CliError::Sink(_)
             | CliError::Deliver(_)
-            | CliError::Replay(ReplayError::Sink(_) | ReplayError::Deliver(_)) => exit::DELIVERY,
+            | CliError::Replay(ReplayError::Sink(_) | ReplayError::Deliver(_))
+            | CliError::Table(TableError::Sink(_)) => exit::DELIVERY,
             CliError::Store(_)
             | CliError::Runner(
                 RunnerError::Cycle(CycleError::Store(_)) | RunnerError::StoppedWithStoreFailing(_),
             )
             | CliError::Replay(ReplayError::Store(_))
+            | CliError::Table(TableError::Store(_))
             | CliError::Verify(crate::verify::VerifyError::Store(_))
             | CliError::Admin(_)
             | CliError::StatusUnavailable { .. } => exit::STORE,

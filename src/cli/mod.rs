@@ -18,11 +18,13 @@ mod operate;
 mod replay;
 mod sources;
 mod status;
+mod table;
 mod verify;
 
 pub use crate::exit;
 pub use args::{
     Cli, Command, ConfigCommand, DlqCommand, LogFormat, SinkCommand, SourceCommand, StoreCommand,
+    TableCommand,
 };
 pub use error::CliError;
 
@@ -148,6 +150,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         | Command::Replay { .. }
         | Command::Dlq { .. }
         | Command::Sink { .. }
+        | Command::Table { .. }
         | Command::Source { .. }
         | Command::Reload) => {
             let mut args: Vec<String> = std::env::args().skip(1).collect();

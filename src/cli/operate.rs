@@ -7,7 +7,7 @@ use std::io::Write;
 
 use chrono::Utc;
 
-use super::args::{Command, SinkCommand, SourceCommand, StoreCommand};
+use super::args::{Command, SinkCommand, SourceCommand, StoreCommand, TableCommand};
 use super::dlq::dlq;
 use super::error::CliError;
 use super::named::{sink_config, source_config};
@@ -113,6 +113,9 @@ pub(super) async fn operate(
         Command::Sink {
             action: SinkCommand::Enable { name },
         } => sink_enable(config, store, sinks, &name, out).await,
+        Command::Table {
+            action: TableCommand::Rebuild { sink },
+        } => super::table::rebuild(config, store, sinks, &sink, out).await,
         Command::Source {
             action: SourceCommand::Forget { name },
         } => forget(config, store, controls.map(|c| &c.sources), &name, out).await,

@@ -32,7 +32,7 @@ pub(super) async fn replay(
         let name = sink.clone();
         controls
             .restart(sink, move |store| {
-                store.set_cursor(&name, to)?;
+                store.rewind_cursor(&name, to)?;
                 Ok(String::new())
             })
             .await

@@ -78,6 +78,10 @@ pub(super) struct SinkStatus {
     /// Events retention compacted away before this sink received them, over the store's life.
     #[serde(default)]
     pub(super) events_skipped: u64,
+    /// Events the sink's subscription left out (`event_types`, `sources`, `subjects`), over the
+    /// store's life.
+    #[serde(default)]
+    pub(super) events_filtered: u64,
     #[serde(flatten)]
     pub(super) state: SinkState,
 }
@@ -138,6 +142,7 @@ impl Status {
                     lag_seconds: oldest.map(|e| (Utc::now() - e.time).num_seconds()),
                     dead_letters: store.dead_letter_count(&name)?,
                     events_skipped: store.skipped(&name)?,
+                    events_filtered: store.filtered(&name)?,
                     state: store.sink_state(&name)?,
                     name,
                 });
@@ -335,9 +340,13 @@ impl Status {
                 SinkHealth::Degraded => "DEGRADED",
                 SinkHealth::Disabled => "DISABLED",
             };
+            let filtered = match s.events_filtered {
+                0 => String::new(),
+                n => format!(", {n} filtered out"),
+            };
             writeln!(
                 out,
-                "sink {}: {health}, cursor {}, lag {} events{age}, {} dead letters",
+                "sink {}: {health}, cursor {}, lag {} events{age}, {} dead letters{filtered}",
                 s.name, s.cursor, s.lag_events, s.dead_letters
             )?;
             if let (Some(e), false) = (&s.state.last_error, s.state.health == SinkHealth::Ok) {

@@ -344,6 +344,15 @@ impl Config {
                 ),
             );
         }
+        let known: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        for (index, s) in self.sinks.iter().enumerate() {
+            let entry = Entry {
+                doc,
+                array: "sinks",
+                index,
+            };
+            s.subscription().validate(entry, p, &known);
+        }
         if !(1..=MAX_CONCURRENT_POLLS).contains(&self.max_concurrent_polls) {
             let at = doc
                 .get_ref()

@@ -1,10 +1,12 @@
 //! One sink being delivered to ([`Ctx`]): what every delivery to it shares, and what became of
 //! one event ([`Outcome`]).
 //!
-//! Owns how a stored event becomes the sink's message (or is left out by its `event_types`),
+//! Owns how a stored event becomes the sink's message (or is left out by its subscription, or
+//! redacted as its subscriber asked),
 //! the counters a pass keeps, and recording the sink's health when a pass ends badly. It must
 //! never move a cursor: that is the window's, and only past what the sink confirmed.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use tracing::error;
 
 use super::error::DeliverError;
-use crate::encode::Envelope;
+use crate::encode::{Envelope, Unreadable};
 use crate::sink::{Delivery, Message, Sink, SinkError};
 use crate::store::{SinkHealth, Store, StoreError, StoredEvent};
 
@@ -41,6 +43,15 @@ pub(super) enum Outcome {
     Unsent,
 }
 
+/// What a stored event is to the sink.
+pub(super) enum Selected {
+    Send(Message),
+    /// The sink's subscription leaves it out: the cursor passes it, and it is counted.
+    Filtered,
+    /// The sink's format has no form for it (a checkpoint in OCSF): the cursor passes it.
+    Formless,
+}
+
 /// One sink being delivered to, and what its deliveries share.
 pub(super) struct Ctx<'a> {
     pub(super) store: &'a Store,
@@ -54,6 +65,9 @@ pub(super) struct Ctx<'a> {
     /// Health was reported as not ok and has not been reported ok since.
     pub(super) degraded: AtomicBool,
     pub(super) delivered: AtomicU64,
+    /// Events below this offset go out marked as replays: the sink's cursor was rewound past
+    /// them (`rollcall replay --rewind`), or this is a replay (every event).
+    pub(super) replayed_below: u64,
     /// The sink's delivery latency histogram, looked up once rather than by its labels for
     /// every event.
     latency: OnceLock<metrics::Histogram>,
@@ -76,6 +90,7 @@ impl<'a> Ctx<'a> {
             retrying: AtomicUsize::new(0),
             degraded: AtomicBool::new(reported != SinkHealth::Ok),
             delivered: AtomicU64::new(0),
+            replayed_below: store.replayed_below(sink.name())?,
             latency: OnceLock::new(),
         })
     }
@@ -86,17 +101,27 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// The message for a stored event; `None` when the sink leaves its type out, or its format
-    /// has no form for it.
-    pub(super) fn message(&self, e: &StoredEvent) -> Result<Option<Message>, DeliverError> {
-        let envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
+    /// The message for a stored event, unless the sink's subscription leaves it out or its
+    /// format has no form for it.
+    pub(super) fn message(&self, e: &StoredEvent) -> Result<Selected, DeliverError> {
+        let mut envelope = Envelope::parse(e).map_err(|source| DeliverError::Corrupt {
             sink: self.name.clone(),
             source,
         })?;
-        if !self.sink.wants(&envelope.event_type)
-            || !self.sink.encoder().carries(&envelope.event_type)
-        {
-            return Ok(None);
+        envelope.replayed = e.offset < self.replayed_below;
+        if !self.sink.encoder().carries(&envelope.event_type) {
+            return Ok(Selected::Formless);
+        }
+        if !self.sink.takes(&envelope) {
+            return Ok(Selected::Filtered);
+        }
+        let seen = self.seen(e)?;
+        if let Cow::Owned(redacted) = &seen {
+            envelope = Envelope::parse(redacted).map_err(|source| DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source,
+            })?;
+            envelope.replayed = e.offset < self.replayed_below;
         }
         let message =
             Message::encode(self.sink.encoder(), &envelope, self.store.id()).map_err(|source| {
@@ -105,7 +130,28 @@ impl<'a> Ctx<'a> {
                     source,
                 }
             })?;
-        Ok(Some(message))
+        Ok(Selected::Send(message))
+    }
+
+    /// The stored event as this sink may see it: redacted when its subscriber asked
+    /// (`redact_fields`), else as stored.
+    pub(super) fn seen<'e>(
+        &self,
+        e: &'e StoredEvent,
+    ) -> Result<Cow<'e, StoredEvent>, DeliverError> {
+        let Some(redactor) = self.sink.redactor() else {
+            return Ok(Cow::Borrowed(e));
+        };
+        redactor
+            .redact(e)
+            .map(Cow::Owned)
+            .map_err(|source| DeliverError::Corrupt {
+                sink: self.name.clone(),
+                source: Unreadable {
+                    offset: e.offset,
+                    source: source.into(),
+                },
+            })
     }
 
     /// Record in the store why a pass ended badly.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tracing::info;
 
-use super::ctx::{Ctx, Outcome, ONCE_PATIENCE};
+use super::ctx::{Ctx, Outcome, Selected, ONCE_PATIENCE};
 use super::error::DeliverError;
 use crate::encode::Envelope;
 use crate::sink::{Message, Order, Sink, SinkError};
@@ -26,18 +26,19 @@ pub struct RetryReport {
 }
 
 /// `rollcall replay`: send exactly `events` (a range the operator chose) in log order, with
-/// their original ids, waiting only for retries due within [`ONCE_PATIENCE`]. Events the
-/// sink's `event_types` exclude are skipped. Never reads or moves the stored cursor and never
+/// their original ids, each marked as a replay, waiting only for retries due within [`ONCE_PATIENCE`]. Events the
+/// sink's subscription leaves out (as it is configured now) are skipped. Never reads or moves the stored cursor and never
 /// dead-letters: the first failure stops the replay. Returns how many events were sent.
 pub async fn send_range(
     store: &Store,
     sink: &dyn Sink,
     events: &[StoredEvent],
 ) -> Result<u64, DeliverError> {
-    let ctx = Ctx::new(store, sink, Some(ONCE_PATIENCE))?;
+    let mut ctx = Ctx::new(store, sink, Some(ONCE_PATIENCE))?;
+    ctx.replayed_below = u64::MAX;
     let mut messages = Vec::with_capacity(events.len());
     for e in events {
-        if let Some(m) = ctx.message(e)? {
+        if let Selected::Send(m) = ctx.message(e)? {
             messages.push(Arc::new(m));
         }
     }
@@ -163,6 +164,8 @@ impl Ctx<'_> {
                     .into(),
             },
         };
+        // A copy kept redacted is redacted again unchanged.
+        let stored = self.seen(&stored)?;
         let envelope = Envelope::parse(&stored).map_err(|source| DeliverError::Corrupt {
             sink: self.name.clone(),
             source,

@@ -5,7 +5,8 @@
 //! user's events in order (one in flight per user, or batches back to back, as the sink
 //! declares), taking in what became of each event (dead letters included), and saving the
 //! cursor: throttled, in the background, one save at a time. It must never move the cursor
-//! past an event that is still open (neither delivered, nor dead-lettered, nor filtered out).
+//! past an event that is still open (neither delivered, nor dead-lettered, nor filtered out),
+//! and counts each event its subscription left out once, in the save that passes it.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::ctx::{Ctx, Outcome};
+use super::ctx::{Ctx, Outcome, Selected};
 use super::error::DeliverError;
 use crate::sink::{Message, Order, SinkError};
 use crate::store::{DeadLetter, SinkHealth, StoreError, StoredEvent};
@@ -58,6 +59,9 @@ pub(super) struct Window<'c, 'a> {
     pub(super) head_alive: bool,
     /// Read and not yet delivered or dead-lettered.
     pub(super) open: BTreeSet<u64>,
+    /// Offsets the subscription left out, in order, not yet counted in the store: they are
+    /// counted with the cursor save that passes them.
+    filtered: VecDeque<u64>,
     /// [`Order::PerUser`]: per user, its open events in order; the front one is in flight
     /// unless the user is in `ready` or `held`.
     queues: HashMap<Arc<str>, VecDeque<Arc<Message>>, UserHasher>,
@@ -89,6 +93,7 @@ impl<'c, 'a> Window<'c, 'a> {
             gap: None,
             head_alive: true,
             open: BTreeSet::new(),
+            filtered: VecDeque::new(),
             queues: HashMap::default(),
             ready: VecDeque::new(),
             held: HashSet::default(),
@@ -137,8 +142,13 @@ impl<'c, 'a> Window<'c, 'a> {
     }
 
     fn admit(&mut self, e: &StoredEvent) -> Result<(), DeliverError> {
-        let Some(message) = self.ctx.message(e)? else {
-            return Ok(());
+        let message = match self.ctx.message(e)? {
+            Selected::Send(message) => message,
+            Selected::Filtered => {
+                self.filtered.push_back(e.offset);
+                return Ok(());
+            }
+            Selected::Formless => return Ok(()),
         };
         let message = Arc::new(message);
         self.open.insert(e.offset);
@@ -238,8 +248,9 @@ impl<'c, 'a> Window<'c, 'a> {
                     }
                 }
                 Outcome::Exhausted { reason, attempts } => {
-                    // The letter keeps the stored CloudEvent, whatever the sink's format: a
-                    // retry re-encodes it, after retention may have dropped it from the log.
+                    // The letter keeps the stored CloudEvent (redacted, for a sink that
+                    // redacts), whatever the sink's format: a retry re-encodes it, after
+                    // retention may have dropped it from the log.
                     let event = ctx.stored_event(message.offset)?;
                     ctx.store.dead_letter(
                         &ctx.name,
@@ -348,9 +359,11 @@ impl<'c, 'a> Window<'c, 'a> {
         }
         self.cursor = self.safe_cursor();
         self.saved_at = Instant::now();
+        let passed = self.filtered.partition_point(|o| *o < self.cursor);
+        self.filtered.drain(..passed);
         let (store, name, cursor) = (self.ctx.store.clone(), self.ctx.name.clone(), self.cursor);
         self.saving = Some(tokio::task::spawn_blocking(move || {
-            store.set_cursor(&name, cursor)
+            store.advance_cursor(&name, cursor, passed as u64)
         }));
         if now {
             self.saved().await?;
@@ -373,8 +386,8 @@ impl<'c, 'a> Window<'c, 'a> {
 }
 
 impl Ctx<'_> {
-    /// The event at `offset` as stored, for a dead letter.
-    fn stored_event(&self, offset: u64) -> Result<serde_json::Value, StoreError> {
+    /// The event at `offset` as stored (as the sink may see it), for a dead letter.
+    fn stored_event(&self, offset: u64) -> Result<serde_json::Value, DeliverError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             what: format!("event at offset {offset}"),
             detail,
@@ -385,6 +398,7 @@ impl Ctx<'_> {
             .into_iter()
             .find(|e| e.offset == offset)
             .ok_or_else(|| corrupt("missing from the log while in flight".into()))?;
-        serde_json::from_slice(&stored.bytes).map_err(|e| corrupt(e.to_string()))
+        let seen = self.seen(&stored)?;
+        Ok(serde_json::from_slice(&seen.bytes).map_err(|e| corrupt(e.to_string()))?)
     }
 }

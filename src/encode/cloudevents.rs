@@ -1,8 +1,9 @@
 //! CloudEvents on the wire: structured mode (the stored event as the body) and binary mode
 //! (attributes as headers, `data` as the body), in the Kafka and HTTP protocol bindings.
 //!
-//! Owns the header names and their order. It must never change a byte of what consumers
-//! already receive: the stored event is a CloudEvent in structured JSON already.
+//! Owns the header names and their order, and the replay marker (the `replayed` extension
+//! attribute). It must never change a byte of what consumers already receive but to add that
+//! marker to a replay: the stored event is a CloudEvent in structured JSON already.
 
 use std::borrow::Cow;
 
@@ -53,6 +54,14 @@ impl Binding {
         }
     }
 
+    /// The replay marker in binary mode: the `replayed` extension attribute as a header.
+    fn replayed_header(self) -> &'static str {
+        match self {
+            Binding::Kafka => "ce_replayed",
+            Binding::Http => "ce-replayed",
+        }
+    }
+
     fn dataschema_header(self) -> &'static str {
         match self {
             Binding::Kafka => "ce_dataschema",
@@ -81,7 +90,11 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
             key: e.key(),
             headers: Vec::new(),
             content_type: binding.structured_content_type(),
-            body: Cow::Borrowed(e.bytes),
+            body: if e.replayed {
+                Cow::Owned(marked(e.bytes))
+            } else {
+                Cow::Borrowed(e.bytes)
+            },
         },
         Mode::Binary => {
             let values = [
@@ -107,6 +120,9 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
                     headers.push((name, value.as_ref()));
                 }
             }
+            if e.replayed {
+                headers.push((binding.replayed_header(), "true"));
+            }
             Encoded {
                 key: e.key(),
                 headers,
@@ -115,4 +131,18 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
             }
         }
     }
+}
+
+/// The stored event with the replay marker, `"replayed":true`, as its last attribute: the rest
+/// byte for byte as stored (the chain's hash leaves the marker out, docs/integrity.md).
+fn marked(stored: &[u8]) -> Vec<u8> {
+    let end = stored
+        .iter()
+        .rposition(|b| *b == b'}')
+        .unwrap_or(stored.len());
+    let mut out = Vec::with_capacity(stored.len() + 16);
+    out.extend_from_slice(&stored[..end]);
+    out.extend_from_slice(b",\"replayed\":true");
+    out.extend_from_slice(&stored[end..]);
+    out
 }

@@ -3,13 +3,15 @@
 //!
 //! Owns the shape of a stored event as sinks, replay and retention see it ([`Envelope`]) and the
 //! choice of wire format ([`Format`], a sink's `format` key). A body is a pure function of the
-//! stored bytes: in CloudEvents it is the stored bytes or a slice of them (never re-serialized),
-//! in OCSF a record built from them alone, so every redelivery and replay of an event by the
-//! same rollcall is byte-identical. It must never do I/O, and it knows no sink and no store
-//! beyond the stored bytes.
+//! stored bytes and whether it is a replay: in CloudEvents it is the stored bytes or a slice of
+//! them (never re-serialized; a replay's marker is appended), in OCSF a record built from them
+//! alone, so every redelivery of an event by the same rollcall is byte-identical, and a replay
+//! too but for its marker. It must never do I/O, and it knows no sink and no store beyond the
+//! stored bytes.
 
 pub mod cloudevents;
 pub mod ocsf;
+pub mod table;
 
 use std::borrow::Cow;
 
@@ -56,6 +58,11 @@ pub struct Envelope<'a> {
     /// (see [`crate::sink::Message::encode`]).
     #[serde(skip)]
     pub stored: Option<&'a sled::IVec>,
+    /// This delivery re-sends history at an operator's request (`rollcall replay`), so the
+    /// encoded event carries the replay marker (docs/integrity.md, Replays are marked); never
+    /// read from the stored bytes, which hold none.
+    #[serde(skip)]
+    pub replayed: bool,
     #[serde(borrow)]
     pub specversion: Cow<'a, str>,
     #[serde(borrow)]
@@ -172,6 +179,11 @@ pub enum Format {
     Cloudevents,
     /// One OCSF record per event, as JSON, in the sink's `ocsf_version` (see [`ocsf`]).
     Ocsf,
+    /// A row per user: the user's current record, a tombstone after a deletion (see
+    /// [`table`]). A Kafka sink's `table = true`, never written as `format`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Table,
 }
 
 /// One event as it goes on the wire.
@@ -198,10 +210,22 @@ pub struct Encoder {
 impl Encoder {
     /// Whether this format has a form for events of this `type`: CloudEvents for every one,
     /// OCSF for those a source emits (a checkpoint is no OCSF event; the chain reaches OCSF
-    /// records through their own integrity attributes). Events it has none for are not sent,
-    /// and count as done.
+    /// records through their own integrity attributes; nor is the end of a full reconcile, which
+    /// tells of no activity). Events it has none for are not sent, and count as done.
     pub fn carries(&self, event_type: &str) -> bool {
-        self.format == Format::Cloudevents || event_type != EventType::Checkpoint.as_str()
+        match self.format {
+            Format::Cloudevents => true,
+            Format::Ocsf => ![EventType::Checkpoint, EventType::SyncCompleted]
+                .iter()
+                .any(|t| t.as_str() == event_type),
+            Format::Table => table::carries(event_type),
+        }
+    }
+
+    /// Whether the event's message removes its key rather than giving it a value (a table's
+    /// row of a deleted user).
+    pub fn tombstone(&self, event_type: &str) -> bool {
+        self.format == Format::Table && table::tombstone(event_type)
     }
 
     /// The event `e` of the log of the store whose id is `store` (an OCSF record names that
@@ -215,6 +239,7 @@ impl Encoder {
         match self.format {
             Format::Cloudevents => Ok(cloudevents::encode(e, self.mode, self.binding)),
             Format::Ocsf => ocsf::encode(e, self.ocsf, store),
+            Format::Table => table::encode(e),
         }
     }
 }

@@ -16,7 +16,9 @@
 
 pub mod jsonl;
 pub mod kafka;
+pub mod redact;
 pub mod ssf;
+pub mod subscription;
 pub mod webhook;
 
 use std::borrow::Cow;
@@ -30,8 +32,10 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use crate::encode::{Encoder, Envelope, Unreadable};
-use crate::settings::{one_of, table_schema, Entry, Problems};
+use crate::settings::{one_of, Entry, Problems};
 use crate::store::{Store, StoreError};
+use subscription::Subscribed;
+pub use subscription::{Subscription, TakesSubscription};
 
 /// One event as a sink puts it on the wire: encoded once, then owned by the delivery engine
 /// (it may wait in the window while retries go on).
@@ -50,6 +54,11 @@ pub struct Message {
     pub body: Bytes,
     /// When rollcall observed the event (its `time`), for the delivery latency metric.
     pub observed: Option<chrono::DateTime<chrono::Utc>>,
+    /// A replay: the body carries the marker already, and a sink with headers of its own (a
+    /// webhook) says so in one.
+    pub replayed: bool,
+    /// The message removes its key (a table's row of a deleted user): no value is sent.
+    pub tombstone: bool,
 }
 
 impl Message {
@@ -77,6 +86,8 @@ impl Message {
                 (Cow::Owned(body), _) => Bytes::from(body),
             },
             observed: e.time().ok(),
+            replayed: e.replayed,
+            tombstone: encoder.tombstone(&e.event_type),
         })
     }
 }
@@ -166,10 +177,19 @@ pub trait Sink: Send + Sync {
     /// The encoder of the sink's `format` (and binding).
     fn encoder(&self) -> &Encoder;
 
-    /// Whether the sink sends events of this `type` (its `event_types` filter); those it does
-    /// not send count as done.
-    fn wants(&self, _event_type: &str) -> bool {
+    /// Whether the sink takes this event: what its [`Subscription`] chose (the registry's
+    /// wrapper answers that), or what a destination that chooses its own events asked for (an
+    /// SSF stream's `events_requested`). Those it does not take count as done, and as
+    /// filtered out.
+    fn takes(&self, _event: &Envelope<'_>) -> bool {
         true
+    }
+
+    /// What the sink's subscriber may not see in clear (`redact_fields`): the engine redacts
+    /// each event before the sink encodes it, and before it keeps a dead letter. Only the
+    /// registry's wrapper has one.
+    fn redactor(&self) -> Option<&redact::Redactor> {
+        None
     }
 
     /// Get ready to send the event at `offset` and after: called before the first send and
@@ -262,6 +282,12 @@ pub trait SinkKind {
         None
     }
 
+    /// A sink that publishes the current users as a table (a Kafka sink with `table =
+    /// true`), for `rollcall table rebuild`; `None` when the kind keeps no table.
+    fn table(&self) -> Option<Result<Box<dyn Table>, SinkError>> {
+        None
+    }
+
     /// The names the sink keeps cursors under in `store`, when they are not just its own name
     /// (a [`Fleet`]: one per destination that holds events back).
     fn deliveries(&self, _store: &Store) -> Option<Result<Vec<String>, StoreError>> {
@@ -306,13 +332,30 @@ pub trait Board: Send + Sync {
         -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
+/// One current user as a table holds it: `key` `<source>:<subject>`, as the user's events are
+/// keyed, and `value` the record as events hold it in `data.user`.
+pub struct Row {
+    pub key: String,
+    pub source: String,
+    pub subject: String,
+    pub value: Vec<u8>,
+}
+
+/// A sink that keeps a table of the current users: `rollcall table rebuild` hands it every
+/// current user as a [`Row`].
+pub trait Table: Send + Sync {
+    /// Publish `rows` in order; how many, once the destination acknowledged them all.
+    fn publish(&self, rows: mpsc::Receiver<Row>) -> BoxFuture<'_, Result<u64, SinkError>>;
+}
+
 /// A destination's events read back, each where it was found, in log order.
 pub type ReadBack = Box<dyn Iterator<Item = Result<crate::chain::record::Delivered, SinkError>>>;
 
 /// The registry: one line per kind, `kind => Variant(module::Config, module::Error)`. Generates
 /// [`SinkConfig`] (parsed by `kind`) and [`SinkError`], and their dispatch. Each kind's config
-/// provides `name`, `validate`, `describe`, `check` and `build`, implements [`SinkKind`] and
-/// derives `JsonSchema` (its doc comments are the reference operators read);
+/// provides `name`, `validate`, `describe`, `check` and `build`, holds the `subscription` the
+/// registry reads, implements [`SinkKind`] and [`TakesSubscription`] and derives `JsonSchema`
+/// (its doc comments are the reference operators read);
 /// each error, `is_permanent`; each kind's module, `METRICS` (the metrics only it exports,
 /// with their help) and `on_hangup` (what it does on SIGHUP).
 macro_rules! sinks {
@@ -329,6 +372,9 @@ macro_rules! sinks {
                 #[error(transparent)]
                 $variant(#[from] $error),
             )+
+            /// The sink's redaction key, whatever its kind.
+            #[error(transparent)]
+            Redact(#[from] redact::RedactError),
         }
 
         impl SinkConfig {
@@ -337,17 +383,20 @@ macro_rules! sinks {
 
             /// Every kind with the schema of its table, for `rollcall config reference`.
             pub const TABLES: &'static [(&'static str, fn() -> schemars::Schema)] =
-                &[$((stringify!($kind), table_schema::<$config>)),+];
+                &[$((stringify!($kind), subscription::table::<$config>)),+];
 
-            /// Read one `[[sinks]]` table (without its `kind`) as `kind`; problems go to `p`.
+            /// Read one `[[sinks]]` table (without its `kind`) as `kind`: the keys of its
+            /// [`Subscription`], then the kind's own; problems go to `p`.
             pub fn parse(
                 kind: &str,
                 at: std::ops::Range<usize>,
                 table: &Spanned<DeValue<'_>>,
                 p: &mut Problems<'_>,
             ) -> Option<SinkConfig> {
-                match kind {
-                    $(stringify!($kind) => p.de(table).map(SinkConfig::$variant),)+
+                let [ours, theirs] = Subscription::split(table);
+                let subscription: Option<Subscription> = p.de(&ours);
+                let config = match kind {
+                    $(stringify!($kind) => p.de(&theirs).map(SinkConfig::$variant),)+
                     other => {
                         p.at(
                             at,
@@ -358,6 +407,42 @@ macro_rules! sinks {
                         );
                         None
                     }
+                };
+                let mut config = config?;
+                let subscription = subscription?;
+                let written = subscription.written();
+                if !config.takes_subscription() && !written.is_empty() {
+                    for key in written {
+                        p.at(
+                            subscription::key_span(&ours, key),
+                            format!(
+                                "a `{kind}` sink's receivers choose their events themselves, so `{key}` is not one of its keys: remove it (docs/sinks.md, Routing)"
+                            ),
+                        );
+                    }
+                    return None;
+                }
+                *config.subscription_mut() = subscription;
+                Some(config)
+            }
+
+            /// Whether the kind's table takes the keys of a [`Subscription`].
+            fn takes_subscription(&self) -> bool {
+                match self {
+                    $(SinkConfig::$variant(_) => <$config as TakesSubscription>::TAKES,)+
+                }
+            }
+
+            /// What the sink's subscriber chose to receive.
+            pub fn subscription(&self) -> &Subscription {
+                match self {
+                    $(SinkConfig::$variant(c) => &c.subscription,)+
+                }
+            }
+
+            fn subscription_mut(&mut self) -> &mut Subscription {
+                match self {
+                    $(SinkConfig::$variant(c) => &mut c.subscription,)+
                 }
             }
 
@@ -406,19 +491,23 @@ macro_rules! sinks {
                 $($kind::on_hangup();)+
             }
 
-            /// What `check-config` can check without reaching the destination (secrets).
+            /// What `check-config` can check without reaching the destination (secrets, the
+            /// redaction key).
             pub fn check(&self) -> Result<(), SinkError> {
+                self.subscription().redactor(self.name())?;
                 match self {
                     $(SinkConfig::$variant(c) => Ok(c.check()?),)+
                 }
             }
 
-            /// Build the sink. Connects to nothing yet, but whatever can be checked without
-            /// the destination (secrets, client options) is checked here.
+            /// Build the sink, taking what its [`Subscription`] chose. Connects to nothing
+            /// yet, but whatever can be checked without the destination (secrets, client
+            /// options) is checked here.
             pub fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
-                match self {
-                    $(SinkConfig::$variant(c) => Ok(c.build()?),)+
-                }
+                let sink = match self {
+                    $(SinkConfig::$variant(c) => c.build()?,)+
+                };
+                Ok(Subscribed::wrap(sink, self.subscription())?)
             }
         }
 
@@ -427,6 +516,7 @@ macro_rules! sinks {
             pub fn is_permanent(&self) -> bool {
                 match self {
                     $(SinkError::$variant(e) => e.is_permanent(),)+
+                    SinkError::Redact(_) => true,
                 }
             }
         }

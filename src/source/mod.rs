@@ -71,6 +71,8 @@ pub struct Schedule {
     pub poll_interval: Duration,
     /// A full read is due this long after the last one.
     pub full_reconcile_interval: Duration,
+    /// A full read ends with a `sync.completed` at most this often (zero: every one).
+    pub sync_every: Duration,
 }
 
 /// One source of users.
@@ -140,6 +142,16 @@ pub trait SourceKind {
     fn check_secrets(&self) -> Result<(), SourceError>;
     /// What `status` shows of the stored cursor: what an operator can act on, no internals.
     fn status(&self, cursor: &StoredCursor) -> serde_json::Value;
+    /// The event `source` attribute of this source's events, e.g. `superset://prod`.
+    fn uri(&self) -> String;
+    /// Each user the store holds of this source, in key order, as its events name and publish
+    /// it: its `subject` and its record (`data.user`), handed to `each` one at a time
+    /// (`rollcall table rebuild`; see [`stored_users`]).
+    fn stored_users(
+        &self,
+        store: &crate::store::Store,
+        each: &mut StoredUser<'_>,
+    ) -> Result<(), StoreError>;
     /// `rollcall demo`: log in once, as this source's own account with `password`, to the
     /// (test!) instance it points at, and hand over the kind's demo steps.
     fn demo<'a>(
@@ -235,6 +247,28 @@ impl Login<'_> {
 }
 
 pub use crate::store::StoredCursor;
+
+/// What [`SourceKind::stored_users`] hands each user to: its `subject` and record.
+pub type StoredUser<'a> = dyn FnMut(String, Vec<u8>) -> Result<(), StoreError> + 'a;
+
+/// [`SourceKind::stored_users`] for a source whose users are `U`: the subject is the key's, the
+/// record serialized as events serialize `data.user` (keys in order, compact), so a row
+/// rebuilt from the store is byte for byte the row the user's last event gave.
+pub fn stored_users<U: Account>(
+    store: &crate::store::Store,
+    source: &str,
+    each: &mut StoredUser<'_>,
+) -> Result<(), StoreError> {
+    for kv in store.known::<U>(source)?.records::<serde_json::Value>() {
+        let (key, record) = kv?;
+        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
+            what: format!("record of user {key} of source {source}"),
+            detail: e.to_string(),
+        })?;
+        each(key.to_string(), bytes)?;
+    }
+    Ok(())
+}
 
 /// Count and log a user record that could not be read: a warning the first time a reason is
 /// seen for that user, a debug line while it stays (`before` is what the last cycle kept).

@@ -1,7 +1,7 @@
 //! What the store keeps of each sink: its cursor (`cursors`: the next offset to deliver), the
-//! events it skipped because retention compacted them away first, its health as it last
-//! reported it (`sink/<sink>` and `skipped/<sink>` in `meta`), and its dead letters
-//! (`dlq/<sink>`).
+//! events it skipped because retention compacted them away first and those its subscription
+//! left out, its health as it last reported it (`sink/<sink>`, `skipped/<sink>` and
+//! `filtered/<sink>` in `meta`), and its dead letters (`dlq/<sink>`).
 //!
 //! Owns moving a cursor durably (the one place that sees every delivery, so it counts them)
 //! and keeping each dead letter with its bytes, so compaction cannot lose it. It never decides
@@ -84,26 +84,95 @@ impl Store {
     /// the sink received them, adding them to its skipped count in the same durable write;
     /// returns the count now. They are not counted as delivered.
     pub fn skip_compacted(&self, sink: &str, from: u64, to: u64) -> Result<u64, StoreError> {
+        let (_, total) =
+            self.move_counting(sink, to, &skipped_key(sink), to.saturating_sub(from))?;
+        Ok(total)
+    }
+
+    /// Move a sink's cursor back to `to` for its service to re-send from there (`rollcall
+    /// replay --rewind`), noting where it was: the events below that went out before, so they
+    /// go out again marked as replays ([`Store::replayed_below`]). One durable write.
+    pub fn rewind_cursor(&self, sink: &str, to: u64) -> Result<(), StoreError> {
+        let key = replayed_key(sink);
+        self.cursor_and_meta(|cursors, meta| {
+            let was = counted(
+                cursors.insert(sink.as_bytes(), &to.to_be_bytes())?,
+                "cursor",
+            )?;
+            let below = counted(meta.get(&key)?, "replayed offsets")?.max(was);
+            meta.insert(key.as_slice(), &below.to_be_bytes())?;
+            Ok(())
+        })
+    }
+
+    /// The offset below which the sink's events go out marked as replays: where its cursor was
+    /// when it was last rewound (0: never).
+    pub fn replayed_below(&self, sink: &str) -> Result<u64, StoreError> {
+        match self.meta.get(replayed_key(sink))? {
+            Some(v) => be_u64(&v, "replayed offsets"),
+            None => Ok(0),
+        }
+    }
+
+    /// Events the sink's subscription left out (docs/sinks.md, Routing), over the store's
+    /// life (see [`Store::advance_cursor`]).
+    pub fn filtered(&self, sink: &str) -> Result<u64, StoreError> {
+        match self.meta.get(filtered_key(sink))? {
+            Some(v) => be_u64(&v, "filtered events"),
+            None => Ok(0),
+        }
+    }
+
+    /// Durably move a sink's cursor to `next`, past `filtered` events its subscription left
+    /// out, which are added to its filtered count in the same write (so a crash counts none
+    /// of them twice); the rest of the advance counts as delivered.
+    pub fn advance_cursor(&self, sink: &str, next: u64, filtered: u64) -> Result<(), StoreError> {
+        if filtered == 0 {
+            return self.set_cursor(sink, next);
+        }
+        let (previous, _) = self.move_counting(sink, next, &filtered_key(sink), filtered)?;
+        metrics::counter!("rollcall_events_delivered_total", "sink" => sink.to_owned())
+            .increment(next.saturating_sub(previous).saturating_sub(filtered));
+        Ok(())
+    }
+
+    /// Move a sink's cursor to `to` and add `add` to the count under `key` in `meta`, in one
+    /// durable write; returns the cursor before and the count after.
+    fn move_counting(
+        &self,
+        sink: &str,
+        to: u64,
+        key: &[u8],
+        add: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        self.cursor_and_meta(|cursors, meta| {
+            let total = counted(meta.get(key)?, "a sink's count")?.saturating_add(add);
+            let previous = counted(
+                cursors.insert(sink.as_bytes(), &to.to_be_bytes())?,
+                "cursor",
+            )?;
+            meta.insert(key, &total.to_be_bytes())?;
+            Ok((previous, total))
+        })
+    }
+
+    /// One durable transaction over the cursors and `meta`.
+    fn cursor_and_meta<T>(
+        &self,
+        f: impl Fn(
+            &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
+        ) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
         self.writing(|| {
-            let key = skipped_key(sink);
-            let total = (&self.cursors, &self.meta)
-                .transaction(|(cursors, meta)| {
-                    let before = match meta.get(&key)? {
-                        Some(v) => be_u64(&v, "skipped events")
-                            .map_err(ConflictableTransactionError::Abort)?,
-                        None => 0,
-                    };
-                    let total = before.saturating_add(to.saturating_sub(from));
-                    cursors.insert(sink.as_bytes(), &to.to_be_bytes())?;
-                    meta.insert(key.as_slice(), &total.to_be_bytes())?;
-                    Ok(total)
-                })
+            let done = (&self.cursors, &self.meta)
+                .transaction(|(cursors, meta)| f(cursors, meta))
                 .map_err(|e| match e {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => StoreError::Sled(e),
                 })?;
             self.db.flush()?;
-            Ok(total)
+            Ok(done)
         })
     }
 
@@ -206,6 +275,17 @@ impl Store {
     }
 }
 
+/// A cursor or a count read in a transaction; absent is 0.
+fn counted(
+    v: Option<sled::IVec>,
+    what: &str,
+) -> Result<u64, ConflictableTransactionError<StoreError>> {
+    v.map(|v| be_u64(&v, what))
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(ConflictableTransactionError::Abort)
+}
+
 fn dlq_name(sink: &str) -> String {
     format!("dlq/{sink}")
 }
@@ -213,4 +293,16 @@ fn dlq_name(sink: &str) -> String {
 /// Beside the sink's state in `meta`: how many events it skipped (see [`Store::skipped`]).
 fn skipped_key(sink: &str) -> Vec<u8> {
     format!("skipped/{sink}").into_bytes()
+}
+
+/// Beside the sink's state in `meta`: where its cursor was when it was last rewound (see
+/// [`Store::replayed_below`]).
+fn replayed_key(sink: &str) -> Vec<u8> {
+    format!("replayed/{sink}").into_bytes()
+}
+
+/// Beside the sink's state in `meta`: how many events its subscription left out (see
+/// [`Store::filtered`]).
+fn filtered_key(sink: &str) -> Vec<u8> {
+    format!("filtered/{sink}").into_bytes()
 }

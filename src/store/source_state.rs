@@ -29,6 +29,9 @@ pub struct SourceState {
     pub initialized: bool,
     pub last_poll: Option<DateTime<Utc>>,
     pub last_full_reconcile: Option<DateTime<Utc>>,
+    /// When the last `sync.completed` was written (docs/events.md, Completeness).
+    #[serde(default)]
+    pub last_sync: Option<DateTime<Utc>>,
     pub last_error: Option<ErrorRecord>,
     /// The source stopped itself and why (its login was refused); cleared by changed
     /// credentials, by `rollcall source retry-login`, and by a successful poll.

@@ -80,7 +80,11 @@ impl<'s> Copy<'s> {
                 what,
             }))
         };
-        let envelope = Envelope::parse(&stored).map_err(StoreError::from)?;
+        let mut envelope = Envelope::parse(&stored).map_err(StoreError::from)?;
+        // A record `rollcall replay` re-sent is labelled so; encoded afresh the same way.
+        envelope.replayed = record["metadata"]["labels"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l == "replayed"));
         if envelope.id != named.id {
             return broken(format!(
                 "its `metadata.uid` is {}, but the store's event at this offset is {}: it is not a record of this store's event",

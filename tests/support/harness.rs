@@ -248,10 +248,27 @@ path = {events:?}
         super::ocsf::assert_valid_jsonl_in(version, &text)
     }
 
-    /// Every event the JSONL sink wrote, each checked against its JSON Schema. A last line
-    /// without its newline (a write a crash cut short) is not read yet, as a shipper tailing
-    /// the file would not.
+    /// Every event the JSONL sink wrote but the `sync.completed` that ends each full
+    /// reconcile (those are [`Harness::sync_markers`]), each checked against its JSON Schema.
+    /// A last line without its newline (a write a crash cut short) is not read yet, as a
+    /// shipper tailing the file would not.
     pub fn events(&self) -> Vec<Value> {
+        self.all_events()
+            .into_iter()
+            .filter(|e| e["type"] != "sync.completed")
+            .collect()
+    }
+
+    /// The `sync.completed` events the JSONL sink wrote, in log order.
+    pub fn sync_markers(&self) -> Vec<Value> {
+        self.all_events()
+            .into_iter()
+            .filter(|e| e["type"] == "sync.completed")
+            .collect()
+    }
+
+    /// Every event the JSONL sink wrote, each checked against its JSON Schema.
+    pub fn all_events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
         let events: Vec<Value> = text
             .split_inclusive('\n')
@@ -268,10 +285,14 @@ path = {events:?}
         events
     }
 
-    /// Events written since the last call.
+    /// Events written since the last call, but the `sync.completed` markers.
     pub fn new_events(&mut self) -> Vec<Value> {
-        let all = self.events();
-        let new = all[self.seen..].to_vec();
+        let all = self.all_events();
+        let new = all[self.seen..]
+            .iter()
+            .filter(|e| e["type"] != "sync.completed")
+            .cloned()
+            .collect();
         self.seen = all.len();
         new
     }

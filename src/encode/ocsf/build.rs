@@ -99,6 +99,7 @@ pub(super) fn record<'r>(
                 version: env!("CARGO_PKG_VERSION"),
             },
             profiles: Vec::new(),
+            labels: e.replayed.then_some(["replayed"]),
             log_name: &e.source,
             log_provider: service,
             event_code: t.as_str(),
@@ -125,7 +126,9 @@ pub(super) fn record<'r>(
     };
 
     r.message = match t {
-        EventType::Checkpoint => unreachable!("found only among the types sources emit"),
+        EventType::Checkpoint | EventType::SyncCompleted => {
+            unreachable!("found only among the types sources emit")
+        }
         EventType::AuditAction => audit(&mut r, version, &d, service, &e.source)?,
         EventType::AgentToolCalled => agent(&mut r, version, &d, service, &e.source)?,
         EventType::UserObserved

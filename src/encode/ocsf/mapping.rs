@@ -132,7 +132,9 @@ pub(super) fn class_of(t: EventType, version: Version) -> Activity {
         EventType::AuditAction | EventType::AgentToolCalled => {
             [activity(ApiActivity, 0, "Unknown"); 2]
         }
-        EventType::Checkpoint => unreachable!("`record` maps only the types sources emit"),
+        EventType::Checkpoint | EventType::SyncCompleted => {
+            unreachable!("`record` maps only the types sources emit")
+        }
     };
     match version {
         Version::V1_8_0 => v1_8_0,
@@ -189,7 +191,8 @@ pub(super) fn severity(t: EventType, d: &Data<'_>, kind: &KindProduct) -> Severi
         | EventType::UserGroupRemoved
         | EventType::UserLogin
         | EventType::AuditAction
-        | EventType::Checkpoint => Severity::Informational,
+        | EventType::Checkpoint
+        | EventType::SyncCompleted => Severity::Informational,
         // A tool that may write (or one rollcall does not know) is worth a record.
         EventType::AgentToolCalled if d.can_write == Some(false) => Severity::Informational,
         EventType::AgentToolCalled => Severity::Low,

@@ -104,6 +104,9 @@ pub(super) struct Metadata<'r> {
     /// tool call, `record_integrity` for a chained event; none otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) profiles: Vec<&'static str>,
+    /// `["replayed"]` on a record `rollcall replay` re-sent; none otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) labels: Option<[&'static str; 1]>,
     /// The rollcall source (`superset://prod`): which instance the event is about.
     pub(super) log_name: &'r str,
     pub(super) log_provider: &'static str,

@@ -45,6 +45,9 @@ pub struct JsonlConfig {
     /// Rotated files kept, 1 to 1000 (`<path>.1` is the newest); older ones are deleted.
     #[serde(default = "keep")]
     pub keep: u32,
+    /// The keys every sink takes (docs/sinks.md, Routing), read by the registry.
+    #[serde(skip)]
+    pub subscription: crate::sink::Subscription,
 }
 
 fn batch_size() -> usize {
@@ -109,6 +112,8 @@ impl JsonlConfig {
         )
     }
 }
+
+impl crate::sink::TakesSubscription for JsonlConfig {}
 
 impl SinkKind for JsonlConfig {
     /// A file (or stdout) takes one writer: a second one would interleave its lines with the

@@ -1,8 +1,8 @@
 //! The JSONL sink: one event per line, appended to a file (or stdout) for SIEM shippers.
 //!
 //! Owns the file and how a batch lands in it. Writes each event's encoded body (in
-//! CloudEvents, the stored bytes unchanged), so a line is byte-identical on every redelivery
-//! and replay. A batch counts as acknowledged only once it is written and fsynced; `deliver`
+//! CloudEvents, the stored bytes unchanged), so a line is byte-identical on every redelivery,
+//! and on a replay but for its marker. A batch counts as acknowledged only once it is written and fsynced; `deliver`
 //! moves the cursor after that. The file's name is durable before any batch lands in it:
 //! whenever the sink opens a file (new, reopened, or after renaming the old one to rotate) it
 //! fsyncs the directory too. Writes are blocking: a batch is small, and the file is local.

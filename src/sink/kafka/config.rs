@@ -54,6 +54,15 @@ pub struct KafkaConfig {
     /// operator creates it). Unset: `topic` followed by `.claims`.
     #[serde(default)]
     pub claims_topic: Option<String>,
+    /// Publish the current users instead of the events: one message per change of a user,
+    /// keyed `<source>:<user id>` (a Kylin username), whose value is the user's record as
+    /// events hold it in `data.user`, and a tombstone (no value) after a deletion, to a topic
+    /// with `cleanup.policy=compact` (created so with `create_topic`, else checked), so that a
+    /// new consumer reads every current user without the history; `rollcall table rebuild`
+    /// republishes them from the store. `mode` does not apply, and `format` stays
+    /// "cloudevents" (docs/sinks.md, Current-users table).
+    #[serde(default)]
+    pub table: bool,
     /// Events read from the log and put in flight at once, at least 1; the cursor moves once
     /// per batch.
     #[serde(default = "batch_size")]
@@ -69,6 +78,9 @@ pub struct KafkaConfig {
     /// out of the file.
     #[serde(default)]
     pub options_env: BTreeMap<String, String>,
+    /// The keys every sink takes (docs/sinks.md, Routing), read by the registry.
+    #[serde(skip)]
+    pub subscription: crate::sink::Subscription,
 }
 
 /// What `options` takes: librdkafka reads every option as text, so any scalar will do.
@@ -120,6 +132,12 @@ impl KafkaConfig {
         }
         if self.batch_size == 0 {
             problem("batch_size", "`batch_size` must be at least 1".into());
+        }
+        if self.table && self.format != Format::Cloudevents {
+            problem(
+                "format",
+                "a table sink (`table = true`) publishes user records, not OCSF: drop `format`, or use another sink for OCSF".into(),
+            );
         }
         for (table, key) in self
             .options
@@ -198,19 +216,31 @@ impl KafkaConfig {
     }
 }
 
+impl crate::sink::TakesSubscription for KafkaConfig {}
+
 /// A topic takes any number of producers, and Kafka verifies no signature of rollcall's.
 impl SinkKind for KafkaConfig {
-    /// The topic, every partition merged into log order: the events of `shard` only.
+    /// The topic, every partition merged into log order: the events of `shard` only; a table
+    /// holds rows, no events.
     fn read_back(
         &self,
         shard: Option<&str>,
     ) -> Option<Result<crate::sink::ReadBack, crate::sink::SinkError>> {
-        Some(self.read_topic(shard))
+        (!self.table).then(|| self.read_topic(shard))
     }
 
     /// The claims topic, unless `claim_sources = false`.
     fn board(&self) -> Option<Result<Box<dyn crate::sink::Board>, crate::sink::SinkError>> {
         self.claim_sources.then(|| Ok(self.claims()?))
+    }
+
+    /// The compacted topic of current users, with `table = true`.
+    fn table(&self) -> Option<Result<Box<dyn crate::sink::Table>, crate::sink::SinkError>> {
+        self.table.then(|| {
+            super::KafkaSink::new(self)
+                .map(|s| Box::new(s) as Box<dyn crate::sink::Table>)
+                .map_err(Into::into)
+        })
     }
 }
 
@@ -319,6 +349,32 @@ mode = "structured"
         assert!(
             err.contains("`acks` in [sinks.options] is set by rollcall")
                 && err.contains("rollcall.toml:24:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_table_sink_takes_no_ocsf_and_says_so_at_its_line() {
+        let k = kafka(&format!(
+            "{EXAMPLE}{}",
+            KAFKA.replace(
+                "mode = \"structured\"\n",
+                "mode = \"structured\"\ntable = true\n"
+            )
+        ));
+        assert!(k.table && !k.create_topic);
+        let raw = format!(
+            "{EXAMPLE}{}",
+            KAFKA.replace(
+                "mode = \"structured\"\n",
+                "mode = \"structured\"\ntable = true\nformat = \"ocsf\"\n"
+            )
+        );
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.contains(
+                "rollcall.toml:25: a table sink (`table = true`) publishes user records, not OCSF"
+            ),
             "{err}"
         );
     }

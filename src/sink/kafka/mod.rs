@@ -16,13 +16,14 @@
 mod claims;
 mod config;
 mod read;
+mod table;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
@@ -34,7 +35,7 @@ use tracing::{error, info, warn};
 pub use config::{KafkaConfig, RESERVED_OPTIONS};
 
 use super::{Delivery, Message, Order, Refusal, Sink};
-use crate::encode::{Binding, Encoder};
+use crate::encode::{Binding, Encoder, Format};
 
 /// How long a metadata or admin request may take before the brokers count as unreachable.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +95,12 @@ pub enum KafkaError {
         topic: String,
         detail: String,
     },
+    #[error("sink '{sink}': topic `{topic}` has `cleanup.policy={policy}`, but a table topic must be compacted, or it keeps every change and drops current users with age. Make it so (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact), or name a new topic with `create_topic = true`; the sink stopped and skipped nothing")]
+    NotCompacted {
+        sink: String,
+        topic: String,
+        policy: String,
+    },
     #[error("sink '{sink}': cannot read topic `{topic}` back: {detail}. Check `brokers`, [sinks.options] and that the principal may READ the topic")]
     ReadBack {
         sink: String,
@@ -124,6 +131,7 @@ impl KafkaError {
                 | KafkaError::Secret { .. }
                 | KafkaError::TooLarge { .. }
                 | KafkaError::NotAuthorized { .. }
+                | KafkaError::NotCompacted { .. }
         )
     }
 }
@@ -149,6 +157,8 @@ pub struct KafkaSink {
     topic: String,
     encoder: Encoder,
     create_topic: bool,
+    /// Rows of current users to a compacted topic (`table = true`), not events.
+    table: bool,
     batch_size: usize,
     client_config: ClientConfig,
     /// Replaced after a fatal error (see [`KafkaSink::recover`]).
@@ -177,12 +187,17 @@ impl KafkaSink {
             brokers: config.brokers.clone(),
             topic: config.topic.clone(),
             encoder: Encoder {
-                format: config.format,
+                format: if config.table {
+                    Format::Table
+                } else {
+                    config.format
+                },
                 ocsf: config.ocsf_version,
                 mode: config.mode,
                 binding: Binding::Kafka,
             },
             create_topic: config.create_topic,
+            table: config.table,
             batch_size: config.batch_size,
             client_config,
             producer: Mutex::new(producer),
@@ -205,6 +220,7 @@ impl KafkaSink {
             return Ok(());
         }
         match self.topic_exists(offset).await? {
+            true if self.table => self.check_compacted().await?,
             true => {}
             false if self.create_topic => self.create().await?,
             false => {
@@ -252,8 +268,7 @@ impl KafkaSink {
             .client_config
             .create()
             .map_err(|e| fail(e.to_string()))?;
-        // -1: the broker's default partition count and replication factor.
-        let topic = NewTopic::new(&self.topic, -1, TopicReplication::Fixed(-1));
+        let topic = self.new_topic();
         let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
         let results = admin
             .create_topics([&topic], &options)
@@ -450,10 +465,13 @@ impl Sink for KafkaSink {
         let mut refused = None;
         // Every message is queued in librdkafka before this returns, so batches keep order.
         for (i, m) in batch.iter().enumerate() {
-            let record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(&*m.key)
-                .payload(&m.body[..])
                 .headers(headers(m));
+            // A tombstone has no value at all: an empty one would be a row.
+            if !m.tombstone {
+                record = record.payload(&m.body[..]);
+            }
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => {

@@ -98,6 +98,9 @@ pub struct SsfConfig {
     /// listed uses its CloudEvents `source` without the shard ("superset://<name>").
     #[serde(default)]
     pub subject_issuers: BTreeMap<String, String>,
+    /// Always empty: receivers choose each stream's events (the registry refuses the keys).
+    #[serde(skip)]
+    pub subscription: crate::sink::Subscription,
 }
 
 /// What SETs are signed with.

@@ -250,8 +250,8 @@ impl Sink for StreamSink {
         &self.encoder
     }
 
-    fn wants(&self, event_type: &str) -> bool {
-        set::event_type_of(event_type)
+    fn takes(&self, e: &crate::encode::Envelope<'_>) -> bool {
+        set::event_type_of(&e.event_type)
             .is_some_and(|t| self.shared.snapshot().events_delivered().contains(&t))
     }
 

@@ -164,6 +164,12 @@ impl Transmitter {
 
 /// A transmitter signs its SETs (its JWKS is its public key), and each of its streams keeps
 /// a cursor of its own.
+/// Each receiver chooses its stream's events (`events_requested`, subjects): a filter of the
+/// sink's own would hide events from receivers that asked for them.
+impl crate::sink::TakesSubscription for SsfConfig {
+    const TAKES: bool = false;
+}
+
 impl SinkKind for SsfConfig {
     fn public_keys(&self) -> Option<Result<Vec<String>, SinkError>> {
         let jwks = keys::Signer::load(self).map(|s| vec![s.jwks().to_string()]);

@@ -38,8 +38,6 @@ pub struct WebhookConfig {
     pub secret_env: Option<String>,
     /// Or a file holding them (a Kubernetes or Docker secret).
     pub secret_file: Option<PathBuf>,
-    /// The event types to deliver (at least one). Unset: all.
-    pub event_types: Option<Vec<crate::event::EventType>>,
     /// How long one attempt may take, from connecting to the end of the answer; 1ms to 1h.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
     #[schemars(with = "DurationText")]
@@ -70,6 +68,9 @@ pub struct WebhookConfig {
     /// that parse only that. OCSF bodies are always "application/json".
     #[serde(default)]
     pub content_type: ContentType,
+    /// The keys every sink takes (docs/sinks.md, Routing), read by the registry.
+    #[serde(skip)]
+    pub subscription: crate::sink::Subscription,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -114,13 +115,6 @@ impl WebhookConfig {
         if let Some(message) = out_of_range("`timeout`", self.timeout, &(MILLISECOND..=HOUR)) {
             problem("timeout", message);
         }
-        if self.event_types.as_ref().is_some_and(|t| t.is_empty()) {
-            problem(
-                "event_types",
-                "`event_types` is empty, so nothing would be sent: list some, or drop the key for all"
-                    .into(),
-            );
-        }
     }
 
     /// Scheme and host only: a path or query may carry a token.
@@ -150,6 +144,8 @@ impl WebhookConfig {
         })
     }
 }
+
+impl crate::sink::TakesSubscription for WebhookConfig {}
 
 /// Each request stands alone (any number of senders), and each is signed.
 impl SinkKind for WebhookConfig {
@@ -188,7 +184,7 @@ max_in_flight = 16
         };
         assert_eq!(w.url.as_str(), "https://hooks.example.com/superset");
         assert_eq!(w.timeout, Duration::from_secs(10));
-        assert_eq!(w.event_types.as_ref().unwrap().len(), 3);
+        assert_eq!(w.subscription.event_types.as_ref().unwrap().len(), 3);
         let hours: Vec<u64> = w.retry_schedule.iter().map(|d| d.as_secs()).collect();
         assert_eq!(hours, [0, 5, 300, 1800, 7200, 18000, 36000, 36000]);
     }

@@ -12,7 +12,6 @@
 
 mod config;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -34,6 +33,9 @@ use crate::encode::{Binding, Encoder, Mode};
 /// Response bytes read at most: enough for an error message, and the connection stays reusable
 /// for the usual short answers.
 pub const BODY_CAP: usize = 64 * 1024;
+/// Says that a request re-sends history at an operator's request (`rollcall replay`), whatever
+/// the body's format: a receiver can tell it from news without parsing the body.
+pub const REPLAYED_HEADER: &str = "rollcall-replayed";
 /// Standard Webhooks asks for secrets of 24 to 64 random bytes: a shorter one can be guessed.
 const MIN_SECRET_BYTES: usize = 24;
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +201,6 @@ pub struct WebhookSink {
     encoder: Encoder,
     /// For CloudEvents bodies (see [`ContentType`]).
     content_type: ContentType,
-    /// The `type`s to send; `None`: all.
-    filter: Option<HashSet<&'static str>>,
     max_in_flight: usize,
     responses: Responses,
 }
@@ -282,10 +282,6 @@ impl WebhookSink {
                 binding: Binding::Http,
             },
             content_type: config.content_type,
-            filter: config
-                .event_types
-                .as_ref()
-                .map(|t| t.iter().map(|t| t.as_str()).collect()),
             max_in_flight: config.max_in_flight,
             responses: Responses::default(),
         })
@@ -307,6 +303,9 @@ impl WebhookSink {
             .header(reqwest::header::CONTENT_TYPE, self.content_type_of(message));
         for (name, value) in &message.headers {
             request = request.header(HeaderName::from_static(name), value);
+        }
+        if message.replayed {
+            request = request.header(HeaderName::from_static(REPLAYED_HEADER), "true");
         }
         let answered = |class: usize| self.responses.increment(&self.name, class);
         let response = match request.body(message.body.clone()).send().await {
@@ -423,10 +422,6 @@ impl Sink for WebhookSink {
 
     fn takes_test_events(&self) -> bool {
         true
-    }
-
-    fn wants(&self, event_type: &str) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.contains(event_type))
     }
 
     /// A HEAD request: any HTTP answer means the endpoint is reachable (no event is sent).

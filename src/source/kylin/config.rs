@@ -134,6 +134,18 @@ impl SourceKind for KylinConfig {
     }
 
     /// The Kylin source keeps nothing between cycles but the users.
+    fn uri(&self) -> String {
+        format!("kylin://{}", self.name)
+    }
+
+    fn stored_users(
+        &self,
+        store: &crate::store::Store,
+        each: &mut crate::source::StoredUser<'_>,
+    ) -> Result<(), crate::store::StoreError> {
+        crate::source::stored_users::<super::KylinUser>(store, &self.name, each)
+    }
+
     fn status(&self, cursor: &StoredCursor) -> serde_json::Value {
         match read_cursor::<super::Cursor>(cursor) {
             Ok(c) => serde_json::json!({

@@ -113,6 +113,10 @@ impl KylinError {
     }
 }
 
+/// How often a Kylin source's full reads end with a `sync.completed`, at most: Superset's
+/// default full reconcile interval, so both kinds mark their copies alike.
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// What the Kylin source remembers: every cycle reads every user, so only what could not be
 /// read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -329,15 +333,17 @@ impl Source for KylinSource {
     }
 
     fn uri(&self) -> String {
-        format!("kylin://{}", self.config.name)
+        crate::source::SourceKind::uri(&self.config)
     }
 
     /// Every cycle is a full read, so each is reported as one (the mass-delete guard counts on
-    /// full reads to release held deletions).
+    /// full reads to release held deletions); but a `sync.completed` every poll would bury the
+    /// events, so one ends a full read at most every [`SYNC_EVERY`].
     fn schedule(&self) -> Schedule {
         Schedule {
             poll_interval: self.config.poll_interval,
             full_reconcile_interval: std::time::Duration::ZERO,
+            sync_every: SYNC_EVERY,
         }
     }
 

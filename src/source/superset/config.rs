@@ -264,6 +264,18 @@ impl SourceKind for SupersetConfig {
             .unwrap_or_else(|e| serde_json::json!({ "unreadable_cursor": e.to_string() }))
     }
 
+    fn uri(&self) -> String {
+        format!("superset://{}", self.name)
+    }
+
+    fn stored_users(
+        &self,
+        store: &crate::store::Store,
+        each: &mut crate::source::StoredUser<'_>,
+    ) -> Result<(), crate::store::StoreError> {
+        crate::source::stored_users::<super::User>(store, &self.name, each)
+    }
+
     fn check_secrets(&self) -> Result<(), SourceError> {
         self.password()
             .map(drop)

@@ -200,13 +200,15 @@ impl Source for SupersetSource {
     }
 
     fn uri(&self) -> String {
-        format!("superset://{}", self.config.name)
+        crate::source::SourceKind::uri(&self.config)
     }
 
     fn schedule(&self) -> Schedule {
         Schedule {
             poll_interval: self.config.poll_interval,
             full_reconcile_interval: self.config.full_reconcile_interval,
+            // Full reads come every `full_reconcile_interval`: each ends with its marker.
+            sync_every: std::time::Duration::ZERO,
         }
     }
 
