@@ -629,3 +629,302 @@ async fn a_real_lifecycle_in_cloudevents_and_ocsf_1_9_0_and_1_8_0_verifies_and_t
     tampered_copies_are_named_at_their_line(&h, &ocsf_1_8, &["--against-store", "--key", pubkey]);
     tampered_copies_are_named_at_their_line(&h, &ocsf_1_9, &["--against-store", "--key", pubkey]);
 }
+
+/// A distinct name for users a test creates, so runs do not meet each other's.
+fn unique(what: &str) -> String {
+    format!("{what}{}", &uuid::Uuid::now_v7().simple().to_string()[24..])
+}
+
+fn jsonl_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every user id Superset lists now, page by page.
+async fn superset_user_ids(admin: &Admin) -> std::collections::BTreeSet<u64> {
+    let mut ids = std::collections::BTreeSet::new();
+    for page in 0.. {
+        let listed = admin
+            .read(&format!(
+                "/api/v1/security/users/?q=(page:{page},page_size:100)"
+            ))
+            .await
+            .unwrap();
+        let before = ids.len();
+        ids.extend(
+            listed["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|id| id.as_u64()),
+        );
+        if ids.len() == before || ids.len() as u64 >= listed["count"].as_u64().unwrap() {
+            break;
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn an_offboarding_sink_receives_exactly_the_deletions_and_deactivations_of_a_real_superset() {
+    let admin = admin().await;
+    let gamma = admin.role_id("Gamma").await.unwrap();
+    let mut h = harness("");
+    let offboarding = h.dir.path().join("offboarding.jsonl");
+    h.add_sink(
+        &format!(
+            "[[sinks]]\nkind = \"jsonl\"\nname = \"offboarding\"\npath = {:?}\nevent_types = [\"user.deleted\", \"user.deactivated\"]\n",
+            offboarding.display().to_string()
+        ),
+    );
+    h.cycle().await;
+    let name = unique("leaver");
+    let leaver = admin
+        .create_user(&name, "Passw0rd!", &[gamma])
+        .await
+        .unwrap();
+    let mover = admin
+        .create_user(&unique("mover"), "Passw0rd!", &[gamma])
+        .await
+        .unwrap();
+    h.cycle().await;
+    admin
+        .update_user(mover, serde_json::json!({"last_name": "Moved"}))
+        .await
+        .unwrap();
+    admin
+        .update_user(leaver, serde_json::json!({"active": false}))
+        .await
+        .unwrap();
+    h.cycle().await;
+    admin.delete_user(leaver).await.unwrap();
+    h.full().await;
+    let everything = kinds(&h.new_events());
+    assert!(
+        everything.contains(&kind("user.updated", mover)),
+        "{everything:?}"
+    );
+    assert!(
+        everything.contains(&kind("user.created", leaver)),
+        "{everything:?}"
+    );
+    assert_eq!(
+        kinds(&jsonl_lines(&offboarding)),
+        [
+            kind("user.deactivated", leaver),
+            kind("user.deleted", leaver)
+        ],
+        "exactly those, nothing else"
+    );
+    let filtered = h.look_into_store(|s| s.filtered("offboarding").unwrap());
+    assert!(
+        filtered >= 3,
+        "the rest counted as filtered out: {filtered}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn a_redacted_sink_never_holds_the_email_or_names_of_a_real_superset_user() {
+    let admin = admin().await;
+    let gamma = admin.role_id("Gamma").await.unwrap();
+    let mut h = harness("");
+    let key = h.dir.path().join("redact.key");
+    std::fs::write(&key, "k3y-of-at-least-32-bytes-for-hmac-sha256\n").unwrap();
+    let redacted = h.dir.path().join("redacted.jsonl");
+    h.add_sink(
+        &format!(
+            "[[sinks]]\nkind = \"jsonl\"\nname = \"warehouse\"\npath = {:?}\nredact_fields = [\"email\", \"first_name\", \"last_name\"]\nredact_key_file = {:?}\n",
+            redacted.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    h.cycle().await;
+    let name = unique("private");
+    let id = admin
+        .create_user(&name, "Passw0rd!", &[gamma])
+        .await
+        .unwrap();
+    h.cycle().await;
+    admin
+        .update_user(
+            id,
+            serde_json::json!({"first_name": "Zebulon", "last_name": "Quartermain", "email": format!("zq-{name}@example.org")}),
+        )
+        .await
+        .unwrap();
+    let alpha = admin.role_id("Alpha").await.unwrap();
+    admin.add_to_role(alpha, id).await.unwrap();
+    assert!(admin.try_login(&name, "Passw0rd!").await.unwrap());
+    h.cycle().await;
+    h.full().await;
+    // The username stays (it is not in `redact_fields`), but where it is the first name too (as
+    // the account was created) it is hashed with it.
+    let clear = [
+        format!("{name}@example.com"),
+        "Demo".to_owned(),
+        "Zebulon".to_owned(),
+        "Quartermain".to_owned(),
+        format!("zq-{name}@example.org"),
+    ];
+    let theirs: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter(|e| e["subject"].as_str() == Some(id.to_string().as_str()))
+        .collect();
+    assert!(
+        theirs.len() >= 3,
+        "the user's events reached the plain sink: {theirs:?}"
+    );
+    let text = std::fs::read_to_string(&redacted).unwrap();
+    let mine: Vec<_> = jsonl_lines(&redacted)
+        .into_iter()
+        .filter(|e| e["subject"].as_str() == Some(id.to_string().as_str()))
+        .collect();
+    assert_eq!(mine.len(), theirs.len(), "the same events, redacted");
+    for value in &clear {
+        assert!(
+            !text.contains(&format!("\"{value}\"")),
+            "`{value}` in clear: {text}"
+        );
+        if value.contains('@') {
+            assert!(!text.contains(value.as_str()), "`{value}` in clear");
+        }
+    }
+    let created = mine.iter().find(|e| e["type"] == "user.created").unwrap();
+    let user = &created["data"]["user"];
+    assert!(user["email"].as_str().unwrap().starts_with("hmac-sha256:"));
+    assert_eq!(user["username"], user["first_name"], "one value, one hash");
+    assert_eq!(created["data"]["user"]["id"], id, "the rest as it was");
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn a_full_reconcile_of_a_real_superset_ends_with_sync_completed_and_its_user_count() {
+    let admin = admin().await;
+    let mut h = harness("");
+    h.cycle().await;
+    h.full().await;
+    let count = admin
+        .read("/api/v1/security/users/?q=(page_size:1)")
+        .await
+        .unwrap()["count"]
+        .as_u64()
+        .unwrap();
+    let last = h.sync_markers().pop().expect("a marker");
+    assert_eq!(last["source"], "superset://test");
+    assert_eq!(last["data"]["mode"], "full");
+    assert_eq!(last["data"]["users_seen"], count, "{last}");
+    assert_eq!(last["data"]["users_known"], count, "{last}");
+    assert_eq!(
+        last["data"]["events"], 0,
+        "nothing changed in between: {last}"
+    );
+    let all = h.all_events();
+    assert_eq!(
+        all.last().unwrap()["type"],
+        "sync.completed",
+        "the last event of the reconcile"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn a_replay_of_real_superset_events_is_marked_and_the_copy_still_verifies() {
+    let admin = admin().await;
+    let gamma = admin.role_id("Gamma").await.unwrap();
+    let mut h = harness("");
+    h.cycle().await;
+    let id = admin
+        .create_user(&unique("replayed"), "Passw0rd!", &[gamma])
+        .await
+        .unwrap();
+    h.cycle().await;
+    let live = h.new_events();
+    assert!(live.iter().all(|e| e.get("replayed").is_none()));
+    let from = live
+        .iter()
+        .find(|e| e["subject"].as_str() == Some(id.to_string().as_str()))
+        .unwrap()["sequence"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        .to_string();
+    h.stop();
+    let out = h
+        .rollcall(&["replay", "--sink", "siem", "--from-offset", &from])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed = h.new_events();
+    assert!(!replayed.is_empty());
+    assert!(
+        replayed.iter().all(|e| e["replayed"] == true),
+        "{replayed:?}"
+    );
+    let verify = h
+        .rollcall(&["verify", h.events_path().to_str().unwrap()])
+        .await;
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && said.contains("duplicates"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Superset: scripts/test.sh starts one"]
+async fn the_table_topics_live_keys_are_the_users_of_a_real_superset_and_a_deleted_one_a_tombstone()
+{
+    use rdkafka::Message;
+    let admin = admin().await;
+    let gamma = admin.role_id("Gamma").await.unwrap();
+    let cluster = support::kafka::cluster("people", 3);
+    let brokers = cluster.bootstrap_servers();
+    let mut h = harness("");
+    h.add_sink(
+        &format!("[[sinks]]\nkind = \"kafka\"\nname = \"people\"\nbrokers = \"{brokers}\"\ntopic = \"people\"\ntable = true\n"),
+    );
+    h.cycle().await;
+    h.rebuild_table("people").await;
+    let leaver = admin
+        .create_user(&unique("gone"), "Passw0rd!", &[gamma])
+        .await
+        .unwrap();
+    h.cycle().await;
+    admin.delete_user(leaver).await.unwrap();
+    h.full().await;
+    let ids = superset_user_ids(&admin).await;
+    let messages = support::kafka::consume(
+        &brokers,
+        "people",
+        ids.len() + 2,
+        Duration::from_millis(500),
+    )
+    .await;
+    let mut table = std::collections::BTreeMap::new();
+    for m in &messages {
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        table.insert(key, m.payload().is_some());
+    }
+    let key = |id: u64| format!("superset://test:{id}");
+    assert_eq!(
+        table.get(&key(leaver)),
+        Some(&false),
+        "the deleted user ends in a tombstone"
+    );
+    let live: std::collections::BTreeSet<String> = table
+        .into_iter()
+        .filter(|(_, v)| *v)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(live, ids.iter().map(|id| key(*id)).collect());
+}

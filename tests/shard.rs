@@ -193,6 +193,11 @@ async fn two_shards_of_disjoint_sources_fill_one_topic_with_unique_ids_and_each_
     for r in got.iter().chain(&checkpoints) {
         support::schema::assert_valid_event(&r.event);
     }
+    // The end of each full read is about no user.
+    let got: Vec<Read> = got
+        .into_iter()
+        .filter(|r| r.event["type"] != "sync.completed")
+        .collect();
     for c in &checkpoints {
         let source = c.event["source"].as_str().unwrap();
         assert!(
@@ -295,6 +300,7 @@ async fn events_of_shard(brokers: &str, shard: &str, at_least: usize) -> Vec<Val
     let got = mock::consume(brokers, TOPIC, at_least, Duration::from_secs(1)).await;
     got.iter()
         .map(|m| read(m).event)
+        .filter(|e| e["type"] != "sync.completed")
         .filter(|e| {
             e["source"]
                 .as_str()

@@ -96,7 +96,7 @@ impl Setup {
             r#"[[sources]]
 kind = "superset"
 name = "hr"
-url = "http://127.0.0.1:1"
+url = "http://127.0.0.1:2"
 username = "admin"
 password_env = "UNUSED"
 
@@ -1032,22 +1032,11 @@ async fn a_table_sink_holds_each_current_user_once_rebuilt_and_a_tombstone_after
     let carol = sim.add_user("carol", "pw", &[4]);
     let mut h = Harness::new(&sim.url, "action_log = false");
     let brokers = cluster.bootstrap_servers();
-    h.edit_config(|c| {
-        c.replacen(
-            "\n[[sinks]]\n",
-            &format!("\n[[sinks]]\nkind = \"kafka\"\nname = \"people\"\nbrokers = \"{brokers}\"\ntopic = \"people\"\ntable = true\n\n[[sinks]]\n"),
-            1,
-        )
-    });
+    h.add_sink(&format!(
+        "[[sinks]]\nkind = \"kafka\"\nname = \"people\"\nbrokers = \"{brokers}\"\ntopic = \"people\"\ntable = true\n"
+    ));
     h.cycle().await;
-    h.stop();
-    let out = h.rollcall(&["table", "rebuild", "--sink", "people"]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = h.rebuild_table("people").await;
     assert!(
         said.starts_with("republished 4 current user(s) to sink people"),
         "{said}"

@@ -1,10 +1,10 @@
 //! One sink being delivered to ([`Ctx`]): what every delivery to it shares, and what became of
 //! one event ([`Outcome`]).
 //!
-//! Owns how a stored event becomes the sink's message (or is left out by its subscription, or
-//! redacted as its subscriber asked),
-//! the counters a pass keeps, and recording the sink's health when a pass ends badly. It must
-//! never move a cursor: that is the window's, and only past what the sink confirmed.
+//! Owns how a stored event becomes the sink's message (left out by its subscription, redacted
+//! as its subscriber asked, marked when it is a replay), the counters a pass keeps, and
+//! recording the sink's health when a pass ends badly. It must never move a cursor: that is
+//! the window's, and only past what the sink confirmed.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};

@@ -237,6 +237,27 @@ path = {events:?}
         });
     }
 
+    /// Adds a `[[sinks]]` table before the JSONL sink; a runner started after this delivers
+    /// to it too.
+    pub fn add_sink(&self, table: &str) {
+        self.edit_config(|raw| {
+            raw.replacen("\n[[sinks]]\n", &format!("\n{table}\n[[sinks]]\n"), 1)
+        });
+    }
+
+    /// `rollcall table rebuild --sink NAME` run by the binary, the runner stopped first: what
+    /// it printed. Fails the test when the command fails.
+    pub async fn rebuild_table(&mut self, sink: &str) -> String {
+        self.stop();
+        let out = self.rollcall(&["table", "rebuild", "--sink", sink]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn ocsf_path(&self) -> PathBuf {
         self.dir.path().join("events.ocsf.jsonl")
     }
