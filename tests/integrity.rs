@@ -239,10 +239,48 @@ async fn generated_damage_to_a_written_chain_is_named_at_its_line_and_redeliveri
 
 // --- the chain on the other sinks -----------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged_message() {
+/// Write into `topic`, beside `original`, a message someone else made of it: its key, headers
+/// and partition, with `from` replaced by `to` in its value; where it landed.
+async fn forge(
+    brokers: &str,
+    topic: &str,
+    original: &rdkafka::message::OwnedMessage,
+    from: &str,
+    to: &str,
+) -> rdkafka::producer::future_producer::Delivery {
     use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let mut headers = OwnedHeaders::new();
+    for h in original.headers().iter().flat_map(|h| h.iter()) {
+        headers = headers.insert(Header {
+            key: h.key,
+            value: h.value,
+        });
+    }
+    let payload = text(original.payload().unwrap());
+    let forged = payload.replace(from, to);
+    assert_ne!(forged, payload, "{from} is in the message");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(original.partition())
+                .key(original.key().unwrap())
+                .payload(&forged)
+                .headers(headers),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged_message() {
+    use rdkafka::message::Message;
 
     const TOPIC: &str = "audit-events";
     let cluster = support::kafka::cluster(TOPIC, 3);
@@ -276,31 +314,7 @@ async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged
         .iter()
         .find(|m| support::kafka::headers(m)["ce_sequence"] == b"00000000000000000006")
         .unwrap();
-    let mut headers = OwnedHeaders::new();
-    for h in original.headers().unwrap().iter() {
-        headers = headers.insert(Header {
-            key: h.key,
-            value: h.value,
-        });
-    }
-    let payload = text(original.payload().unwrap());
-    let forged = payload.replace("\"id\":105", "\"id\":5");
-    assert_ne!(forged, payload);
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let delivered = producer
-        .send(
-            FutureRecord::to(TOPIC)
-                .partition(original.partition())
-                .key(original.key().unwrap())
-                .payload(&forged)
-                .headers(headers),
-            std::time::Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    let delivered = forge(&brokers, TOPIC, original, "\"id\":105", "\"id\":5").await;
     let (code, said) = verify(&w, &["--topic", "siem"]);
     assert_eq!(code, 7, "{said}");
     assert!(
@@ -315,7 +329,6 @@ async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_topic_of_an_ocsf_sink_checks_each_records_attestation_and_names_a_forged_one() {
     use rdkafka::message::Message;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
 
     const TOPIC: &str = "audit-ocsf";
     let cluster = support::kafka::cluster(TOPIC, 3);
@@ -336,22 +349,14 @@ async fn verify_topic_of_an_ocsf_sink_checks_each_records_attestation_and_names_
         .iter()
         .find(|m| text(m.payload().unwrap()).contains("\"uid\":\"105\""))
         .expect("the record of user 105");
-    let payload = text(original.payload().unwrap());
-    let forged = payload.replace("\"uid\":\"105\"", "\"uid\":\"5\"");
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let delivered = producer
-        .send(
-            FutureRecord::to(TOPIC)
-                .partition(original.partition())
-                .key(original.key().unwrap())
-                .payload(&forged),
-            std::time::Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    let delivered = forge(
+        &brokers,
+        TOPIC,
+        original,
+        "\"uid\":\"105\"",
+        "\"uid\":\"5\"",
+    )
+    .await;
     let (code, said) = verify(&w, &["--topic", "siem"]);
     assert_eq!(code, 7, "{said}");
     assert!(
