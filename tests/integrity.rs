@@ -280,8 +280,6 @@ async fn forge(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_topic_reads_every_partition_back_in_log_order_and_names_a_forged_message() {
-    use rdkafka::message::Message;
-
     const TOPIC: &str = "audit-events";
     let cluster = support::kafka::cluster(TOPIC, 3);
     let brokers = cluster.bootstrap_servers();
