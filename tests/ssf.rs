@@ -49,22 +49,28 @@ pub(crate) struct Setup<S = Sim> {
     sim: S,
 }
 
+/// The `[[sources]]` table of source `name`, `kind`, at `url`, as `username` with the password
+/// in `password`.
+fn source(kind: &str, name: &str, url: &str, username: &str, password: &Path) -> String {
+    format!(
+        r#"kind = "{kind}"
+name = "{name}"
+url = "{url}"
+username = "{username}"
+password_file = {password:?}"#,
+        password = password.display().to_string(),
+    )
+}
+
 impl Setup<Sim> {
     /// A config polling a fresh Superset simulator every second, with an SSF sink `signals`
     /// (`extra` added to its table) whose retries come fast.
     async fn new(extra: &str) -> Setup<Sim> {
         let sim = Sim::start(SimOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("password"), "admin\n").unwrap();
-        let source = format!(
-            r#"kind = "superset"
-name = "prod"
-url = "{url}"
-username = "admin"
-password_file = {password:?}"#,
-            url = sim.url,
-            password = dir.path().join("password").display().to_string(),
-        );
+        let password = dir.path().join("password");
+        std::fs::write(&password, "admin\n").unwrap();
+        let source = source("superset", "prod", &sim.url, "admin", &password);
         Setup::write(dir, sim, &source, extra)
     }
 }
@@ -74,16 +80,9 @@ impl Setup<KylinSim> {
     async fn kylin() -> Setup<KylinSim> {
         let sim = KylinSim::start(KylinOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("password"), format!("{ADMIN_PASSWORD}\n")).unwrap();
-        let source = format!(
-            r#"kind = "kylin"
-name = "bi"
-url = "{url}"
-username = "{ADMIN}"
-password_file = {password:?}"#,
-            url = sim.url,
-            password = dir.path().join("password").display().to_string(),
-        );
+        let password = dir.path().join("password");
+        std::fs::write(&password, format!("{ADMIN_PASSWORD}\n")).unwrap();
+        let source = source("kylin", "bi", &sim.url, ADMIN, &password);
         Setup::write(dir, sim, &source, "")
     }
 }
@@ -97,14 +96,7 @@ impl Setup<()> {
         password_file: &Path,
         extra: &str,
     ) -> Setup<()> {
-        let source = format!(
-            r#"kind = "superset"
-name = "prod"
-url = "{url}"
-username = "{username}"
-password_file = {password:?}"#,
-            password = password_file.display().to_string(),
-        );
+        let source = source("superset", "prod", url, username, password_file);
         Setup::write(tempfile::tempdir().unwrap(), (), &source, extra)
     }
 }
