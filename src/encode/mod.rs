@@ -215,9 +215,9 @@ impl Encoder {
     pub fn carries(&self, event_type: &str) -> bool {
         match self.format {
             Format::Cloudevents => true,
-            Format::Ocsf => ![EventType::Checkpoint, EventType::SyncCompleted]
+            Format::Ocsf => !EventType::ALL
                 .iter()
-                .any(|t| t.as_str() == event_type),
+                .any(|t| !t.from_source() && t.as_str() == event_type),
             Format::Table => table::carries(event_type),
         }
     }

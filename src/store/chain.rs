@@ -165,12 +165,12 @@ impl<'a> Appender<'a> {
             events.insert(&offset.to_be_bytes(), chain::unchained(event, offset))?;
             return Ok(());
         }
-        // An OCSF copy leaves the end of a full reconcile out, as it does checkpoints: its id is
-        // derived like theirs from the event before it, so the record after it tells it from
-        // a record dropped (docs/integrity.md, OCSF copies).
+        // An OCSF copy leaves out the events rollcall writes itself (checkpoints, the end of a
+        // full reconcile): each gets an id derived from the event before it, so the record
+        // after it tells it from a record dropped (docs/integrity.md, OCSF copies).
         let derived;
         let event = match self.head {
-            Some(h) if event.event_type == EventType::SyncCompleted => {
+            Some(h) if !event.event_type.from_source() => {
                 derived = Event {
                     id: checkpoint::id(self.store.id(), h.offset, &h.hash, event.time),
                     ..event.clone()
@@ -199,7 +199,8 @@ impl<'a> Appender<'a> {
         let data = c.signer.sign(self.store.id(), head.offset, &head.hash);
         let event = Event {
             specversion: SPEC_VERSION.into(),
-            id: checkpoint::id(self.store.id(), head.offset, &head.hash, self.now),
+            // Derived by `put` from the head it signs, like every event rollcall writes itself.
+            id: Uuid::nil(),
             source: crate::event::source_uri(
                 &format!("rollcall://{}", self.store.id()),
                 c.shard.as_deref(),
