@@ -122,6 +122,16 @@ pub(super) fn value(text: &[u8]) -> Result<Cow<'_, [u8]>, serde_json::Error> {
     Ok(Cow::Owned(canonical(&serde_json::from_slice(text)?)))
 }
 
+/// The RFC 8785 form of JSON `text` in the fast subset but for the order of its objects' keys,
+/// at any depth (none twice): what the OCSF encoder writes, each object's attributes in the
+/// order a reader expects. Borrowed where the text is in order already; `None` outside that
+/// subset.
+pub(super) fn sorted(text: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut s = Scanner { text, at: 0 };
+    let form = s.any_order(0)?;
+    (s.at == text.len()).then_some(form)
+}
+
 /// SHA-256 of a previous hash and what is written after it; an `io::Write`, for serde_json to
 /// write into.
 pub(super) struct Hashing(Sha256);
@@ -196,6 +206,61 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A value whose objects may have their keys in any order, in RFC 8785 form: the text
+    /// itself where it is in order, the members rearranged where not.
+    fn any_order(&mut self, depth: usize) -> Option<Cow<'a, [u8]>> {
+        let start = self.at;
+        // Most values are in order already, `data` above all: they are checked without a copy.
+        if self.value(depth).is_some() {
+            return Some(Cow::Borrowed(&self.text[start..self.at]));
+        }
+        self.at = start;
+        let (open, close) = match self.peek()? {
+            b'{' if depth < MAX_DEPTH => (b'{', b'}'),
+            b'[' if depth < MAX_DEPTH => (b'[', b']'),
+            _ => return None,
+        };
+        self.at += 1;
+        let mut parts: Vec<(Option<&'a [u8]>, Cow<'a, [u8]>)> = Vec::with_capacity(16);
+        if self.eat(close).is_none() {
+            loop {
+                let key = if open == b'{' {
+                    let key = self.key_bytes()?;
+                    self.eat(b':')?;
+                    Some(key)
+                } else {
+                    None
+                };
+                parts.push((key, self.any_order(depth + 1)?));
+                if self.eat(close).is_some() {
+                    break;
+                }
+                self.eat(b',')?;
+            }
+        }
+        // Keys are printable ASCII without escapes: their byte order is their UTF-16 order,
+        // and they are written back as they were read. Array items have no key and keep theirs.
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        if open == b'{' && parts.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.at - start);
+        out.push(open);
+        for (i, (key, value)) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(key) = key {
+                out.push(b'"');
+                out.extend_from_slice(key);
+                out.extend_from_slice(b"\":");
+            }
+            out.extend_from_slice(value);
+        }
+        out.push(close);
+        Some(Cow::Owned(out))
+    }
+
     fn value(&mut self, depth: usize) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
@@ -218,9 +283,9 @@ impl<'a> Scanner<'a> {
         if self.eat(b'}').is_some() {
             return Some(());
         }
-        let mut last: Option<&str> = None;
+        let mut last: Option<&[u8]> = None;
         loop {
-            let key = self.key()?;
+            let key = self.key_bytes()?;
             if last.is_some_and(|l| l >= key) {
                 return None;
             }
@@ -250,6 +315,11 @@ impl<'a> Scanner<'a> {
 
     /// A key of printable ASCII without escapes, whose byte order is its UTF-16 order.
     fn key(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.key_bytes()?).ok()
+    }
+
+    /// [`Scanner::key`], as the bytes it is.
+    fn key_bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.at;
         loop {
@@ -259,9 +329,8 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
-        let key = std::str::from_utf8(&self.text[start..self.at]).ok()?;
         self.at += 1;
-        Some(key)
+        Some(&self.text[start..self.at - 1])
     }
 
     /// A string with only the escapes RFC 8785 writes: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`,
@@ -377,7 +446,68 @@ mod tests {
         }
     }
 
+    /// `value` as serde_json writes it, but every object's keys in reverse order.
+    fn reversed(value: &Value) -> String {
+        match value {
+            Value::Object(map) => {
+                let members: Vec<String> = map
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), reversed(v)))
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            }
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(reversed).collect();
+                format!("[{}]", items.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether every key is printable ASCII that needs no escape: the keys the fast way reads.
+    fn plain_keys(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => map.iter().all(|(k, v)| {
+                k.bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+                    && plain_keys(v)
+            }),
+            Value::Array(items) => items.iter().all(plain_keys),
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn keys_out_of_order_at_any_depth_are_put_in_order_and_the_rest_left_to_the_crate() {
+        let text = br#"{"z":{"b":[{"y":1,"x":"\n"}],"a":null},"a":[3,2]}"#;
+        assert_eq!(
+            sorted(text).unwrap().as_ref(),
+            br#"{"a":[3,2],"z":{"a":null,"b":[{"x":"\n","y":1}]}}"#
+        );
+        let in_order = br#"{"a":{"b":[1,{"c":2}]}}"#;
+        assert!(matches!(sorted(in_order), Some(Cow::Borrowed(_))));
+        for text in [
+            &br#"{"b":1,"a":1.5}"#[..],
+            br#"{"b":{"a":1,"a":2}}"#,
+            br#"{"b":1,"a":"\u0041"}"#,
+            "{\"b\":1,\"é\":1}".as_bytes(),
+            br#"{"b":1, "a":1}"#,
+        ] {
+            assert!(sorted(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn keys_put_in_order_in_one_pass_are_the_crates_rfc_8785_form(v in crate::fuzz::any_json()) {
+            let text = reversed(&v);
+            match sorted(text.as_bytes()) {
+                Some(form) => prop_assert_eq!(form.into_owned(), canonical(&v)),
+                None => prop_assert!(!is_canonical(&v) || !plain_keys(&v), "{}", text),
+            }
+        }
+
         #[test]
         fn the_fast_way_and_the_crate_hash_any_json_object_alike(
             v in crate::fuzz::any_json(),

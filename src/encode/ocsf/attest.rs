@@ -88,10 +88,10 @@ pub(super) fn attestation<'r>(link: &Link, store: &'r str) -> Attestation<'r> {
     }
 }
 
-/// The fingerprint of a record whose JSON value (its attestation without a fingerprint) is
-/// `record`: SHA-256 of its RFC 8785 form, as OCSF says (without the fingerprint and
-/// `signatures`, which rollcall never writes).
-pub(super) fn fingerprint(record: &serde_json::Value) -> Fingerprint {
-    let hash = chain::attested::fingerprint(record);
-    Fingerprint::sha_256(JCS, "JCS", &hash)
+/// The fingerprint of a record written as `text` (its attestation without a fingerprint):
+/// SHA-256 of its RFC 8785 form, as OCSF says (without the fingerprint and `signatures`, which
+/// rollcall never writes).
+pub(super) fn fingerprint(text: &[u8]) -> Result<Fingerprint, serde_json::Error> {
+    let hash = chain::attested::fingerprint_of_text(text)?;
+    Ok(Fingerprint::sha_256(JCS, "JCS", &hash))
 }

@@ -238,18 +238,22 @@ pub(super) fn record<'r>(
         event_type: t.as_str().to_owned(),
         source,
     };
+    // The record holds `data` verbatim plus about a kilobyte of attributes: one allocation.
+    let mut body = Vec::with_capacity(e.data.get().len() + 1024);
     // 1.8.0 has no profile for it; an event stored before the chain began has no link.
     if let (Version::V1_9_0, Some(link)) = (version, e.link()) {
         r.metadata.profiles.push(crate::chain::attested::PROFILE);
         r.attestation_list = Some([attest::attestation(&link, store)]);
-        // It covers the whole record but itself: the record written without it first.
-        let unsealed = serde_json::to_value(&r).map_err(unwritable)?;
+        // It covers the whole record but itself: the record is written without it first, and
+        // that text hashed (RFC 8785 text but for the order of attributes, which the hash puts
+        // right in the same pass).
+        serde_json::to_writer(&mut body, &r).map_err(unwritable)?;
+        let fingerprint = attest::fingerprint(&body).map_err(unwritable)?;
         if let Some([attestation]) = &mut r.attestation_list {
-            attestation.fingerprint = Some(attest::fingerprint(&unsealed));
+            attestation.fingerprint = Some(fingerprint);
         }
+        body.clear();
     }
-    // The record holds `data` verbatim plus about a kilobyte of attributes: one allocation.
-    let mut body = Vec::with_capacity(e.data.get().len() + 1024);
     serde_json::to_writer(&mut body, &r)
         .map(|()| body)
         .map_err(unwritable)
