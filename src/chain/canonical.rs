@@ -170,6 +170,8 @@ struct Scanner<'a> {
 }
 
 type Member<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
+/// A member's key (none for an array's item) and its value in RFC 8785 form.
+type Part<'a> = (Option<&'a [u8]>, Cow<'a, [u8]>);
 
 impl<'a> Scanner<'a> {
     fn peek(&self) -> Option<u8> {
@@ -221,7 +223,7 @@ impl<'a> Scanner<'a> {
             _ => return None,
         };
         self.at += 1;
-        let mut parts: Vec<(Option<&'a [u8]>, Cow<'a, [u8]>)> = Vec::with_capacity(16);
+        let mut parts: Vec<Part<'a>> = Vec::with_capacity(16);
         if self.eat(close).is_none() {
             loop {
                 let key = if open == b'{' {
