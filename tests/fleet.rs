@@ -277,7 +277,11 @@ async fn sources_added_removed_and_changed_in_included_files_apply_on_sighup_and
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(said_of(&r, "polling started", "unit-b"), 2);
+    // The answer can come before the test has read the child's log that far.
+    wait::until("unit-b polled again after `rollcall reload`", || {
+        said_of(&r, "polling started", "unit-b") == 2
+    })
+    .await;
     std::fs::write(&broken, "[[sources]\n").unwrap();
     let out = h.rollcall(&["reload"]).await;
     let said = String::from_utf8_lossy(&out.stderr);

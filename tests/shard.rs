@@ -349,9 +349,7 @@ async fn a_second_store_given_a_claimed_source_refuses_it_loudly_until_the_first
         "never polled"
     );
     assert_eq!(s["log_head"], 0, "nothing stored");
-    let loud = second_run
-        .logged_message("SOURCE CLAIMED BY ANOTHER STORE")
-        .expect("an error in the log");
+    let loud = second_run.said("SOURCE CLAIMED BY ANOTHER STORE").await;
     assert_eq!(loud["level"], "ERROR");
     let said = loud["fields"]["error"].as_str().unwrap();
     assert!(

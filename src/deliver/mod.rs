@@ -64,8 +64,10 @@ pub async fn drain(store: &Store, sink: &dyn Sink) -> Result<u64, DeliverError> 
 /// `run`: deliver until `shutdown` turns true, reading more whenever `head` moves. A failure
 /// is logged and retried from the stored cursor with growing pauses; a permanent one stops the
 /// sink until an operator restarts it (`rollcall sink enable`) or rollcall restarts; it says
-/// why, in the log and in `status`. Events in flight at shutdown (or at a restart) are
-/// abandoned: the cursor is before them, so they are re-sent with the same id.
+/// why, in the log and in `status`. At shutdown nothing new is sent and what is in flight is
+/// waited for (as long as `run` lets it), its cursor stored; events in flight at a restart, or
+/// still out when `run` gives up waiting, are abandoned: the cursor is before them, so they are
+/// re-sent with the same id.
 pub async fn serve(
     store: Store,
     sink: Box<dyn Sink>,

@@ -22,9 +22,9 @@ pub fn cluster(topic: &str, partitions: i32) -> Cluster {
     c
 }
 
-/// Reads `topic` from the start with a fresh consumer group: at least `n` messages, then
-/// whatever else arrives before the topic is quiet for `quiet`. Fewer than `n` within a
-/// minute fails the test.
+/// Reads every partition of `topic` from its start: at least `n` messages, then
+/// whatever else arrives before the topic is quiet for `quiet`. Fewer than `n` within
+/// [`super::wait::DEADLINE`] fails the test.
 pub async fn consume(brokers: &str, topic: &str, n: usize, quiet: Duration) -> Vec<OwnedMessage> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -33,9 +33,21 @@ pub async fn consume(brokers: &str, topic: &str, n: usize, quiet: Duration) -> V
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    // Every partition assigned from its start: no group to join, whose rebalance is the slow
+    // part of a first read on a loaded machine.
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(60))
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        partitions
+            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    assert!(partitions.count() > 0, "{topic} has partitions");
+    consumer.assign(&partitions).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + super::wait::DEADLINE;
     loop {
         let wait = if out.len() < n {
             deadline.saturating_duration_since(Instant::now())

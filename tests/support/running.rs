@@ -51,6 +51,18 @@ impl Running {
         })
     }
 
+    /// The first log line whose message starts with `start`, once the test has read it: what
+    /// the process answers over HTTP can arrive before the test has read its log that far.
+    pub async fn said(&self, start: &str) -> Value {
+        let mut line = None;
+        super::wait::until(&format!("the log to say {start:?}"), || {
+            line = self.logged_message(start);
+            line.is_some()
+        })
+        .await;
+        line.unwrap()
+    }
+
     /// Status and body of `path` on the process's HTTP endpoints.
     pub async fn get(&self, path: &str) -> (u16, String) {
         get(format!("{}{path}", self.base)).await

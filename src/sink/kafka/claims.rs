@@ -178,7 +178,7 @@ impl KafkaBoard {
             .set("allow.auto.create.topics", "false");
         let consumer: Arc<StreamConsumer<Reading>> = Arc::new(
             config
-                .create_with_context(Reading)
+                .create_with_context(Reading::default())
                 .map_err(|e| e.to_string())?,
         );
         let mut assignment = TopicPartitionList::new();
@@ -225,6 +225,14 @@ impl KafkaBoard {
         .map_err(|e| e.to_string())
     }
 
+    /// What librdkafka last said went wrong while following the topic, if anything.
+    async fn last_said(&self) -> String {
+        let f = self.follower.lock().await;
+        f.as_ref()
+            .map(|f| f.consumer.context().last_said())
+            .unwrap_or_default()
+    }
+
     fn reached(&self, ends: &[(i32, i64)]) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         ends.iter()
@@ -234,7 +242,10 @@ impl KafkaBoard {
     /// Follow the topic (from the first call on) and read it up to its ends as they are now.
     async fn read_to_end(&self) -> Result<(), String> {
         self.follow().await?;
-        let ends = self.ends().await?;
+        let ends = match self.ends().await {
+            Ok(ends) => ends,
+            Err(e) => return Err(format!("{e}{}", self.last_said().await)),
+        };
         let mut progress = self.progress.subscribe();
         let waited = tokio::time::timeout(CATCH_UP_WITHIN, async {
             while !self.reached(&ends) {
@@ -246,7 +257,8 @@ impl KafkaBoard {
         .await;
         if waited.is_err() || !self.reached(&ends) {
             return Err(format!(
-                "its messages up to {ends:?} (partition, end) were not read within {CATCH_UP_WITHIN:?}"
+                "its messages up to {ends:?} (partition, end) were not read within {CATCH_UP_WITHIN:?}{}",
+                self.last_said().await
             ));
         }
         Ok(())

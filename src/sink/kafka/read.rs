@@ -9,10 +9,11 @@
 //! (and librdkafka's bounded prefetch): a partition is read only when its message is the next
 //! in log order. It never writes to the topic.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -33,14 +34,46 @@ const PREFETCH_KBYTES: &str = "4096";
 
 type Queue = rdkafka::consumer::base_consumer::PartitionQueue<Reading>;
 
-/// The consumer's context: librdkafka reports each partition's end on the consumer's own
-/// queue too, where it is no error (the partition's queue says it, and ends that partition).
-pub(super) struct Reading;
+/// The consumer's context. librdkafka reports trouble as it happens, transient trouble too: a
+/// broker slow to answer on a loaded machine, or the coordinator of the group id it requires
+/// (which this read never joins, so a principal without group rights is refused there). A read
+/// that succeeds needed none of it, so none is printed; a read that fails names the last
+/// (see [`Reading::last_said`]). Each partition's end, reported here too, is no trouble.
+#[derive(Default)]
+pub(super) struct Reading {
+    trouble: Mutex<Option<String>>,
+}
+
+impl Reading {
+    fn note(&self, what: String) {
+        tracing::debug!("librdkafka: {what}");
+        *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+    }
+
+    /// What librdkafka last said went wrong, as the end of a failed read's detail.
+    pub(super) fn last_said(&self) -> String {
+        match &*self.trouble.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(what) => format!(" (librdkafka last said: {what})"),
+            None => String::new(),
+        }
+    }
+}
 
 impl ClientContext for Reading {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => self.note(format!("{facility}: {message}")),
+            _ => tracing::debug!("librdkafka: {facility}: {message}"),
+        }
+    }
+
     fn error(&self, error: RdError, reason: &str) {
         if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::error!("librdkafka: {error}: {reason}");
+            self.note(format!("{error}: {reason}"));
         }
     }
 }
@@ -84,12 +117,12 @@ impl KafkaConfig {
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
         let consumer: Arc<BaseConsumer<Reading>> = Arc::new(
             config
-                .create_with_context(Reading)
+                .create_with_context(Reading::default())
                 .map_err(|e| fail(e.to_string()))?,
         );
         let metadata = consumer
             .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(format!("{e}{}", consumer.context().last_said())))?;
         let ids: Vec<i32> = metadata
             .topics()
             .iter()
@@ -130,7 +163,13 @@ impl KafkaConfig {
             partitions,
         };
         for i in 0..topic.partitions.len() {
-            topic.fill(i).map_err(|e| fail(e.to_string()))?;
+            topic.fill(i).map_err(|e| {
+                fail(format!(
+                    "partition {}: {e}{}",
+                    topic.partitions[i].id,
+                    topic.consumer.context().last_said()
+                ))
+            })?;
         }
         Ok(Box::new(std::iter::from_fn(move || topic.next_event())))
     }
@@ -191,7 +230,11 @@ impl Topic {
             return Some(Err(KafkaError::ReadBack {
                 sink: self.sink.clone(),
                 topic: self.topic.clone(),
-                detail: format!("partition {}: {e}", self.partitions[i].id),
+                detail: format!(
+                    "partition {}: {e}{}",
+                    self.partitions[i].id,
+                    self.consumer.context().last_said()
+                ),
             }
             .into()));
         }
