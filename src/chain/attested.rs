@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::canonical::{canonical, is_canonical, sorted};
+use super::canonical::{canonical, is_canonical, sorted_digest};
 use super::record::{Chained, Record, Unreadable};
 use super::{unhex, Hash, Link, GENESIS};
 
@@ -28,8 +28,8 @@ pub const PROFILE: &str = "record_integrity";
 /// text but for the order of attributes, so it is put in order in one pass over the text
 /// rather than parsed into a value tree; anything else is parsed, the slow way.
 pub fn fingerprint_of_text(text: &[u8]) -> Result<Hash, serde_json::Error> {
-    match sorted(text) {
-        Some(form) => Ok(Sha256::digest(form).into()),
+    match sorted_digest(text) {
+        Some(hash) => Ok(hash),
         None => serde_json::from_slice(text).map(|record| fingerprint(&record)),
     }
 }

@@ -122,14 +122,15 @@ pub(super) fn value(text: &[u8]) -> Result<Cow<'_, [u8]>, serde_json::Error> {
     Ok(Cow::Owned(canonical(&serde_json::from_slice(text)?)))
 }
 
-/// The RFC 8785 form of JSON `text` in the fast subset but for the order of its objects' keys,
-/// at any depth (none twice): what the OCSF encoder writes, each object's attributes in the
-/// order a reader expects. Borrowed where the text is in order already; `None` outside that
-/// subset.
-pub(super) fn sorted(text: &[u8]) -> Option<Cow<'_, [u8]>> {
+/// SHA-256 of the RFC 8785 form of JSON `text` in the fast subset but for the order of its
+/// objects' keys, at any depth (none twice): what the OCSF encoder writes, each object's
+/// attributes in the order a reader expects. Members in order are hashed as they are, the rest
+/// put in order first; `None` outside that subset.
+pub(super) fn sorted_digest(text: &[u8]) -> Option<Hash> {
     let mut s = Scanner { text, at: 0 };
-    let form = s.any_order(0)?;
-    (s.at == text.len()).then_some(form)
+    let mut h = Hashing(Sha256::new());
+    s.put_sorted(0, &mut h)?;
+    (s.at == text.len()).then(|| h.finish())
 }
 
 /// SHA-256 of a previous hash and what is written after it; an `io::Write`, for serde_json to
@@ -217,6 +218,23 @@ impl<'a> Scanner<'a> {
             return Some(Cow::Borrowed(&self.text[start..self.at]));
         }
         self.at = start;
+        let mut out = Vec::with_capacity(256);
+        self.put_rearranged(depth, &mut out)?;
+        Some(Cow::Owned(out))
+    }
+
+    /// [`Scanner::any_order`], written to `out` rather than returned.
+    fn put_sorted(&mut self, depth: usize, out: &mut impl Write) -> Option<()> {
+        let start = self.at;
+        if self.value(depth).is_some() {
+            return out.write_all(&self.text[start..self.at]).ok();
+        }
+        self.at = start;
+        self.put_rearranged(depth, out)
+    }
+
+    /// An object or array that is not in RFC 8785 form as it is, written to `out` in that form.
+    fn put_rearranged(&mut self, depth: usize, out: &mut impl Write) -> Option<()> {
         let (open, close) = match self.peek()? {
             b'{' if depth < MAX_DEPTH => (b'{', b'}'),
             b'[' if depth < MAX_DEPTH => (b'[', b']'),
@@ -246,21 +264,20 @@ impl<'a> Scanner<'a> {
         if open == b'{' && parts.windows(2).any(|w| w[0].0 == w[1].0) {
             return None;
         }
-        let mut out = Vec::with_capacity(self.at - start);
-        out.push(open);
+        let mut put = |bytes: &[u8]| out.write_all(bytes).ok();
+        put(&[open])?;
         for (i, (key, value)) in parts.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                put(b",")?;
             }
             if let Some(key) = key {
-                out.push(b'"');
-                out.extend_from_slice(key);
-                out.extend_from_slice(b"\":");
+                put(b"\"")?;
+                put(key)?;
+                put(b"\":")?;
             }
-            out.extend_from_slice(value);
+            put(value)?;
         }
-        out.push(close);
-        Some(Cow::Owned(out))
+        put(&[close])
     }
 
     fn value(&mut self, depth: usize) -> Option<()> {
@@ -483,12 +500,15 @@ mod tests {
     #[test]
     fn keys_out_of_order_at_any_depth_are_put_in_order_and_the_rest_left_to_the_crate() {
         let text = br#"{"z":{"b":[{"y":1,"x":"\n"}],"a":null},"a":[3,2]}"#;
+        let digest = |text: &[u8]| -> Hash { Sha256::digest(text).into() };
         assert_eq!(
-            sorted(text).unwrap().as_ref(),
-            br#"{"a":[3,2],"z":{"a":null,"b":[{"x":"\n","y":1}]}}"#
+            sorted_digest(text),
+            Some(digest(
+                br#"{"a":[3,2],"z":{"a":null,"b":[{"x":"\n","y":1}]}}"#
+            ))
         );
         let in_order = br#"{"a":{"b":[1,{"c":2}]}}"#;
-        assert!(matches!(sorted(in_order), Some(Cow::Borrowed(_))));
+        assert_eq!(sorted_digest(in_order), Some(digest(in_order)));
         for text in [
             &br#"{"b":1,"a":1.5}"#[..],
             br#"{"b":{"a":1,"a":2}}"#,
@@ -496,7 +516,11 @@ mod tests {
             "{\"b\":1,\"é\":1}".as_bytes(),
             br#"{"b":1, "a":1}"#,
         ] {
-            assert!(sorted(text).is_none(), "{}", String::from_utf8_lossy(text));
+            assert!(
+                sorted_digest(text).is_none(),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 
@@ -504,8 +528,8 @@ mod tests {
         #[test]
         fn keys_put_in_order_in_one_pass_are_the_crates_rfc_8785_form(v in crate::fuzz::any_json()) {
             let text = reversed(&v);
-            match sorted(text.as_bytes()) {
-                Some(form) => prop_assert_eq!(form.into_owned(), canonical(&v)),
+            match sorted_digest(text.as_bytes()) {
+                Some(hash) => prop_assert_eq!(hash, <Hash>::from(Sha256::digest(canonical(&v)))),
                 None => prop_assert!(!is_canonical(&v) || !plain_keys(&v), "{}", text),
             }
         }

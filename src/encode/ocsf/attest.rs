@@ -23,6 +23,8 @@ const OTHER: u8 = 99;
 /// What `serialization` says of a `chainhash`.
 const CHAINHASH: &str = "rollcall chainhash";
 
+/// An attestation without its `fingerprint`: that comes last, written in once the rest of the
+/// record is written, as it covers all of it but itself (`build::record`).
 #[derive(Serialize)]
 pub(super) struct Attestation<'r> {
     /// The event's `chainhash`: what the next record's `prev_event.fingerprint` holds.
@@ -35,9 +37,6 @@ pub(super) struct Attestation<'r> {
     /// The event before it in the log; none for the first event of the chain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) prev_event: Option<PrevEvent>,
-    /// Set once the rest of the record is written: it covers all of it but itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) fingerprint: Option<Fingerprint>,
 }
 
 #[derive(Serialize)]
@@ -84,7 +83,6 @@ pub(super) fn attestation<'r>(link: &Link, store: &'r str) -> Attestation<'r> {
             uid: id.to_string(),
             fingerprint: Fingerprint::sha_256(OTHER, CHAINHASH, &link.prev),
         }),
-        fingerprint: None,
     }
 }
 

@@ -241,22 +241,29 @@ pub(super) fn record<'r>(
     // The record holds `data` verbatim plus about a kilobyte of attributes: one allocation.
     let mut body = Vec::with_capacity(e.data.get().len() + 1024);
     // 1.8.0 has no profile for it; an event stored before the chain began has no link.
-    if let (Version::V1_9_0, Some(link)) = (version, e.link()) {
+    let link = e.link().filter(|_| version == Version::V1_9_0);
+    if link.is_some() {
         r.metadata.profiles.push(crate::chain::attested::PROFILE);
-        r.attestation_list = Some([attest::attestation(&link, store)]);
-        // It covers the whole record but itself: the record is written without it first, and
-        // that text hashed (RFC 8785 text but for the order of attributes, which the hash puts
-        // right in the same pass).
-        serde_json::to_writer(&mut body, &r).map_err(unwritable)?;
-        let fingerprint = attest::fingerprint(&body).map_err(unwritable)?;
-        if let Some([attestation]) = &mut r.attestation_list {
-            attestation.fingerprint = Some(fingerprint);
-        }
-        body.clear();
     }
-    serde_json::to_writer(&mut body, &r)
-        .map(|()| body)
-        .map_err(unwritable)
+    r.attestation_list = link.map(|link| [attest::attestation(&link, store)]);
+    serde_json::to_writer(&mut body, &r).map_err(unwritable)?;
+    if r.attestation_list.is_some() {
+        // The fingerprint covers the whole record but itself: the text just written, hashed
+        // (RFC 8785 text but for the order of attributes, which the hash puts right in the same
+        // pass). It is the attestation's last attribute, and the attestation list the record's
+        // last, so the record with it is that text with the fingerprint written in before its
+        // end (`}]}`): no second serialization of the record.
+        let fingerprint = attest::fingerprint(&body).map_err(unwritable)?;
+        debug_assert!(
+            body.ends_with(b"}]}"),
+            "the attestation list ends the record"
+        );
+        body.truncate(body.len() - 3);
+        body.extend_from_slice(b",\"fingerprint\":");
+        serde_json::to_writer(&mut body, &fingerprint).map_err(unwritable)?;
+        body.extend_from_slice(b"}]}");
+    }
+    Ok(body)
 }
 
 /// The API Activity attributes of an action-log row; returns the record's `message`.

@@ -81,7 +81,8 @@ pub(super) struct Record<'r> {
     pub(super) resources: Vec<Resource>,
     pub(super) unmapped: Unmapped<'r>,
     /// 1.9.0, `record_integrity` profile: the event's place in the store's chain, and the
-    /// record's fingerprint; last, as it covers all before it.
+    /// record's fingerprint; last, as the fingerprint covers all before it and is written in
+    /// at the record's end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) attestation_list: Option<[Attestation<'r>; 1]>,
 }
