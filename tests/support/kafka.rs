@@ -26,26 +26,7 @@ pub fn cluster(topic: &str, partitions: i32) -> Cluster {
 /// whatever else arrives before the topic is quiet for `quiet`. Fewer than `n` within
 /// [`super::wait::DEADLINE`] fails the test.
 pub async fn consume(brokers: &str, topic: &str, n: usize, quiet: Duration) -> Vec<OwnedMessage> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    // Every partition assigned from its start: no group to join, whose rebalance is the slow
-    // part of a first read on a loaded machine.
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(60))
-        .unwrap();
-    let mut partitions = rdkafka::TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        partitions
-            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    assert!(partitions.count() > 0, "{topic} has partitions");
-    consumer.assign(&partitions).unwrap();
+    let (consumer, _) = assigned(brokers, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + super::wait::DEADLINE;
     loop {
@@ -60,6 +41,55 @@ pub async fn consume(brokers: &str, topic: &str, n: usize, quiet: Duration) -> V
             Err(_) => panic!("only {} of {n} messages arrived", out.len()),
         }
     }
+}
+
+/// Every message of `topic` up to each partition's end as it is now: all a sink has had
+/// acknowledged, however the reads of its partitions are spread out in time (a table is read
+/// whole, not until a pause that a loaded machine can make anywhere).
+pub async fn read_to_end(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
+    let (consumer, ends) = assigned(brokers, topic);
+    let mut read: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + super::wait::DEADLINE;
+    while read.iter().any(|(p, at)| *at < ends[p]) {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(m) => {
+                let m = m.unwrap().detach();
+                read.insert(m.partition(), m.offset() + 1);
+                out.push(m);
+            }
+            Err(_) => panic!("{topic} was not read to its ends {ends:?}: only to {read:?}"),
+        }
+    }
+    out
+}
+
+/// A consumer of every partition of `topic` from its start, and each partition's end now.
+/// Assigned, not joined to a group, whose rebalance is the slow part of a first read on a
+/// loaded machine.
+fn assigned(brokers: &str, topic: &str) -> (StreamConsumer, BTreeMap<i32, i64>) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = super::wait::DEADLINE;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in metadata.topics()[0].partitions() {
+        partitions
+            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+        let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout).unwrap();
+        ends.insert(p.id(), high);
+    }
+    assert!(partitions.count() > 0, "{topic} has partitions");
+    consumer.assign(&partitions).unwrap();
+    (consumer, ends)
 }
 
 /// A message's headers by name, their values as sent.
