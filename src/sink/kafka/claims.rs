@@ -178,7 +178,7 @@ impl KafkaBoard {
             .set("allow.auto.create.topics", "false");
         let consumer: Arc<StreamConsumer<Reading>> = Arc::new(
             config
-                .create_with_context(Reading::default())
+                .create_with_context(Reading::loud())
                 .map_err(|e| e.to_string())?,
         );
         let mut assignment = TopicPartitionList::new();

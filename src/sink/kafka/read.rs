@@ -36,17 +36,35 @@ type Queue = rdkafka::consumer::base_consumer::PartitionQueue<Reading>;
 
 /// The consumer's context. librdkafka reports trouble as it happens, transient trouble too: a
 /// broker slow to answer on a loaded machine, or the coordinator of the group id it requires
-/// (which this read never joins, so a principal without group rights is refused there). A read
-/// that succeeds needed none of it, so none is printed; a read that fails names the last
-/// (see [`Reading::last_said`]). Each partition's end, reported here too, is no trouble.
+/// (which these reads never join, so a principal without group rights is refused there). A
+/// one-off read ([`Reading::quiet`], `verify --topic`) that succeeds needed none of it, so none
+/// is printed; one that fails names the last ([`Reading::last_said`]). A long-lived one
+/// ([`Reading::loud`], the claims follower of `run`) logs it as it comes, as every other
+/// client does, and names the last too. Each partition's end, reported here too, is no trouble.
 #[derive(Default)]
 pub(super) struct Reading {
+    loud: bool,
     trouble: Mutex<Option<String>>,
 }
 
 impl Reading {
+    pub(super) fn quiet() -> Reading {
+        Reading::default()
+    }
+
+    pub(super) fn loud() -> Reading {
+        Reading {
+            loud: true,
+            ..Reading::default()
+        }
+    }
+
     fn note(&self, what: String) {
-        tracing::debug!("librdkafka: {what}");
+        if self.loud {
+            tracing::warn!("librdkafka: {what}");
+        } else {
+            tracing::debug!("librdkafka: {what}");
+        }
         *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
     }
 
@@ -117,7 +135,7 @@ impl KafkaConfig {
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
         let consumer: Arc<BaseConsumer<Reading>> = Arc::new(
             config
-                .create_with_context(Reading::default())
+                .create_with_context(Reading::quiet())
                 .map_err(|e| fail(e.to_string()))?,
         );
         let metadata = consumer
