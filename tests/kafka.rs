@@ -8,7 +8,7 @@ use crate::support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::message::OwnedMessage;
@@ -234,14 +234,6 @@ async fn structured_mode_sends_the_stored_event_bytes_unchanged() {
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
     let cluster = mock::cluster(TOPIC, 3);
@@ -266,11 +258,9 @@ async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
         restart_rx,
     ));
 
-    wait_for(
-        "degraded while down at start",
-        Duration::from_secs(30),
-        || store.sink_state(SINK).unwrap().health == SinkHealth::Degraded,
-    )
+    support::wait::until("degraded while down at start", || {
+        store.sink_state(SINK).unwrap().health == SinkHealth::Degraded
+    })
     .await;
     let state = store.sink_state(SINK).unwrap();
     assert!(
@@ -279,11 +269,9 @@ async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
     );
     assert_eq!(store.cursor(SINK).unwrap(), 0);
     cluster.broker_up(1).unwrap();
-    wait_for(
-        "the backlog after the broker came up",
-        Duration::from_secs(60),
-        || store.cursor(SINK).unwrap() == 100,
-    )
+    support::wait::until("the backlog after the broker came up", || {
+        store.cursor(SINK).unwrap() == 100
+    })
     .await;
     assert_eq!(store.sink_state(SINK).unwrap().health, SinkHealth::Ok);
 
@@ -291,19 +279,15 @@ async fn broker_down_at_start_and_later_degrades_the_sink_and_loses_nothing() {
     cluster.broker_down(1).unwrap();
     append(&store, events(10, 10));
     head_tx.send_replace(store.head().unwrap());
-    wait_for(
-        "degraded after the broker left",
-        Duration::from_secs(30),
-        || store.sink_state(SINK).unwrap().health == SinkHealth::Degraded,
-    )
+    support::wait::until("degraded after the broker left", || {
+        store.sink_state(SINK).unwrap().health == SinkHealth::Degraded
+    })
     .await;
     assert!(store.cursor(SINK).unwrap() < 200);
     cluster.broker_up(1).unwrap();
-    wait_for(
-        "the rest after the broker returned",
-        Duration::from_secs(90),
-        || store.cursor(SINK).unwrap() == 200,
-    )
+    support::wait::until("the rest after the broker returned", || {
+        store.cursor(SINK).unwrap() == 200
+    })
     .await;
     stop_tx.send_replace(true);
     task.await.unwrap();
@@ -454,7 +438,7 @@ async fn an_event_too_large_stops_the_sink_naming_its_offset_and_keeps_the_prefi
         stop_rx,
         restart_rx,
     ));
-    wait_for("the sink stopped", Duration::from_secs(60), || {
+    support::wait::until("the sink stopped", || {
         store.sink_state(SINK).unwrap().health == SinkHealth::Disabled
     })
     .await;
