@@ -162,7 +162,7 @@ async fn bench(n: usize) {
         best_ocsf.as_millis()
     );
     report!(
-        "ratio OCSF / CloudEvents (throughput): {:.2} best of each, {:.2} median of the runs' own ratios (target >= 0.90)",
+        "ratio OCSF / CloudEvents (throughput): {:.2} best of each, {:.2} median of the runs' own ratios (target >= 0.75: OCSF may cost up to 25 %)",
         rate(n, best_ocsf) / rate(n, best_sink),
         ratios[RUNS / 2]
     );
