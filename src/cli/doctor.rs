@@ -129,7 +129,7 @@ pub(super) fn test_event() -> crate::sink::Message {
         offset: 0,
         id,
         key: "rollcall://doctor".into(),
-        headers: Vec::new(),
+        headers: crate::sink::Headers::default(),
         content_type: "application/cloudevents+json".into(),
         body: body.to_string().into(),
         observed: None,

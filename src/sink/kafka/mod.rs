@@ -139,10 +139,10 @@ impl KafkaError {
 /// The Kafka headers of a message: its attribute headers, then `content-type`.
 pub fn headers(message: &Message) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
-    for (key, value) in &message.headers {
+    for (key, value) in message.headers.iter() {
         headers = headers.insert(Header {
             key,
-            value: Some(value.as_str()),
+            value: Some(value),
         });
     }
     headers.insert(Header {

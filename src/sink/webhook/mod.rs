@@ -301,7 +301,7 @@ impl WebhookSink {
                 self.signer.sign(&message.id, timestamp, &message.body),
             )
             .header(reqwest::header::CONTENT_TYPE, self.content_type_of(message));
-        for (name, value) in &message.headers {
+        for (name, value) in message.headers.iter() {
             request = request.header(HeaderName::from_static(name), value);
         }
         if message.replayed {
