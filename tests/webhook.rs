@@ -1159,3 +1159,46 @@ async fn doctor_sends_a_signed_test_event_only_when_asked() {
     let event: serde_json::Value = serde_json::from_slice(&hits[0].body).unwrap();
     assert_eq!(event["type"], "rollcall.test");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_retry_waits_stops_without_waiting_for_it_and_keeps_the_event_for_the_next_start(
+) {
+    let rx = Receiver::start(|_, _| status(500)).await;
+    let s = Setup::new(&rx.url, SECRET, "");
+    append(&s.store(), &created(&["1"]));
+    let r = running::run_config(&s.config_path).await;
+    // Tried at once and again after 5 s; the next try is minutes away.
+    rx.wait_for_hits(2).await;
+    // SAFETY: the child is ours and still running (its log is read until it exits).
+    assert_eq!(
+        unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let (status, r) = tokio::task::spawn_blocking(move || {
+        let mut r = r;
+        let status = r.child.wait().unwrap();
+        (status, r)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    wait::until("the stop to be logged", || {
+        r.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("\"stopped\""))
+    })
+    .await;
+    let log = r.log.lock().unwrap().join("\n");
+    assert!(
+        !log.contains("did not finish"),
+        "the retry's pause ended with the stop: {log}"
+    );
+    drop(r);
+    assert_eq!(
+        s.store().cursor("hooks").unwrap(),
+        0,
+        "left for the next start"
+    );
+}

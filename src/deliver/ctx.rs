@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tracing::error;
@@ -71,6 +71,36 @@ pub(super) struct Ctx<'a> {
     /// The sink's delivery latency histogram, looked up once rather than by its labels for
     /// every event.
     latency: OnceLock<metrics::Histogram>,
+    /// `run` is stopping: no retry is waited for any more (see [`Ctx::stop`]).
+    pub(super) stopping: Arc<Stopping>,
+}
+
+/// Whether `run` is stopping, for the retries of a sink's deliveries to see.
+#[derive(Default)]
+pub(super) struct Stopping {
+    flag: AtomicBool,
+    now: tokio::sync::Notify,
+}
+
+impl Stopping {
+    pub(super) fn is_set(&self) -> bool {
+        self.flag.load(Relaxed)
+    }
+
+    /// A retry's pause of `wait`, over as soon as `run` stops.
+    pub(super) async fn pause(self: Arc<Self>, wait: Duration) {
+        let stopped = self.now.notified();
+        tokio::pin!(stopped);
+        // Registered before the flag is read: a stop between the two still ends the pause.
+        stopped.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopped => {}
+        }
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -92,7 +122,15 @@ impl<'a> Ctx<'a> {
             delivered: AtomicU64::new(0),
             replayed_below: store.replayed_below(sink.name())?,
             latency: OnceLock::new(),
+            stopping: Arc::default(),
         })
+    }
+
+    /// `run` is stopping: deliveries in flight may land, but one waiting to be retried is not
+    /// tried again (its pause ends now, and it is left for the next start).
+    pub(super) fn stop(&self) {
+        self.stopping.flag.store(true, Relaxed);
+        self.stopping.now.notify_waiters();
     }
 
     pub(super) fn latency(&self) -> &metrics::Histogram {

@@ -40,9 +40,11 @@ impl<'a> Ctx<'a> {
         loop {
             if let Some(wake) = &mut wake {
                 if *wake.shutdown.borrow_and_update() {
-                    // Nothing new starts; what is in flight may still land, and its cursor is
-                    // stored as it does, so a clean stop sends nothing twice on the next start.
-                    // `run` bounds the wait (its grace period), abandoning what is still out.
+                    // Nothing new starts, and no retry is waited for; what is in flight may
+                    // still land, and its cursor is stored as it does, so a clean stop sends
+                    // nothing twice on the next start. `run` bounds the wait (its grace
+                    // period), abandoning what is still out.
+                    self.stop();
                     while let Some(done) = w.tasks.next().await {
                         w.finish(done)?;
                         w.save_cursor(true).await?;

@@ -61,11 +61,19 @@ impl Ctx<'_> {
             self.sink.send(vec![message.clone()]).await
         })
         .retry(Jittered(schedule.iter().copied().skip(1)))
-        .sleep(tokio::time::sleep)
+        .sleep({
+            let stopping = self.stopping.clone();
+            move |wait| stopping.clone().pause(wait)
+        })
         // A message the destination rejected for good is not tried again: it is dead-lettered.
         .when(|r: &Refusal| !r.error.is_permanent() && !r.rejected)
         .adjust(|r, next| {
             let next = next?;
+            // Stopping: left for the next start rather than waited for.
+            if self.stopping.is_set() {
+                deferred.store(true, Relaxed);
+                return None;
+            }
             // The receiver knows best when it can take more, but no longer than the
             // schedule's longest wait: a typo of theirs must not park an event for days.
             let wait = r.retry_after.map_or(next, |after| after.min(longest));
