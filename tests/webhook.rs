@@ -1182,14 +1182,7 @@ async fn sigterm_while_a_retry_waits_stops_without_waiting_for_it_and_keeps_the_
     .await
     .unwrap();
     assert!(status.success(), "{status:?}");
-    wait::until("the stop to be logged", || {
-        r.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("\"stopped\""))
-    })
-    .await;
+    r.said("stopped").await;
     let log = r.log.lock().unwrap().join("\n");
     assert!(
         !log.contains("did not finish"),
