@@ -212,12 +212,9 @@ impl<'a> Scanner<'a> {
     /// A value whose objects may have their keys in any order, in RFC 8785 form: the text
     /// itself where it is in order, the members rearranged where not.
     fn any_order(&mut self, depth: usize) -> Option<Cow<'a, [u8]>> {
-        let start = self.at;
-        // Most values are in order already, `data` above all: they are checked without a copy.
-        if self.value(depth).is_some() {
-            return Some(Cow::Borrowed(&self.text[start..self.at]));
+        if let Some(text) = self.in_order(depth) {
+            return Some(Cow::Borrowed(text));
         }
-        self.at = start;
         let mut out = Vec::with_capacity(256);
         self.put_rearranged(depth, &mut out)?;
         Some(Cow::Owned(out))
@@ -225,12 +222,21 @@ impl<'a> Scanner<'a> {
 
     /// [`Scanner::any_order`], written to `out` rather than returned.
     fn put_sorted(&mut self, depth: usize, out: &mut impl Write) -> Option<()> {
+        match self.in_order(depth) {
+            Some(text) => out.write_all(text).ok(),
+            None => self.put_rearranged(depth, out),
+        }
+    }
+
+    /// The next value's text if it is in RFC 8785 form as it is; else nothing is read. Most
+    /// values are, `data` above all: they are checked without a copy.
+    fn in_order(&mut self, depth: usize) -> Option<&'a [u8]> {
         let start = self.at;
         if self.value(depth).is_some() {
-            return out.write_all(&self.text[start..self.at]).ok();
+            return Some(&self.text[start..self.at]);
         }
         self.at = start;
-        self.put_rearranged(depth, out)
+        None
     }
 
     /// An object or array that is not in RFC 8785 form as it is, written to `out` in that form.

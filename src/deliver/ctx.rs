@@ -83,6 +83,12 @@ pub(super) struct Stopping {
 }
 
 impl Stopping {
+    /// `run` is stopping: every pause ends now, and none starts.
+    fn set(&self) {
+        self.flag.store(true, Relaxed);
+        self.now.notify_waiters();
+    }
+
     pub(super) fn is_set(&self) -> bool {
         self.flag.load(Relaxed)
     }
@@ -129,8 +135,7 @@ impl<'a> Ctx<'a> {
     /// `run` is stopping: deliveries in flight may land, but one waiting to be retried is not
     /// tried again (its pause ends now, and it is left for the next start).
     pub(super) fn stop(&self) {
-        self.stopping.flag.store(true, Relaxed);
-        self.stopping.now.notify_waiters();
+        self.stopping.set();
     }
 
     pub(super) fn latency(&self) -> &metrics::Histogram {
