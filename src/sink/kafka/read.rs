@@ -181,13 +181,7 @@ impl KafkaConfig {
             partitions,
         };
         for i in 0..topic.partitions.len() {
-            topic.fill(i).map_err(|e| {
-                fail(format!(
-                    "partition {}: {e}{}",
-                    topic.partitions[i].id,
-                    topic.consumer.context().last_said()
-                ))
-            })?;
+            topic.refill(i)?;
         }
         Ok(Box::new(std::iter::from_fn(move || topic.next_event())))
     }
@@ -234,6 +228,19 @@ impl Topic {
         }
     }
 
+    /// [`Topic::fill`], its failure naming the partition and what librdkafka last said.
+    fn refill(&mut self, i: usize) -> Result<(), KafkaError> {
+        self.fill(i).map_err(|e| KafkaError::ReadBack {
+            sink: self.sink.clone(),
+            topic: self.topic.clone(),
+            detail: format!(
+                "partition {}: {e}{}",
+                self.partitions[i].id,
+                self.consumer.context().last_said()
+            ),
+        })
+    }
+
     /// The waiting message of lowest `sequence` across partitions (an unreadable one first).
     fn next_event(&mut self) -> Option<Result<Delivered, SinkError>> {
         let i = self
@@ -244,17 +251,8 @@ impl Topic {
             .min()?
             .1;
         let (_, place, record) = self.partitions[i].next.take()?;
-        if let Err(e) = self.fill(i) {
-            return Some(Err(KafkaError::ReadBack {
-                sink: self.sink.clone(),
-                topic: self.topic.clone(),
-                detail: format!(
-                    "partition {}: {e}{}",
-                    self.partitions[i].id,
-                    self.consumer.context().last_said()
-                ),
-            }
-            .into()));
+        if let Err(e) = self.refill(i) {
+            return Some(Err(e.into()));
         }
         Some(Ok((place, record)))
     }
