@@ -25,6 +25,7 @@ impl<'a> Ctx<'a> {
         // However the pass ended, a cursor save still running must land (or fail) before
         // anyone reads or moves the cursor: the next pass, an operator's restart.
         let saved = w.saved().await;
+        w.read_ahead_done().await;
         let outcome = result?;
         saved?;
         Ok(outcome)
@@ -56,7 +57,7 @@ impl<'a> Ctx<'a> {
             // What can start goes before the read: reading and encoding a chunk takes a while,
             // and the destination is busy with what is in flight meanwhile.
             w.launch();
-            w.fill()?;
+            w.fill().await?;
             w.launch();
             if w.gap.is_some() && w.open.is_empty() {
                 w.skip_gap().await?;

@@ -53,6 +53,11 @@ pub(super) struct Window<'c, 'a> {
     saving: Option<JoinHandle<Result<(), StoreError>>>,
     /// The last read reached the log head, or a gap that stops reading for now.
     at_head: bool,
+    /// The chunk after the last one read, being read on the blocking pool while that one is
+    /// encoded and sent: a read from sled copies each event out of its pages, which costs
+    /// about as much as encoding it, and would otherwise stall the deliveries. Never pending
+    /// past a gap (the read that finds one starts none).
+    ahead: Option<JoinHandle<Result<Vec<StoredEvent>, StoreError>>>,
     /// Where the log goes on after events retention compacted away before this sink read them
     /// (from `read` up to here): they are skipped once nothing read before them is open.
     pub(super) gap: Option<u64>,
@@ -90,6 +95,7 @@ impl<'c, 'a> Window<'c, 'a> {
             saved_at: Instant::now(),
             saving: None,
             at_head: false,
+            ahead: None,
             gap: None,
             head_alive: true,
             open: BTreeSet::new(),
@@ -112,9 +118,12 @@ impl<'c, 'a> Window<'c, 'a> {
     }
 
     /// Read from the log while the window has room, up to a gap left by retention.
-    pub(super) fn fill(&mut self) -> Result<(), DeliverError> {
+    pub(super) async fn fill(&mut self) -> Result<(), DeliverError> {
         while self.gap.is_none() && self.open.len() + READ_CHUNK <= self.capacity() {
-            let events = self.ctx.store.events_from(self.read, READ_CHUNK)?;
+            let events = match self.ahead.take() {
+                Some(read) => joined(read.await)?,
+                None => self.ctx.store.events_from(self.read, READ_CHUNK)?,
+            };
             // Offsets are dense but for what retention removed: a first offset past the read
             // position (or a log start past it) means those events are gone.
             let resumes = match events.first() {
@@ -131,6 +140,12 @@ impl<'c, 'a> Window<'c, 'a> {
                 return Ok(());
             };
             self.read = last.offset + 1;
+            if !self.at_head {
+                let (store, from) = (self.ctx.store.clone(), self.read);
+                self.ahead = Some(tokio::task::spawn_blocking(move || {
+                    store.events_from(from, READ_CHUNK)
+                }));
+            }
             for e in &events {
                 self.admit(e)?;
             }
@@ -371,17 +386,32 @@ impl<'c, 'a> Window<'c, 'a> {
         Ok(())
     }
 
+    /// Let the read ahead, if any, end: it holds the store open.
+    pub(super) async fn read_ahead_done(&mut self) {
+        if let Some(read) = self.ahead.take() {
+            // What it read is not needed any more, and an error in it is met again by the
+            // next read.
+            let _ = read.await;
+        }
+    }
+
     /// Wait for the cursor save in the background, if any, and say how it went.
     pub(super) async fn saved(&mut self) -> Result<(), StoreError> {
         match self.saving.take() {
             None => Ok(()),
-            Some(save) => match save.await {
-                Ok(saved) => saved,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Only a runtime shutting down cancels it; the stored cursor stays as it was.
-                Err(e) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(e)))),
-            },
+            // Only a runtime shutting down cancels it; the stored cursor stays as it was.
+            Some(save) => joined(save.await),
         }
+    }
+}
+
+/// What a store task on the blocking pool returned.
+fn joined<T>(task: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {
+    match task {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels one.
+        Err(e) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(e)))),
     }
 }
 

@@ -92,7 +92,7 @@ fn option_values(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 fn batch_size() -> usize {
-    10_000
+    1_000
 }
 
 fn claim_sources() -> bool {
@@ -280,7 +280,7 @@ mode = "structured"
         ));
         assert_eq!(k.mode, Mode::Binary);
         assert!(!k.create_topic);
-        assert_eq!(k.batch_size, 10_000);
+        assert_eq!(k.batch_size, 1_000);
         assert_eq!(k.topic, "superset.user-events");
         assert!(k.claim_sources);
         assert_eq!(k.claims_topic(), "superset.user-events.claims");

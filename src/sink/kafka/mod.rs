@@ -15,6 +15,7 @@
 
 mod claims;
 mod config;
+mod produce;
 mod read;
 mod table;
 
@@ -28,7 +29,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use tracing::{error, info, warn};
 
@@ -63,6 +64,8 @@ pub enum KafkaError {
         #[source]
         source: crate::settings::SecretError,
     },
+    #[error("sink '{sink}': cannot run its producing thread: {detail}. The system refused a thread: check the process's limits (ulimit -u, systemd TasksMax) and memory")]
+    Thread { sink: String, detail: String },
     #[error("sink '{sink}': cannot reach the Kafka brokers {brokers}: {detail}. Check `brokers`, the network and [sinks.options] (security.protocol, sasl.*); retrying from the stored cursor")]
     Unreachable {
         sink: String,
@@ -129,6 +132,7 @@ impl KafkaError {
             self,
             KafkaError::Option { .. }
                 | KafkaError::Secret { .. }
+                | KafkaError::Thread { .. }
                 | KafkaError::TooLarge { .. }
                 | KafkaError::NotAuthorized { .. }
                 | KafkaError::NotCompacted { .. }
@@ -165,6 +169,7 @@ pub struct KafkaSink {
     producer: Mutex<FutureProducer>,
     /// The topic was seen on the brokers since the last failure.
     topic_ready: AtomicBool,
+    producing: produce::Producing,
 }
 
 impl KafkaSink {
@@ -202,6 +207,12 @@ impl KafkaSink {
             client_config,
             producer: Mutex::new(producer),
             topic_ready: AtomicBool::new(false),
+            producing: produce::Producing::start(&config.name, config.topic.clone()).map_err(
+                |e| KafkaError::Thread {
+                    sink: config.name.clone(),
+                    detail: e.to_string(),
+                },
+            )?,
         })
     }
 
@@ -345,6 +356,7 @@ impl Drop for KafkaSink {
     /// cursor did not move, so they are sent again on the next start either way: flushing only
     /// spares the consumers some duplicates.
     fn drop(&mut self) {
+        self.producing.finish();
         let producer = self.producer();
         if producer.in_flight_count() > 0 {
             if let Err(e) = producer.flush(FLUSH_TIMEOUT) {
@@ -423,7 +435,9 @@ impl Sink for KafkaSink {
         let max_in_flight = MAX_IN_FLIGHT.min(queue / 2).max(1);
         Delivery {
             order: Order::Pipelined,
-            batch: self.batch_size.min(max_in_flight),
+            // Two batches in flight at least: the engine reads and encodes the next one while
+            // Kafka acknowledges the one before, instead of one after the other.
+            batch: self.batch_size.min(max_in_flight / 2).max(1),
             max_in_flight,
         }
     }
@@ -460,43 +474,38 @@ impl Sink for KafkaSink {
     }
 
     fn send(&self, batch: Vec<Arc<Message>>) -> BoxFuture<'_, Result<(), Refusal>> {
-        let producer = self.producer();
-        let mut deliveries = Vec::with_capacity(batch.len());
-        let mut refused = None;
-        // Every message is queued in librdkafka before this returns, so batches keep order.
-        for (i, m) in batch.iter().enumerate() {
-            let mut record = FutureRecord::to(&self.topic)
-                .key(&*m.key)
-                .headers(headers(m));
-            // A tombstone has no value at all: an empty one would be a row.
-            if !m.tombstone {
-                record = record.payload(&m.body[..]);
-            }
-            match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => {
-                    refused = Some(Refusal::after(
-                        i,
-                        self.produce_error(m.offset, m.body.len(), e),
-                    ));
-                    break;
-                }
-            }
-        }
+        // Queued behind the batches sent before it, so batches keep order.
+        let handed = self.producing.hand(self.producer(), batch);
         Box::pin(async move {
-            for (i, delivery) in deliveries.into_iter().enumerate() {
-                let m = &batch[i];
+            let Ok(handed) = handed.await else {
+                return Err(Refusal::new(KafkaError::Thread {
+                    sink: self.name.clone(),
+                    detail: "it stopped".into(),
+                }));
+            };
+            let batch = &handed.batch;
+            for (i, delivery) in handed.deliveries.into_iter().enumerate() {
                 let error = match delivery.await {
                     Ok(Ok(_)) => continue,
                     Ok(Err((e, _))) => e,
                     Err(_canceled) => RdError::Canceled,
                 };
+                let m = &batch[i];
                 return Err(Refusal::after(
                     i,
                     self.produce_error(m.offset, m.body.len(), error),
                 ));
             }
-            refused.map_or(Ok(()), Err)
+            match handed.refused {
+                None => Ok(()),
+                Some((i, e)) => {
+                    let m = &batch[i];
+                    Err(Refusal::after(
+                        i,
+                        self.produce_error(m.offset, m.body.len(), e),
+                    ))
+                }
+            }
         })
     }
 
