@@ -146,8 +146,8 @@ impl<'c, 'a> Window<'c, 'a> {
                     store.events_from(from, READ_CHUNK)
                 }));
             }
-            for e in &events {
-                self.admit(e)?;
+            for (e, selected) in events.iter().zip(self.ctx.select(&events)?) {
+                self.admit(e.offset, selected);
             }
             if self.at_head {
                 return Ok(());
@@ -156,17 +156,17 @@ impl<'c, 'a> Window<'c, 'a> {
         Ok(())
     }
 
-    fn admit(&mut self, e: &StoredEvent) -> Result<(), DeliverError> {
-        let message = match self.ctx.message(e)? {
+    fn admit(&mut self, offset: u64, selected: Selected) {
+        let message = match selected {
             Selected::Send(message) => message,
             Selected::Filtered => {
-                self.filtered.push_back(e.offset);
-                return Ok(());
+                self.filtered.push_back(offset);
+                return;
             }
-            Selected::Formless => return Ok(()),
+            Selected::Formless => return,
         };
         let message = Arc::new(message);
-        self.open.insert(e.offset);
+        self.open.insert(offset);
         match self.ctx.delivery.order {
             Order::PerUser { .. } => {
                 let queue = self.queues.entry(message.key.clone()).or_default();
@@ -177,7 +177,6 @@ impl<'c, 'a> Window<'c, 'a> {
             }
             Order::Pipelined => self.pending.push_back(message),
         }
-        Ok(())
     }
 
     /// Start what may start: the front event of ready users, or the next batches.
