@@ -37,7 +37,7 @@ for _ in $(seq 1 50); do
 done
 
 echo "== creating topics"
-for t in "$topic" rollcall-bench-bare rollcall-bench-sink; do
+for t in "$topic" rollcall-bench-bare rollcall-bench-sink rollcall-bench-ocsf; do
   tansu topic create "$t" --partitions 3 --broker "tcp://$brokers"
 done
 # Where the sinks claim the sources they poll (docs/scaling.md, Claims): one partition.

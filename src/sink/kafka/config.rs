@@ -63,8 +63,10 @@ pub struct KafkaConfig {
     /// "cloudevents" (docs/sinks.md, Current-users table).
     #[serde(default)]
     pub table: bool,
-    /// Events read from the log and put in flight at once, at least 1; the cursor moves once
-    /// per batch.
+    /// Events handed to librdkafka at once, at least 1. A batch holds at most half of what
+    /// may be in flight (10,000 events, or half of `queue.buffering.max.messages` if that is
+    /// lower), so that the next batch is read and encoded while the one before is being
+    /// acknowledged.
     #[serde(default = "batch_size")]
     pub batch_size: usize,
     /// librdkafka options, passed as they are (`security.protocol`, `sasl.*`, `ssl.*`,
