@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::canonical::{canonical, is_canonical, sorted_digest};
+use super::outline;
 use super::record::{Chained, Record, Unreadable};
 use super::{unhex, Hash, Link, GENESIS};
 
@@ -23,11 +24,21 @@ pub const LIST: &str = "attestation_list";
 /// The profile a record with [`LIST`] declares in `metadata.profiles`.
 pub const PROFILE: &str = "record_integrity";
 
-/// The fingerprint of the record written as `text`, its attestation without a `fingerprint`
-/// yet: what [`fingerprint`] computes of its value. What the OCSF encoder writes is RFC 8785
-/// text but for the order of attributes, so it is put in order in one pass over the text
-/// rather than parsed into a value tree; anything else is parsed, the slow way.
-pub fn fingerprint_of_text(text: &[u8]) -> Result<Hash, serde_json::Error> {
+/// Writes `record` (its attestation without a `fingerprint` yet) to `out` as serde_json writes
+/// it, and returns its fingerprint: what [`fingerprint`] computes of its value. The record's
+/// attributes are in the order a reader expects, not RFC 8785's, so its form in order is put
+/// together from where serde_json wrote each member (`outline`), without reading the text
+/// again; anything outside the subset that allows it is put in order by a scan of the text,
+/// or else parsed, the slow way.
+pub fn write_fingerprinted(
+    record: &impl serde::Serialize,
+    out: &mut Vec<u8>,
+) -> Result<Hash, serde_json::Error> {
+    let start = out.len();
+    if let Some(hash) = outline::write_hashed(record, out)? {
+        return Ok(hash);
+    }
+    let text = &out[start..];
     match sorted_digest(text) {
         Some(hash) => Ok(hash),
         None => serde_json::from_slice(text).map(|record| fingerprint(&record)),

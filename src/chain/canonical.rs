@@ -67,18 +67,21 @@ impl<'a> Members<'a> {
         // RFC 8785 orders keys by their UTF-16 code units.
         self.0
             .sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-        let mut h = Hashing::after(prev);
-        h.put(b"{");
+        // Written out first and hashed in one call: SHA-256 fed piece by piece (a key, a colon)
+        // costs more per call than copying the piece.
+        let size: usize = self.0.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut text = Vec::with_capacity(size + 2);
+        text.push(b'{');
         for (i, (key, value)) in self.0.iter().enumerate() {
             if i > 0 {
-                h.put(b",");
+                text.push(b',');
             }
-            serde_json::to_writer(&mut h, key.as_ref()).expect("hashing never fails");
-            h.put(b":");
-            h.put(value);
+            serde_json::to_writer(&mut text, key.as_ref()).expect("writing to memory never fails");
+            text.push(b':');
+            text.extend_from_slice(value);
         }
-        h.put(b"}");
-        h.finish()
+        text.push(b'}');
+        super::next(prev, &text)
     }
 }
 
@@ -115,11 +118,16 @@ pub(super) fn canonical(value: &Value) -> Vec<u8> {
 
 /// The RFC 8785 form of one value's JSON text: the text itself when it is in the fast subset.
 pub(super) fn value(text: &[u8]) -> Result<Cow<'_, [u8]>, serde_json::Error> {
-    let mut s = Scanner { text, at: 0 };
-    if s.value(0).is_some() && s.at == text.len() {
+    if in_form(text) {
         return Ok(Cow::Borrowed(text));
     }
     Ok(Cow::Owned(canonical(&serde_json::from_slice(text)?)))
+}
+
+/// Whether JSON `text` is one value in the fast subset: its own RFC 8785 form.
+pub(super) fn in_form(text: &[u8]) -> bool {
+    let mut s = Scanner { text, at: 0 };
+    s.value(0).is_some() && s.at == text.len()
 }
 
 /// SHA-256 of the RFC 8785 form of JSON `text` in the fast subset but for the order of its
@@ -128,39 +136,18 @@ pub(super) fn value(text: &[u8]) -> Result<Cow<'_, [u8]>, serde_json::Error> {
 /// put in order first; `None` outside that subset.
 pub(super) fn sorted_digest(text: &[u8]) -> Option<Hash> {
     let mut s = Scanner { text, at: 0 };
-    let mut h = Hashing(Sha256::new());
-    s.put_sorted(0, &mut h)?;
-    (s.at == text.len()).then(|| h.finish())
+    // The form in order is written out, then hashed in one call (see `Members::hash`).
+    let mut sorted = Vec::with_capacity(text.len());
+    s.put_sorted(0, &mut sorted)?;
+    (s.at == text.len()).then(|| Sha256::digest(&sorted).into())
 }
 
-/// SHA-256 of a previous hash and what is written after it; an `io::Write`, for serde_json to
-/// write into.
-pub(super) struct Hashing(Sha256);
-
-impl Hashing {
-    pub(super) fn after(prev: &Hash) -> Hashing {
-        let mut h = Sha256::new();
-        h.update(prev);
-        Hashing(h)
-    }
-
-    pub(super) fn put(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    pub(super) fn finish(self) -> Hash {
-        self.0.finalize().into()
-    }
-}
-
-impl Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// Whether key `a` comes strictly before key `b` (printable ASCII: byte order). Keys mostly
+/// differ in their first byte, which is compared without a call to `memcmp`.
+fn precedes(a: &[u8], b: &[u8]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x < y,
+        _ => a < b,
     }
 }
 
@@ -311,7 +298,7 @@ impl<'a> Scanner<'a> {
         let mut last: Option<&[u8]> = None;
         loop {
             let key = self.key_bytes()?;
-            if last.is_some_and(|l| l >= key) {
+            if last.is_some_and(|l| !precedes(l, key)) {
                 return None;
             }
             last = Some(key);
@@ -388,12 +375,14 @@ impl<'a> Scanner<'a> {
                 }
                 0..=0x1f => return None,
                 _ => {
-                    // Plain bytes up to the next quote, backslash or control character.
+                    // Plain bytes up to the next quote or backslash (memchr finds them many
+                    // bytes at a time); a control character among them is not RFC 8785's.
                     let rest = &self.text[self.at..];
-                    self.at += rest
-                        .iter()
-                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                        .unwrap_or(rest.len());
+                    let plain = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                    if rest[..plain].iter().any(|&b| b < 0x20) {
+                        return None;
+                    }
+                    self.at += plain;
                 }
             }
         }
@@ -415,7 +404,9 @@ impl<'a> Scanner<'a> {
         if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        let n = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         (n <= EXACT && !(negative && n == 0)).then_some(())
     }
 

@@ -20,6 +20,7 @@ mod canonical;
 pub mod checkpoint;
 mod index;
 mod link;
+mod outline;
 pub mod record;
 pub mod verify;
 

@@ -86,10 +86,13 @@ pub(super) fn attestation<'r>(link: &Link, store: &'r str) -> Attestation<'r> {
     }
 }
 
-/// The fingerprint of a record written as `text` (its attestation without a fingerprint):
-/// SHA-256 of its RFC 8785 form, as OCSF says (without the fingerprint and `signatures`, which
-/// rollcall never writes).
-pub(super) fn fingerprint(text: &[u8]) -> Result<Fingerprint, serde_json::Error> {
-    let hash = chain::attested::fingerprint_of_text(text)?;
+/// Writes `record` (its attestation without a fingerprint) to `out`, and returns its
+/// fingerprint: SHA-256 of its RFC 8785 form, as OCSF says (without the fingerprint and
+/// `signatures`, which rollcall never writes).
+pub(super) fn write_fingerprinted(
+    record: &impl Serialize,
+    out: &mut Vec<u8>,
+) -> Result<Fingerprint, serde_json::Error> {
+    let hash = chain::attested::write_fingerprinted(record, out)?;
     Ok(Fingerprint::sha_256(JCS, "JCS", &hash))
 }

@@ -246,14 +246,15 @@ pub(super) fn record<'r>(
         r.metadata.profiles.push(crate::chain::attested::PROFILE);
     }
     r.attestation_list = link.map(|link| [attest::attestation(&link, store)]);
-    serde_json::to_writer(&mut body, &r).map_err(unwritable)?;
-    if r.attestation_list.is_some() {
-        // The fingerprint covers the whole record but itself: the text just written, hashed
-        // (RFC 8785 text but for the order of attributes, which the hash puts right in the same
-        // pass). It is the attestation's last attribute, and the attestation list the record's
-        // last, so the record with it is that text with the fingerprint written in before its
-        // end (`}]}`): no second serialization of the record.
-        let fingerprint = attest::fingerprint(&body).map_err(unwritable)?;
+    if r.attestation_list.is_none() {
+        serde_json::to_writer(&mut body, &r).map_err(unwritable)?;
+    } else {
+        // The fingerprint covers the whole record but itself: the record is written without
+        // it, and hashed in RFC 8785 order as it is written. It is the attestation's last
+        // attribute, and the attestation list the record's last, so the record with it is
+        // that text with the fingerprint written in before its end (`}]}`): no second
+        // serialization of the record.
+        let fingerprint = attest::write_fingerprinted(&r, &mut body).map_err(unwritable)?;
         debug_assert!(
             body.ends_with(b"}]}"),
             "the attestation list ends the record"
