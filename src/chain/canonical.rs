@@ -418,7 +418,7 @@ impl<'a> Scanner<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -481,8 +481,9 @@ mod tests {
         }
     }
 
-    /// Whether every key is printable ASCII that needs no escape: the keys the fast way reads.
-    fn plain_keys(value: &Value) -> bool {
+    /// Whether every key is printable ASCII that needs no escape: the keys the fast way (and
+    /// the outline) reads.
+    pub(in crate::chain) fn plain_keys(value: &Value) -> bool {
         match value {
             Value::Object(map) => map.iter().all(|(k, v)| {
                 k.bytes()

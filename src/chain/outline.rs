@@ -380,6 +380,7 @@ impl Formatter for &mut Outline<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::canonical::tests::plain_keys;
     use crate::chain::canonical::{canonical, is_canonical};
     use proptest::prelude::*;
     use serde::ser::{SerializeMap, SerializeSeq};
@@ -414,19 +415,6 @@ mod tests {
                 }
                 other => other.serialize(s),
             }
-        }
-    }
-
-    /// Whether every key is printable ASCII: the keys the outline orders by their bytes.
-    fn plain_keys(value: &Value) -> bool {
-        match value {
-            Value::Object(map) => map.iter().all(|(k, v)| {
-                k.bytes()
-                    .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-                    && plain_keys(v)
-            }),
-            Value::Array(items) => items.iter().all(plain_keys),
-            _ => true,
         }
     }
 
