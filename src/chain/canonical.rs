@@ -24,7 +24,7 @@ use super::Hash;
 
 /// The largest integer magnitude an IEEE double holds exactly: RFC 8785 writes integers up to it
 /// as their digits.
-const EXACT: u64 = 1 << 53;
+pub(super) const EXACT: u64 = 1 << 53;
 /// Deeper nesting goes the slow way (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;
 
@@ -142,12 +142,12 @@ pub(super) fn sorted_digest(text: &[u8]) -> Option<Hash> {
     (s.at == text.len()).then(|| Sha256::digest(&sorted).into())
 }
 
-/// Whether key `a` comes strictly before key `b` (printable ASCII: byte order). Keys mostly
-/// differ in their first byte, which is compared without a call to `memcmp`.
-fn precedes(a: &[u8], b: &[u8]) -> bool {
+/// The order of two keys of printable ASCII: their bytes' order, which is their UTF-16 order.
+/// Keys mostly differ in their first byte, which is compared without a call to `memcmp`.
+pub(super) fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     match (a.first(), b.first()) {
-        (Some(x), Some(y)) if x != y => x < y,
-        _ => a < b,
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
     }
 }
 
@@ -298,7 +298,7 @@ impl<'a> Scanner<'a> {
         let mut last: Option<&[u8]> = None;
         loop {
             let key = self.key_bytes()?;
-            if last.is_some_and(|l| !precedes(l, key)) {
+            if last.is_some_and(|l| key_order(l, key).is_ge()) {
                 return None;
             }
             last = Some(key);

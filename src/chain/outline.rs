@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 use sha2::{Digest, Sha256};
 
-use super::canonical::in_form;
+use super::canonical::{in_form, key_order, EXACT};
 use super::Hash;
 
 /// Writes `value` to `out` exactly as `serde_json::to_writer` does, and returns SHA-256 of its
@@ -129,21 +129,9 @@ struct Disordered {
     members: Vec<Member>,
 }
 
-/// The order of two keys of printable ASCII (their bytes'). Keys mostly differ in their first
-/// byte, which is compared without a call to `memcmp`.
-fn order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    match (a.first(), b.first()) {
-        (Some(x), Some(y)) if x != y => x.cmp(y),
-        _ => a.cmp(b),
-    }
-}
-
-/// The largest integer magnitude RFC 8785 writes as its digits.
-const EXACT: u128 = 1 << 53;
-
 impl Outline<'_> {
     fn integer(&mut self, magnitude: u128) {
-        if magnitude > EXACT {
+        if magnitude > u128::from(EXACT) {
             self.outside = true;
         }
     }
@@ -297,7 +285,7 @@ impl Formatter for &mut Outline<'_> {
         if !object.in_order {
             let mut members = self.members[object.first..].to_vec();
             let text = &self.out[..];
-            members.sort_unstable_by(|a, b| order(&text[a.key.clone()], &text[b.key.clone()]));
+            members.sort_unstable_by(|a, b| key_order(&text[a.key.clone()], &text[b.key.clone()]));
             if members
                 .windows(2)
                 .any(|w| text[w[0].key.clone()] == text[w[1].key.clone()])
@@ -335,7 +323,7 @@ impl Formatter for &mut Outline<'_> {
         let text = &self.out[key.clone()];
         let plain = text.iter().all(|b| (b' '..=b'~').contains(b));
         let after_last = match self.members.get(object.first..).and_then(<[_]>::last) {
-            Some(last) => order(&self.out[last.key.clone()], text).is_lt(),
+            Some(last) => key_order(&self.out[last.key.clone()], text).is_lt(),
             None => true,
         };
         self.outside |= !plain;

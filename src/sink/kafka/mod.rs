@@ -484,27 +484,21 @@ impl Sink for KafkaSink {
                 }));
             };
             let batch = &handed.batch;
+            let refusal = |i: usize, e| {
+                let m = &batch[i];
+                Refusal::after(i, self.produce_error(m.offset, m.body.len(), e))
+            };
             for (i, delivery) in handed.deliveries.into_iter().enumerate() {
                 let error = match delivery.await {
                     Ok(Ok(_)) => continue,
                     Ok(Err((e, _))) => e,
                     Err(_canceled) => RdError::Canceled,
                 };
-                let m = &batch[i];
-                return Err(Refusal::after(
-                    i,
-                    self.produce_error(m.offset, m.body.len(), error),
-                ));
+                return Err(refusal(i, error));
             }
             match handed.refused {
                 None => Ok(()),
-                Some((i, e)) => {
-                    let m = &batch[i];
-                    Err(Refusal::after(
-                        i,
-                        self.produce_error(m.offset, m.body.len(), e),
-                    ))
-                }
+                Some((i, e)) => Err(refusal(i, e)),
             }
         })
     }
