@@ -523,7 +523,7 @@ fn cloudevents_bodies_stay_the_stored_bytes_without_a_copy() {
     let envelope = Envelope::parse(&stored).unwrap();
     for (mode, expected) in [
         (Mode::Structured, &stored.bytes[..]),
-        (Mode::Binary, envelope.data.get().as_bytes()),
+        (Mode::Binary, envelope.data.as_bytes()),
     ] {
         let encoder = Encoder {
             format: Format::Cloudevents,

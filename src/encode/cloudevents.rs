@@ -127,7 +127,7 @@ pub fn encode<'a>(e: &'a Envelope<'a>, mode: Mode, binding: Binding) -> Encoded<
                 key: e.key(),
                 headers,
                 content_type: &e.datacontenttype,
-                body: Cow::Borrowed(e.data.get().as_bytes()),
+                body: Cow::Borrowed(e.data.as_bytes()),
             }
         }
     }

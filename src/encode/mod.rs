@@ -10,6 +10,7 @@
 //! stored bytes.
 
 pub mod cloudevents;
+mod layout;
 pub mod ocsf;
 pub mod table;
 
@@ -82,8 +83,10 @@ pub struct Envelope<'a> {
     pub dataschema: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub sequence: Cow<'a, str>,
-    #[serde(borrow)]
-    pub data: &'a RawValue,
+    /// The JSON of `data`, as stored. Not checked when the event is in the store's layout
+    /// (see `layout`): an encoder that reads values from it parses it, and says so if it cannot.
+    #[serde(borrow, deserialize_with = "raw_json")]
+    pub data: &'a str,
     /// The hash chain's attributes (`chainprevid`, `chainprev`, `chainhash`), absent from
     /// events stored before the store chained them; read them as a [`Link`] with
     /// [`Envelope::link`].
@@ -95,6 +98,11 @@ pub struct Envelope<'a> {
     pub chainhash: Option<Cow<'a, str>>,
 }
 
+/// `data` as serde_json reads it: any JSON value, kept as its text.
+fn raw_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'de str, D::Error> {
+    <&RawValue>::deserialize(d).map(RawValue::get)
+}
+
 impl<'a> Envelope<'a> {
     pub fn parse(stored: &'a StoredEvent) -> Result<Envelope<'a>, Unreadable> {
         let unreadable = |source: Box<dyn std::error::Error + Send + Sync>| Unreadable {
@@ -104,7 +112,10 @@ impl<'a> Envelope<'a> {
         // UTF-8 checked once for the whole event: parsing bytes checks each string on its own,
         // which costs more on events of many short strings.
         let text = std::str::from_utf8(&stored.bytes).map_err(|e| unreadable(e.into()))?;
-        let mut e: Envelope<'a> = serde_json::from_str(text).map_err(|e| unreadable(e.into()))?;
+        let mut e = match layout::read(text) {
+            Some(e) => e,
+            None => serde_json::from_str(text).map_err(|e| unreadable(e.into()))?,
+        };
         e.offset = stored.offset;
         e.bytes = &stored.bytes;
         e.stored = Some(&stored.bytes);
@@ -127,7 +138,7 @@ impl<'a> Envelope<'a> {
         if self.event_type == EventType::AuditAction.as_str()
             || self.event_type == EventType::AgentToolCalled.as_str()
         {
-            if let Ok(row) = serde_json::from_str::<Row>(self.data.get()) {
+            if let Ok(row) = serde_json::from_str::<Row>(self.data) {
                 return format!("{source}:log/{}", row.log_id);
             }
         }

@@ -42,7 +42,7 @@ pub fn encode<'a>(e: &'a Envelope<'a>) -> Result<Encoded<'a>, Unreadable> {
     let body = if tombstone(&e.event_type) {
         Cow::Borrowed(&b""[..])
     } else {
-        let data: Data<'a> = serde_json::from_str(e.data.get()).map_err(|source| Unreadable {
+        let data: Data<'a> = serde_json::from_str(e.data).map_err(|source| Unreadable {
             offset: e.offset,
             source: source.into(),
         })?;

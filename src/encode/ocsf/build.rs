@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use serde_json::value::RawValue;
+
 use super::datatypes::{is_email, millis};
 use super::input::{Account, Data, Details, Fields, FullName, Uid};
 use super::mapping::{api_activity, class_of, severity, Class};
@@ -37,10 +39,14 @@ pub(super) fn record<'r>(
     let kind = KindProduct::of(&e.source)
         .ok_or_else(|| MappingError::UnknownSource(e.source.to_string()))?;
     let service = kind.product;
-    let d: Data<'_> = serde_json::from_str(e.data.get()).map_err(|source| MappingError::Data {
+    let unparsable = |source| MappingError::Data {
         event_type: t.as_str().to_owned(),
         source,
-    })?;
+    };
+    // `data` goes into the record verbatim (`unmapped.data`), so it must be JSON: the reader of
+    // the stored event does not check it (`Envelope::data`), serde_json does as it keeps it.
+    let raw: &RawValue = serde_json::from_str(e.data).map_err(unparsable)?;
+    let d: Data<'_> = serde_json::from_str(e.data).map_err(unparsable)?;
     let missing = |field| MappingError::Missing {
         event_type: t.as_str(),
         field,
@@ -121,7 +127,7 @@ pub(super) fn record<'r>(
         src_endpoint: None,
         http_request: None,
         resources: Vec::new(),
-        unmapped: Unmapped { data: e.data },
+        unmapped: Unmapped { data: raw },
         attestation_list: None,
     };
 
@@ -239,7 +245,7 @@ pub(super) fn record<'r>(
         source,
     };
     // The record holds `data` verbatim plus about a kilobyte of attributes: one allocation.
-    let mut body = Vec::with_capacity(e.data.get().len() + 1024);
+    let mut body = Vec::with_capacity(e.data.len() + 1024);
     // 1.8.0 has no profile for it; an event stored before the chain began has no link.
     let link = e.link().filter(|_| version == Version::V1_9_0);
     if link.is_some() {
