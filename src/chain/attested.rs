@@ -25,17 +25,19 @@ pub const LIST: &str = "attestation_list";
 pub const PROFILE: &str = "record_integrity";
 
 /// Writes `record` (its attestation without a `fingerprint` yet) to `out` as serde_json writes
-/// it, and returns its fingerprint: what [`fingerprint`] computes of its value. The record's
+/// it (but for its one raw value, written as `raw` when given: see `outline::write_hashed`),
+/// and returns its fingerprint: what [`fingerprint`] computes of its value. The record's
 /// attributes are in the order a reader expects, not RFC 8785's, so its form in order is put
 /// together from where serde_json wrote each member (`outline`), without reading the text
 /// again; anything outside the subset that allows it is put in order by a scan of the text,
 /// or else parsed, the slow way.
 pub fn write_fingerprinted(
     record: &impl serde::Serialize,
+    raw: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<Hash, serde_json::Error> {
     let start = out.len();
-    if let Some(hash) = outline::write_hashed(record, out)? {
+    if let Some(hash) = outline::write_hashed(record, raw, out)? {
         return Ok(hash);
     }
     let text = &out[start..];

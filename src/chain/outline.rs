@@ -27,13 +27,18 @@ use super::Hash;
 
 /// Writes `value` to `out` exactly as `serde_json::to_writer` does, and returns SHA-256 of its
 /// RFC 8785 form; `None` for the hash when something written is outside the fast subset.
+/// `raw`, when given, is written for every raw value in `value` instead of the value's own text:
+/// a value may hold a placeholder for a text already checked as JSON, which serde_json would
+/// check again to hold it as a raw value.
 pub(super) fn write_hashed<T: Serialize + ?Sized>(
     value: &T,
+    raw: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hash>, serde_json::Error> {
     let start = out.len();
     let mut outline = Outline {
         out,
+        raw,
         open: Vec::with_capacity(8),
         members: Vec::with_capacity(32),
         disordered: Vec::new(),
@@ -91,6 +96,8 @@ fn put(text: &[u8], range: Range<usize>, disordered: &[Disordered], out: &mut Ve
 /// given is a sink), and notes where every object's members are.
 struct Outline<'o> {
     out: &'o mut Vec<u8>,
+    /// What to write for a raw value, if not its own text.
+    raw: Option<&'o str>,
     /// The objects being written, innermost last.
     open: Vec<Open>,
     /// The members of the open objects so far, innermost object's last.
@@ -358,6 +365,7 @@ impl Formatter for &mut Outline<'_> {
         _: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        let fragment = self.raw.unwrap_or(fragment);
         if !in_form(fragment.as_bytes()) {
             self.outside = true;
         }
@@ -408,7 +416,7 @@ mod tests {
 
     fn hashed(value: &impl Serialize) -> (Vec<u8>, Option<Hash>) {
         let mut out = b"before".to_vec();
-        let hash = write_hashed(value, &mut out).unwrap();
+        let hash = write_hashed(value, None, &mut out).unwrap();
         (out[6..].to_vec(), hash)
     }
 
@@ -423,6 +431,27 @@ mod tests {
         let digest: Hash =
             Sha256::digest(br#"{"a":[3,{"a":"\n","b":1}],"z":{"x":true,"y":null}}"#).into();
         assert_eq!(hash, Some(digest));
+    }
+
+    #[test]
+    fn a_raw_placeholder_is_written_and_hashed_as_the_text_given_for_it() {
+        #[derive(Serialize)]
+        struct Holder<'r> {
+            z: u8,
+            raw: &'r RawValue,
+        }
+        for text in [r#"{"a":[true],"b":1}"#, r#"{"b":1,"a":[true]}"#] {
+            let real = RawValue::from_string(text.to_owned()).unwrap();
+            let (mut with_text, mut with_placeholder) = (Vec::new(), Vec::new());
+            let held = Holder { z: 1, raw: &real };
+            let hash = write_hashed(&held, None, &mut with_text).unwrap();
+            let placeholder = Holder {
+                z: 1,
+                raw: RawValue::NULL,
+            };
+            let instead = write_hashed(&placeholder, Some(text), &mut with_placeholder).unwrap();
+            assert_eq!((with_text, hash), (with_placeholder, instead), "{text}");
+        }
     }
 
     #[test]

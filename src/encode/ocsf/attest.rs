@@ -86,13 +86,14 @@ pub(super) fn attestation<'r>(link: &Link, store: &'r str) -> Attestation<'r> {
     }
 }
 
-/// Writes `record` (its attestation without a fingerprint) to `out`, and returns its
-/// fingerprint: SHA-256 of its RFC 8785 form, as OCSF says (without the fingerprint and
-/// `signatures`, which rollcall never writes).
+/// Writes `record` (its attestation without a fingerprint), with `data` for its raw value, to
+/// `out`, and returns its fingerprint: SHA-256 of its RFC 8785 form, as OCSF says (without the
+/// fingerprint and `signatures`, which rollcall never writes).
 pub(super) fn write_fingerprinted(
     record: &impl Serialize,
+    data: &str,
     out: &mut Vec<u8>,
 ) -> Result<Fingerprint, serde_json::Error> {
-    let hash = chain::attested::write_fingerprinted(record, out)?;
+    let hash = chain::attested::write_fingerprinted(record, Some(data), out)?;
     Ok(Fingerprint::sha_256(JCS, "JCS", &hash))
 }

@@ -4,7 +4,10 @@
 //! fact (a role, a group's member, the account after an update), the arm says so beside it.
 
 use std::fmt;
+use std::io;
 
+use serde::Serialize;
+use serde_json::ser::Formatter;
 use serde_json::value::RawValue;
 
 use super::datatypes::{is_email, millis};
@@ -44,8 +47,7 @@ pub(super) fn record<'r>(
         source,
     };
     // `data` goes into the record verbatim (`unmapped.data`), so it must be JSON: the reader of
-    // the stored event does not check it (`Envelope::data`), serde_json does as it keeps it.
-    let raw: &RawValue = serde_json::from_str(e.data).map_err(unparsable)?;
+    // the stored event does not check it (`Envelope::data`); this read checks all of it.
     let d: Data<'_> = serde_json::from_str(e.data).map_err(unparsable)?;
     let missing = |field| MappingError::Missing {
         event_type: t.as_str(),
@@ -127,7 +129,9 @@ pub(super) fn record<'r>(
         src_endpoint: None,
         http_request: None,
         resources: Vec::new(),
-        unmapped: Unmapped { data: raw },
+        unmapped: Unmapped {
+            data: RawValue::NULL,
+        },
         attestation_list: None,
     };
 
@@ -253,14 +257,18 @@ pub(super) fn record<'r>(
     }
     r.attestation_list = link.map(|link| [attest::attestation(&link, store)]);
     if r.attestation_list.is_none() {
-        serde_json::to_writer(&mut body, &r).map_err(unwritable)?;
+        r.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut body,
+            Verbatim(e.data),
+        ))
+        .map_err(unwritable)?;
     } else {
         // The fingerprint covers the whole record but itself: the record is written without
         // it, and hashed in RFC 8785 order as it is written. It is the attestation's last
         // attribute, and the attestation list the record's last, so the record with it is
         // that text with the fingerprint written in before its end (`}]}`): no second
         // serialization of the record.
-        let fingerprint = attest::write_fingerprinted(&r, &mut body).map_err(unwritable)?;
+        let fingerprint = attest::write_fingerprinted(&r, e.data, &mut body).map_err(unwritable)?;
         debug_assert!(
             body.ends_with(b"}]}"),
             "the attestation list ends the record"
@@ -271,6 +279,16 @@ pub(super) fn record<'r>(
         body.extend_from_slice(b"}]}");
     }
     Ok(body)
+}
+
+/// Writes as serde_json's compact form does, but for the record's one raw value, the
+/// placeholder of `unmapped.data`, which it writes as the stored `data` verbatim.
+struct Verbatim<'d>(&'d str);
+
+impl Formatter for Verbatim<'_> {
+    fn write_raw_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, _: &str) -> io::Result<()> {
+        w.write_all(self.0.as_bytes())
+    }
 }
 
 /// The API Activity attributes of an action-log row; returns the record's `message`.

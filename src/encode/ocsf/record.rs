@@ -79,7 +79,7 @@ pub(super) struct Record<'r> {
     pub(super) http_request: Option<HttpRequest<'r>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) resources: Vec<Resource>,
-    pub(super) unmapped: Unmapped<'r>,
+    pub(super) unmapped: Unmapped,
     /// 1.9.0, `record_integrity` profile: the event's place in the store's chain, and the
     /// record's fingerprint; last, as the fingerprint covers all before it and is written in
     /// at the record's end.
@@ -226,8 +226,11 @@ pub(super) struct Resource {
 }
 
 #[derive(Serialize)]
-pub(super) struct Unmapped<'r> {
+pub(super) struct Unmapped {
     /// The CloudEvents `data`, verbatim: every value OCSF has no attribute for (roles, counters,
-    /// Kylin's lock fields, the log row's `json`) is here, and nothing is lost.
-    pub(super) data: &'r RawValue,
+    /// Kylin's lock fields, the log row's `json`) is here, and nothing is lost. Held here as a
+    /// raw `null` that the record's writer replaces with the stored text (`build::Verbatim`):
+    /// the typed read of `data` has checked that text already, and serde_json keeps a text
+    /// verbatim only as a raw value it would check again.
+    pub(super) data: &'static RawValue,
 }
