@@ -25,7 +25,7 @@ pub const LIST: &str = "attestation_list";
 pub const PROFILE: &str = "record_integrity";
 
 /// Writes `record` (its attestation without a `fingerprint` yet) to `out` as serde_json writes
-/// it (but for its one raw value, written as `raw` when given: see `outline::write_hashed`),
+/// it (but for its raw value, written as `raw`: see `outline::write_hashed`),
 /// and returns its fingerprint: what [`fingerprint`] computes of its value. The record's
 /// attributes are in the order a reader expects, not RFC 8785's, so its form in order is put
 /// together from where serde_json wrote each member (`outline`), without reading the text
@@ -33,11 +33,11 @@ pub const PROFILE: &str = "record_integrity";
 /// or else parsed, the slow way.
 pub fn write_fingerprinted(
     record: &impl serde::Serialize,
-    raw: Option<&str>,
+    raw: &str,
     out: &mut Vec<u8>,
 ) -> Result<Hash, serde_json::Error> {
     let start = out.len();
-    if let Some(hash) = outline::write_hashed(record, raw, out)? {
+    if let Some(hash) = outline::write_hashed(record, Some(raw), out)? {
         return Ok(hash);
     }
     let text = &out[start..];

@@ -94,6 +94,6 @@ pub(super) fn write_fingerprinted(
     data: &str,
     out: &mut Vec<u8>,
 ) -> Result<Fingerprint, serde_json::Error> {
-    let hash = chain::attested::write_fingerprinted(record, Some(data), out)?;
+    let hash = chain::attested::write_fingerprinted(record, data, out)?;
     Ok(Fingerprint::sha_256(JCS, "JCS", &hash))
 }
